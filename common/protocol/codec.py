@@ -1,0 +1,215 @@
+"""The only module that touches msgpack.
+
+``encode(msg) -> bytes`` and ``decode(data) -> Message``. Decoding treats its
+input as hostile: the frame size, the msgpack structure, the kind, the version
+and every field are checked, and anything wrong raises ``ProtocolError`` (never
+another exception). The checks are derived once from the field annotations in
+``messages.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from common.errors import ProtocolError, VersionMismatch
+from common.protocol.messages import MESSAGE_TYPES, ForwardRecord, Message, TelemetryRecord
+
+__all__ = [
+    "MAX_FRAME",
+    "MAX_ITEMS",
+    "MAX_STR",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "decode",
+    "decode_record",
+    "encode",
+    "encode_record",
+    "negotiate",
+]
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1, 1)  # (min, max) this build speaks
+MAX_FRAME = 4 * 1024 * 1024  # bytes in one frame; sockets also set ZMQ_MAXMSGSIZE to this
+MAX_STR = 256  # characters in any string field
+MAX_ITEMS = 10_000  # entries in any list or map
+MAX_VALUES = 64  # metrics in one record
+INT64 = (-(2**63), 2**63 - 1)
+
+_UNPACK_LIMITS = dict(
+    raw=False,
+    strict_map_key=True,
+    use_list=True,
+    max_str_len=MAX_FRAME,
+    max_bin_len=MAX_FRAME,
+    max_array_len=MAX_ITEMS,
+    max_map_len=MAX_ITEMS,
+    max_ext_len=0,
+)
+
+Check = Callable[[Any, str], Any]
+
+
+def _fail(where: str, why: str) -> ProtocolError:
+    return ProtocolError(f"{where}: {why}")
+
+
+def _check_str(value: Any, where: str) -> str:
+    if type(value) is not str:
+        raise _fail(where, f"expected a string, got {type(value).__name__}")
+    if len(value) > MAX_STR:
+        raise _fail(where, f"string of {len(value)} characters exceeds {MAX_STR}")
+    return value
+
+
+def _check_int(value: Any, where: str) -> int:
+    if type(value) is not int:
+        raise _fail(where, f"expected an integer, got {type(value).__name__}")
+    if not INT64[0] <= value <= INT64[1]:
+        raise _fail(where, "integer out of the 64-bit range")
+    return value
+
+
+def _check_bytes(value: Any, where: str) -> bytes:
+    if type(value) is not bytes:
+        raise _fail(where, f"expected bytes, got {type(value).__name__}")
+    return value
+
+
+def _check_values(value: Any, where: str) -> dict[str, float]:
+    if type(value) is not dict:
+        raise _fail(where, f"expected a map of metrics, got {type(value).__name__}")
+    if len(value) > MAX_VALUES:
+        raise _fail(where, f"{len(value)} metrics exceed {MAX_VALUES}")
+    for k, v in value.items():
+        _check_str(k, f"{where}[key]")
+        t = type(v)
+        if t is not float and t is not int:
+            raise _fail(f"{where}[{k!r}]", f"expected a number, got {t.__name__}")
+        if t is float and not math.isfinite(v):
+            raise _fail(f"{where}[{k!r}]", "number is not finite")
+    return value
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any, where: str) -> list[Any]:
+        if type(value) is not list:
+            raise _fail(where, f"expected a list, got {type(value).__name__}")
+        return [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    return check
+
+
+def _record_of(cls: type) -> Check:
+    checks = _field_checks(cls)
+    n = len(checks)
+    name = cls.__name__
+
+    def check(value: Any, where: str) -> Any:
+        if type(value) is not list or len(value) != n:
+            raise _fail(where, f"{name} must be an array of {n} fields")
+        return cls(*[c(v, f"{where}.{f}") for (f, c), v in zip(checks, value)])
+
+    return check
+
+
+CHECKS: dict[str, Check] = {
+    "str": _check_str,
+    "int": _check_int,
+    "bytes": _check_bytes,
+    "dict[str, float]": _check_values,
+    "list[bytes]": _list_of(_check_bytes),
+}
+
+
+def _field_checks(cls: type) -> list[tuple[str, Check]]:
+    out = []
+    for f in dataclasses.fields(cls):
+        try:
+            out.append((f.name, CHECKS[f.type]))
+        except KeyError:
+            raise TypeError(f"{cls.__name__}.{f.name}: no wire check for type {f.type!r}") from None
+    return out
+
+
+CHECKS["list[TelemetryRecord]"] = _list_of(_record_of(TelemetryRecord))
+_DECODERS: dict[int, tuple[type[Message], list[tuple[str, Check]]]] = {
+    kind: (cls, _field_checks(cls)) for kind, cls in MESSAGE_TYPES.items()
+}
+_FIELD_NAMES = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in MESSAGE_TYPES.items()}
+_RECORD_CHECK = _record_of(ForwardRecord)
+
+
+def _plain(value: Any) -> Any:
+    """Nested dataclass records go on the wire as arrays."""
+    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+        return [dataclasses.astuple(v) for v in value]
+    return value
+
+
+def encode(msg: Message, version: int = PROTOCOL_VERSION) -> bytes:
+    """Serialize one message into one frame."""
+    fields = _FIELD_NAMES[msg.KIND]
+    return msgpack.packb([msg.KIND, version, *[_plain(getattr(msg, f)) for f in fields]], use_bin_type=True)
+
+
+def _unpack(data: Any, what: str) -> Any:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"{what}: expected bytes, got {type(data).__name__}")
+    if len(data) > MAX_FRAME:
+        raise ProtocolError(f"{what}: frame of {len(data)} bytes exceeds the limit of {MAX_FRAME}")
+    if not data:
+        raise ProtocolError(f"{what}: empty frame")
+    try:
+        return msgpack.unpackb(data, **_UNPACK_LIMITS)
+    except Exception as exc:  # msgpack raises many types on hostile input; all mean "not msgpack"
+        raise ProtocolError(f"{what}: not valid msgpack ({type(exc).__name__}: {exc})") from exc
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one frame from an untrusted peer."""
+    obj = _unpack(data, "frame")
+    if type(obj) is not list or len(obj) < 2:
+        raise ProtocolError("frame: expected an array [kind, version, ...fields]")
+    kind, version = obj[0], obj[1]
+    if type(kind) is not int or kind not in _DECODERS:
+        raise ProtocolError(f"frame: unknown message kind {kind!r}")
+    cls, checks = _DECODERS[kind]
+    if type(version) is not int or not SUPPORTED_VERSIONS[0] <= version <= SUPPORTED_VERSIONS[1]:
+        raise VersionMismatch(
+            f"{cls.__name__}: protocol version {version!r} is not supported "
+            f"(this side speaks {SUPPORTED_VERSIONS[0]}..{SUPPORTED_VERSIONS[1]})",
+            kind=cls.__name__,
+        )
+    values = obj[2:]
+    if len(values) != len(checks):
+        raise ProtocolError(f"{cls.__name__}: expected {len(checks)} fields, got {len(values)}", kind=cls.__name__)
+    try:
+        return cls(*[check(v, f"{cls.__name__}.{name}") for (name, check), v in zip(checks, values)])
+    except ProtocolError as exc:
+        exc.kind = cls.__name__
+        raise
+
+
+def encode_record(rec: ForwardRecord) -> bytes:
+    """One outbox entry."""
+    return msgpack.packb(dataclasses.astuple(rec), use_bin_type=True)
+
+
+def decode_record(data: bytes) -> ForwardRecord:
+    """Parse and validate one outbox entry (as carried inside ForwardBatch)."""
+    return _RECORD_CHECK(_unpack(data, "ForwardRecord"), "ForwardRecord")
+
+
+def negotiate(peer_min: int, peer_max: int) -> int:
+    """The highest version both sides speak, or VersionMismatch."""
+    low, high = max(peer_min, SUPPORTED_VERSIONS[0]), min(peer_max, SUPPORTED_VERSIONS[1])
+    if low > high:
+        raise VersionMismatch(
+            f"Hello: peer speaks {peer_min}..{peer_max}, this side {SUPPORTED_VERSIONS[0]}..{SUPPORTED_VERSIONS[1]}"
+        )
+    return high
