@@ -6,8 +6,10 @@ from common.protocol.codec import (
     SUPPORTED_VERSIONS,
     decode,
     decode_record,
+    decode_sample,
     encode,
     encode_record,
+    encode_sample,
     negotiate,
 )
 from common.protocol.messages import (
@@ -43,7 +45,9 @@ __all__ = [
     "TelemetryRecord",
     "decode",
     "decode_record",
+    "decode_sample",
     "encode",
     "encode_record",
+    "encode_sample",
     "negotiate",
 ]

@@ -27,8 +27,10 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "decode",
     "decode_record",
+    "decode_sample",
     "encode",
     "encode_record",
+    "encode_sample",
     "negotiate",
 ]
 
@@ -56,6 +58,12 @@ Check = Callable[[Any, str], Any]
 
 def _fail(where: str, why: str) -> ProtocolError:
     return ProtocolError(f"{where}: {why}")
+
+
+def _describe(value: Any) -> str:
+    """A bounded description of an untrusted value: its repr only for an int (a deep or huge repr could
+    raise RecursionError or make a megabyte-long message), otherwise just its type."""
+    return repr(value) if type(value) is int else f"of type {type(value).__name__}"
 
 
 def _check_str(value: Any, where: str) -> str:
@@ -177,11 +185,11 @@ def decode(data: bytes) -> Message:
         raise ProtocolError("frame: expected an array [kind, version, ...fields]")
     kind, version = obj[0], obj[1]
     if type(kind) is not int or kind not in _DECODERS:
-        raise ProtocolError(f"frame: unknown message kind {kind!r}")
+        raise ProtocolError(f"frame: unknown message kind {_describe(kind)}")
     cls, checks = _DECODERS[kind]
     if type(version) is not int or not SUPPORTED_VERSIONS[0] <= version <= SUPPORTED_VERSIONS[1]:
         raise VersionMismatch(
-            f"{cls.__name__}: protocol version {version!r} is not supported "
+            f"{cls.__name__}: protocol version {_describe(version)} is not supported "
             f"(this side speaks {SUPPORTED_VERSIONS[0]}..{SUPPORTED_VERSIONS[1]})",
             kind=cls.__name__,
         )
@@ -203,6 +211,22 @@ def encode_record(rec: ForwardRecord) -> bytes:
 def decode_record(data: bytes) -> ForwardRecord:
     """Parse and validate one outbox entry (as carried inside ForwardBatch)."""
     return _RECORD_CHECK(_unpack(data, "ForwardRecord"), "ForwardRecord")
+
+
+def encode_sample(ts_ms: int, stream: str, values: dict[str, float]) -> bytes:
+    """One entry of a device's local buffer: the record without its sequence (the buffer's key is the sequence)."""
+    return msgpack.packb((ts_ms, stream, values), use_bin_type=True)
+
+
+_SAMPLE_CHECKS = _field_checks(TelemetryRecord)[1:]
+
+
+def decode_sample(seq: int, data: bytes) -> TelemetryRecord:
+    """Rebuild the TelemetryRecord kept at ``seq`` in a device's local buffer."""
+    obj = _unpack(data, "sample")
+    if type(obj) is not list or len(obj) != len(_SAMPLE_CHECKS):
+        raise ProtocolError(f"sample {seq}: expected an array of {len(_SAMPLE_CHECKS)} fields")
+    return TelemetryRecord(seq, *[c(v, f"sample {seq}.{f}") for (f, c), v in zip(_SAMPLE_CHECKS, obj)])
 
 
 def negotiate(peer_min: int, peer_max: int) -> int:

@@ -128,11 +128,16 @@ class TelemetryAck(Message):
 
 @dataclass(frozen=True, slots=True)
 class ForwardBatch(Message):
-    """Gateway to cloud: outbox entries ``first..last``, each an encoded ForwardRecord."""
+    """Gateway to cloud: outbox entries ``first..last``, each an encoded ForwardRecord.
+
+    ``base`` is the gateway's acknowledged watermark when it sent the batch:
+    everything up to it is already committed in the cloud.
+    """
 
     KIND: ClassVar[int] = 20
     gateway_id: str
     site: str
+    base: int
     first: int
     last: int
     entries: list[bytes]

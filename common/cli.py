@@ -1,0 +1,56 @@
+"""The ``edgefleet`` command: a click group whose sub-commands load lazily.
+
+A device process imports only what ``edgefleet agent`` needs: the web framework
+and database driver behind ``edgefleet cloud`` or ``edgefleet devices`` are
+never imported there. Each entry below names ``module:attribute`` of a click
+command, imported only when that command runs (or when ``--help`` lists it,
+which needs only the short help given here).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+__all__ = ["COMMANDS", "main"]
+
+# name -> (module:attribute, short help shown by `edgefleet --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "cloud": ("cloud.cli:cloud", "Run the cloud coordinator (device registry, store, operator API)."),
+    "gateway": ("gateway.cli:gateway", "Run a site gateway (store-and-forward between devices and cloud)."),
+    "agent": ("device_agent.cli:agent", "Run a device agent (telemetry with a durable local buffer)."),
+    "devices": ("cloud.ops_cli:devices", "Operator commands on devices (list)."),
+    "sites": ("cloud.ops_cli:sites", "Operator commands on sites (list)."),
+    "demo": ("simulations.demo:demo", "Start a whole fleet as real processes on 127.0.0.1 and report."),
+    "sim": ("simulations.cli:sim", "Run a fleet in virtual time over an in-memory network."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a sub-command's module only when that command runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # the listing uses the short help above, so `edgefleet --help` imports no tier
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in sorted(COMMANDS)])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgefleet")
+def main() -> None:
+    """EdgeFleet: fleet device management for industrial edge sites.
+
+    Three tiers: `edgefleet cloud` coordinates many sites, `edgefleet gateway`
+    runs at each site, `edgefleet agent` runs on each device. `edgefleet demo`
+    starts a whole fleet on this machine and reports what happened.
+    """

@@ -1,0 +1,194 @@
+"""The vocabulary between sans-IO cores and their drivers.
+
+A core is fed events with ``core.handle(event, now) -> list[effect]`` and
+never does I/O itself: it does not read the clock, sleep, touch a socket or
+write a file. A driver (asyncio + ZeroMQ + LMDB + the system clock) or the
+virtual-time simulator runs the effects and feeds the outcomes back as events.
+
+Peers: ``UPSTREAM`` ("") is the one server a node connects to (the gateway for a
+device, the cloud for a gateway); any other peer string is a client connected
+to this node's server socket (its ZeroMQ routing id, hex).
+
+Reads of a node's own durable queue go through the ``QueueReader`` port: they
+are local, synchronous and deterministic. Writes are effects, because their
+completion (a durable commit) arrives later as ``Persisted``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from common.errors import EdgeFleetError, ProtocolError
+from common.protocol import Message
+
+__all__ = [
+    "UPSTREAM",
+    "Append",
+    "AckQueue",
+    "Effect",
+    "Event",
+    "Log",
+    "LinkUp",
+    "Malformed",
+    "Persisted",
+    "PersistFailed",
+    "QueueReader",
+    "Received",
+    "Reconnect",
+    "Sampled",
+    "Send",
+    "SetTimer",
+    "Start",
+    "Stop",
+    "Stored",
+    "StoreIngest",
+    "StoreTouch",
+    "TakeSample",
+    "TimerFired",
+]
+
+UPSTREAM = ""
+
+
+class QueueReader(Protocol):
+    """What a core may read of its durable queue (DurableQueue and MemoryQueue both fit)."""
+
+    def read(self, after: int = 0, limit: int = 1000, max_bytes: int = 1 << 20) -> list[tuple[int, bytes]]: ...
+
+
+# -- events ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """The node starts (its queues are open)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Stop producing, drain what is buffered, then the driver may exit."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    peer: str
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A frame from ``peer`` that did not decode."""
+
+    peer: str
+    error: ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """The upstream socket was (re)created after a Reconnect."""
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    token: Any
+    seqs: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PersistFailed:
+    token: Any
+    error: EdgeFleetError
+
+
+@dataclass(frozen=True, slots=True)
+class Sampled:
+    values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    token: Any
+    stored: int
+    duplicates: int
+
+
+Event = Start | Stop | Received | Malformed | TimerFired | LinkUp | Persisted | PersistFailed | Sampled | Stored
+
+# -- effects -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    peer: str
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Fire ``TimerFired(name)`` at absolute time ``at``; replaces a pending timer of that name."""
+
+    name: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Durably append ``payloads`` to queue ``queue``; answer with Persisted/PersistFailed(token)."""
+
+    queue: str
+    payloads: list[bytes]
+    token: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AckQueue:
+    """Drop queue entries up to ``up_to`` (they are safe further along)."""
+
+    queue: str
+    up_to: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Close the upstream socket, wait ``delay`` seconds, open a new one, then feed LinkUp."""
+
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class TakeSample:
+    """Read the platform's metrics; answer with Sampled."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIngest:
+    """Commit records to the cloud store; answer with Stored(token)."""
+
+    token: Any
+    gateway_id: str
+    site: str
+    records: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreTouch:
+    """Record that a gateway was seen."""
+
+    gateway_id: str
+    site: str
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+Effect = Send | SetTimer | Append | AckQueue | Reconnect | TakeSample | StoreIngest | StoreTouch | Log

@@ -1,0 +1,186 @@
+"""CurveZMQ keys on disk, the allowlist of peer keys, and the ZAP handler.
+
+Every socket is encrypted with CURVE. A CURVE server without a ZAP handler
+admits any client that knows the server key (libzmq #2594), so every server
+socket runs pyzmq's asyncio authenticator with a callback that admits only the
+keys in its allowlist file (one Z85 public key per line, ``#`` comments, an
+optional name after the key). The file is re-read when it changes, so keys can
+be added while the server runs.
+
+Keys are made on first start in the node's data directory: ``curve.key`` (the
+public key) and ``curve.secret`` (mode 0600). Files are written to a temporary
+name, fsynced and renamed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth.asyncio
+
+from common.errors import KeyFileError
+from common.protocol import MAX_FRAME
+
+__all__ = [
+    "Allowlist",
+    "KeyPair",
+    "load_or_create_keypair",
+    "read_public_key",
+    "secure_client",
+    "secure_server",
+    "start_authenticator",
+    "write_atomic",
+]
+
+PUBLIC_FILE = "curve.key"
+SECRET_FILE = "curve.secret"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """A CURVE key pair, both halves Z85-encoded (40 bytes each)."""
+
+    public: bytes
+    secret: bytes
+
+
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _check_key(raw: bytes, where: str) -> bytes:
+    key = raw.strip()
+    try:
+        if len(key) != 40 or len(zmq.utils.z85.decode(key)) != 32:
+            raise ValueError("not 40 Z85 characters")
+    except ValueError as exc:
+        raise KeyFileError(f"{where}: not a CURVE key ({exc}); expected 40 Z85 characters") from exc
+    return key
+
+
+def read_public_key(path: str | os.PathLike[str]) -> bytes:
+    """A peer's public key from a file holding it (e.g. another node's curve.key)."""
+    try:
+        return _check_key(Path(path).read_bytes(), str(path))
+    except OSError as exc:
+        raise KeyFileError(f"cannot read public key {str(path)!r}: {exc.strerror}") from exc
+
+
+def load_or_create_keypair(data_dir: str | os.PathLike[str]) -> KeyPair:
+    """The node's key pair, made on first start and kept in ``data_dir`` (secret at 0600)."""
+    d = Path(data_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    pub_path, sec_path = d / PUBLIC_FILE, d / SECRET_FILE
+    if not sec_path.exists():
+        public, secret = zmq.curve_keypair()
+        write_atomic(sec_path, secret + b"\n", 0o600)
+        write_atomic(pub_path, public + b"\n", 0o644)
+        return KeyPair(public, secret)
+    mode = stat.S_IMODE(sec_path.stat().st_mode)
+    if mode & 0o077:
+        raise KeyFileError(
+            f"secret key {str(sec_path)!r} is readable by others (mode {mode:04o}); run: chmod 600 {sec_path}"
+        )
+    secret = _check_key(sec_path.read_bytes(), str(sec_path))
+    public = zmq.curve_public(secret)
+    if not pub_path.exists() or pub_path.read_bytes().strip() != public:
+        write_atomic(pub_path, public + b"\n", 0o644)
+    return KeyPair(public, secret)
+
+
+class Allowlist:
+    """The public keys a server admits, from a file re-read whenever it changes.
+
+    Its ``callback(domain, key)`` is what pyzmq's authenticator calls for each
+    CURVE handshake. ``decide`` returns ``(allowed, reason)`` for logs and tests.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._keys: dict[bytes, str] = {}
+        self._stamp: tuple[int, int] | None = None
+        self.refused = 0
+
+    def keys(self) -> dict[bytes, str]:
+        self._reload()
+        return dict(self._keys)
+
+    def add(self, key: bytes, name: str = "") -> None:
+        """Append a key to the file (atomically rewritten)."""
+        self._reload()
+        key = _check_key(key, "key to add")
+        if key in self._keys:
+            return
+        lines = [f"{k.decode()} {n}".rstrip() for k, n in {**self._keys, key: name}.items()]
+        write_atomic(self.path, ("\n".join(lines) + "\n").encode(), 0o644)
+
+    def decide(self, key: bytes) -> tuple[bool, str]:
+        self._reload()
+        if key in self._keys:
+            return True, f"known key {self._keys[key] or key.decode()}"
+        self.refused += 1
+        return False, "unknown key"
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return self.decide(key)[0]
+
+    def _reload(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._keys, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        keys: dict[bytes, str] = {}
+        for n, line in enumerate(self.path.read_bytes().splitlines(), 1):
+            line = line.split(b"#", 1)[0].strip()
+            if not line:
+                continue
+            key, _, name = line.partition(b" ")
+            keys[_check_key(key, f"{self.path}:{n}")] = name.strip().decode(errors="replace")
+        self._keys, self._stamp = keys, stamp
+
+
+def start_authenticator(ctx: zmq.asyncio.Context, allowlist: Allowlist) -> zmq.auth.asyncio.AsyncioAuthenticator:
+    """A running ZAP handler on ``ctx`` admitting only ``allowlist``'s keys. Call ``.stop()`` when done."""
+    auth = zmq.auth.asyncio.AsyncioAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve_callback("*", allowlist)
+    return auth
+
+
+def secure_server(sock: zmq.Socket, keys: KeyPair) -> None:
+    """Make ``sock`` a CURVE server with a frame-size cap; bind after this."""
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME + 1024)
+
+
+def secure_client(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
+    """Make ``sock`` a CURVE client of the server holding ``server_public``; connect after this."""
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_serverkey = server_public
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME + 1024)

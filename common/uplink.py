@@ -1,0 +1,139 @@
+"""Sans-IO pieces shared by every node that connects upstream (device -> gateway, gateway -> cloud).
+
+``Uplink`` keeps the session: HELLO until acknowledged, heartbeats, a dead peer
+declared after three silent intervals, then a reconnect after an exponential,
+jittered backoff. ``QueueSender`` streams a durable queue upstream in batches
+with a bounded window of unacknowledged records, drops entries only on a
+cumulative acknowledgement, and resends from the last acknowledgement when
+acknowledgements stop coming (at-least-once; the receiver deduplicates).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from common.backoff import Backoff
+from common.effects import UPSTREAM, AckQueue, Effect, Log, QueueReader, Reconnect, Send
+from common.protocol import Heartbeat, Hello, HelloAck, Message
+
+__all__ = ["LIVENESS", "QueueSender", "Uplink"]
+
+LIVENESS = 3  # heartbeat intervals of silence before a peer is dead
+
+
+class Uplink:
+    """Session state of the one upstream link: ``connecting`` -> ``up`` -> ``waiting`` (to reconnect)."""
+
+    def __init__(self, hello: Hello, *, heartbeat_s: float, backoff: Backoff) -> None:
+        self.hello = hello
+        self.heartbeat_s = heartbeat_s
+        self.backoff = backoff
+        self.state = "down"
+        self.version = 0
+        self.last_rx = 0.0
+        self.hello_at = 0.0
+        self.reconnects = 0
+
+    @property
+    def up(self) -> bool:
+        return self.state == "up"
+
+    def open(self, now: float) -> list[Effect]:
+        """The socket is (re)connected: say hello."""
+        self.state, self.last_rx, self.hello_at = "connecting", now, now
+        return [Send(UPSTREAM, self.hello)]
+
+    def received(self, msg: Message, now: float) -> bool:
+        """Note liveness; True when this message brought the session up."""
+        self.last_rx = now
+        if isinstance(msg, HelloAck) and self.state != "up":
+            self.state, self.version = "up", msg.version
+            self.backoff.reset()
+            return True
+        return False
+
+    def tick(self, now: float) -> list[Effect]:
+        """Called every heartbeat interval."""
+        if self.state == "waiting":
+            return []
+        if now - self.last_rx > LIVENESS * self.heartbeat_s:
+            delay = self.backoff.next_delay()
+            self.state = "waiting"
+            self.reconnects += 1
+            return [
+                Log("warning", "upstream silent: reconnecting", {"silent_s": round(now - self.last_rx, 3), "delay_s": round(delay, 3)}),
+                Reconnect(delay),
+            ]
+        if self.state == "connecting":
+            if now - self.hello_at >= self.heartbeat_s:
+                self.hello_at = now
+                return [Send(UPSTREAM, self.hello)]
+            return []
+        return [Send(UPSTREAM, Heartbeat(int(now * 1000)))]
+
+
+class QueueSender:
+    """Streams a durable queue upstream with a window of unacknowledged records."""
+
+    def __init__(
+        self,
+        queue: str,
+        reader: QueueReader,
+        build: Callable[[list[tuple[int, bytes]]], Message],
+        *,
+        batch_max: int,
+        window: int,
+        ack_timeout_s: float,
+        batch_bytes: int = 512 * 1024,
+    ) -> None:
+        self.queue = queue
+        self.reader = reader
+        self.build = build
+        self.batch_max = batch_max
+        self.batch_bytes = batch_bytes
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.acked = 0  # everything <= acked is safe upstream
+        self.sent_upto = 0  # highest sequence sent since the last rewind
+        self.last_progress = 0.0
+        self.resends = 0
+
+    def rewind(self) -> None:
+        """Send again everything not yet acknowledged (new session, or acks stopped)."""
+        self.sent_upto = self.acked
+
+    def pump(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        while self.sent_upto - self.acked < self.window:
+            items = self.reader.read(after=self.sent_upto, limit=self.batch_max, max_bytes=self.batch_bytes)
+            if not items:
+                break
+            if self.sent_upto == self.acked and items[0][0] - 1 > self.acked:
+                self.acked = self.sent_upto = items[0][0] - 1  # entries below were acknowledged earlier
+            if self.sent_upto == self.acked:
+                self.last_progress = now
+            out.append(Send(UPSTREAM, self.build(items)))
+            self.sent_upto = items[-1][0]
+        return out
+
+    def acknowledged(self, up_to: int, now: float) -> list[Effect]:
+        if up_to <= self.acked:
+            return []
+        self.acked = up_to
+        self.sent_upto = max(self.sent_upto, up_to)
+        self.last_progress = now
+        return [AckQueue(self.queue, up_to), *self.pump(now)]
+
+    def tick(self, now: float) -> list[Effect]:
+        """Resend from the last acknowledgement when none came for ``ack_timeout_s``."""
+        if self.sent_upto > self.acked and now - self.last_progress > self.ack_timeout_s:
+            self.resends += 1
+            self.last_progress = now
+            self.rewind()
+            return [Log("info", "no acknowledgement: resending", {"queue": self.queue, "from": self.acked + 1}), *self.pump(now)]
+        return []
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nothing more to read."""
+        return self.sent_upto <= self.acked and not self.reader.read(after=self.acked, limit=1)
