@@ -30,6 +30,7 @@ __all__ = [
     "KeyPair",
     "load_or_create_keypair",
     "read_public_key",
+    "resolve_public_key",
     "secure_client",
     "secure_server",
     "start_authenticator",
@@ -83,6 +84,13 @@ def read_public_key(path: str | os.PathLike[str]) -> bytes:
         return _check_key(Path(path).read_bytes(), str(path))
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {str(path)!r}: {exc.strerror}") from exc
+
+
+def resolve_public_key(value: str) -> bytes:
+    """A public key given on the command line or in config: the 40 Z85 characters, or a file holding them."""
+    if len(value) == 40 and not Path(value).exists():
+        return _check_key(value.encode(), "public key")
+    return read_public_key(value)
 
 
 def load_or_create_keypair(data_dir: str | os.PathLike[str]) -> KeyPair:

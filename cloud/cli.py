@@ -1,0 +1,60 @@
+"""``edgefleet cloud``: run the cloud coordinator from a TOML config file and flags."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+
+from common.config import load_config
+from common.logs import setup_logging
+
+__all__ = ["cloud"]
+
+DEFAULTS = {
+    "data_dir": "./var/cloud",
+    "bind": "tcp://127.0.0.1:7700",
+    "api_host": "127.0.0.1",
+    "api_port": 8700,
+    "database": "",
+    "heartbeat": 1.0,
+    "log_level": "info",
+    "log_format": "json",
+}
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), help="TOML file; flags override it.")
+@click.option("--data-dir", help="Where keys, the API token, allowed_gateways and the SQLite store live.")
+@click.option("--bind", help="Gateway-facing endpoint to bind, e.g. tcp://0.0.0.0:7700 (port * for any).")
+@click.option("--api-host", help="Address of the operator HTTP API.")
+@click.option("--api-port", type=int, help="Port of the operator HTTP API (0 for any).")
+@click.option("--database", help="SQLAlchemy URL of the store (default: sqlite in the data directory).")
+@click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a gateway silent for 3 is dead.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", type=click.Choice(["json", "text"]))
+def cloud(config_path: str | None, **flags: object) -> None:
+    """Run the cloud coordinator: gateway sessions, the store, the operator API.
+
+    Gateways are admitted by CURVE public key, one per line in
+    DATA_DIR/allowed_gateways. The operator token is in DATA_DIR/api_token;
+    `edgefleet devices list --data-dir DATA_DIR` uses it.
+    """
+    cfg = load_config(config_path, DEFAULTS, flags)
+    setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
+    from cloud.driver import CloudConfig, run_cloud
+
+    counters = asyncio.run(
+        run_cloud(
+            CloudConfig(
+                data_dir=Path(cfg["data_dir"]),
+                bind=cfg["bind"],
+                api_host=cfg["api_host"],
+                api_port=cfg["api_port"],
+                database=cfg["database"],
+                heartbeat_s=cfg["heartbeat"],
+            )
+        )
+    )
+    click.echo(f"cloud: {counters['stored']} records stored, {counters['duplicates']} duplicates dropped", err=True)

@@ -1,0 +1,124 @@
+"""The cloud's process: its core on asyncio, a ROUTER for gateways, the store on one thread, the operator API.
+
+Gateways are admitted by CURVE key from ``allowed_gateways`` in the data
+directory. Every store call runs on one dedicated thread, in order, so the
+event loop never blocks on the database and commits happen in the order the
+core asked for them. The HTTP API is served by uvicorn in the same loop.
+After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
+the cloud's public key; ``api_token`` (0600) holds the operator token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq.asyncio
+
+from cloud.api import create_app, serve_api
+from cloud.core import CloudCore
+from cloud.store import Store
+from common.effects import Start, Stored, StoreIngest, StoreTouch
+from common.errors import StoreError
+from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
+from common.runner import NodeRunner
+from common.sockets import ServerSocket
+
+__all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
+
+log = logging.getLogger("edgefleet.cloud")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudConfig:
+    data_dir: Path
+    bind: str = "tcp://127.0.0.1:7700"  # gateway-facing socket
+    api_host: str = "127.0.0.1"
+    api_port: int = 8700
+    database: str = ""  # SQLAlchemy URL; default sqlite in the data directory
+    heartbeat_s: float = 1.0
+
+
+def ensure_api_token(data_dir: Path) -> str:
+    """The operator API token, made on first start and kept at 0600."""
+    path = data_dir / "api_token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    write_atomic(path, (token + "\n").encode(), 0o600)
+    return token
+
+
+async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict[str, int]:
+    """Run until ``stop`` is set (SIGTERM/SIGINT set it when run from the CLI)."""
+    stop = stop or asyncio.Event()
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = load_or_create_keypair(cfg.data_dir)
+    token = ensure_api_token(cfg.data_dir)
+    store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
+    allow = Allowlist(cfg.data_dir / "allowed_gateways")
+    ctx = zmq.asyncio.Context()
+    auth = start_authenticator(ctx, allow)
+    core = CloudCore(heartbeat_s=cfg.heartbeat_s)
+    runner: NodeRunner
+
+    def ingest(effect: StoreIngest) -> None:
+        fut = loop.run_in_executor(store_thread, store.ingest, effect.gateway_id, effect.site, effect.records, _now_ms())
+        fut.add_done_callback(lambda f: _ingested(effect, f))
+
+    def _ingested(effect: StoreIngest, fut: asyncio.Future) -> None:
+        exc = fut.exception()
+        if exc is None:
+            result = fut.result()
+            runner.feed(Stored(effect.token, result.stored, result.duplicates))
+        elif isinstance(exc, StoreError):
+            # not acknowledged: the gateway keeps the batch and sends it again
+            log.error("store refused a batch", extra={"gateway": effect.gateway_id, "error": str(exc)})
+        else:
+            raise exc
+
+    def touch(effect: StoreTouch) -> None:
+        loop.run_in_executor(store_thread, store.touch_gateway, effect.gateway_id, effect.site, _now_ms())
+
+    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
+    runner = NodeRunner(core, server=server, extra={StoreIngest: ingest, StoreTouch: touch}, log=log)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    endpoint = server.start()
+    api = await serve_api(create_app(store, token, executor=store_thread), cfg.api_host, cfg.api_port)
+    api_url = f"http://{cfg.api_host}:{api.port}"
+    write_atomic(
+        cfg.data_dir / "endpoints.json",
+        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode()}).encode(),
+        0o644,
+    )
+    runner.feed(Start())
+    log.info("cloud started", extra={"gateways": endpoint, "api": api_url})
+    try:
+        await stop.wait()
+    finally:
+        await runner.stop()
+        await server.stop()
+        await api.stop()
+        auth.stop()
+        ctx.destroy(linger=0)
+        store_thread.submit(store.close).result()
+        store_thread.shutdown()
+        log.info("cloud stopped", extra=core.counters)
+    return dict(core.counters)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

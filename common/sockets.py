@@ -1,0 +1,167 @@
+"""Thin asyncio + ZeroMQ socket drivers: a CURVE ROUTER server and a CURVE DEALER upstream link.
+
+Frames are decoded here (``Received`` or ``Malformed`` events) and handed to a
+callback; nothing here knows what the messages mean. Sends never block and
+never drop silently: the ROUTER sets ``ROUTER_MANDATORY`` so a full or vanished
+peer raises instead of discarding, and every refused send is counted by reason
+(the protocol above resends what matters: acknowledgements are cumulative and
+unacknowledged data is sent again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from common.effects import UPSTREAM, Event, Malformed, Received
+from common.errors import ProtocolError
+from common.keys import KeyPair, secure_client, secure_server
+from common.protocol import Message, decode, encode
+
+__all__ = ["DRAIN_MAX", "ServerSocket", "UpstreamLink"]
+
+log = logging.getLogger(__name__)
+DRAIN_MAX = 1000  # frames taken without awaiting once the socket is readable
+
+
+def _decode(peer: str, frame: bytes) -> Event:
+    try:
+        return Received(peer, decode(frame))
+    except ProtocolError as exc:
+        return Malformed(peer, exc)
+
+
+class ServerSocket:
+    """A CURVE ROUTER bound to ``bind``; peers are named by their routing id in hex."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, bind: str, keys: KeyPair, on_event: Callable[[Event], None]) -> None:
+        self.ctx, self.bind, self.keys, self.on_event = ctx, bind, keys, on_event
+        self.sock: zmq.asyncio.Socket | None = None
+        self.endpoint = ""
+        self.refused: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> str:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        secure_server(sock, self.keys)
+        sock.bind(self.bind)
+        self.sock = sock
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._task = asyncio.get_running_loop().create_task(self._reader(), name=f"router:{self.endpoint}")
+        return self.endpoint
+
+    async def _reader(self) -> None:
+        assert self.sock is not None
+        recv = self.sock.recv_multipart
+        while True:
+            frames = await recv()
+            for _ in range(DRAIN_MAX):
+                self._frames(frames)
+                fut = recv(zmq.NOBLOCK)
+                if fut.exception() is not None:
+                    break
+                frames = fut.result()
+
+    def _frames(self, frames: list[bytes]) -> None:
+        peer = frames[0].hex()
+        if len(frames) != 2:
+            self.on_event(Malformed(peer, ProtocolError(f"expected one message frame, got {len(frames) - 1}")))
+            return
+        self.on_event(_decode(peer, frames[1]))
+
+    def send(self, peer: str, msg: Message) -> bool:
+        assert self.sock is not None
+        # with NOBLOCK the asyncio socket completes at once and puts any error in the future
+        exc = self.sock.send_multipart([bytes.fromhex(peer), encode(msg)], zmq.NOBLOCK).exception()
+        if exc is None:
+            return True
+        if isinstance(exc, zmq.Again):
+            self.refused["peer-full"] += 1
+        elif isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH:
+            self.refused["peer-gone"] += 1
+        else:
+            raise exc
+        log.debug("send to %s refused", peer, extra={"peer": peer, "kind": type(msg).__name__})
+        return False
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+
+class UpstreamLink:
+    """A CURVE DEALER connected to one server, recreated on ``reconnect``."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        keys: KeyPair,
+        server_public: bytes,
+        on_event: Callable[[Event], None],
+    ) -> None:
+        self.ctx, self.endpoint, self.keys, self.server_public, self.on_event = ctx, endpoint, keys, server_public, on_event
+        self.sock: zmq.asyncio.Socket | None = None
+        self.refused: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
+        secure_client(sock, self.keys, self.server_public)
+        sock.connect(self.endpoint)
+        self.sock = sock
+        self._task = asyncio.get_running_loop().create_task(self._reader(sock), name=f"dealer:{self.endpoint}")
+
+    async def _reader(self, sock: zmq.asyncio.Socket) -> None:
+        recv = sock.recv
+        while True:
+            frame = await recv()
+            for _ in range(DRAIN_MAX):
+                self.on_event(_decode(UPSTREAM, frame))
+                fut = recv(zmq.NOBLOCK)
+                if fut.exception() is not None:
+                    break
+                frame = fut.result()
+
+    def send(self, msg: Message) -> bool:
+        if self.sock is None:
+            self.refused["closed"] += 1
+            return False
+        exc = self.sock.send(encode(msg), zmq.NOBLOCK).exception()
+        if exc is None:
+            return True
+        if not isinstance(exc, zmq.Again):
+            raise exc
+        self.refused["not-connected"] += 1
+        return False
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+
+    async def reconnect(self, delay: float) -> None:
+        await self.close()
+        await asyncio.sleep(delay)
+        self.open()

@@ -1,0 +1,169 @@
+"""A fleet of real EdgeFleet processes on 127.0.0.1: the demo's and the integration tests' harness.
+
+``ProcFleet`` lays out data directories, makes every node's CURVE keys up front
+(so each server's allowlist can name its clients before they start), starts
+``edgefleet cloud|gateway|agent`` as separate OS processes with ephemeral
+ports, and stops them with SIGTERM (clean) or SIGKILL (crash).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from common.keys import Allowlist, load_or_create_keypair
+
+__all__ = ["ProcFleet", "Proc"]
+
+
+@dataclass
+class Proc:
+    name: str
+    args: list[str]
+    data_dir: Path
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+@dataclass
+class ProcFleet:
+    root: Path
+    heartbeat_s: float = 1.0
+    sample_interval_s: float = 0.2
+    procs: dict[str, Proc] = field(default_factory=dict)
+    python: str = sys.executable
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+
+    # -- layout ----------------------------------------------------------------------
+
+    def dir(self, name: str) -> Path:
+        return self.root / name
+
+    def endpoints(self, name: str, timeout_s: float = 30.0) -> dict[str, str]:
+        """Wait for a server to write its endpoints.json (it does once bound) and read it."""
+        path = self.dir(name) / "endpoints.json"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists():
+                return json.loads(path.read_text())
+            proc = self.procs.get(name)
+            if proc is not None and proc.popen is not None and proc.popen.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.popen.returncode} before binding; see {proc.log_path}")
+            time.sleep(0.05)
+        raise TimeoutError(f"{name} did not write {path} within {timeout_s} s; see {self.root / 'logs'}")
+
+    def allow(self, server: str, client: str) -> None:
+        """Admit ``client``'s key at ``server`` (allowed_gateways for the cloud, allowed_devices for a gateway)."""
+        keys = load_or_create_keypair(self.dir(client))
+        filename = "allowed_gateways" if server == "cloud" else "allowed_devices"
+        Allowlist(self.dir(server) / filename).add(keys.public, client)
+
+    # -- processes -------------------------------------------------------------------
+
+    def _start(self, name: str, args: list[str]) -> Proc:
+        log_path = self.root / "logs" / f"{name}.log"
+        proc = self.procs.get(name) or Proc(name, args, self.dir(name), log_path)
+        with open(log_path, "ab") as log:
+            proc.popen = subprocess.Popen(
+                [self.python, "-m", "common", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.procs[name] = proc
+        return proc
+
+    def start_cloud(self) -> dict[str, str]:
+        load_or_create_keypair(self.dir("cloud"))
+        (self.dir("cloud") / "endpoints.json").unlink(missing_ok=True)
+        self._start(
+            "cloud",
+            ["cloud", "--data-dir", str(self.dir("cloud")), "--bind", "tcp://127.0.0.1:*", "--api-port", "0",
+             "--heartbeat", str(self.heartbeat_s)],
+        )
+        return self.endpoints("cloud")
+
+    def start_gateway(self, name: str, site: str) -> dict[str, str]:
+        self.allow("cloud", name)
+        (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
+        cloud = self.endpoints("cloud")
+        self._start(
+            name,
+            ["gateway", "--gateway-id", name, "--site", site, "--data-dir", str(self.dir(name)),
+             "--bind", "tcp://127.0.0.1:*", "--cloud", cloud["gateways"],
+             "--cloud-key", str(self.dir("cloud") / "curve.key"), "--heartbeat", str(self.heartbeat_s)],
+        )
+        return self.endpoints(name)
+
+    def start_agent(self, name: str, site: str, gateway: str) -> Proc:
+        self.allow(gateway, name)
+        gw = self.endpoints(gateway)
+        return self._start(
+            name,
+            ["agent", "--device-id", name, "--site", site, "--data-dir", str(self.dir(name)),
+             "--gateway", gw["devices"], "--gateway-key", str(self.dir(gateway) / "curve.key"),
+             "--sample-interval", str(self.sample_interval_s), "--heartbeat", str(self.heartbeat_s)],
+        )
+
+    def restart(self, name: str) -> Proc:
+        proc = self.procs[name]
+        proc.restarts += 1
+        return self._start(name, proc.args)
+
+    def signal(self, name: str, sig: int) -> None:
+        proc = self.procs[name]
+        if proc.running:
+            assert proc.popen is not None
+            proc.popen.send_signal(sig)
+
+    def wait(self, name: str, timeout_s: float = 30.0) -> int:
+        proc = self.procs[name]
+        assert proc.popen is not None
+        try:
+            return proc.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            proc.popen.wait()
+            raise RuntimeError(f"{name} did not exit within {timeout_s} s of being told to; killed it (see {proc.log_path})") from None
+
+    def stop(self, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+        """SIGTERM each, then wait for all: returns exit codes."""
+        for n in names:
+            self.signal(n, signal.SIGTERM)
+        return {n: self.wait(n, timeout_s) for n in names}
+
+    def kill_all(self) -> None:
+        for p in self.procs.values():
+            if p.running:
+                assert p.popen is not None
+                p.popen.kill()
+                p.popen.wait()
+
+    # -- reading the cloud -----------------------------------------------------------
+
+    def api(self, path: str) -> object:
+        ep = self.endpoints("cloud")
+        token = (self.dir("cloud") / "api_token").read_text().strip()
+        r = httpx.get(ep["api"] + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def agent_stats(self, name: str) -> dict[str, int]:
+        return json.loads((self.dir(name) / "stats.json").read_text())
