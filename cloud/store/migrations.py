@@ -1,0 +1,115 @@
+"""Schema migrations: an ordered list, applied at open, recorded in ``schema_version``.
+
+``migrate(conn)`` runs inside the caller's transaction: it creates
+``schema_version`` if missing, reads the newest version applied, and applies
+every later migration in order, inserting one ``schema_version`` row each.
+Both SQLite and PostgreSQL run DDL transactionally, so a failed migration
+leaves the database at the version it had. Opening an up-to-date store applies
+nothing; a store newer than this code is refused rather than guessed at.
+
+Each step keeps its own frozen table shapes (never ``schema.metadata``): the
+current shape lives in ``schema.py`` and may move on; a step, once released,
+never changes. To change the schema, append a ``Migration`` and update
+``schema.py`` to match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from cloud.store.schema import schema_version
+from common.errors import StoreError
+
+__all__ = ["MIGRATIONS", "Migration", "migrate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: ``apply`` runs DDL/DML on a connection inside a transaction."""
+
+    version: int
+    description: str
+    apply: Callable[[sa.Connection], None]
+
+
+def _v1_initial(conn: sa.Connection) -> None:
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    sa.Table(
+        "sites",
+        md,
+        sa.Column("site_id", sa.String(128), primary_key=True),
+        sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
+        sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "gateways",
+        md,
+        sa.Column("gateway_id", sa.String(128), primary_key=True),
+        sa.Column("site_id", sa.String(128), sa.ForeignKey("sites.site_id"), nullable=False, index=True),
+        sa.Column("public_key", sa.Text, nullable=True),
+        sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
+        sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "devices",
+        md,
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("site_id", sa.String(128), sa.ForeignKey("sites.site_id"), nullable=False, index=True),
+        sa.Column("gateway_id", sa.String(128), sa.ForeignKey("gateways.gateway_id"), nullable=False, index=True),
+        sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
+        sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+        sa.Column("last_seq", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "telemetry",
+        md,
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("ts_ms", sa.BigInteger, nullable=False),
+        sa.Column("stream", sa.String(128), nullable=False),
+        sa.Column("values", json_values, nullable=False),
+        sa.Column("received_ms", sa.BigInteger, nullable=False),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
+)
+"""Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
+
+LATEST = MIGRATIONS[-1].version
+
+# a fixed key for pg_advisory_xact_lock: two processes opening one database migrate one at a time
+_PG_LOCK_KEY = 0x45_46_4D_49_47  # "EFMIG"
+
+
+def migrate(conn: sa.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Apply every migration newer than the database's version; return the versions applied."""
+    if [m.version for m in migrations] != list(range(1, len(migrations) + 1)):
+        versions = [m.version for m in migrations]
+        raise StoreError(f"migrations must be numbered 1..{len(migrations)} in order, got {versions}")
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    schema_version.create(conn, checkfirst=True)
+    current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+    newest = migrations[-1].version if migrations else 0
+    if current > newest:
+        raise StoreError(
+            f"store schema is at version {current}, newer than this EdgeFleet knows ({newest}): "
+            "upgrade EdgeFleet before opening this store"
+        )
+    applied = []
+    for step in migrations[current:]:
+        try:
+            step.apply(conn)
+        except sa.exc.SQLAlchemyError as exc:
+            raise StoreError(f"migration {step.version} ({step.description}) failed: {exc}") from exc
+        conn.execute(sa.insert(schema_version).values(version=step.version, description=step.description))
+        applied.append(step.version)
+    return applied
