@@ -95,7 +95,7 @@ class CloudCore:
                     Send(peer, HelloAck(self.cloud_id, version, int(self.heartbeat_s * 1000))),
                     Log("info", "gateway session up", {"gateway": node_id, "site": site}),
                 ]
-            case Hello(node_id, role, *_):
+            case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; the cloud serves gateways"))]
             case _ if session is None:
                 return [Send(peer, ErrorReply("hello-first", f"send Hello before {type(msg).__name__}"))]

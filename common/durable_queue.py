@@ -267,14 +267,11 @@ class DurableQueue:
                         dropped = 0
                         cur = txn.cursor(db=db)
                         if cur.first():
-                            while True:
-                                s = _KEY.unpack(cur.key())[0]
-                                if s > arg:
-                                    break
+                            # delete() moves to the next entry; past the last one key() is empty
+                            while (k := cur.key()) and _KEY.unpack(k)[0] <= arg:
                                 size -= len(cur.value())
                                 dropped += 1
-                                if not cur.delete():
-                                    break
+                                cur.delete()
                         count -= dropped
                         results.append((req, dropped, None))
                     else:

@@ -3,8 +3,8 @@
 Every socket is encrypted with CURVE. A CURVE server without a ZAP handler
 admits any client that knows the server key (libzmq #2594), so every server
 socket runs pyzmq's asyncio authenticator with a callback that admits only the
-keys in its allowlist file (one Z85 public key per line, ``#`` comments, an
-optional name after the key). The file is re-read when it changes, so keys can
+keys in its allowlist file (one Z85 public key per line, an optional name
+after it, whole-line ``#`` comments). The file is re-read when it changes, so keys can
 be added while the server runs.
 
 Keys are made on first start in the node's data directory: ``curve.key`` (the
@@ -14,6 +14,7 @@ name, fsynced and renamed.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ __all__ = [
     "start_authenticator",
     "write_atomic",
 ]
+
+log = logging.getLogger(__name__)
 
 PUBLIC_FILE = "curve.key"
 SECRET_FILE = "curve.secret"
@@ -127,6 +130,7 @@ class Allowlist:
         self._keys: dict[bytes, str] = {}
         self._stamp: tuple[int, int] | None = None
         self.refused = 0
+        self.errors: list[str] = []
 
     def keys(self) -> dict[bytes, str]:
         self._reload()
@@ -161,12 +165,18 @@ class Allowlist:
         if stamp == self._stamp:
             return
         keys: dict[bytes, str] = {}
+        self.errors = []
         for n, line in enumerate(self.path.read_bytes().splitlines(), 1):
-            line = line.split(b"#", 1)[0].strip()
-            if not line:
+            line = line.strip()
+            if not line or line.startswith(b"#"):  # '#' is also a Z85 digit: comments are whole lines
                 continue
             key, _, name = line.partition(b" ")
-            keys[_check_key(key, f"{self.path}:{n}")] = name.strip().decode(errors="replace")
+            try:
+                keys[_check_key(key, f"{self.path}:{n}")] = name.strip().decode(errors="replace")
+            except KeyFileError as exc:
+                # one bad line must not lock every other peer out: skip it and say so
+                self.errors.append(str(exc))
+                log.error("allowlist line skipped", extra={"error": str(exc)})
         self._keys, self._stamp = keys, stamp
 
 

@@ -62,8 +62,12 @@ class NodeRunner:
         self.log = log or logging.getLogger(type(core).__module__)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._writes: set[asyncio.Future[Any]] = set()  # appends and acks not yet committed
+        self._stopped = False
 
     def feed(self, event: Event) -> None:
+        if self._stopped:
+            return
         for effect in self.core.handle(event, self.clock()):
             self._do(effect)
 
@@ -83,15 +87,21 @@ class NodeRunner:
                 delay = max(0.0, at - self.clock())
                 self._timers[name] = asyncio.get_running_loop().call_later(delay, self.feed, TimerFired(name))
             case Append(queue, payloads, token):
-                self.queues[queue].append_many(payloads).add_done_callback(lambda f: self._persisted(token, f))
+                fut = self._track(self.queues[queue].append_many(payloads))
+                fut.add_done_callback(lambda f: self._persisted(token, f))
             case AckQueue(queue, up_to):
-                self.queues[queue].ack(up_to).add_done_callback(self._ack_done)
+                self._track(self.queues[queue].ack(up_to)).add_done_callback(self._ack_done)
             case Reconnect(delay):
                 self._spawn(self._reconnect(delay))
             case Log(level, event, fields):
                 self.log.log(_LEVELS.get(level, logging.INFO), event, extra=fields)
             case _:
                 self.extra[type(effect)](effect)
+
+    def _track(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
+        self._writes.add(fut)
+        fut.add_done_callback(self._writes.discard)
+        return fut
 
     def _persisted(self, token: Any, fut: asyncio.Future[list[int]]) -> None:
         exc = fut.exception()
@@ -119,6 +129,11 @@ class NodeRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def stop(self) -> None:
+        """Cancel timers and tasks, let every write already submitted commit and reach the core, then go quiet."""
+        while self._writes:
+            await asyncio.gather(*list(self._writes), return_exceptions=True)
+            await asyncio.sleep(0)  # their done-callbacks feed the core
+        self._stopped = True
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()

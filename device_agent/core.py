@@ -98,7 +98,7 @@ class AgentCore:
                 ]
             case LinkUp():
                 return self.uplink.open(now)
-            case Received(UPSTREAM, msg):
+            case Received(peer, msg) if peer == UPSTREAM:
                 return self._received(msg, now)
             case Malformed(_, error):
                 return [Log("warning", "malformed frame from gateway", {"error": str(error)})]

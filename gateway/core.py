@@ -101,7 +101,7 @@ class GatewayCore:
                 return [*self.uplink.open(now), SetTimer("heartbeat", now + self.heartbeat_s)]
             case LinkUp():
                 return self.uplink.open(now)
-            case Received(UPSTREAM, msg):
+            case Received(peer, msg) if peer == UPSTREAM:
                 return self._from_cloud(msg, now)
             case Received(peer, msg):
                 return self._from_device(peer, msg, now)
@@ -136,7 +136,7 @@ class GatewayCore:
                     return [Send(peer, ErrorReply("version", str(exc)))]
                 self.sessions[peer] = DeviceSession(node_id, now)
                 return [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000)))]
-            case Hello(node_id, role, *_):
+            case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; this gateway serves devices"))]
             case _ if session is None:
                 return [Send(peer, ErrorReply("hello-first", f"send Hello before {type(msg).__name__}"))]
