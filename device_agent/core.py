@@ -69,6 +69,7 @@ class AgentCore:
         self.sampling = True
         self.produced = 0
         self.last_seq = 0
+        self.appending = 0  # samples handed to the buffer, not yet committed
         self.uplink = Uplink(
             Hello(device_id, "device", site, *SUPPORTED_VERSIONS),
             heartbeat_s=heartbeat_s,
@@ -85,8 +86,8 @@ class AgentCore:
 
     @property
     def drained(self) -> bool:
-        """Everything produced is acknowledged by the gateway."""
-        return self.sender.acked >= self.last_seq and self.sender.idle
+        """Everything produced is committed locally and acknowledged by the gateway."""
+        return self.appending == 0 and self.sender.acked >= self.last_seq and self.sender.idle
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         match event:
@@ -114,12 +115,15 @@ class AgentCore:
             case Sampled(values):
                 if not self.sampling:
                     return []
+                self.appending += 1
                 return [Append(BUFFER, [encode_sample(int(now * 1000), self.stream, values)], "sample")]
             case Persisted("sample", seqs):
+                self.appending -= 1
                 self.produced += len(seqs)
                 self.last_seq = seqs[-1]
                 return self.sender.pump(now) if self.uplink.up else []
             case PersistFailed("sample", error):
+                self.appending -= 1
                 return [Log("error", "sample not buffered", {"error": str(error)})]
             case Stop():
                 self.sampling = False
