@@ -8,6 +8,8 @@
     │   └── QueueClosedError   the queue was closed before the request ran
     ├── StoreError             the cloud store (database)
     ├── ConfigError            a config file or flag that cannot be used
+    ├── QueryError             a device filter query that does not parse (has .position)
+    ├── AlertNotFound          an alert id that names no alert
     ├── KeyFileError           a key file that is missing, unreadable or malformed
     └── ApiError               the operator API answered with an error
 
@@ -18,11 +20,13 @@ the adapter with ``raise Mapped(...) from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "AlertNotFound",
     "ApiError",
     "ConfigError",
     "EdgeFleetError",
     "KeyFileError",
     "ProtocolError",
+    "QueryError",
     "QueueClosedError",
     "QueueError",
     "QueueFullError",
@@ -71,6 +75,27 @@ class StoreError(EdgeFleetError):
 
 class ConfigError(EdgeFleetError, ValueError):
     """A config file or command-line value that cannot be used."""
+
+
+class QueryError(EdgeFleetError, ValueError):
+    """A device filter query that cannot be parsed; ``position`` is the 0-based offset of the mistake."""
+
+    def __init__(self, query: str, position: int, cause: str) -> None:
+        shown = query.replace("\n", " ").replace("\t", " ")  # one line, so the caret lines up
+        caret = " " * position + "^"
+        super().__init__(f"invalid query at position {position}: {cause}\n  {shown}\n  {caret}")
+        self.query, self.position, self.cause = query, position, cause
+
+
+class AlertNotFound(EdgeFleetError, KeyError):
+    """An alert id that names no alert (open or resolved) the engine knows."""
+
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"No alert by the id of {alert_id!r} was found")
+        self.alert_id = alert_id
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
 
 
 class KeyFileError(EdgeFleetError):
