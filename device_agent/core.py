@@ -78,7 +78,7 @@ class AgentCore:
         self.sender = QueueSender(
             BUFFER,
             buffer,
-            lambda items: TelemetryBatch(device_id, [decode_sample(s, p) for s, p in items]),
+            lambda items: TelemetryBatch(device_id, self.sender.acked, [decode_sample(s, p) for s, p in items]),
             batch_max=batch_max,
             window=window,
             ack_timeout_s=ack_timeout_s,

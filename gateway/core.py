@@ -80,7 +80,7 @@ class GatewayCore:
         self.sessions: dict[str, DeviceSession] = {}
         self.accepted: dict[str, int] = {}  # device -> highest sequence durable in the outbox
         self.pending: dict[str, int] = {}  # device -> highest sequence being appended
-        self.counters = {"records_in": 0, "batches_in": 0, "resent_records": 0, "malformed": 0, "refused": 0}
+        self.counters = {"records_in": 0, "batches_in": 0, "resent_records": 0, "out_of_order": 0, "malformed": 0, "refused": 0}
         self.uplink = Uplink(
             Hello(gateway_id, "gateway", site, *SUPPORTED_VERSIONS),
             heartbeat_s=heartbeat_s,
@@ -140,23 +140,38 @@ class GatewayCore:
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; this gateway serves devices"))]
             case _ if session is None:
                 return [Send(peer, ErrorReply("hello-first", f"send Hello before {type(msg).__name__}"))]
-            case TelemetryBatch(device_id, records):
+            case TelemetryBatch(device_id, base, records):
                 if device_id != session.device_id:
                     return [Send(peer, ErrorReply("wrong-device", f"session is {session.device_id!r}, batch says {device_id!r}"))]
-                return self._accept(peer, device_id, records)
+                return self._accept(peer, device_id, base, records)
             case Heartbeat():
                 return [Send(peer, Heartbeat(int(now * 1000)))]
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by a gateway"))]
 
-    def _accept(self, peer: str, device_id: str, records: list) -> list[Effect]:
+    def _accept(self, peer: str, device_id: str, base: int, records: list) -> list[Effect]:
+        """Append the records that extend this device's contiguous run; acknowledge only that run.
+
+        Records after a gap (a lost or reordered batch) are not taken: the device
+        sends them again after the missing ones, so a cumulative acknowledgement
+        never covers a record this gateway does not hold.
+        """
         self.counters["batches_in"] += 1
-        floor = max(self.accepted.get(device_id, 0), self.pending.get(device_id, 0))
-        fresh = [r for r in records if r.seq > floor]
-        self.counters["resent_records"] += len(records) - len(fresh)
+        if base > self.accepted.get(device_id, 0):
+            self.accepted[device_id] = base  # acknowledged before (by this gateway before a restart, or another)
+        expect = max(self.accepted.get(device_id, 0), self.pending.get(device_id, 0)) + 1
+        fresh = []
+        for r in sorted(records, key=lambda r: r.seq):
+            if r.seq < expect:
+                self.counters["resent_records"] += 1
+            elif r.seq == expect:
+                fresh.append(r)
+                expect += 1
+            else:
+                self.counters["out_of_order"] += 1
+                break
         if not fresh:
             acked = self.accepted.get(device_id, 0)
             return [Send(peer, TelemetryAck(device_id, acked))] if acked else []
-        fresh.sort(key=lambda r: r.seq)
         self.counters["records_in"] += len(fresh)
         self.pending[device_id] = fresh[-1].seq
         payloads = [encode_record(ForwardRecord(device_id, r.seq, r.ts_ms, r.stream, r.values)) for r in fresh]

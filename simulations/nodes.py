@@ -134,7 +134,8 @@ class SimNode:
         try:
             seqs = self.queues[queue].append_many_sync(payloads)
         except QueueError as exc:
-            self.clock.call_later(COMMIT_DELAY_S, lambda: self.feed(PersistFailed(token, exc)))
+            err = exc  # `exc` is unbound when the except block ends
+            self.clock.call_later(COMMIT_DELAY_S, lambda: self.feed(PersistFailed(token, err)))
             return
         self.clock.call_later(COMMIT_DELAY_S, lambda: self.feed(Persisted(token, seqs)))
 

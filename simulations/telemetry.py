@@ -47,12 +47,12 @@ def run_telemetry(sc: TelemetryScenario) -> dict[str, object]:
     for s in range(sc.sites):
         site = f"site-{s + 1}"
         gname = f"gw-{s + 1}"
-        outbox = MemoryQueue(f"{gname}/outbox", max_bytes=1 << 30)
+        outbox = MemoryQueue(f"{gname}/outbox", max_bytes=1 << 30).start()
         gcore = GatewayCore(gname, site, outbox, rng=random.Random(master.getrandbits(64)))
         gateways.append(SimNode(gname, gcore, clock, net, upstream="cloud", queues={OUTBOX: outbox}))
         for d in range(sc.devices_per_site):
             dname = f"dev-{s + 1}-{d + 1:03d}"
-            buf = MemoryQueue(f"{dname}/buffer", max_bytes=64 << 20)
+            buf = MemoryQueue(f"{dname}/buffer", max_bytes=64 << 20).start()
             rng = random.Random(master.getrandbits(64))
             dcore = AgentCore(dname, site, buf, rng=rng, sample_interval_s=sc.sample_interval_s)
             devices.append(SimNode(dname, dcore, clock, net, upstream=gname, queues={BUFFER: buf}, rng=rng))

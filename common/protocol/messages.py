@@ -110,10 +110,15 @@ class ErrorReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class TelemetryBatch(Message):
-    """Device to gateway: records in sequence order."""
+    """Device to gateway: records in sequence order.
+
+    ``base`` is the device's acknowledged watermark when it sent the batch:
+    everything up to it was already acknowledged by a gateway.
+    """
 
     KIND: ClassVar[int] = 10
     device_id: str
+    base: int
     records: list[TelemetryRecord]
 
 

@@ -49,6 +49,7 @@ SAMPLES: dict[type[Message], Message] = {
     ErrorReply: ErrorReply("bad_message", "TelemetryBatch.records[0].seq: expected an integer, got str"),
     TelemetryBatch: TelemetryBatch(
         "dev-1",
+        0,
         [
             TelemetryRecord(1, 1_700_000_000_000, "cpu", {"load": 0.25, "cores": 4}),
             TelemetryRecord(2, 1_700_000_001_000, "cpu", {}),
@@ -121,7 +122,7 @@ def test_decode_accepts_any_bytes_like(make: type) -> None:
 def test_boundary_values_are_accepted() -> None:
     hello = Hello("n" * MAX_STR, "", "s" * MAX_STR, INT64_MIN, INT64_MAX)
     assert decode(encode(hello)) == hello
-    batch = TelemetryBatch("d", [TelemetryRecord(0, 0, "x", {f"m{i}": float(i) for i in range(codec.MAX_VALUES)})])
+    batch = TelemetryBatch("d", 0, [TelemetryRecord(0, 0, "x", {f"m{i}": float(i) for i in range(codec.MAX_VALUES)})])
     assert decode(encode(batch)) == batch
     empty = ForwardBatch("gw", "site", 0, 1, 0, [])
     assert decode(encode(empty)) == empty

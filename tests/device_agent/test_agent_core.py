@@ -24,7 +24,7 @@ from device_agent.core import BUFFER, AgentCore
 
 
 def make(**kw):
-    buf = MemoryQueue("buf", max_bytes=1 << 20)
+    buf = MemoryQueue("buf", max_bytes=1 << 20).start()
     core = AgentCore("dev-1", "site-1", buf, rng=random.Random(1), heartbeat_s=1.0, ack_timeout_s=5.0, **kw)
     return core, buf
 
