@@ -110,11 +110,13 @@ class GatewayCore:
                 if peer == UPSTREAM:
                     return [Log("warning", "malformed frame from cloud", {"error": str(error)})]
                 return [Send(peer, ErrorReply("malformed", str(error)))]
-            case Persisted(("device", peer, device_id, up_to), _):
-                self.accepted[device_id] = max(self.accepted.get(device_id, 0), up_to)
-                out: list[Effect] = [Send(peer, TelemetryAck(device_id, self.accepted[device_id]))]
+            case Persisted(("device", peer, device_id, first, last), _):
+                acked = self.accepted.get(device_id, 0)
+                if first <= acked + 1:  # not after an append that failed
+                    acked = self.accepted[device_id] = max(acked, last)
+                out: list[Effect] = [Send(peer, TelemetryAck(device_id, acked))] if acked else []
                 return out + (self.sender.pump(now) if self.uplink.up else [])
-            case PersistFailed(("device", peer, device_id, _), error):
+            case PersistFailed(("device", peer, device_id, _, _), error):
                 self.pending[device_id] = self.accepted.get(device_id, 0)
                 self.counters["refused"] += 1
                 return [Send(peer, ErrorReply("backpressure", str(error)))]
@@ -175,7 +177,7 @@ class GatewayCore:
         self.counters["records_in"] += len(fresh)
         self.pending[device_id] = fresh[-1].seq
         payloads = [encode_record(ForwardRecord(device_id, r.seq, r.ts_ms, r.stream, r.values)) for r in fresh]
-        return [Append(OUTBOX, payloads, ("device", peer, device_id, fresh[-1].seq))]
+        return [Append(OUTBOX, payloads, ("device", peer, device_id, fresh[0].seq, fresh[-1].seq))]
 
     # -- upstream --------------------------------------------------------------------
 

@@ -145,3 +145,14 @@ def test_base_carries_the_watermark_across_a_gateway_restart():
     hello(core)
     effects = core.handle(Received(PEER, TelemetryBatch("dev-1", 40, recs(41, 42))), 0.1)
     assert [e.msg for e in persist(core, outbox, effects, 0.2) if isinstance(e, Send)] == [TelemetryAck("dev-1", 42)]
+
+
+def test_an_append_after_a_failed_one_does_not_advance_the_ack():
+    core, outbox = make()
+    hello(core)
+    (a1,) = [e for e in core.handle(Received(PEER, TelemetryBatch("dev-1", 0, recs(1, 2))), 0.1) if isinstance(e, Append)]
+    (a2,) = [e for e in core.handle(Received(PEER, TelemetryBatch("dev-1", 0, recs(3, 4))), 0.1) if isinstance(e, Append)]
+    core.handle(PersistFailed(a1.token, QueueFullError("outbox", 10, 10, 5)), 0.2)
+    effects = core.handle(Persisted(a2.token, outbox.append_many_sync(a2.payloads)), 0.3)
+    assert TelemetryAck("dev-1", 4) not in [e.msg for e in effects if isinstance(e, Send)]
+    assert core.accepted.get("dev-1", 0) == 0
