@@ -11,7 +11,14 @@
     ├── QueryError             a device filter query that does not parse (has .position)
     ├── AlertNotFound          an alert id that names no alert
     ├── KeyFileError           a key file that is missing, unreadable or malformed
-    └── ApiError               the operator API answered with an error
+    ├── ApiError               the operator API answered with an error
+    ├── TrustError             signed input that must not be trusted
+    │   ├── SignatureError     malformed, unsigned, badly signed, or signed by an unknown key
+    │   ├── MisdirectedError   validly signed, but of another kind or for another audience
+    │   ├── ExpiredError       validly signed, but outside its validity window
+    │   ├── ReplayError        validly signed, but its sequence (or version) was already seen
+    │   └── CertificateError   a node certificate that does not verify (names subject and cause)
+    └── AuditChainError        the audit log's hash chain is broken (a record edited, removed or moved)
 
 Every message names the object and the cause. Library errors are translated at
 the adapter with ``raise Mapped(...) from exc``.
@@ -22,15 +29,22 @@ from __future__ import annotations
 __all__ = [
     "AlertNotFound",
     "ApiError",
+    "AuditChainError",
+    "CertificateError",
     "ConfigError",
     "EdgeFleetError",
+    "ExpiredError",
     "KeyFileError",
+    "MisdirectedError",
     "ProtocolError",
     "QueryError",
     "QueueClosedError",
     "QueueError",
     "QueueFullError",
+    "ReplayError",
+    "SignatureError",
     "StoreError",
+    "TrustError",
     "VersionMismatch",
 ]
 
@@ -108,3 +122,51 @@ class ApiError(EdgeFleetError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+class TrustError(EdgeFleetError):
+    """Signed input (an envelope, a certificate) that must not be trusted.
+
+    Envelope errors name the kind, audience and sequence they concern (``None``
+    where the input was too malformed to say) and the cause.
+    """
+
+    def __init__(
+        self, cause: str, *, kind: str | None = None, audience: str | None = None, seq: int | None = None
+    ) -> None:
+        who = repr(audience) if audience is not None else "?"
+        super().__init__(f"{kind or '?'} envelope for {who} seq {seq if seq is not None else '?'}: {cause}")
+        self.cause, self.kind, self.audience, self.seq = cause, kind, audience, seq
+
+
+class SignatureError(TrustError):
+    """Malformed, unsigned, badly signed, or signed by a key that is not trusted."""
+
+
+class MisdirectedError(TrustError):
+    """Validly signed, but of another kind or addressed to another audience."""
+
+
+class ExpiredError(TrustError):
+    """Validly signed, but expired (or not yet valid)."""
+
+
+class ReplayError(TrustError):
+    """Validly signed, but its sequence is not above the highest already accepted."""
+
+
+class CertificateError(TrustError):
+    """A node certificate that does not verify: ``subject`` is who it claims to be."""
+
+    def __init__(self, subject: str, cause: str) -> None:
+        EdgeFleetError.__init__(self, f"certificate of {subject!r}: {cause}")
+        self.subject, self.cause = subject, cause
+        self.kind = self.audience = self.seq = None
+
+
+class AuditChainError(EdgeFleetError):
+    """The audit log's hash chain is broken at record ``seq``."""
+
+    def __init__(self, seq: int, cause: str) -> None:
+        super().__init__(f"audit record {seq}: {cause}")
+        self.seq, self.cause = seq, cause
+
