@@ -123,6 +123,7 @@ class ApiError(EdgeFleetError):
         super().__init__(message)
         self.status = status
 
+
 class TrustError(EdgeFleetError):
     """Signed input (an envelope, a certificate) that must not be trusted.
 
