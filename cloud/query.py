@@ -439,7 +439,8 @@ def _fmt_literal(value: Literal) -> str:
     if isinstance(value, float):  # fixed notation (the grammar has no exponent), keeping a "."
         text = format(Decimal(repr(value)), "f")
         return text if "." in text else text + ".0"
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
 
 
 def _fmt(node: Node, parent: int) -> str:
@@ -451,7 +452,8 @@ def _fmt(node: Node, parent: int) -> str:
     elif isinstance(node, Not):
         return "not " + _fmt(node.item, 2)
     elif isinstance(node, Tag):
-        return "tag:" + (node.name if re.fullmatch(r"[A-Za-z0-9_.\-]+", node.name) else _fmt_literal(node.name))
+        bare = _TAGNAME.fullmatch(node.name) is not None
+        return "tag:" + (node.name if bare else _fmt_literal(node.name))
     elif isinstance(node, In):
         return f"{node.field} in ({', '.join(_fmt_literal(v) for v in node.values)})"
     elif isinstance(node, Compare):

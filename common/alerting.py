@@ -25,8 +25,10 @@ Quieting, from strongest to weakest:
 * ``suppressed(subject)`` (e.g. devices in maintenance): no new alert opens for the
   subject; an alert already open stays open and resolves normally.
 * ``silence(target, until_ms)``, target a rule name or a subject: alerts open and
-  are listed (``silenced``) but emit no event; if one is still open when the silence
-  ends its ``fired`` event goes out then; one that closes while silenced emits nothing.
+  are listed (``silenced``) but their ``fired`` event is held; if one is still open
+  when the silence ends its ``fired`` goes out then, one that closes while silenced
+  emits nothing. An alert already announced before the silence still announces its
+  ``resolved``: a silence mutes new noise, not the all-clear.
 * ``ack(alert_id, who)``: the alert is marked as being handled; events are unchanged.
 
 Which subjects exist is what was observed: a device never seen cannot be offline
