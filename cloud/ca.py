@@ -263,6 +263,7 @@ def verify_certificate(
     _aware(now)
     try:
         cert = x509.load_pem_x509_certificate(pem)
+        cert.extensions  # noqa: B018 -- parsed lazily: fail here on duplicate or malformed extensions
     except ValueError as exc:
         raise CertificateError("<unparseable>", f"not a PEM certificate ({exc})") from None
     subject = _claimed_subject(cert)
@@ -432,9 +433,11 @@ def _issuer_of(cert: x509.Certificate, chain: Chain, subject: str) -> x509.Certi
             inter.verify_directly_issued_by(chain.root)
         except (ValueError, TypeError, InvalidSignature):
             continue
-        bc = inter.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if bc.ca:
-            return inter
+        try:
+            if inter.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                return inter
+        except (ValueError, x509.ExtensionNotFound):
+            continue
     raise CertificateError(subject, f"not signed by this fleet's CA (issuer {cert.issuer.rfc4514_string()})")
 
 

@@ -313,6 +313,11 @@ def test_garbage_is_refused(ca: IssuingCA) -> None:
         verify_certificate(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", ca.chain, now=NOW)
     with pytest.raises(CertificateError, match="not a PEM certificate"):
         verify_certificate(b"hello", ca.chain, now=NOW)
+    key_pem = ca.key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(CertificateError, match="not a PEM certificate"):
+        verify_certificate(key_pem, ca.chain, now=NOW)
 
 
 def test_a_ca_certificate_is_not_a_node_certificate(ca: IssuingCA) -> None:
