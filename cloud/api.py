@@ -1,16 +1,28 @@
 """The operator HTTP API: JSON over HTTP with a bearer token, served in the cloud's own event loop.
 
-    app = create_app(store, token)                # or create_app(store, token, executor=store_thread)
+    app = create_app(store, token)                # or create_app(store, token, executor=store_thread,
+                                                  #                   on_command=push_to_gateway)
     api = await serve_api(app, "127.0.0.1", 0)    # api.port is the port actually bound
     ...
     await api.stop()
 
 Routes (all JSON; every error body is ``{"error": code, "detail": message}``):
 
-    GET /v1/health              no auth      {"status": "ok"}
-    GET /v1/devices             bearer       {"devices": [...]}   (Store.list_devices)
-    GET /v1/sites               bearer       {"sites": [...]}     (Store.list_sites)
-    GET /v1/telemetry/summary   bearer       Store.telemetry_summary()
+    GET  /v1/health                       no auth  {"status": "ok"}
+    GET  /v1/devices                      bearer   {"devices": [...]}   (Store.list_devices)
+    GET  /v1/sites                        bearer   {"sites": [...]}     (Store.list_sites)
+    GET  /v1/sites/{site}                 bearer   Store.site_detail(site, now); 404 for an unknown site
+    GET  /v1/telemetry/summary            bearer   Store.telemetry_summary()
+    GET  /v1/gaps?device=D&site=S         bearer   {"gaps": [...], "totals": [...]} (Store.gaps, gap_totals),
+                                                   with a device also "missing": {stream: [[first, last]...]}
+                                                   (Store.missing_ranges: unexplained gaps)
+    POST /v1/devices/{device}/commands    bearer   {"name", "args": {k: v}, "ttl_s"} -> 201
+                                                   {"device_id", "seq", "expires_ms"}; 404 for an unknown device
+    GET  /v1/devices/{device}/commands    bearer   {"commands": [...]} (Store.list_commands); 404 likewise
+
+A request body that does not validate is a 422 ``invalid_request`` naming each bad field.
+After a command is stored, ``on_command(device_id, seq)`` (if given) is called on the
+event loop, so the cloud can push it to the device's gateway at once.
 
 Store calls are blocking, so they never run on the event loop: with
 ``executor`` (e.g. the cloud's single store thread, a one-worker
@@ -23,23 +35,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, NamedTuple, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import fastapi
+import pydantic
 import uvicorn
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud.store import Store
 from common.errors import ApiError, ConfigError, StoreError
+from common.protocol.codec import MAX_STR, MAX_VALUES
+from common.protocol.messages import STREAMS
 
-__all__ = ["API_PREFIX", "ServedApi", "create_app", "serve_api"]
+__all__ = ["API_PREFIX", "MAX_TTL_S", "CommandRequest", "ServedApi", "create_app", "serve_api"]
 
 API_PREFIX = "/v1"
+MAX_TTL_S = 366 * 24 * 3600  # a command's time to live is at most a year
 T = TypeVar("T")
+
+log = logging.getLogger("edgefleet.api")
+
+_WireStr = Annotated[str, pydantic.StringConstraints(max_length=MAX_STR)]  # what the wire's Command can carry
+
+
+class CommandRequest(pydantic.BaseModel):
+    """The body of POST /v1/devices/{device}/commands."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=MAX_STR)]
+    args: Annotated[dict[_WireStr, _WireStr], pydantic.Field(max_length=MAX_VALUES)] = {}
+    ttl_s: Annotated[int, pydantic.Field(gt=0, le=MAX_TTL_S)] = 3600
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class _Refused(Exception):
@@ -50,8 +87,19 @@ class _Refused(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
-def create_app(store: Store, token: str, *, executor: Executor | None = None) -> fastapi.FastAPI:
-    """The operator API over ``store``; every route but health needs ``Authorization: Bearer <token>``."""
+def create_app(
+    store: Store,
+    token: str,
+    *,
+    executor: Executor | None = None,
+    on_command: Callable[[str, int], None] | None = None,
+    now_ms: Callable[[], int] = _wall_ms,
+) -> fastapi.FastAPI:
+    """The operator API over ``store``; every route but health needs ``Authorization: Bearer <token>``.
+
+    ``on_command(device_id, seq)`` runs on the event loop after a command is stored;
+    ``now_ms`` is the wall clock in milliseconds (commands' times, devices online).
+    """
     if not token:
         raise ConfigError("the operator API needs a non-empty token")
     expected = token.encode()
@@ -81,6 +129,19 @@ def create_app(store: Store, token: str, *, executor: Executor | None = None) ->
     async def _refused(_request: fastapi.Request, exc: _Refused) -> JSONResponse:
         return JSONResponse({"error": exc.code, "detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: fastapi.Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": "invalid_request", "detail": problems}, status_code=422)
+
+    async def known_device(device_id: str) -> None:
+        if await call(lambda: store.device_gateway(device_id)) is None:
+            raise _Refused(
+                404,
+                "not_found",
+                f"No device by the id of {device_id!r} was found (`edgefleet devices list` shows the known ones)",
+            )
+
     @app.get(f"{API_PREFIX}/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -95,9 +156,52 @@ def create_app(store: Store, token: str, *, executor: Executor | None = None) ->
     async def sites() -> dict[str, Any]:
         return {"sites": await call(store.list_sites)}
 
+    @secured.get("/sites/{site:path}")
+    async def site_detail(site: str) -> dict[str, Any]:
+        now = now_ms()
+        detail = await call(lambda: store.site_detail(site, now))
+        if detail is None:
+            raise _Refused(
+                404,
+                "not_found",
+                f"No site by the id of {site!r} was found (`edgefleet sites list` shows the known ones)",
+            )
+        return detail
+
     @secured.get("/telemetry/summary")
     async def telemetry_summary() -> dict[str, Any]:
         return await call(store.telemetry_summary)
+
+    @secured.get("/gaps")
+    async def gaps(device: str | None = None, site: str | None = None) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            body: dict[str, Any] = {"gaps": store.gaps(device, site), "totals": store.gap_totals(device, site)}
+            if device is not None:
+                missing = {stream: store.missing_ranges(device, stream) for stream in STREAMS}
+                body["missing"] = {stream: [list(r) for r in ranges] for stream, ranges in missing.items() if ranges}
+            return body
+
+        return await call(read)
+
+    @secured.post("/devices/{device_id:path}/commands", status_code=201)
+    async def create_command(device_id: str, body: CommandRequest) -> dict[str, Any]:
+        await known_device(device_id)
+        now = now_ms()
+        expires_ms = now + body.ttl_s * 1000
+        seq = await call(lambda: store.create_command(device_id, body.name, body.args, expires_ms, now))
+        if on_command is not None:
+            try:
+                on_command(device_id, seq)
+            except Exception:
+                # the command is committed and stays queued for the gateway's next session; failing
+                # the request now would only make the operator create it a second time
+                log.exception("pushing a new command failed", extra={"device": device_id, "seq": seq})
+        return {"device_id": device_id, "seq": seq, "expires_ms": expires_ms}
+
+    @secured.get("/devices/{device_id:path}/commands")
+    async def list_commands(device_id: str) -> dict[str, Any]:
+        await known_device(device_id)
+        return {"commands": await call(lambda: store.list_commands(device_id))}
 
     app.include_router(secured)
     return app

@@ -1,4 +1,7 @@
-"""Operator commands: ``edgefleet devices list`` and ``edgefleet sites list``.
+"""Operator commands on devices and sites:
+
+    edgefleet devices list | gaps [DEVICE] | commands DEVICE | command DEVICE NAME [--arg k=v]... [--ttl S]
+    edgefleet sites list | show SITE
 
 They talk to a running cloud's operator API over HTTP (``cloud.api_client``);
 they never open the store. Each command takes the same connection options
@@ -12,16 +15,17 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import click
 
 from cloud.api_client import DEFAULT_API_URL, ApiClient, resolve_endpoint
 from common.errors import ApiError, ConfigError
 
-__all__ = ["OperatorError", "api_options", "devices", "format_table", "sites"]
+__all__ = ["OperatorError", "api_options", "devices", "format_site", "format_table", "sites"]
 
 
 class OperatorError(click.ClickException):
@@ -31,7 +35,10 @@ class OperatorError(click.ClickException):
 
 
 def api_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --api, --token, --data-dir and --json; the command receives ``fetch(path)`` and ``as_json``."""
+    """Add --api, --token, --data-dir and --json; the command receives ``fetch`` and ``as_json``.
+
+    ``fetch(path, method="GET", json_body=None)`` returns the decoded JSON answer.
+    """
 
     @click.option(
         "--api",
@@ -50,10 +57,10 @@ def api_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @functools.wraps(fn)
     def wrapper(api: str | None, token: str | None, data_dir: str | None, as_json: bool, **kwargs: Any) -> Any:
-        def fetch(path: str) -> Any:
+        def fetch(path: str, method: str = "GET", json_body: Any = None) -> Any:
             try:
                 with ApiClient(resolve_endpoint(api, token, data_dir)) as client:
-                    return client.get(path)
+                    return client.request(method, path, json_body=json_body)
             except (ApiError, ConfigError) as exc:
                 raise OperatorError(str(exc)) from exc
 
@@ -69,7 +76,7 @@ def devices() -> None:
 
 @devices.command("list")
 @api_options
-def list_devices(fetch: Callable[[str], Any], as_json: bool) -> None:
+def list_devices(fetch: Callable[..., Any], as_json: bool) -> None:
     """List every device the cloud has seen."""
     rows = fetch("/v1/devices")["devices"]
     if as_json:
@@ -96,6 +103,113 @@ def list_devices(fetch: Callable[[str], Any], as_json: bool) -> None:
     )
 
 
+@devices.command("command")
+@click.argument("device")
+@click.argument("name")
+@click.option("--arg", "args", multiple=True, metavar="KEY=VALUE", help="A command argument; repeat for more.")
+@click.option("--ttl", type=click.IntRange(min=1), default=3600, show_default=True, help="Seconds to deliver it in.")
+@api_options
+def command_device(
+    fetch: Callable[..., Any], as_json: bool, device: str, name: str, args: tuple[str, ...], ttl: int
+) -> None:
+    """Queue command NAME for DEVICE; its gateway holds it until the device takes it or the TTL passes."""
+    body = {"name": name, "args": _parse_args(args), "ttl_s": ttl}
+    made = fetch(f"/v1/devices/{quote(device, safe='')}/commands", "POST", body)
+    if as_json:
+        click.echo(json.dumps(made, indent=2))
+        return
+    expires = _when(made["expires_ms"])
+    click.echo(f"command {made['seq']} for {made['device_id']} queued: {name} (expires {expires} UTC)")
+
+
+def _parse_args(pairs: Sequence[str]) -> dict[str, str]:
+    args: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--arg")
+        if key in args:
+            raise click.BadParameter(f"{key!r} is given twice", param_hint="--arg")
+        args[key] = value
+    return args
+
+
+@devices.command("commands")
+@click.argument("device")
+@api_options
+def list_commands(fetch: Callable[..., Any], as_json: bool, device: str) -> None:
+    """List DEVICE's commands, oldest first, with where each one is (queued, held, delivered, done...)."""
+    rows = fetch(f"/v1/devices/{quote(device, safe='')}/commands")["commands"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no commands for {device} yet")
+        return
+    click.echo(
+        format_table(
+            ["SEQ", "NAME", "ARGS", "STATUS", "DETAIL", "CREATED (UTC)", "EXPIRES (UTC)", "UPDATED (UTC)"],
+            [
+                [
+                    r["seq"],
+                    r["name"],
+                    ",".join(f"{k}={v}" for k, v in sorted(r["args"].items())) or "-",
+                    r["status"],
+                    r["detail"] or "-",
+                    _when(r["created_ms"]),
+                    _when(r["expires_ms"]),
+                    _when(r["updated_ms"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@devices.command("gaps")
+@click.argument("device", required=False)
+@api_options
+def list_gaps(fetch: Callable[..., Any], as_json: bool, device: str | None) -> None:
+    """List reported gaps (records dropped by rule), of DEVICE or of every device.
+
+    With DEVICE, also the unexplained missing ranges: sequences that are neither
+    stored nor reported as dropped (these break the delivery promise).
+    """
+    body = fetch("/v1/gaps" + (f"?{urlencode({'device': device})}" if device is not None else ""))
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+        return
+    rows = body["gaps"]
+    if not rows:
+        click.echo("no gaps reported" + (f" for {device}" if device is not None else ""))
+    else:
+        click.echo(
+            format_table(
+                ["DEVICE", "STREAM", "FIRST", "LAST", "COUNT", "REASON", "REPORTER", "REPORTED (UTC)"],
+                [
+                    [
+                        r["device_id"],
+                        r["stream"],
+                        r["first_seq"],
+                        r["last_seq"],
+                        r["count"],
+                        r["reason"],
+                        r["reporter"],
+                        _when(r["received_ms"]),
+                    ]
+                    for r in rows
+                ],
+            )
+        )
+    if device is not None:
+        missing = body.get("missing", {})
+        shown = "; ".join(
+            f"{stream} " + ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+            for stream, ranges in missing.items()
+        )
+        click.echo(f"unexplained missing: {shown or 'none'}")
+
+
 @click.group()
 def sites() -> None:
     """Operator commands on sites."""
@@ -103,7 +217,7 @@ def sites() -> None:
 
 @sites.command("list")
 @api_options
-def list_sites(fetch: Callable[[str], Any], as_json: bool) -> None:
+def list_sites(fetch: Callable[..., Any], as_json: bool) -> None:
     """List every site with its gateway and device counts."""
     rows = fetch("/v1/sites")["sites"]
     if as_json:
@@ -114,7 +228,7 @@ def list_sites(fetch: Callable[[str], Any], as_json: bool) -> None:
         return
     click.echo(
         format_table(
-            ["SITE", "GATEWAYS", "DEVICES", "FIRST SEEN (UTC)", "LAST SEEN (UTC)"],
+            ["SITE", "GATEWAYS", "DEVICES", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "LINKS"],
             [
                 [
                     r["site_id"],
@@ -122,11 +236,63 @@ def list_sites(fetch: Callable[[str], Any], as_json: bool) -> None:
                     r["device_count"],
                     _when(r["first_seen_ms"]),
                     _when(r["last_seen_ms"]),
+                    " ".join(f"{gw}:{_value(link)}" for gw, link in sorted(r.get("links", {}).items())) or "-",
                 ]
                 for r in rows
             ],
         )
     )
+
+
+@sites.command("show")
+@click.argument("site")
+@api_options
+def show_site(fetch: Callable[..., Any], as_json: bool, site: str) -> None:
+    """Show one site's health: each gateway's status (link, backlog, disk, drops), devices online, gaps."""
+    detail = fetch(f"/v1/sites/{quote(site, safe='')}")
+    if as_json:
+        click.echo(json.dumps(detail, indent=2))
+        return
+    click.echo(format_site(detail))
+
+
+def format_site(detail: Mapping[str, Any]) -> str:
+    """A site's detail (``GET /v1/sites/{site}``) as a readable block; every status key, sorted."""
+    lines = [
+        f"site {detail['site_id']}: first seen {_when(detail['first_seen_ms'])},"
+        f" last seen {_when(detail['last_seen_ms'])} (UTC)"
+    ]
+    counts = detail["devices"]
+    if counts.get("online") is None:
+        lines.append(f"devices: {counts['total']}")
+    else:
+        window = _duration(counts["online_within_ms"])
+        lines.append(f"devices: {counts['online']} online of {counts['total']} (records within the last {window})")
+    for gw in detail["gateways"]:
+        status = gw.get("status") or {}
+        link = f", link {_value(status['link'])}" if "link" in status else ""
+        lines.append("")
+        lines.append(
+            f"gateway {gw['gateway_id']}: last seen {_when(gw['last_seen_ms'])}, serves {gw['devices']} devices{link}"
+        )
+        if gw.get("status_ts_ms") is None:
+            lines.append("  no status reported yet")
+            continue
+        lines.append(f"  status at {_when(gw['status_ts_ms'])} (UTC):")
+        width = max((len(k) for k in status), default=0)
+        lines += [f"    {k.ljust(width)}  {_value(status[k])}" for k in sorted(status)]
+    lines.append("")
+    totals = detail["gap_totals"]
+    if not totals:
+        lines.append("gaps: none reported")
+    else:
+        lines.append("gaps (records dropped by rule and reported):")
+        table = format_table(
+            ["DEVICE", "STREAM", "REASON", "RANGES", "RECORDS"],
+            [[t["device_id"], t["stream"], t["reason"], t["ranges"], t["count"]] for t in totals],
+        )
+        lines += ["  " + line for line in table.splitlines()]
+    return "\n".join(lines)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -144,3 +310,14 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _value(v: Any) -> str:
+    """A status value: whole floats without ``.0`` (the wire carries numbers as float or int)."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _duration(ms: int) -> str:
+    return f"{ms // 60_000} min" if ms % 60_000 == 0 else f"{ms / 1000:g} s"

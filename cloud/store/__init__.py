@@ -2,10 +2,13 @@
 
     schema.py      the tables as they are now
     migrations.py  the ordered schema steps applied at open, recorded in ``schema_version``
-    store.py       ``Store``: open, ingest, touch_gateway, list_devices, list_sites, telemetry_summary
+    batch.py       a forwarded batch sorted into telemetry rows, gap, status and command reports (no I/O)
+    store.py       ``Store``: open, ingest, touch_gateway; devices, sites and site health; telemetry
+                   summary, gaps and unexplained missing ranges; downlink commands
 """
 
 from cloud.store.migrations import MIGRATIONS, Migration
+from cloud.store.schema import COMMAND_STATUSES
 from cloud.store.store import IngestResult, Store
 
-__all__ = ["MIGRATIONS", "IngestResult", "Migration", "Store"]
+__all__ = ["COMMAND_STATUSES", "MIGRATIONS", "IngestResult", "Migration", "Store"]

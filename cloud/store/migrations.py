@@ -78,8 +78,114 @@ def _v1_initial(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _v2_streams_gaps_status_commands(conn: sa.Connection) -> None:
+    """Telemetry keyed by (device_id, stream, seq), gap reports, gateway status, downlink commands.
+
+    The old ``telemetry.stream`` held what a record is ("env", "power"...): it
+    becomes ``kind``, and every existing row joins the ``bulk`` stream. SQLite
+    cannot change a primary key in place, so there the table is rebuilt (create
+    the new shape, copy, drop, rename); PostgreSQL alters it in place.
+    """
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    row_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    # stand-ins so the foreign keys below resolve inside this step's own metadata
+    sa.Table("devices", md, sa.Column("device_id", sa.String(128), primary_key=True))
+    gateways = sa.Table("gateways", md, sa.Column("gateway_id", sa.String(128), primary_key=True))
+
+    if conn.dialect.name == "sqlite":
+        old = sa.Table(
+            "telemetry",
+            md,
+            sa.Column("device_id", sa.String(128), primary_key=True),
+            sa.Column("seq", sa.BigInteger, primary_key=True),
+            sa.Column("ts_ms", sa.BigInteger),
+            sa.Column("stream", sa.String(128)),
+            sa.Column("values", json_values),
+            sa.Column("received_ms", sa.BigInteger),
+        )
+        new = sa.Table(
+            "telemetry_v2",
+            md,
+            sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+            sa.Column("stream", sa.String(16), primary_key=True),
+            sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+            sa.Column("ts_ms", sa.BigInteger, nullable=False),
+            sa.Column("kind", sa.String(128), nullable=False),
+            sa.Column("values", json_values, nullable=False),
+            sa.Column("received_ms", sa.BigInteger, nullable=False),
+        )
+        new.create(conn)
+        conn.execute(
+            sa.insert(new).from_select(
+                ["device_id", "stream", "seq", "ts_ms", "kind", "values", "received_ms"],
+                sa.select(
+                    old.c.device_id,
+                    sa.literal("bulk", sa.String(16)),
+                    old.c.seq,
+                    old.c.ts_ms,
+                    old.c.stream,
+                    old.c["values"],
+                    old.c.received_ms,
+                ),
+            )
+        )
+        conn.exec_driver_sql("DROP TABLE telemetry")
+        conn.exec_driver_sql("ALTER TABLE telemetry_v2 RENAME TO telemetry")
+    else:
+        pkey = sa.inspect(conn).get_pk_constraint("telemetry")["name"]
+        for ddl in (
+            "ALTER TABLE telemetry RENAME COLUMN stream TO kind",
+            "ALTER TABLE telemetry ADD COLUMN stream VARCHAR(16) NOT NULL DEFAULT 'bulk'",
+            "ALTER TABLE telemetry ALTER COLUMN stream DROP DEFAULT",
+            f'ALTER TABLE telemetry DROP CONSTRAINT "{pkey}"',
+            "ALTER TABLE telemetry ADD CONSTRAINT telemetry_pkey PRIMARY KEY (device_id, stream, seq)",
+        ):
+            conn.exec_driver_sql(ddl)
+
+    for column in (sa.Column("status", json_values, nullable=True), sa.Column("status_ts_ms", sa.BigInteger)):
+        gateways.append_column(column)
+        column_ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE gateways ADD COLUMN {column_ddl}")
+
+    sa.Table(
+        "gaps",
+        md,
+        sa.Column("id", row_id, primary_key=True, autoincrement=True),
+        sa.Column("reporter", sa.String(128), nullable=False),
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), nullable=False),
+        sa.Column("stream", sa.String(16), nullable=False),
+        sa.Column("first_seq", sa.BigInteger, nullable=False),
+        sa.Column("last_seq", sa.BigInteger, nullable=False),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.Column("ts_ms", sa.BigInteger, nullable=False),
+        sa.Column("received_ms", sa.BigInteger, nullable=False),
+        sa.UniqueConstraint(
+            "device_id", "stream", "first_seq", "last_seq", "reason", "reporter", name="gaps_report_key"
+        ),
+    ).create(conn)
+    sa.Table(
+        "commands",
+        md,
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(256), nullable=False),
+        sa.Column("args", json_values, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Column("expires_ms", sa.BigInteger, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("updated_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint(
+            "status IN ('queued', 'held', 'delivered', 'done', 'failed', 'expired')", name="commands_status"
+        ),
+    ).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
+    Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

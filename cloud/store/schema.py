@@ -14,12 +14,30 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["JSON_VALUES", "devices", "gateways", "metadata", "schema_version", "sites", "telemetry"]
+__all__ = [
+    "COMMAND_STATUSES",
+    "JSON_VALUES",
+    "commands",
+    "devices",
+    "gaps",
+    "gateways",
+    "metadata",
+    "schema_version",
+    "sites",
+    "telemetry",
+]
 
 metadata = sa.MetaData()
 
 # JSONB on PostgreSQL (indexable, compact); JSON text on SQLite
 JSON_VALUES = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+# a surrogate key: BIGSERIAL on PostgreSQL, the rowid alias (INTEGER PRIMARY KEY) on SQLite
+_ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+COMMAND_STATUSES = ("queued", "held", "delivered", "done", "failed", "expired")
+"""A command's life: queued in the cloud, held durably by its gateway, delivered to the
+device, then one final state: done or failed (the device said so) or expired (its TTL passed)."""
 
 schema_version = sa.Table(
     "schema_version",
@@ -44,6 +62,9 @@ gateways = sa.Table(
     sa.Column("public_key", sa.Text, nullable=True),
     sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+    # the gateway's newest health report (a flat map) and the gateway's time of it; NULL until one arrives
+    sa.Column("status", JSON_VALUES, nullable=True),
+    sa.Column("status_ts_ms", sa.BigInteger, nullable=True),
 )
 
 devices = sa.Table(
@@ -54,18 +75,58 @@ devices = sa.Table(
     sa.Column("gateway_id", sa.String(128), sa.ForeignKey("gateways.gateway_id"), nullable=False, index=True),
     sa.Column("first_seen_ms", sa.BigInteger, nullable=False),
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
+    # the highest sequence stored in any of the device's streams (0: known only from a gap report)
     sa.Column("last_seq", sa.BigInteger, nullable=False),
 )
 
-# the primary key (device_id, seq) is what makes ingest at-most-once per record
+# the primary key (device_id, stream, seq) is what makes ingest at-most-once per record
 telemetry = sa.Table(
     "telemetry",
     metadata,
     sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("stream", sa.String(16), primary_key=True),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("ts_ms", sa.BigInteger, nullable=False),
-    sa.Column("stream", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
     # ``values`` is also a ColumnCollection method: reach it as telemetry.c["values"]
     sa.Column("values", JSON_VALUES, nullable=False),
     sa.Column("received_ms", sa.BigInteger, nullable=False),
+)
+
+# sequence ranges a reporter (the device itself or its gateway) dropped by rule, with the reason
+gaps = sa.Table(
+    "gaps",
+    metadata,
+    sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("reporter", sa.String(128), nullable=False),
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), nullable=False),
+    sa.Column("stream", sa.String(16), nullable=False),
+    sa.Column("first_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+    # device_id first: reads filter by device; the set is the report's identity (a resent report is one row)
+    sa.UniqueConstraint(
+        "device_id", "stream", "first_seq", "last_seq", "reason", "reporter", name="gaps_report_key"
+    ),
+)
+
+# downlink commands, numbered per device (the device runs each number once)
+commands = sa.Table(
+    "commands",
+    metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(256), nullable=False),
+    sa.Column("args", JSON_VALUES, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.CheckConstraint(
+        "status IN ('queued', 'held', 'delivered', 'done', 'failed', 'expired')", name="commands_status"
+    ),
 )

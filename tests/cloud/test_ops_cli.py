@@ -23,6 +23,7 @@ from common.errors import ApiError, ConfigError
 from common.protocol.messages import ForwardRecord
 
 TOKEN = "operator-token"
+T0 = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,33 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A store with two sites, served by serve_api in an event loop on its own thread."""
+    """A store with two sites, served by serve_api in an event loop on its own thread.
+
+    site-a's gateway gw-1 reported its status and a gap; pump-1 has records 1, 2 and 6
+    of bulk, 3..4 reported dropped, 5 unexplained. Commands go to pump-7 (CLI tests
+    that create them use their own device, so the read-only tests above stay exact).
+    """
     store = Store.open(f"sqlite:///{tmp_path_factory.mktemp('cloud') / 'cloud.db'}")
-    t0 = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
-    store.ingest("gw-1", "site-a", [ForwardRecord("pump-1", s, t0, "env", {}) for s in (1, 2)], t0)
-    store.ingest("gw-2", "site-b", [ForwardRecord("valve-22", 9, t0, "env", {})], t0 + 60_000)
+    t0 = T0
+    status = {"link": "up", "backlog.bulk": 1200, "backlog.critical": 0, "disk.used_bytes": 5_000_000,
+              "disk.quota_bytes": 50_000_000, "oldest_age_s.bulk": 42.5, "dropped.bulk.quota": 2}
+    gap = {"stream": "bulk", "reason": "quota", "first": 3, "last": 4, "count": 2, "reporter": "gw-1"}
+    store.ingest(
+        "gw-1",
+        "site-a",
+        [ForwardRecord("pump-1", "bulk", s, t0, "env", {}) for s in (1, 2)]
+        + [ForwardRecord("gw-1", "state", 0, t0, "gateway.status", status),
+           ForwardRecord("pump-1", "critical", 0, t0, "gap", gap)],
+        t0,
+    )
+    store.ingest("gw-1", "site-a", [ForwardRecord("pump-1", "bulk", 6, t0, "env", {})], t0 - 3_600_000)
+    store.ingest("gw-2", "site-b", [ForwardRecord("valve-22", "bulk", 9, t0, "env", {})], t0 + 60_000)
+    store.ingest("gw-2", "site-b", [ForwardRecord("pump-7", "bulk", 1, t0, "env", {})], t0 - 3_600_000)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
     thread.start()
-    api = asyncio.run_coroutine_threadsafe(serve_api(create_app(store, TOKEN), "127.0.0.1", 0), loop).result(10)
+    app = create_app(store, TOKEN, now_ms=lambda: T0 + 120_000)
+    api = asyncio.run_coroutine_threadsafe(serve_api(app, "127.0.0.1", 0), loop).result(10)
     try:
         yield Served(url=f"http://127.0.0.1:{api.port}", store=store)
     finally:
@@ -84,7 +103,8 @@ def test_devices_list_human_table(runner: CliRunner, served: Served) -> None:
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
         "DEVICE    SITE    GATEWAY  LAST SEQ  FIRST SEEN (UTC)     LAST SEEN (UTC)",
-        "pump-1    site-a  gw-1            2  2023-11-14 22:13:20  2023-11-14 22:13:20",
+        "pump-1    site-a  gw-1            6  2023-11-14 22:13:20  2023-11-14 22:13:20",
+        "pump-7    site-b  gw-2            1  2023-11-14 21:13:20  2023-11-14 21:13:20",
         "valve-22  site-b  gw-2            9  2023-11-14 22:14:20  2023-11-14 22:14:20",
     ]
 
@@ -93,10 +113,101 @@ def test_sites_list_human_table(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(sites, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "SITE    GATEWAYS  DEVICES  FIRST SEEN (UTC)     LAST SEEN (UTC)",
-        "site-a         1        1  2023-11-14 22:13:20  2023-11-14 22:13:20",
-        "site-b         1        1  2023-11-14 22:14:20  2023-11-14 22:14:20",
+        "SITE    GATEWAYS  DEVICES  FIRST SEEN (UTC)     LAST SEEN (UTC)      LINKS",
+        "site-a         1        1  2023-11-14 22:13:20  2023-11-14 22:13:20  gw-1:up",
+        "site-b         1        2  2023-11-14 22:14:20  2023-11-14 22:14:20  -",
     ]
+
+
+def test_sites_show_human_block(runner: CliRunner, served: Served) -> None:
+    result = runner.invoke(sites, ["show", "site-a", "--api", served.url, "--token", TOKEN])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "site site-a: first seen 2023-11-14 22:13:20, last seen 2023-11-14 22:13:20 (UTC)",
+        "devices: 1 online of 1 (records within the last 5 min)",
+        "",
+        "gateway gw-1: last seen 2023-11-14 22:13:20, serves 1 devices, link up",
+        "  status at 2023-11-14 22:13:20 (UTC):",
+        "    backlog.bulk        1200",
+        "    backlog.critical    0",
+        "    disk.quota_bytes    50000000",
+        "    disk.used_bytes     5000000",
+        "    dropped.bulk.quota  2",
+        "    link                up",
+        "    oldest_age_s.bulk   42.5",
+        "",
+        "gaps (records dropped by rule and reported):",
+        "  DEVICE  STREAM  REASON  RANGES  RECORDS",
+        "  pump-1  bulk    quota        1        2",
+    ]
+
+
+def test_sites_show_json_and_a_site_without_status(runner: CliRunner, served: Served) -> None:
+    result = runner.invoke(sites, ["show", "site-b", "--api", served.url, "--token", TOKEN, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == served.store.site_detail("site-b", T0 + 120_000)
+    human = runner.invoke(sites, ["show", "site-b", "--api", served.url, "--token", TOKEN])
+    assert "devices: 1 online of 2 (records within the last 5 min)" in human.output
+    assert "  no status reported yet" in human.output
+    assert human.output.rstrip().endswith("gaps: none reported")
+
+
+def test_sites_show_of_an_unknown_site_exits_2_naming_it(runner: CliRunner, served: Served) -> None:
+    result = runner.invoke(sites, ["show", "atlantis", "--api", served.url, "--token", TOKEN])
+    assert result.exit_code == 2
+    assert "HTTP 404: No site by the id of 'atlantis' was found" in result.output
+
+
+def test_devices_gaps(runner: CliRunner, served: Served) -> None:
+    result = runner.invoke(devices, ["gaps", "--api", served.url, "--token", TOKEN])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "DEVICE  STREAM  FIRST  LAST  COUNT  REASON  REPORTER  REPORTED (UTC)",
+        "pump-1  bulk        3     4      2  quota   gw-1      2023-11-14 22:13:20",
+    ]
+    one = runner.invoke(devices, ["gaps", "pump-1", "--api", served.url, "--token", TOKEN])
+    assert one.output.splitlines()[-1] == "unexplained missing: bulk 5"
+    none = runner.invoke(devices, ["gaps", "valve-22", "--api", served.url, "--token", TOKEN])
+    assert none.output.splitlines() == ["no gaps reported for valve-22", "unexplained missing: none"]
+    as_json = runner.invoke(devices, ["gaps", "pump-1", "--api", served.url, "--token", TOKEN, "--json"])
+    assert json.loads(as_json.output)["missing"] == {"bulk": [[5, 5]]}
+
+
+def test_devices_command_then_commands(runner: CliRunner, served: Served) -> None:
+    opts = ["--api", served.url, "--token", TOKEN]
+    made = runner.invoke(devices, ["command", "pump-7", "reboot", "--arg", "delay=5", "--arg", "m=s", *opts])
+    assert made.exit_code == 0, made.output
+    assert made.output == "command 1 for pump-7 queued: reboot (expires 2023-11-14 23:15:20 UTC)\n"
+    as_json = runner.invoke(devices, ["command", "pump-7", "ping", "--ttl", "60", "--json", *opts])
+    assert json.loads(as_json.output) == {"device_id": "pump-7", "seq": 2, "expires_ms": T0 + 180_000}
+    served.store.mark_command("pump-7", 1, "done", "rebooted", T0 + 150_000)
+    listed = runner.invoke(devices, ["commands", "pump-7", *opts])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines() == [
+        "SEQ  NAME    ARGS         STATUS  DETAIL    CREATED (UTC)        EXPIRES (UTC)        UPDATED (UTC)",
+        "  1  reboot  delay=5,m=s  done    rebooted  2023-11-14 22:15:20  2023-11-14 23:15:20  2023-11-14 22:15:50",
+        "  2  ping    -            queued  -         2023-11-14 22:15:20  2023-11-14 22:16:20  2023-11-14 22:15:20",
+    ]
+    listed_json = runner.invoke(devices, ["commands", "pump-7", "--json", *opts])
+    assert json.loads(listed_json.output) == served.store.list_commands("pump-7")
+
+
+def test_devices_commands_of_a_device_without_any(runner: CliRunner, served: Served) -> None:
+    result = runner.invoke(devices, ["commands", "valve-22", "--api", served.url, "--token", TOKEN])
+    assert (result.exit_code, result.output) == (0, "no commands for valve-22 yet\n")
+
+
+def test_devices_command_refuses_bad_args_and_unknown_devices(runner: CliRunner, served: Served) -> None:
+    opts = ["--api", served.url, "--token", TOKEN]
+    bad = runner.invoke(devices, ["command", "pump-7", "reboot", "--arg", "novalue", *opts])
+    assert bad.exit_code == 2 and "'novalue' is not KEY=VALUE" in bad.output
+    twice = runner.invoke(devices, ["command", "pump-7", "reboot", "--arg", "a=1", "--arg", "a=2", *opts])
+    assert twice.exit_code == 2 and "'a' is given twice" in twice.output
+    unknown = runner.invoke(devices, ["command", "ghost", "reboot", *opts])
+    assert unknown.exit_code == 2
+    assert "POST /v1/devices/ghost/commands failed" in unknown.output
+    assert "No device by the id of 'ghost'" in unknown.output
+    assert served.store.list_commands("ghost") == []
 
 
 def test_data_dir_supplies_token_and_url(runner: CliRunner, served: Served, tmp_path: Path) -> None:
@@ -104,7 +215,7 @@ def test_data_dir_supplies_token_and_url(runner: CliRunner, served: Served, tmp_
     (tmp_path / "endpoints.json").write_text(json.dumps({"api": served.url}))
     result = runner.invoke(devices, ["list", "--data-dir", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
-    assert len(json.loads(result.output)) == 2
+    assert len(json.loads(result.output)) == 3
 
 
 def test_unreachable_api_exits_2_with_a_clear_message(runner: CliRunner) -> None:
