@@ -18,6 +18,9 @@
     │   ├── ExpiredError       validly signed, but outside its validity window
     │   ├── ReplayError        validly signed, but its sequence (or version) was already seen
     │   └── CertificateError   a node certificate that does not verify (names subject and cause)
+    ├── UpdateError            a device update that cannot go on (names the version or file and the cause)
+    │   ├── UpdateRefused      a manifest this device must not install (hardware, security floor, downgrade)
+    │   └── BootloaderError    the boot environment could not be read or changed (names the slot)
     └── AuditChainError        the audit log's hash chain is broken (a record edited, removed or moved)
 
 Every message names the object and the cause. Library errors are translated at
@@ -30,6 +33,7 @@ __all__ = [
     "AlertNotFound",
     "ApiError",
     "AuditChainError",
+    "BootloaderError",
     "CertificateError",
     "ConfigError",
     "EdgeFleetError",
@@ -45,6 +49,8 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "TrustError",
+    "UpdateError",
+    "UpdateRefused",
     "VersionMismatch",
 ]
 
@@ -171,3 +177,18 @@ class AuditChainError(EdgeFleetError):
         super().__init__(f"audit record {seq}: {cause}")
         self.seq, self.cause = seq, cause
 
+
+class UpdateError(EdgeFleetError):
+    """A device update cannot go on: a missing or tampered image, a slot that did not verify."""
+
+
+class UpdateRefused(UpdateError):
+    """A (verified) manifest this device must not install; ``reason`` says why."""
+
+    def __init__(self, version: str, reason: str) -> None:
+        super().__init__(f"update to {version!r} refused: {reason}")
+        self.version, self.reason = version, reason
+
+
+class BootloaderError(UpdateError):
+    """The boot environment could not be read or changed, e.g. "Failed marking slot B as good: ..."."""
