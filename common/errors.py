@@ -21,7 +21,14 @@
     ├── UpdateError            a device update that cannot go on (names the version or file and the cause)
     │   ├── UpdateRefused      a manifest this device must not install (hardware, security floor, downgrade)
     │   └── BootloaderError    the boot environment could not be read or changed (names the slot)
-    └── AuditChainError        the audit log's hash chain is broken (a record edited, removed or moved)
+    ├── AuditChainError        the audit log's hash chain is broken (a record edited, removed or moved)
+    ├── FirmwareError          firmware releases: versions, manifests, chunks, images
+    │   ├── VersionError       a firmware version string that does not parse (also a ValueError)
+    │   ├── ManifestError      a manifest that must not be used (names the version; ``reason`` is a code)
+    │   ├── ChunkError         a chunk whose size or SHA-256 does not match its manifest (names the index)
+    │   └── ImageError         a full image whose size or SHA-256 does not match its manifest
+    └── DeltaError             a binary delta that cannot be made or applied (corrupt patch, wrong base)
+        └── DeltaNotWorthIt    the best delta is not clearly smaller than the compressed full image
 
 Every message names the object and the cause. Library errors are translated at
 the adapter with ``raise Mapped(...) from exc``.
@@ -35,10 +42,16 @@ __all__ = [
     "AuditChainError",
     "BootloaderError",
     "CertificateError",
+    "ChunkError",
     "ConfigError",
+    "DeltaError",
+    "DeltaNotWorthIt",
     "EdgeFleetError",
     "ExpiredError",
+    "FirmwareError",
+    "ImageError",
     "KeyFileError",
+    "ManifestError",
     "MisdirectedError",
     "ProtocolError",
     "QueryError",
@@ -51,6 +64,7 @@ __all__ = [
     "TrustError",
     "UpdateError",
     "UpdateRefused",
+    "VersionError",
     "VersionMismatch",
 ]
 
@@ -192,3 +206,48 @@ class UpdateRefused(UpdateError):
 
 class BootloaderError(UpdateError):
     """The boot environment could not be read or changed, e.g. "Failed marking slot B as good: ..."."""
+
+
+class FirmwareError(EdgeFleetError):
+    """A firmware release, manifest, chunk or image that cannot be used."""
+
+
+class VersionError(FirmwareError, ValueError):
+    """A firmware version string that does not parse."""
+
+
+class ManifestError(FirmwareError):
+    """A firmware manifest that must not be used.
+
+    ``reason`` is one of: ``malformed``, ``unsigned``, ``unknown-key``,
+    ``bad-signature``, ``expired``, ``wrong-hardware``, ``below-floor``,
+    ``below-min-version``, ``downgrade``.
+    """
+
+    def __init__(self, version: str | None, reason: str, cause: str) -> None:
+        super().__init__(f"firmware manifest {version or '?'}: {cause}")
+        self.version, self.reason, self.cause = version, reason, cause
+
+
+class ChunkError(FirmwareError):
+    """Chunk ``index`` of firmware ``version`` does not match its manifest."""
+
+    def __init__(self, version: str, index: int, cause: str) -> None:
+        super().__init__(f"firmware {version} chunk {index}: {cause}")
+        self.version, self.index, self.cause = version, index, cause
+
+
+class ImageError(FirmwareError):
+    """A full firmware image whose size or SHA-256 does not match its manifest."""
+
+
+class DeltaError(EdgeFleetError):
+    """A binary delta that cannot be made or applied: a corrupt patch, the wrong old image."""
+
+
+class DeltaNotWorthIt(DeltaError):
+    """The smallest delta is not clearly smaller than the compressed full image; ``result`` has the numbers."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
