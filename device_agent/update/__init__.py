@@ -12,12 +12,12 @@
 """
 
 from device_agent.update.bootloader import SLOTS, Bootloader, BootState, SimBootloader, other_slot
-from device_agent.update.core import PowerOn, StartUpdate, UpdateCore, UpdateReport
+from device_agent.update.core import ManifestRejected, PowerOn, StartUpdate, UpdateCore, UpdateReport
 from device_agent.update.driver import UpdateDriver
 from device_agent.update.grub import GrubBootloader
 from device_agent.update.health import HealthResult, gateway_reached, hook_commands, run_health_checks, version_matches
 from device_agent.update.installer import check_image, hash_file, write_slot
-from device_agent.update.plan import InstallPlan, LocalManifest, Manifest, plan_install, version_key
+from device_agent.update.plan import InstallPlan, LocalManifest, Manifest, plan_install
 from device_agent.update.states import FINAL, TABLE, State, UpdateRecord, step
 from device_agent.update.store import RecordStore
 from device_agent.update.uboot import UBootBootloader
@@ -33,6 +33,7 @@ __all__ = [
     "InstallPlan",
     "LocalManifest",
     "Manifest",
+    "ManifestRejected",
     "PowerOn",
     "RecordStore",
     "SimBootloader",
@@ -51,7 +52,6 @@ __all__ = [
     "plan_install",
     "run_health_checks",
     "step",
-    "version_key",
     "version_matches",
     "write_slot",
 ]

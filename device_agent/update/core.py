@@ -44,6 +44,7 @@ __all__ = [
     "HealthDone",
     "HealthTimedOut",
     "Install",
+    "ManifestRejected",
     "MarkBad",
     "PersistRecord",
     "PowerOn",
@@ -80,6 +81,14 @@ class StartUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class ManifestRejected:
+    """A manifest that failed verification before planning (unsigned, expired: ``ManifestError``), to report."""
+
+    version: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class ActionDone:
     token: int
 
@@ -107,7 +116,9 @@ class Reported:
     token: int
 
 
-UpdateEvent = PowerOn | StartUpdate | ActionDone | ActionFailed | HealthDone | HealthTimedOut | Reported
+UpdateEvent = (
+    PowerOn | StartUpdate | ManifestRejected | ActionDone | ActionFailed | HealthDone | HealthTimedOut | Reported
+)
 
 # -- effects -----------------------------------------------------------------------------
 
@@ -244,6 +255,10 @@ class UpdateCore:
                 return self._power_on(record, booted, running_version, now)
             case StartUpdate(manifest, image_path, allow_downgrade):
                 return self._start(manifest, image_path, allow_downgrade, now)
+            case ManifestRejected(version, reason):
+                self._check_idle(version)
+                self.record = replace(self.record, target_version=version, target_slot="", source_slot=self.booted)
+                return self._step(Ev.REFUSED, now, reason=reason)
             case ActionDone(token) if token == self.record.store_count:
                 return self._step(Ev.DONE, now)
             case ActionFailed(token, reason) if token == self.record.store_count:
@@ -283,13 +298,16 @@ class UpdateCore:
 
     # -- start ------------------------------------------------------------------------------
 
-    def _start(self, manifest: Manifest, image_path: str, allow_downgrade: bool, now: float) -> list[UpdateEffect]:
+    def _check_idle(self, version: str) -> None:
         r = self.record
         if r.state is not State.IDLE:
             raise UpdateError(
-                f"update to {manifest.version!r} cannot start: "
-                f"update to {r.target_version!r} is {r.state.value}"
+                f"update to {version!r} cannot start: update to {r.target_version!r} is {r.state.value}"
             )
+
+    def _start(self, manifest: Manifest, image_path: str, allow_downgrade: bool, now: float) -> list[UpdateEffect]:
+        self._check_idle(manifest.version)
+        r = self.record
         try:
             plan = plan_install(
                 manifest,

@@ -4,20 +4,23 @@ The manifest has been verified already (signature, expiry: issue 4's
 ``common.firmware.manifest``); what is checked here is what only the device
 knows: its hardware, its security floor (anti-rollback) and its installed
 version (an older version needs an explicit allowance from a signed source).
-Any object with the ``Manifest`` protocol's attributes will do;
-``LocalManifest`` is a plain one for tests and simulations.
+Any object with the ``Manifest`` protocol's attributes will do (issue 4's
+``common.firmware.manifest.Manifest`` does); ``LocalManifest`` is a plain one
+for tests and simulations. Versions are ordered by ``common.firmware.version``.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from common.errors import UpdateRefused
+from common.errors import UpdateRefused, VersionError
+from common.firmware.version import Version
 from device_agent.update.bootloader import SLOTS, other_slot
 
-__all__ = ["InstallPlan", "LocalManifest", "Manifest", "plan_install", "version_key"]
+__all__ = ["InstallPlan", "LocalManifest", "Manifest", "plan_install"]
 
 
 class Manifest(Protocol):
@@ -26,7 +29,7 @@ class Manifest(Protocol):
     @property
     def version(self) -> str: ...
     @property
-    def hw(self) -> list[str]: ...
+    def hw(self) -> Sequence[str]: ...
     @property
     def size(self) -> int: ...
     @property
@@ -66,19 +69,6 @@ class InstallPlan:
     mode: str = "full"  # delta images are not implemented yet
 
 
-_PART = re.compile(r"(\d+)|([A-Za-z]+)")
-
-
-def version_key(version: str) -> tuple[object, ...]:
-    """Order versions like 1.2.10 > 1.2.9 > 1.2.9-rc1: numbers as numbers, a pre-release before its release."""
-    main, _, pre = version.partition("-")
-
-    def parts(text: str) -> tuple[tuple[int, int | str], ...]:
-        return tuple((1, int(n)) if n else (0, w) for n, w in _PART.findall(text))
-
-    return (parts(main), 0 if pre else 1, parts(pre))
-
-
 def plan_install(
     manifest: Manifest,
     image_path: str,
@@ -98,7 +88,11 @@ def plan_install(
         raise UpdateRefused(
             v, f"security version {manifest.security_version} is below this device's floor {security_floor}"
         )
-    if installed_version and version_key(v) < version_key(installed_version) and not allow_downgrade:
+    try:
+        older = bool(installed_version) and Version(v) < Version(installed_version)
+    except VersionError as exc:
+        raise UpdateRefused(v, str(exc)) from exc
+    if older and not allow_downgrade:
         raise UpdateRefused(v, f"older than the installed {installed_version!r} and no signed downgrade allowance")
     if not re.fullmatch(r"[0-9a-f]{64}", manifest.sha256):
         raise UpdateRefused(v, f"sha256 {manifest.sha256!r} is not 64 lowercase hex digits")

@@ -10,6 +10,7 @@ from common.errors import UpdateError, UpdateRefused
 from device_agent.update import (
     HealthResult,
     LocalManifest,
+    ManifestRejected,
     RecordStore,
     SimBootloader,
     StartUpdate,
@@ -21,7 +22,6 @@ from device_agent.update import (
     hook_commands,
     plan_install,
     run_health_checks,
-    version_key,
     version_matches,
     write_slot,
 )
@@ -295,9 +295,51 @@ def test_plan_refusal_is_an_update_refused_naming_the_version():
     assert info.value.version == "1.1" and "hardware x" in info.value.reason
 
 
-def test_versions_order_numerically_with_prereleases_first():
-    order = ["0.9", "1.0-rc1", "1.0", "1.0.1", "1.2", "1.10"]
-    assert sorted(reversed(order), key=version_key) == order
+@pytest.mark.parametrize(
+    "installed, offered, refused",
+    [("1.9", "1.10", False), ("2.1.0", "2.1", False), ("1.0", "1.0-rc.1", True), ("1.10", "1.9.9", True)],
+)
+def test_downgrades_are_judged_by_the_firmware_version_order(installed, offered, refused):
+    data = image(offered)
+    kw = dict(device_hw=HW, installed_version=installed, security_floor=0, active_slot="A")
+    if refused:
+        with pytest.raises(UpdateRefused, match="older than the installed"):
+            plan_install(manifest_for(data, offered), "f", **kw)
+    else:
+        assert plan_install(manifest_for(data, offered), "f", **kw).version == offered
+
+
+def test_a_version_that_does_not_parse_is_refused():
+    data = image("banana")
+    with pytest.raises(UpdateRefused, match="does not parse"):
+        plan_install(
+            manifest_for(data, "banana"), "f", device_hw=HW, installed_version="1.0", security_floor=0, active_slot="A"
+        )
+
+
+def test_a_signed_manifest_from_the_release_tools_installs(device):
+    from common.firmware import build_manifest, generate_release_key, key_id, sign_manifest, verify_manifest
+
+    data = image("1.1", 300_000)
+    path = device.root / "fw.img"
+    path.write_bytes(data)
+    key = generate_release_key()
+    signed = sign_manifest(
+        build_manifest(str(path), "1.1", [HW], security_version=2, expires_ms=10_000, issued_ms=0), key
+    )
+    trusted = {key_id(key.public_key()): key.public_key()}
+    m = verify_manifest(signed, trusted, hw=HW, now_ms=1_000, security_floor=0, current_version="1.0")
+    device.drv.start(m, str(path))
+    device.power_on()
+    assert [(r.outcome, r.running_version) for r in device.reports] == [("committed", "1.1")]
+    assert device.store.load().security_floor == 2
+
+
+def test_a_manifest_that_failed_verification_is_reported_as_failed(device):
+    device.drv.feed(ManifestRejected("1.1", "firmware manifest 1.1: expired at 10000 ms (now 20000 ms)"))
+    (report,) = device.reports
+    assert (report.outcome, report.version) == ("failed", "1.1") and "expired" in report.reason
+    assert device.state is State.IDLE and device.reboots == 0
 
 
 def test_write_slot_reads_back_what_it_wrote(tmp_path):
