@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sites": ("cloud.ops_cli:sites", "Operator commands on sites (list)."),
     "demo": ("simulations.demo:demo", "Start a whole fleet as real processes on 127.0.0.1 and report."),
     "sim": ("simulations.cli:sim", "Run a fleet in virtual time over an in-memory network."),
+    "delta": ("common.delta.cli:delta", "Make and apply binary deltas between firmware images."),
+    "release": ("common.firmware.cli:release", "Firmware releases: signing keys, offline manifest signing."),
 }
 
 

@@ -1,0 +1,421 @@
+"""``bsdiff4-blocks``: bsdiff4 over the changed, non-zero regions of an image.
+
+Plain bsdiff4 needs ~17-19x the image in RAM and goes quadratic on runs of
+zeros, which filesystem images are full of. This method first classifies the
+new image in aligned blocks (4 KiB, a filesystem's block):
+
+- a block of one repeated byte (zeros, erased flash's 0xFF) becomes ``FILL``;
+- a block found in the old image (continuing the previous copy, at the same
+  offset, or anywhere via a hash index of the old image's blocks) becomes
+  ``COPY(old offset)``;
+- everything else is *changed*. Runs of changed blocks are bsdiff'ed, without
+  their zero blocks, against a window of the old image: the whole old image
+  when it is small, otherwise the old regions the neighbouring copies point at
+  (where a moved file came from) and the same offset (a file edited in place).
+
+Payload, after the common header::
+
+    u32 block size, u8 section count (4),
+    4 x (u64 raw length, u64 compressed length, u8 log2 LZMA2 dictionary),
+    sections: ops, bsdiff control, bsdiff diff, bsdiff extra (each raw LZMA2)
+
+The ops section is a sequence of unsigned varints::
+
+    1 COPY  old_offset length
+    2 FILL  byte length
+    3 GROUP n_ranges (old_offset length)*n out_length control_len diff_len extra_len
+    4 DATA  length          (the next bytes of the current group's output)
+
+Applying reads the sections as streams, so it holds one group (its old window
+and its output, both bounded by ``max_group``) at a time, never the whole image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import os
+import struct
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import bsdiff4.core
+
+from common.delta._format import VarintReader
+from common.errors import DeltaError
+
+__all__ = ["BLOCK", "apply_blocks", "blocks_memory_estimate", "make_blocks"]
+
+BLOCK = 4096
+READ = 1 << 20
+OP_COPY, OP_FILL, OP_GROUP, OP_DATA = 1, 2, 3, 4
+SECTIONS = ("ops", "control", "diff", "extra")
+_PARAMS = struct.Struct(">IB")
+_SECTION = struct.Struct(">QQB")  # raw length, compressed length, log2 of the LZMA2 dictionary
+MAX_DICT_LOG = 24  # 16 MiB: bounds the applier's buffer per section; a patch claiming more is refused
+MAX_OPS_RAW = 64 << 20
+
+# bsdiff's suffix sort holds two 8-byte arrays per old byte, plus old and output.
+BSDIFF_RAM_FACTOR = 19
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    kind: str  # "F" fill, "C" copy, "D" changed
+    new_off: int
+    length: int
+    old_off: int = -1  # for "F": the fill byte
+
+
+def blocks_memory_estimate(old_size: int, new_size: int, *, whole: bool, seg_cap: int = 1 << 20, margin: int = 256 << 10) -> int:
+    """Bytes this method needs at most (old-block index and bsdiff's suffix sort of the largest window)."""
+    index = (old_size // BLOCK) * 120
+    if whole:
+        return index + BSDIFF_RAM_FACTOR * max(old_size, new_size)
+    window = min(old_size, 3 * (seg_cap + 2 * max(margin, seg_cap // 2)))
+    return index + BSDIFF_RAM_FACTOR * max(window, min(new_size, seg_cap))
+
+
+def _digest(b: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(b, digest_size=16).digest()
+
+
+_FILLS = [bytes([i]) * BLOCK for i in range(256)]
+
+
+def _index_old(fd: int, size: int) -> dict[bytes, int]:
+    index: dict[bytes, int] = {}
+    off = 0
+    while off + BLOCK <= size:
+        buf = os.pread(fd, READ, off)
+        full = len(buf) - len(buf) % BLOCK
+        mv = memoryview(buf)
+        for i in range(0, full, BLOCK):
+            b = mv[i : i + BLOCK]
+            if b != _FILLS[b[0]]:
+                index.setdefault(_digest(b), off + i)
+        off += full
+        if full == 0:
+            break
+    return index
+
+
+def _classify(old_fd: int, old_size: int, new_fd: int, new_size: int) -> list[_Run]:
+    index = _index_old(old_fd, old_size)
+    runs: list[_Run] = []
+
+    def add(kind: str, off: int, length: int, src: int = -1) -> None:
+        if runs:
+            last = runs[-1]
+            if last.kind == kind and (kind == "D" or last.old_off + (last.length if kind == "C" else 0) == src):
+                runs[-1] = _Run(kind, last.new_off, last.length + length, last.old_off)
+                return
+        runs.append(_Run(kind, off, length, src))
+
+    prev_src = -1
+    off = 0
+    while off < new_size:
+        buf = os.pread(new_fd, READ, off)
+        if not buf:
+            raise DeltaError("new image shrank while it was read")
+        same = os.pread(old_fd, len(buf), off) if off < old_size else b""
+        for i in range(0, len(buf), BLOCK):
+            b = buf[i : i + BLOCK]
+            pos = off + i
+            if len(b) < BLOCK:  # the tail: no block to match
+                add("D", pos, len(b))
+                prev_src = -1
+                continue
+            if b == _FILLS[b[0]]:
+                add("F", pos, BLOCK, b[0])
+                prev_src = -1
+                continue
+            src = -1
+            if 0 <= prev_src and prev_src + 2 * BLOCK <= old_size and os.pread(old_fd, BLOCK, prev_src + BLOCK) == b:
+                src = prev_src + BLOCK
+            elif same[i : i + BLOCK] == b:
+                src = pos
+            else:
+                src = index.get(_digest(b), -1)
+            if src >= 0:
+                add("C", pos, BLOCK, src)
+            else:
+                add("D", pos, BLOCK)
+            prev_src = src
+        off += len(buf)
+    return runs
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b - a) for a, b in out if b > a]
+
+
+def _nearest_copy(runs: list[_Run], k: int, step: int) -> _Run | None:
+    """The nearest COPY run from ``k`` in direction ``step``, skipping fill runs only."""
+    k += step
+    while 0 <= k < len(runs):
+        if runs[k].kind == "C":
+            return runs[k]
+        if runs[k].kind != "F":
+            return None
+        k += step
+    return None
+
+
+def _windows(runs: list[_Run], k: int, a: int, b: int, old_size: int, margin: int) -> list[tuple[int, int]]:
+    """Old regions likely to hold what new ``[a, b)`` (in changed run ``k``) was made from."""
+    starts = [a]
+    for step in (-1, 1):
+        c = _nearest_copy(runs, k, step)
+        if c is not None:
+            starts.append(a + c.old_off - c.new_off)
+    ranges = [(max(0, s - margin), min(old_size, s + (b - a) + margin)) for s in starts]
+    return _merge([r for r in ranges if r[0] < r[1]])
+
+
+class _Spill:
+    """A section written to a temporary file first, so making a patch never holds it in memory."""
+
+    def __init__(self, tmpdir: str | None) -> None:
+        self.f = tempfile.TemporaryFile(dir=tmpdir)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.f.write(data)
+        self.size += len(data)
+
+
+def _dict_log(raw_len: int) -> int:
+    return max(12, min(MAX_DICT_LOG, (max(raw_len, 1) - 1).bit_length()))
+
+
+def _lzma_filters(dict_log: int, *, preset: int = 6) -> list[dict[str, int]]:
+    return [{"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": 1 << dict_log}]
+
+
+def _compress_into(src: BinaryIO, raw_len: int, out: BinaryIO) -> int:
+    # raw LZMA2 (no xz container: ~60 bytes less per section); the patch's SHA-256 of the output covers integrity
+    preset = 9 | lzma.PRESET_EXTREME if raw_len <= (32 << 20) else 9
+    c = lzma.LZMACompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(_dict_log(raw_len), preset=preset))
+    src.seek(0)
+    n = 0
+    while piece := src.read(READ):
+        z = c.compress(piece)
+        out.write(z)
+        n += len(z)
+    z = c.flush()
+    out.write(z)
+    return n + len(z)
+
+
+def make_blocks(
+    old_path: str,
+    new_path: str,
+    out: BinaryIO,
+    *,
+    whole_limit: int = 16 << 20,
+    seg_cap: int = 1 << 20,
+    margin: int = 256 << 10,
+    tmpdir: str | None = None,
+    progress: Callable[[], None] | None = None,
+) -> None:
+    """Write the payload of a ``bsdiff4-blocks`` patch from ``old_path`` to ``new_path`` into ``out``."""
+    with open(old_path, "rb") as fo, open(new_path, "rb") as fn:
+        old_fd, new_fd = fo.fileno(), fn.fileno()
+        old_size, new_size = os.fstat(old_fd).st_size, os.fstat(new_fd).st_size
+        runs = _classify(old_fd, old_size, new_fd, new_size)
+        ops = bytearray()
+        spills = {name: _Spill(tmpdir) for name in SECTIONS[1:]}
+
+        def group(ranges: list[tuple[int, int]], pieces: list[tuple[int, int]]) -> None:
+            window = b"".join(os.pread(old_fd, n, off) for off, n in ranges)
+            target = b"".join(os.pread(new_fd, n, off) for off, n in pieces)
+            ctrl, diff, extra = bsdiff4.core.diff(window, target)
+            for name, data in zip(SECTIONS[1:], (ctrl, diff, extra)):
+                spills[name].write(data)
+            _put(ops, OP_GROUP, len(ranges))
+            for off, n in ranges:
+                _put(ops, off, n)
+            _put(ops, len(target), len(ctrl), len(diff), len(extra))
+            if progress:
+                progress()
+
+        whole = old_size <= whole_limit
+        if whole:
+            changed = [(r.new_off, r.length) for r in runs if r.kind == "D"]
+            if changed:
+                group([(0, old_size)] if old_size else [], changed)
+        for k, r in enumerate(runs):
+            if r.kind == "F":
+                _put(ops, OP_FILL, r.old_off, r.length)
+            elif r.kind == "C":
+                _put(ops, OP_COPY, r.old_off, r.length)
+            elif whole:
+                _put(ops, OP_DATA, r.length)
+            else:
+                for a in range(r.new_off, r.new_off + r.length, seg_cap):
+                    b = min(a + seg_cap, r.new_off + r.length)
+                    group(_windows(runs, k, a, b, old_size, max(margin, (b - a) // 2)), [(a, b - a)])
+                    _put(ops, OP_DATA, b - a)
+
+        ops_spill = _Spill(tmpdir)
+        ops_spill.write(bytes(ops))
+        all_spills = [ops_spill, *spills.values()]
+        # the section table comes first: compress each section to a temp file to learn its length
+        packed: list[tuple[int, BinaryIO, int]] = []
+        for s in all_spills:
+            z = tempfile.TemporaryFile(dir=tmpdir)
+            packed.append((s.size, z, _compress_into(s.f, s.size, z)))
+            s.f.close()
+        out.write(_PARAMS.pack(BLOCK, len(SECTIONS)))
+        for raw_len, _, z_len in packed:
+            out.write(_SECTION.pack(raw_len, z_len, _dict_log(raw_len)))
+        for _, z, _ in packed:
+            z.seek(0)
+            while piece := z.read(READ):
+                out.write(piece)
+            z.close()
+
+
+def _put(buf: bytearray, *values: int) -> None:
+    for n in values:
+        while n >= 0x80:
+            buf.append((n & 0x7F) | 0x80)
+            n >>= 7
+        buf.append(n)
+
+
+class _Section:
+    """One LZMA2 section of a patch, decompressed as a stream from its byte range."""
+
+    def __init__(self, fd: int, offset: int, z_len: int, raw_len: int, dict_log: int, name: str, where: str) -> None:
+        self.fd, self.pos, self.end = fd, offset, offset + z_len
+        self.left, self.name, self.where = raw_len, name, where
+        if not 12 <= dict_log <= MAX_DICT_LOG:
+            raise self._fail(f"dictionary of 2^{dict_log} bytes is outside 2^12..2^{MAX_DICT_LOG}")
+        self.d = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma_filters(dict_log))
+
+    def _fail(self, why: str) -> DeltaError:
+        return DeltaError(f"patch {self.where!r}: {self.name} section {why}")
+
+    def read(self, n: int) -> bytes:
+        if n > self.left:
+            raise self._fail(f"asked for {n} bytes with {self.left} left (corrupt operations)")
+        parts: list[bytes] = []
+        need = n
+        try:
+            while need:
+                if self.d.eof:
+                    raise self._fail("ends early")
+                chunk = b""
+                if self.d.needs_input:
+                    if self.pos >= self.end:
+                        raise self._fail("is truncated")
+                    chunk = os.pread(self.fd, min(1 << 16, self.end - self.pos), self.pos)
+                    if not chunk:
+                        raise self._fail("is truncated")
+                    self.pos += len(chunk)
+                piece = self.d.decompress(chunk, max_length=need)
+                parts.append(piece)
+                need -= len(piece)
+        except lzma.LZMAError as exc:
+            raise self._fail(f"is corrupt ({exc})") from exc
+        self.left -= n
+        return b"".join(parts)
+
+
+def apply_blocks(
+    old_fd: int,
+    old_size: int,
+    patch_fd: int,
+    payload_off: int,
+    patch_size: int,
+    write: Callable[[bytes | memoryview], None],
+    *,
+    where: str,
+    max_group: int,
+) -> None:
+    """Rebuild the new image from a ``bsdiff4-blocks`` payload, handing it to ``write`` in order."""
+    head = os.pread(patch_fd, _PARAMS.size, payload_off)
+    if len(head) < _PARAMS.size:
+        raise DeltaError(f"patch {where!r}: truncated block parameters")
+    _, n_sections = _PARAMS.unpack(head)
+    if n_sections != len(SECTIONS):
+        raise DeltaError(f"patch {where!r}: expected {len(SECTIONS)} sections, found {n_sections}")
+    table_off = payload_off + _PARAMS.size
+    table = os.pread(patch_fd, _SECTION.size * n_sections, table_off)
+    if len(table) < _SECTION.size * n_sections:
+        raise DeltaError(f"patch {where!r}: truncated section table")
+    pos = table_off + len(table)
+    sections = []
+    for i, name in enumerate(SECTIONS):
+        raw_len, z_len, dict_log = _SECTION.unpack_from(table, i * _SECTION.size)
+        if pos + z_len > patch_size:
+            raise DeltaError(f"patch {where!r}: {name} section runs past the end of the file")
+        sections.append(_Section(patch_fd, pos, z_len, raw_len, dict_log, name, where))
+        pos += z_len
+    if sections[0].left > MAX_OPS_RAW:
+        raise DeltaError(f"patch {where!r}: operation stream of {sections[0].left} bytes is too large")
+    ops = VarintReader(sections[0].read(sections[0].left), where)
+    ctrl, diff, extra = sections[1:]
+    group = memoryview(b"")
+    gpos = 0
+
+    def fail(why: str) -> DeltaError:
+        return DeltaError(f"patch {where!r}: {why}")
+
+    while not ops.at_end():
+        op = ops.read()
+        if op == OP_COPY:
+            off, n = ops.read(), ops.read()
+            if off + n > old_size:
+                raise fail(f"copy of {n} bytes at {off} runs past the old image ({old_size} bytes)")
+            while n:
+                piece = os.pread(old_fd, min(n, READ), off)
+                if not piece:
+                    raise fail("old image shrank while it was read")
+                write(piece)
+                off += len(piece)
+                n -= len(piece)
+        elif op == OP_FILL:
+            byte, n = ops.read(), ops.read()
+            if byte > 255:
+                raise fail(f"fill byte {byte} is not a byte")
+            fill = bytes([byte]) * min(n, READ)
+            while n:
+                k = min(n, READ)
+                write(fill[:k] if k < len(fill) else fill)
+                n -= k
+        elif op == OP_GROUP:
+            ranges = [(ops.read(), ops.read()) for _ in range(ops.read())]
+            out_len, c_len, d_len, e_len = ops.read(), ops.read(), ops.read(), ops.read()
+            w_len = sum(n for _, n in ranges)
+            if any(off + n > old_size for off, n in ranges):
+                raise fail("a group window runs past the old image")
+            if w_len + out_len + d_len + e_len > max_group:
+                raise fail(f"a group needs {w_len + out_len + d_len + e_len} bytes, over the limit of {max_group}")
+            window = b"".join(os.pread(old_fd, n, off) for off, n in ranges)
+            c, d, e = ctrl.read(c_len), diff.read(d_len), extra.read(e_len)
+            try:
+                group = memoryview(bsdiff4.core.patch(window, out_len, c, d, e))
+            except (ValueError, RuntimeError, MemoryError) as exc:
+                raise fail(f"a bsdiff group does not apply ({exc})") from exc
+            if len(group) != out_len:
+                raise fail("a bsdiff group produced the wrong length")
+            gpos = 0
+        elif op == OP_DATA:
+            n = ops.read()
+            if gpos + n > len(group):
+                raise fail("data op runs past its group's output")
+            write(group[gpos : gpos + n])
+            gpos += n
+        else:
+            raise fail(f"unknown operation {op}")

@@ -1,0 +1,504 @@
+"""Make a delta by trying several methods within a time and memory budget; apply one, streaming.
+
+``make_delta`` plans first (pure: ``plan_candidates``), then runs each planned
+candidate, by default in its own child process so that a candidate over its
+time budget is killed and its peak memory is measured. It keeps the smallest
+patch, unless even that is not clearly smaller than the zstd-compressed full
+image, in which case it raises ``DeltaNotWorthIt`` (its ``result`` has the
+numbers) and writes no patch.
+
+Candidates, each a patch format (``_format.METHOD_CODES``):
+
+- ``bsdiff4-blocks``: bsdiff4 over changed non-fill blocks (``_blocks``);
+  against the whole old image when its suffix sort fits the memory budget
+  (``window="whole"``), else against local windows (``window="local"``),
+  which is fast and small in memory on any image size;
+- ``bsdiff4``: plain BSDIFF40, only for small images (RAM, quadratic on zero runs);
+- ``zstd-patch-from``: zstd with the old image as a dictionary, window
+  covering old + new.
+
+``apply_delta`` checks the old image against the patch header before writing
+anything, streams the new image to a temporary file, checks its size and
+SHA-256, then fsyncs and renames it into place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.delta import _blocks, _methods
+from common.delta._format import BLOCKS, BSDIFF4, HEADER_SIZE, ZSTD, PatchHeader, file_digest, read_header
+from common.errors import DeltaError, DeltaNotWorthIt
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "ApplyResult",
+    "Attempt",
+    "Candidate",
+    "DeltaResult",
+    "apply_delta",
+    "make_delta",
+    "make_delta_in_pool",
+    "plan_candidates",
+    "read_patch_header",
+]
+
+MiB = 1 << 20
+DEFAULT_METHODS = (BLOCKS, ZSTD, BSDIFF4)
+PLAIN_BSDIFF_LIMIT = 16 * MiB  # plain bsdiff4 only up to here: RAM ~19x, quadratic on zero runs
+WORTH_RATIO = 0.8  # a delta must be at most this fraction of the compressed full image
+APPLY_MEMORY = 512 * MiB  # default bound on what applying may buffer
+
+# Rates measured on the project's 2-vCPU machines (ANCHORS.md, benchmarks/delta_size.py), rounded up.
+_S_PER_MIB = {"blocks-whole": 0.9, "blocks-local": 0.15, BSDIFF4: 0.8, ZSTD: 0.7}
+_FULL_S_PER_MIB = {19: 0.35, 12: 0.03}
+_BASE_RSS = 64 * MiB  # an interpreter with bsdiff4 and zstandard loaded
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One planned attempt: a method, its settings, and what it is expected to cost."""
+
+    method: str
+    label: str
+    params: dict[str, Any]
+    est_bytes: int
+    est_seconds: float
+    skip: str | None = None  # why it will not run, or None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one candidate did."""
+
+    label: str
+    method: str
+    patch_size: int | None
+    seconds: float
+    peak_rss_bytes: int | None
+    note: str = ""  # "" when it made a patch; otherwise why not
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaResult:
+    method: str
+    patch_size: int
+    old_size: int
+    new_size: int
+    full_size: int  # the new image compressed with zstd at full_level
+    full_level: int
+    seconds: float
+    peak_rss_bytes: int | None  # the largest of the candidates' peaks (children), None in-process
+    old_sha256: str
+    new_sha256: str
+    attempts: tuple[Attempt, ...] = field(default=())
+
+    @property
+    def ratio(self) -> float:
+        """Patch size over compressed full size (lower is better)."""
+        return self.patch_size / self.full_size if self.full_size else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ratio"] = round(self.ratio, 4)
+        d["attempts"] = [asdict(a) for a in self.attempts]
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    method: str
+    old_size: int
+    new_size: int
+    patch_size: int
+    seconds: float
+    new_sha256: str
+
+
+def plan_candidates(
+    old_size: int,
+    new_size: int,
+    *,
+    time_budget_s: float,
+    memory_budget_bytes: int,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    blocks_window: str = "auto",
+) -> list[Candidate]:
+    """The attempts ``make_delta`` will make, in order, with the ones it will skip and why. No I/O.
+
+    ``blocks_window``: ``"auto"`` bsdiff's the changed blocks against the whole
+    old image when that fits the budgets (smallest patches), else against local
+    windows; ``"whole"`` or ``"local"`` force one.
+    """
+    if blocks_window not in ("auto", "whole", "local"):
+        raise ValueError(f"blocks_window must be auto, whole or local, not {blocks_window!r}")
+    big = max(old_size, new_size)
+    mib = big / MiB
+    out: list[Candidate] = []
+    for method in methods:
+        if method == BLOCKS:
+            whole_bytes = _blocks.blocks_memory_estimate(old_size, new_size, whole=True) + _BASE_RSS
+            whole_s = _S_PER_MIB["blocks-whole"] * mib
+            fits = whole_bytes <= memory_budget_bytes and whole_s <= time_budget_s / 2
+            if blocks_window == "whole" or (blocks_window == "auto" and fits):
+                skip = _over(whole_bytes, whole_s, memory_budget_bytes, time_budget_s)
+                out.append(Candidate(BLOCKS, "bsdiff4-blocks/whole", {"whole_limit": old_size}, whole_bytes, whole_s, skip))
+            else:
+                out.append(_local_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
+        elif method == BSDIFF4:
+            est_bytes = _blocks.BSDIFF_RAM_FACTOR * big + old_size + new_size + _BASE_RSS
+            est_s = _S_PER_MIB[BSDIFF4] * mib
+            skip = (
+                f"images over {PLAIN_BSDIFF_LIMIT // MiB} MiB (RAM ~19x, quadratic on zero runs)"
+                if big > PLAIN_BSDIFF_LIMIT
+                else _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)
+            )
+            out.append(Candidate(BSDIFF4, BSDIFF4, {}, est_bytes, est_s, skip))
+        elif method == ZSTD:
+            est_bytes = 2 * (old_size + new_size) + 128 * MiB + _BASE_RSS
+            est_s = _S_PER_MIB[ZSTD] * new_size / MiB
+            out.append(Candidate(ZSTD, ZSTD, {}, est_bytes, est_s, _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)))
+        else:
+            raise ValueError(f"unknown delta method {method!r}; known: {', '.join(DEFAULT_METHODS)}")
+    return out
+
+
+def _local_candidate(old_size: int, new_size: int, memory_budget_bytes: int, time_budget_s: float) -> Candidate:
+    est_bytes = _blocks.blocks_memory_estimate(old_size, new_size, whole=False) + _BASE_RSS
+    est_s = _S_PER_MIB["blocks-local"] * max(old_size, new_size) / MiB
+    skip = _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)
+    return Candidate(BLOCKS, "bsdiff4-blocks/local", {"whole_limit": -1}, est_bytes, est_s, skip)
+
+
+def _over(est_bytes: int, est_s: float, mem: int, budget_s: float) -> str | None:
+    if est_bytes > mem:
+        return f"needs ~{est_bytes // MiB} MiB, over the memory budget of {mem // MiB} MiB"
+    if est_s > budget_s:
+        return f"needs ~{est_s:.0f} s, over the time budget of {budget_s:.0f} s"
+    return None
+
+
+def _full_level(new_size: int) -> int:
+    return 19 if new_size <= 64 * MiB else 12  # level 19 runs ~0.3 s/MiB: too slow on big images
+
+
+def _write_candidate(method: str, params: dict[str, Any], old: str, new: str, out_path: str, header: bytes) -> int:
+    """Write one complete patch (header and payload) to ``out_path``; return its size."""
+    with open(out_path, "wb") as out:
+        out.write(header)
+        if method == BLOCKS:
+            limit = params.get("whole_limit", -1)
+            _blocks.make_blocks(old, new, out, whole_limit=limit, tmpdir=os.path.dirname(out_path) or None)
+        elif method == BSDIFF4:
+            _methods.make_bsdiff4(old, new, out)
+        elif method == ZSTD:
+            _methods.make_zstd(old, new, out)
+        else:
+            raise ValueError(f"unknown delta method {method!r}")
+        out.flush()
+        return out.tell()
+
+
+def _child_main() -> None:
+    """Entry of ``python -m common.delta.engine``: one candidate, arguments as JSON on stdin."""
+    args = json.loads(sys.stdin.buffer.read())
+    try:
+        size = _write_candidate(
+            args["method"], args["params"], args["old"], args["new"], args["out"], bytes.fromhex(args["header"])
+        )
+        reply = {"status": "ok", "value": size}
+    except Exception as exc:  # reported to the parent, which records the attempt as failed
+        reply = {"status": "error", "value": f"{type(exc).__name__}: {exc}"}
+    reply["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    sys.stdout.write(json.dumps(reply))
+
+
+def _run_isolated(cand: Candidate, old: str, new: str, out_path: str, header: bytes, timeout: float) -> Attempt:
+    # a fresh interpreter (not fork: the caller may have threads or an event loop; not multiprocessing's
+    # spawn, which re-imports the caller's __main__), killed if it overruns the budget
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    args = {"method": cand.method, "params": cand.params, "old": old, "new": new, "out": out_path, "header": header.hex()}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "common.delta.engine"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=root,
+    )
+    try:
+        stdout, stderr = proc.communicate(json.dumps(args).encode(), timeout=max(timeout, 0.1))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return Attempt(cand.label, cand.method, None, time.monotonic() - t0, None, f"timeout after {timeout:.0f} s")
+    seconds = time.monotonic() - t0
+    try:
+        reply = json.loads(stdout)
+    except ValueError:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        return Attempt(cand.label, cand.method, None, seconds, None, f"failed: exit code {proc.returncode} {tail[0]}")
+    if reply["status"] == "ok":
+        return Attempt(cand.label, cand.method, reply["value"], seconds, reply["rss"])
+    return Attempt(cand.label, cand.method, None, seconds, reply["rss"], f"failed: {reply['value']}")
+
+
+def _run_inline(cand: Candidate, old: str, new: str, out_path: str, header: bytes) -> Attempt:
+    t0 = time.monotonic()
+    size = _write_candidate(cand.method, cand.params, old, new, out_path, header)
+    return Attempt(cand.label, cand.method, size, time.monotonic() - t0, None)
+
+
+def make_delta(
+    old_path: str | os.PathLike[str],
+    new_path: str | os.PathLike[str],
+    patch_path: str | os.PathLike[str],
+    *,
+    time_budget_s: float = 110.0,
+    memory_budget_bytes: int = 2 << 30,
+    methods: Sequence[str] = DEFAULT_METHODS,
+    worth_ratio: float = WORTH_RATIO,
+    isolate: bool = True,
+    full_level: int | None = None,
+    blocks_window: str = "auto",
+) -> DeltaResult:
+    """Write the smallest delta from ``old_path`` to ``new_path`` into ``patch_path``.
+
+    Raises ``DeltaNotWorthIt`` (no patch written) when the smallest is over
+    ``worth_ratio`` of the zstd-compressed full image, ``DeltaError`` when no
+    candidate finished. ``isolate=False`` runs candidates in this process:
+    faster to start, but no time limit is enforced and memory is not measured.
+    """
+    t0 = time.monotonic()
+    old, new, patch = os.fspath(old_path), os.fspath(new_path), Path(patch_path)
+    old_size, old_sha = file_digest(old)
+    new_size, new_sha = file_digest(new)
+    level = full_level if full_level is not None else _full_level(new_size)
+
+    full: dict[str, Any] = {}
+
+    def compress_full() -> None:  # zstd releases the GIL: this runs beside the candidates
+        try:
+            full["size"] = _methods.full_compressed_size(new, level=level)
+        except BaseException as exc:
+            full["error"] = exc
+
+    full_thread = threading.Thread(target=compress_full, name="delta-full-size", daemon=True)
+    full_thread.start()
+
+    plan = plan_candidates(
+        old_size,
+        new_size,
+        time_budget_s=time_budget_s,
+        memory_budget_bytes=memory_budget_bytes,
+        methods=methods,
+        blocks_window=blocks_window,
+    )
+    attempts: list[Attempt] = []
+    made: dict[str, tuple[int, Path]] = {}
+    try:
+        queue = list(plan)
+        while queue:
+            cand = queue.pop(0)
+            if cand.skip:
+                attempts.append(Attempt(cand.label, cand.method, None, 0.0, None, f"skipped: {cand.skip}"))
+                continue
+            remaining = time_budget_s - (time.monotonic() - t0)
+            if remaining <= 0 or cand.est_seconds > remaining:
+                note = f"skipped: needs ~{cand.est_seconds:.0f} s, {max(remaining, 0):.0f} s of the budget left"
+                attempts.append(Attempt(cand.label, cand.method, None, 0.0, None, note))
+                continue
+            out = patch.with_name(f".{patch.name}.{cand.label.replace('/', '-')}.tmp")
+            hdr = PatchHeader(cand.method, old_size, new_size, old_sha, new_sha).pack()
+            if isolate:
+                attempt = _run_isolated(cand, old, new, str(out), hdr, remaining)
+            else:
+                attempt = _run_inline(cand, old, new, str(out), hdr)
+            attempts.append(attempt)
+            if attempt.patch_size is not None:
+                made[cand.label] = (attempt.patch_size, out)
+            else:
+                out.unlink(missing_ok=True)
+                if cand.label == "bsdiff4-blocks/whole" and blocks_window == "auto":
+                    # fall back to local windows: fast and small on any image
+                    queue.insert(0, _local_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
+        full_thread.join()
+        if "error" in full:
+            raise DeltaError(f"cannot compress {new!r} to size the full image: {full['error']}") from full["error"]
+        peaks = [a.peak_rss_bytes for a in attempts if a.peak_rss_bytes is not None]
+        result_args = dict(
+            old_size=old_size,
+            new_size=new_size,
+            full_size=full["size"],
+            full_level=level,
+            peak_rss_bytes=max(peaks) if peaks else None,
+            old_sha256=old_sha,
+            new_sha256=new_sha,
+            attempts=tuple(attempts),
+        )
+        if not made:
+            notes = "; ".join(f"{a.label}: {a.note}" for a in attempts)
+            raise DeltaError(f"no delta from {old!r} to {new!r}: no candidate finished ({notes})")
+        best_label = min(made, key=lambda k: made[k][0])
+        best_size, best_path = made[best_label]
+        result = DeltaResult(
+            method=_method_of(best_label), patch_size=best_size, seconds=time.monotonic() - t0, **result_args
+        )
+        if best_size > worth_ratio * result.full_size:
+            raise DeltaNotWorthIt(
+                f"no delta from {old!r} to {new!r}: the smallest ({best_label}, {best_size} bytes) is over "
+                f"{worth_ratio:.0%} of the compressed full image ({result.full_size} bytes)",
+                result,
+            )
+        _fsync_rename(best_path, patch)
+        del made[best_label]
+        return result
+    finally:
+        for _, path in made.values():
+            path.unlink(missing_ok=True)
+
+
+def _method_of(label: str) -> str:
+    return label.split("/", 1)[0]
+
+
+def _fsync_rename(src: Path, dst: Path) -> None:
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(src, dst)
+    dfd = os.open(dst.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+async def make_delta_in_pool(
+    pool: Executor,
+    old_path: str | os.PathLike[str],
+    new_path: str | os.PathLike[str],
+    patch_path: str | os.PathLike[str],
+    **kwargs: Any,
+) -> DeltaResult:
+    """``make_delta`` in ``pool`` (a ``ProcessPoolExecutor``), so the caller's event loop never blocks."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(make_delta, os.fspath(old_path), os.fspath(new_path), os.fspath(patch_path), **kwargs)
+    return await loop.run_in_executor(pool, call)
+
+
+def apply_delta(
+    old_path: str | os.PathLike[str],
+    patch_path: str | os.PathLike[str],
+    new_path: str | os.PathLike[str],
+    *,
+    max_memory_bytes: int = APPLY_MEMORY,
+) -> ApplyResult:
+    """Rebuild the new image from ``old_path`` and ``patch_path`` into ``new_path`` (atomically).
+
+    Raises ``DeltaError`` naming the patch and the cause: not a patch, the wrong
+    old image, a corrupt payload, or an output whose size or SHA-256 is wrong.
+    Applying buffers at most ``max_memory_bytes`` (a ``bsdiff4-blocks`` group,
+    a zstd window, or a plain bsdiff4 pair of images); a patch needing more is refused.
+    """
+    t0 = time.monotonic()
+    where = os.fspath(patch_path)
+    new = Path(new_path)
+    tmp = new.with_name(f".{new.name}.part")
+    with open(old_path, "rb") as fo, open(patch_path, "rb") as fp:
+        header = read_header(fp, where)
+        old_fd = fo.fileno()
+        old_size, old_sha = file_digest(old_path)
+        if (old_size, old_sha) != (header.old_size, header.old_sha256):
+            raise DeltaError(
+                f"patch {where!r}: {os.fspath(old_path)!r} is not its old image "
+                f"(expected {header.old_size} bytes with SHA-256 {header.old_sha256[:16]}..., "
+                f"got {old_size} bytes with {old_sha[:16]}...)"
+            )
+        patch_size = os.fstat(fp.fileno()).st_size
+        h = hashlib.sha256()
+        written = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+
+            def write(data: bytes | memoryview) -> None:
+                nonlocal written
+                written += len(data)
+                if written > header.new_size:
+                    raise DeltaError(f"patch {where!r}: produces more than the {header.new_size} bytes it declares")
+                h.update(data)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+
+            _apply_payload(header, old_fd, fp, patch_size, write, where, max_memory_bytes)
+            if written != header.new_size or h.hexdigest() != header.new_sha256:
+                raise DeltaError(
+                    f"patch {where!r}: output does not match ({written} bytes with SHA-256 {h.hexdigest()[:16]}..., "
+                    f"declared {header.new_size} bytes with {header.new_sha256[:16]}...)"
+                )
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+    os.replace(tmp, new)
+    dfd = os.open(new.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return ApplyResult(header.method, old_size, written, patch_size, time.monotonic() - t0, h.hexdigest())
+
+
+def _apply_payload(
+    header: PatchHeader,
+    old_fd: int,
+    fp: Any,
+    patch_size: int,
+    write: Callable[[bytes | memoryview], None],
+    where: str,
+    max_memory: int,
+) -> None:
+    if header.method == BLOCKS:
+        _blocks.apply_blocks(old_fd, header.old_size, fp.fileno(), HEADER_SIZE, patch_size, write, where=where, max_group=max_memory)
+    elif header.method == ZSTD:
+        _methods.apply_zstd(
+            old_fd, header.old_size, fp, write, where=where, max_window_log=max(10, max_memory.bit_length() - 1)
+        )
+    elif header.method == BSDIFF4:
+        need = header.old_size + header.new_size + patch_size
+        if need > max_memory:
+            raise DeltaError(f"patch {where!r}: plain bsdiff4 needs {need} bytes in memory, over the limit of {max_memory}")
+        _methods.apply_bsdiff4(old_fd, header.old_size, fp.read(), write, where=where)
+    else:  # read_header only returns known methods
+        raise DeltaError(f"patch {where!r}: method {header.method!r} cannot be applied")
+
+
+def read_patch_header(patch_path: str | os.PathLike[str]) -> PatchHeader:
+    """The method, sizes and hashes a patch file declares (``DeltaError`` if it is not a patch)."""
+    with open(patch_path, "rb") as f:
+        return read_header(f, os.fspath(patch_path))
+
+
+if __name__ == "__main__":
+    _child_main()
