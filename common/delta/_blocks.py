@@ -26,8 +26,9 @@ The ops section is a sequence of unsigned varints::
     3 GROUP n_ranges (old_offset length)*n out_length control_len diff_len extra_len
     4 DATA  length          (the next bytes of the current group's output)
 
-Applying reads the sections as streams, so it holds one group (its old window
-and its output, both bounded by ``max_group``) at a time, never the whole image.
+Applying reads the sections as streams and runs bspatch's instructions as a
+stream too, reading the old image where they point: it buffers a few MiB
+(pieces and one group's control block), never an image.
 """
 
 from __future__ import annotations
@@ -332,6 +333,100 @@ class _Section:
         return b"".join(parts)
 
 
+def _add_bytes(a: bytes, b: bytes) -> bytes:
+    """Byte-wise ``(a[i] + b[i]) % 256``, as bspatch does, on whole big integers instead of a Python loop."""
+    n = len(a)
+    if not n:
+        return b""
+    x, y = int.from_bytes(a, "little"), int.from_bytes(b, "little")
+    m7 = int.from_bytes(b"\x7f" * n, "little")
+    m8 = int.from_bytes(b"\x80" * n, "little")
+    # the low 7 bits of each byte add without carrying out of the byte; bit 7 is the xor of both bits 7
+    return (((x & m7) + (y & m7)) ^ ((x ^ y) & m8)).to_bytes(n, "little")
+
+
+def _offtin(b: bytes, i: int) -> int:
+    v = int.from_bytes(b[i : i + 8], "little")
+    return -(v & 0x7FFF_FFFF_FFFF_FFFF) if v >> 63 else v
+
+
+class _GroupReader:
+    """One group's output, produced on demand by a streaming bspatch over its old window."""
+
+    def __init__(
+        self,
+        old_fd: int,
+        ranges: list[tuple[int, int]],
+        out_len: int,
+        control: bytes,
+        diff: _Section,
+        extra: _Section,
+        d_len: int,
+        e_len: int,
+        fail: Callable[[str], DeltaError],
+    ) -> None:
+        self.fd, self.ranges, self.fail = old_fd, ranges, fail
+        self.wlen = sum(n for _, n in ranges)
+        self.left, self.control, self.ci = out_len, control, 0
+        self.diff, self.extra, self.d_left, self.e_left = diff, extra, d_len, e_len
+        self.add_left = self.extra_left = self.seek = 0
+        self.oldpos = 0
+
+    def _window(self, pos: int, n: int) -> bytes:
+        """``n`` bytes of the window from ``pos``; outside it, zeros (bspatch adds nothing there)."""
+        out = bytearray(n)
+        base = 0
+        for off, length in self.ranges:
+            lo, hi = max(pos, base), min(pos + n, base + length)
+            if lo < hi:
+                out[lo - pos : hi - pos] = os.pread(self.fd, hi - lo, off + lo - base)
+            base += length
+        return bytes(out)
+
+    def _next(self) -> None:
+        if self.ci + 24 > len(self.control):
+            raise self.fail("a group's instructions end before its output")
+        x, y, z = (_offtin(self.control, self.ci + k) for k in (0, 8, 16))
+        self.ci += 24
+        if x < 0 or y < 0 or x > self.d_left or y > self.e_left or x + y > self.left:
+            raise self.fail("a bsdiff instruction runs past its group (corrupt control block)")
+        self.oldpos += self.seek
+        self.add_left, self.extra_left, self.seek = x, y, z
+        self.d_left -= x
+        self.e_left -= y
+
+    def read(self, n: int) -> bytes:
+        if n > self.left:
+            raise self.fail("data op runs past its group's output")
+        parts: list[bytes] = []
+        while n:
+            if self.add_left:
+                k = min(n, self.add_left, READ)
+                parts.append(_add_bytes(self.diff.read(k), self._window(self.oldpos, k)))
+                self.oldpos += k
+                self.add_left -= k
+            elif self.extra_left:
+                k = min(n, self.extra_left, READ)
+                parts.append(self.extra.read(k))
+                self.extra_left -= k
+            else:
+                self._next()
+                continue
+            n -= k
+            self.left -= k
+        return b"".join(parts)
+
+    def finish(self) -> None:
+        """Move past what a group declared but its data ops did not use, keeping the streams in step."""
+        while self.left:
+            self.read(min(self.left, READ))
+        for section, n in ((self.diff, self.d_left), (self.extra, self.e_left)):
+            while n:
+                k = min(n, READ)
+                section.read(k)
+                n -= k
+
+
 def apply_blocks(
     old_fd: int,
     old_size: int,
@@ -341,9 +436,14 @@ def apply_blocks(
     write: Callable[[bytes | memoryview], None],
     *,
     where: str,
-    max_group: int,
+    max_control: int,
 ) -> None:
-    """Rebuild the new image from a ``bsdiff4-blocks`` payload, handing it to ``write`` in order."""
+    """Rebuild the new image from a ``bsdiff4-blocks`` payload, handing it to ``write`` in order.
+
+    Memory is bounded by ``READ``-sized pieces and one group's control block
+    (at most ``max_control`` bytes, 24 per bsdiff instruction): the old image is
+    read where the instructions point, never loaded whole.
+    """
     head = os.pread(patch_fd, _PARAMS.size, payload_off)
     if len(head) < _PARAMS.size:
         raise DeltaError(f"patch {where!r}: truncated block parameters")
@@ -366,8 +466,7 @@ def apply_blocks(
         raise DeltaError(f"patch {where!r}: operation stream of {sections[0].left} bytes is too large")
     ops = VarintReader(sections[0].read(sections[0].left), where)
     ctrl, diff, extra = sections[1:]
-    group = memoryview(b"")
-    gpos = 0
+    group: _GroupReader | None = None
 
     def fail(why: str) -> DeltaError:
         return DeltaError(f"patch {where!r}: {why}")
@@ -397,25 +496,20 @@ def apply_blocks(
         elif op == OP_GROUP:
             ranges = [(ops.read(), ops.read()) for _ in range(ops.read())]
             out_len, c_len, d_len, e_len = ops.read(), ops.read(), ops.read(), ops.read()
-            w_len = sum(n for _, n in ranges)
             if any(off + n > old_size for off, n in ranges):
                 raise fail("a group window runs past the old image")
-            if w_len + out_len + d_len + e_len > max_group:
-                raise fail(f"a group needs {w_len + out_len + d_len + e_len} bytes, over the limit of {max_group}")
-            window = b"".join(os.pread(old_fd, n, off) for off, n in ranges)
-            c, d, e = ctrl.read(c_len), diff.read(d_len), extra.read(e_len)
-            try:
-                group = memoryview(bsdiff4.core.patch(window, out_len, c, d, e))
-            except (ValueError, RuntimeError, MemoryError) as exc:
-                raise fail(f"a bsdiff group does not apply ({exc})") from exc
-            if len(group) != out_len:
-                raise fail("a bsdiff group produced the wrong length")
-            gpos = 0
+            if c_len % 24 or c_len > max_control:
+                raise fail(f"a group's control block of {c_len} bytes is malformed or over {max_control}")
+            if group is not None:
+                group.finish()
+            group = _GroupReader(old_fd, ranges, out_len, ctrl.read(c_len), diff, extra, d_len, e_len, fail)
         elif op == OP_DATA:
             n = ops.read()
-            if gpos + n > len(group):
-                raise fail("data op runs past its group's output")
-            write(group[gpos : gpos + n])
-            gpos += n
+            if group is None:
+                raise fail("data op before any group")
+            while n:
+                k = min(n, READ)
+                write(group.read(k))
+                n -= k
         else:
             raise fail(f"unknown operation {op}")

@@ -71,14 +71,14 @@ def apply_bsdiff4(old_fd: int, old_size: int, payload: bytes, write: Callable[[b
 def make_zstd(old_path: str, new_path: str, out: BinaryIO, *, level: int = ZSTD_LEVEL) -> None:
     old_size, new_size = os.path.getsize(old_path), os.path.getsize(new_path)
     wlog = window_log_for(old_size + new_size)
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level, window_log=wlog, source_size=new_size, dict_size=old_size
-    )
+    # no pledged source size: zstd then copies the dictionary into its window instead of attaching it,
+    # which measured 4% smaller on real binaries (and slower); the frame carries no content size
+    params = zstandard.ZstdCompressionParameters.from_level(level, window_log=wlog, dict_size=old_size)
     with open(old_path, "rb") as fo, open(new_path, "rb") as fn:
         dictionary = zstandard.ZstdCompressionDict(_map(fo.fileno(), old_size), dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         cctx = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params)
         out.write(bytes([wlog]))
-        cctx.copy_stream(fn, out, size=new_size, read_size=_READ, write_size=_READ)
+        cctx.copy_stream(fn, out, read_size=_READ, write_size=_READ)
 
 
 class _Sink:

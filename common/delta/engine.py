@@ -35,7 +35,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ __all__ = [
     "apply_delta",
     "make_delta",
     "make_delta_in_pool",
+    "peak_rss_bytes",
     "plan_candidates",
     "read_patch_header",
 ]
@@ -64,7 +66,7 @@ WORTH_RATIO = 0.8  # a delta must be at most this fraction of the compressed ful
 APPLY_MEMORY = 512 * MiB  # default bound on what applying may buffer
 
 # Rates measured on the project's 2-vCPU machines (ANCHORS.md, benchmarks/delta_size.py), rounded up.
-_S_PER_MIB = {"blocks-whole": 0.9, "blocks-local": 0.15, BSDIFF4: 0.8, ZSTD: 0.7}
+_S_PER_MIB = {"blocks-whole": 0.9, "blocks-local": 0.15, BSDIFF4: 0.8, ZSTD: 1.0}
 _FULL_S_PER_MIB = {19: 0.35, 12: 0.03}
 _BASE_RSS = 64 * MiB  # an interpreter with bsdiff4 and zstandard loaded
 
@@ -223,8 +225,24 @@ def _child_main() -> None:
         reply = {"status": "ok", "value": size}
     except Exception as exc:  # reported to the parent, which records the attempt as failed
         reply = {"status": "error", "value": f"{type(exc).__name__}: {exc}"}
-    reply["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    reply["rss"] = peak_rss_bytes()
     sys.stdout.write(json.dumps(reply))
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since it was exec'ed.
+
+    ``VmHWM`` rather than ``ru_maxrss``: Linux carries ``ru_maxrss`` across
+    fork and exec, so a child would report its parent's peak if that was larger.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _run_isolated(cand: Candidate, old: str, new: str, out_path: str, header: bytes, timeout: float) -> Attempt:
@@ -277,13 +295,16 @@ def make_delta(
     isolate: bool = True,
     full_level: int | None = None,
     blocks_window: str = "auto",
+    workers: int = 2,
 ) -> DeltaResult:
     """Write the smallest delta from ``old_path`` to ``new_path`` into ``patch_path``.
 
     Raises ``DeltaNotWorthIt`` (no patch written) when the smallest is over
     ``worth_ratio`` of the zstd-compressed full image, ``DeltaError`` when no
-    candidate finished. ``isolate=False`` runs candidates in this process:
-    faster to start, but no time limit is enforced and memory is not measured.
+    candidate finished. Up to ``workers`` candidates run at once while their
+    estimated memory fits the budget together. ``isolate=False`` runs them one
+    by one in this process: faster to start, but no time limit is enforced and
+    memory is not measured.
     """
     t0 = time.monotonic()
     old, new, patch = os.fspath(old_path), os.fspath(new_path), Path(patch_path)
@@ -313,31 +334,43 @@ def make_delta(
     attempts: list[Attempt] = []
     made: dict[str, tuple[int, Path]] = {}
     try:
-        queue = list(plan)
-        while queue:
-            cand = queue.pop(0)
-            if cand.skip:
-                attempts.append(Attempt(cand.label, cand.method, None, 0.0, None, f"skipped: {cand.skip}"))
-                continue
-            remaining = time_budget_s - (time.monotonic() - t0)
-            if remaining <= 0 or cand.est_seconds > remaining:
-                note = f"skipped: needs ~{cand.est_seconds:.0f} s, {max(remaining, 0):.0f} s of the budget left"
-                attempts.append(Attempt(cand.label, cand.method, None, 0.0, None, note))
-                continue
-            out = patch.with_name(f".{patch.name}.{cand.label.replace('/', '-')}.tmp")
-            hdr = PatchHeader(cand.method, old_size, new_size, old_sha, new_sha).pack()
-            if isolate:
-                attempt = _run_isolated(cand, old, new, str(out), hdr, remaining)
-            else:
-                attempt = _run_inline(cand, old, new, str(out), hdr)
-            attempts.append(attempt)
-            if attempt.patch_size is not None:
-                made[cand.label] = (attempt.patch_size, out)
-            else:
-                out.unlink(missing_ok=True)
-                if cand.label == "bsdiff4-blocks/whole" and blocks_window == "auto":
-                    # fall back to local windows: fast and small on any image
-                    queue.insert(0, _local_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
+        queue = deque(plan)
+        running: dict[Future[Attempt], tuple[Candidate, Path]] = {}
+        with ThreadPoolExecutor(max_workers=max(1, workers if isolate else 1)) as threads:
+            while queue or running:
+                cand = queue[0] if queue else None
+                in_use = sum(c.est_bytes for c, _ in running.values())
+                if cand is not None and (not running or in_use + cand.est_bytes <= memory_budget_bytes):
+                    queue.popleft()
+                    remaining = time_budget_s - (time.monotonic() - t0)
+                    if cand.skip:
+                        attempts.append(Attempt(cand.label, cand.method, None, 0.0, None, f"skipped: {cand.skip}"))
+                        continue
+                    if remaining <= 0 or cand.est_seconds > remaining:
+                        note = f"skipped: needs ~{cand.est_seconds:.0f} s, {max(remaining, 0):.0f} s of the budget left"
+                        attempts.append(Attempt(cand.label, cand.method, None, 0.0, None, note))
+                        continue
+                    out = patch.with_name(f".{patch.name}.{cand.label.replace('/', '-')}.tmp")
+                    hdr = PatchHeader(cand.method, old_size, new_size, old_sha, new_sha).pack()
+                    if isolate:
+                        fut = threads.submit(_run_isolated, cand, old, new, str(out), hdr, remaining)
+                    else:
+                        fut = threads.submit(_run_inline, cand, old, new, str(out), hdr)
+                    running[fut] = (cand, out)
+                    if len(running) < max(1, workers if isolate else 1):
+                        continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cand, out = running.pop(fut)
+                    attempt = fut.result()
+                    attempts.append(attempt)
+                    if attempt.patch_size is not None:
+                        made[cand.label] = (attempt.patch_size, out)
+                        continue
+                    out.unlink(missing_ok=True)
+                    if cand.label == "bsdiff4-blocks/whole" and blocks_window == "auto":
+                        # fall back to local windows: fast and small on any image
+                        queue.appendleft(_local_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
         full_thread.join()
         if "error" in full:
             raise DeltaError(f"cannot compress {new!r} to size the full image: {full['error']}") from full["error"]
@@ -480,7 +513,9 @@ def _apply_payload(
     max_memory: int,
 ) -> None:
     if header.method == BLOCKS:
-        _blocks.apply_blocks(old_fd, header.old_size, fp.fileno(), HEADER_SIZE, patch_size, write, where=where, max_group=max_memory)
+        _blocks.apply_blocks(
+            old_fd, header.old_size, fp.fileno(), HEADER_SIZE, patch_size, write, where=where, max_control=max_memory
+        )
     elif header.method == ZSTD:
         _methods.apply_zstd(
             old_fd, header.old_size, fp, write, where=where, max_window_log=max(10, max_memory.bit_length() - 1)

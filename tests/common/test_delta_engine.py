@@ -162,8 +162,11 @@ def test_header_errors(tmp_path, so_pair):
     make_delta(old, new, patch, methods=[BLOCKS], isolate=False)
     with pytest.raises(DeltaError, match="is not its old image"):
         apply_delta(new, patch, tmp_path / "o")
-    with pytest.raises(DeltaError, match="over the limit"):
-        apply_delta(old, patch, tmp_path / "o", max_memory_bytes=4096)
+    apply_delta(old, patch, tmp_path / "o", max_memory_bytes=64 * 1024)  # streams: needs no image in memory
+    for method, match in ((BSDIFF4, "over the limit"), (ZSTD, "over this applier's limit")):
+        make_delta(old, new, patch, methods=[method], isolate=False)
+        with pytest.raises(DeltaError, match=match):
+            apply_delta(old, patch, tmp_path / "o", max_memory_bytes=64 * 1024)
 
 
 def test_unrelated_random_inputs_are_not_worth_a_delta(tmp_path):
