@@ -1,0 +1,101 @@
+"""Resident memory and idle CPU of a real ``edgefleet agent`` process.
+
+Starts a cloud, a gateway and one agent as separate processes on 127.0.0.1
+(``simulations.fleet.ProcFleet``), waits until the cloud has stored the agent's
+telemetry (so it is connected and in its steady state: sampling every
+``--sample-interval`` s, heartbeats every second), then watches the agent's
+process for ``--seconds``: RSS (and USS, the memory only it holds) every 0.5 s,
+and its CPU time over the whole window. Targets: under 40 MB RSS and under 1%
+of one core.
+
+Progress goes to stdout; the last line is one JSON object with ``rss_mb`` (the
+largest RSS seen) and ``idle_cpu_percent``.
+
+    .venv/bin/python benchmarks/agent_footprint.py [--seconds 10] [--json-only]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import psutil  # noqa: E402
+
+from simulations.fleet import ProcFleet  # noqa: E402
+
+MB = 1024 * 1024
+
+
+def measure(seconds: float, sample_interval: float, say) -> dict[str, object]:
+    root = Path(tempfile.mkdtemp(prefix="edgefleet-footprint-"))
+    fleet = ProcFleet(root, heartbeat_s=1.0, sample_interval_s=sample_interval)
+    try:
+        fleet.start_cloud()
+        fleet.start_gateway("gw-1", "site-1")
+        agent = fleet.start_agent("dev-1", "site-1", "gw-1")
+        assert agent.popen is not None
+        proc = psutil.Process(agent.popen.pid)
+        deadline = time.monotonic() + 30
+        while True:  # connected: the cloud holds some of its records
+            summary = fleet.api("/v1/telemetry/summary")
+            if summary.get("distinct", 0) > 0:  # type: ignore[union-attr]
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the agent's telemetry did not reach the cloud within 30 s; see {root / 'logs'}")
+            time.sleep(0.2)
+        say(f"agent pid {proc.pid} connected; watching it for {seconds:g} s")
+        time.sleep(1.0)  # let the first batches settle
+        cpu0, t0 = proc.cpu_times(), time.monotonic()
+        rss, uss = [], []
+        while time.monotonic() - t0 < seconds:
+            mem = proc.memory_full_info()
+            rss.append(mem.rss)
+            uss.append(mem.uss)
+            time.sleep(0.5)
+        cpu1, t1 = proc.cpu_times(), time.monotonic()
+        busy = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+        return {
+            "rss_mb": round(max(rss) / MB, 1),
+            "uss_mb": round(max(uss) / MB, 1),
+            "idle_cpu_percent": round(100.0 * busy / (t1 - t0), 2),
+            "seconds": round(t1 - t0, 1),
+            "sample_interval_s": sample_interval,
+            "threads": proc.num_threads(),
+            "python": sys.version.split()[0],
+        }
+    finally:
+        fleet.kill_all()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="how long to watch the agent (default 10)")
+    parser.add_argument("--sample-interval", type=float, default=1.0, help="agent's telemetry interval (default 1 s)")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    args = parser.parse_args()
+
+    def say(line: str) -> None:
+        if not args.json_only:
+            print(line, flush=True)
+
+    out = measure(args.seconds, args.sample_interval, say)
+    say(f"agent: RSS {out['rss_mb']} MB (USS {out['uss_mb']} MB), CPU {out['idle_cpu_percent']}% of a core "
+        f"over {out['seconds']} s (targets: < 40 MB, < 1%)")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
