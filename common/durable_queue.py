@@ -1,22 +1,40 @@
-"""The one durable queue: LMDB, one writer thread, group commit.
+"""The one durable queue: LMDB, one writer thread, group commit, streams with quotas and TTLs.
 
-Used by the device agent (its local telemetry buffer) and the gateway (its
-outbox). Records get consecutive sequence numbers starting at 1 that are never
-reused, even after everything is acknowledged.
+Used by the device agent (its local buffer) and the gateway (its outbox). A
+queue holds one or more named *streams*; each stream's records get consecutive
+sequence numbers starting at 1 that are never reused, even after everything is
+acknowledged.
 
-    q = DurableQueue(path, max_bytes=64 << 20)
-    q.start()
-    seqs = await q.append_many([b"a", b"b"])   # resolves once fsync'd
+    q = DurableQueue(path, max_bytes=64 << 20).start()        # one stream, "default"
+    seqs = await q.append_many([b"a", b"b"])                 # resolves once fsync'd
     for seq, payload in q.read(after=0, limit=100): ...
-    await q.ack(seqs[-1])                     # drops everything up to it
+    await q.ack(seqs[-1])                                    # drops everything up to it
     q.close()
 
-Every write (append or ack) goes through one writer thread. The thread takes
-every request waiting at that moment and runs them in one LMDB transaction, so
-one fsync covers many appends (group commit): while it is busy committing, the
-next group forms. An append's future resolves only after its transaction has
-committed (with ``durable=True``, after fsync). Futures of one commit are
-resolved with one ``call_soon_threadsafe`` per event loop, not one per record.
+    q = DurableQueue(path, streams={"critical": StreamPolicy(8 << 20),
+                                    "bulk": StreamPolicy(64 << 20, evict=True, ttl_ms=86_400_000)},
+                     clock=steady.now_ms, on_drop=make_gap_records).start()
+    await q.append_many([b"sample"], stream="bulk")
+
+Every write goes through one writer thread. The thread takes every request
+waiting at that moment and runs them in one LMDB transaction, so one fsync
+covers many appends across all streams (group commit): while it is busy
+committing, the next group forms. An append's future resolves only after its
+transaction has committed (with ``durable=True``, after fsync). Futures of one
+commit are resolved with one ``call_soon_threadsafe`` per event loop, not one
+per record. If a commit fails, every request of its group fails with
+``QueueError`` and the writer goes on serving the next group.
+
+Each stream has a byte quota. When an append would pass it, a stream whose
+policy says ``evict`` drops its oldest records first; any other stream refuses
+the append with ``QueueFullError`` (backpressure). A stream with ``ttl_ms``
+drops records older than that, measured on ``clock`` (give it a steady clock
+that survives restarts and ignores wall-clock steps). Dropped records are
+handed to ``on_drop(stream, reason, [(seq, payload)])``, which returns records
+``[(stream, payload)]`` to append in the same transaction (gap reports), so a
+drop is never silent and never separated from its report by a crash. Those
+reports are not held to their stream's quota: they are small and must not be
+lost.
 
 ``durable=False`` is the ``fast`` mode: commits skip fsync and the writer
 flushes at most every ``fast_sync_s`` seconds; a power cut may lose up to that
@@ -32,109 +50,173 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import lmdb
 
 from common.errors import QueueClosedError, QueueError, QueueFullError
+from common.streams import StreamPolicy
 
-__all__ = ["DurableQueue", "QueueStats"]
+__all__ = ["DEFAULT", "DropHook", "DurableQueue", "QueueStats", "StreamPolicy"]
+
+DEFAULT = "default"
+FORMAT = 2  # the on-disk layout: a named database per stream, values prefixed with their enqueue time
 
 _KEY = struct.Struct(">Q")
-_META_NEXT = b"next"
-_META_BYTES = b"bytes"
-_APPEND, _ACK, _CLOSE = 0, 1, 2
+_STAMP = struct.Struct(">Q")  # the clock reading at enqueue, in front of every stored value
+_PREFIX = _STAMP.size
+_ONE, _MANY, _ACK, _CLOSE, _EXPIRE = 0, 1, 2, 3, 4  # request kinds: (kind, stream, arg, future, loop or None)
 _MAX_GROUP = 4096  # requests taken into one transaction
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+# per event loop (None: blocking callers): ([(future, result)], [(future, error)])
+_Outcomes = dict[Any, tuple[list[tuple[Any, Any]], list[tuple[Any, BaseException]]]]
+DropHook = Callable[[str, str, list[tuple[int, bytes]]], list[tuple[str, bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
 class QueueStats:
-    """A consistent snapshot of the queue's counters."""
+    """A consistent snapshot of one stream's counters."""
 
     path: str
     count: int
-    size_bytes: int
+    size_bytes: int  # payload bytes (each record also costs its 8-byte enqueue stamp and LMDB's own overhead)
     max_bytes: int
     first_seq: int  # lowest unacknowledged sequence (next_seq when empty)
     next_seq: int  # the sequence the next append will get
     commits: int
     appended: int
+    stream: str = DEFAULT
+    oldest_age_ms: int = 0  # age of the oldest record on the queue's clock (0 when empty)
+    evicted: int = 0  # records dropped to make room, since the queue was created
+    expired: int = 0  # records dropped by their TTL, since the queue was created
+
+
+class _Stream:
+    """The writer thread's working copy of one stream's counters."""
+
+    __slots__ = ("name", "policy", "db", "next", "size", "count", "first", "first_ts", "evicted", "expired", "appended")
+
+    def __init__(self, name: str, policy: StreamPolicy) -> None:
+        self.name, self.policy, self.db = name, policy, None
+        self.next, self.size, self.count, self.first, self.first_ts = 1, 0, 0, 1, 0
+        self.evicted = self.expired = self.appended = 0
+
+    def copy(self) -> _Stream:
+        c = _Stream(self.name, self.policy)
+        c.db = self.db
+        for f in ("next", "size", "count", "first", "first_ts", "evicted", "expired", "appended"):
+            setattr(c, f, getattr(self, f))
+        return c
+
+
+def _monotonic_ms() -> int:
+    return int(time.monotonic() * 1000)
 
 
 class DurableQueue:
-    """Append, read a batch, acknowledge up to a sequence; bounded in bytes."""
+    """Append, read a batch, acknowledge up to a sequence; bounded in bytes per stream."""
 
     def __init__(
         self,
         path: str,
         *,
         max_bytes: int = 256 * 1024 * 1024,
+        streams: dict[str, StreamPolicy] | None = None,
         durable: bool = True,
         fast_sync_s: float = 1.0,
         map_size: int | None = None,
+        clock: Callable[[], int] = _monotonic_ms,
+        on_drop: DropHook | None = None,
+        expire_every_s: float = 1.0,
     ) -> None:
         self.path = str(path)
-        self.max_bytes = max_bytes
+        self.policies = dict(streams) if streams else {DEFAULT: StreamPolicy(max_bytes)}
+        self.max_bytes = sum(p.max_bytes for p in self.policies.values())
         self.durable = durable
         self.fast_sync_s = fast_sync_s
-        self._map_size = map_size or max(64 << 20, max_bytes * 3 + (64 << 20))
+        self.clock = clock
+        self.on_drop = on_drop
+        self.expire_every_s = expire_every_s
+        self._map_size = map_size or max(64 << 20, self.max_bytes * 3 + (64 << 20))
         self._requests: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._put = self._requests.put
         self._env: lmdb.Environment | None = None
-        self._db: Any = None
+        self._meta: Any = None
         self._thread: threading.Thread | None = None
+        self._open = False  # accepting requests: between start() and close()
         self._closed = False
-        self._next = 1
-        self._first = 1
-        self._bytes = 0
-        self._count = 0
+        self._writer_done = False  # the writer has exited; nothing will serve the request queue
+        self._streams: dict[str, _Stream] = {}  # snapshots for readers, replaced as a whole per commit
         self._commits = 0
-        self._appended = 0
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> DurableQueue:
         """Open (or create) the LMDB environment and start the writer thread."""
+        if self._closed:
+            raise QueueClosedError(f"queue {self.path!r} was closed; open a new DurableQueue")
         if self._env is not None:
             return self
         try:
             env = lmdb.open(
                 self.path,
                 map_size=self._map_size,
-                max_dbs=2,
+                max_dbs=len(self.policies) + 2,
                 sync=self.durable,
                 metasync=self.durable,
                 readahead=False,
             )
+            self._meta = env.open_db(b"meta")
+            streams = {}
+            with env.begin(write=True) as txn:
+                fmt = txn.get(b"format", db=self._meta)
+                if fmt is None:
+                    txn.put(b"format", _KEY.pack(FORMAT), db=self._meta)
+                elif _KEY.unpack(fmt)[0] != FORMAT:
+                    raise QueueError(f"queue {self.path!r} has on-disk format {_KEY.unpack(fmt)[0]}, this build reads {FORMAT}")
+                for name, policy in self.policies.items():
+                    st = _Stream(name, policy)
+                    st.db = env.open_db(f"s:{name}".encode(), txn=txn)
+                    st.next = self._meta_int(txn, name, "next", 1)
+                    st.size = self._meta_int(txn, name, "bytes", 0)
+                    st.evicted = self._meta_int(txn, name, "evicted", 0)
+                    st.expired = self._meta_int(txn, name, "expired", 0)
+                    st.count = txn.stat(st.db)["entries"]
+                    self._front(txn, st)
+                    streams[name] = st
         except lmdb.Error as exc:
             raise QueueError(f"queue {self.path!r}: cannot open LMDB environment: {exc}") from exc
         self._env = env
-        self._db = env.open_db(b"records")
-        self._meta = env.open_db(b"meta")
-        with env.begin(db=self._meta) as txn:
-            raw_next = txn.get(_META_NEXT)
-            raw_bytes = txn.get(_META_BYTES)
-        self._next = _KEY.unpack(raw_next)[0] if raw_next else 1
-        self._bytes = _KEY.unpack(raw_bytes)[0] if raw_bytes else 0
-        with env.begin(db=self._db) as txn:
-            self._count = txn.stat(self._db)["entries"]
-            cur = txn.cursor()
-            self._first = _KEY.unpack(cur.key())[0] if cur.first() else self._next
+        self._streams = streams
         self._thread = threading.Thread(target=self._writer, name=f"queue-writer:{self.path}", daemon=True)
         self._thread.start()
+        self._open = True
         return self
+
+    def _meta_int(self, txn: Any, stream: str, field: str, default: int) -> int:
+        raw = txn.get(f"{stream}:{field}".encode(), db=self._meta)
+        return _KEY.unpack(raw)[0] if raw else default
+
+    @staticmethod
+    def _front(txn: Any, st: _Stream) -> None:
+        cur = txn.cursor(db=st.db)
+        if cur.first():
+            st.first, st.first_ts = _KEY.unpack(cur.key())[0], _STAMP.unpack_from(cur.value())[0]
+        else:
+            st.first, st.first_ts = st.next, 0
 
     def close(self) -> None:
         """Finish every request already submitted, then close the environment."""
-        if self._closed or self._env is None:
-            self._closed = True
+        was_open, self._open, self._closed = self._open, False, True
+        if not was_open:
             return
-        self._closed = True
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._requests.put((_CLOSE, None, done, None))
+        self._put((_CLOSE, None, None, done, None))
         done.result()
-        assert self._thread is not None
+        assert self._thread is not None and self._env is not None
         self._thread.join()
         self._env.close()
         self._env = None
@@ -147,179 +229,296 @@ class DurableQueue:
 
     # -- writes ----------------------------------------------------------------------
 
-    def append_many(self, payloads: Sequence[bytes]) -> asyncio.Future[list[int]]:
+    def append(self, payload: bytes, *, stream: str = DEFAULT) -> asyncio.Future[list[int]]:
+        """Append one record; the future gives ``[seq]`` once it is committed."""
+        if not isinstance(payload, _BYTES_LIKE):
+            raise TypeError(f"queue {self.path!r}: a payload must be bytes, not {type(payload).__name__}")
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._submit((_ONE, self._stream(stream), payload, fut, loop))
+        return fut
+
+    def append_many(self, payloads: Sequence[bytes], *, stream: str = DEFAULT) -> asyncio.Future[list[int]]:
         """Append records; the future gives their sequences once they are committed."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._submit((_APPEND, payloads, fut, loop))
+        self._submit((_MANY, self._stream(stream), self._checked(payloads), fut, loop))
         return fut
 
-    def append(self, payload: bytes) -> asyncio.Future[list[int]]:
-        """Append one record; the future gives ``[seq]`` once it is committed."""
-        return self.append_many((payload,))
-
-    def ack(self, up_to: int) -> asyncio.Future[int]:
-        """Drop every record with sequence <= up_to; the future gives how many were dropped."""
+    def ack(self, up_to: int, *, stream: str = DEFAULT) -> asyncio.Future[int]:
+        """Drop every record of ``stream`` with sequence <= up_to; the future gives how many were dropped."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._submit((_ACK, up_to, fut, loop))
+        self._submit((_ACK, self._stream(stream), int(up_to), fut, loop))
         return fut
 
-    def append_many_sync(self, payloads: Sequence[bytes]) -> list[int]:
+    def append_many_sync(self, payloads: Sequence[bytes], *, stream: str = DEFAULT) -> list[int]:
         """Blocking twin for threads without an event loop (tools, tests)."""
         fut: concurrent.futures.Future[list[int]] = concurrent.futures.Future()
-        self._submit((_APPEND, payloads, fut, None))
+        self._submit((_MANY, self._stream(stream), self._checked(payloads), fut, None))
         return fut.result()
 
-    def ack_sync(self, up_to: int) -> int:
+    def ack_sync(self, up_to: int, *, stream: str = DEFAULT) -> int:
         """Blocking twin of ``ack``."""
         fut: concurrent.futures.Future[int] = concurrent.futures.Future()
-        self._submit((_ACK, up_to, fut, None))
+        self._submit((_ACK, self._stream(stream), int(up_to), fut, None))
         return fut.result()
 
+    def expire_sync(self) -> None:
+        """Run the TTL check now (the writer also runs it every ``expire_every_s``)."""
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._submit((_EXPIRE, None, None, fut, None))
+        fut.result()
+
+    def _stream(self, name: str) -> str:
+        if name not in self.policies:
+            raise QueueError(f"queue {self.path!r} has no stream {name!r}; its streams are {', '.join(self.policies)}")
+        return name
+
+    def _checked(self, payloads: Sequence[bytes]) -> tuple[bytes, ...]:
+        payloads = tuple(payloads)
+        for p in payloads:
+            if not isinstance(p, _BYTES_LIKE):
+                raise TypeError(f"queue {self.path!r}: a payload must be bytes, not {type(p).__name__}")
+        return payloads
+
     def _submit(self, req: tuple[Any, ...]) -> None:
-        if self._closed or self._env is None:
+        if not self._open:
             raise QueueClosedError(f"queue {self.path!r} is not open")
-        self._requests.put(req)
+        self._put(req)
+        if self._writer_done:  # close() finished between the check and the put
+            self._refuse_leftovers()
+
+    def _refuse_leftovers(self) -> None:
+        outcomes: _Outcomes = {}
+        err = QueueClosedError(f"queue {self.path!r} was closed")
+        try:
+            while True:
+                req = self._requests.get_nowait()
+                if req[3] is not None:
+                    outcomes.setdefault(req[4], ([], []))[1].append((req[3], err))
+        except queue.Empty:
+            pass
+        _resolve(outcomes)
 
     # -- reads -----------------------------------------------------------------------
 
-    def read(self, after: int = 0, limit: int = 1000, max_bytes: int = 1 << 20) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` records with sequence > after, oldest first, about ``max_bytes`` at most."""
+    def read(
+        self, after: int = 0, limit: int = 1000, max_bytes: int = 1 << 20, *, stream: str = DEFAULT
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` records of ``stream`` with sequence > after, oldest first.
+
+        Stops once the payloads total ``max_bytes`` or more, so the last record
+        may cross the bound; the first record is always returned, however big.
+        """
         if self._env is None:
             raise QueueClosedError(f"queue {self.path!r} is not open")
         out: list[tuple[int, bytes]] = []
+        if limit < 1:
+            return out
         total = 0
-        with self._env.begin(db=self._db, buffers=False) as txn:
+        unpack = _KEY.unpack
+        with self._env.begin(db=self._streams[self._stream(stream)].db, buffers=False) as txn:
             cur = txn.cursor()
             if not cur.set_range(_KEY.pack(max(after + 1, 0))):
                 return out
             for key, value in cur:
-                out.append((_KEY.unpack(key)[0], value))
-                total += len(value)
+                out.append((unpack(key)[0], value[_PREFIX:]))
+                total += len(value) - _PREFIX
                 if len(out) >= limit or total >= max_bytes:
                     break
         return out
 
-    def stats(self) -> QueueStats:
+    def stats(self, stream: str = DEFAULT) -> QueueStats:
+        st = self._streams[self._stream(stream)]
+        age = max(0, self.clock() - st.first_ts) if st.count else 0
         return QueueStats(
-            self.path, self._count, self._bytes, self.max_bytes, self._first, self._next, self._commits, self._appended
+            self.path, st.count, st.size, st.policy.max_bytes, st.first, st.next, self._commits, st.appended,
+            st.name, age, st.evicted, st.expired,
         )
 
     def __len__(self) -> int:
-        return self._count
+        return sum(st.count for st in self._streams.values())
 
     # -- the writer thread -----------------------------------------------------------
 
     def _writer(self) -> None:
         get, get_nowait = self._requests.get, self._requests.get_nowait
-        last_sync = time.monotonic()
-        closing = None
-        while closing is None:
-            group = [get()]
+        ttl = any(p.ttl_ms for p in self.policies.values())
+        last_sync = last_expire = time.monotonic()
+        closing = False
+        while not closing:
+            try:
+                group = [get(timeout=self.expire_every_s) if ttl else get()]
+            except queue.Empty:
+                group = []
             try:
                 while len(group) < _MAX_GROUP:
                     group.append(get_nowait())
             except queue.Empty:
                 pass
-            results = self._commit_group(group)
-            if any(req[0] == _CLOSE for req in group):
-                closing = True
-            if not self.durable and time.monotonic() - last_sync >= self.fast_sync_s:
+            if ttl and time.monotonic() - last_expire >= self.expire_every_s:
+                group.append((_EXPIRE, None, None, None, None))
+                last_expire = time.monotonic()
+            try:
+                outcomes, closing = self._commit_group(group)
+            except Exception as exc:  # noqa: BLE001 - fail this group, keep serving the next
+                outcomes = _all_failed(group, QueueError(f"queue {self.path!r}: commit failed: {exc!r}"), exc)
+                closing = _has_close(group)
+            if not self.durable and (closing or time.monotonic() - last_sync >= self.fast_sync_s):
                 self._env.sync(True)
                 last_sync = time.monotonic()
-            _resolve(results)
-        if not self.durable:
-            self._env.sync(True)
+            _resolve(outcomes)
         # anything submitted after close() began is refused, not lost silently
-        leftovers = []
-        try:
-            while True:
-                req = get_nowait()
-                leftovers.append((req, None, QueueClosedError(f"queue {self.path!r} was closed")))
-        except queue.Empty:
-            pass
-        _resolve(leftovers)
+        self._writer_done = True
+        self._refuse_leftovers()
 
-    def _commit_group(self, group: list[tuple[Any, ...]]) -> list[tuple[tuple[Any, ...], Any, BaseException | None]]:
-        """Run a group in one transaction. Returns (request, result, error) for each."""
-        nxt, size, count, first = self._next, self._bytes, self._count, self._first
-        results: list[tuple[tuple[Any, ...], Any, BaseException | None]] = []
-        env, db, key = self._env, self._db, _KEY.pack
+    def _commit_group(self, group: list[tuple[Any, ...]]) -> tuple[_Outcomes, bool]:
+        """Run a group in one transaction. Returns its outcomes and whether it holds a close request."""
+        streams = {name: st.copy() for name, st in self._streams.items()}
+        touched: set[str] = set()
+        outcomes: _Outcomes = {}
+        closing = False
+        now = self.clock()
+        stamp = _STAMP.pack(now)
+        key = _KEY.pack
+        env = self._env
         try:
             with env.begin(write=True) as txn:
-                for req in group:
-                    op, arg = req[0], req[1]
-                    if op == _APPEND:
-                        incoming = sum(map(len, arg))
-                        if size + incoming > self.max_bytes:
-                            results.append((req, None, QueueFullError(self.path, size, self.max_bytes, incoming)))
-                            continue
-                        seqs = list(range(nxt, nxt + len(arg)))
-                        put = txn.put
-                        for s, payload in zip(seqs, arg):
-                            put(key(s), payload, db=db, append=True)
-                        nxt += len(arg)
-                        size += incoming
-                        count += len(arg)
-                        results.append((req, seqs, None))
+                for op, name, arg, fut, loop in group:
+                    oks, errors = outcomes.setdefault(loop, ([], []))
+                    if op == _ONE or op == _MANY:
+                        payloads = (arg,) if op == _ONE else arg
+                        st = streams[name]
+                        incoming = sum(map(len, payloads))
+                        if st.size + incoming > st.policy.max_bytes:
+                            if st.policy.evict and incoming <= st.policy.max_bytes:
+                                self._drop_front(txn, streams, st, "evicted", st.policy.max_bytes - incoming, now, touched)
+                            else:
+                                errors.append((fut, QueueFullError(f"{self.path}:{name}", st.size, st.policy.max_bytes, incoming)))
+                                continue
+                        oks.append((fut, self._put_all(txn, st, payloads, stamp)))
+                        touched.add(name)
                     elif op == _ACK:
-                        dropped = 0
-                        cur = txn.cursor(db=db)
-                        if cur.first():
-                            # delete() moves to the next entry; past the last one key() is empty
-                            while (k := cur.key()) and _KEY.unpack(k)[0] <= arg:
-                                size -= len(cur.value())
-                                dropped += 1
-                                cur.delete()
-                        count -= dropped
-                        results.append((req, dropped, None))
+                        st = streams[name]
+                        dropped = self._delete_front(txn, st, lambda s, v: s <= arg)
+                        oks.append((fut, len(dropped)))
+                        touched.add(name)
+                    elif op == _EXPIRE:
+                        for st in streams.values():
+                            if st.policy.ttl_ms and st.count and now - st.first_ts > st.policy.ttl_ms:
+                                self._drop_front(txn, streams, st, "expired", None, now, touched)
+                        if fut is not None:
+                            oks.append((fut, None))
                     else:
-                        results.append((req, None, None))
-                cur = txn.cursor(db=db)
-                first = _KEY.unpack(cur.key())[0] if cur.first() else nxt
-                txn.put(_META_NEXT, key(nxt), db=self._meta)
-                txn.put(_META_BYTES, key(size), db=self._meta)
+                        closing = True
+                        oks.append((fut, None))
+                for name in touched:
+                    st = streams[name]
+                    for field, value in (("next", st.next), ("bytes", st.size), ("evicted", st.evicted), ("expired", st.expired)):
+                        txn.put(f"{name}:{field}".encode(), key(value), db=self._meta)
+                    self._front(txn, st)
         except lmdb.MapFullError as exc:
-            err = QueueFullError(self.path, self._bytes, self.max_bytes, 0)
-            err.__cause__ = exc
-            return [(req, None, err) for req in group]
+            err: QueueError = QueueFullError(self.path, sum(s.size for s in self._streams.values()), self.max_bytes, 0)
+            return _all_failed(group, err, exc), _has_close(group)
         except lmdb.Error as exc:
             err = QueueError(f"queue {self.path!r}: commit failed: {exc}")
-            err.__cause__ = exc
-            return [(req, None, err) for req in group]
-        self._appended += nxt - self._next
-        self._next, self._bytes, self._count, self._first = nxt, size, count, first
+            return _all_failed(group, err, exc), _has_close(group)
+        self._streams = streams
         self._commits += 1
-        return results
+        return {k: v for k, v in outcomes.items() if k is not None or v != ([], [])}, closing
+
+    @staticmethod
+    def _put_all(txn: Any, st: _Stream, payloads: Sequence[bytes], stamp: bytes) -> list[int]:
+        cur = txn.cursor(db=st.db)
+        key = _KEY.pack
+        first = st.next
+        size = 0
+        for i, payload in enumerate(payloads):
+            cur.put(key(first + i), stamp + bytes(payload), append=True)
+            size += len(payload)
+        if st.count == 0:
+            st.first_ts = _STAMP.unpack(stamp)[0]
+        st.next += len(payloads)
+        st.size += size
+        st.count += len(payloads)
+        st.appended += len(payloads)
+        return list(range(first, st.next))
+
+    @staticmethod
+    def _delete_front(txn: Any, st: _Stream, drop: Callable[[int, bytes], bool]) -> list[tuple[int, bytes]]:
+        """Delete records from the front while ``drop(seq, value)``; returns them (payloads without stamp)."""
+        cur = txn.cursor(db=st.db)
+        out: list[tuple[int, bytes]] = []
+        if cur.first():
+            # delete() moves to the next record; past the last one key() is b""
+            while (k := cur.key()) and drop(_KEY.unpack(k)[0], v := cur.value()):
+                out.append((_KEY.unpack(k)[0], v[_PREFIX:]))
+                st.size -= len(v) - _PREFIX
+                cur.delete()
+        st.count -= len(out)
+        return out
+
+    def _drop_front(
+        self, txn: Any, streams: dict[str, _Stream], st: _Stream, reason: str, fit: int | None, now: int, touched: set[str]
+    ) -> None:
+        """Evict (until ``st.size <= fit``) or expire (records older than the TTL), then report the drop."""
+        if reason == "evicted":
+            dropped = self._delete_front(txn, st, lambda s, v: st.size > fit)
+            st.evicted += len(dropped)
+        else:
+            cutoff = now - st.policy.ttl_ms
+            dropped = self._delete_front(txn, st, lambda s, v: _STAMP.unpack_from(v)[0] < cutoff)
+            st.expired += len(dropped)
+        touched.add(st.name)
+        if dropped and self.on_drop is not None:
+            stamp = _STAMP.pack(now)
+            for target, payload in self.on_drop(st.name, reason, dropped):
+                self._put_all(txn, streams[target], (payload,), stamp)
+                touched.add(target)
 
 
-def _resolve(results: Iterable[tuple[tuple[Any, ...], Any, BaseException | None]]) -> None:
-    """Complete futures: one wake-up per event loop per commit."""
-    by_loop: dict[Any, list[tuple[Any, Any, BaseException | None]]] = {}
-    for req, result, err in results:
-        fut, loop = req[2], req[3]
+def _has_close(group: list[tuple[Any, ...]]) -> bool:
+    return any(req[0] == _CLOSE for req in group)
+
+
+def _all_failed(group: list[tuple[Any, ...]], err: QueueError, cause: BaseException) -> _Outcomes:
+    """Every request of a failed transaction fails with ``err``; a close request still completes."""
+    err.__cause__ = cause
+    outcomes: _Outcomes = {}
+    for op, _stream, _arg, fut, loop in group:
         if fut is None:
             continue
-        if loop is None:
-            if err is None:
-                fut.set_result(result)
-            else:
-                fut.set_exception(err)
+        oks, errors = outcomes.setdefault(loop, ([], []))
+        if op == _CLOSE:
+            oks.append((fut, None))
         else:
-            by_loop.setdefault(loop, []).append((fut, result, err))
-    for loop, items in by_loop.items():
+            errors.append((fut, err))
+    return outcomes
+
+
+def _resolve(outcomes: _Outcomes) -> None:
+    """Complete futures: one wake-up per event loop per commit."""
+    for loop, (oks, errors) in outcomes.items():
+        if loop is None:
+            _complete(oks, errors)
+            continue
         try:
-            loop.call_soon_threadsafe(_complete, items)
+            loop.call_soon_threadsafe(_complete, oks, errors)
         except RuntimeError:  # the loop was closed: nobody is waiting any more
             pass
 
 
-def _complete(items: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
-    for fut, result, err in items:
-        if fut.done():
+def _complete(oks: list[tuple[Any, Any]], errors: list[tuple[Any, BaseException]]) -> None:
+    for fut, result in oks:
+        if fut is None:
             continue
-        if err is None:
+        try:
             fut.set_result(result)
-        else:
+        except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):  # cancelled by its caller
+            pass
+    for fut, err in errors:
+        try:
             fut.set_exception(err)
+        except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+            pass

@@ -1,0 +1,153 @@
+"""Durable appends/s through DurableQueue, beside a raw LMDB baseline.
+
+EdgeFleet side: 50 asyncio producers, each keeping up to 100 appends in flight,
+one future per append, each resolved only once its group commit is fsync'd;
+200-byte payloads.
+
+Baseline side (no EdgeFleet code): the same LMDB settings, 1,000 cursor puts
+per fsync'd commit, ``append=True``, 8-byte big-endian keys.
+
+Each side runs ``--runs`` times, alternating, each run in a fresh directory; the
+median run of each side is reported. Progress goes to stdout; the last line is
+one JSON object.
+
+    .venv/bin/python benchmarks/queue.py [--records N] [--runs R] [--json-only]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named queue.py: run as a script, its directory would shadow the
+# standard library's ``queue`` module. Put the repository root there instead.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import struct  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+
+import lmdb  # noqa: E402
+
+from common.durable_queue import DurableQueue  # noqa: E402
+
+PRODUCERS = 50
+IN_FLIGHT = 100
+PAYLOAD_SIZE = 200
+BASELINE_BATCH = 1000
+
+
+async def _producer(q: DurableQueue, n: int, payload: bytes) -> int:
+    window: deque[asyncio.Future[list[int]]] = deque()
+    last = 0
+    for _ in range(n):
+        if len(window) >= IN_FLIGHT:
+            last = (await window.popleft())[0]
+        window.append(q.append(payload))
+    while window:
+        last = (await window.popleft())[0]
+    return last
+
+
+async def _edgefleet_run(path: str, records: int, payload: bytes) -> float:
+    q = DurableQueue(path, max_bytes=records * len(payload) * 2, durable=True)
+    q.start()
+    try:
+        per, extra = divmod(records, PRODUCERS)
+        counts = [per + (i < extra) for i in range(PRODUCERS)]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_producer(q, n, payload) for n in counts))
+        elapsed = time.perf_counter() - t0
+        stats = q.stats()
+        if stats.count != records or stats.next_seq != records + 1:
+            raise SystemExit(f"benchmark broken: queue holds {stats.count} records, expected {records}")
+        return elapsed
+    finally:
+        q.close()
+
+
+def _baseline_run(path: str, records: int, payload: bytes) -> float:
+    env = lmdb.open(
+        path, map_size=max(64 << 20, records * len(payload) * 6), sync=True, metasync=True, readahead=False
+    )
+    key = struct.Struct(">Q").pack
+    try:
+        t0 = time.perf_counter()
+        seq = 1
+        while seq <= records:
+            end = min(seq + BASELINE_BATCH, records + 1)
+            with env.begin(write=True) as txn:
+                put = txn.cursor().put  # LMDB's fastest put path from Python (faster than txn.put)
+                for s in range(seq, end):
+                    put(key(s), payload, append=True)
+            seq = end
+        elapsed = time.perf_counter() - t0
+        if env.stat()["entries"] != records:
+            raise SystemExit("baseline broken: wrong number of entries")
+        return elapsed
+    finally:
+        env.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=400_000, help="appends per run (default 400000)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per side; the median is reported (default 5)")
+    parser.add_argument("--dir", default=None, help="where to put the LMDB files (default: a temp dir)")
+    parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    args = parser.parse_args(argv)
+
+    def say(line: str) -> None:
+        if not args.json_only:
+            print(line, flush=True)
+
+    payload = os.urandom(PAYLOAD_SIZE)
+    root = tempfile.mkdtemp(prefix="ef-bench-queue-", dir=args.dir)
+    ours: list[float] = []
+    base: list[float] = []
+    try:
+        for i in range(args.runs):
+            path = os.path.join(root, f"q{i}")
+            secs = asyncio.run(_edgefleet_run(path, args.records, payload))
+            ours.append(args.records / secs)
+            shutil.rmtree(path)
+            path = os.path.join(root, f"b{i}")
+            secs = _baseline_run(path, args.records, payload)
+            base.append(args.records / secs)
+            shutil.rmtree(path)
+            say(f"run {i + 1}/{args.runs}: DurableQueue {ours[-1]:>10,.0f} appends/s   raw LMDB {base[-1]:>10,.0f} puts/s")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    ours_med, base_med = statistics.median(ours), statistics.median(base)
+    say(f"median: DurableQueue {ours_med:,.0f} appends/s, raw LMDB {base_med:,.0f} puts/s, ratio {ours_med / base_med:.2f}")
+    print(
+        json.dumps(
+            {
+                "benchmark": "queue",
+                "appends_per_s": round(ours_med),
+                "baseline_appends_per_s": round(base_med),
+                "ratio": round(ours_med / base_med, 3),
+                "statistic": f"median of {args.runs} runs",
+                "records": args.records,
+                "payload_bytes": PAYLOAD_SIZE,
+                "producers": PRODUCERS,
+                "in_flight_per_producer": IN_FLIGHT,
+                "baseline_batch": BASELINE_BATCH,
+                "runs_appends_per_s": [round(x) for x in ours],
+                "runs_baseline_appends_per_s": [round(x) for x in base],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
