@@ -1,20 +1,26 @@
-"""The cloud's sans-IO core: gateway sessions, and committing forwarded telemetry exactly once.
+"""The cloud's sans-IO core: gateway sessions, committing forwarded records exactly once, and commands.
 
 A ForwardBatch becomes a ``StoreIngest`` effect; only when the store answers
 ``Stored`` (committed) is the batch acknowledged. Acknowledgements are
-cumulative over the gateway's outbox sequence, so the core only advances a
-gateway's watermark over contiguous batches: a batch that arrives after a lost
-one is stored (the store deduplicates on (device, sequence)) but not
-acknowledged until the gap before it is filled.
+cumulative over the gateway's outbox sequence of one stream, so the core only
+advances a gateway's watermark over contiguous batches: a batch that arrives
+after a lost one is stored (the store deduplicates on (device, stream, seq))
+but not acknowledged until the gap before it is filled.
+
+Commands wait in the store as "queued" until the gateway serving their device
+confirms it holds them ("held"); they are (re)sent whenever that gateway's
+session comes up and every ``command_retry_s`` while it stays up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from common.effects import (
+    CommandsReady,
     Effect,
     Event,
+    LoadCommands,
     Log,
     Malformed,
     Received,
@@ -22,21 +28,28 @@ from common.effects import (
     SetTimer,
     Start,
     Stored,
+    StoreCommandStatus,
     StoreIngest,
     StoreTouch,
     TimerFired,
 )
 from common.errors import ProtocolError, VersionMismatch
 from common.protocol import (
+    STREAMS,
+    Command,
+    CommandAck,
     ErrorReply,
     ForwardAck,
     ForwardBatch,
+    ForwardRecord,
+    GatewayStatus,
     Heartbeat,
     Hello,
     HelloAck,
     Message,
     decode_record,
     negotiate,
+    unpack_entries,
 )
 from common.uplink import LIVENESS
 
@@ -48,31 +61,51 @@ class GatewaySession:
     gateway_id: str
     site: str
     last_rx: float
-    contiguous: int | None = None  # outbox sequence up to which every entry is stored
+    contiguous: dict[str, int] = field(default_factory=dict)  # stream -> outbox sequence stored up to
 
 
 class CloudCore:
     """Feed it events with ``handle(event, now)``; run the effects it returns."""
 
-    def __init__(self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0) -> None:
+    def __init__(self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0, window: int = 8000, command_retry_s: float = 30.0) -> None:
         self.cloud_id = cloud_id
         self.heartbeat_s = heartbeat_s
+        self.window = window
+        self.command_retry_s = command_retry_s
         self.sessions: dict[str, GatewaySession] = {}
-        self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0}
+        self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "commands_sent": 0}
+
+    def peer_of(self, gateway_id: str) -> str | None:
+        for peer, s in self.sessions.items():
+            if s.gateway_id == gateway_id:
+                return peer
+        return None
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         match event:
             case Start():
-                return [SetTimer("heartbeat", now + self.heartbeat_s)]
+                return [SetTimer("heartbeat", now + self.heartbeat_s), SetTimer("commands", now + self.command_retry_s)]
             case Received(peer, msg):
                 return self._received(peer, msg, now)
             case Malformed(peer, error):
                 self.counters["malformed"] += 1
                 return [Send(peer, ErrorReply("malformed", str(error)))]
-            case Stored((peer, first, last), stored, duplicates):
-                return self._stored(peer, first, last, stored, duplicates)
+            case Stored((peer, stream, first, last), stored, duplicates):
+                return self._stored(peer, stream, first, last, stored, duplicates)
+            case Stored(_, _, _):
+                return []
+            case CommandsReady(commands):
+                out: list[Effect] = []
+                for gateway_id, cmd in commands:
+                    peer = self.peer_of(gateway_id)
+                    if peer is not None:
+                        self.counters["commands_sent"] += 1
+                        out.append(Send(peer, cmd))
+                return out
+            case TimerFired("commands"):
+                return [SetTimer("commands", now + self.command_retry_s), *[LoadCommands(s.gateway_id) for s in self.sessions.values()]]
             case TimerFired("heartbeat"):
-                out: list[Effect] = [SetTimer("heartbeat", now + self.heartbeat_s)]
+                out = [SetTimer("heartbeat", now + self.heartbeat_s)]
                 for peer in [p for p, s in self.sessions.items() if now - s.last_rx > LIVENESS * self.heartbeat_s]:
                     s = self.sessions.pop(peer)
                     out.append(Log("warning", "gateway silent: session closed", {"gateway": s.gateway_id, "site": s.site}))
@@ -89,44 +122,59 @@ class CloudCore:
                     version = negotiate(low, high)
                 except VersionMismatch as exc:
                     return [Send(peer, ErrorReply("version", str(exc)))]
+                for old in [p for p, s in self.sessions.items() if s.gateway_id == node_id and p != peer]:
+                    del self.sessions[old]  # the gateway reconnected on a new socket
                 self.sessions[peer] = GatewaySession(node_id, site, now)
                 return [
                     StoreTouch(node_id, site),
-                    Send(peer, HelloAck(self.cloud_id, version, int(self.heartbeat_s * 1000))),
+                    Send(peer, HelloAck(self.cloud_id, version, int(self.heartbeat_s * 1000), self.window)),
                     Log("info", "gateway session up", {"gateway": node_id, "site": site}),
+                    LoadCommands(node_id),
                 ]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; the cloud serves gateways"))]
             case _ if session is None:
                 return [Send(peer, ErrorReply("hello-first", f"send Hello before {type(msg).__name__}"))]
-            case ForwardBatch(gateway_id, _, base, first, last, entries):
-                if gateway_id != session.gateway_id or not base < first <= last:
-                    return [Send(peer, ErrorReply("bad-batch", f"batch {first}..{last} from {gateway_id!r} on session {session.gateway_id!r}"))]
-                session.contiguous = max(session.contiguous or 0, base)
-                return self._ingest(peer, session, first, last, entries)
+            case ForwardBatch(gateway_id, _, stream, base, first, last, blob):
+                if gateway_id != session.gateway_id or stream not in STREAMS or not base < first <= last:
+                    return [Send(peer, ErrorReply("bad-batch", f"batch {stream} {first}..{last} from {gateway_id!r} on session {session.gateway_id!r}"))]
+                session.contiguous[stream] = max(session.contiguous.get(stream, 0), base)
+                return self._ingest(peer, session, stream, first, last, blob)
+            case GatewayStatus(gateway_id, ts_ms, values) if gateway_id == session.gateway_id:
+                record = ForwardRecord(gateway_id, "state", 0, ts_ms, "gateway.status", values)
+                return [StoreIngest(None, gateway_id, session.site, [record])]
+            case CommandAck(device_id, seq, "held", _):
+                return [StoreCommandStatus(device_id, seq, "held", f"held by {session.gateway_id}")]
             case Heartbeat():
                 return [StoreTouch(session.gateway_id, session.site), Send(peer, Heartbeat(int(now * 1000)))]
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by the cloud"))]
 
-    def _ingest(self, peer: str, session: GatewaySession, first: int, last: int, entries: list[bytes]) -> list[Effect]:
-        records, out = [], []
+    def _ingest(self, peer: str, session: GatewaySession, stream: str, first: int, last: int, blob: bytes) -> list[Effect]:
+        out: list[Effect] = []
+        try:
+            entries = unpack_entries(blob)
+        except ProtocolError as exc:
+            self.counters["malformed"] += 1
+            return [Send(peer, ErrorReply("malformed", str(exc)))]
+        records = []
         for i, raw in enumerate(entries):
             try:
                 records.append(decode_record(raw))
             except ProtocolError as exc:
                 # a corrupt outbox entry can never be stored; count it and say so instead of looping on it
                 self.counters["rejected"] += 1
-                out.append(Log("error", "rejected outbox entry", {"gateway": session.gateway_id, "entry": first + i, "error": str(exc)}))
+                out.append(Log("error", "rejected outbox entry", {"gateway": session.gateway_id, "stream": stream, "entry": first + i, "error": str(exc)}))
         self.counters["batches"] += 1
         self.counters["records"] += len(records)
-        return [*out, StoreIngest((peer, first, last), session.gateway_id, session.site, records)]
+        return [*out, StoreIngest((peer, stream, first, last), session.gateway_id, session.site, records)]
 
-    def _stored(self, peer: str, first: int, last: int, stored: int, duplicates: int) -> list[Effect]:
+    def _stored(self, peer: str, stream: str, first: int, last: int, stored: int, duplicates: int) -> list[Effect]:
         self.counters["stored"] += stored
         self.counters["duplicates"] += duplicates
         session = self.sessions.get(peer)
-        if session is None or session.contiguous is None:
+        if session is None:
             return []  # the session ended meanwhile; the gateway will resend and the store deduplicates
-        if first <= session.contiguous + 1:
-            session.contiguous = max(session.contiguous, last)
-        return [Send(peer, ForwardAck(session.contiguous, stored, duplicates))]
+        contiguous = session.contiguous.get(stream, 0)
+        if first <= contiguous + 1:
+            contiguous = session.contiguous[stream] = max(contiguous, last)
+        return [Send(peer, ForwardAck(stream, contiguous, stored, duplicates))]

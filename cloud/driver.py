@@ -25,8 +25,9 @@ import zmq.asyncio
 from cloud.api import create_app, serve_api
 from cloud.core import CloudCore
 from cloud.store import Store
-from common.effects import Start, Stored, StoreIngest, StoreTouch
+from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
+from common.protocol import Command
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
@@ -71,33 +72,68 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     core = CloudCore(heartbeat_s=cfg.heartbeat_s)
     runner: NodeRunner
 
-    def ingest(effect: StoreIngest) -> None:
-        fut = loop.run_in_executor(store_thread, store.ingest, effect.gateway_id, effect.site, effect.records, _now_ms())
-        fut.add_done_callback(lambda f: _ingested(effect, f))
+    def on_store(call, then, what: str) -> None:
+        """Run ``call`` on the store thread, then ``then(result)`` on the loop; a StoreError is logged
+        (what it concerned is retried by its protocol: an unacknowledged batch is resent)."""
 
-    def _ingested(effect: StoreIngest, fut: asyncio.Future) -> None:
-        exc = fut.exception()
-        if exc is None:
-            result = fut.result()
+        def done(fut: asyncio.Future) -> None:
+            exc = fut.exception()
+            if exc is None:
+                then(fut.result())
+            elif isinstance(exc, StoreError):
+                log.error(what, extra={"error": str(exc)})
+            else:
+                raise exc
+
+        loop.run_in_executor(store_thread, call).add_done_callback(done)
+
+    def ingest(effect: StoreIngest) -> None:
+        def stored(result) -> None:
+            for why in result.rejected:
+                log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
-        elif isinstance(exc, StoreError):
-            # not acknowledged: the gateway keeps the batch and sends it again
-            log.error("store refused a batch", extra={"gateway": effect.gateway_id, "error": str(exc)})
-        else:
-            raise exc
+
+        call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
+        on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
 
     def touch(effect: StoreTouch) -> None:
-        loop.run_in_executor(store_thread, store.touch_gateway, effect.gateway_id, effect.site, _now_ms())
+        on_store(lambda: store.touch_gateway(effect.gateway_id, effect.site, _now_ms()), lambda _: None, "gateway touch failed")
+
+    def load_commands(effect: LoadCommands) -> None:
+        def query() -> list[tuple[str, Command]]:
+            store.expire_commands(_now_ms())
+            return [(effect.gateway_id, _command(r)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
+
+        on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
+
+    def command_status(effect: StoreCommandStatus) -> None:
+        call = lambda: store.mark_command(effect.device_id, effect.seq, effect.status, effect.detail, _now_ms())  # noqa: E731
+        on_store(call, lambda _: None, "recording a command status failed")
+
+    def on_command(device_id: str, seq: int) -> None:
+        """A command was just created through the API: send it now if its gateway is connected."""
+
+        def query() -> list[tuple[str, Command]]:
+            gateway_id = store.device_gateway(device_id)
+            rows = [r for r in store.commands_for([device_id], ("queued",)) if r["seq"] == seq]
+            return [(gateway_id, _command(r)) for r in rows] if gateway_id else []
+
+        on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading a new command failed")
 
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
-    runner = NodeRunner(core, server=server, extra={StoreIngest: ingest, StoreTouch: touch}, log=log)
+    runner = NodeRunner(
+        core,
+        server=server,
+        extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status},
+        log=log,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
             pass
     endpoint = server.start()
-    api = await serve_api(create_app(store, token, executor=store_thread), cfg.api_host, cfg.api_port)
+    api = await serve_api(create_app(store, token, executor=store_thread, on_command=on_command), cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
         cfg.data_dir / "endpoints.json",
@@ -118,6 +154,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         store_thread.shutdown()
         log.info("cloud stopped", extra=core.counters)
     return dict(core.counters)
+
+
+def _command(row: dict) -> Command:
+    return Command(row["device_id"], row["seq"], row["name"], dict(row["args"] or {}), row["expires_ms"])
 
 
 def _now_ms() -> int:

@@ -26,6 +26,11 @@ __all__ = [
     "UPSTREAM",
     "Append",
     "AckQueue",
+    "CommandResult",
+    "CommandsReady",
+    "LoadCommands",
+    "RunCommand",
+    "StoreCommandStatus",
     "Effect",
     "Event",
     "Log",
@@ -54,7 +59,11 @@ UPSTREAM = ""
 class QueueReader(Protocol):
     """What a core may read of its durable queue (DurableQueue and MemoryQueue both fit)."""
 
-    def read(self, after: int = 0, limit: int = 1000, max_bytes: int = 1 << 20) -> list[tuple[int, bytes]]: ...
+    def read(
+        self, after: int = 0, limit: int = 1000, max_bytes: int = 1 << 20, *, stream: str = "default"
+    ) -> list[tuple[int, bytes]]: ...
+
+    def stats(self, stream: str = "default") -> Any: ...
 
 
 # -- events ------------------------------------------------------------------------------
@@ -118,7 +127,26 @@ class Stored:
     duplicates: int
 
 
-Event = Start | Stop | Received | Malformed | TimerFired | LinkUp | Persisted | PersistFailed | Sampled | Stored
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """A command the driver ran (after RunCommand): ``status`` "done" or "failed"."""
+
+    seq: int
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandsReady:
+    """Commands waiting in the cloud store, each with the gateway that serves its device."""
+
+    commands: list[tuple[str, Any]]
+
+
+Event = (
+    Start | Stop | Received | Malformed | TimerFired | LinkUp | Persisted | PersistFailed | Sampled | Stored
+    | CommandResult | CommandsReady
+)
 
 # -- effects -----------------------------------------------------------------------------
 
@@ -139,18 +167,20 @@ class SetTimer:
 
 @dataclass(frozen=True, slots=True)
 class Append:
-    """Durably append ``payloads`` to queue ``queue``; answer with Persisted/PersistFailed(token)."""
+    """Durably append ``payloads`` to ``stream`` of queue ``queue``; answer with Persisted/PersistFailed(token)."""
 
     queue: str
+    stream: str
     payloads: list[bytes]
     token: Any
 
 
 @dataclass(frozen=True, slots=True)
 class AckQueue:
-    """Drop queue entries up to ``up_to`` (they are safe further along)."""
+    """Drop entries of ``stream`` up to ``up_to`` (they are safe further along)."""
 
     queue: str
+    stream: str
     up_to: int
 
 
@@ -185,10 +215,35 @@ class StoreTouch:
 
 
 @dataclass(frozen=True, slots=True)
+class RunCommand:
+    """Run a command on the device; persist its sequence as done first; answer with CommandResult."""
+
+    command: Any
+
+
+@dataclass(frozen=True, slots=True)
+class LoadCommands:
+    """Find the queued commands for devices behind ``gateway_id``; answer with CommandsReady."""
+
+    gateway_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCommandStatus:
+    device_id: str
+    seq: int
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     level: str
     event: str
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-Effect = Send | SetTimer | Append | AckQueue | Reconnect | TakeSample | StoreIngest | StoreTouch | Log
+Effect = (
+    Send | SetTimer | Append | AckQueue | Reconnect | TakeSample | StoreIngest | StoreTouch | RunCommand
+    | LoadCommands | StoreCommandStatus | Log
+)

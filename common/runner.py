@@ -86,11 +86,11 @@ class NodeRunner:
                     old.cancel()
                 delay = max(0.0, at - self.clock())
                 self._timers[name] = asyncio.get_running_loop().call_later(delay, self.feed, TimerFired(name))
-            case Append(queue, payloads, token):
-                fut = self._track(self.queues[queue].append_many(payloads))
+            case Append(queue, stream, payloads, token):
+                fut = self._track(self.queues[queue].append_many(payloads, stream=stream))
                 fut.add_done_callback(lambda f: self._persisted(token, f))
-            case AckQueue(queue, up_to):
-                self._track(self.queues[queue].ack(up_to)).add_done_callback(self._ack_done)
+            case AckQueue(queue, stream, up_to):
+                self._track(self.queues[queue].ack(up_to, stream=stream)).add_done_callback(self._ack_done)
             case Reconnect(delay):
                 self._spawn(self._reconnect(delay))
             case Log(level, event, fields):

@@ -27,6 +27,7 @@ __all__ = ["DRAIN_MAX", "ServerSocket", "UpstreamLink"]
 
 log = logging.getLogger(__name__)
 DRAIN_MAX = 1000  # frames taken without awaiting once the socket is readable
+HANDSHAKE_MS = 3000  # a handshake lost in a black-holed link is abandoned after this, not libzmq's 30 s
 
 
 def _decode(peer: str, frame: bytes) -> Event:
@@ -50,6 +51,7 @@ class ServerSocket:
         sock = self.ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         secure_server(sock, self.keys)
@@ -124,6 +126,7 @@ class UpstreamLink:
         sock.setsockopt(zmq.SNDHWM, 10_000)
         sock.setsockopt(zmq.RCVHWM, 10_000)
         sock.setsockopt(zmq.IMMEDIATE, 1)  # queue nothing for a peer that is not connected
+        sock.setsockopt(zmq.HANDSHAKE_IVL, HANDSHAKE_MS)
         secure_client(sock, self.keys, self.server_public)
         sock.connect(self.endpoint)
         self.sock = sock

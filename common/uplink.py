@@ -73,11 +73,12 @@ class Uplink:
 
 
 class QueueSender:
-    """Streams a durable queue upstream with a window of unacknowledged records."""
+    """Streams one stream of a durable queue upstream with a window of unacknowledged records."""
 
     def __init__(
         self,
         queue: str,
+        stream: str,
         reader: QueueReader,
         build: Callable[[list[tuple[int, bytes]]], Message],
         *,
@@ -87,11 +88,12 @@ class QueueSender:
         batch_bytes: int = 512 * 1024,
     ) -> None:
         self.queue = queue
+        self.stream = stream
         self.reader = reader
         self.build = build
         self.batch_max = batch_max
         self.batch_bytes = batch_bytes
-        self.window = window
+        self.window = window  # records in flight allowed; the receiver's credit can lower it to 0
         self.ack_timeout_s = ack_timeout_s
         self.acked = 0  # everything <= acked is safe upstream
         self.sent_upto = 0  # highest sequence sent since the last rewind
@@ -102,38 +104,44 @@ class QueueSender:
         """Send again everything not yet acknowledged (new session, or acks stopped)."""
         self.sent_upto = self.acked
 
-    def pump(self, now: float) -> list[Effect]:
+    def pump(self, now: float, budget: Callable[[Message], bool] | None = None) -> list[Effect]:
+        """Batches that fit the window (and ``budget``, which may refuse a batch: it waits)."""
         out: list[Effect] = []
         while self.sent_upto - self.acked < self.window:
-            items = self.reader.read(after=self.sent_upto, limit=self.batch_max, max_bytes=self.batch_bytes)
+            limit = min(self.batch_max, self.window - (self.sent_upto - self.acked))
+            items = self.reader.read(after=self.sent_upto, limit=limit, max_bytes=self.batch_bytes, stream=self.stream)
             if not items:
                 break
             if self.sent_upto == self.acked and items[0][0] - 1 > self.acked:
-                self.acked = self.sent_upto = items[0][0] - 1  # entries below were acknowledged earlier
+                self.acked = self.sent_upto = items[0][0] - 1  # entries below were acknowledged (or evicted) earlier
+            msg = self.build(items)
+            if budget is not None and not budget(msg):
+                break
             if self.sent_upto == self.acked:
                 self.last_progress = now
-            out.append(Send(UPSTREAM, self.build(items)))
+            out.append(Send(UPSTREAM, msg))
             self.sent_upto = items[-1][0]
         return out
 
     def acknowledged(self, up_to: int, now: float) -> list[Effect]:
+        """A cumulative acknowledgement: drop the queue up to it. The caller pumps afterwards."""
         if up_to <= self.acked:
             return []
         self.acked = up_to
         self.sent_upto = max(self.sent_upto, up_to)
         self.last_progress = now
-        return [AckQueue(self.queue, up_to), *self.pump(now)]
+        return [AckQueue(self.queue, self.stream, up_to)]
 
-    def tick(self, now: float) -> list[Effect]:
-        """Resend from the last acknowledgement when none came for ``ack_timeout_s``."""
+    def tick(self, now: float) -> bool:
+        """True (and rewound) when no acknowledgement came for ``ack_timeout_s``: the caller pumps again."""
         if self.sent_upto > self.acked and now - self.last_progress > self.ack_timeout_s:
             self.resends += 1
             self.last_progress = now
             self.rewind()
-            return [Log("info", "no acknowledgement: resending", {"queue": self.queue, "from": self.acked + 1}), *self.pump(now)]
-        return []
+            return True
+        return False
 
     @property
     def idle(self) -> bool:
         """Nothing in flight and nothing more to read."""
-        return self.sent_upto <= self.acked and not self.reader.read(after=self.acked, limit=1)
+        return self.sent_upto <= self.acked and not self.reader.read(after=self.acked, limit=1, stream=self.stream)

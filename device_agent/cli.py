@@ -22,7 +22,9 @@ DEFAULTS = {
     "gateway_key": "",
     "sample_interval": 1.0,
     "heartbeat": 1.0,
-    "buffer_max_mb": 64,
+    "critical_quota_mb": 8,
+    "state_quota_mb": 8,
+    "bulk_quota_mb": 48,
     "drain": 10.0,
     "log_level": "info",
     "log_format": "json",
@@ -38,7 +40,9 @@ DEFAULTS = {
 @click.option("--gateway-key", help="The gateway's CURVE public key: 40 Z85 characters or a file holding them.")
 @click.option("--sample-interval", type=float, help="Seconds between telemetry samples.")
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a gateway silent for 3 is dead.")
-@click.option("--buffer-max-mb", type=int, help="Byte bound of the local buffer, in MiB.")
+@click.option("--critical-quota-mb", type=float, help="Buffer quota of the critical stream (never evicted).")
+@click.option("--state-quota-mb", type=float, help="Buffer quota of the state stream (oldest evicted when full).")
+@click.option("--bulk-quota-mb", type=float, help="Buffer quota of the bulk stream (oldest evicted when full).")
 @click.option("--drain", type=float, help="Seconds to keep sending the buffer after SIGTERM.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -53,7 +57,10 @@ def agent(config_path: str | None, **flags: object) -> None:
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["device_id"])
     if not cfg["gateway_key"]:
         raise click.UsageError("the gateway's public key is needed: pass --gateway-key KEY|FILE or set gateway_key in the config")
+    from common.streams import DEVICE_POLICIES, scaled
     from device_agent.driver import AgentConfig, run_agent
+
+    quotas = {s: int(cfg[f"{s}_quota_mb"] * 1024 * 1024) for s in ("critical", "state", "bulk")}
 
     stats = asyncio.run(
         run_agent(
@@ -65,9 +72,9 @@ def agent(config_path: str | None, **flags: object) -> None:
                 gateway_key=resolve_public_key(cfg["gateway_key"]),
                 sample_interval_s=cfg["sample_interval"],
                 heartbeat_s=cfg["heartbeat"],
-                buffer_max_bytes=cfg["buffer_max_mb"] * 1024 * 1024,
+                policies=scaled(DEVICE_POLICIES, **quotas),
                 drain_s=cfg["drain"],
             )
         )
     )
-    click.echo(f"agent {stats['device_id']}: produced {stats['produced']}, acknowledged up to {stats['acked']}, {stats['buffered']} still buffered", err=True)
+    click.echo(f"agent {stats['device_id']}: produced {stats['produced']}, still buffered {stats['buffered']}", err=True)

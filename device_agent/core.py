@@ -1,18 +1,22 @@
 """The device agent's sans-IO core: sample, buffer durably, stream to the gateway.
 
-Each sample is appended to the device's durable buffer; the buffer's sequence
-is the record's sequence, assigned here at the origin and never reused. Records
-leave the buffer only when the gateway acknowledges that they are durable there.
+Each record is appended to one stream of the device's durable buffer
+(``critical``, ``state`` or ``bulk``); the stream's sequence is the record's
+sequence, assigned here at the origin and never reused. Records leave the
+buffer only when the gateway acknowledges that they are durable there. Streams
+are sent highest priority first, each within the credit the gateway grants.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 from common.backoff import Backoff
 from common.effects import (
     UPSTREAM,
     Append,
+    CommandResult,
     Effect,
     Event,
     LinkUp,
@@ -22,7 +26,9 @@ from common.effects import (
     PersistFailed,
     QueueReader,
     Received,
+    RunCommand,
     Sampled,
+    Send,
     SetTimer,
     Start,
     Stop,
@@ -30,9 +36,13 @@ from common.effects import (
     TimerFired,
 )
 from common.protocol import (
+    STREAMS,
     SUPPORTED_VERSIONS,
+    Command,
+    CommandAck,
     ErrorReply,
     Hello,
+    HelloAck,
     TelemetryAck,
     TelemetryBatch,
     decode_sample,
@@ -40,9 +50,21 @@ from common.protocol import (
 )
 from common.uplink import QueueSender, Uplink
 
-__all__ = ["AgentCore", "BUFFER"]
+__all__ = ["AgentCore", "BUFFER", "gap_record"]
 
 BUFFER = "buffer"
+
+
+def gap_record(reporter: str, clock: Callable[[], int]) -> Callable[[str, str, list[tuple[int, bytes]]], list[tuple[str, bytes]]]:
+    """The buffer's drop hook: one critical ``gap`` record per dropped range (drops come off the front,
+    so each call's sequences are contiguous). ``clock`` gives the record's wall-clock timestamp."""
+
+    def on_drop(stream: str, reason: str, dropped: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
+        first, last = dropped[0][0], dropped[-1][0]
+        values = {"stream": stream, "reason": reason, "first": first, "last": last, "count": len(dropped), "reporter": reporter}
+        return [("critical", encode_sample(clock(), "gap", values))]
+
+    return on_drop
 
 
 class AgentCore:
@@ -60,34 +82,53 @@ class AgentCore:
         ack_timeout_s: float = 5.0,
         batch_max: int = 200,
         window: int = 2000,
-        stream: str = "metrics",
+        last_command: int = 0,
     ) -> None:
         self.device_id = device_id
-        self.stream = stream
+        self.last_command = last_command  # commands up to this number were run (the driver persists it)
+        self.running: set[int] = set()
         self.sample_interval_s = sample_interval_s
         self.heartbeat_s = heartbeat_s
         self.sampling = True
-        self.produced = 0
-        self.last_seq = 0
-        self.appending = 0  # samples handed to the buffer, not yet committed
+        self.produced = {s: 0 for s in STREAMS}
+        self.last_seq = {s: 0 for s in STREAMS}
+        self.appending = 0  # records handed to the buffer, not yet committed
         self.uplink = Uplink(
             Hello(device_id, "device", site, *SUPPORTED_VERSIONS),
             heartbeat_s=heartbeat_s,
             backoff=Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, rng=rng),
         )
-        self.sender = QueueSender(
-            BUFFER,
-            buffer,
-            lambda items: TelemetryBatch(device_id, self.sender.acked, [decode_sample(s, p) for s, p in items]),
-            batch_max=batch_max,
-            window=window,
-            ack_timeout_s=ack_timeout_s,
-        )
+        self.senders = {
+            s: QueueSender(
+                BUFFER,
+                s,
+                buffer,
+                self._builder(s),
+                batch_max=batch_max,
+                window=window,
+                ack_timeout_s=ack_timeout_s,
+            )
+            for s in STREAMS
+        }
+
+    def _builder(self, stream: str):
+        def build(items: list[tuple[int, bytes]]) -> TelemetryBatch:
+            base = self.senders[stream].acked
+            return TelemetryBatch(self.device_id, stream, base, [decode_sample(s, p) for s, p in items])
+
+        return build
 
     @property
     def drained(self) -> bool:
         """Everything produced is committed locally and acknowledged by the gateway."""
-        return self.appending == 0 and self.sender.acked >= self.last_seq and self.sender.idle
+        return self.appending == 0 and all(
+            snd.acked >= self.last_seq[s] and snd.idle for s, snd in self.senders.items()
+        )
+
+    def record(self, stream: str, kind: str, values: dict[str, float | str], now: float) -> list[Effect]:
+        """Buffer one record of ``kind`` in ``stream`` (samples are ``bulk``; results and alerts ``critical``)."""
+        self.appending += 1
+        return [Append(BUFFER, stream, [encode_sample(int(now * 1000), kind, values)], ("record", stream))]
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         match event:
@@ -109,35 +150,57 @@ class AgentCore:
                 return [TakeSample(), SetTimer("sample", now + self.sample_interval_s)]
             case TimerFired("heartbeat"):
                 out = self.uplink.tick(now)
-                if self.uplink.up:
-                    out += self.sender.tick(now)
+                if self.uplink.up and any([snd.tick(now) for snd in self.senders.values()]):
+                    out += self._pump(now)
                 return [*out, SetTimer("heartbeat", now + self.heartbeat_s)]
             case Sampled(values):
-                if not self.sampling:
-                    return []
-                self.appending += 1
-                return [Append(BUFFER, [encode_sample(int(now * 1000), self.stream, values)], "sample")]
-            case Persisted("sample", seqs):
+                return self.record("bulk", "metrics", values, now) if self.sampling else []
+            case Persisted(("record", stream), seqs):
                 self.appending -= 1
-                self.produced += len(seqs)
-                self.last_seq = seqs[-1]
-                return self.sender.pump(now) if self.uplink.up else []
-            case PersistFailed("sample", error):
+                self.produced[stream] += len(seqs)
+                self.last_seq[stream] = seqs[-1]
+                return self._pump(now)
+            case PersistFailed(("record", stream), error):
                 self.appending -= 1
-                return [Log("error", "sample not buffered", {"error": str(error)})]
+                return [Log("error", "record not buffered", {"stream": stream, "error": str(error)})]
+            case CommandResult(seq, status, detail):
+                self.running.discard(seq)
+                self.last_command = max(self.last_command, seq)
+                return [Send(UPSTREAM, CommandAck(self.device_id, seq, status, detail))]
             case Stop():
                 self.sampling = False
                 return []
         return []
 
+    def _pump(self, now: float) -> list[Effect]:
+        if not self.uplink.up:
+            return []
+        out: list[Effect] = []
+        for snd in self.senders.values():  # STREAMS order: critical first
+            out += snd.pump(now)
+        return out
+
     def _received(self, msg: object, now: float) -> list[Effect]:
-        came_up = self.uplink.received(msg, now)  # type: ignore[arg-type]
-        if came_up:
-            self.sender.rewind()
-            return [Log("info", "gateway session up", {"version": self.uplink.version}), *self.sender.pump(now)]
+        if self.uplink.received(msg, now):  # type: ignore[arg-type]
+            assert isinstance(msg, HelloAck)
+            for snd in self.senders.values():
+                snd.window = msg.window
+                snd.rewind()
+            return [Log("info", "gateway session up", {"version": self.uplink.version}), *self._pump(now)]
         match msg:
-            case TelemetryAck(device_id, up_to) if device_id == self.device_id:
-                return self.sender.acknowledged(up_to, now)
+            case TelemetryAck(device_id, stream, up_to, credit) if device_id == self.device_id and stream in self.senders:
+                snd = self.senders[stream]
+                snd.window = credit
+                return [*snd.acknowledged(up_to, now), *self._pump(now)]
+            case Command(device_id, seq, _, _, expires_ms) if device_id == self.device_id:
+                if seq <= self.last_command:
+                    return [Send(UPSTREAM, CommandAck(device_id, seq, "done", "already run"))]
+                if expires_ms <= now * 1000:
+                    return [Send(UPSTREAM, CommandAck(device_id, seq, "failed", "expired before it reached the device"))]
+                if seq in self.running:
+                    return []
+                self.running.add(seq)
+                return [RunCommand(msg)]
             case ErrorReply("hello-first", _):
                 # the gateway restarted and forgot this session: introduce ourselves again
                 return self.uplink.open(now)

@@ -1,5 +1,11 @@
 """The device agent's process: its core on asyncio, its buffer in LMDB, its link to the gateway.
 
+The buffer has one stream per class (critical, state, bulk), each with a byte
+quota and a TTL measured on the steady clock (correct across reboots and clock
+steps). When bulk or state reaches its quota the oldest records go first; each
+eviction and expiry is written, in the same commit, as a ``gap`` record in the
+critical stream, so the cloud learns exactly which sequences were dropped and why.
+
 On SIGTERM (or ``stop``) sampling stops, the buffer is drained to the gateway
 for up to ``drain_s`` seconds, ``stats.json`` records what was produced and
 acknowledged, and the process exits. Whatever is still unacknowledged stays in
@@ -13,24 +19,27 @@ import json
 import logging
 import random
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zmq.asyncio
 
+from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Sampled, Start, Stop, TakeSample
+from common.streams import DEVICE_POLICIES, StreamPolicy
+from common.effects import CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
+from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
-from common.keys import write_atomic
+from common.protocol import STREAMS
 from common.runner import NodeRunner
 from common.sockets import UpstreamLink
-from device_agent.core import BUFFER, AgentCore
+from device_agent.commands import CommandLog, run_command
+from device_agent.core import BUFFER, AgentCore, gap_record
 from device_agent.sampler import sample_metrics
 
 __all__ = ["AgentConfig", "run_agent"]
 
 log = logging.getLogger("edgefleet.agent")
-
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
@@ -41,16 +50,25 @@ class AgentConfig:
     gateway_key: bytes  # the gateway's CURVE public key (Z85)
     sample_interval_s: float = 1.0
     heartbeat_s: float = 1.0
-    buffer_max_bytes: int = 64 * 1024 * 1024
+    policies: dict[str, StreamPolicy] = field(default_factory=lambda: dict(DEVICE_POLICIES))
     drain_s: float = 10.0
+    durable: bool = True
 
 
-async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, int]:
+async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
     """Run until ``stop`` is set (SIGTERM/SIGINT set it when run from the CLI); returns the final stats."""
     stop = stop or asyncio.Event()
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_or_create_keypair(cfg.data_dir)
-    buffer = DurableQueue(str(cfg.data_dir / "buffer"), max_bytes=cfg.buffer_max_bytes).start()
+    steady = SteadyClock(cfg.data_dir / "steady.json").start()
+    buffer = DurableQueue(
+        str(cfg.data_dir / "buffer"),
+        streams=cfg.policies,
+        durable=cfg.durable,
+        clock=steady.now_ms,
+        on_drop=gap_record(cfg.device_id, wall_ms),
+    ).start()
+    commands = CommandLog(cfg.data_dir / "commands.json")
     ctx = zmq.asyncio.Context()
     core = AgentCore(
         cfg.device_id,
@@ -59,14 +77,21 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         rng=random.Random(),
         sample_interval_s=cfg.sample_interval_s,
         heartbeat_s=cfg.heartbeat_s,
+        last_command=commands.last(),
     )
     runner: NodeRunner
+
+    def run(effect: RunCommand) -> None:
+        commands.starting(effect.command.seq)  # persisted first: a crash never runs it twice
+        status, detail = run_command(effect.command)
+        runner.feed(CommandResult(effect.command.seq, status, detail))
+
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
     runner = NodeRunner(
         core,
         queues={BUFFER: buffer},
         upstream=link,
-        extra={TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir))))},
+        extra={TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir)))), RunCommand: run},
         log=log,
     )
     loop = asyncio.get_running_loop()
@@ -75,10 +100,18 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread (tests)
             pass
-    first_seq = buffer.stats().next_seq
+    first_seq = {s: buffer.stats(s).next_seq for s in STREAMS}
+    checkpoint: asyncio.TimerHandle | None = None
+
+    def tick() -> None:  # the steady clock's checkpoint, so ages survive a power cut
+        nonlocal checkpoint
+        steady.checkpoint()
+        checkpoint = loop.call_later(5.0, tick)
+
+    tick()
     link.open()
     runner.feed(Start())
-    log.info("agent started", extra={"device": cfg.device_id, "gateway": cfg.gateway, "buffered": len(buffer)})
+    log.info("agent started", extra={"device": cfg.device_id, "gateway": cfg.gateway, "buffered": sum(buffer.stats(s).count for s in STREAMS)})
     try:
         await stop.wait()
         runner.feed(Stop())
@@ -86,20 +119,26 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         while not core.drained and loop.time() < deadline:
             await asyncio.sleep(0.05)
     finally:
+        if checkpoint is not None:
+            checkpoint.cancel()
         await runner.stop()
         await link.close()
         ctx.destroy(linger=0)
+        per = {s: buffer.stats(s) for s in STREAMS}
         stats = {
             "device_id": cfg.device_id,
             "first_seq": first_seq,
             "last_seq": core.last_seq,
             "produced": core.produced,
-            "acked": core.sender.acked,
-            "buffered": len(buffer),
+            "acked": {s: snd.acked for s, snd in core.senders.items()},
+            "buffered": {s: st.count for s, st in per.items()},
+            "evicted": {s: st.evicted for s, st in per.items()},
+            "expired": {s: st.expired for s, st in per.items()},
             "reconnects": core.uplink.reconnects,
-            "resends": core.sender.resends,
+            "resends": sum(snd.resends for snd in core.senders.values()),
         }
         buffer.close()
+        steady.checkpoint()
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
-        log.info("agent stopped", extra=stats)
+        log.info("agent stopped", extra={"produced": core.produced, "buffered": stats["buffered"]})
     return stats

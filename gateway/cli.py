@@ -22,7 +22,14 @@ DEFAULTS = {
     "cloud": "tcp://127.0.0.1:7700",
     "cloud_key": "",
     "heartbeat": 1.0,
-    "outbox_max_mb": 1024,
+    "critical_quota_mb": 64,
+    "state_quota_mb": 64,
+    "bulk_quota_mb": 896,
+    "uplink_rate": 0,
+    "uplink_burst": 262144,
+    "link_windows": [],
+    "timezone": "UTC",
+    "status_interval": 5.0,
     "durable": True,
     "log_level": "info",
     "log_format": "json",
@@ -38,7 +45,14 @@ DEFAULTS = {
 @click.option("--cloud", help="The cloud's gateway endpoint, e.g. tcp://cloud.example:7700.")
 @click.option("--cloud-key", help="The cloud's CURVE public key: 40 Z85 characters or a file holding them.")
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a peer silent for 3 is dead.")
-@click.option("--outbox-max-mb", type=int, help="Byte bound of the outbox, in MiB.")
+@click.option("--critical-quota-mb", type=float, help="Outbox quota of the critical stream (never evicted; full = backpressure).")
+@click.option("--state-quota-mb", type=float, help="Outbox quota of the state stream (oldest evicted when full).")
+@click.option("--bulk-quota-mb", type=float, help="Outbox quota of the bulk stream (oldest evicted when full).")
+@click.option("--uplink-rate", type=int, help="Cap on uplink bytes per second (0: none), e.g. 20000 for a satellite link.")
+@click.option("--uplink-burst", type=int, help="Bytes the uplink may send at once above the rate.")
+@click.option("--link-window", "link_windows", multiple=True, help="'CRON|SECONDS': when state and bulk may use a metered uplink (repeatable).")
+@click.option("--timezone", help="IANA timezone of the link windows, e.g. Europe/Berlin.")
+@click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
 @click.option("--durable/--fast", default=None, help="fsync every commit (default) or the fast mode (see docs).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -49,11 +63,15 @@ def gateway(config_path: str | None, **flags: object) -> None:
     DATA_DIR/allowed_devices (re-read when it changes). After binding, the
     gateway writes DATA_DIR/endpoints.json with its endpoint and public key.
     """
+    flags["link_windows"] = list(flags["link_windows"]) or None
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["gateway_id"])
     if not cfg["cloud_key"]:
         raise click.UsageError("the cloud's public key is needed: pass --cloud-key KEY|FILE or set cloud_key in the config")
+    from common.streams import GATEWAY_POLICIES, scaled
     from gateway.driver import GatewayConfig, run_gateway
+
+    quotas = {s: int(cfg[f"{s}_quota_mb"] * 1024 * 1024) for s in ("critical", "state", "bulk")}
 
     stats = asyncio.run(
         run_gateway(
@@ -65,9 +83,25 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 cloud_key=resolve_public_key(cfg["cloud_key"]),
                 bind=cfg["bind"],
                 heartbeat_s=cfg["heartbeat"],
-                outbox_max_bytes=cfg["outbox_max_mb"] * 1024 * 1024,
+                policies=scaled(GATEWAY_POLICIES, **quotas),
                 durable=cfg["durable"],
+                uplink_bytes_per_s=cfg["uplink_rate"],
+                uplink_burst_bytes=cfg["uplink_burst"],
+                link_windows=tuple(_window(w) for w in cfg["link_windows"]),
+                timezone=cfg["timezone"],
+                status_interval_s=cfg["status_interval"],
             )
         )
     )
-    click.echo(f"gateway {cfg['gateway_id']}: {stats['records_in']} records accepted, {stats['backlog']} in the outbox", err=True)
+    backlog = sum(stats[f"backlog.{s}.records"] for s in ("critical", "state", "bulk"))
+    click.echo(f"gateway {cfg['gateway_id']}: {stats['records_in']} records accepted, {backlog} in the outbox", err=True)
+
+
+def _window(text: str) -> tuple[str, float]:
+    cron, sep, seconds = text.rpartition("|")
+    try:
+        if not sep:
+            raise ValueError("no '|'")
+        return cron.strip(), float(seconds)
+    except ValueError as exc:
+        raise click.BadParameter(f"link window {text!r} must be 'CRON|SECONDS', e.g. '0 2 * * *|3600' ({exc})") from None

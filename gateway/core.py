@@ -1,20 +1,32 @@
-"""The gateway's sans-IO core: accept device telemetry into the durable outbox, forward it to the cloud.
+"""The gateway's sans-IO core: accept device records into the durable outbox, forward them to the cloud,
+hold commands for devices.
 
 Downstream, each device session starts with HELLO. A telemetry batch is
 acknowledged only after its records are committed to the outbox (``Persisted``),
-so an acknowledgement always means "durable here". Upstream, the outbox is
-streamed to the cloud and entries are dropped only when the cloud acknowledges
-that they are committed to its store.
+so an acknowledgement always means "durable here", and it grants the device a
+credit: how many more records of that stream it may send (0 while the stream's
+outbox quota is full: the device keeps them in its own buffer).
+
+Upstream, each outbox stream is streamed to the cloud (critical first, then
+state, then bulk) and entries are dropped only when the cloud acknowledges that
+they are committed. An optional token bucket caps the uplink's byte rate, and
+optional link windows (cron + duration) confine state and bulk traffic to the
+hours a metered link may be used; critical traffic is never held back by a
+window.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
+from datetime import UTC, datetime
 
 from common.backoff import Backoff
 from common.effects import (
     UPSTREAM,
+    AckQueue,
     Append,
     Effect,
     Event,
@@ -30,27 +42,67 @@ from common.effects import (
     Start,
     TimerFired,
 )
-from common.errors import VersionMismatch
+from common.errors import ProtocolError, VersionMismatch
 from common.protocol import (
+    STREAMS,
     SUPPORTED_VERSIONS,
+    Command,
+    CommandAck,
     ErrorReply,
     ForwardAck,
     ForwardBatch,
     ForwardRecord,
+    GatewayStatus,
     Heartbeat,
     Hello,
     HelloAck,
     Message,
     TelemetryAck,
     TelemetryBatch,
+    decode,
+    decode_record,
+    encode,
     encode_record,
     negotiate,
+    pack_entries,
 )
+from common.shaping import LinkWindows, TokenBucket
 from common.uplink import LIVENESS, QueueSender, Uplink
+from gateway.commands import HeldCommands
 
-__all__ = ["GatewayCore", "OUTBOX"]
+__all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
 
 OUTBOX = "outbox"
+COMMANDS = "commands"
+FRAME_OVERHEAD = 64  # bytes of a ForwardBatch beyond its blob, for the byte-rate cap
+
+
+def gap_reports(reporter: str, clock: Callable[[], int]) -> Callable[[str, str, list[tuple[int, bytes]]], list[tuple[str, bytes]]]:
+    """The outbox's drop hook: a ``gap`` report per device, stream and contiguous range dropped.
+
+    Reports carry sequence 0: the cloud knows them by their content, so a resend stores nothing twice.
+    """
+
+    def on_drop(stream: str, reason: str, dropped: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
+        records = []
+        for _, raw in dropped:
+            try:
+                rec = decode_record(raw)
+            except ProtocolError:
+                continue  # an entry that does not decode was never going to be delivered either
+            if rec.seq > 0:
+                records.append(rec)
+        out = []
+        records.sort(key=lambda r: (r.device_id, r.stream, r.seq))
+        for (device, rstream), group in groupby(records, key=lambda r: (r.device_id, r.stream)):
+            # consecutive sequences share seq - position: one run per contiguous range
+            for _, run in groupby(enumerate(sorted({r.seq for r in group})), key=lambda t: t[1] - t[0]):
+                seqs = [s for _, s in run]
+                values = {"stream": rstream, "reason": reason, "first": seqs[0], "last": seqs[-1], "count": len(seqs), "reporter": reporter}
+                out.append(("critical", encode_record(ForwardRecord(device, "critical", 0, clock(), "gap", values))))
+        return out
+
+    return on_drop
 
 
 @dataclass(slots=True)
@@ -69,36 +121,65 @@ class GatewayCore:
         outbox: QueueReader,
         *,
         rng: random.Random,
+        commands: QueueReader | None = None,
         heartbeat_s: float = 1.0,
         ack_timeout_s: float = 5.0,
         batch_max: int = 1000,
         window: int = 8000,
+        device_window: int = 2000,
+        bucket: TokenBucket | None = None,
+        link_windows: LinkWindows | None = None,
+        status_interval_s: float = 5.0,
     ) -> None:
         self.gateway_id = gateway_id
         self.site = site
+        self.outbox = outbox
+        self.commands_queue = commands
         self.heartbeat_s = heartbeat_s
+        self.device_window = device_window
+        self.bucket = bucket
+        self.link_windows = link_windows
+        self.status_interval_s = status_interval_s
         self.sessions: dict[str, DeviceSession] = {}
-        self.accepted: dict[str, int] = {}  # device -> highest sequence durable in the outbox
-        self.pending: dict[str, int] = {}  # device -> highest sequence being appended
-        self.counters = {"records_in": 0, "batches_in": 0, "resent_records": 0, "out_of_order": 0, "malformed": 0, "refused": 0}
+        self.peers: dict[str, str] = {}  # device -> its current peer
+        self.accepted: dict[tuple[str, str], int] = {}  # (device, stream) -> highest sequence durable here
+        self.pending: dict[tuple[str, str], int] = {}  # (device, stream) -> highest sequence being appended
+        self.throttled: set[tuple[str, str]] = set()  # (device, stream) told credit 0
+        self.held = HeldCommands()
+        self.counters = {
+            "records_in": 0, "batches_in": 0, "resent_records": 0, "out_of_order": 0, "malformed": 0,
+            "refused": 0, "throttled": 0, "commands_delivered": 0, "commands_expired": 0, "uplink_bytes": 0,
+        }
         self.uplink = Uplink(
             Hello(gateway_id, "gateway", site, *SUPPORTED_VERSIONS),
             heartbeat_s=heartbeat_s,
             backoff=Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, rng=rng),
         )
-        self.sender = QueueSender(
-            OUTBOX,
-            outbox,
-            lambda items: ForwardBatch(gateway_id, site, self.sender.acked, items[0][0], items[-1][0], [p for _, p in items]),
-            batch_max=batch_max,
-            window=window,
-            ack_timeout_s=ack_timeout_s,
-        )
+        self.senders = {
+            s: QueueSender(OUTBOX, s, outbox, self._builder(s), batch_max=batch_max, window=window, ack_timeout_s=ack_timeout_s)
+            for s in STREAMS
+        }
+
+    def _builder(self, stream: str):
+        def build(items: list[tuple[int, bytes]]) -> ForwardBatch:
+            base = self.senders[stream].acked
+            blob = pack_entries([p for _, p in items])
+            return ForwardBatch(self.gateway_id, self.site, stream, base, items[0][0], items[-1][0], blob)
+
+        return build
+
+    # -- events ----------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
         match event:
             case Start():
-                return [*self.uplink.open(now), SetTimer("heartbeat", now + self.heartbeat_s)]
+                out = [*self.uplink.open(now), SetTimer("heartbeat", now + self.heartbeat_s)]
+                if self.status_interval_s:
+                    out.append(SetTimer("status", now + self.status_interval_s))
+                if self.commands_queue is not None:
+                    items = self.commands_queue.read(after=0, limit=1_000_000, max_bytes=1 << 30)
+                    self.held.load([(q, decode(p)) for q, p in items], self.commands_queue.stats().next_seq)
+                return out
             case LinkUp():
                 return self.uplink.open(now)
             case Received(peer, msg) if peer == UPSTREAM:
@@ -110,18 +191,40 @@ class GatewayCore:
                 if peer == UPSTREAM:
                     return [Log("warning", "malformed frame from cloud", {"error": str(error)})]
                 return [Send(peer, ErrorReply("malformed", str(error)))]
-            case Persisted(("device", peer, device_id, first, last), _):
-                acked = self.accepted.get(device_id, 0)
+            case Persisted(("device", peer, device_id, stream, first, last), _):
+                key = (device_id, stream)
+                acked = self.accepted.get(key, 0)
                 if first <= acked + 1:  # not after an append that failed
-                    acked = self.accepted[device_id] = max(acked, last)
-                out: list[Effect] = [Send(peer, TelemetryAck(device_id, acked))] if acked else []
-                return out + (self.sender.pump(now) if self.uplink.up else [])
-            case PersistFailed(("device", peer, device_id, _, _), error):
-                self.pending[device_id] = self.accepted.get(device_id, 0)
+                    acked = self.accepted[key] = max(acked, last)
+                out: list[Effect] = [Send(peer, TelemetryAck(device_id, stream, acked, self._credit(key)))] if acked else []
+                return out + self._drain(now)
+            case PersistFailed(("device", peer, device_id, stream, _, _), error):
+                key = (device_id, stream)
+                self.pending[key] = self.accepted.get(key, 0)
                 self.counters["refused"] += 1
-                return [Send(peer, ErrorReply("backpressure", str(error)))]
+                self.throttled.add(key)
+                return [
+                    Send(peer, TelemetryAck(device_id, stream, self.accepted.get(key, 0), 0)),
+                    Log("warning", "outbox refused records", {"device": device_id, "stream": stream, "error": str(error)}),
+                ]
+            case Persisted(("command", cmd), seqs):
+                self.held.add(seqs[0], cmd)
+                out = [Send(UPSTREAM, CommandAck(cmd.device_id, cmd.seq, "held", ""))]
+                peer = self.peers.get(cmd.device_id)
+                if peer is not None and peer in self.sessions:
+                    out.append(Send(peer, cmd))
+                return out
+            case Persisted(("report", _), _):
+                return self._drain(now)
             case TimerFired("heartbeat"):
                 return [*self._tick(now), SetTimer("heartbeat", now + self.heartbeat_s)]
+            case TimerFired("drain"):
+                return self._drain(now)
+            case TimerFired("status"):
+                out = [SetTimer("status", now + self.status_interval_s)]
+                if self.uplink.up:
+                    out.append(Send(UPSTREAM, GatewayStatus(self.gateway_id, int(now * 1000), self.status(now))))
+                return out
         return []
 
     # -- downstream ------------------------------------------------------------------
@@ -137,30 +240,55 @@ class GatewayCore:
                 except VersionMismatch as exc:
                     return [Send(peer, ErrorReply("version", str(exc)))]
                 self.sessions[peer] = DeviceSession(node_id, now)
-                return [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000)))]
+                self.peers[node_id] = peer
+                out: list[Effect] = [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000), self.device_window))]
+                return out + [Send(peer, c) for c in self.held.for_device(node_id)]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; this gateway serves devices"))]
             case _ if session is None:
                 return [Send(peer, ErrorReply("hello-first", f"send Hello before {type(msg).__name__}"))]
-            case TelemetryBatch(device_id, base, records):
+            case TelemetryBatch(device_id, stream, base, records):
                 if device_id != session.device_id:
                     return [Send(peer, ErrorReply("wrong-device", f"session is {session.device_id!r}, batch says {device_id!r}"))]
-                return self._accept(peer, device_id, base, records)
+                if stream not in self.senders:
+                    return [Send(peer, ErrorReply("bad-stream", f"unknown stream {stream!r}; streams are {', '.join(STREAMS)}"))]
+                return self._accept(peer, device_id, stream, base, records)
+            case CommandAck(device_id, seq, status, detail) if device_id == session.device_id:
+                return self._command_done(device_id, seq, status, detail, now)
             case Heartbeat():
-                return [Send(peer, Heartbeat(int(now * 1000)))]
+                out = [Send(peer, Heartbeat(int(now * 1000)))]
+                # a device told to hold back hears when it may send again
+                for key in [k for k in self.throttled if k[0] == session.device_id]:
+                    credit = self._credit(key)
+                    if credit:
+                        self.throttled.discard(key)
+                        out.append(Send(peer, TelemetryAck(key[0], key[1], self.accepted.get(key, 0), credit)))
+                return out
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by a gateway"))]
 
-    def _accept(self, peer: str, device_id: str, base: int, records: list) -> list[Effect]:
+    def _credit(self, key: tuple[str, str]) -> int:
+        """Records the device may send beyond its acknowledgement: none while a refusing stream is full."""
+        stream = key[1]
+        if stream == "critical":
+            st = self.outbox.stats(stream)
+            if st.max_bytes and st.size_bytes >= st.max_bytes * 0.95:
+                self.counters["throttled"] += 1
+                self.throttled.add(key)
+                return 0
+        return self.device_window
+
+    def _accept(self, peer: str, device_id: str, stream: str, base: int, records: list) -> list[Effect]:
         """Append the records that extend this device's contiguous run; acknowledge only that run.
 
         Records after a gap (a lost or reordered batch) are not taken: the device
         sends them again after the missing ones, so a cumulative acknowledgement
         never covers a record this gateway does not hold.
         """
+        key = (device_id, stream)
         self.counters["batches_in"] += 1
-        if base > self.accepted.get(device_id, 0):
-            self.accepted[device_id] = base  # acknowledged before (by this gateway before a restart, or another)
-        expect = max(self.accepted.get(device_id, 0), self.pending.get(device_id, 0)) + 1
+        if base > self.accepted.get(key, 0):
+            self.accepted[key] = base  # acknowledged before (by this gateway before a restart, or another)
+        expect = max(self.accepted.get(key, 0), self.pending.get(key, 0)) + 1
         fresh = []
         for r in sorted(records, key=lambda r: r.seq):
             if r.seq < expect:
@@ -172,33 +300,119 @@ class GatewayCore:
                 self.counters["out_of_order"] += 1
                 break
         if not fresh:
-            acked = self.accepted.get(device_id, 0)
-            return [Send(peer, TelemetryAck(device_id, acked))] if acked else []
+            acked = self.accepted.get(key, 0)
+            return [Send(peer, TelemetryAck(device_id, stream, acked, self._credit(key)))] if acked else []
         self.counters["records_in"] += len(fresh)
-        self.pending[device_id] = fresh[-1].seq
-        payloads = [encode_record(ForwardRecord(device_id, r.seq, r.ts_ms, r.stream, r.values)) for r in fresh]
-        return [Append(OUTBOX, payloads, ("device", peer, device_id, fresh[0].seq, fresh[-1].seq))]
+        self.pending[key] = fresh[-1].seq
+        payloads = [encode_record(ForwardRecord(device_id, stream, r.seq, r.ts_ms, r.kind, r.values)) for r in fresh]
+        return [Append(OUTBOX, stream, payloads, ("device", peer, device_id, stream, fresh[0].seq, fresh[-1].seq))]
+
+    # -- commands --------------------------------------------------------------------
+
+    def _report(self, device_id: str, kind: str, values: dict[str, float | str], now: float) -> Append:
+        """A report (sequence 0: identified by its content, not its number) for the cloud, via the critical outbox."""
+        rec = ForwardRecord(device_id, "critical", 0, int(now * 1000), kind, values)
+        return Append(OUTBOX, "critical", [encode_record(rec)], ("report", kind))
+
+    def _command_done(self, device_id: str, seq: int, status: str, detail: str, now: float) -> list[Effect]:
+        cmd = self.held.finish(device_id, seq)
+        if cmd is None:
+            return []  # a repeated acknowledgement
+        self.counters["commands_delivered"] += 1
+        out: list[Effect] = [self._report(device_id, "command", {"seq": seq, "status": status, "detail": detail}, now)]
+        up_to = self.held.ackable()
+        if up_to is not None:
+            out.append(AckQueue(COMMANDS, "default", up_to))
+        return out
+
+    def _command_from_cloud(self, cmd: Command) -> list[Effect]:
+        if self.held.has(cmd.device_id, cmd.seq):
+            return [Send(UPSTREAM, CommandAck(cmd.device_id, cmd.seq, "held", "again"))]
+        return [Append(COMMANDS, "default", [encode(cmd)], ("command", cmd))]
 
     # -- upstream --------------------------------------------------------------------
 
     def _from_cloud(self, msg: Message, now: float) -> list[Effect]:
         if self.uplink.received(msg, now):
-            self.sender.rewind()
-            return [Log("info", "cloud session up", {"version": self.uplink.version}), *self.sender.pump(now)]
+            for snd in self.senders.values():
+                snd.rewind()
+            return [Log("info", "cloud session up", {"version": self.uplink.version}), *self._drain(now)]
         match msg:
-            case ForwardAck(up_to, _, _):
-                return self.sender.acknowledged(up_to, now)
+            case ForwardAck(stream, up_to, _, _) if stream in self.senders:
+                return [*self.senders[stream].acknowledged(up_to, now), *self._drain(now)]
+            case Command() if self.commands_queue is not None:
+                return self._command_from_cloud(msg)
             case ErrorReply("hello-first", _):
                 return self.uplink.open(now)
             case ErrorReply(code, detail):
                 return [Log("warning", "cloud refused a message", {"code": code, "detail": detail})]
         return []
 
+    def _drain(self, now: float) -> list[Effect]:
+        """Send what the windows, the byte-rate cap and the link allow, critical first."""
+        if not self.uplink.up:
+            return []
+        out: list[Effect] = []
+        at = datetime.fromtimestamp(now, UTC)
+        window_open = self.link_windows is None or self.link_windows.is_open(at)
+        capped = False
+
+        def budget(msg: ForwardBatch) -> bool:
+            nonlocal capped
+            cost = len(msg.blob) + FRAME_OVERHEAD
+            if self.bucket is not None and not self.bucket.take(cost, now):
+                capped = True
+                return False
+            self.counters["uplink_bytes"] += cost
+            return True
+
+        for stream, snd in self.senders.items():
+            if stream != "critical" and not window_open:
+                continue
+            out += snd.pump(now, budget)
+            if capped:
+                break
+        if capped and self.bucket is not None:
+            out.append(SetTimer("drain", now + max(self.bucket.wait_time(64 * 1024, now), 0.01)))
+        elif not window_open and self.link_windows is not None:
+            nxt = self.link_windows.next_open(at)
+            if nxt is not None:
+                out.append(SetTimer("drain", nxt.timestamp()))
+        return out
+
     def _tick(self, now: float) -> list[Effect]:
         out = self.uplink.tick(now)
-        if self.uplink.up:
-            out += self.sender.tick(now)
+        if self.uplink.up and any([snd.tick(now) for snd in self.senders.values()]):
+            out += self._drain(now)
         dead = [p for p, s in self.sessions.items() if now - s.last_rx > LIVENESS * self.heartbeat_s]
         for peer in dead:
-            out.append(Log("info", "device silent: session closed", {"device": self.sessions.pop(peer).device_id}))
+            device = self.sessions.pop(peer).device_id
+            if self.peers.get(device) == peer:
+                del self.peers[device]
+            out.append(Log("info", "device silent: session closed", {"device": device}))
+        for cmd in self.held.expired(int(now * 1000)):
+            self.counters["commands_expired"] += 1
+            out.append(self._report(cmd.device_id, "command", {"seq": cmd.seq, "status": "expired", "detail": "expired at the gateway"}, now))
+        if (up_to := self.held.ackable()) is not None:
+            out.append(AckQueue(COMMANDS, "default", up_to))
         return out
+
+    def status(self, now: float) -> dict[str, float | str]:
+        """The gateway's health in numbers (sent to the cloud as GatewayStatus)."""
+        values: dict[str, float | str] = {"link": "up" if self.uplink.up else "down", "devices_connected": len(self.sessions)}
+        disk = quota = 0
+        for s in STREAMS:
+            st = self.outbox.stats(s)
+            values[f"backlog.{s}.records"] = st.count
+            values[f"backlog.{s}.bytes"] = st.size_bytes
+            values[f"quota.{s}.bytes"] = st.max_bytes
+            values[f"oldest_age_s.{s}"] = round(st.oldest_age_ms / 1000, 1)
+            values[f"evicted.{s}"] = st.evicted
+            values[f"expired.{s}"] = st.expired
+            disk += st.size_bytes
+            quota += st.max_bytes
+        values["disk.bytes"], values["disk.quota"] = disk, quota
+        values["commands_held"] = len(self.held.held)
+        for k in ("records_in", "refused", "throttled", "malformed", "uplink_bytes"):
+            values[k] = self.counters[k]
+        return values

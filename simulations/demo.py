@@ -51,21 +51,22 @@ def run_demo(root: Path, sites: int, devices_per_site: int, duration: float, qui
         while (left := duration - (time.monotonic() - t0)) > 0:
             time.sleep(min(2.0, left))
             summary = fleet.api("/v1/telemetry/summary")
-            _say(quiet, f"  t={time.monotonic() - t0:5.1f}s  stored {summary['distinct']:>7} records from {len(summary['devices'])} devices")
+            devices = len({d["device_id"] for d in summary["devices"]})
+            _say(quiet, f"  t={time.monotonic() - t0:5.1f}s  stored {summary['distinct']:>7} records from {devices} devices")
         _say(quiet, "stopping agents (each drains its buffer first)")
         codes = fleet.stop(agents)
         stats = {a: fleet.agent_stats(a) for a in agents}
-        sent = sum(s["produced"] for s in stats.values())
+        sent = sum(s["produced"]["bulk"] for s in stats.values())
         # the gateways keep forwarding until the cloud holds everything the agents handed over
         deadline = time.monotonic() + 60
-        while (summary := fleet.api("/v1/telemetry/summary"))["distinct"] < sent and time.monotonic() < deadline:
+        while _bulk_stored(summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
             time.sleep(0.2)
         _say(quiet, "stopping gateways and cloud")
         codes |= fleet.stop(list(gateways))
         codes |= fleet.stop(["cloud"])
     finally:
         fleet.kill_all()
-    stored = summary["distinct"]
+    stored = _bulk_stored(summary)
     result = {
         "devices": len(agents),
         "sites": sites,
@@ -74,7 +75,7 @@ def run_demo(root: Path, sites: int, devices_per_site: int, duration: float, qui
         "telemetry_stored": stored,
         "telemetry_duplicates_stored": summary["duplicates_stored"],
         "telemetry_lost": sent - stored,
-        "telemetry_buffered": sum(s["buffered"] for s in stats.values()),
+        "telemetry_buffered": sum(s["buffered"]["bulk"] for s in stats.values()),
         "device_reconnects": sum(s["reconnects"] for s in stats.values()),
         "clean_exits": sum(1 for c in codes.values() if c == 0),
         "processes": len(codes),
@@ -82,6 +83,11 @@ def run_demo(root: Path, sites: int, devices_per_site: int, duration: float, qui
         "logs": str(root / "logs"),
     }
     return result
+
+
+def _bulk_stored(summary: dict) -> int:
+    """Telemetry samples (the bulk stream) the cloud holds, each (device, seq) once."""
+    return sum(d["count"] for d in summary["devices"] if d["stream"] == "bulk")
 
 
 @click.command()

@@ -31,6 +31,8 @@ from common.effects import (
     Stored,
     StoreIngest,
     StoreTouch,
+    LoadCommands,
+    StoreCommandStatus,
     TakeSample,
     TimerFired,
 )
@@ -45,27 +47,38 @@ COMMIT_DELAY_S = 0.002  # a group commit's fsync, in virtual time
 
 
 class MemoryStore:
-    """The cloud store's in-memory twin: rows keyed by (device, sequence), resends counted, not stored."""
+    """The cloud store's in-memory twin: rows keyed by (device, stream, sequence), resends counted, not stored.
+
+    As in the real store, sequence-0 records are reports (gaps, status, command
+    results), never telemetry rows; ``gap`` records are kept as reported gaps.
+    """
 
     def __init__(self) -> None:
         self.rows: list[ForwardRecord] = []
-        self._keys: set[tuple[str, int]] = set()
+        self._keys: set[tuple[str, str, int]] = set()
+        self.gaps: set[tuple[object, ...]] = set()
         self.duplicates = 0
 
     def ingest(self, records: list[ForwardRecord]) -> tuple[int, int]:
-        stored = 0
+        stored = dups = 0
         for r in records:
-            key = (r.device_id, r.seq)
+            if r.kind == "gap":
+                v = r.values
+                self.gaps.add((v.get("reporter"), r.device_id, v.get("stream"), v.get("first"), v.get("last"), v.get("reason"), v.get("count")))
+            if r.seq == 0:
+                continue
+            key = (r.device_id, r.stream, r.seq)
             if key in self._keys:
                 self.duplicates += 1
+                dups += 1
                 continue
             self._keys.add(key)
             self.rows.append(r)
             stored += 1
-        return stored, len(records) - stored
+        return stored, dups
 
     def distinct(self) -> int:
-        return len({(r.device_id, r.seq) for r in self.rows})
+        return len({(r.device_id, r.stream, r.seq) for r in self.rows})
 
 
 class SimNode:
@@ -113,10 +126,10 @@ class SimNode:
                 gen = self.timers.get(name, 0) + 1
                 self.timers[name] = gen
                 self.clock.call_at(at, lambda: self._timer(name, gen))
-            case Append(queue, payloads, token):
-                self._append(queue, payloads, token)
-            case AckQueue(queue, up_to):
-                self.queues[queue].ack_sync(up_to)
+            case Append(queue, stream, payloads, token):
+                self._append(queue, stream, payloads, token)
+            case AckQueue(queue, stream, up_to):
+                self.queues[queue].ack_sync(up_to, stream=stream)
             case Reconnect(delay):
                 self.clock.call_later(delay, lambda: self.feed(LinkUp()))
             case TakeSample():
@@ -125,14 +138,14 @@ class SimNode:
                 assert self.store is not None
                 stored, dups = self.store.ingest(records)
                 self.clock.call_later(COMMIT_DELAY_S, lambda: self.feed(Stored(token, stored, dups)))
-            case StoreTouch():
-                pass
+            case StoreTouch() | LoadCommands() | StoreCommandStatus():
+                pass  # the telemetry scenario issues no commands
             case Log():
                 self.logs.append(effect)
 
-    def _append(self, queue: str, payloads: list[bytes], token: Any) -> None:
+    def _append(self, queue: str, stream: str, payloads: list[bytes], token: Any) -> None:
         try:
-            seqs = self.queues[queue].append_many_sync(payloads)
+            seqs = self.queues[queue].append_many_sync(payloads, stream=stream)
         except QueueError as exc:
             err = exc  # `exc` is unbound when the except block ends
             self.clock.call_later(COMMIT_DELAY_S, lambda: self.feed(PersistFailed(token, err)))

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from cloud.core import CloudCore
 from common.effects import Start, Stop
 from common.memory_queue import MemoryQueue
-from device_agent.core import BUFFER, AgentCore
-from gateway.core import OUTBOX, GatewayCore
+from common.streams import DEVICE_POLICIES, GATEWAY_POLICIES
+from device_agent.core import BUFFER, AgentCore, gap_record
+from gateway.core import OUTBOX, GatewayCore, gap_reports
 from simulations.nodes import MemoryStore, SimNode
 from simulations.virtual import LinkProfile, Network, VirtualClock
 
@@ -40,6 +41,11 @@ def run_telemetry(sc: TelemetryScenario) -> dict[str, object]:
     clock = VirtualClock()
     net = Network(clock, random.Random(master.getrandbits(64)), LinkProfile(sc.latency_min_s, sc.latency_max_s, sc.loss))
     nodes: dict[str, SimNode] = {}
+
+    def steady() -> int:  # virtual time is the steady clock
+        return int(clock.now * 1000)
+
+    wall = steady
     store = MemoryStore()
     nodes["cloud"] = SimNode("cloud", CloudCore(), clock, net, store=store)
     devices: list[SimNode] = []
@@ -47,12 +53,12 @@ def run_telemetry(sc: TelemetryScenario) -> dict[str, object]:
     for s in range(sc.sites):
         site = f"site-{s + 1}"
         gname = f"gw-{s + 1}"
-        outbox = MemoryQueue(f"{gname}/outbox", max_bytes=1 << 30).start()
+        outbox = MemoryQueue(f"{gname}/outbox", streams=GATEWAY_POLICIES, clock=steady, on_drop=gap_reports(gname, wall)).start()
         gcore = GatewayCore(gname, site, outbox, rng=random.Random(master.getrandbits(64)))
         gateways.append(SimNode(gname, gcore, clock, net, upstream="cloud", queues={OUTBOX: outbox}))
         for d in range(sc.devices_per_site):
             dname = f"dev-{s + 1}-{d + 1:03d}"
-            buf = MemoryQueue(f"{dname}/buffer", max_bytes=64 << 20).start()
+            buf = MemoryQueue(f"{dname}/buffer", streams=DEVICE_POLICIES, clock=steady, on_drop=gap_record(dname, wall)).start()
             rng = random.Random(master.getrandbits(64))
             dcore = AgentCore(dname, site, buf, rng=rng, sample_interval_s=sc.sample_interval_s)
             devices.append(SimNode(dname, dcore, clock, net, upstream=gname, queues={BUFFER: buf}, rng=rng))
@@ -74,7 +80,7 @@ def run_telemetry(sc: TelemetryScenario) -> dict[str, object]:
     deadline = clock.now + sc.drain_deadline_s
     while not settled() and clock.now < deadline:
         clock.run_until(clock.now + 1.0, stop=settled)
-    sent = sum(d.core.produced for d in devices)
+    sent = sum(sum(d.core.produced.values()) for d in devices)
     stored = store.distinct()
     return {
         "scenario": "telemetry",
@@ -88,7 +94,7 @@ def run_telemetry(sc: TelemetryScenario) -> dict[str, object]:
         "duplicates_dropped": store.duplicates,
         "frames_sent": net.sent,
         "frames_lost": net.lost,
-        "device_resends": sum(d.core.sender.resends for d in devices),
+        "device_resends": sum(snd.resends for d in devices for snd in d.core.senders.values()),
         "reconnects": sum(n.core.uplink.reconnects for n in [*devices, *gateways]),
         "drained": settled(),
         "virtual_seconds": round(clock.now - start, 3),

@@ -32,6 +32,8 @@ __all__ = [
     "encode_record",
     "encode_sample",
     "negotiate",
+    "pack_entries",
+    "unpack_entries",
 ]
 
 PROTOCOL_VERSION = 1
@@ -88,18 +90,33 @@ def _check_bytes(value: Any, where: str) -> bytes:
     return value
 
 
-def _check_values(value: Any, where: str) -> dict[str, float]:
+def _check_values(value: Any, where: str) -> dict[str, float | str]:
     if type(value) is not dict:
-        raise _fail(where, f"expected a map of metrics, got {type(value).__name__}")
+        raise _fail(where, f"expected a map of values, got {type(value).__name__}")
     if len(value) > MAX_VALUES:
-        raise _fail(where, f"{len(value)} metrics exceed {MAX_VALUES}")
+        raise _fail(where, f"{len(value)} values exceed {MAX_VALUES}")
     for k, v in value.items():
         _check_str(k, f"{where}[key]")
         t = type(v)
-        if t is not float and t is not int:
-            raise _fail(f"{where}[{k!r}]", f"expected a number, got {t.__name__}")
-        if t is float and not math.isfinite(v):
+        if t is str:
+            _check_str(v, f"{where}[{k!r}]")
+        elif t is int:
+            _check_int(v, f"{where}[{k!r}]")
+        elif t is not float:
+            raise _fail(f"{where}[{k!r}]", f"expected a number or a string, got {t.__name__}")
+        elif not math.isfinite(v):
             raise _fail(f"{where}[{k!r}]", "number is not finite")
+    return value
+
+
+def _check_str_map(value: Any, where: str) -> dict[str, str]:
+    if type(value) is not dict:
+        raise _fail(where, f"expected a map of strings, got {type(value).__name__}")
+    if len(value) > MAX_VALUES:
+        raise _fail(where, f"{len(value)} entries exceed {MAX_VALUES}")
+    for k, v in value.items():
+        _check_str(k, f"{where}[key]")
+        _check_str(v, f"{where}[{k!r}]")
     return value
 
 
@@ -129,7 +146,8 @@ CHECKS: dict[str, Check] = {
     "str": _check_str,
     "int": _check_int,
     "bytes": _check_bytes,
-    "dict[str, float]": _check_values,
+    "dict[str, float | str]": _check_values,
+    "dict[str, str]": _check_str_map,
     "list[bytes]": _list_of(_check_bytes),
 }
 
@@ -165,11 +183,11 @@ def encode(msg: Message, version: int = PROTOCOL_VERSION) -> bytes:
     return msgpack.packb([msg.KIND, version, *[_plain(getattr(msg, f)) for f in fields]], use_bin_type=True)
 
 
-def _unpack(data: Any, what: str) -> Any:
+def _unpack(data: Any, what: str, limit: int = MAX_FRAME) -> Any:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ProtocolError(f"{what}: expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_FRAME:
-        raise ProtocolError(f"{what}: frame of {len(data)} bytes exceeds the limit of {MAX_FRAME}")
+    if len(data) > limit:
+        raise ProtocolError(f"{what}: frame of {len(data)} bytes exceeds the limit of {limit}")
     if not data:
         raise ProtocolError(f"{what}: empty frame")
     try:
@@ -213,9 +231,9 @@ def decode_record(data: bytes) -> ForwardRecord:
     return _RECORD_CHECK(_unpack(data, "ForwardRecord"), "ForwardRecord")
 
 
-def encode_sample(ts_ms: int, stream: str, values: dict[str, float]) -> bytes:
+def encode_sample(ts_ms: int, kind: str, values: dict[str, float | str]) -> bytes:
     """One entry of a device's local buffer: the record without its sequence (the buffer's key is the sequence)."""
-    return msgpack.packb((ts_ms, stream, values), use_bin_type=True)
+    return msgpack.packb((ts_ms, kind, values), use_bin_type=True)
 
 
 _SAMPLE_CHECKS = _field_checks(TelemetryRecord)[1:]
@@ -227,6 +245,43 @@ def decode_sample(seq: int, data: bytes) -> TelemetryRecord:
     if type(obj) is not list or len(obj) != len(_SAMPLE_CHECKS):
         raise ProtocolError(f"sample {seq}: expected an array of {len(_SAMPLE_CHECKS)} fields")
     return TelemetryRecord(seq, *[c(v, f"sample {seq}.{f}") for (f, c), v in zip(_SAMPLE_CHECKS, obj)])
+
+
+MAX_BLOB_BYTES = 8 * MAX_FRAME  # decompressed; a frame that inflates past this is refused (no zip bombs)
+_zstd: Any = None
+
+
+def _zstandard() -> Any:
+    global _zstd
+    if _zstd is None:  # imported on first use: a device agent never packs blobs
+        import zstandard
+
+        _zstd = zstandard
+    return _zstd
+
+
+def pack_entries(entries: list[bytes], level: int = 3) -> bytes:
+    """Outbox entries as one compressed blob for ForwardBatch.blob."""
+    raw = msgpack.packb(entries, use_bin_type=True)
+    return _zstandard().ZstdCompressor(level=level).compress(raw)
+
+
+def unpack_entries(blob: bytes) -> list[bytes]:
+    """The entries of a ForwardBatch.blob; ProtocolError if it does not decompress to a list of bytes."""
+    z = _zstandard()
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise ProtocolError(f"ForwardBatch.blob: expected bytes, got {type(blob).__name__}")
+    try:
+        # zstandard allocates a declared content size whatever max_output_size says: check it first
+        declared = z.frame_content_size(blob)
+        if declared > MAX_BLOB_BYTES:
+            raise ProtocolError(f"ForwardBatch.blob: inflates past {MAX_BLOB_BYTES} bytes")
+        raw = z.ZstdDecompressor().decompress(blob, max_output_size=MAX_BLOB_BYTES)
+    except z.ZstdError as exc:
+        raise ProtocolError(f"ForwardBatch.blob: not a valid zstd frame ({exc})") from exc
+    if len(raw) > MAX_BLOB_BYTES:
+        raise ProtocolError(f"ForwardBatch.blob: inflates past {MAX_BLOB_BYTES} bytes")
+    return _list_of(_check_bytes)(_unpack(raw, "ForwardBatch.blob", MAX_BLOB_BYTES), "ForwardBatch.blob")
 
 
 def negotiate(peer_min: int, peer_max: int) -> int:

@@ -14,16 +14,20 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 __all__ = [
+    "Command",
+    "CommandAck",
     "ErrorReply",
     "ForwardAck",
     "ForwardBatch",
     "ForwardRecord",
+    "GatewayStatus",
     "Heartbeat",
     "Hello",
     "HelloAck",
     "MESSAGE_TYPES",
     "Message",
     "ROLES",
+    "STREAMS",
     "TelemetryAck",
     "TelemetryBatch",
     "TelemetryRecord",
@@ -41,26 +45,34 @@ class Message:
 
 # -- nested records (not messages on their own) ------------------------------------------
 
+STREAMS = ("critical", "state", "bulk")
+"""A device's sequence spaces, highest priority first. Each stream has its own
+sequence (assigned at the origin, never reused), its own byte quota and TTL:
+``critical`` (alerts, update results, security events, gap reports) is never
+evicted, only refused when its own quota is full; ``state`` (status, inventory)
+and ``bulk`` (metric samples) evict their oldest records when full."""
+
 
 @dataclass(frozen=True, slots=True)
 class TelemetryRecord:
-    """One sample as the device made it: its sequence is assigned at the origin."""
+    """One record as its origin made it; ``kind`` says what it is ("metrics", "gap", ...)."""
 
     seq: int
     ts_ms: int
-    stream: str
-    values: dict[str, float] = field(default_factory=dict)
+    kind: str
+    values: dict[str, float | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardRecord:
-    """A telemetry record as the gateway keeps it in its outbox and forwards it."""
+    """A record as the gateway keeps it in its outbox and forwards it: identity (device_id, stream, seq)."""
 
     device_id: str
+    stream: str
     seq: int
     ts_ms: int
-    stream: str
-    values: dict[str, float] = field(default_factory=dict)
+    kind: str
+    values: dict[str, float | str] = field(default_factory=dict)
 
 
 # -- session -----------------------------------------------------------------------------
@@ -80,12 +92,14 @@ class Hello(Message):
 
 @dataclass(frozen=True, slots=True)
 class HelloAck(Message):
-    """The server's answer to Hello: the version both will speak and the heartbeat interval."""
+    """The server's answer to Hello: the version both speak, the heartbeat interval and the
+    initial receive window (records the client may have unacknowledged per stream)."""
 
     KIND: ClassVar[int] = 2
     node_id: str
     version: int
     heartbeat_ms: int
+    window: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,55 +124,117 @@ class ErrorReply(Message):
 
 @dataclass(frozen=True, slots=True)
 class TelemetryBatch(Message):
-    """Device to gateway: records in sequence order.
+    """Device to gateway: records of one stream in sequence order.
 
-    ``base`` is the device's acknowledged watermark when it sent the batch:
-    everything up to it was already acknowledged by a gateway.
+    ``base`` is the device's acknowledged watermark for the stream when it sent
+    the batch: everything up to it was already acknowledged by a gateway.
     """
 
     KIND: ClassVar[int] = 10
     device_id: str
+    stream: str
     base: int
     records: list[TelemetryRecord]
 
 
 @dataclass(frozen=True, slots=True)
 class TelemetryAck(Message):
-    """Gateway to device: every record up to ``up_to`` is durable at the gateway."""
+    """Gateway to device: every record of ``stream`` up to ``up_to`` is durable at the gateway,
+    and the device may have ``credit`` more records in flight (0: keep them in your buffer)."""
 
     KIND: ClassVar[int] = 11
     device_id: str
+    stream: str
     up_to: int
+    credit: int
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardBatch(Message):
-    """Gateway to cloud: outbox entries ``first..last``, each an encoded ForwardRecord.
+    """Gateway to cloud: outbox entries ``first..last`` of one stream.
 
-    ``base`` is the gateway's acknowledged watermark when it sent the batch:
-    everything up to it is already committed in the cloud.
+    ``blob`` holds the entries (each an encoded ForwardRecord), packed and
+    compressed by the codec. ``base`` is the gateway's acknowledged watermark
+    for the stream: everything up to it is already committed in the cloud.
     """
 
     KIND: ClassVar[int] = 20
     gateway_id: str
     site: str
+    stream: str
     base: int
     first: int
     last: int
-    entries: list[bytes]
+    blob: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardAck(Message):
-    """Cloud to gateway: outbox entries up to ``up_to`` are committed to the cloud store."""
+    """Cloud to gateway: outbox entries of ``stream`` up to ``up_to`` are committed to the cloud store."""
 
     KIND: ClassVar[int] = 21
+    stream: str
     up_to: int
     stored: int
     duplicates: int
 
 
+@dataclass(frozen=True, slots=True)
+class GatewayStatus(Message):
+    """Gateway to cloud, every few seconds while the uplink is up: backlog per stream, oldest
+    record age, disk use against quota, drop counters, link state (``values``, flat keys)."""
+
+    KIND: ClassVar[int] = 22
+    gateway_id: str
+    ts_ms: int
+    values: dict[str, float | str]
+
+
+# -- commands (downlink) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Command(Message):
+    """Cloud to gateway, and gateway to device: run ``name`` with ``args``.
+
+    ``seq`` is the command's number in the device's command sequence (the device
+    runs each number once); the gateway holds it until the device acknowledges
+    it or ``expires_ms`` (wall clock) passes.
+    """
+
+    KIND: ClassVar[int] = 30
+    device_id: str
+    seq: int
+    name: str
+    args: dict[str, str]
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck(Message):
+    """Device to gateway: ``status`` "done" or "failed" (with ``detail``) for command ``seq``.
+    Gateway to cloud: ``status`` "held": the gateway has it durably."""
+
+    KIND: ClassVar[int] = 31
+    device_id: str
+    seq: int
+    status: str
+    detail: str
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls
-    for cls in (Hello, HelloAck, Heartbeat, ErrorReply, TelemetryBatch, TelemetryAck, ForwardBatch, ForwardAck)
+    for cls in (
+        Hello,
+        HelloAck,
+        Heartbeat,
+        ErrorReply,
+        TelemetryBatch,
+        TelemetryAck,
+        ForwardBatch,
+        ForwardAck,
+        GatewayStatus,
+        Command,
+        CommandAck,
+    )
 }

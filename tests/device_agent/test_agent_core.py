@@ -19,12 +19,13 @@ from common.effects import (
     TimerFired,
 )
 from common.memory_queue import MemoryQueue
+from common.streams import DEVICE_POLICIES
 from common.protocol import ErrorReply, Heartbeat, Hello, HelloAck, TelemetryAck, TelemetryBatch
 from device_agent.core import BUFFER, AgentCore
 
 
 def make(**kw):
-    buf = MemoryQueue("buf", max_bytes=1 << 20).start()
+    buf = MemoryQueue("buf", streams=DEVICE_POLICIES).start()
     core = AgentCore("dev-1", "site-1", buf, rng=random.Random(1), heartbeat_s=1.0, ack_timeout_s=5.0, **kw)
     return core, buf
 
@@ -34,13 +35,13 @@ def run(core, buf, event, now):
     effects = core.handle(event, now)
     for e in effects:
         if isinstance(e, AckQueue):
-            buf.ack_sync(e.up_to)
+            buf.ack_sync(e.up_to, stream=e.stream)
     return effects
 
 
 def sample(core, buf, now, values=None):
     (append,) = [e for e in core.handle(Sampled(values or {"cpu_percent": 1.0}), now) if isinstance(e, Append)]
-    seqs = buf.append_many_sync(append.payloads)
+    seqs = buf.append_many_sync(append.payloads, stream=append.stream)
     return run(core, buf, Persisted(append.token, seqs), now)
 
 
@@ -65,7 +66,7 @@ def test_samples_buffer_before_link_is_up_and_flow_after_helloack():
     core, buf = make()
     core.handle(Start(), 0.0)
     assert sends(sample(core, buf, 0.1)) == []  # buffered, nothing sent while connecting
-    effects = run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000)), 0.2)
+    effects = run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.2)
     (batch,) = [m for m in sends(effects) if isinstance(m, TelemetryBatch)]
     assert [r.seq for r in batch.records] == [1] and batch.records[0].values == {"cpu_percent": 1.0}
 
@@ -73,30 +74,30 @@ def test_samples_buffer_before_link_is_up_and_flow_after_helloack():
 def test_ack_drops_buffer_and_only_acked():
     core, buf = make()
     core.handle(Start(), 0.0)
-    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000)), 0.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
     for i in range(3):
         sample(core, buf, 0.1 * i)
-    effects = run(core, buf, Received(UPSTREAM, TelemetryAck("dev-1", 2)), 1.0)
-    assert AckQueue(BUFFER, 2) in effects
-    assert [s for s, _ in buf.read()] == [3]
+    effects = run(core, buf, Received(UPSTREAM, TelemetryAck("dev-1", "bulk", 2, 100)), 1.0)
+    assert AckQueue(BUFFER, "bulk", 2) in effects
+    assert [s for s, _ in buf.read(stream="bulk")] == [3]
     assert not core.drained
-    run(core, buf, Received(UPSTREAM, TelemetryAck("dev-1", 3)), 1.1)
+    run(core, buf, Received(UPSTREAM, TelemetryAck("dev-1", "bulk", 3, 100)), 1.1)
     assert core.drained and len(buf) == 0
 
 
 def test_ack_for_another_device_is_ignored():
     core, buf = make()
     core.handle(Start(), 0.0)
-    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000)), 0.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
     sample(core, buf, 0.1)
-    assert run(core, buf, Received(UPSTREAM, TelemetryAck("dev-2", 1)), 0.2) == []
+    assert run(core, buf, Received(UPSTREAM, TelemetryAck("dev-2", "bulk", 1, 100)), 0.2) == []
     assert len(buf) == 1
 
 
 def test_unacknowledged_records_are_resent_after_timeout():
     core, buf = make()
     core.handle(Start(), 0.0)
-    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000)), 0.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
     sample(core, buf, 0.1)
     sample(core, buf, 0.2)
     # gateway stays alive (heartbeats) but never acknowledges
@@ -105,13 +106,13 @@ def test_unacknowledged_records_are_resent_after_timeout():
     run(core, buf, Received(UPSTREAM, Heartbeat(0)), 6.0)
     resent = [m for m in sends(run(core, buf, TimerFired("heartbeat"), 6.1)) if isinstance(m, TelemetryBatch)]
     assert [r.seq for b in resent for r in b.records] == [1, 2]
-    assert core.sender.resends == 1
+    assert core.senders["bulk"].resends == 1
 
 
 def test_silent_gateway_is_declared_dead_after_three_intervals_and_reconnected_with_jitter():
     core, buf = make()
     core.handle(Start(), 0.0)
-    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000)), 0.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
     assert not [e for e in run(core, buf, TimerFired("heartbeat"), 3.0) if isinstance(e, Reconnect)]
     (rc,) = [e for e in run(core, buf, TimerFired("heartbeat"), 3.01) if isinstance(e, Reconnect)]
     assert 0.25 <= rc.delay <= 0.5
@@ -122,7 +123,7 @@ def test_silent_gateway_is_declared_dead_after_three_intervals_and_reconnected_w
 def test_hello_first_error_reintroduces_the_device():
     core, buf = make()
     core.handle(Start(), 0.0)
-    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000)), 0.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
     effects = run(core, buf, Received(UPSTREAM, ErrorReply("hello-first", "restarted")), 1.0)
     assert sends(effects) == [core.uplink.hello]
 
@@ -133,3 +134,41 @@ def test_stop_ends_sampling():
     core.handle(Stop(), 1.0)
     assert core.handle(TimerFired("sample"), 1.5) == []
     assert core.handle(Sampled({"x": 1.0}), 1.5) == []
+
+
+def test_credit_zero_holds_records_in_the_buffer_until_credit_returns():
+    core, buf = make()
+    core.handle(Start(), 0.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
+    sample(core, buf, 0.1)
+    run(core, buf, Received(UPSTREAM, TelemetryAck("dev-1", "bulk", 1, 0)), 0.2)  # gateway full
+    assert not [m for m in sends(sample(core, buf, 0.3)) if isinstance(m, TelemetryBatch)]
+    effects = run(core, buf, Received(UPSTREAM, TelemetryAck("dev-1", "bulk", 1, 50)), 0.4)
+    (batch,) = [m for m in sends(effects) if isinstance(m, TelemetryBatch)]
+    assert [r.seq for r in batch.records] == [2] and batch.base == 1
+
+
+def test_critical_records_are_sent_before_bulk():
+    core, buf = make()
+    core.handle(Start(), 0.0)
+    sample(core, buf, 0.1)
+    (append,) = core.record("critical", "alert", {"code": "overheat"}, 0.2)
+    core.handle(Persisted(append.token, buf.append_many_sync(append.payloads, stream="critical")), 0.2)
+    batches = [m for m in sends(run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.3)) if isinstance(m, TelemetryBatch)]
+    assert [b.stream for b in batches] == ["critical", "bulk"]
+
+
+def test_commands_run_once_and_are_acknowledged():
+    from common.effects import CommandResult, RunCommand
+    from common.protocol import Command, CommandAck
+
+    core, buf = make()
+    core.handle(Start(), 0.0)
+    cmd = Command("dev-1", 1, "ping", {}, 10_000)
+    (run_it,) = core.handle(Received(UPSTREAM, cmd), 1.0)
+    assert run_it == RunCommand(cmd)
+    assert core.handle(Received(UPSTREAM, cmd), 1.1) == []  # still running: not started twice
+    assert sends(core.handle(CommandResult(1, "done", "pong"), 1.2)) == [CommandAck("dev-1", 1, "done", "pong")]
+    assert sends(core.handle(Received(UPSTREAM, cmd), 1.3)) == [CommandAck("dev-1", 1, "done", "already run")]
+    late = Command("dev-1", 2, "ping", {}, 500)
+    assert sends(core.handle(Received(UPSTREAM, late), 1.4))[0].status == "failed"

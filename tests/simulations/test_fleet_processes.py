@@ -49,14 +49,15 @@ def test_telemetry_flows_end_to_end_once(fleet):
     codes = fleet.stop(agents)
     assert codes == {a: 0 for a in agents}
     produced = {a: fleet.agent_stats(a) for a in agents}
-    sent = sum(s["produced"] for s in produced.values())
+    sent = sum(s["produced"]["bulk"] for s in produced.values())
     summary = wait_for(lambda: (s := stored(fleet))["distinct"] >= sent and s, what="the backlog to drain")
     assert summary["distinct"] == sent and summary["duplicates_stored"] == 0
-    per_device = {d["device_id"]: d for d in summary["devices"]}
+    per_device = {(d["device_id"], d["stream"]): d for d in summary["devices"]}
     for a, s in produced.items():
-        assert per_device[a]["count"] == s["produced"]
-        assert (per_device[a]["min_seq"], per_device[a]["max_seq"]) == (s["first_seq"], s["last_seq"])
-        assert s["buffered"] == 0
+        row = per_device[(a, "bulk")]
+        assert row["count"] == s["produced"]["bulk"]
+        assert (row["min_seq"], row["max_seq"]) == (s["first_seq"]["bulk"], s["last_seq"]["bulk"])
+        assert s["buffered"] == {"critical": 0, "state": 0, "bulk": 0}
     # the operator CLI reads the same store through the API
     out = subprocess.run(
         [sys.executable, "-m", "common", "devices", "list", "--data-dir", str(fleet.dir("cloud")), "--json"],
