@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from common.keys import Allowlist, load_or_create_keypair
+from simulations.faultproxy import FaultProxy
 
 __all__ = ["ProcFleet", "Proc"]
 
@@ -44,6 +45,7 @@ class ProcFleet:
     heartbeat_s: float = 1.0
     sample_interval_s: float = 0.2
     procs: dict[str, Proc] = field(default_factory=dict)
+    proxies: dict[str, FaultProxy] = field(default_factory=dict)  # gateway -> proxy on its uplink
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -90,42 +92,67 @@ class ProcFleet:
         self.procs[name] = proc
         return proc
 
-    def start_cloud(self) -> dict[str, str]:
+    def start_cloud(self, extra: list[str] | None = None) -> dict[str, str]:
         load_or_create_keypair(self.dir("cloud"))
         (self.dir("cloud") / "endpoints.json").unlink(missing_ok=True)
         self._start(
             "cloud",
             ["cloud", "--data-dir", str(self.dir("cloud")), "--bind", "tcp://127.0.0.1:*", "--api-port", "0",
-             "--heartbeat", str(self.heartbeat_s)],
+             "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )
-        return self.endpoints("cloud")
+        return self._pin("cloud", {"--bind": "gateways", "--api-port": "api"})
 
-    def start_gateway(self, name: str, site: str) -> dict[str, str]:
+    def start_gateway(self, name: str, site: str, *, proxy: bool = False, extra: list[str] | None = None) -> dict[str, str]:
+        """Start a gateway; with ``proxy`` its uplink to the cloud runs through a FaultProxy (``self.proxies[name]``)."""
         self.allow("cloud", name)
         (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
-        cloud = self.endpoints("cloud")
+        cloud = self.endpoints("cloud")["gateways"]
+        if proxy:
+            host, port = cloud.removeprefix("tcp://").rsplit(":", 1)
+            fp = FaultProxy(target=(host, int(port)))
+            fp.start()
+            self.proxies[name] = fp
+            cloud = fp.endpoint
         self._start(
             name,
             ["gateway", "--gateway-id", name, "--site", site, "--data-dir", str(self.dir(name)),
-             "--bind", "tcp://127.0.0.1:*", "--cloud", cloud["gateways"],
-             "--cloud-key", str(self.dir("cloud") / "curve.key"), "--heartbeat", str(self.heartbeat_s)],
+             "--bind", "tcp://127.0.0.1:*", "--cloud", cloud,
+             "--cloud-key", str(self.dir("cloud") / "curve.key"), "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )
-        return self.endpoints(name)
+        return self._pin(name, {"--bind": "devices"})
 
-    def start_agent(self, name: str, site: str, gateway: str) -> Proc:
+    def start_agent(self, name: str, site: str, gateway: str, extra: list[str] | None = None) -> Proc:
         self.allow(gateway, name)
         gw = self.endpoints(gateway)
         return self._start(
             name,
             ["agent", "--device-id", name, "--site", site, "--data-dir", str(self.dir(name)),
              "--gateway", gw["devices"], "--gateway-key", str(self.dir(gateway) / "curve.key"),
-             "--sample-interval", str(self.sample_interval_s), "--heartbeat", str(self.heartbeat_s)],
+             "--sample-interval", str(self.sample_interval_s), "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )
 
+    def _pin(self, name: str, flags: dict[str, str]) -> dict[str, str]:
+        """Once a server has bound ephemeral ports, restart it on the same ones (its clients know them)."""
+        eps = self.endpoints(name)
+        args = self.procs[name].args
+        for flag, key in flags.items():
+            value = eps[key] if flag == "--bind" else eps[key].rsplit(":", 1)[1]
+            args[args.index(flag) + 1] = value
+        return eps
+
     def restart(self, name: str) -> Proc:
+        """Start a stopped or killed node again with the same arguments (and ports)."""
         proc = self.procs[name]
         proc.restarts += 1
         return self._start(name, proc.args)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: a crash or a power cut, as far as the process can tell."""
+        proc = self.procs[name]
+        if proc.running:
+            assert proc.popen is not None
+            proc.popen.kill()
+            proc.popen.wait()
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
@@ -150,11 +177,10 @@ class ProcFleet:
         return {n: self.wait(n, timeout_s) for n in names}
 
     def kill_all(self) -> None:
-        for p in self.procs.values():
-            if p.running:
-                assert p.popen is not None
-                p.popen.kill()
-                p.popen.wait()
+        for name in list(self.procs):
+            self.kill(name)
+        for fp in self.proxies.values():
+            fp.stop()
 
     # -- reading the cloud -----------------------------------------------------------
 
