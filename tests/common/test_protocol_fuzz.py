@@ -1,7 +1,8 @@
-"""Hypothesis fuzzing of ``decode`` and ``decode_record``.
+"""Hypothesis fuzzing of ``decode``, ``decode_record`` and ``unpack_entries``.
 
 The property, for any input: decoding returns a valid value that re-encodes and decodes equal, or raises
-``ProtocolError``. Any other exception fails the test. Hostile inputs are crafted with msgpack directly.
+``ProtocolError``. Any other exception fails the test. Hostile inputs are crafted with msgpack (and zstandard)
+directly.
 """
 
 from __future__ import annotations
@@ -10,12 +11,29 @@ import dataclasses
 import math
 
 import msgpack
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import ProtocolError
-from common.protocol.codec import MAX_FRAME, MAX_STR, decode, decode_record, encode, encode_record
-from common.protocol.messages import MESSAGE_TYPES, ForwardRecord, Message, TelemetryRecord
+from common.protocol.codec import (
+    MAX_FRAME,
+    MAX_STR,
+    decode,
+    decode_record,
+    encode,
+    encode_record,
+    pack_entries,
+    unpack_entries,
+)
+from common.protocol.messages import (
+    MESSAGE_TYPES,
+    STREAMS,
+    ForwardBatch,
+    ForwardRecord,
+    Message,
+    TelemetryRecord,
+)
 
 FUZZ = settings(
     max_examples=400,
@@ -37,6 +55,9 @@ def check_decode(data: bytes) -> Message | None:
         return None
     assert isinstance(msg, MESSAGE_CLASSES)
     assert decode(encode(msg)) == msg
+    if isinstance(msg, ForwardBatch):
+        for entry in check_unpack_entries(msg.blob) or []:
+            check_decode_record(entry)
     return msg
 
 
@@ -48,6 +69,16 @@ def check_decode_record(data: bytes) -> ForwardRecord | None:
     assert type(rec) is ForwardRecord
     assert decode_record(encode_record(rec)) == rec
     return rec
+
+
+def check_unpack_entries(blob: bytes) -> list[bytes] | None:
+    try:
+        entries = unpack_entries(blob)
+    except ProtocolError:
+        return None
+    assert type(entries) is list and all(type(e) is bytes for e in entries)
+    assert unpack_entries(pack_entries(entries)) == entries
+    return entries
 
 
 # -- strategies --------------------------------------------------------------------------
@@ -81,12 +112,38 @@ def pack(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True, datetime=False)
 
 
+def zstd(raw: bytes, content_size: bool = True) -> bytes:
+    return zstandard.ZstdCompressor(write_content_size=content_size).compress(raw)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
 # the right shape for each field annotation, with values straying over the limits now and then
-metric_values = st.dictionaries(
-    st.one_of(st.text(max_size=12), st.text(max_size=12), long_texts),
-    st.one_of(st.floats(allow_nan=False, allow_infinity=False), ints, ints, floats, st.booleans()),
+map_keys = st.one_of(st.text(max_size=12), st.text(max_size=12), long_texts)
+streams = st.one_of(st.sampled_from(STREAMS), texts)
+record_values = st.dictionaries(
+    map_keys,
+    st.one_of(st.floats(allow_nan=False, allow_infinity=False), ints, ints, floats, st.booleans(), texts, texts),
     max_size=6,
 )
+string_args = st.dictionaries(map_keys, st.one_of(texts, texts, texts, ints, st.booleans(), st.none()), max_size=6)
+
+
+def too_many(value: st.SearchStrategy) -> st.SearchStrategy:
+    return st.dictionaries(st.text(max_size=4), value, min_size=60, max_size=70)
+
+
+@st.composite
+def near_blobs(draw: st.DrawFn) -> bytes:
+    """ForwardBatch.blob: valid packed entries, packed near-records, zstd of anything, or raw bytes."""
+    how = draw(st.integers(0, 3))
+    if how == 0:
+        return pack_entries([pack(r) for r in draw(st.lists(near_record(ForwardRecord), max_size=3))])
+    if how == 1:
+        return zstd(pack(draw(any_msgpack)), draw(st.booleans()))
+    if how == 2:
+        return ZSTD_MAGIC + draw(st.binary(max_size=24))
+    return draw(st.binary(max_size=32))
 
 
 def shaped(annotation: str) -> st.SearchStrategy:
@@ -94,10 +151,14 @@ def shaped(annotation: str) -> st.SearchStrategy:
         return texts
     if annotation == "int":
         return ints
+    if annotation == "bytes":
+        return st.deferred(near_blobs)
     if annotation == "list[bytes]":
         return st.lists(st.binary(max_size=32), max_size=5)
-    if annotation == "dict[str, float]":
-        return st.one_of(metric_values, st.dictionaries(st.text(max_size=4), st.just(1.0), min_size=60, max_size=70))
+    if annotation == "dict[str, float | str]":
+        return st.one_of(record_values, too_many(st.one_of(st.just(1.0), st.just("v"))))
+    if annotation == "dict[str, str]":
+        return st.one_of(string_args, too_many(st.just("v")))
     if annotation == "list[TelemetryRecord]":
         return st.lists(st.deferred(lambda: near_record(TelemetryRecord)), max_size=4)
     raise AssertionError(f"no fuzz strategy for field type {annotation!r}: add one")
@@ -133,13 +194,21 @@ def near_frames(draw: st.DrawFn) -> bytes:
 # valid messages and records, small enough that every prefix is cheap
 int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 finite = st.one_of(st.floats(allow_nan=False, allow_infinity=False), int64)
-valid_values = st.dictionaries(st.text(max_size=8), finite, max_size=4)
+valid_values = st.dictionaries(st.text(max_size=8), st.one_of(finite, st.text(max_size=8)), max_size=4)
+valid_args = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4)
+valid_stream = st.sampled_from(STREAMS)
 valid_telemetry = st.builds(TelemetryRecord, int64, int64, st.text(max_size=8), valid_values)
-valid_forward = st.builds(ForwardRecord, st.text(max_size=8), int64, int64, st.text(max_size=8), valid_values)
+valid_forward = st.builds(
+    ForwardRecord, st.text(max_size=8), valid_stream, int64, int64, st.text(max_size=8), valid_values
+)
+valid_entries = st.lists(valid_forward.map(encode_record), max_size=3)
 VALID_FIELD = {
     "str": st.text(max_size=8),
     "int": int64,
-    "list[bytes]": st.lists(valid_forward.map(encode_record), max_size=3),
+    "bytes": valid_entries.map(pack_entries),
+    "list[bytes]": valid_entries,
+    "dict[str, float | str]": valid_values,
+    "dict[str, str]": valid_args,
     "list[TelemetryRecord]": st.lists(valid_telemetry, max_size=3),
 }
 valid_messages = st.one_of(
@@ -230,3 +299,66 @@ def test_oversized_frames(header: bytes, extra: int, declared: int) -> None:
             assert f"exceeds the limit of {MAX_FRAME}" in str(exc)
         else:
             raise AssertionError("an oversized frame was accepted")
+
+
+# -- unpack_entries (ForwardBatch.blob) ----------------------------------------------------
+
+
+def test_every_annotation_has_a_fuzz_strategy() -> None:
+    message_annotations = {f.type for cls in MESSAGE_CLASSES for f in dataclasses.fields(cls)}
+    record_annotations = {f.type for cls in (TelemetryRecord, ForwardRecord) for f in dataclasses.fields(cls)}
+    assert {"dict[str, float | str]", "dict[str, str]", "bytes"} <= message_annotations
+    for annotation in message_annotations | record_annotations:
+        assert isinstance(shaped(annotation), st.SearchStrategy)
+    assert message_annotations <= set(VALID_FIELD)
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=512), st.binary(max_size=64).map(lambda b: ZSTD_MAGIC + b)))
+def test_unpack_entries_arbitrary_bytes(blob: bytes) -> None:
+    check_unpack_entries(blob)
+
+
+@FUZZ
+@given(any_msgpack, st.booleans())
+def test_unpack_entries_zstd_of_arbitrary_msgpack(obj: object, content_size: bool) -> None:
+    check_unpack_entries(zstd(pack(obj), content_size))
+
+
+@FUZZ
+@given(st.lists(any_msgpack, max_size=6), st.booleans())
+def test_unpack_entries_zstd_of_arbitrary_lists(items: list, content_size: bool) -> None:
+    entries = check_unpack_entries(zstd(pack(items), content_size))
+    if all(type(i) is bytes for i in items):
+        assert entries == items
+
+
+@FUZZ
+@given(st.binary(max_size=64), st.booleans())
+def test_unpack_entries_zstd_of_arbitrary_bytes(raw: bytes, content_size: bool) -> None:
+    check_unpack_entries(zstd(raw, content_size))
+
+
+@FUZZ
+@given(valid_entries, st.data())
+def test_unpack_entries_corrupted_blob(entries: list[bytes], data: st.DataObject) -> None:
+    blob = bytearray(pack_entries(entries))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(blob)))
+    check_unpack_entries(bytes(blob[:cut]) + data.draw(st.binary(max_size=8)))
+
+
+@FUZZ
+@given(st.integers(0, 2**64 - 1), st.integers(0, 255), st.binary(max_size=16))
+def test_unpack_entries_forged_frame_headers(declared: int, descriptor: int, rest: bytes) -> None:
+    # any frame header descriptor, with an 8-byte content size field that may declare anything
+    check_unpack_entries(ZSTD_MAGIC + bytes([descriptor]) + declared.to_bytes(8, "little") + rest)
+
+
+@FUZZ
+@given(valid_entries)
+def test_pack_unpack_round_trip(entries: list[bytes]) -> None:
+    assert check_unpack_entries(pack_entries(entries)) == entries
+    assert [decode_record(e) for e in unpack_entries(pack_entries(entries))] == [decode_record(e) for e in entries]
