@@ -10,10 +10,12 @@ the cloud's store holds. Exit status 0 only if nothing was lost or stored twice.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -28,39 +30,98 @@ def _say(quiet: bool, text: str) -> None:
         click.echo(text, err=False)
 
 
-def run_demo(root: Path, sites: int, devices_per_site: int, duration: float, quiet: bool = False) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class Drills:
+    """Faults the demo injects while the fleet runs."""
+
+    uplink_outage_s: float = 0.0  # cut every gateway's uplink (through a fault proxy) this long
+    kill_gateway: int = 0  # SIGKILL a gateway this many times (round robin), restarting it each time
+    seed: int = 1
+
+
+def _schedule(duration: float, drills: Drills) -> list[tuple[float, str, str]]:
+    """(at, action, target) in seconds after the agents start, in time order."""
+    rng = random.Random(drills.seed)
+    events: list[tuple[float, str, str]] = []
+    if drills.uplink_outage_s:
+        start = max(2.0, (duration - drills.uplink_outage_s) / 3)
+        events += [(start, "cut", "*"), (start + drills.uplink_outage_s, "restore", "*")]
+    for i in range(drills.kill_gateway):
+        at = duration * (i + 1) / (drills.kill_gateway + 1) + rng.uniform(-1.0, 1.0)
+        events.append((max(1.0, at), "kill", str(i)))
+    return sorted(events)
+
+
+def run_demo(
+    root: Path, sites: int, devices_per_site: int, duration: float, drills: Drills = Drills(), quiet: bool = False
+) -> dict[str, object]:
     fleet = ProcFleet(root)
+    proxied = drills.uplink_outage_s > 0
     started = time.monotonic()
+    outage_s = 0.0
+    restarts = 0
     try:
         cloud = fleet.start_cloud()
         _say(quiet, f"cloud     up: gateways on {cloud['gateways']}, API on {cloud['api']}")
         gateways = {}
         for s in range(1, sites + 1):
             name = f"gw-{s}"
-            ep = fleet.start_gateway(name, f"site-{s}")
+            ep = fleet.start_gateway(name, f"site-{s}", proxy=proxied)
             gateways[name] = f"site-{s}"
-            _say(quiet, f"{name:<9} up: site-{s}, devices on {ep['devices']}")
+            via = f" (uplink through a fault proxy at {fleet.proxies[name].endpoint})" if proxied else ""
+            _say(quiet, f"{name:<9} up: site-{s}, devices on {ep['devices']}{via}")
         agents = []
         for s, (gname, site) in enumerate(gateways.items(), 1):
             for d in range(1, devices_per_site + 1):
                 name = f"dev-{s}-{d:03d}"
-                fleet.start_agent(name, site, gname)
+                fleet.start_agent(name, site, gname, extra=["--drain", "45"])
                 agents.append(name)
         _say(quiet, f"{len(agents)} agents started; sampling every {fleet.sample_interval_s} s for {duration:g} s")
+        events = _schedule(duration, drills)
+        gw_names = list(gateways)
         t0 = time.monotonic()
-        while (left := duration - (time.monotonic() - t0)) > 0:
-            time.sleep(min(2.0, left))
-            summary = fleet.api("/v1/telemetry/summary")
-            devices = len({d["device_id"] for d in summary["devices"]})
-            _say(quiet, f"  t={time.monotonic() - t0:5.1f}s  stored {summary['distinct']:>7} records from {devices} devices")
+        cut_at: float | None = None
+        next_report = 2.0
+        while (now := time.monotonic() - t0) < duration:
+            while events and events[0][0] <= now:
+                _, action, target = events.pop(0)
+                if action == "cut":
+                    for fp in fleet.proxies.values():
+                        fp.cut()
+                    cut_at = time.monotonic()
+                    _say(quiet, f"  t={now:5.1f}s  DRILL: every site's uplink cut")
+                elif action == "restore":
+                    for fp in fleet.proxies.values():
+                        fp.restore()
+                    outage_s += time.monotonic() - (cut_at or time.monotonic())
+                    cut_at = None
+                    _say(quiet, f"  t={now:5.1f}s  DRILL: uplinks restored after {outage_s:.1f} s")
+                else:
+                    gw = gw_names[int(target) % len(gw_names)]
+                    fleet.kill(gw)
+                    fleet.restart(gw)
+                    restarts += 1
+                    _say(quiet, f"  t={now:5.1f}s  DRILL: {gw} killed with SIGKILL and restarted")
+            if now >= next_report:
+                summary = fleet.api("/v1/telemetry/summary")
+                devices = len({d["device_id"] for d in summary["devices"]})
+                _say(quiet, f"  t={now:5.1f}s  cloud holds {_bulk_stored(summary):>7} samples from {devices} devices")
+                next_report += 2.0
+            time.sleep(0.1)
+        if cut_at is not None:  # an outage longer than the run ends with it
+            for fp in fleet.proxies.values():
+                fp.restore()
+            outage_s += time.monotonic() - cut_at
         _say(quiet, "stopping agents (each drains its buffer first)")
-        codes = fleet.stop(agents)
+        codes = fleet.stop(agents, timeout_s=90)
         stats = {a: fleet.agent_stats(a) for a in agents}
         sent = sum(s["produced"]["bulk"] for s in stats.values())
         # the gateways keep forwarding until the cloud holds everything the agents handed over
-        deadline = time.monotonic() + 60
-        while _bulk_stored(summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
+        _say(quiet, f"agents stopped: {sent} samples produced; waiting for the gateways to finish forwarding")
+        deadline = time.monotonic() + 90
+        while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
             time.sleep(0.2)
+        dropped = _dropped(fleet)
         _say(quiet, "stopping gateways and cloud")
         codes |= fleet.stop(list(gateways))
         codes |= fleet.stop(["cloud"])
@@ -74,15 +135,28 @@ def run_demo(root: Path, sites: int, devices_per_site: int, duration: float, qui
         "telemetry_sent": sent,
         "telemetry_stored": stored,
         "telemetry_duplicates_stored": summary["duplicates_stored"],
-        "telemetry_lost": sent - stored,
+        "telemetry_dropped_reported": dropped,
+        "telemetry_lost": sent - stored - dropped,
         "telemetry_buffered": sum(s["buffered"]["bulk"] for s in stats.values()),
         "device_reconnects": sum(s["reconnects"] for s in stats.values()),
+        "gateway_restarts": restarts,
+        "outage_seconds": round(outage_s, 1),
         "clean_exits": sum(1 for c in codes.values() if c == 0),
         "processes": len(codes),
         "wall_seconds": round(time.monotonic() - started, 1),
         "logs": str(root / "logs"),
     }
     return result
+
+
+def _dropped(fleet: ProcFleet) -> int:
+    """Samples dropped by rule (quota or TTL) and reported as gaps, anywhere on the way."""
+    totals = fleet.api("/v1/gaps")["totals"]
+    return sum(t["count"] for t in totals if t["stream"] == "bulk")
+
+
+def _accounted(fleet: ProcFleet, summary: dict) -> int:
+    return _bulk_stored(summary) + _dropped(fleet)
 
 
 def _bulk_stored(summary: dict) -> int:
@@ -94,9 +168,21 @@ def _bulk_stored(summary: dict) -> int:
 @click.option("--sites", type=int, default=2, show_default=True, help="Gateways, one per site.")
 @click.option("--devices-per-site", type=int, default=10, show_default=True)
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds the agents sample.")
+@click.option("--uplink-outage", type=float, default=0.0, help="Drill: cut every site's uplink for this many seconds.")
+@click.option("--kill-gateway", type=int, default=0, help="Drill: SIGKILL a gateway this many times during the run.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
-def demo(sites: int, devices_per_site: int, duration: float, workdir: str | None, as_json: bool) -> None:
+def demo(
+    sites: int,
+    devices_per_site: int,
+    duration: float,
+    uplink_outage: float,
+    kill_gateway: int,
+    seed: int,
+    workdir: str | None,
+    as_json: bool,
+) -> None:
     """Start 1 cloud, SITES gateways and SITES x DEVICES-PER-SITE agents as separate processes on 127.0.0.1.
 
     Telemetry flows device -> gateway -> cloud over CurveZMQ; at the end the
@@ -105,7 +191,8 @@ def demo(sites: int, devices_per_site: int, duration: float, workdir: str | None
     """
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     try:
-        result = run_demo(root, sites, devices_per_site, duration, quiet=False)
+        drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, seed=seed)
+        result = run_demo(root, sites, devices_per_site, duration, drills)
     finally:
         if not workdir:
             shutil.rmtree(root, ignore_errors=True)
@@ -115,7 +202,10 @@ def demo(sites: int, devices_per_site: int, duration: float, workdir: str | None
     click.echo("")
     click.echo(f"devices {result['devices']} on {sites} sites, {result['duration_s']:g} s of sampling")
     click.echo(f"telemetry: sent {result['telemetry_sent']}, stored {result['telemetry_stored']}, "
+               f"dropped by rule and reported {result['telemetry_dropped_reported']}, "
                f"duplicates stored {result['telemetry_duplicates_stored']}, lost {result['telemetry_lost']}")
+    if result["outage_seconds"] or result["gateway_restarts"]:
+        click.echo(f"drills: uplink outage {result['outage_seconds']} s, gateway restarts {result['gateway_restarts']}")
     click.echo(f"processes: {result['clean_exits']}/{result['processes']} exited cleanly; {result['wall_seconds']} s in all")
     click.echo("result: OK, nothing lost, nothing stored twice" if ok else "result: FAILED (see the counters above)")
     if as_json:
