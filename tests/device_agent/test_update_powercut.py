@@ -79,9 +79,9 @@ def test_cuts_at_random_offsets_inside_slot_blocks(fast_dir):
         assert reports[-1].outcome == "committed"
 
 
-def test_cli_prints_the_counts_as_json_last(tmp_path):
+def test_cli_prints_the_counts_as_json_last():
     done = subprocess.run(
-        [sys.executable, "-m", "simulations.powercut", "--seeds", "0:40", "--json", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "simulations.powercut", "--seeds", "0:40", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -95,7 +95,7 @@ def test_cli_prints_the_counts_as_json_last(tmp_path):
 
 @pytest.mark.integration
 def test_sigkill_at_random_moments_then_power_on_completes(tmp_path):
-    """A child process installs a 32 MiB image (fsync per 64 KiB) and is SIGKILLed at random moments.
+    """A child process installs a 16 MiB image (fsync per 64 KiB) and is SIGKILLed at random moments.
 
     The moments are fractions of how long one uninterrupted boot takes on this
     machine (measured first on a copy), so the kills land inside the update.
@@ -107,7 +107,7 @@ def test_sigkill_at_random_moments_then_power_on_completes(tmp_path):
         def child_cmd(root):
             return [sys.executable, "-m", "simulations.powercut", "--child", str(root), "--sync-every", "65536"]
 
-        make_scenario(tmp_path / f"calibrate{trial}", seed=trial, size=32 << 20, kind=kind)
+        make_scenario(tmp_path / f"calibrate{trial}", seed=trial, size=16 << 20, kind=kind)
         started = time.monotonic()
         subprocess.run(
             child_cmd(tmp_path / f"calibrate{trial}"), cwd=ROOT, capture_output=True, check=True, timeout=120
@@ -116,7 +116,7 @@ def test_sigkill_at_random_moments_then_power_on_completes(tmp_path):
         shutil.rmtree(tmp_path / f"calibrate{trial}")
 
         root = tmp_path / f"dev{trial}"
-        sc = make_scenario(root, seed=trial, size=32 << 20, kind=kind)
+        sc = make_scenario(root, seed=trial, size=16 << 20, kind=kind)
         killed_in = []  # the persisted state each kill left behind
         for _ in range(6):
             child = subprocess.Popen(child_cmd(root), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
