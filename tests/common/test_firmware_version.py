@@ -51,3 +51,22 @@ def test_unparseable_versions_raise_a_clear_error(text):
 def test_non_string_is_refused():
     with pytest.raises(VersionError, match="must be a string"):
         Version(1.2)  # type: ignore[arg-type]
+
+
+def test_version_order_does_not_load_cryptography():
+    # the device agent orders versions long before a manifest arrives; Ed25519 costs ~6 MB RSS
+    import subprocess
+    import sys
+
+    code = "import sys, common.firmware as f; f.Version('1.0'); f.verify_chunk; assert 'cryptography' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_public_api_names_resolve():
+    import common.delta
+    import common.firmware
+
+    for module in (common.firmware, common.delta):
+        assert len(set(module.__all__)) == len(module.__all__)
+        for name in module.__all__:
+            assert getattr(module, name) is not None, name
