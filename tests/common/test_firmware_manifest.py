@@ -73,7 +73,7 @@ def trusted(*keys):
 
 
 def verify(signed, keys, **kw):
-    args = dict(hw="gw-x1", now_ms=NOW, security_floor=5)
+    args = {"hw": "gw-x1", "now_ms": NOW, "security_floor": 5}
     args.update(kw)
     return verify_manifest(signed, keys, **args)
 

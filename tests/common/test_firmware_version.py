@@ -1,5 +1,7 @@
 """Firmware version order and parse errors."""
 
+import itertools
+
 import pytest
 
 from common.errors import VersionError
@@ -25,7 +27,7 @@ ASCENDING = [
 def test_ascending_table_sorts_as_listed():
     shuffled = list(reversed(ASCENDING))
     assert [str(v) for v in sorted(map(Version, shuffled))] == ASCENDING
-    for a, b in zip(ASCENDING, ASCENDING[1:]):
+    for a, b in itertools.pairwise(ASCENDING):
         assert Version(a) < Version(b), (a, b)
         assert compare_versions(a, b) == -1 and compare_versions(b, a) == 1
 
