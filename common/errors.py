@@ -228,6 +228,9 @@ class ManifestError(FirmwareError):
         super().__init__(f"firmware manifest {version or '?'}: {cause}")
         self.version, self.reason, self.cause = version, reason, cause
 
+    def __reduce__(self) -> tuple[object, ...]:  # survives a process pool
+        return (type(self), (self.version, self.reason, self.cause))
+
 
 class ChunkError(FirmwareError):
     """Chunk ``index`` of firmware ``version`` does not match its manifest."""
@@ -235,6 +238,9 @@ class ChunkError(FirmwareError):
     def __init__(self, version: str, index: int, cause: str) -> None:
         super().__init__(f"firmware {version} chunk {index}: {cause}")
         self.version, self.index, self.cause = version, index, cause
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.version, self.index, self.cause))
 
 
 class ImageError(FirmwareError):
@@ -251,3 +257,6 @@ class DeltaNotWorthIt(DeltaError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+    def __reduce__(self) -> tuple[object, ...]:  # make_delta_in_pool re-raises it in the caller, numbers included
+        return (type(self), (str(self), self.result))

@@ -224,3 +224,16 @@ def test_make_delta_in_a_process_pool(tmp_path, so_pair):
     r = asyncio.run(run())
     apply_delta(old, tmp_path / "p.delta", tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == new.read_bytes() and r.method == BLOCKS
+
+
+def test_not_worth_it_crosses_a_process_pool_with_its_numbers(tmp_path):
+    (tmp_path / "a").write_bytes(os.urandom(50_000))
+    (tmp_path / "b").write_bytes(os.urandom(50_000))
+
+    async def run():
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            return await make_delta_in_pool(pool, tmp_path / "a", tmp_path / "b", tmp_path / "p", isolate=True)
+
+    with pytest.raises(DeltaNotWorthIt) as e:
+        asyncio.run(run())
+    assert e.value.result.full_size > 0 and e.value.result.attempts  # candidates ran as children of the worker
