@@ -13,6 +13,7 @@ Routes (all JSON; every error body is ``{"error": code, "detail": message}``):
     GET  /v1/sites                        bearer   {"sites": [...]}     (Store.list_sites)
     GET  /v1/sites/{site}                 bearer   Store.site_detail(site, now); 404 for an unknown site
     GET  /v1/telemetry/summary            bearer   Store.telemetry_summary()
+    GET  /v1/updates?device=D                bearer   {"updates": [...]} (update outcomes reported by devices)
     GET  /v1/gaps?device=D&site=S         bearer   {"gaps": [...], "totals": [...]} (Store.gaps, gap_totals),
                                                    with a device also "missing": {stream: [[first, last]...]}
                                                    (Store.missing_ranges: unexplained gaps)
@@ -182,6 +183,11 @@ def create_app(
             return body
 
         return await call(read)
+
+    @secured.get("/updates")
+    async def updates(device: str | None = None) -> dict[str, Any]:
+        """Update outcomes the devices reported (committed, rolled_back, failed, with the reason)."""
+        return {"updates": await call(lambda: store.records_of_kind("update", device))}
 
     @secured.post("/devices/{device_id:path}/commands", status_code=201)
     async def create_command(device_id: str, body: CommandRequest) -> dict[str, Any]:

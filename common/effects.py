@@ -26,6 +26,7 @@ __all__ = [
     "UPSTREAM",
     "Append",
     "AckQueue",
+    "Buffered",
     "CommandResult",
     "CommandsReady",
     "LoadCommands",
@@ -137,6 +138,11 @@ class CommandResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Buffered:
+    """Records were appended to the node's queue outside the core (a worker thread's report): send them."""
+
+
+@dataclass(frozen=True, slots=True)
 class CommandsReady:
     """Commands waiting in the cloud store, each with the gateway that serves its device."""
 
@@ -145,7 +151,7 @@ class CommandsReady:
 
 Event = (
     Start | Stop | Received | Malformed | TimerFired | LinkUp | Persisted | PersistFailed | Sampled | Stored
-    | CommandResult | CommandsReady
+    | CommandResult | CommandsReady | Buffered
 )
 
 # -- effects -----------------------------------------------------------------------------

@@ -26,6 +26,8 @@ DEFAULTS = {
     "state_quota_mb": 8,
     "bulk_quota_mb": 48,
     "drain": 10.0,
+    "hw": "sim-board-1",
+    "release_key": [],
     "log_level": "info",
     "log_format": "json",
 }
@@ -44,6 +46,8 @@ DEFAULTS = {
 @click.option("--state-quota-mb", type=float, help="Buffer quota of the state stream (oldest evicted when full).")
 @click.option("--bulk-quota-mb", type=float, help="Buffer quota of the bulk stream (oldest evicted when full).")
 @click.option("--drain", type=float, help="Seconds to keep sending the buffer after SIGTERM.")
+@click.option("--hw", help="This device's hardware model: firmware manifests must name it.")
+@click.option("--release-key", multiple=True, help="A release public key (PEM file) trusted to sign firmware (repeatable).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def agent(config_path: str | None, **flags: object) -> None:
@@ -53,6 +57,7 @@ def agent(config_path: str | None, **flags: object) -> None:
     half to give the gateway). SIGTERM stops sampling, drains the buffer for up
     to --drain seconds and writes stats.json.
     """
+    flags["release_key"] = list(flags["release_key"]) or None
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["device_id"])
     if not cfg["gateway_key"]:
@@ -74,6 +79,8 @@ def agent(config_path: str | None, **flags: object) -> None:
                 heartbeat_s=cfg["heartbeat"],
                 policies=scaled(DEVICE_POLICIES, **quotas),
                 drain_s=cfg["drain"],
+                hw=cfg["hw"],
+                release_keys=tuple(cfg["release_key"]),
             )
         )
     )

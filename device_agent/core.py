@@ -16,6 +16,7 @@ from common.backoff import Backoff
 from common.effects import (
     UPSTREAM,
     Append,
+    Buffered,
     CommandResult,
     Effect,
     Event,
@@ -163,6 +164,8 @@ class AgentCore:
             case PersistFailed(("record", stream), error):
                 self.appending -= 1
                 return [Log("error", "record not buffered", {"stream": stream, "error": str(error)})]
+            case Buffered():
+                return self._pump(now)
             case CommandResult(seq, status, detail):
                 self.running.discard(seq)
                 self.last_command = max(self.last_command, seq)

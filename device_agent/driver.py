@@ -27,15 +27,16 @@ import zmq.asyncio
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
 from common.streams import DEVICE_POLICIES, StreamPolicy
-from common.effects import CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
+from common.effects import Buffered, CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
-from common.protocol import STREAMS
+from common.protocol import STREAMS, encode_sample
 from common.runner import NodeRunner
 from common.sockets import UpstreamLink
 from device_agent.commands import CommandLog, run_command
 from device_agent.core import BUFFER, AgentCore, gap_record
 from device_agent.sampler import sample_metrics
+from device_agent.updater import AgentUpdater
 
 __all__ = ["AgentConfig", "run_agent"]
 
@@ -53,6 +54,8 @@ class AgentConfig:
     policies: dict[str, StreamPolicy] = field(default_factory=lambda: dict(DEVICE_POLICIES))
     drain_s: float = 10.0
     durable: bool = True
+    hw: str = "sim-board-1"  # the hardware model firmware manifests must name
+    release_keys: tuple[str, ...] = ()  # public keys (PEM files) trusted to sign firmware manifests
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -81,10 +84,28 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     )
     runner: NodeRunner
 
+    loop = asyncio.get_running_loop()
+
+    def report_update(values: dict[str, object]) -> None:
+        """From the update's worker thread: durable in the critical stream before returning, then sent."""
+        buffer.append_many_sync([encode_sample(wall_ms(), "update", values)], stream="critical")
+        loop.call_soon_threadsafe(runner.feed, Buffered())
+
+    updater = AgentUpdater(
+        cfg.data_dir, cfg.device_id, cfg.hw, list(cfg.release_keys),
+        on_report=report_update, link_up=lambda: core.uplink.up, now_ms=wall_ms,
+    )
+
     def run(effect: RunCommand) -> None:
-        commands.starting(effect.command.seq)  # persisted first: a crash never runs it twice
-        status, detail = run_command(effect.command)
-        runner.feed(CommandResult(effect.command.seq, status, detail))
+        cmd = effect.command
+        commands.starting(cmd.seq)  # persisted first: a crash never runs it twice
+        if cmd.name == "update":  # blocking work (slot writes, fsync, health checks): off the loop
+            fut = loop.run_in_executor(None, updater.start, cmd.args.get("manifest", ""), cmd.args.get("image", ""))
+            fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
+                                                                      str(f.exception() or f.result()))))
+            return
+        status, detail = run_command(cmd)
+        runner.feed(CommandResult(cmd.seq, status, detail))
 
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
     runner = NodeRunner(
@@ -94,7 +115,6 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         extra={TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir)))), RunCommand: run},
         log=log,
     )
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
@@ -111,6 +131,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     tick()
     link.open()
     runner.feed(Start())
+    loop.run_in_executor(None, updater.boot)  # resume an update a reboot or power cut interrupted
     log.info("agent started", extra={"device": cfg.device_id, "gateway": cfg.gateway, "buffered": sum(buffer.stats(s).count for s in STREAMS)})
     try:
         await stop.wait()

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from simulations.fleet import ProcFleet
+from simulations.update_drill import HW, make_release, roll_out, wait_for_outcomes
 
 __all__ = ["demo", "run_demo"]
 
@@ -36,6 +37,7 @@ class Drills:
 
     uplink_outage_s: float = 0.0  # cut every gateway's uplink (through a fault proxy) this long
     kill_gateway: int = 0  # SIGKILL a gateway this many times (round robin), restarting it each time
+    bad_devices: int | None = None  # roll out a signed release; this many devices get an image that fails
     seed: int = 1
 
 
@@ -46,6 +48,8 @@ def _schedule(duration: float, drills: Drills) -> list[tuple[float, str, str]]:
     if drills.uplink_outage_s:
         start = max(2.0, (duration - drills.uplink_outage_s) / 3)
         events += [(start, "cut", "*"), (start + drills.uplink_outage_s, "restore", "*")]
+    if drills.bad_devices is not None:
+        events.append((min(3.0, duration / 3), "update", ""))
     for i in range(drills.kill_gateway):
         at = duration * (i + 1) / (drills.kill_gateway + 1) + rng.uniform(-1.0, 1.0)
         events.append((max(1.0, at), "kill", str(i)))
@@ -60,6 +64,12 @@ def run_demo(
     started = time.monotonic()
     outage_s = 0.0
     restarts = 0
+    release = outcomes = None
+    bad: set[str] = set()
+    agent_flags = ["--drain", "45"]
+    if drills.bad_devices is not None:
+        release = make_release(root / "release")
+        agent_flags += ["--release-key", str(release.public_key), "--hw", HW]
     try:
         cloud = fleet.start_cloud()
         _say(quiet, f"cloud     up: gateways on {cloud['gateways']}, API on {cloud['api']}")
@@ -74,7 +84,7 @@ def run_demo(
         for s, (gname, site) in enumerate(gateways.items(), 1):
             for d in range(1, devices_per_site + 1):
                 name = f"dev-{s}-{d:03d}"
-                fleet.start_agent(name, site, gname, extra=["--drain", "45"])
+                fleet.start_agent(name, site, gname, extra=agent_flags)
                 agents.append(name)
         _say(quiet, f"{len(agents)} agents started; sampling every {fleet.sample_interval_s} s for {duration:g} s")
         events = _schedule(duration, drills)
@@ -90,6 +100,12 @@ def run_demo(
                         fp.cut()
                     cut_at = time.monotonic()
                     _say(quiet, f"  t={now:5.1f}s  DRILL: every site's uplink cut")
+                elif action == "update":
+                    assert release is not None
+                    bad = set(random.Random(drills.seed).sample(agents, min(drills.bad_devices or 0, len(agents))))
+                    roll_out(fleet, release, agents, bad)
+                    _say(quiet, f"  t={now:5.1f}s  DRILL: release 2.0.0 signed and sent to {len(agents)} devices; "
+                                f"{len(bad)} get an image that fails its self-test ({', '.join(sorted(bad)) or 'none'})")
                 elif action == "restore":
                     for fp in fleet.proxies.values():
                         fp.restore()
@@ -112,6 +128,13 @@ def run_demo(
             for fp in fleet.proxies.values():
                 fp.restore()
             outage_s += time.monotonic() - cut_at
+        if release is not None:
+            _say(quiet, "waiting for every device to report its update outcome")
+            outcomes = wait_for_outcomes(fleet, agents)
+            for device in sorted(outcomes):
+                o = outcomes[device]
+                if o["outcome"] != "committed":
+                    _say(quiet, f"  {device}: {o['outcome']} ({o['reason']}), running {o['running_version']}")
         _say(quiet, "stopping agents (each drains its buffer first)")
         codes = fleet.stop(agents, timeout_s=90)
         stats = {a: fleet.agent_stats(a) for a in agents}
@@ -146,6 +169,19 @@ def run_demo(
         "wall_seconds": round(time.monotonic() - started, 1),
         "logs": str(root / "logs"),
     }
+    if outcomes is not None:
+        seen = [o["outcome"] for o in outcomes.values()]
+        result |= {
+            "updates_committed": seen.count("committed"),
+            "updates_rolled_back": seen.count("rolled_back"),
+            "updates_failed": seen.count("failed"),
+            "updates_unreported": len(agents) - len(outcomes),
+            "bad_devices": sorted(bad),
+            "update_rollbacks": [{"device": d, "reason": o["reason"], "running_version": o["running_version"]}
+                                 for d, o in sorted(outcomes.items()) if o["outcome"] == "rolled_back"],
+            "updates_as_expected": all(
+                outcomes.get(d, {}).get("outcome") == ("rolled_back" if d in bad else "committed") for d in agents),
+        }
     return result
 
 
@@ -170,6 +206,8 @@ def _bulk_stored(summary: dict) -> int:
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds the agents sample.")
 @click.option("--uplink-outage", type=float, default=0.0, help="Drill: cut every site's uplink for this many seconds.")
 @click.option("--kill-gateway", type=int, default=0, help="Drill: SIGKILL a gateway this many times during the run.")
+@click.option("--bad-device", "bad_devices", type=int, default=None,
+              help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
@@ -179,6 +217,7 @@ def demo(
     duration: float,
     uplink_outage: float,
     kill_gateway: int,
+    bad_devices: int | None,
     seed: int,
     workdir: str | None,
     as_json: bool,
@@ -191,19 +230,23 @@ def demo(
     """
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     try:
-        drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, seed=seed)
+        drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, bad_devices=bad_devices, seed=seed)
         result = run_demo(root, sites, devices_per_site, duration, drills)
     finally:
         if not workdir:
             shutil.rmtree(root, ignore_errors=True)
     if not workdir:
         result["logs"] = "(removed; pass --workdir to keep them)"
-    ok = result["telemetry_lost"] == 0 and result["telemetry_duplicates_stored"] == 0
+    ok = result["telemetry_lost"] == 0 and result["telemetry_duplicates_stored"] == 0 and result.get("updates_as_expected", True)
     click.echo("")
     click.echo(f"devices {result['devices']} on {sites} sites, {result['duration_s']:g} s of sampling")
     click.echo(f"telemetry: sent {result['telemetry_sent']}, stored {result['telemetry_stored']}, "
                f"dropped by rule and reported {result['telemetry_dropped_reported']}, "
                f"duplicates stored {result['telemetry_duplicates_stored']}, lost {result['telemetry_lost']}")
+    if "updates_committed" in result:
+        click.echo(f"updates: {result['updates_committed']} committed, {result['updates_rolled_back']} rolled back "
+                   f"(bad image on {', '.join(result['bad_devices']) or 'none'}), {result['updates_failed']} failed, "
+                   f"{result['updates_unreported']} unreported")
     if result["outage_seconds"] or result["gateway_restarts"]:
         click.echo(f"drills: uplink outage {result['outage_seconds']} s, gateway restarts {result['gateway_restarts']}")
     click.echo(f"processes: {result['clean_exits']}/{result['processes']} exited cleanly; {result['wall_seconds']} s in all")

@@ -184,10 +184,15 @@ class ProcFleet:
 
     # -- reading the cloud -----------------------------------------------------------
 
-    def api(self, path: str) -> object:
+    def api(self, path: str, body: object | None = None) -> object:
+        """GET ``path`` from the cloud's operator API (POST ``body`` when given)."""
         ep = self.endpoints("cloud")
         token = (self.dir("cloud") / "api_token").read_text().strip()
-        r = httpx.get(ep["api"] + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        headers = {"Authorization": f"Bearer {token}"}
+        if body is None:
+            r = httpx.get(ep["api"] + path, headers=headers, timeout=10)
+        else:
+            r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=10)
         r.raise_for_status()
         return r.json()
 

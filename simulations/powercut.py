@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.errors import BootloaderError
+from device_agent import simimage
 from device_agent.update.bootloader import SimBootloader, other_slot
 from device_agent.update.core import UpdateCore, UpdateReport
 from device_agent.update.driver import UpdateDriver
@@ -54,7 +55,6 @@ from device_agent.update.store import RecordStore
 __all__ = ["PowerCut", "Scenario", "check_device", "main", "make_scenario", "run_seed"]
 
 HW = "sim-board-1"
-MAGIC = b"EFIMG1 "
 KINDS = ["ok", "fail", "hang", "crash", "wrong-version", "tampered"]
 WEIGHTS = [62, 12, 6, 8, 6, 6]
 MAX_BOOTS = 40
@@ -70,18 +70,10 @@ class Rebooting(BaseException):
 
 
 def make_image(rng: random.Random, version: str, health: str, size: int) -> bytes:
-    head = MAGIC + json.dumps({"version": version, "health": health}).encode() + b"\n"
-    return head + rng.randbytes(size - len(head))
+    return simimage.make(version, health, size, rng)
 
 
-def image_info(data: bytes) -> dict[str, str] | None:
-    """The header of an image, or None if the bytes are not one."""
-    if not data.startswith(MAGIC) or b"\n" not in data[:256]:
-        return None
-    try:
-        return json.loads(data[len(MAGIC) : data.index(b"\n")])
-    except ValueError:
-        return None
+image_info = simimage.info
 
 
 @dataclass
@@ -127,7 +119,7 @@ def make_scenario(root: Path, seed: int, *, size: int | None = None, kind: str |
                 "chunk_size": rng.choice([4096, 16384, 65536])}
     stored = bytearray(new)
     if kind == "tampered":
-        stored[rng.randrange(len(MAGIC) + 64, len(stored))] ^= 0x01
+        stored[rng.randrange(len(simimage.MAGIC) + 64, len(stored))] ^= 0x01
     (root / "fw.img").write_bytes(bytes(stored))
     images = {_sha(old): "old", _sha(new): "new"}
     if older:

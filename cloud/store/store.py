@@ -516,6 +516,17 @@ class Store:
         with self._transaction(f"listing commands of device {device_id!r}", snapshot=True) as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
+    def records_of_kind(self, kind: str, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored records of one ``kind`` (e.g. "update": update outcomes), oldest first: device_id, stream,
+        seq, ts_ms, values."""
+        query = sa.select(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq, telemetry.c.ts_ms,
+                          telemetry.c["values"]).where(telemetry.c.kind == kind)
+        if device_id is not None:
+            query = query.where(telemetry.c.device_id == device_id)
+        with self._transaction(f"reading {kind!r} records", snapshot=True) as conn:
+            rows = conn.execute(query.order_by(telemetry.c.ts_ms, telemetry.c.device_id, telemetry.c.seq)).mappings()
+            return [dict(row) for row in rows]
+
     def device_gateway(self, device_id: str) -> str | None:
         """The gateway a device was last seen through, or None for a device the store does not know."""
         with self._transaction(f"gateway of device {device_id!r}") as conn:
