@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -295,13 +294,12 @@ def test_empty_batch_still_records_the_gateway(store: Store) -> None:
     assert [s["gateway_count"] for s in store.list_sites()] == [1]
 
 
-def test_ingest_of_20k_records_takes_well_under_a_second(store: Store) -> None:
+def test_ingest_of_a_20k_record_batch_stores_each_once(store: Store) -> None:
+    # speed is a benchmark's business (docs/BENCHMARKS.md), never a test's
     batch = [rec(f"d{i % 100}", i // 100 + 1) for i in range(20_000)]
-    started = time.perf_counter()
     assert store.ingest("gw-1", "site-a", batch, now_ms=1) == IngestResult(20_000, 0)
-    elapsed = time.perf_counter() - started
-    limit = 1.0 if store.engine.dialect.name == "sqlite" else 3.0  # the brief's budget is SQLite's
-    assert elapsed < limit, f"20k records took {elapsed:.2f}s"
+    assert store.ingest("gw-1", "site-a", batch[:500], now_ms=2) == IngestResult(0, 500)
+    assert store.telemetry_summary()["distinct"] == 20_000
 
 
 # -- upserts -----------------------------------------------------------------------------
@@ -443,17 +441,14 @@ def test_missing_ranges_are_the_holes_no_gap_report_explains(store: Store) -> No
     assert store.missing_ranges("nobody", "bulk") == []
 
 
-def test_missing_ranges_over_100k_rows_is_quick(store: Store) -> None:
+def test_missing_ranges_over_100k_rows(store: Store) -> None:
     holes = {5_000, 5_001, 50_000, 99_999}
     store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1), rec("d2", 100_000)], now_ms=1)  # d2 beside it
     row = {"device_id": "d1", "stream": "bulk", "ts_ms": 1, "kind": "env", "values": {}, "received_ms": 1}
     with store.engine.begin() as conn:  # straight in: the test is about reading them
         conn.execute(sa.insert(telemetry), [row | {"seq": s} for s in range(2, 100_001) if s not in holes])
     store.ingest("gw-1", "site-a", [gap("d1", "bulk", 50_000, 50_000)], now_ms=2)
-    started = time.perf_counter()
     assert store.missing_ranges("d1", "bulk") == [(5_000, 5_001), (99_999, 99_999)]
-    elapsed = time.perf_counter() - started
-    assert elapsed < 0.5, f"missing_ranges over 100k rows took {elapsed:.2f}s"
 
 
 def test_subtract_ranges() -> None:
