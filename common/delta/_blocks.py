@@ -71,12 +71,14 @@ class _Run:
     old_off: int = -1  # for "F": the fill byte
 
 
-def blocks_memory_estimate(old_size: int, new_size: int, *, whole: bool, seg_cap: int = 1 << 20, margin: int = 256 << 10) -> int:
+def blocks_memory_estimate(
+    old_size: int, new_size: int, *, whole: bool, seg_cap: int = 1 << 20, margin: int = 256 << 10, group_cap: int = 8 << 20
+) -> int:
     """Bytes this method needs at most (old-block index and bsdiff's suffix sort of the largest window)."""
     index = (old_size // BLOCK) * 120
     if whole:
         return index + BSDIFF_RAM_FACTOR * max(old_size, new_size)
-    window = min(old_size, 3 * (seg_cap + 2 * max(margin, seg_cap // 2)))
+    window = min(old_size, max(group_cap, 3 * (seg_cap + 2 * max(margin, seg_cap // 2))))
     return index + BSDIFF_RAM_FACTOR * max(window, min(new_size, seg_cap))
 
 
@@ -160,6 +162,18 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return [(a, b - a) for a, b in out if b > a]
 
 
+def _joinable(
+    group: tuple[list[tuple[int, int]], list[tuple[int, int]]], win: list[tuple[int, int]], length: int, cap: int
+) -> bool:
+    """Whether a segment can join the group before it: their windows overlap (one suffix sort serves
+    both) and the merged window stays under ``cap``, which bounds bsdiff's memory."""
+    ranges, pieces = group
+    merged = _merge([(o, o + n) for o, n in ranges + win])
+    total = sum(n for _, n in merged)
+    overlap = total < sum(n for _, n in ranges) + sum(n for _, n in win)
+    return overlap and total <= cap and sum(n for _, n in pieces) + length <= cap // 2
+
+
 def _nearest_copy(runs: list[_Run], k: int, step: int) -> _Run | None:
     """The nearest COPY run from ``k`` in direction ``step``, skipping fill runs only."""
     k += step
@@ -226,6 +240,7 @@ def make_blocks(
     whole_limit: int = 16 << 20,
     seg_cap: int = 1 << 20,
     margin: int = 256 << 10,
+    group_cap: int = 8 << 20,
     tmpdir: str | None = None,
     progress: Callable[[], None] | None = None,
 ) -> None:
@@ -256,22 +271,43 @@ def make_blocks(
                 progress()
 
         whole = old_size <= whole_limit
+        # plan the groups: (window ranges, new pieces); the DATA ops of a group follow its GROUP op
+        segments: list[tuple[int, int]] = []  # (new offset, length) of each changed segment, in order
+        groups: list[tuple[list[tuple[int, int]], list[tuple[int, int]]]] = []
+        starts: set[int] = set()  # index of the segment that opens each group
         if whole:
-            changed = [(r.new_off, r.length) for r in runs if r.kind == "D"]
-            if changed:
-                group([(0, old_size)] if old_size else [], changed)
-        for k, r in enumerate(runs):
+            segments = [(r.new_off, r.length) for r in runs if r.kind == "D"]
+            if segments:
+                groups.append(([(0, old_size)] if old_size else [], segments))
+                starts.add(0)
+        else:
+            for k, r in enumerate(runs):
+                if r.kind != "D":
+                    continue
+                for a in range(r.new_off, r.new_off + r.length, seg_cap):
+                    b = min(a + seg_cap, r.new_off + r.length)
+                    win = _windows(runs, k, a, b, old_size, max(margin, (b - a) // 2))
+                    if groups and _joinable(groups[-1], win, b - a, group_cap):
+                        ranges, pieces = groups[-1]
+                        groups[-1] = (_merge([(o, o + n) for o, n in ranges + win]), [*pieces, (a, b - a)])
+                    else:
+                        starts.add(len(segments))
+                        groups.append((win, [(a, b - a)]))
+                    segments.append((a, b - a))
+        pending = iter(groups)
+        seg = 0
+        for r in runs:
             if r.kind == "F":
                 _put(ops, OP_FILL, r.old_off, r.length)
             elif r.kind == "C":
                 _put(ops, OP_COPY, r.old_off, r.length)
-            elif whole:
-                _put(ops, OP_DATA, r.length)
             else:
-                for a in range(r.new_off, r.new_off + r.length, seg_cap):
-                    b = min(a + seg_cap, r.new_off + r.length)
-                    group(_windows(runs, k, a, b, old_size, max(margin, (b - a) // 2)), [(a, b - a)])
-                    _put(ops, OP_DATA, b - a)
+                end = r.new_off + r.length
+                while seg < len(segments) and segments[seg][0] < end:
+                    if seg in starts:
+                        group(*next(pending))
+                    _put(ops, OP_DATA, segments[seg][1])
+                    seg += 1
 
         ops_spill = _Spill(temp())
         ops_spill.write(bytes(ops))
