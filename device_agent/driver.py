@@ -100,7 +100,10 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         cmd = effect.command
         commands.starting(cmd.seq)  # persisted first: a crash never runs it twice
         if cmd.name == "update":  # blocking work (slot writes, fsync, health checks): off the loop
-            fut = loop.run_in_executor(None, updater.start, cmd.args.get("manifest", ""), cmd.args.get("image", ""))
+            args = cmd.args
+            fut = loop.run_in_executor(None, lambda: updater.start(
+                args.get("manifest", ""), args.get("image", ""),
+                delta_path=args.get("delta", ""), allowance_path=args.get("allowance", "")))
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.errors import FirmwareError
+from common.errors import DeltaError, FirmwareError
 from device_agent import simimage
 
 __all__ = ["AgentUpdater"]
@@ -88,16 +88,22 @@ class AgentUpdater:
             with self._lock:
                 self._run(None)
 
-    def start(self, manifest_path: str, image_path: str) -> str:
-        """Verify the signed manifest and install its image; returns what happened, for the command result."""
+    def start(self, manifest_path: str, image_path: str = "", *, delta_path: str = "", allowance_path: str = "") -> str:
+        """Verify the signed manifest and install its image; returns what happened, for the command result.
+
+        With ``delta_path`` the new image is rebuilt from the running slot's content and the delta
+        (streaming, checked against the manifest's SHA-256 before anything is installed). An older
+        version installs only with ``allowance_path``: a downgrade allowance signed by a release key.
+        """
         from common.firmware.keys import load_trusted_keys
-        from common.firmware.manifest import verify_manifest
+        from common.firmware.manifest import SignedAllowance, verify_manifest
         from device_agent.update.states import UpdateRecord
         from device_agent.update.store import RecordStore
 
         with self._lock:
             record = RecordStore(self.record_path).load() or UpdateRecord()
             try:
+                allowance = SignedAllowance.from_bytes(Path(allowance_path).read_bytes()) if allowance_path else None
                 manifest = verify_manifest(
                     Path(manifest_path).read_bytes(),
                     load_trusted_keys(self.release_keys),
@@ -105,15 +111,32 @@ class AgentUpdater:
                     now_ms=self.now_ms(),
                     security_floor=record.security_floor,
                     current_version=self.running()["version"],
+                    device_id=self.device_id,
+                    allowance=allowance,
                 )
-            except (FirmwareError, OSError) as exc:
+                if delta_path:
+                    image_path = self._rebuild(manifest, delta_path)
+            except (FirmwareError, DeltaError, OSError) as exc:
                 from device_agent.update.core import ManifestRejected
 
                 version = getattr(exc, "version", None) or "?"
                 self._run(lambda driver: driver.feed(ManifestRejected(version, str(exc))))
                 return f"refused: {exc}"
-            self._run(lambda driver: driver.start(manifest, image_path))
+            downgrade = allowance is not None
+            self._run(lambda driver: driver.start(manifest, image_path, allow_downgrade=downgrade))
             return f"update to {manifest.version} started"
+
+    def _rebuild(self, manifest: Any, delta_path: str) -> str:
+        """The new image from the running slot and a delta, in DATA/board/incoming.img; checked against the manifest."""
+        from common.delta import apply_delta
+
+        sim = self._sim()
+        out = self.board / "incoming.img"
+        result = apply_delta(sim.slot_path(sim.active_slot()), delta_path, out)
+        if (result.new_size, result.new_sha256) != (manifest.size, manifest.sha256):
+            raise DeltaError(f"delta {delta_path!r} rebuilt an image that is not release {manifest.version}'s "
+                             f"(SHA-256 {result.new_sha256[:16]}..., the manifest says {manifest.sha256[:16]}...)")
+        return str(out)
 
     def _run(self, first: Callable[[Any], None] | None) -> None:
         """Power the update core on (it learns the booted slot and resumes its record), run ``first``,
