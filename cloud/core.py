@@ -36,7 +36,6 @@ from common.effects import (
 from common.errors import ProtocolError, VersionMismatch
 from common.protocol import (
     STREAMS,
-    Command,
     CommandAck,
     ErrorReply,
     ForwardAck,

@@ -119,8 +119,8 @@ class AgentUpdater:
             except (FirmwareError, DeltaError, OSError) as exc:
                 from device_agent.update.core import ManifestRejected
 
-                version = getattr(exc, "version", None) or "?"
-                self._run(lambda driver: driver.feed(ManifestRejected(version, str(exc))))
+                rejected = ManifestRejected(getattr(exc, "version", None) or "?", str(exc))
+                self._run(lambda driver: driver.feed(rejected))
                 return f"refused: {exc}"
             downgrade = allowance is not None
             self._run(lambda driver: driver.start(manifest, image_path, allow_downgrade=downgrade))

@@ -9,7 +9,6 @@ durable queues and the cloud store are in-memory twins.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 from common.effects import (

@@ -2,7 +2,6 @@
 deltas, downgrade allowances, a failing self-test."""
 
 import time
-from pathlib import Path
 
 import pytest
 
