@@ -26,6 +26,7 @@ DEFAULTS = {
     "state_quota_mb": 8,
     "bulk_quota_mb": 48,
     "drain": 10.0,
+    "allow_simulation": False,
     "hw": "sim-board-1",
     "release_key": [],
     "log_level": "info",
@@ -48,6 +49,7 @@ DEFAULTS = {
 @click.option("--drain", type=float, help="Seconds to keep sending the buffer after SIGTERM.")
 @click.option("--hw", help="This device's hardware model: firmware manifests must name it.")
 @click.option("--release-key", multiple=True, help="A release public key (PEM file) trusted to sign firmware (repeatable).")
+@click.option("--allow-simulation", is_flag=True, default=None, help="Let the simulate command override metrics (drills).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def agent(config_path: str | None, **flags: object) -> None:
@@ -79,6 +81,7 @@ def agent(config_path: str | None, **flags: object) -> None:
                 heartbeat_s=cfg["heartbeat"],
                 policies=scaled(DEVICE_POLICIES, **quotas),
                 drain_s=cfg["drain"],
+                allow_simulation=cfg["allow_simulation"],
                 hw=cfg["hw"],
                 release_keys=tuple(cfg["release_key"]),
             )

@@ -33,7 +33,7 @@ from common.keys import load_or_create_keypair
 from common.protocol import STREAMS, encode_sample
 from common.runner import NodeRunner
 from common.sockets import UpstreamLink
-from device_agent.commands import CommandLog, run_command
+from device_agent.commands import CommandLog, Simulation, run_command
 from device_agent.core import BUFFER, AgentCore, gap_record
 from device_agent.sampler import sample_metrics
 from device_agent.updater import AgentUpdater
@@ -54,6 +54,7 @@ class AgentConfig:
     policies: dict[str, StreamPolicy] = field(default_factory=lambda: dict(DEVICE_POLICIES))
     drain_s: float = 10.0
     durable: bool = True
+    allow_simulation: bool = False  # the simulate command may override sampled metrics (drills)
     hw: str = "sim-board-1"  # the hardware model firmware manifests must name
     release_keys: tuple[str, ...] = ()  # public keys (PEM files) trusted to sign firmware manifests
 
@@ -72,6 +73,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         on_drop=gap_record(cfg.device_id, wall_ms),
     ).start()
     commands = CommandLog(cfg.data_dir / "commands.json")
+    simulation = Simulation(enabled=cfg.allow_simulation)
     ctx = zmq.asyncio.Context()
     core = AgentCore(
         cfg.device_id,
@@ -107,7 +109,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return
-        status, detail = run_command(cmd)
+        status, detail = run_command(cmd, simulation)
         runner.feed(CommandResult(cmd.seq, status, detail))
 
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
@@ -115,7 +117,10 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         core,
         queues={BUFFER: buffer},
         upstream=link,
-        extra={TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir)))), RunCommand: run},
+        extra={
+            TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir), simulation.overrides))),
+            RunCommand: run,
+        },
         log=log,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
