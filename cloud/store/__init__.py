@@ -5,6 +5,7 @@
     batch.py       a forwarded batch sorted into telemetry rows, gap, status and command reports (no I/O)
     store.py       ``Store``: open, ingest, touch_gateway; devices, sites and site health; telemetry
                    summary, gaps and unexplained missing ranges; downlink commands
+    alerts.py      the part of ``Store`` that keeps alerts, acknowledgements and silences
 """
 
 from cloud.store.migrations import MIGRATIONS, Migration

@@ -183,9 +183,48 @@ def _v2_streams_gaps_status_commands(conn: sa.Connection) -> None:
     ).create(conn)
 
 
+def _v3_alerts_and_silences(conn: sa.Connection) -> None:
+    """Alerts (one row per alert, open or resolved, with who acknowledged it) and silences."""
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    row_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    sa.Table(
+        "alerts",
+        md,
+        sa.Column("id", sa.String(400), primary_key=True),
+        sa.Column("rule", sa.String(128), nullable=False),
+        sa.Column("type", sa.String(32), nullable=False),
+        sa.Column("subject", sa.String(128), nullable=False),
+        sa.Column("severity", sa.String(32), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("opened_ms", sa.BigInteger, nullable=False),
+        sa.Column("resolved_ms", sa.BigInteger, nullable=True),
+        sa.Column("acked_by", sa.String(128), nullable=True),
+        sa.Column("acked_ms", sa.BigInteger, nullable=True),
+        sa.Column("last_event", sa.String(16), nullable=False),
+        sa.Column("last_event_ms", sa.BigInteger, nullable=False),
+        sa.Column("detail", json_values, nullable=False),
+        sa.CheckConstraint("state IN ('open', 'resolved')", name="alerts_state"),
+        sa.Index("alerts_state_opened", "state", "opened_ms"),
+        sa.Index("alerts_subject", "subject"),
+    ).create(conn)
+    sa.Table(
+        "silences",
+        md,
+        sa.Column("id", row_id, primary_key=True, autoincrement=True),
+        sa.Column("target", sa.String(128), nullable=False),
+        sa.Column("until_ms", sa.BigInteger, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Column("created_by", sa.String(128), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Index("silences_until", "until_ms"),
+    ).create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
+    Migration(3, "alerts and silences", _v3_alerts_and_silences),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

@@ -15,14 +15,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 __all__ = [
+    "ALERT_STATES",
     "COMMAND_STATUSES",
     "JSON_VALUES",
+    "alerts",
     "commands",
     "devices",
     "gaps",
     "gateways",
     "metadata",
     "schema_version",
+    "silences",
     "sites",
     "telemetry",
 ]
@@ -129,4 +132,42 @@ commands = sa.Table(
     sa.CheckConstraint(
         "status IN ('queued', 'held', 'delivered', 'done', 'failed', 'expired')", name="commands_status"
     ),
+)
+
+ALERT_STATES = ("open", "resolved")
+
+# one row per alert (the alert engine's id, ``rule:subject:opened_ms``); an alert opens once and resolves once
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.String(400), primary_key=True),
+    sa.Column("rule", sa.String(128), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False),  # a device or gateway id
+    sa.Column("severity", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("opened_ms", sa.BigInteger, nullable=False),
+    sa.Column("resolved_ms", sa.BigInteger, nullable=True),
+    sa.Column("acked_by", sa.String(128), nullable=True),
+    sa.Column("acked_ms", sa.BigInteger, nullable=True),
+    # "fired" (announced), "silenced" (open, its fired event held by a silence) or "resolved"
+    sa.Column("last_event", sa.String(16), nullable=False),
+    sa.Column("last_event_ms", sa.BigInteger, nullable=False),
+    sa.Column("detail", JSON_VALUES, nullable=False),
+    sa.CheckConstraint("state IN ('open', 'resolved')", name="alerts_state"),
+    sa.Index("alerts_state_opened", "state", "opened_ms"),
+    sa.Index("alerts_subject", "subject"),
+)
+
+# a target (rule name or subject) whose new alerts announce nothing until ``until_ms``
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("until_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Index("silences_until", "until_ms"),
 )

@@ -5,6 +5,7 @@
     store.list_devices(); store.list_sites(); store.site_detail("site-a", now_ms)
     store.telemetry_summary(); store.gaps(); store.gap_totals(); store.missing_ranges("d1", "bulk")
     seq = store.create_command("d1", "reboot", {}, expires_ms, now_ms); store.list_commands("d1")
+    store.save_alerts(rows); store.list_alerts("open"); store.ack_alert(alert_id, "alice", now_ms)  (alerts.py)
     store.close()
 
 SQLite is the default: every connection is set to WAL journal mode,
@@ -33,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from cloud.store.alerts import AlertRecords
 from cloud.store.batch import BatchPlan, plan_batch, statuses_before, subtract_ranges
 from cloud.store.migrations import migrate
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
@@ -66,7 +68,7 @@ class IngestResult:
     rejected: tuple[str, ...] = ()
 
 
-class Store:
+class Store(AlertRecords):
     """The cloud store. Build it with ``Store.open(url)``; the constructor does no I/O."""
 
     def __init__(self, engine: sa.Engine, *, applied: Sequence[int] = ()) -> None:

@@ -142,7 +142,7 @@ def _at_version_1(url: str) -> sa.Engine:
 def test_migration_2_upgrades_a_version_1_store_with_rows(store_url: str) -> None:
     _at_version_1(store_url).dispose()
     with Store.open(store_url) as store:
-        assert store.applied_migrations == (2,)
+        assert store.applied_migrations == tuple(m.version for m in MIGRATIONS[1:])  # 2 and every later step
         assert_schema_is_current(store.engine)
         with store.engine.connect() as conn:
             rows = conn.execute(sa.select(telemetry).order_by(telemetry.c.seq)).mappings().all()
@@ -640,3 +640,38 @@ def test_unreachable_postgres_names_the_server_and_hides_the_password() -> None:
     with pytest.raises(StoreError, match=r"store open failed on postgresql\+psycopg://u:\*\*\*@127.0.0.1:1/x") as info:
         Store.open("postgresql+psycopg://u:secret@127.0.0.1:1/x?connect_timeout=2")
     assert "secret" not in str(info.value)
+
+
+# -- alerts and silences -------------------------------------------------------------------
+
+
+def _alert(alert_id: str, state: str = "open", last_event: str = "fired", at: int = 100) -> dict:
+    return {"id": alert_id, "rule": "device_offline", "type": "offline", "subject": alert_id.split(":")[1],
+            "severity": "warning", "state": state, "opened_ms": 100, "resolved_ms": at if state == "resolved" else None,
+            "last_event": last_event, "last_event_ms": at, "detail": {"silent_s": 12.5}}
+
+
+def test_alerts_upsert_list_ack_and_never_reopen(store: Store) -> None:
+    store.save_alerts([_alert("device_offline:d1:100"), _alert("device_offline:d2:100", last_event="silenced")])
+    assert [a["id"] for a in store.list_alerts("open")] == ["device_offline:d1:100", "device_offline:d2:100"]
+    assert store.ack_alert("device_offline:d1:100", "alice", 150)["acked_by"] == "alice"
+    store.save_alerts([_alert("device_offline:d1:100", "resolved", "resolved", 200)])
+    [done] = store.list_alerts("resolved")
+    assert (done["id"], done["resolved_ms"], done["acked_by"], done["detail"]) == (
+        "device_offline:d1:100", 200, "alice", {"silent_s": 12.5}
+    )
+    store.save_alerts([_alert("device_offline:d1:100", at=300)])  # an "open" after "resolved" changes nothing
+    assert store.get_alert("device_offline:d1:100")["state"] == "resolved"
+    assert len(store.list_alerts("all")) == 2 and store.list_alerts("all", subject="d2")[0]["subject"] == "d2"
+    assert store.ack_alert("nope", "bob", 1) is None and store.get_alert("nope") is None
+    with pytest.raises(ValueError):
+        store.list_alerts("closed")
+
+
+def test_silences_and_devices_in_maintenance(store: Store) -> None:
+    store.add_silence("gw-1", 1_000, "alice", "", 10)
+    store.add_silence("battery_low", 5_000, "bob", "swap day", 10)
+    assert [s["target"] for s in store.active_silences(999)] == ["battery_low", "gw-1"]
+    assert [s["target"] for s in store.active_silences(1_000)] == ["battery_low"]
+    store.ingest("gw-1", "site-a", [rec("d1", 1)], 10)
+    assert store.devices_in_state("maintenance") == []  # no lifecycle states in this schema
