@@ -20,10 +20,18 @@ Routes (all JSON; every error body is ``{"error": code, "detail": message}``):
     POST /v1/devices/{device}/commands    bearer   {"name", "args": {k: v}, "ttl_s"} -> 201
                                                    {"device_id", "seq", "expires_ms"}; 404 for an unknown device
     GET  /v1/devices/{device}/commands    bearer   {"commands": [...]} (Store.list_commands); 404 likewise
+    GET  /v1/alerts?state=open|resolved|all&subject=S&limit=N
+                                          bearer   {"alerts": [...]} newest first (Store.list_alerts)
+    POST /v1/alerts/{id}/ack              bearer   {"by": NAME} (optional) -> the alert; 404 for an unknown id
+    POST /v1/silences                     bearer   {"target", "until_ms" | "for_s", "by", "reason"} -> 201
+                                                   the silence; ``target`` is a rule name or a subject
+    GET  /v1/silences                     bearer   {"silences": [...]} those still running
 
 A request body that does not validate is a 422 ``invalid_request`` naming each bad field.
 After a command is stored, ``on_command(device_id, seq)`` (if given) is called on the
-event loop, so the cloud can push it to the device's gateway at once.
+event loop, so the cloud can push it to the device's gateway at once; likewise
+``on_silence(target, until_ms)`` after a silence is stored, so the alert engine
+holds back the target's events at once.
 
 Store calls are blocking, so they never run on the event loop: with
 ``executor`` (e.g. the cloud's single store thread, a one-worker
@@ -55,10 +63,21 @@ from common.errors import ApiError, ConfigError, StoreError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 from common.protocol.messages import STREAMS
 
-__all__ = ["API_PREFIX", "MAX_TTL_S", "CommandRequest", "ServedApi", "create_app", "serve_api"]
+__all__ = [
+    "API_PREFIX",
+    "MAX_SILENCE_S",
+    "MAX_TTL_S",
+    "AckRequest",
+    "CommandRequest",
+    "ServedApi",
+    "SilenceRequest",
+    "create_app",
+    "serve_api",
+]
 
 API_PREFIX = "/v1"
 MAX_TTL_S = 366 * 24 * 3600  # a command's time to live is at most a year
+MAX_SILENCE_S = 366 * 24 * 3600  # and so is a silence
 T = TypeVar("T")
 
 log = logging.getLogger("edgefleet.api")
@@ -74,6 +93,35 @@ class CommandRequest(pydantic.BaseModel):
     name: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=MAX_STR)]
     args: Annotated[dict[_WireStr, _WireStr], pydantic.Field(max_length=MAX_VALUES)] = {}
     ttl_s: Annotated[int, pydantic.Field(gt=0, le=MAX_TTL_S)] = 3600
+
+
+_Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128)]
+
+
+class AckRequest(pydantic.BaseModel):
+    """The body of POST /v1/alerts/{id}/ack (may be empty)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    by: _Name = "operator"
+
+
+class SilenceRequest(pydantic.BaseModel):
+    """The body of POST /v1/silences: exactly one of ``until_ms`` and ``for_s``."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    target: _Name
+    until_ms: Annotated[int, pydantic.Field(gt=0)] | None = None
+    for_s: Annotated[float, pydantic.Field(gt=0, le=MAX_SILENCE_S)] | None = None
+    by: _Name = "operator"
+    reason: Annotated[str, pydantic.StringConstraints(max_length=1000)] = ""
+
+    @pydantic.model_validator(mode="after")
+    def _one_end(self) -> SilenceRequest:
+        if (self.until_ms is None) == (self.for_s is None):
+            raise ValueError("give exactly one of until_ms and for_s")
+        return self
 
 
 def _wall_ms() -> int:
@@ -94,11 +142,13 @@ def create_app(
     *,
     executor: Executor | None = None,
     on_command: Callable[[str, int], None] | None = None,
+    on_silence: Callable[[str, int], None] | None = None,
     now_ms: Callable[[], int] = _wall_ms,
 ) -> fastapi.FastAPI:
     """The operator API over ``store``; every route but health needs ``Authorization: Bearer <token>``.
 
-    ``on_command(device_id, seq)`` runs on the event loop after a command is stored;
+    ``on_command(device_id, seq)`` runs on the event loop after a command is stored,
+    ``on_silence(target, until_ms)`` after a silence is;
     ``now_ms`` is the wall clock in milliseconds (commands' times, devices online).
     """
     if not token:
@@ -208,6 +258,49 @@ def create_app(
     async def list_commands(device_id: str) -> dict[str, Any]:
         await known_device(device_id)
         return {"commands": await call(lambda: store.list_commands(device_id))}
+
+    @secured.get("/alerts")
+    async def list_alerts(state: str = "open", subject: str | None = None, limit: int = 500) -> dict[str, Any]:
+        if state not in ("open", "resolved", "all"):
+            raise _Refused(422, "invalid_request", f"state {state!r} is not one of open, resolved, all")
+        if not 1 <= limit <= 10_000:
+            raise _Refused(422, "invalid_request", f"limit {limit} is not between 1 and 10000")
+        return {"alerts": await call(lambda: store.list_alerts(state, subject=subject, limit=limit))}
+
+    @secured.post("/alerts/{alert_id:path}/ack")
+    async def ack_alert(alert_id: str, body: AckRequest | None = None) -> dict[str, Any]:
+        by = (body or AckRequest()).by
+        now = now_ms()
+        row = await call(lambda: store.ack_alert(alert_id, by, now))
+        if row is None:
+            raise _Refused(
+                404,
+                "not_found",
+                f"No alert by the id of {alert_id!r} was found (`edgefleet alerts list --state all` shows them)",
+            )
+        return row
+
+    @secured.post("/silences", status_code=201)
+    async def create_silence(body: SilenceRequest) -> dict[str, Any]:
+        now = now_ms()
+        until_ms = body.until_ms if body.until_ms is not None else now + round((body.for_s or 0) * 1000)
+        if until_ms <= now:
+            raise _Refused(422, "invalid_request", f"until_ms {until_ms} is not in the future (now is {now})")
+        if until_ms > now + MAX_SILENCE_S * 1000:
+            raise _Refused(422, "invalid_request", f"a silence lasts at most {MAX_SILENCE_S // 86400} days")
+        row = await call(lambda: store.add_silence(body.target, until_ms, body.by, body.reason, now))
+        if on_silence is not None:
+            try:
+                on_silence(body.target, until_ms)
+            except Exception:
+                # the silence is committed and the engine reads it at the cloud's next start
+                log.exception("applying a new silence failed", extra={"target": body.target})
+        return row
+
+    @secured.get("/silences")
+    async def list_silences() -> dict[str, Any]:
+        now = now_ms()
+        return {"silences": await call(lambda: store.active_silences(now))}
 
     app.include_router(secured)
     return app

@@ -2,6 +2,7 @@
 
     edgefleet devices list | gaps [DEVICE] | commands DEVICE | command DEVICE NAME [--arg k=v]... [--ttl S]
     edgefleet sites list | show SITE
+    edgefleet alerts list [--state open|resolved|all] | ack ID [--by NAME] | silence TARGET --for 1h
 
 They talk to a running cloud's operator API over HTTP (``cloud.api_client``);
 they never open the store. Each command takes the same connection options
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +27,16 @@ import click
 from cloud.api_client import DEFAULT_API_URL, ApiClient, resolve_endpoint
 from common.errors import ApiError, ConfigError
 
-__all__ = ["OperatorError", "api_options", "devices", "format_site", "format_table", "sites"]
+__all__ = [
+    "OperatorError",
+    "alerts",
+    "api_options",
+    "devices",
+    "format_site",
+    "format_table",
+    "parse_duration",
+    "sites",
+]
 
 
 class OperatorError(click.ClickException):
@@ -293,6 +304,103 @@ def format_site(detail: Mapping[str, Any]) -> str:
         )
         lines += ["  " + line for line in table.splitlines()]
     return "\n".join(lines)
+
+
+@click.group()
+def alerts() -> None:
+    """Operator commands on alerts: list, acknowledge, silence."""
+
+
+@alerts.command("list")
+@click.option("--state", type=click.Choice(["open", "resolved", "all"]), default="open", show_default=True)
+@click.option("--subject", metavar="ID", help="Only alerts about this device or gateway.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=500, show_default=True)
+@api_options
+def list_alerts(fetch: Callable[..., Any], as_json: bool, state: str, subject: str | None, limit: int) -> None:
+    """List alerts, newest first."""
+    query = {"state": state, "limit": limit} | ({"subject": subject} if subject is not None else {})
+    rows = fetch(f"/v1/alerts?{urlencode(query)}")["alerts"]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no {state} alerts" if state != "all" else "no alerts")
+        return
+    click.echo(
+        format_table(
+            ["ID", "RULE", "SUBJECT", "SEVERITY", "STATE", "OPENED (UTC)", "RESOLVED (UTC)", "ACKED BY", "LAST"],
+            [
+                [
+                    r["id"],
+                    r["rule"],
+                    r["subject"],
+                    r["severity"],
+                    r["state"],
+                    _when(r["opened_ms"]),
+                    _when(r["resolved_ms"]) if r["resolved_ms"] is not None else "-",
+                    r["acked_by"] or "-",
+                    r["last_event"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+
+
+@alerts.command("ack")
+@click.argument("alert_id", metavar="ID")
+@click.option("--by", default="operator", show_default=True, help="Who is handling it.")
+@api_options
+def ack_alert(fetch: Callable[..., Any], as_json: bool, alert_id: str, by: str) -> None:
+    """Acknowledge alert ID: someone is handling it (it still resolves on its own)."""
+    row = fetch(f"/v1/alerts/{quote(alert_id, safe='')}/ack", "POST", {"by": by})
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+        return
+    click.echo(f"alert {row['id']} acknowledged by {row['acked_by']} ({row['state']})")
+
+
+@alerts.command("silence")
+@click.argument("target")
+@click.option("--for", "for_", metavar="DURATION", required=True, help="How long: 90s, 15m, 1h, 2d (or seconds).")
+@click.option("--by", default="operator", show_default=True, help="Who asks for it.")
+@click.option("--reason", default="", help="Why, for the record.")
+@api_options
+def silence_alerts(fetch: Callable[..., Any], as_json: bool, target: str, for_: str, by: str, reason: str) -> None:
+    """Silence TARGET (a rule name, or a device or gateway id): its new alerts open but announce nothing.
+
+    An alert still open when the silence ends is announced then; one already announced still
+    announces that it resolved.
+    """
+    try:
+        seconds = parse_duration(for_)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--for") from exc
+    body = {"target": target, "for_s": seconds, "by": by, "reason": reason}
+    row = fetch("/v1/silences", "POST", body)
+    if as_json:
+        click.echo(json.dumps(row, indent=2))
+        return
+    click.echo(f"{row['target']} silenced until {_when(row['until_ms'])} UTC (silence {row['id']})")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?[smhd])+")
+_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``1h``, ``2d``, ``1h30m`` or a plain number of seconds; > 0."""
+    spec = text.strip().lower()
+    if re.fullmatch(r"[0-9]+(?:\.[0-9]+)?", spec):
+        seconds = float(spec)
+    elif _DURATION.fullmatch(spec):
+        seconds = sum(float(number) * _UNITS[unit] for number, unit in _PART.findall(spec))
+    else:
+        raise ValueError(f"{text!r} is not a duration (e.g. 90s, 15m, 1h, 2d, 1h30m)")
+    if not seconds > 0:
+        raise ValueError(f"duration {text!r} must be more than 0 seconds")
+    return seconds
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "agent": ("device_agent.cli:agent", "Run a device agent (telemetry with a durable local buffer)."),
     "devices": ("cloud.ops_cli:devices", "Operator commands on devices (list)."),
     "sites": ("cloud.ops_cli:sites", "Operator commands on sites (list)."),
+    "alerts": ("cloud.ops_cli:alerts", "Operator commands on alerts (list, ack, silence)."),
     "demo": ("simulations.demo:demo", "Start a whole fleet as real processes on 127.0.0.1 and report."),
     "sim": ("simulations.cli:sim", "Run a fleet in virtual time over an in-memory network."),
     "delta": ("common.delta.cli:delta", "Make and apply binary deltas between firmware images."),
