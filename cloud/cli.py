@@ -19,6 +19,9 @@ DEFAULTS = {
     "api_port": 8700,
     "database": "",
     "heartbeat": 1.0,
+    "webhooks": [],  # URLs every alert event is POSTed to
+    "alert_rules": None,  # a list of rule tables (common.alerting.parse_rules); None: cloud.alerts.DEFAULT_RULES
+    "firmware_releases": [],  # release versions, for firmware rules
     "log_level": "info",
     "log_format": "json",
 }
@@ -32,18 +35,27 @@ DEFAULTS = {
 @click.option("--api-port", type=int, help="Port of the operator HTTP API (0 for any).")
 @click.option("--database", help="SQLAlchemy URL of the store (default: sqlite in the data directory).")
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a gateway silent for 3 is dead.")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST every alert event here (repeatable).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
     """Run the cloud coordinator: gateway sessions, the store, the operator API.
 
+    Alert rules, webhooks and firmware releases come from the config file
+    (alert_rules = [{type = "offline", name = "device_offline", after_s = 600}, ...],
+    webhooks = ["https://..."], firmware_releases = ["1.0.0", "1.1.0"]).
+
     Gateways are admitted by CURVE public key, one per line in
     DATA_DIR/allowed_gateways. The operator token is in DATA_DIR/api_token;
     `edgefleet devices list --data-dir DATA_DIR` uses it.
     """
+    flags["webhooks"] = list(flags["webhooks"]) or None  # type: ignore[call-overload]  # none given: the file's
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
+    from cloud.alerts import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
+
+    alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
 
     counters = asyncio.run(
         run_cloud(
@@ -54,6 +66,8 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 api_port=cfg["api_port"],
                 database=cfg["database"],
                 heartbeat_s=cfg["heartbeat"],
+                webhooks=tuple(cfg["webhooks"]),
+                alerts=alert_settings,
             )
         )
     )

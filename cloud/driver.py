@@ -4,6 +4,10 @@ Gateways are admitted by CURVE key from ``allowed_gateways`` in the data
 directory. Every store call runs on one dedicated thread, in order, so the
 event loop never blocks on the database and commits happen in the order the
 core asked for them. The HTTP API is served by uvicorn in the same loop.
+Alerts: the alert service (``cloud.alerts``) hears every committed batch and
+every gateway session touch, is ticked every ``alert_tick_s``, and its alert
+rows are saved on the store thread before their events go to the webhooks
+(``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -17,20 +21,24 @@ import logging
 import secrets
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import zmq.asyncio
 
+from cloud.alerts import AlertService, AlertSettings, TickResult
 from cloud.api import create_app, serve_api
 from cloud.core import CloudCore
 from cloud.store import Store
+from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
 from common.protocol import Command
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
+from common.uplink import LIVENESS
 
 __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
@@ -45,6 +53,10 @@ class CloudConfig:
     api_port: int = 8700
     database: str = ""  # SQLAlchemy URL; default sqlite in the data directory
     heartbeat_s: float = 1.0
+    webhooks: tuple[str, ...] = ()  # every alert event is POSTed to each
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    alert_tick_s: float = 1.0
+    maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -63,6 +75,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_or_create_keypair(cfg.data_dir)
     token = ensure_api_token(cfg.data_dir)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the webhook sender logs what matters
+    http = httpx.AsyncClient()
+    try:
+        webhooks = WebhookSender(cfg.webhooks, client=http)  # a bad URL is a ConfigError before anything starts
+    except BaseException:
+        await http.aclose()
+        raise
     store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
@@ -70,6 +89,16 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
     core = CloudCore(heartbeat_s=cfg.heartbeat_s)
+    alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
+    now = _now_ms()
+    alerts.restore(
+        *await loop.run_in_executor(
+            store_thread, lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now))
+        ),
+        now,
+    )
+    webhooks.start()
+    timers: dict[str, asyncio.TimerHandle] = {}
     runner: NodeRunner
 
     def on_store(call, then, what: str) -> None:
@@ -92,11 +121,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             for why in result.rejected:
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
+            alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
 
         call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
         on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
 
     def touch(effect: StoreTouch) -> None:
+        alerts.observe_gateway(effect.gateway_id, _now_ms())
         on_store(lambda: store.touch_gateway(effect.gateway_id, effect.site, _now_ms()), lambda _: None, "gateway touch failed")
 
     def load_commands(effect: LoadCommands) -> None:
@@ -120,6 +151,30 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading a new command failed")
 
+    def alert_tick() -> None:
+        timers["alerts"] = loop.call_later(cfg.alert_tick_s, alert_tick)
+        out = alerts.tick(_now_ms())
+        if out.rows or out.events:
+            loop.run_in_executor(store_thread, store.save_alerts, out.rows).add_done_callback(
+                lambda fut: deliver(out, fut.exception())
+            )
+
+    def deliver(out: TickResult, exc: BaseException | None) -> None:
+        """After the rows' commit: the events go out even if the store refused them (an alert matters more
+        than its record; the service offers the rows again)."""
+        if exc is not None:
+            alerts.persist_failed(out.rows)
+            log.error("saving alerts failed", extra={"error": str(exc), "alerts": len(out.rows)})
+        for event in out.events:
+            about = {"alert": event.alert_id, "rule": event.rule, "subject": event.subject}
+            log.info(f"alert {event.event}", extra=about)
+            webhooks.submit(event)
+
+    def refresh_maintenance() -> None:
+        timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
+        in_maintenance = lambda: store.devices_in_state("maintenance")  # noqa: E731
+        on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
+
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
     runner = NodeRunner(
         core,
@@ -133,7 +188,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         except (NotImplementedError, RuntimeError):
             pass
     endpoint = server.start()
-    api = await serve_api(create_app(store, token, executor=store_thread, on_command=on_command), cfg.api_host, cfg.api_port)
+    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence)
+    api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
         cfg.data_dir / "endpoints.json",
@@ -141,18 +197,24 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         0o644,
     )
     runner.feed(Start())
-    log.info("cloud started", extra={"gateways": endpoint, "api": api_url})
+    refresh_maintenance()
+    alert_tick()
+    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()
     finally:
+        for timer in timers.values():
+            timer.cancel()
         await runner.stop()
         await server.stop()
         await api.stop()
+        await webhooks.stop(drain_s=2.0)
+        await http.aclose()
         auth.stop()
         ctx.destroy(linger=0)
         store_thread.submit(store.close).result()
         store_thread.shutdown()
-        log.info("cloud stopped", extra=core.counters)
+        log.info("cloud stopped", extra=core.counters | {f"alerts_{k}": v for k, v in alerts.counters.items()})
     return dict(core.counters)
 
 
