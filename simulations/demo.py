@@ -209,6 +209,7 @@ def _bulk_stored(summary: dict) -> int:
 @click.option("--bad-device", "bad_devices", type=int, default=None,
               help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
+@click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(
@@ -219,6 +220,7 @@ def demo(
     kill_gateway: int,
     bad_devices: int | None,
     seed: int,
+    alert_drill: bool,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -231,7 +233,12 @@ def demo(
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     try:
         drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, bad_devices=bad_devices, seed=seed)
-        result = run_demo(root, sites, devices_per_site, duration, drills)
+        if alert_drill:
+            from simulations.alert_drill import run_alert_drill
+
+            result = run_alert_drill(root, sites, devices_per_site, duration)
+        else:
+            result = run_demo(root, sites, devices_per_site, duration, drills)
     finally:
         if not workdir:
             shutil.rmtree(root, ignore_errors=True)
