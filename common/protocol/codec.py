@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "decode_record",
     "decode_sample",
     "encode",
+    "encode_forward",
     "encode_record",
     "encode_sample",
     "negotiate",
@@ -91,6 +93,9 @@ def _check_bytes(value: Any, where: str) -> bytes:
 
 
 def _check_values(value: Any, where: str) -> dict[str, float | str]:
+    if _ok_values(value):
+        return value
+    # something is wrong: find it and name it (the slow path builds a description per field)
     if type(value) is not dict:
         raise _fail(where, f"expected a map of values, got {type(value).__name__}")
     if len(value) > MAX_VALUES:
@@ -120,26 +125,117 @@ def _check_str_map(value: Any, where: str) -> dict[str, str]:
     return value
 
 
-def _list_of(item: Check) -> Check:
+# Predicates: the same rules as the checks above, answering only "valid or not", so the hot path
+# (records inside a batch) does no string formatting; on False the check runs to say what is wrong.
+# Each must accept exactly what its check accepts.
+
+
+def _ok_str(value: Any) -> bool:
+    return type(value) is str and len(value) <= MAX_STR
+
+
+def _ok_int(value: Any) -> bool:
+    return type(value) is int and INT64[0] <= value <= INT64[1]
+
+
+def _ok_bytes(value: Any) -> bool:
+    return type(value) is bytes
+
+
+def _ok_values(value: Any) -> bool:
+    if type(value) is not dict or len(value) > MAX_VALUES:
+        return False
+    lo, hi = INT64
+    for k, v in value.items():
+        if type(k) is not str or len(k) > MAX_STR:
+            return False
+        t = type(v)
+        if t is float:
+            if v - v != 0.0:  # inf - inf and nan - nan are nan: not finite
+                return False
+        elif t is int:
+            if not lo <= v <= hi:
+                return False
+        elif t is not str or len(v) > MAX_STR:
+            return False
+    return True
+
+
+def _ok_str_map(value: Any) -> bool:
+    if type(value) is not dict or len(value) > MAX_VALUES:
+        return False
+    return all(type(k) is str and len(k) <= MAX_STR and type(v) is str and len(v) <= MAX_STR for k, v in value.items())
+
+
+def _list_of(item: Check, fast: Callable[[list[Any]], list[Any] | None] | None = None) -> Check:
+    """A list whose items pass ``item``. ``fast(value)`` (optional) checks the whole list without
+    naming anything: it returns the checked items, or None when one is not valid (then ``item`` runs
+    on each to say which and why)."""
+
     def check(value: Any, where: str) -> list[Any]:
         if type(value) is not list:
             raise _fail(where, f"expected a list, got {type(value).__name__}")
+        if fast is not None:
+            out = fast(value)
+            if out is not None:
+                return out
         return [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
     return check
 
 
-def _record_of(cls: type) -> Check:
-    checks = _field_checks(cls)
-    n = len(checks)
+def _record_of(cls: type) -> tuple[Check, Callable[[Any], Any]]:
+    """The check of a nested record, and its fast path: the record, or None if something is wrong."""
+    fields = _field_checks(cls)
+    oks = tuple(OKS[t] for t in _field_types(cls))
+    n = len(fields)
     name = cls.__name__
 
+    def fast(value: Any) -> Any:
+        if type(value) is not list or len(value) != n:
+            return None
+        for ok, v in zip(oks, value):
+            if not ok(v):
+                return None
+        return cls(*value)
+
     def check(value: Any, where: str) -> Any:
+        rec = fast(value)
+        if rec is not None:
+            return rec
         if type(value) is not list or len(value) != n:
             raise _fail(where, f"{name} must be an array of {n} fields")
-        return cls(*[c(v, f"{where}.{f}") for (f, c), v in zip(checks, value)])
+        return cls(*[c(v, f"{where}.{f}") for (f, c), v in zip(fields, value)])
 
-    return check
+    return check, fast
+
+
+def _telemetry_records(value: list[Any]) -> list[TelemetryRecord] | None:
+    """The records of a TelemetryBatch (the gateway's hot path), or None if one is not valid.
+
+    The rules of ``_record_of(TelemetryRecord)`` written out, so that a batch of
+    records costs no call per field; ``_TELEMETRY_FIELDS`` below keeps it honest.
+    """
+    lo, hi = INT64
+    ok_values = _ok_values
+    out = []
+    append = out.append
+    for r in value:
+        if type(r) is not list or len(r) != 4:
+            return None
+        seq, ts_ms, kind, values = r
+        if (
+            type(seq) is not int or not lo <= seq <= hi
+            or type(ts_ms) is not int or not lo <= ts_ms <= hi
+            or type(kind) is not str or len(kind) > MAX_STR
+            or not ok_values(values)
+        ):
+            return None
+        append(TelemetryRecord(seq, ts_ms, kind, values))
+    return out
+
+
+_TELEMETRY_FIELDS = ["int", "int", "str", "dict[str, float | str]"]
 
 
 CHECKS: dict[str, Check] = {
@@ -148,8 +244,19 @@ CHECKS: dict[str, Check] = {
     "bytes": _check_bytes,
     "dict[str, float | str]": _check_values,
     "dict[str, str]": _check_str_map,
-    "list[bytes]": _list_of(_check_bytes),
+    "list[bytes]": _list_of(_check_bytes, lambda v: v if set(map(type, v)) <= {bytes} else None),
 }
+OKS: dict[str, Callable[[Any], bool]] = {
+    "str": _ok_str,
+    "int": _ok_int,
+    "bytes": _ok_bytes,
+    "dict[str, float | str]": _ok_values,
+    "dict[str, str]": _ok_str_map,
+}
+
+
+def _field_types(cls: type) -> list[str]:
+    return [f.type for f in dataclasses.fields(cls)]  # type: ignore[misc]
 
 
 def _field_checks(cls: type) -> list[tuple[str, Check]]:
@@ -162,18 +269,23 @@ def _field_checks(cls: type) -> list[tuple[str, Check]]:
     return out
 
 
-CHECKS["list[TelemetryRecord]"] = _list_of(_record_of(TelemetryRecord))
+if _field_types(TelemetryRecord) != _TELEMETRY_FIELDS:
+    raise TypeError(f"TelemetryRecord's fields changed: update _telemetry_records and _TELEMETRY_FIELDS to {_field_types(TelemetryRecord)}")
+CHECKS["list[TelemetryRecord]"] = _list_of(_record_of(TelemetryRecord)[0], _telemetry_records)
 _DECODERS: dict[int, tuple[type[Message], list[tuple[str, Check]]]] = {
     kind: (cls, _field_checks(cls)) for kind, cls in MESSAGE_TYPES.items()
 }
 _FIELD_NAMES = {kind: [f.name for f in dataclasses.fields(cls)] for kind, cls in MESSAGE_TYPES.items()}
-_RECORD_CHECK = _record_of(ForwardRecord)
+_RECORD_CHECK = _record_of(ForwardRecord)[0]
+_AS_TUPLE: dict[type, Callable[[Any], tuple[Any, ...]]] = {
+    cls: operator.attrgetter(*[f.name for f in dataclasses.fields(cls)]) for cls in (TelemetryRecord, ForwardRecord)
+}
 
 
 def _plain(value: Any) -> Any:
-    """Nested dataclass records go on the wire as arrays."""
-    if isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
-        return [dataclasses.astuple(v) for v in value]
+    """Nested records go on the wire as arrays."""
+    if type(value) is list and value and type(value[0]) in _AS_TUPLE:
+        return list(map(_AS_TUPLE[type(value[0])], value))
     return value
 
 
@@ -223,7 +335,14 @@ def decode(data: bytes) -> Message:
 
 def encode_record(rec: ForwardRecord) -> bytes:
     """One outbox entry."""
-    return msgpack.packb(dataclasses.astuple(rec), use_bin_type=True)
+    return msgpack.packb(_AS_TUPLE[ForwardRecord](rec), use_bin_type=True)
+
+
+def encode_forward(device_id: str, stream: str, records: list[TelemetryRecord]) -> list[bytes]:
+    """The outbox entries of a device's records: ``encode_record(ForwardRecord(device_id, stream, *record))``
+    for each, without building the ForwardRecords."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    return [pack((device_id, stream, r.seq, r.ts_ms, r.kind, r.values)) for r in records]
 
 
 def decode_record(data: bytes) -> ForwardRecord:
