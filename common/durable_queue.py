@@ -69,6 +69,9 @@ _STAMP = struct.Struct(">Q")  # the clock reading at enqueue, in front of every 
 _PREFIX = _STAMP.size
 _ONE, _MANY, _ACK, _CLOSE, _EXPIRE = 0, 1, 2, 3, 4  # request kinds: (kind, stream, arg, future, loop or None)
 _MAX_GROUP = 4096  # requests taken into one transaction
+# an evicting stream frees 1/EVICT_SLACK of its quota beyond what the append needs, so evictions (and
+# their gap reports) come in ranges, not one record at a time
+EVICT_SLACK = 64
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 # per event loop (None: blocking callers): ([(future, result)], [(future, error)])
@@ -393,7 +396,8 @@ class DurableQueue:
                         incoming = sum(map(len, payloads))
                         if st.size + incoming > st.policy.max_bytes:
                             if st.policy.evict and incoming <= st.policy.max_bytes:
-                                self._drop_front(txn, streams, st, "evicted", st.policy.max_bytes - incoming, now, touched)
+                                fit = max(0, st.policy.max_bytes - incoming - st.policy.max_bytes // EVICT_SLACK)
+                                self._drop_front(txn, streams, st, "evicted", fit, now, touched)
                             else:
                                 errors.append((fut, QueueFullError(f"{self.path}:{name}", st.size, st.policy.max_bytes, incoming)))
                                 continue

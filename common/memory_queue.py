@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from common.durable_queue import DEFAULT, DropHook, QueueStats, StreamPolicy
+from common.durable_queue import DEFAULT, EVICT_SLACK, DropHook, QueueStats, StreamPolicy
 from common.errors import QueueClosedError, QueueError, QueueFullError
 
 __all__ = ["MemoryQueue"]
@@ -86,7 +86,8 @@ class MemoryQueue:
             if not st.policy.evict or incoming > st.policy.max_bytes:
                 raise QueueFullError(f"{self.path}:{stream}", st.size, st.policy.max_bytes, incoming)
             dropped = []
-            while st.records and st.size + incoming > st.policy.max_bytes:
+            fit = max(0, st.policy.max_bytes - incoming - st.policy.max_bytes // EVICT_SLACK)
+            while st.records and st.size > fit:
                 dropped.append(st.pop_front())
             st.evicted += len(dropped)
             self._report(stream, "evicted", dropped, now)

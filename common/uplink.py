@@ -13,25 +13,31 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from common.backoff import Backoff
-from common.effects import UPSTREAM, AckQueue, Effect, Log, QueueReader, Reconnect, Send
+from common.effects import UPSTREAM, AckQueue, Effect, Log, QueueReader, Reconnect, Send, SetTimer
 from common.protocol import Heartbeat, Hello, HelloAck, Message
 
 __all__ = ["LIVENESS", "QueueSender", "Uplink"]
 
 LIVENESS = 3  # heartbeat intervals of silence before a peer is dead
+HELLO_RETRY_S = 0.05  # first retry of an unanswered Hello; doubles up to the heartbeat interval
 
 
 class Uplink:
     """Session state of the one upstream link: ``connecting`` -> ``up`` -> ``waiting`` (to reconnect)."""
 
-    def __init__(self, hello: Hello, *, heartbeat_s: float, backoff: Backoff) -> None:
+    def __init__(self, hello: Hello, *, heartbeat_s: float, backoff: Backoff, first_spread_s: float = 0.0) -> None:
         self.hello = hello
+        # the first reconnect after losing a live server waits uniformly in [0, first_spread_s]: every
+        # client of a server that died notices within one heartbeat, so without a wide first spread they
+        # would all come back in the same second (later attempts follow the backoff)
+        self.first_spread_s = first_spread_s
         self.heartbeat_s = heartbeat_s
         self.backoff = backoff
         self.state = "down"
         self.version = 0
         self.last_rx = 0.0
         self.hello_at = 0.0
+        self.hello_gap = HELLO_RETRY_S
         self.reconnects = 0
 
     @property
@@ -39,9 +45,19 @@ class Uplink:
         return self.state == "up"
 
     def open(self, now: float) -> list[Effect]:
-        """The socket is (re)connected: say hello."""
+        """The socket is (re)connected: say hello, and again soon if no answer comes (with CURVE the
+        first Hello is often refused: the handshake has not finished when it is sent)."""
         self.state, self.last_rx, self.hello_at = "connecting", now, now
-        return [Send(UPSTREAM, self.hello)]
+        self.hello_gap = HELLO_RETRY_S
+        return [Send(UPSTREAM, self.hello), SetTimer("hello", now + self.hello_gap)]
+
+    def retry_hello(self, now: float) -> list[Effect]:
+        """The "hello" timer: while still connecting, say hello again, each time waiting twice as long."""
+        if self.state != "connecting":
+            return []
+        self.hello_at = now
+        self.hello_gap = min(self.hello_gap * 2, self.heartbeat_s)
+        return [Send(UPSTREAM, self.hello), SetTimer("hello", now + self.hello_gap)]
 
     def received(self, msg: Message, now: float) -> bool:
         """Note liveness; True when this message brought the session up."""
@@ -58,6 +74,8 @@ class Uplink:
             return []
         if now - self.last_rx > LIVENESS * self.heartbeat_s:
             delay = self.backoff.next_delay()
+            if self.backoff.attempts == 1 and self.first_spread_s:
+                delay = self.backoff.rng.uniform(0.0, self.first_spread_s)
             self.state = "waiting"
             self.reconnects += 1
             return [

@@ -84,8 +84,11 @@ class AgentCore:
         batch_max: int = 200,
         window: int = 2000,
         last_command: int = 0,
+        rejoin_spread_s: float = 8.0,
     ) -> None:
         self.device_id = device_id
+        self.rng = rng
+        self.rejoin_spread_s = rejoin_spread_s
         self.last_command = last_command  # commands up to this number were run (the driver persists it)
         self.running: set[int] = set()
         self.sample_interval_s = sample_interval_s
@@ -98,6 +101,7 @@ class AgentCore:
             Hello(device_id, "device", site, *SUPPORTED_VERSIONS),
             heartbeat_s=heartbeat_s,
             backoff=Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, rng=rng),
+            first_spread_s=rejoin_spread_s,
         )
         self.senders = {
             s: QueueSender(
@@ -139,8 +143,10 @@ class AgentCore:
                     SetTimer("sample", now),
                     SetTimer("heartbeat", now + self.heartbeat_s),
                 ]
-            case LinkUp():
+            case LinkUp() | TimerFired("rejoin"):
                 return self.uplink.open(now)
+            case TimerFired("hello"):
+                return self.uplink.retry_hello(now)
             case Received(peer, msg) if peer == UPSTREAM:
                 return self._received(msg, now)
             case Malformed(_, error):
@@ -204,9 +210,12 @@ class AgentCore:
                     return []
                 self.running.add(seq)
                 return [RunCommand(msg)]
-            case ErrorReply("hello-first", _):
-                # the gateway restarted and forgot this session: introduce ourselves again
-                return self.uplink.open(now)
+            case ErrorReply("hello-first", _) if self.uplink.state != "waiting":
+                # The gateway restarted and forgot this session. Every device of the site hears this at
+                # once, so each waits a random part of the spread before saying Hello again: a restarted
+                # gateway meets its devices a few at a time, not all in the same second.
+                self.uplink.state = "waiting"
+                return [SetTimer("rejoin", now + self.rng.uniform(0, self.rejoin_spread_s))]
             case ErrorReply(code, detail):
                 return [Log("warning", "gateway refused a message", {"code": code, "detail": detail})]
         return []

@@ -185,6 +185,8 @@ class GatewayCore:
                 return out
             case LinkUp():
                 return self.uplink.open(now)
+            case TimerFired("hello"):
+                return self.uplink.retry_hello(now)
             case Received(peer, msg) if peer == UPSTREAM:
                 return self._from_cloud(msg, now)
             case Received(peer, msg):

@@ -409,14 +409,22 @@ def test_a_device_known_only_from_a_gap_report_is_registered_but_not_seen(store:
     ]
 
 
+def test_a_record_reported_dropped_that_arrived_anyway_is_not_counted_lost(store: Store) -> None:
+    # a gateway evicted records it had forwarded before its acknowledgement was lost
+    store.ingest("gw-1", "site-a", [rec("d1", 4), rec("d1", 5)], now_ms=1)
+    store.ingest("gw-1", "site-a", [gap("d1", "bulk", 3, 6)], now_ms=2)
+    [total] = store.gap_totals("d1")
+    assert (total["reported"], total["count"]) == (4, 2)
+
+
 def test_gap_totals_and_filters(store: Store) -> None:
     store.ingest("gw-1", "site-a", [gap("d1", "bulk", 1, 10), gap("d1", "bulk", 20, 24), gap("d1", "state", 3, 3,
                  reason="ttl")], now_ms=1)
     store.ingest("gw-2", "site-b", [gap("d2", "bulk", 1, 2, reporter="gw-2")], now_ms=2)
     assert store.gap_totals() == [
-        {"device_id": "d1", "stream": "bulk", "reason": "quota", "ranges": 2, "count": 15},
-        {"device_id": "d1", "stream": "state", "reason": "ttl", "ranges": 1, "count": 1},
-        {"device_id": "d2", "stream": "bulk", "reason": "quota", "ranges": 1, "count": 2},
+        {"device_id": "d1", "stream": "bulk", "reason": "quota", "ranges": 2, "reported": 15, "count": 15},
+        {"device_id": "d1", "stream": "state", "reason": "ttl", "ranges": 1, "reported": 1, "count": 1},
+        {"device_id": "d2", "stream": "bulk", "reason": "quota", "ranges": 1, "reported": 2, "count": 2},
     ]
     assert [t["device_id"] for t in store.gap_totals(site="site-b")] == ["d2"]
     assert [t["stream"] for t in store.gap_totals(device_id="d1")] == ["bulk", "state"]
@@ -506,7 +514,7 @@ def test_site_detail(store: Store) -> None:
              "status_ts_ms": None, "devices": 1},
         ],
         "devices": {"total": 3, "online": 1, "online_within_ms": 300_000},
-        "gap_totals": [{"device_id": "d3", "stream": "bulk", "reason": "quota", "ranges": 1, "count": 3}],
+        "gap_totals": [{"device_id": "d3", "stream": "bulk", "reason": "quota", "ranges": 1, "reported": 3, "count": 3}],
     }
     assert store.site_detail("site-a")["devices"]["online"] is None
     assert store.site_detail("nowhere", now_ms=1) is None

@@ -53,7 +53,19 @@ def test_start_says_hello_and_arms_timers():
     core, _ = make()
     effects = core.handle(Start(), 100.0)
     assert sends(effects) == [Hello("dev-1", "device", "site-1", 1, 1)]
-    assert {e.name for e in effects if isinstance(e, SetTimer)} == {"sample", "heartbeat"}
+    assert {e.name for e in effects if isinstance(e, SetTimer)} == {"sample", "heartbeat", "hello"}
+
+
+def test_unanswered_hello_is_retried_soon_then_less_often():
+    core, buf = make()
+    effects = core.handle(Start(), 100.0)
+    (first,) = [e for e in effects if isinstance(e, SetTimer) and e.name == "hello"]
+    retry = core.handle(TimerFired("hello"), first.at)
+    assert sends(retry) == [core.uplink.hello]
+    (second,) = [e for e in retry if isinstance(e, SetTimer)]
+    assert second.at - first.at == 2 * (first.at - 100.0)
+    run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), second.at - 0.01)
+    assert core.handle(TimerFired("hello"), second.at) == []  # answered: no more Hellos
 
 
 def test_sample_timer_asks_for_a_sample_and_rearms():
@@ -115,17 +127,35 @@ def test_silent_gateway_is_declared_dead_after_three_intervals_and_reconnected_w
     run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
     assert not [e for e in run(core, buf, TimerFired("heartbeat"), 3.0) if isinstance(e, Reconnect)]
     (rc,) = [e for e in run(core, buf, TimerFired("heartbeat"), 3.01) if isinstance(e, Reconnect)]
-    assert 0.25 <= rc.delay <= 0.5
+    assert 0.0 <= rc.delay <= core.rejoin_spread_s  # the first try is spread wide: the whole site noticed too
+    run(core, buf, LinkUp(), 3.01 + rc.delay)
+    (again,) = [e for e in run(core, buf, TimerFired("heartbeat"), 3.01 + rc.delay + 3.1) if isinstance(e, Reconnect)]
+    assert 0.5 <= again.delay <= 1.0  # then the backoff: base 1 s after the first attempt, equal jitter
     assert not core.uplink.up
     assert sends(run(core, buf, LinkUp(), 4.0)) == [core.uplink.hello]
 
 
-def test_hello_first_error_reintroduces_the_device():
+def test_hello_first_error_reintroduces_the_device_after_a_random_part_of_the_spread():
     core, buf = make()
     core.handle(Start(), 0.0)
     run(core, buf, Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
-    effects = run(core, buf, Received(UPSTREAM, ErrorReply("hello-first", "restarted")), 1.0)
-    assert sends(effects) == [core.uplink.hello]
+    (timer,) = run(core, buf, Received(UPSTREAM, ErrorReply("hello-first", "restarted")), 1.0)
+    assert timer.name == "rejoin" and 1.0 <= timer.at <= 1.0 + core.rejoin_spread_s
+    again = run(core, buf, Received(UPSTREAM, ErrorReply("hello-first", "again")), 1.1)
+    assert not [e for e in again if isinstance(e, SetTimer)]  # one rejoin, not one per error
+    assert [e for e in run(core, buf, TimerFired("heartbeat"), 4.5) if isinstance(e, Reconnect)] == []
+    assert sends(run(core, buf, TimerFired("rejoin"), timer.at)) == [core.uplink.hello]
+
+
+def test_rejoin_times_of_a_site_spread_over_the_window():
+    cores = [AgentCore(f"d{i}", "s", MemoryQueue(streams=DEVICE_POLICIES).start(), rng=random.Random(i)) for i in range(200)]
+    at = []
+    for c in cores:
+        c.handle(Start(), 0.0)
+        c.handle(Received(UPSTREAM, HelloAck("gw", 1, 1000, 100)), 0.0)
+        (timer,) = c.handle(Received(UPSTREAM, ErrorReply("hello-first", "restarted")), 1.0)
+        at.append(int(timer.at - 1.0))
+    assert max(at.count(second) for second in set(at)) <= 50  # no second with more than a quarter
 
 
 def test_stop_ends_sampling():
