@@ -296,7 +296,8 @@ def make_delta(
     memory is not measured.
     """
     t0 = time.monotonic()
-    old, new, patch = os.fspath(old_path), os.fspath(new_path), Path(patch_path)
+    # absolute: isolated candidates run with the repository as their working directory
+    old, new, patch = os.path.abspath(old_path), os.path.abspath(new_path), Path(os.path.abspath(patch_path))
     old_size, old_sha = file_digest(old)
     new_size, new_sha = file_digest(new)
     level = full_level if full_level is not None else _full_level(new_size)

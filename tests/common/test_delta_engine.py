@@ -214,6 +214,15 @@ def test_isolated_candidates_measure_memory_and_time_out(tmp_path, so_pair):
         make_delta(old, new, tmp_path / "q.delta", time_budget_s=1e-6)
 
 
+def test_isolated_candidates_take_paths_relative_to_the_callers_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("old").write_bytes(b"firmware " * 20_000)
+    Path("new").write_bytes(b"firmware " * 10_000 + b"patched! " + b"firmware " * 9_999)
+    r = make_delta("old", "new", "p.delta", methods=[ZSTD], isolate=True, worth_ratio=100.0)
+    apply_delta("old", "p.delta", "out")
+    assert Path("out").read_bytes() == Path("new").read_bytes() and r.method == ZSTD
+
+
 def test_make_delta_in_a_process_pool(tmp_path, so_pair):
     old, new = so_pair
 
