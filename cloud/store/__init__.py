@@ -6,6 +6,7 @@
     store.py       ``Store``: open, ingest, touch_gateway; devices, sites and site health; telemetry
                    summary, gaps and unexplained missing ranges; downlink commands
     alerts.py      the part of ``Store`` that keeps alerts, acknowledgements and silences
+    releases.py    the part of ``Store`` that keeps firmware releases and their delta outcomes
 """
 
 from cloud.store.migrations import MIGRATIONS, Migration

@@ -221,10 +221,45 @@ def _v3_alerts_and_silences(conn: sa.Connection) -> None:
     ).create(conn)
 
 
+def _v4_releases_and_deltas(conn: sa.Connection) -> None:
+    """Firmware releases (unsigned until a trusted key signs the manifest the cloud built) and their deltas."""
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    sa.Table(
+        "releases",
+        md,
+        sa.Column("version", sa.String(64), primary_key=True),
+        sa.Column("hw", json_values, nullable=False),
+        sa.Column("image_sha256", sa.String(64), nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("manifest_body", sa.Text, nullable=False),
+        sa.Column("signed_manifest", sa.Text, nullable=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Column("published_ms", sa.BigInteger, nullable=True),
+        sa.Column("security_version", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("state IN ('unsigned', 'published')", name="releases_state"),
+    )
+    sa.Table(
+        "deltas",
+        md,
+        sa.Column("release_version", sa.String(64), sa.ForeignKey("releases.version"), primary_key=True),
+        sa.Column("from_version", sa.String(64), primary_key=True),
+        sa.Column("method", sa.String(64), nullable=True),
+        sa.Column("size", sa.BigInteger, nullable=True),
+        sa.Column("sha256", sa.String(64), nullable=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("detail", json_values, nullable=False),
+        sa.CheckConstraint("status IN ('offered', 'not-worth-it', 'failed')", name="deltas_status"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
     Migration(3, "alerts and silences", _v3_alerts_and_silences),
+    Migration(4, "firmware releases and deltas", _v4_releases_and_deltas),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

@@ -17,13 +17,17 @@ from sqlalchemy.dialects import postgresql
 __all__ = [
     "ALERT_STATES",
     "COMMAND_STATUSES",
+    "DELTA_STATUSES",
+    "RELEASE_STATES",
     "JSON_VALUES",
     "alerts",
     "commands",
+    "deltas",
     "devices",
     "gaps",
     "gateways",
     "metadata",
+    "releases",
     "schema_version",
     "silences",
     "sites",
@@ -170,4 +174,39 @@ silences = sa.Table(
     sa.Column("created_by", sa.String(128), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Index("silences_until", "until_ms"),
+)
+
+RELEASE_STATES = ("unsigned", "published")
+DELTA_STATUSES = ("offered", "not-worth-it", "failed")
+
+# firmware releases (cloud.releases): the manifest the cloud built, and once a trusted key signed exactly
+# that body, the signed manifest; ``version`` is the text the release was created with
+releases = sa.Table(
+    "releases",
+    metadata,
+    sa.Column("version", sa.String(64), primary_key=True),
+    sa.Column("hw", JSON_VALUES, nullable=False),  # a list of hardware models
+    sa.Column("image_sha256", sa.String(64), nullable=False),  # the artifact DATA/artifacts/<sha256>
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("manifest_body", sa.Text, nullable=False),  # canonical JSON (ASCII): what a signature must cover
+    sa.Column("signed_manifest", sa.Text, nullable=True),  # SignedManifest.to_bytes(), once published
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("published_ms", sa.BigInteger, nullable=True),
+    sa.Column("security_version", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("state IN ('unsigned', 'published')", name="releases_state"),
+)
+
+# the delta outcome of each (release, older release) pair tried; only "offered" ones are in the manifest
+deltas = sa.Table(
+    "deltas",
+    metadata,
+    sa.Column("release_version", sa.String(64), sa.ForeignKey("releases.version"), primary_key=True),
+    sa.Column("from_version", sa.String(64), primary_key=True),
+    sa.Column("method", sa.String(64), nullable=True),  # the smallest candidate's, also when not worth it
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),  # the artifact, for an offered delta only
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("detail", JSON_VALUES, nullable=False),  # {"note", "full_size", "ratio", "seconds"}
+    sa.CheckConstraint("status IN ('offered', 'not-worth-it', 'failed')", name="deltas_status"),
 )

@@ -6,6 +6,7 @@
     store.telemetry_summary(); store.gaps(); store.gap_totals(); store.missing_ranges("d1", "bulk")
     seq = store.create_command("d1", "reboot", {}, expires_ms, now_ms); store.list_commands("d1")
     store.save_alerts(rows); store.list_alerts("open"); store.ack_alert(alert_id, "alice", now_ms)  (alerts.py)
+    store.save_release(row, deltas); store.publish_release(...); store.list_releases()  (releases.py)
     store.close()
 
 SQLite is the default: every connection is set to WAL journal mode,
@@ -37,6 +38,7 @@ from sqlalchemy import event
 from cloud.store.alerts import AlertRecords
 from cloud.store.batch import BatchPlan, plan_batch, statuses_before, subtract_ranges
 from cloud.store.migrations import migrate
+from cloud.store.releases import ReleaseRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
 from common.errors import StoreError
 from common.protocol.messages import ForwardRecord
@@ -68,7 +70,7 @@ class IngestResult:
     rejected: tuple[str, ...] = ()
 
 
-class Store(AlertRecords):
+class Store(AlertRecords, ReleaseRecords):
     """The cloud store. Build it with ``Store.open(url)``; the constructor does no I/O."""
 
     def __init__(self, engine: sa.Engine, *, applied: Sequence[int] = ()) -> None:
