@@ -26,6 +26,7 @@ Routes (all JSON; every error body is ``{"error": code, "detail": message}``):
     POST /v1/silences                     bearer   {"target", "until_ms" | "for_s", "by", "reason"} -> 201
                                                    the silence; ``target`` is a rule name or a subject
     GET  /v1/silences                     bearer   {"silences": [...]} those still running
+    POST|GET /v1/releases...              bearer   firmware releases, with ``releases=`` (``cloud.releases_api``)
 
 A request body that does not validate is a 422 ``invalid_request`` naming each bad field.
 After a command is stored, ``on_command(device_id, seq)`` (if given) is called on the
@@ -49,7 +50,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Annotated, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple, TypeVar
 
 import fastapi
 import pydantic
@@ -62,6 +63,9 @@ from cloud.store import Store
 from common.errors import ApiError, ConfigError, StoreError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 from common.protocol.messages import STREAMS
+
+if TYPE_CHECKING:
+    from cloud.releases import ReleaseService
 
 __all__ = [
     "API_PREFIX",
@@ -143,6 +147,7 @@ def create_app(
     executor: Executor | None = None,
     on_command: Callable[[str, int], None] | None = None,
     on_silence: Callable[[str, int], None] | None = None,
+    releases: ReleaseService | None = None,
     now_ms: Callable[[], int] = _wall_ms,
 ) -> fastapi.FastAPI:
     """The operator API over ``store``; every route but health needs ``Authorization: Bearer <token>``.
@@ -302,6 +307,10 @@ def create_app(
         now = now_ms()
         return {"silences": await call(lambda: store.active_silences(now))}
 
+    if releases is not None:
+        from cloud.releases_api import release_routes
+
+        secured.include_router(release_routes(releases, now_ms))
     app.include_router(secured)
     return app
 

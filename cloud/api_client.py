@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,16 +118,33 @@ class ApiClient:
         """GET ``path`` (e.g. ``/v1/devices``) and return the decoded JSON body."""
         return self.request("GET", path)
 
-    def request(self, method: str, path: str, *, json_body: Any = None) -> Any:
-        """Send one request; return its JSON body or raise ``ApiError`` saying what went wrong."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        content: bytes | Iterable[bytes] | None = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request; return its JSON body or raise ``ApiError`` saying what went wrong.
+
+        ``content`` is a raw body: bytes, or an iterator of pieces sent as they come (an upload
+        streamed from a file); ``timeout`` replaces the client's for this request.
+        """
         url = self.endpoint.url
+        timeout = self._timeout if timeout is None else timeout
         try:
-            response = self._http.request(method, path, json=json_body)
+            response = self._http.request(
+                method, path, json=json_body, content=content, params=params, headers=headers, timeout=timeout
+            )
         except httpx.ConnectError as exc:
             raise ApiError(f"cannot reach the EdgeFleet API at {url}: is `edgefleet cloud` running? ({exc})") from exc
         except httpx.TimeoutException as exc:
             raise ApiError(
-                f"the EdgeFleet API at {url} did not answer {method} {path} within {self._timeout}s"
+                f"the EdgeFleet API at {url} did not answer {method} {path} within {timeout}s"
             ) from exc
         except httpx.HTTPError as exc:
             raise ApiError(f"{method} {path} to the EdgeFleet API at {url} failed: {exc}") from exc

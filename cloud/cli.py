@@ -22,6 +22,8 @@ DEFAULTS = {
     "webhooks": [],  # URLs every alert event is POSTed to
     "alert_rules": None,  # a list of rule tables (common.alerting.parse_rules); None: cloud.alerts.DEFAULT_RULES
     "firmware_releases": [],  # release versions, for firmware rules
+    "release_keys": [],  # PEM public key files trusted to sign firmware manifests
+    "release_delta_bases": 3,  # a new release gets deltas from this many older ones (K)
     "log_level": "info",
     "log_format": "json",
 }
@@ -36,6 +38,7 @@ DEFAULTS = {
 @click.option("--database", help="SQLAlchemy URL of the store (default: sqlite in the data directory).")
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a gateway silent for 3 is dead.")
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST every alert event here (repeatable).")
+@click.option("--release-key", "release_keys", multiple=True, metavar="PEM", help="Trust this release public key; repeat.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
@@ -43,17 +46,21 @@ def cloud(config_path: str | None, **flags: object) -> None:
 
     Alert rules, webhooks and firmware releases come from the config file
     (alert_rules = [{type = "offline", name = "device_offline", after_s = 600}, ...],
-    webhooks = ["https://..."], firmware_releases = ["1.0.0", "1.1.0"]).
+    webhooks = ["https://..."], firmware_releases = ["1.0.0", "1.1.0"]). Firmware
+    manifests are published only when signed by a key in release_keys =
+    ["release.key.pub"] (or --release-key); release_delta_bases = 3.
 
     Gateways are admitted by CURVE public key, one per line in
     DATA_DIR/allowed_gateways. The operator token is in DATA_DIR/api_token;
     `edgefleet devices list --data-dir DATA_DIR` uses it.
     """
     flags["webhooks"] = list(flags["webhooks"]) or None  # type: ignore[call-overload]  # none given: the file's
+    flags["release_keys"] = list(flags["release_keys"]) or None  # type: ignore[call-overload]
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
     from cloud.alerts import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
+    from cloud.releases import ReleaseSettings
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
 
@@ -68,6 +75,8 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 heartbeat_s=cfg["heartbeat"],
                 webhooks=tuple(cfg["webhooks"]),
                 alerts=alert_settings,
+                release_keys=tuple(cfg["release_keys"]),
+                releases=ReleaseSettings(delta_bases=cfg["release_delta_bases"]),
             )
         )
     )

@@ -8,6 +8,8 @@ Alerts: the alert service (``cloud.alerts``) hears every committed batch and
 every gateway session touch, is ticked every ``alert_tick_s``, and its alert
 rows are saved on the store thread before their events go to the webhooks
 (``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
+Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
+deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -29,7 +31,9 @@ import zmq.asyncio
 
 from cloud.alerts import AlertService, AlertSettings, TickResult
 from cloud.api import create_app, serve_api
+from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
+from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
@@ -57,6 +61,8 @@ class CloudConfig:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     alert_tick_s: float = 1.0
     maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
+    release_keys: tuple[str, ...] = ()  # PEM public keys trusted to sign firmware manifests
+    releases: ReleaseSettings = field(default_factory=ReleaseSettings)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -75,6 +81,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     keys = load_or_create_keypair(cfg.data_dir)
     token = ensure_api_token(cfg.data_dir)
+    release_keys = load_release_keys(cfg.release_keys)  # a bad key file is a ConfigError before anything starts
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the webhook sender logs what matters
     http = httpx.AsyncClient()
     try:
@@ -85,6 +92,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
+    releases = ReleaseService(
+        store, ArtifactStore(cfg.data_dir / "artifacts"), release_keys, cfg.releases, store_executor=store_thread
+    )
+    releases.start()
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
@@ -188,7 +199,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         except (NotImplementedError, RuntimeError):
             pass
     endpoint = server.start()
-    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence)
+    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -208,6 +219,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         await runner.stop()
         await server.stop()
         await api.stop()
+        await releases.stop()
         await webhooks.stop(drain_s=2.0)
         await http.aclose()
         auth.stop()

@@ -48,7 +48,8 @@ class OperatorError(click.ClickException):
 def api_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add --api, --token, --data-dir and --json; the command receives ``fetch`` and ``as_json``.
 
-    ``fetch(path, method="GET", json_body=None)`` returns the decoded JSON answer.
+    ``fetch(path, method="GET", json_body=None, **kw)`` returns the decoded JSON answer; ``kw`` goes to
+    ``ApiClient.request`` (``content``, ``params``, ``headers``, ``timeout``).
     """
 
     @click.option(
@@ -68,10 +69,10 @@ def api_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     @functools.wraps(fn)
     def wrapper(api: str | None, token: str | None, data_dir: str | None, as_json: bool, **kwargs: Any) -> Any:
-        def fetch(path: str, method: str = "GET", json_body: Any = None) -> Any:
+        def fetch(path: str, method: str = "GET", json_body: Any = None, **kw: Any) -> Any:
             try:
                 with ApiClient(resolve_endpoint(api, token, data_dir)) as client:
-                    return client.request(method, path, json_body=json_body)
+                    return client.request(method, path, json_body=json_body, **kw)
             except (ApiError, ConfigError) as exc:
                 raise OperatorError(str(exc)) from exc
 

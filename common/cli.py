@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("simulations.demo:demo", "Start a whole fleet as real processes on 127.0.0.1 and report."),
     "sim": ("simulations.cli:sim", "Run a fleet in virtual time over an in-memory network."),
     "delta": ("common.delta.cli:delta", "Make and apply binary deltas between firmware images."),
-    "release": ("common.firmware.cli:release", "Firmware releases: signing keys, offline manifest signing."),
+    "release": ("cloud.release_cli:release", "Firmware releases: create, publish, list, show; keys, offline signing."),
 }
 
 

@@ -26,7 +26,8 @@
     │   ├── VersionError       a firmware version string that does not parse (also a ValueError)
     │   ├── ManifestError      a manifest that must not be used (names the version; ``reason`` is a code)
     │   ├── ChunkError         a chunk whose size or SHA-256 does not match its manifest (names the index)
-    │   └── ImageError         a full image whose size or SHA-256 does not match its manifest
+    │   ├── ImageError         a full image whose size or SHA-256 does not match its manifest
+    │   └── ReleaseError       a release the cloud refuses to create or publish (names the version; ``reason``)
     └── DeltaError             a binary delta that cannot be made or applied (corrupt patch, wrong base)
         └── DeltaNotWorthIt    the best delta is not clearly smaller than the compressed full image
 
@@ -58,6 +59,7 @@ __all__ = [
     "QueueClosedError",
     "QueueError",
     "QueueFullError",
+    "ReleaseError",
     "ReplayError",
     "SignatureError",
     "StoreError",
@@ -245,6 +247,25 @@ class ChunkError(FirmwareError):
 
 class ImageError(FirmwareError):
     """A full firmware image whose size or SHA-256 does not match its manifest."""
+
+
+class ReleaseError(FirmwareError):
+    """A release the cloud refuses to create, publish or find.
+
+    ``reason`` is one of: ``invalid`` (a parameter), ``empty``, ``too-large``,
+    ``exists``, ``busy`` (being created now), ``not-found``, ``published``
+    (already, with another signed manifest), ``body-differs`` (signed something
+    other than the manifest the cloud built), ``no-trusted-keys``, and the
+    ``ManifestError`` reasons of the posted signature (``malformed``,
+    ``unsigned``, ``unknown-key``, ``bad-signature``, ``expired``).
+    """
+
+    def __init__(self, version: str | None, reason: str, cause: str) -> None:
+        super().__init__(f"release {version or '?'}: {cause}")
+        self.version, self.reason, self.cause = version, reason, cause
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.version, self.reason, self.cause))
 
 
 class DeltaError(EdgeFleetError):
