@@ -234,11 +234,20 @@ class DurableQueue:
 
     def append(self, payload: bytes, *, stream: str = DEFAULT) -> asyncio.Future[list[int]]:
         """Append one record; the future gives ``[seq]`` once it is committed."""
-        if not isinstance(payload, _BYTES_LIKE):
-            raise TypeError(f"queue {self.path!r}: a payload must be bytes, not {type(payload).__name__}")
+        # the hot path of every producer: _checked and _submit inlined
+        if type(payload) is not bytes:
+            if not isinstance(payload, _BYTES_LIKE):
+                raise TypeError(f"queue {self.path!r}: a payload must be bytes, not {type(payload).__name__}")
+            payload = bytes(payload)
+        if stream not in self.policies:
+            self._stream(stream)  # raises, naming the streams there are
+        if not self._open:
+            raise QueueClosedError(f"queue {self.path!r} is not open")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._submit((_ONE, self._stream(stream), payload, fut, loop))
+        self._put((_ONE, stream, payload, fut, loop))
+        if self._writer_done:  # close() finished between the check and the put
+            self._refuse_leftovers()
         return fut
 
     def append_many(self, payloads: Sequence[bytes], *, stream: str = DEFAULT) -> asyncio.Future[list[int]]:
@@ -386,10 +395,34 @@ class DurableQueue:
         stamp = _STAMP.pack(now)
         key = _KEY.pack
         env = self._env
+        last_loop: Any = outcomes  # a key no request has
+        hot_name: Any = None  # the stream of the last single append, its working copy and cursor put
+        hot: Any = None
+        hot_put: Any = None
+        puts: dict[str, Any] = {}
         try:
             with env.begin(write=True) as txn:
                 for op, name, arg, fut, loop in group:
-                    oks, errors = outcomes.setdefault(loop, ([], []))
+                    if loop is not last_loop:
+                        oks, errors = outcomes.setdefault(loop, ([], []))
+                        last_loop = loop
+                    if op == _ONE:
+                        if name != hot_name:
+                            hot, hot_name = streams[name], name
+                            hot_put = puts.get(name) or puts.setdefault(name, txn.cursor(db=hot.db).put)
+                            touched.add(name)
+                        if hot.size + len(arg) <= hot.policy.max_bytes:
+                            # the hot path, inlined: the same as oks.append((fut, self._put_all(txn, hot, (arg,), stamp)))
+                            seq = hot.next
+                            hot_put(key(seq), stamp + arg, append=True)
+                            if hot.count == 0:
+                                hot.first_ts = now
+                            hot.next = seq + 1
+                            hot.size += len(arg)
+                            hot.count += 1
+                            hot.appended += 1
+                            oks.append((fut, [seq]))
+                            continue
                     if op == _ONE or op == _MANY:
                         payloads = (arg,) if op == _ONE else arg
                         st = streams[name]

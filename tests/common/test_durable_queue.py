@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from common.durable_queue import DurableQueue
+from common.durable_queue import DurableQueue, StreamPolicy
 from common.errors import QueueClosedError, QueueFullError
 from common.memory_queue import MemoryQueue
 
@@ -265,6 +266,20 @@ def test_records_and_next_seq_survive_reopen(tmp_path: Path) -> None:
         assert q.read() == [(4, b"d")]
 
 
+def test_async_appends_and_their_counters_survive_reopen(tmp_path: Path) -> None:
+    path = str(tmp_path / "q")
+    with DurableQueue(path) as q:
+
+        async def main() -> list[list[int]]:
+            return list(await asyncio.gather(*(q.append(b"%02d" % i) for i in range(50))))
+
+        assert asyncio.run(main()) == [[i] for i in range(1, 51)]
+    with DurableQueue(path) as q:
+        stats = q.stats()
+        assert (stats.count, stats.size_bytes, stats.first_seq, stats.next_seq) == (50, 100, 1, 51)
+        assert q.append_many_sync([b"x"]) == [51]
+
+
 def test_byte_bound_counts_what_survived_reopen(tmp_path: Path) -> None:
     path = str(tmp_path / "q")
     with DurableQueue(path, max_bytes=100) as q:
@@ -298,3 +313,64 @@ def test_requests_submitted_before_close_are_completed(tmp_path: Path) -> None:
     assert asyncio.run(main()) == [[i] for i in range(1, 501)]
     with DurableQueue(str(tmp_path / "q")) as q:
         assert len(q) == 500
+
+
+def test_durable_and_memory_queues_agree_on_random_operations(tmp_path: Path) -> None:
+    """Differential: the same random mix of writes on both implementations gives the same outcomes and contents."""
+    policies = {
+        "critical": StreamPolicy(max_bytes=600),  # refuses when full
+        "bulk": StreamPolicy(max_bytes=400, evict=True),  # evicts its oldest when full
+    }
+
+    def report(stream: str, reason: str, dropped: list[tuple[int, bytes]]) -> list[tuple[str, bytes]]:
+        return [("critical", f"{stream}:{reason}:{dropped[0][0]}-{dropped[-1][0]}".encode())]
+
+    def outcome(fut: asyncio.Future[Any]) -> Any:
+        return ("error", type(fut.exception()).__name__) if fut.exception() else fut.result()
+
+    for seed in range(5):
+        rng = random.Random(seed)
+        ops = []
+        for _ in range(400):
+            stream, kind = rng.choice(["critical", "bulk"]), rng.random()
+            if kind < 0.6:
+                ops.append(("append", stream, bytes([rng.randrange(256)]) * rng.randrange(0, 90)))
+            elif kind < 0.8:
+                ops.append(("many", stream, [b"m" * rng.randrange(0, 60) for _ in range(rng.randrange(0, 4))]))
+            else:
+                ops.append(("ack", stream, rng.randrange(0, 60)))
+        durable = DurableQueue(str(tmp_path / f"d{seed}"), streams=policies, on_drop=report).start()
+        memory = MemoryQueue("m", streams=policies, on_drop=report).start()
+        try:
+            results = []
+            for q in (durable, memory):
+
+                async def run(q: Queue = q) -> list[Any]:
+                    futs = []
+                    for i, (op, stream, arg) in enumerate(ops):
+                        if op == "append":
+                            futs.append(q.append(arg, stream=stream))
+                        elif op == "many":
+                            futs.append(q.append_many(arg, stream=stream))
+                        else:
+                            futs.append(q.ack(arg, stream=stream))
+                        if i % 37 == 0:  # let some commits happen in between, as under real load
+                            await asyncio.wait([futs[-1]])
+                    await asyncio.gather(*futs, return_exceptions=True)
+                    return [outcome(f) for f in futs]
+
+                results.append(asyncio.run(run()))
+            assert results[0] == results[1], f"seed {seed}"
+            for reopened in (False, True):
+                if reopened:  # what was committed, counters included, is what a restart finds
+                    durable.close()
+                    durable = DurableQueue(str(tmp_path / f"d{seed}"), streams=policies, on_drop=report).start()
+                for stream in policies:
+                    assert durable.read(limit=10_000, stream=stream) == memory.read(limit=10_000, stream=stream)
+                    d, m = durable.stats(stream), memory.stats(stream)
+                    assert (d.count, d.size_bytes, d.first_seq, d.next_seq, d.evicted) == (
+                        m.count, m.size_bytes, m.first_seq, m.next_seq, m.evicted,
+                    ), f"seed {seed}, stream {stream}, reopened {reopened}"
+        finally:
+            durable.close()
+            memory.close()

@@ -31,9 +31,11 @@ def _helper_module():  # noqa: ANN202 - a module object
 
 def _kill_mid_stream(path: str, run: int, acks_before_kill: int, stderr_file: Path) -> list[tuple[int, int, str]]:
     """Start the writer, SIGKILL it once it has printed ``acks_before_kill`` acks; return every ack it printed."""
+    # the writer imports `common` from this checkout, the same code the test reads the queue with
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with stderr_file.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, str(HELPER), path, str(run)], stdout=subprocess.PIPE, stderr=err, cwd=ROOT
+            [sys.executable, str(HELPER), path, str(run)], stdout=subprocess.PIPE, stderr=err, cwd=ROOT, env=env
         )
     assert proc.stdout is not None
     lines: list[bytes] = []
