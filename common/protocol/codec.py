@@ -13,12 +13,13 @@ import dataclasses
 import math
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from common.errors import ProtocolError, VersionMismatch
-from common.protocol.messages import MESSAGE_TYPES, ForwardRecord, Message, TelemetryRecord
+from common.protocol.messages import MESSAGE_TYPES, ForwardRecord, Message, TelemetryBatch, TelemetryRecord
 
 __all__ = [
     "MAX_FRAME",
@@ -26,7 +27,9 @@ __all__ = [
     "MAX_STR",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
+    "TelemetryEntries",
     "decode",
+    "decode_forwarding",
     "decode_record",
     "decode_sample",
     "encode",
@@ -210,28 +213,29 @@ def _record_of(cls: type) -> tuple[Check, Callable[[Any], Any]]:
     return check, fast
 
 
-def _telemetry_records(value: list[Any]) -> list[TelemetryRecord] | None:
-    """The records of a TelemetryBatch (the gateway's hot path), or None if one is not valid.
+def _ok_telemetry_record(r: Any) -> bool:
+    """The rules of ``_record_of(TelemetryRecord)`` written out, so that a record costs one call, not one
+    per field (the gateway's hot path); ``_TELEMETRY_FIELDS`` below keeps it honest."""
+    if type(r) is not list or len(r) != 4:
+        return False
+    seq, ts_ms, kind, values = r
+    return (
+        type(seq) is int and INT64[0] <= seq <= INT64[1]
+        and type(ts_ms) is int and INT64[0] <= ts_ms <= INT64[1]
+        and type(kind) is str and len(kind) <= MAX_STR
+        and _ok_values(values)
+    )
 
-    The rules of ``_record_of(TelemetryRecord)`` written out, so that a batch of
-    records costs no call per field; ``_TELEMETRY_FIELDS`` below keeps it honest.
-    """
-    lo, hi = INT64
-    ok_values = _ok_values
+
+def _telemetry_records(value: list[Any]) -> list[TelemetryRecord] | None:
+    """The records of a TelemetryBatch, or None if one is not valid."""
+    ok = _ok_telemetry_record
     out = []
     append = out.append
     for r in value:
-        if type(r) is not list or len(r) != 4:
+        if not ok(r):
             return None
-        seq, ts_ms, kind, values = r
-        if (
-            type(seq) is not int or not lo <= seq <= hi
-            or type(ts_ms) is not int or not lo <= ts_ms <= hi
-            or type(kind) is not str or len(kind) > MAX_STR
-            or not ok_values(values)
-        ):
-            return None
-        append(TelemetryRecord(seq, ts_ms, kind, values))
+        append(TelemetryRecord(*r))
     return out
 
 
@@ -270,7 +274,10 @@ def _field_checks(cls: type) -> list[tuple[str, Check]]:
 
 
 if _field_types(TelemetryRecord) != _TELEMETRY_FIELDS:
-    raise TypeError(f"TelemetryRecord's fields changed: update _telemetry_records and _TELEMETRY_FIELDS to {_field_types(TelemetryRecord)}")
+    raise TypeError(f"TelemetryRecord's fields changed: update _ok_telemetry_record and _TELEMETRY_FIELDS to {_field_types(TelemetryRecord)}")
+_names = lambda cls: [f.name for f in dataclasses.fields(cls)]  # noqa: E731
+if _names(ForwardRecord) != ["device_id", "stream", *_names(TelemetryRecord)] or _names(TelemetryBatch)[:3] != ["device_id", "stream", "base"]:
+    raise TypeError("ForwardRecord is no longer (device_id, stream, *TelemetryRecord): update decode_forwarding")
 CHECKS["list[TelemetryRecord]"] = _list_of(_record_of(TelemetryRecord)[0], _telemetry_records)
 _DECODERS: dict[int, tuple[type[Message], list[tuple[str, Check]]]] = {
     kind: (cls, _field_checks(cls)) for kind, cls in MESSAGE_TYPES.items()
@@ -343,6 +350,91 @@ def encode_forward(device_id: str, stream: str, records: list[TelemetryRecord]) 
     for each, without building the ForwardRecords."""
     pack = msgpack.Packer(use_bin_type=True).pack
     return [pack((device_id, stream, r.seq, r.ts_ms, r.kind, r.values)) for r in records]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryEntries:
+    """A TelemetryBatch as a store-and-forward hop takes it (from ``decode_forwarding``): checked
+    exactly as ``decode`` checks it, with each record already made into its outbox entry.
+
+    ``entries[i]`` is record ``seqs[i]`` as ``decode_record`` reads it back:
+    ForwardRecord(device_id, stream, seq, ts_ms, kind, values). Not a wire message of its own.
+    """
+
+    device_id: str
+    stream: str
+    base: int
+    seqs: list[int]
+    entries: list[bytes]
+
+    @classmethod
+    def of(cls, batch: TelemetryBatch) -> TelemetryEntries:
+        """The same view of a TelemetryBatch already decoded (or made in-process)."""
+        return cls(batch.device_id, batch.stream, batch.base, [r.seq for r in batch.records],
+                   encode_forward(batch.device_id, batch.stream, batch.records))
+
+
+_BATCH_HEAD = 0x96  # a msgpack array of 6: [kind, version, device_id, stream, base, records]
+_RECORD_HEAD = 0x94  # a msgpack array of 4: [seq, ts_ms, kind, values]
+
+
+def decode_forwarding(data: bytes) -> Message | TelemetryEntries:
+    """``decode``, except that a TelemetryBatch comes back as TelemetryEntries.
+
+    Every field is checked as ``decode`` checks it. The entries are cut from the
+    frame itself: each record's bytes after its array header, behind the packed
+    device id and stream, so no record is decoded into an object or packed again.
+    They keep the sender's msgpack encoding of each record (any valid encoding of
+    the values it was checked to hold). Anything unusual (another message, a
+    record that fails a check, a non-minimal array header, trailing bytes) goes
+    through ``decode``, which names what is wrong or returns the message.
+    """
+    view = _entries_of_frame(data)
+    if view is not None:
+        return view
+    msg = decode(data)
+    return TelemetryEntries.of(msg) if type(msg) is TelemetryBatch else msg
+
+
+def _entries_of_frame(data: Any) -> TelemetryEntries | None:
+    if type(data) is not bytes or not 0 < len(data) <= MAX_FRAME or data[0] != _BATCH_HEAD:
+        return None
+    unpacker = msgpack.Unpacker(max_buffer_size=len(data), **_UNPACK_LIMITS)
+    unpacker.feed(data)
+    unpack, tell = unpacker.unpack, unpacker.tell
+    try:
+        unpacker.read_array_header()
+        kind, version, device_id, stream, base = unpack(), unpack(), unpack(), unpack(), unpack()
+        if (
+            type(kind) is not int or kind != TelemetryBatch.KIND
+            or type(version) is not int or not SUPPORTED_VERSIONS[0] <= version <= SUPPORTED_VERSIONS[1]
+            or not _ok_str(device_id) or not _ok_str(stream) or not _ok_int(base)
+        ):
+            return None
+        n = unpacker.read_array_header()
+        if n > MAX_ITEMS:
+            return None
+        pack = msgpack.Packer(use_bin_type=True).pack
+        prefix = b"\x96" + pack(device_id) + pack(stream)  # ForwardRecord: an array of 6, then seq, ts_ms, kind, values
+        ok = _ok_telemetry_record
+        seqs: list[int] = []
+        entries: list[bytes] = []
+        at = tell()
+        for _ in range(n):
+            if data[at] != _RECORD_HEAD:
+                return None
+            r = unpack()
+            if not ok(r):
+                return None
+            end = tell()
+            seqs.append(r[0])
+            entries.append(prefix + data[at + 1 : end])
+            at = end
+        if at != len(data):
+            return None
+    except Exception:  # noqa: BLE001 - msgpack raises many types on hostile input; decode() names them
+        return None
+    return TelemetryEntries(device_id, stream, base, seqs, entries)
 
 
 def decode_record(data: bytes) -> ForwardRecord:

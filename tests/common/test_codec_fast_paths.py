@@ -88,3 +88,82 @@ def test_encode_forward_is_encode_record_of_each() -> None:
     expected = [encode_record(ForwardRecord("dev-1", "bulk", r.seq, r.ts_ms, r.kind, r.values)) for r in records]
     assert encode_forward("dev-1", "bulk", records) == expected
     assert decode(encode(TelemetryBatch("dev-1", "bulk", 0, records))).records == records
+
+
+# -- decode_forwarding: TelemetryBatch as outbox entries, cut from the frame ---------------------------
+
+
+def _forward_frames() -> list[bytes]:
+    good = [[s, 1_700_000_000_000 + s, "metrics", {"t": 21.5, "n": -3, "s": "ok", "é": "✓"}] for s in range(1, 40)]
+    return [
+        _frame(good),
+        _frame([]),
+        msgpack.packb([TelemetryBatch.KIND, 1, "d" * MAX_STR, "critical", INT64_MAX, good[:1]]),
+        _frame([[1, 2, "k", {}]]),
+    ]
+
+
+@pytest.mark.parametrize("frame", _forward_frames(), ids=range(len(_forward_frames())))
+def test_decode_forwarding_cuts_the_entries_encode_forward_makes(frame: bytes) -> None:
+    batch = decode(frame)
+    view = codec.decode_forwarding(frame)
+    assert view == codec.TelemetryEntries.of(batch)
+    assert view.entries == encode_forward(batch.device_id, batch.stream, batch.records)
+    assert view.seqs == [r.seq for r in batch.records]
+
+
+def test_decode_forwarding_keeps_a_non_minimal_encoding_and_the_same_values() -> None:
+    # ints as int64, a float as float32, the record array as array16, a map as map16: all valid msgpack
+    record = (
+        b"\x94" + b"\xd3" + (5).to_bytes(8, "big", signed=True) + b"\xcd\x03\xe8" + b"\xa1k"
+        + b"\xde\x00\x02" + b"\xa1f" + b"\xca\x3f\xc0\x00\x00" + b"\xa1i" + b"\xd3" + (7).to_bytes(8, "big", signed=True)
+    )
+    head = msgpack.packb(TelemetryBatch.KIND) + b"\x01" + msgpack.packb("dev-1") + msgpack.packb("bulk") + b"\x00"
+    for records in (b"\x91" + record, b"\xdc\x00\x01" + record, b"\x91" + b"\xdc\x00\x04" + record[1:]):
+        frame = b"\x96" + head + records
+        batch = decode(frame)
+        view = codec.decode_forwarding(frame)
+        assert view.seqs == [5]
+        assert [codec.decode_record(e) for e in view.entries] == [
+            ForwardRecord("dev-1", "bulk", r.seq, r.ts_ms, r.kind, r.values) for r in batch.records
+        ]
+
+
+def _bad_forward_frames() -> list[bytes]:
+    good = [1, 2, "k", {"v": 1.0}]
+    frames = [
+        _frame([good, [1, 2, "k", {"v": math.nan}]]),
+        _frame([good, [1, 2, "k", {"v": True}]]),
+        _frame([good, [1, 2, "k" * (MAX_STR + 1), {}]]),
+        _frame([good, [1, 2, "k"]]),
+        _frame([good, "record"]),
+        _frame("records"),
+        msgpack.packb([TelemetryBatch.KIND, 1, "dev-1", "bulk", 0]),
+        msgpack.packb([TelemetryBatch.KIND, 1, "dev-1", "bulk", 0, [good], "extra"]),
+        msgpack.packb([TelemetryBatch.KIND, 99, "dev-1", "bulk", 0, [good]]),
+        msgpack.packb([TelemetryBatch.KIND, 1, 7, "bulk", 0, [good]]),
+        msgpack.packb([TelemetryBatch.KIND, 1, "dev-1", "bulk", 2**64 - 1, [good]]),
+        msgpack.packb([TelemetryBatch.KIND, 1, "dev-1", "bulk", True, [good]]),
+        _frame([good]) + b"\x00",  # trailing bytes
+        _frame([good, good])[:-3],  # cut short
+        b"\x96\x0a\x01\xa5dev-1\xa4bulk\x00\x91\x94\x01\x02\xc1\x80",  # a never-used byte for the kind
+        b"\x96" + b"\xff" * 20,
+        b"",
+    ]
+    return frames
+
+
+@pytest.mark.parametrize("frame", _bad_forward_frames(), ids=range(len(_bad_forward_frames())))
+def test_decode_forwarding_refuses_with_the_message_decode_gives(frame: bytes) -> None:
+    with pytest.raises(ProtocolError) as expected:
+        decode(frame)
+    with pytest.raises(ProtocolError) as got:
+        codec.decode_forwarding(frame)
+    assert (type(got.value), str(got.value), got.value.kind) == (type(expected.value), str(expected.value), expected.value.kind)
+
+
+def test_decode_forwarding_returns_other_messages_as_decode_does() -> None:
+    from common.protocol import Hello
+
+    frame = encode(Hello("dev-1", "device", "site", 1, 1))
+    assert codec.decode_forwarding(frame) == decode(frame)
