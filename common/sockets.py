@@ -14,6 +14,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -30,22 +31,44 @@ DRAIN_MAX = 1000  # frames taken without awaiting once the socket is readable
 HANDSHAKE_MS = 3000  # a handshake lost in a black-holed link is abandoned after this, not libzmq's 30 s
 
 
-def _decode(peer: str, frame: bytes) -> Event:
+def _decode(peer: str, frame: bytes, decoder: Callable[[bytes], Any] = decode) -> Event:
     try:
-        return Received(peer, decode(frame))
+        return Received(peer, decoder(frame))
     except ProtocolError as exc:
         return Malformed(peer, exc)
 
 
 class ServerSocket:
-    """A CURVE ROUTER bound to ``bind``; peers are named by their routing id in hex."""
+    """A CURVE ROUTER bound to ``bind``; peers are named by their routing id in hex.
 
-    def __init__(self, ctx: zmq.asyncio.Context, bind: str, keys: KeyPair, on_event: Callable[[Event], None]) -> None:
-        self.ctx, self.bind, self.keys, self.on_event = ctx, bind, keys, on_event
+    Frames are read in bursts: when the socket's descriptor wakes the event
+    loop, every frame waiting is taken with NOBLOCK until ``zmq.Again`` (at most
+    ``DRAIN_MAX``, then the loop runs its other callbacks before the next
+    burst). Reads and sends go straight to the synchronous socket under the
+    asyncio one: no future per frame. ZeroMQ's descriptor is edge-triggered and
+    any operation may consume its signal, so a send schedules a burst (one per
+    loop iteration, however many sends) that reads until ``zmq.Again``.
+
+    ``decoder`` turns a frame into what ``Received`` carries: ``decode`` by
+    default; a gateway passes ``decode_forwarding`` (TelemetryBatch as entries).
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        bind: str,
+        keys: KeyPair,
+        on_event: Callable[[Event], None],
+        *,
+        decoder: Callable[[bytes], Any] = decode,
+    ) -> None:
+        self.ctx, self.bind, self.keys, self.on_event, self.decoder = ctx, bind, keys, on_event, decoder
         self.sock: zmq.asyncio.Socket | None = None
         self.endpoint = ""
         self.refused: Counter[str] = Counter()
-        self._task: asyncio.Task[None] | None = None
+        self._raw: zmq.Socket | None = None  # the same socket, synchronous
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._burst_due = False
 
     def start(self) -> str:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -57,48 +80,63 @@ class ServerSocket:
         secure_server(sock, self.keys)
         sock.bind(self.bind)
         self.sock = sock
+        self._raw = zmq.Socket.shadow(sock.underlying)
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._task = asyncio.get_running_loop().create_task(self._reader(), name=f"router:{self.endpoint}")
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._raw.FD, self._burst)
+        self._schedule_burst()
         return self.endpoint
 
-    async def _reader(self) -> None:
-        assert self.sock is not None
-        recv = self.sock.recv_multipart
-        while True:
-            frames = await recv()
-            for _ in range(DRAIN_MAX):
-                self._frames(frames)
-                fut = recv(zmq.NOBLOCK)
-                if fut.exception() is not None:
-                    break
-                frames = fut.result()
+    def _schedule_burst(self) -> None:
+        if not self._burst_due and self._loop is not None:
+            self._burst_due = True
+            self._loop.call_soon(self._burst)
+
+    def _burst(self) -> None:
+        self._burst_due = False
+        raw = self._raw
+        if raw is None:
+            return
+        recv = raw.recv_multipart
+        for _ in range(DRAIN_MAX):
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._frames(frames)
+            if self._raw is None:  # stopped by what the frame caused
+                return
+        self._schedule_burst()  # more may be waiting: take them after the loop's other callbacks
 
     def _frames(self, frames: list[bytes]) -> None:
         peer = frames[0].hex()
         if len(frames) != 2:
             self.on_event(Malformed(peer, ProtocolError(f"expected one message frame, got {len(frames) - 1}")))
             return
-        self.on_event(_decode(peer, frames[1]))
+        self.on_event(_decode(peer, frames[1], self.decoder))
 
     def send(self, peer: str, msg: Message) -> bool:
-        assert self.sock is not None
-        # with NOBLOCK the asyncio socket completes at once and puts any error in the future
-        exc = self.sock.send_multipart([bytes.fromhex(peer), encode(msg)], zmq.NOBLOCK).exception()
-        if exc is None:
+        raw = self._raw
+        assert raw is not None
+        try:
+            raw.send_multipart([bytes.fromhex(peer), encode(msg)], zmq.NOBLOCK)
             return True
-        if isinstance(exc, zmq.Again):
+        except zmq.Again:
             self.refused["peer-full"] += 1
-        elif isinstance(exc, zmq.ZMQError) and exc.errno == zmq.EHOSTUNREACH:
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
             self.refused["peer-gone"] += 1
-        else:
-            raise exc
+        finally:
+            self._schedule_burst()  # the send may have taken the descriptor's signal: look for frames soon
         log.debug("send to %s refused", peer, extra={"peer": peer, "kind": type(msg).__name__})
         return False
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._raw is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._raw.FD)
+            self._raw = None
         if self.sock is not None:
             self.sock.close(linger=0)
             self.sock = None
