@@ -17,7 +17,6 @@ window.
 
 from __future__ import annotations
 
-import operator
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ from common.protocol import (
     negotiate,
     pack_entries,
 )
-from common.protocol.codec import encode_forward
+from common.protocol.codec import TelemetryEntries
 from common.shaping import LinkWindows, TokenBucket
 from common.uplink import LIVENESS, QueueSender, Uplink
 from gateway.commands import HeldCommands
@@ -77,7 +76,6 @@ __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
 OUTBOX = "outbox"
 COMMANDS = "commands"
 FRAME_OVERHEAD = 64  # bytes of a ForwardBatch beyond its blob, for the byte-rate cap
-_SEQ = operator.attrgetter("seq")
 
 
 def gap_reports(reporter: str, clock: Callable[[], int]) -> Callable[[str, str, list[tuple[int, bytes]]], list[tuple[str, bytes]]]:
@@ -252,12 +250,14 @@ class GatewayCore:
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; this gateway serves devices"))]
             case _ if session is None:
                 return [Send(peer, ErrorReply("hello-first", f"send Hello before {type(msg).__name__}"))]
-            case TelemetryBatch(device_id, stream, base, records):
+            case TelemetryBatch() | TelemetryEntries():
+                batch = msg if type(msg) is TelemetryEntries else TelemetryEntries.of(msg)
+                device_id, stream = batch.device_id, batch.stream
                 if device_id != session.device_id:
                     return [Send(peer, ErrorReply("wrong-device", f"session is {session.device_id!r}, batch says {device_id!r}"))]
                 if stream not in self.senders:
                     return [Send(peer, ErrorReply("bad-stream", f"unknown stream {stream!r}; streams are {', '.join(STREAMS)}"))]
-                return self._accept(peer, device_id, stream, base, records)
+                return self._accept(peer, batch)
             case CommandAck(device_id, seq, status, detail) if device_id == session.device_id:
                 return self._command_done(device_id, seq, status, detail, now)
             case Heartbeat():
@@ -282,38 +282,41 @@ class GatewayCore:
                 return 0
         return self.device_window
 
-    def _accept(self, peer: str, device_id: str, stream: str, base: int, records: list) -> list[Effect]:
+    def _accept(self, peer: str, batch: TelemetryEntries) -> list[Effect]:
         """Append the records that extend this device's contiguous run; acknowledge only that run.
 
         Records after a gap (a lost or reordered batch) are not taken: the device
         sends them again after the missing ones, so a cumulative acknowledgement
         never covers a record this gateway does not hold.
         """
+        device_id, stream, seqs = batch.device_id, batch.stream, batch.seqs
         key = (device_id, stream)
         self.counters["batches_in"] += 1
-        if base > self.accepted.get(key, 0):
-            self.accepted[key] = base  # acknowledged before (by this gateway before a restart, or another)
+        if batch.base > self.accepted.get(key, 0):
+            self.accepted[key] = batch.base  # acknowledged before (by this gateway before a restart, or another)
         expect = max(self.accepted.get(key, 0), self.pending.get(key, 0)) + 1
-        if list(map(_SEQ, records)) == list(range(expect, expect + len(records))):
-            fresh = records  # the usual batch: exactly the next records, in order
+        if seqs == list(range(expect, expect + len(seqs))):
+            payloads = batch.entries  # the usual batch: exactly the next records, in order
+            first, last = expect, expect + len(seqs) - 1
         else:
-            fresh = []
-            for r in sorted(records, key=_SEQ):
-                if r.seq < expect:
+            taken = []
+            for i in sorted(range(len(seqs)), key=seqs.__getitem__):
+                if seqs[i] < expect:
                     self.counters["resent_records"] += 1
-                elif r.seq == expect:
-                    fresh.append(r)
+                elif seqs[i] == expect:
+                    taken.append(i)
                     expect += 1
                 else:
                     self.counters["out_of_order"] += 1
                     break
-        if not fresh:
+            payloads = [batch.entries[i] for i in taken]
+            first, last = expect - len(taken), expect - 1
+        if not payloads:
             acked = self.accepted.get(key, 0)
             return [Send(peer, TelemetryAck(device_id, stream, acked, self._credit(key)))] if acked else []
-        self.counters["records_in"] += len(fresh)
-        first, last = fresh[0].seq, fresh[-1].seq
+        self.counters["records_in"] += len(payloads)
         self.pending[key] = last
-        return [Append(OUTBOX, stream, encode_forward(device_id, stream, fresh), ("device", peer, device_id, stream, first, last))]
+        return [Append(OUTBOX, stream, payloads, ("device", peer, device_id, stream, first, last))]
 
     # -- commands --------------------------------------------------------------------
 

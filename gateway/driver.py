@@ -31,6 +31,7 @@ from common.effects import Start
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
 from common.protocol import STREAMS
+from common.protocol.codec import decode_forwarding
 from common.runner import NodeRunner
 from common.shaping import LinkWindows, TokenBucket
 from common.sockets import ServerSocket, UpstreamLink
@@ -87,7 +88,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         status_interval_s=cfg.status_interval_s,
     )
     runner: NodeRunner
-    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
+    # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
+    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding)
     link = UpstreamLink(ctx, cfg.cloud, keys, cfg.cloud_key, lambda e: runner.feed(e))
     runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log)
     loop = asyncio.get_running_loop()
