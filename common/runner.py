@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from common.durable_queue import DurableQueue
@@ -87,10 +88,13 @@ class NodeRunner:
                 delay = max(0.0, at - self.clock())
                 self._timers[name] = asyncio.get_running_loop().call_later(delay, self.feed, TimerFired(name))
             case Append(queue, stream, payloads, token):
-                fut = self._track(self.queues[queue].append_many(payloads, stream=stream))
-                fut.add_done_callback(lambda f: self._persisted(token, f))
+                fut = self.queues[queue].append_many(payloads, stream=stream)
+                self._writes.add(fut)
+                fut.add_done_callback(partial(self._persisted, token))  # one callback per append: it is per batch
             case AckQueue(queue, stream, up_to):
-                self._track(self.queues[queue].ack(up_to, stream=stream)).add_done_callback(self._ack_done)
+                fut = self.queues[queue].ack(up_to, stream=stream)
+                self._writes.add(fut)
+                fut.add_done_callback(self._ack_done)
             case Reconnect(delay):
                 self._spawn(self._reconnect(delay))
             case Log(level, event, fields):
@@ -98,12 +102,8 @@ class NodeRunner:
             case _:
                 self.extra[type(effect)](effect)
 
-    def _track(self, fut: asyncio.Future[Any]) -> asyncio.Future[Any]:
-        self._writes.add(fut)
-        fut.add_done_callback(self._writes.discard)
-        return fut
-
     def _persisted(self, token: Any, fut: asyncio.Future[list[int]]) -> None:
+        self._writes.discard(fut)
         exc = fut.exception()
         if exc is None:
             self.feed(Persisted(token, fut.result()))
@@ -113,6 +113,7 @@ class NodeRunner:
             raise exc
 
     def _ack_done(self, fut: asyncio.Future[int]) -> None:
+        self._writes.discard(fut)
         exc = fut.exception()
         if exc is not None:
             # entries stay in the queue and are acknowledged again by the next ack; say so loudly
