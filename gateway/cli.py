@@ -26,7 +26,7 @@ DEFAULTS = {
     "state_quota_mb": 64.0,
     "bulk_quota_mb": 896.0,
     "uplink_rate": 0,
-    "uplink_burst": 262144,
+    "uplink_burst": 0,
     "link_windows": [],
     "timezone": "UTC",
     "status_interval": 5.0,
@@ -49,7 +49,7 @@ DEFAULTS = {
 @click.option("--state-quota-mb", type=float, help="Outbox quota of the state stream (oldest evicted when full).")
 @click.option("--bulk-quota-mb", type=float, help="Outbox quota of the bulk stream (oldest evicted when full).")
 @click.option("--uplink-rate", type=int, help="Cap on uplink bytes per second (0: none), e.g. 20000 for a satellite link.")
-@click.option("--uplink-burst", type=int, help="Bytes the uplink may send at once above the rate.")
+@click.option("--uplink-burst", type=int, help="Bytes the uplink may send at once above the rate (default: 1.5% of a second's, at least 2 KiB).")
 @click.option("--link-window", "link_windows", multiple=True, help="'CRON|SECONDS': when state and bulk may use a metered uplink (repeatable).")
 @click.option("--timezone", help="IANA timezone of the link windows, e.g. Europe/Berlin.")
 @click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
@@ -86,7 +86,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 policies=scaled(GATEWAY_POLICIES, **quotas),
                 durable=cfg["durable"],
                 uplink_bytes_per_s=cfg["uplink_rate"],
-                uplink_burst_bytes=cfg["uplink_burst"],
+                uplink_burst_bytes=cfg["uplink_burst"] or max(2048, cfg["uplink_rate"] * 0.015),
                 link_windows=tuple(_window(w) for w in cfg["link_windows"]),
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],

@@ -53,7 +53,7 @@ class GatewayConfig:
     policies: dict[str, StreamPolicy] = field(default_factory=lambda: dict(GATEWAY_POLICIES))
     durable: bool = True
     uplink_bytes_per_s: float = 0.0  # 0: no cap
-    uplink_burst_bytes: float = 256 * 1024
+    uplink_burst_bytes: float = 2048
     link_windows: tuple[tuple[str, float], ...] = ()  # (crontab, seconds); empty: always open
     timezone: str = "UTC"
     status_interval_s: float = 5.0
