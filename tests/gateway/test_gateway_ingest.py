@@ -52,3 +52,12 @@ def test_frames_and_messages_give_the_same_effects_outbox_and_counters():
     bulk = dict(stored)["bulk"]
     assert [r.seq for r in bulk] == list(range(1, 17))
     assert counters["resent_records"] > 0 and counters["out_of_order"] > 0
+
+
+def test_a_batch_before_hello_is_named_as_the_wire_message_either_way():
+    outbox = MemoryQueue("outbox", streams=GATEWAY_POLICIES).start()
+    core = GatewayCore("gw-1", "site-1", outbox, rng=random.Random(2), heartbeat_s=1.0)
+    core.handle(Start(), 0.0)
+    batch = TelemetryBatch("dev-1", "bulk", 0, [TelemetryRecord(1, 1, "metrics", {})])
+    replies = [core.handle(Received(PEER, m), 1.0)[0].msg for m in (batch, decode_forwarding(encode(batch)))]
+    assert replies[0] == replies[1] and replies[0].detail == "send Hello before TelemetryBatch"
