@@ -76,6 +76,7 @@ __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
 OUTBOX = "outbox"
 COMMANDS = "commands"
 FRAME_OVERHEAD = 64  # bytes of a ForwardBatch beyond its blob, for the byte-rate cap
+CAPPED_BATCH_SHARE = 0.01  # under a cap, a batch is at most this share of a second's bytes
 
 
 def gap_reports(reporter: str, clock: Callable[[], int]) -> Callable[[str, str, list[tuple[int, bytes]]], list[tuple[str, bytes]]]:
@@ -144,6 +145,8 @@ class GatewayCore:
         self.heartbeat_s = heartbeat_s
         self.device_window = device_window
         self.bucket = bucket
+        self.batch_max = batch_max
+        self.record_cost = 64.0  # compressed bytes a forwarded record costs (a running average)
         self.link_windows = link_windows
         self.status_interval_s = status_interval_s
         self.sessions: dict[str, DeviceSession] = {}
@@ -159,7 +162,10 @@ class GatewayCore:
         self.uplink = Uplink(
             Hello(gateway_id, "gateway", site, *SUPPORTED_VERSIONS),
             heartbeat_s=heartbeat_s,
-            backoff=Backoff(initial_s=0.5, max_s=30.0, multiplier=2.0, rng=rng),
+            # an uplink back from an outage is tried again within 10 s; the first try after losing the
+            # cloud is spread over 2 s so a cloud restart does not meet every gateway at once
+            backoff=Backoff(initial_s=0.5, max_s=10.0, multiplier=2.0, rng=rng),
+            first_spread_s=2.0,
         )
         self.senders = {
             s: QueueSender(OUTBOX, s, outbox, self._builder(s), batch_max=batch_max, window=window, ack_timeout_s=ack_timeout_s)
@@ -380,8 +386,16 @@ class GatewayCore:
                 capped = True
                 return False
             self.counters["uplink_bytes"] += cost
+            # what a record costs on the wire, compressed: sizes the next batches under a cap
+            self.record_cost += 0.2 * (cost / (msg.last - msg.first + 1) - self.record_cost)
             return True
 
+        if self.bucket is not None:
+            # Under a byte-rate cap a batch is a small slice of a second of link time, so the cap holds
+            # within every second (not one batch over it) and the drain timer keeps the link busy.
+            per_batch = max(10, int(self.bucket.rate * CAPPED_BATCH_SHARE / self.record_cost))
+            for snd in self.senders.values():
+                snd.batch_max = min(self.batch_max, per_batch)
         for stream, snd in self.senders.items():
             if stream != "critical" and not window_open:
                 continue
@@ -389,7 +403,8 @@ class GatewayCore:
             if capped:
                 break
         if capped and self.bucket is not None:
-            out.append(SetTimer("drain", now + max(self.bucket.wait_time(64 * 1024, now), 0.01)))
+            next_cost = int(self.senders["bulk"].batch_max * self.record_cost) + FRAME_OVERHEAD
+            out.append(SetTimer("drain", now + max(self.bucket.wait_time(next_cost, now), 0.005)))
         elif not window_open and self.link_windows is not None:
             nxt = self.link_windows.next_open(at)
             if nxt is not None:
