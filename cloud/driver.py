@@ -21,7 +21,6 @@ import concurrent.futures
 import json
 import logging
 import secrets
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,9 @@ from cloud.store import Store
 from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
-from common.protocol import Command
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
+from common.process import stop_on_signals
+from common.protocol import Command
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
 from common.uplink import LIVENESS
@@ -193,11 +193,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status},
         log=log,
     )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop_on_signals(loop, stop)
     endpoint = server.start()
     app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases)
     api = await serve_api(app, cfg.api_host, cfg.api_port)

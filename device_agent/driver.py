@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import random
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,13 +25,22 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.streams import DEVICE_POLICIES, StreamPolicy
-from common.effects import Buffered, CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
+from common.effects import (
+    Buffered,
+    CommandResult,
+    RunCommand,
+    Sampled,
+    Start,
+    Stop,
+    TakeSample,
+)
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
+from common.process import Periodic, stop_on_signals
 from common.protocol import STREAMS, encode_sample
 from common.runner import NodeRunner
 from common.sockets import UpstreamLink
+from common.streams import DEVICE_POLICIES, StreamPolicy
 from device_agent.commands import CommandLog, Simulation, run_command
 from device_agent.core import BUFFER, AgentCore, gap_record
 from device_agent.sampler import sample_metrics
@@ -123,20 +131,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         },
         log=log,
     )
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread (tests)
-            pass
+    stop_on_signals(loop, stop)
     first_seq = {s: buffer.stats(s).next_seq for s in STREAMS}
-    checkpoint: asyncio.TimerHandle | None = None
-
-    def tick() -> None:  # the steady clock's checkpoint, so ages survive a power cut
-        nonlocal checkpoint
-        steady.checkpoint()
-        checkpoint = loop.call_later(5.0, tick)
-
-    tick()
+    checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
     runner.feed(Start())
     loop.run_in_executor(None, updater.boot)  # resume an update a reboot or power cut interrupted
@@ -148,8 +145,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         while not core.drained and loop.time() < deadline:
             await asyncio.sleep(0.05)
     finally:
-        if checkpoint is not None:
-            checkpoint.cancel()
+        checkpoint.cancel()
         await runner.stop()
         await link.close()
         ctx.destroy(linger=0)

@@ -18,7 +18,6 @@ import asyncio
 import json
 import logging
 import random
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,15 +25,16 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.streams import GATEWAY_POLICIES, StreamPolicy
 from common.effects import Start
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
+from common.process import Periodic, stop_on_signals
 from common.protocol import STREAMS
 from common.protocol.codec import decode_forwarding
 from common.runner import NodeRunner
 from common.shaping import LinkWindows, TokenBucket
 from common.sockets import ServerSocket, UpstreamLink
+from common.streams import GATEWAY_POLICIES, StreamPolicy
 from gateway.core import COMMANDS, OUTBOX, GatewayCore, gap_reports
 
 __all__ = ["GatewayConfig", "run_gateway"]
@@ -93,25 +93,14 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     link = UpstreamLink(ctx, cfg.cloud, keys, cfg.cloud_key, lambda e: runner.feed(e))
     runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    stop_on_signals(loop, stop)
     endpoint = server.start()
     write_atomic(
         cfg.data_dir / "endpoints.json",
         json.dumps({"devices": endpoint, "public_key": keys.public.decode()}).encode(),
         0o644,
     )
-    checkpoint: asyncio.TimerHandle | None = None
-
-    def tick() -> None:  # the steady clock's checkpoint, so ages survive a power cut
-        nonlocal checkpoint
-        steady.checkpoint()
-        checkpoint = loop.call_later(5.0, tick)
-
-    tick()
+    checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
     runner.feed(Start())
     log.info("gateway started", extra={"gateway": cfg.gateway_id, "site": cfg.site, "devices": endpoint,
@@ -119,8 +108,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     try:
         await stop.wait()
     finally:
-        if checkpoint is not None:
-            checkpoint.cancel()
+        checkpoint.cancel()
         await runner.stop()
         await server.stop()
         await link.close()

@@ -1,0 +1,36 @@
+"""What every tier's process does the same way: stop on SIGTERM/SIGINT, and run a callable periodically."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+__all__ = ["Periodic", "stop_on_signals"]
+
+
+def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a clean shutdown); ignored where signals cannot be set (not the main thread)."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread: tests drive ``stop`` themselves
+            pass
+
+
+class Periodic:
+    """Call ``fn`` now and then every ``interval_s`` on ``loop`` until ``cancel()``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float, fn: Callable[[], None]) -> None:
+        self.loop, self.interval_s, self.fn = loop, interval_s, fn
+        self._handle: asyncio.TimerHandle | None = None
+        self._run()
+
+    def _run(self) -> None:
+        self.fn()
+        self._handle = self.loop.call_later(self.interval_s, self._run)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
