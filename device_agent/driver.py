@@ -25,15 +25,7 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import (
-    Buffered,
-    CommandResult,
-    RunCommand,
-    Sampled,
-    Start,
-    Stop,
-    TakeSample,
-)
+from common.effects import Buffered, CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
