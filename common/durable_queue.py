@@ -288,11 +288,14 @@ class DurableQueue:
         return name
 
     def _checked(self, payloads: Sequence[bytes]) -> tuple[bytes, ...]:
-        payloads = tuple(payloads)
+        out = []
         for p in payloads:
-            if not isinstance(p, _BYTES_LIKE):
-                raise TypeError(f"queue {self.path!r}: a payload must be bytes, not {type(p).__name__}")
-        return payloads
+            if type(p) is not bytes:
+                if not isinstance(p, _BYTES_LIKE):
+                    raise TypeError(f"queue {self.path!r}: a payload must be bytes, not {type(p).__name__}")
+                p = bytes(p)
+            out.append(p)
+        return tuple(out)
 
     def _submit(self, req: tuple[Any, ...]) -> None:
         if not self._open:
@@ -467,12 +470,13 @@ class DurableQueue:
 
     @staticmethod
     def _put_all(txn: Any, st: _Stream, payloads: Sequence[bytes], stamp: bytes) -> list[int]:
-        cur = txn.cursor(db=st.db)
+        put = txn.put
+        db = st.db
         key = _KEY.pack
         first = st.next
         size = 0
         for i, payload in enumerate(payloads):
-            cur.put(key(first + i), stamp + bytes(payload), append=True)
+            put(key(first + i), stamp + payload, db=db, append=True)
             size += len(payload)
         if st.count == 0:
             st.first_ts = _STAMP.unpack(stamp)[0]
