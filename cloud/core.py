@@ -33,7 +33,7 @@ from common.effects import (
     StoreTouch,
     TimerFired,
 )
-from common.errors import ProtocolError, VersionMismatch
+from common.errors import ProtocolError
 from common.protocol import (
     STREAMS,
     CommandAck,
@@ -47,10 +47,9 @@ from common.protocol import (
     HelloAck,
     Message,
     decode_record,
-    negotiate,
     unpack_entries,
 )
-from common.uplink import LIVENESS
+from common.uplink import agreed_version, silent_peers
 
 __all__ = ["CloudCore"]
 
@@ -105,7 +104,7 @@ class CloudCore:
                 return [SetTimer("commands", now + self.command_retry_s), *[LoadCommands(s.gateway_id) for s in self.sessions.values()]]
             case TimerFired("heartbeat"):
                 out = [SetTimer("heartbeat", now + self.heartbeat_s)]
-                for peer in [p for p, s in self.sessions.items() if now - s.last_rx > LIVENESS * self.heartbeat_s]:
+                for peer in silent_peers(self.sessions, now, self.heartbeat_s):
                     s = self.sessions.pop(peer)
                     out.append(Log("warning", "gateway silent: session closed", {"gateway": s.gateway_id, "site": s.site}))
                 return out
@@ -117,10 +116,9 @@ class CloudCore:
             session.last_rx = now
         match msg:
             case Hello(node_id, "gateway", site, low, high):
-                try:
-                    version = negotiate(low, high)
-                except VersionMismatch as exc:
-                    return [Send(peer, ErrorReply("version", str(exc)))]
+                version = agreed_version(peer, low, high)
+                if isinstance(version, Send):
+                    return [version]
                 for old in [p for p, s in self.sessions.items() if s.gateway_id == node_id and p != peer]:
                     del self.sessions[old]  # the gateway reconnected on a new socket
                 self.sessions[peer] = GatewaySession(node_id, site, now)

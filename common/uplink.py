@@ -10,16 +10,31 @@ acknowledgements stop coming (at-least-once; the receiver deduplicates).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from common.backoff import Backoff
 from common.effects import UPSTREAM, AckQueue, Effect, Log, QueueReader, Reconnect, Send, SetTimer
-from common.protocol import Heartbeat, Hello, HelloAck, Message
+from common.errors import VersionMismatch
+from common.protocol import ErrorReply, Heartbeat, Hello, HelloAck, Message, negotiate
 
-__all__ = ["LIVENESS", "QueueSender", "Uplink"]
+__all__ = ["LIVENESS", "QueueSender", "Uplink", "agreed_version", "silent_peers"]
 
 LIVENESS = 3  # heartbeat intervals of silence before a peer is dead
 HELLO_RETRY_S = 0.05  # first retry of an unanswered Hello; doubles up to the heartbeat interval
+
+
+def agreed_version(peer: str, low: int, high: int) -> int | Send:
+    """The server's side of HELLO: the version both speak, or the ErrorReply to send instead."""
+    try:
+        return negotiate(low, high)
+    except VersionMismatch as exc:
+        return Send(peer, ErrorReply("version", str(exc)))
+
+
+def silent_peers(sessions: Mapping[str, Any], now: float, heartbeat_s: float) -> list[str]:
+    """The server's side of liveness: peers whose sessions heard nothing for LIVENESS heartbeats."""
+    return [p for p, s in sessions.items() if now - s.last_rx > LIVENESS * heartbeat_s]
 
 
 class Uplink:

@@ -42,7 +42,7 @@ from common.effects import (
     Start,
     TimerFired,
 )
-from common.errors import ProtocolError, VersionMismatch
+from common.errors import ProtocolError
 from common.protocol import (
     STREAMS,
     SUPPORTED_VERSIONS,
@@ -63,12 +63,11 @@ from common.protocol import (
     decode_record,
     encode,
     encode_record,
-    negotiate,
     pack_entries,
 )
 from common.protocol.codec import TelemetryEntries
 from common.shaping import LinkWindows, TokenBucket
-from common.uplink import LIVENESS, QueueSender, Uplink
+from common.uplink import QueueSender, Uplink, agreed_version, silent_peers
 from gateway.commands import HeldCommands
 
 __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
@@ -249,10 +248,9 @@ class GatewayCore:
             session.last_rx = now
         match msg:
             case Hello(node_id, "device", _, low, high):
-                try:
-                    version = negotiate(low, high)
-                except VersionMismatch as exc:
-                    return [Send(peer, ErrorReply("version", str(exc)))]
+                version = agreed_version(peer, low, high)
+                if isinstance(version, Send):
+                    return [version]
                 self.sessions[peer] = DeviceSession(node_id, now)
                 self.peers[node_id] = peer
                 out: list[Effect] = [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000), self.device_window))]
@@ -415,8 +413,7 @@ class GatewayCore:
         out = self.uplink.tick(now)
         if self.uplink.up and any([snd.tick(now) for snd in self.senders.values()]):
             out += self._drain(now)
-        dead = [p for p, s in self.sessions.items() if now - s.last_rx > LIVENESS * self.heartbeat_s]
-        for peer in dead:
+        for peer in silent_peers(self.sessions, now, self.heartbeat_s):
             device = self.sessions.pop(peer).device_id
             if self.peers.get(device) == peer:
                 del self.peers[device]
