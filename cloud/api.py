@@ -60,7 +60,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from cloud.store import Store
-from common.errors import ApiError, ConfigError, StoreError
+from common.errors import ApiError, ConfigError, EdgeFleetError, StoreError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 from common.protocol.messages import STREAMS
 
@@ -253,7 +253,7 @@ def create_app(
         if on_command is not None:
             try:
                 on_command(device_id, seq)
-            except Exception:
+            except (EdgeFleetError, RuntimeError):  # e.g. the store thread is shutting down
                 # the command is committed and stays queued for the gateway's next session; failing
                 # the request now would only make the operator create it a second time
                 log.exception("pushing a new command failed", extra={"device": device_id, "seq": seq})
@@ -297,7 +297,7 @@ def create_app(
         if on_silence is not None:
             try:
                 on_silence(body.target, until_ms)
-            except Exception:
+            except (EdgeFleetError, RuntimeError):
                 # the silence is committed and the engine reads it at the cloud's next start
                 log.exception("applying a new silence failed", extra={"target": body.target})
         return row
