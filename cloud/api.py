@@ -59,8 +59,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from cloud import query
 from cloud.store import Store
-from common.errors import ApiError, ConfigError, EdgeFleetError, StoreError
+from common.errors import ApiError, ConfigError, EdgeFleetError, QueryError, StoreError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 from common.protocol.messages import STREAMS
 
@@ -140,6 +141,12 @@ class _Refused(Exception):
         self.status, self.code, self.detail, self.headers = status, code, detail, headers
 
 
+def query_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A device row as the query language sees it (``id``, ``site``, ``attr.gateway`` ...). Inventory
+    attributes (hw, fw, model, os, tags, groups) join it as devices start reporting them."""
+    return {"id": row["device_id"], "site": row["site_id"], "attrs": {"gateway": row["gateway_id"], "last_seq": row["last_seq"]}}
+
+
 def create_app(
     store: Store,
     token: str,
@@ -205,8 +212,18 @@ def create_app(
     secured = fastapi.APIRouter(prefix=API_PREFIX, dependencies=[fastapi.Depends(authorize)])
 
     @secured.get("/devices")
-    async def devices() -> dict[str, Any]:
-        return {"devices": await call(store.list_devices)}
+    async def devices(where: str | None = None) -> dict[str, Any]:
+        """Every device, or those matching ``where`` (the query language of ``cloud.query``)."""
+        node = None
+        if where:
+            try:
+                node = query.parse(where)
+            except QueryError as exc:
+                raise _Refused(400, "invalid_query", str(exc)) from exc
+        rows = await call(store.list_devices)
+        if node is not None:
+            rows = [r for r in rows if query.matches(node, query_view(r))]
+        return {"devices": rows}
 
     @secured.get("/sites")
     async def sites() -> dict[str, Any]:

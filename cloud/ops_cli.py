@@ -87,10 +87,11 @@ def devices() -> None:
 
 
 @devices.command("list")
+@click.option("--where", help="""Only devices matching a query, e.g. 'site = "plant-7" and id != "dev-3"'.""")
 @api_options
-def list_devices(fetch: Callable[..., Any], as_json: bool) -> None:
-    """List every device the cloud has seen."""
-    rows = fetch("/v1/devices")["devices"]
+def list_devices(fetch: Callable[..., Any], as_json: bool, where: str | None) -> None:
+    """List the devices the cloud has seen (all, or those matching --where)."""
+    rows = fetch("/v1/devices", params={"where": where} if where else None)["devices"]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

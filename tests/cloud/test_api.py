@@ -107,6 +107,24 @@ async def test_devices_lists_what_the_store_holds(client: httpx.AsyncClient, sto
 
 
 @pytest.mark.anyio
+async def test_devices_filtered_with_the_query_language(client: httpx.AsyncClient, store: Store) -> None:
+    sites = {d["device_id"]: d["site_id"] for d in store.list_devices()}
+    response = await client.get("/v1/devices", params={"where": 'id = "d2" or site = "nowhere"'}, headers=AUTH)
+    assert [d["device_id"] for d in response.json()["devices"]] == ["d2"]
+    where = f'site = "{sites["d1"]}" and not id = "d2"'
+    response = await client.get("/v1/devices", params={"where": where}, headers=AUTH)
+    assert [d["device_id"] for d in response.json()["devices"]] == ["d1"]
+
+
+@pytest.mark.anyio
+async def test_a_bad_query_is_a_400_showing_where_the_mistake_is(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/devices", params={"where": 'site = "a" and and'}, headers=AUTH)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_query" and "position 15" in body["detail"] and "^" in body["detail"]
+
+
+@pytest.mark.anyio
 async def test_sites_lists_what_the_store_holds(client: httpx.AsyncClient, store: Store) -> None:
     body = (await client.get("/v1/sites", headers=AUTH)).json()
     assert body == {"sites": store.list_sites()}

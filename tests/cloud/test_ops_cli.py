@@ -91,6 +91,16 @@ def test_devices_list_json(runner: CliRunner, served: Served) -> None:
     assert json.loads(result.output) == served.store.list_devices()
 
 
+def test_devices_list_where(runner: CliRunner, served: Served) -> None:
+    first = served.store.list_devices()[0]["device_id"]
+    args = ["list", "--api", served.url, "--token", TOKEN, "--json", "--where", f'id = "{first}"']
+    result = runner.invoke(devices, args)
+    assert result.exit_code == 0, result.output
+    assert [d["device_id"] for d in json.loads(result.output)] == [first]
+    bad = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN, "--where", "id = "])
+    assert bad.exit_code == 2 and "invalid query at position" in bad.output
+
+
 def test_sites_list_json_through_the_edgefleet_command(runner: CliRunner, served: Served) -> None:
     env = {"EDGEFLEET_API": served.url, "EDGEFLEET_TOKEN": TOKEN}
     result = runner.invoke(main, ["sites", "list", "--json"], env=env)
