@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from common.protocol import STREAMS
 
-__all__ = ["DEVICE_POLICIES", "GATEWAY_POLICIES", "STREAMS", "StreamPolicy", "scaled"]
+__all__ = ["DEVICE_POLICIES", "GATEWAY_POLICIES", "STREAMS", "StreamPolicy", "quota_defaults", "scaled", "with_quotas_mb"]
 
 DAY_MS = 86_400_000
 
@@ -47,3 +47,16 @@ def scaled(policies: dict[str, StreamPolicy], **quota_bytes: int) -> dict[str, S
         p = out[stream]
         out[stream] = StreamPolicy(max_bytes, p.evict, p.ttl_ms)
     return out
+
+
+MIB = 1024 * 1024
+
+
+def quota_defaults(policies: dict[str, StreamPolicy]) -> dict[str, float]:
+    """Config defaults ``{stream}_quota_mb`` for each stream of ``policies``."""
+    return {f"{stream}_quota_mb": p.max_bytes / MIB for stream, p in policies.items()}
+
+
+def with_quotas_mb(policies: dict[str, StreamPolicy], cfg: dict[str, object]) -> dict[str, StreamPolicy]:
+    """``policies`` with the quotas a config gives as ``{stream}_quota_mb`` (MiB, fractions allowed)."""
+    return scaled(policies, **{s: int(float(cfg[f"{s}_quota_mb"]) * MIB) for s in policies})  # type: ignore[arg-type]

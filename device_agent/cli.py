@@ -11,6 +11,7 @@ import click
 from common.config import load_config
 from common.keys import resolve_public_key
 from common.logs import setup_logging
+from common.streams import DEVICE_POLICIES, quota_defaults, with_quotas_mb
 
 __all__ = ["agent"]
 
@@ -22,9 +23,7 @@ DEFAULTS = {
     "gateway_key": "",
     "sample_interval": 1.0,
     "heartbeat": 1.0,
-    "critical_quota_mb": 8.0,
-    "state_quota_mb": 8.0,
-    "bulk_quota_mb": 48.0,
+    **quota_defaults(DEVICE_POLICIES),
     "drain": 10.0,
     "allow_simulation": False,
     "hw": "sim-board-1",
@@ -64,10 +63,7 @@ def agent(config_path: str | None, **flags: object) -> None:
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["device_id"])
     if not cfg["gateway_key"]:
         raise click.UsageError("the gateway's public key is needed: pass --gateway-key KEY|FILE or set gateway_key in the config")
-    from common.streams import DEVICE_POLICIES, scaled
     from device_agent.driver import AgentConfig, run_agent
-
-    quotas = {s: int(cfg[f"{s}_quota_mb"] * 1024 * 1024) for s in ("critical", "state", "bulk")}
 
     stats = asyncio.run(
         run_agent(
@@ -79,7 +75,7 @@ def agent(config_path: str | None, **flags: object) -> None:
                 gateway_key=resolve_public_key(cfg["gateway_key"]),
                 sample_interval_s=cfg["sample_interval"],
                 heartbeat_s=cfg["heartbeat"],
-                policies=scaled(DEVICE_POLICIES, **quotas),
+                policies=with_quotas_mb(DEVICE_POLICIES, cfg),
                 drain_s=cfg["drain"],
                 allow_simulation=cfg["allow_simulation"],
                 hw=cfg["hw"],

@@ -11,6 +11,7 @@ import click
 from common.config import load_config
 from common.keys import resolve_public_key
 from common.logs import setup_logging
+from common.streams import GATEWAY_POLICIES, quota_defaults, with_quotas_mb
 
 __all__ = ["gateway"]
 
@@ -22,9 +23,7 @@ DEFAULTS = {
     "cloud": "tcp://127.0.0.1:7700",
     "cloud_key": "",
     "heartbeat": 1.0,
-    "critical_quota_mb": 64.0,
-    "state_quota_mb": 64.0,
-    "bulk_quota_mb": 896.0,
+    **quota_defaults(GATEWAY_POLICIES),
     "uplink_rate": 0,
     "uplink_burst": 0,
     "link_windows": [],
@@ -68,10 +67,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["gateway_id"])
     if not cfg["cloud_key"]:
         raise click.UsageError("the cloud's public key is needed: pass --cloud-key KEY|FILE or set cloud_key in the config")
-    from common.streams import GATEWAY_POLICIES, scaled
     from gateway.driver import GatewayConfig, run_gateway
-
-    quotas = {s: int(cfg[f"{s}_quota_mb"] * 1024 * 1024) for s in ("critical", "state", "bulk")}
 
     stats = asyncio.run(
         run_gateway(
@@ -83,7 +79,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 cloud_key=resolve_public_key(cfg["cloud_key"]),
                 bind=cfg["bind"],
                 heartbeat_s=cfg["heartbeat"],
-                policies=scaled(GATEWAY_POLICIES, **quotas),
+                policies=with_quotas_mb(GATEWAY_POLICIES, cfg),
                 durable=cfg["durable"],
                 uplink_bytes_per_s=cfg["uplink_rate"],
                 uplink_burst_bytes=cfg["uplink_burst"] or max(2048, cfg["uplink_rate"] * 0.015),
