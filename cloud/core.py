@@ -20,6 +20,7 @@ from common.effects import (
     CommandsReady,
     Effect,
     Event,
+    Firmware,
     LoadCommands,
     Log,
     Malformed,
@@ -27,15 +28,16 @@ from common.effects import (
     Send,
     SetTimer,
     Start,
-    Stored,
     StoreCommandStatus,
     StoreIngest,
     StoreTouch,
+    Stored,
     TimerFired,
 )
 from common.errors import ProtocolError
 from common.protocol import (
     STREAMS,
+    ChunkRequest,
     CommandAck,
     ErrorReply,
     ForwardAck,
@@ -46,6 +48,7 @@ from common.protocol import (
     Hello,
     HelloAck,
     Message,
+    OfferRequest,
     decode_record,
     unpack_entries,
 )
@@ -142,6 +145,8 @@ class CloudCore:
                 return [StoreIngest(None, gateway_id, session.site, [record])]
             case CommandAck(device_id, seq, "held", _):
                 return [StoreCommandStatus(device_id, seq, "held", f"held by {session.gateway_id}")]
+            case OfferRequest() | ChunkRequest():
+                return [Firmware(peer, session.gateway_id, msg)]
             case Heartbeat():
                 return [StoreTouch(session.gateway_id, session.site), Send(peer, Heartbeat(int(now * 1000)))]
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by the cloud"))]

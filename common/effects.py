@@ -23,6 +23,7 @@ from common.errors import EdgeFleetError, ProtocolError
 from common.protocol import Message
 
 __all__ = [
+    "Firmware",
     "UPSTREAM",
     "Append",
     "AckQueue",
@@ -225,6 +226,17 @@ class RunCommand:
     """Run a command on the device; persist its sequence as done first; answer with CommandResult."""
 
     command: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Firmware:
+    """A firmware transfer message for the tier's transfer service (``common.transfer``), which answers
+    with its own sends. ``peer`` and ``node_id`` name a downstream asker (a device at the gateway, a
+    gateway at the cloud); both are "" for an answer from upstream."""
+
+    peer: str
+    node_id: str
+    msg: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ __all__ = [
     "AuditChainError",
     "BootloaderError",
     "CertificateError",
+    "CacheFull",
     "ChunkError",
     "ConfigError",
     "DeltaError",
@@ -60,6 +61,7 @@ __all__ = [
     "QueueError",
     "QueueFullError",
     "ReleaseError",
+    "TransferError",
     "ReplayError",
     "SignatureError",
     "StoreError",
@@ -243,6 +245,22 @@ class ChunkError(FirmwareError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.version, self.index, self.cause))
+
+
+class TransferError(FirmwareError):
+    """A chunked download that cannot go on: the server has no such artifact, a chunk failed its
+    hash too often, or its partial file cannot be written. ``artifact`` names it (SHA-256)."""
+
+    def __init__(self, artifact: str, cause: str) -> None:
+        super().__init__(f"download of artifact {artifact[:16]}...: {cause}")
+        self.artifact, self.cause = artifact, cause
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.artifact, self.cause))
+
+
+class CacheFull(FirmwareError):
+    """The site cache cannot make room for an artifact: everything left is pinned or in use."""
 
 
 class ImageError(FirmwareError):

@@ -20,11 +20,12 @@ from common.effects import (
     CommandResult,
     Effect,
     Event,
+    Firmware,
     LinkUp,
     Log,
     Malformed,
-    Persisted,
     PersistFailed,
+    Persisted,
     QueueReader,
     Received,
     RunCommand,
@@ -39,9 +40,11 @@ from common.effects import (
 from common.protocol import (
     STREAMS,
     SUPPORTED_VERSIONS,
+    ChunkData,
     Command,
     CommandAck,
     ErrorReply,
+    FirmwareOffer,
     Hello,
     HelloAck,
     TelemetryAck,
@@ -210,6 +213,8 @@ class AgentCore:
                     return []
                 self.running.add(seq)
                 return [RunCommand(msg)]
+            case FirmwareOffer() | ChunkData():
+                return [Firmware("", "", msg)]
             case ErrorReply("hello-first", _) if self.uplink.state != "waiting":
                 # The gateway restarted and forgot this session. Every device of the site hears this at
                 # once, so each waits a random part of the spread before saying Hello again: a restarted

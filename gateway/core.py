@@ -30,11 +30,12 @@ from common.effects import (
     Append,
     Effect,
     Event,
+    Firmware,
     LinkUp,
     Log,
     Malformed,
-    Persisted,
     PersistFailed,
+    Persisted,
     QueueReader,
     Received,
     Send,
@@ -46,9 +47,12 @@ from common.errors import ProtocolError
 from common.protocol import (
     STREAMS,
     SUPPORTED_VERSIONS,
+    ChunkData,
+    ChunkRequest,
     Command,
     CommandAck,
     ErrorReply,
+    FirmwareOffer,
     ForwardAck,
     ForwardBatch,
     ForwardRecord,
@@ -57,6 +61,7 @@ from common.protocol import (
     Hello,
     HelloAck,
     Message,
+    OfferRequest,
     TelemetryAck,
     TelemetryBatch,
     decode,
@@ -269,6 +274,8 @@ class GatewayCore:
                 return self._accept(peer, batch)
             case CommandAck(device_id, seq, status, detail) if device_id == session.device_id:
                 return self._command_done(device_id, seq, status, detail, now)
+            case OfferRequest() | ChunkRequest():
+                return [Firmware(peer, session.device_id, msg)]
             case Heartbeat():
                 out = [Send(peer, Heartbeat(int(now * 1000)))]
                 # a device told to hold back hears when it may send again
@@ -362,6 +369,8 @@ class GatewayCore:
                 return [*self.senders[stream].acknowledged(up_to, now), *self._drain(now)]
             case Command() if self.commands_queue is not None:
                 return self._command_from_cloud(msg)
+            case FirmwareOffer() | ChunkData():
+                return [Firmware("", "", msg)]
             case ErrorReply("hello-first", _):
                 return self.uplink.open(now)
             case ErrorReply(code, detail):

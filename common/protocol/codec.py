@@ -249,6 +249,7 @@ CHECKS: dict[str, Check] = {
     "dict[str, float | str]": _check_values,
     "dict[str, str]": _check_str_map,
     "list[bytes]": _list_of(_check_bytes, lambda v: v if set(map(type, v)) <= {bytes} else None),
+    "list[str]": _list_of(_check_str, lambda v: v if all(type(x) is str and len(x) <= MAX_STR for x in v) else None),
 }
 OKS: dict[str, Callable[[Any], bool]] = {
     "str": _ok_str,

@@ -15,8 +15,12 @@ from typing import ClassVar
 
 __all__ = [
     "Command",
+    "ChunkData",
+    "ChunkRequest",
     "CommandAck",
     "ErrorReply",
+    "FirmwareOffer",
+    "OfferRequest",
     "ForwardAck",
     "ForwardBatch",
     "ForwardRecord",
@@ -222,6 +226,69 @@ class CommandAck(Message):
     detail: str
 
 
+# -- firmware transfer (cloud -> gateway -> device) ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfferRequest(Message):
+    """Device to gateway, gateway to cloud: "how do I get release ``version`` for ``hw``?".
+
+    ``bases`` are the versions whose full images the asker already holds (a device: the one it
+    runs; a gateway: every full image in its site cache); the answer may be a delta from one."""
+
+    KIND: ClassVar[int] = 40
+    request_id: int
+    version: str
+    hw: str
+    bases: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareOffer(Message):
+    """The answer to ``OfferRequest``: the signed manifest and the one artifact to fetch.
+
+    ``kind`` is "full" (the image; its chunk hashes are the signed manifest's) or "delta" (from
+    ``from_version``, made by ``method``; ``chunks`` lists its chunk hashes, so a bad chunk is caught
+    as it arrives; what proves it is the manifest's SHA-256 of the image it rebuilds).
+    ``error`` is non-empty when there is nothing to offer, and says why."""
+
+    KIND: ClassVar[int] = 41
+    request_id: int
+    version: str
+    manifest: bytes
+    kind: str
+    artifact: str
+    from_version: str
+    method: str
+    size: int
+    chunk_size: int
+    chunks: list[str]
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRequest(Message):
+    """Ask for chunk ``index`` (``chunk_size`` bytes from ``index * chunk_size``) of artifact
+    ``artifact`` (its SHA-256). Each request is one unit of credit: the asker keeps a bounded
+    number in flight (the ZeroMQ guide's credit-based file transfer)."""
+
+    KIND: ClassVar[int] = 42
+    artifact: str
+    index: int
+    chunk_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkData(Message):
+    """One chunk; empty ``data`` with ``error`` set when the server cannot give it (yet)."""
+
+    KIND: ClassVar[int] = 43
+    artifact: str
+    index: int
+    data: bytes
+    error: str
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (
@@ -236,5 +303,9 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         GatewayStatus,
         Command,
         CommandAck,
+        OfferRequest,
+        FirmwareOffer,
+        ChunkRequest,
+        ChunkData,
     )
 }

@@ -28,6 +28,10 @@ from common.protocol.codec import (
     unpack_entries,
 )
 from common.protocol.messages import (
+    ChunkData,
+    ChunkRequest,
+    FirmwareOffer,
+    OfferRequest,
     MESSAGE_TYPES,
     STREAMS,
     Command,
@@ -75,6 +79,10 @@ SAMPLES: dict[type[Message], Message] = {
     ),
     Command: Command("dev-1", 4, "reboot", {"delay_s": "5", "reason": "update"}, 1_700_000_060_000),
     CommandAck: CommandAck("dev-1", 4, "failed", "reboot refused: update in progress"),
+    OfferRequest: OfferRequest(7, "2.1.0", "sim-board-1", ["2.0.0", "1.9.3"]),
+    FirmwareOffer: FirmwareOffer(7, "2.1.0", b'{"body":"..."}', "delta", "ab" * 32, "2.0.0", "bsdiff4", 9000, 65536, ["cd" * 32], ""),
+    ChunkRequest: ChunkRequest("ab" * 32, 3, 65536),
+    ChunkData: ChunkData("ab" * 32, 3, b"\x00" * 100, ""),
 }
 
 

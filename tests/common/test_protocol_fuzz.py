@@ -155,6 +155,8 @@ def shaped(annotation: str) -> st.SearchStrategy:
         return st.deferred(near_blobs)
     if annotation == "list[bytes]":
         return st.lists(st.binary(max_size=32), max_size=5)
+    if annotation == "list[str]":
+        return st.lists(st.one_of(texts, st.binary(max_size=8)), max_size=5)
     if annotation == "dict[str, float | str]":
         return st.one_of(record_values, too_many(st.one_of(st.just(1.0), st.just("v"))))
     if annotation == "dict[str, str]":
@@ -207,6 +209,7 @@ VALID_FIELD = {
     "int": int64,
     "bytes": valid_entries.map(pack_entries),
     "list[bytes]": valid_entries,
+    "list[str]": st.lists(st.text(max_size=8), max_size=4),
     "dict[str, float | str]": valid_values,
     "dict[str, str]": valid_args,
     "list[TelemetryRecord]": st.lists(valid_telemetry, max_size=3),
