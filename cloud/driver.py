@@ -32,10 +32,11 @@ from cloud.alerts import AlertService, AlertSettings, TickResult
 from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
+from cloud.firmware_service import FirmwareService
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
-from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
+from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
 from common.process import stop_on_signals
@@ -92,9 +93,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
-    releases = ReleaseService(
-        store, ArtifactStore(cfg.data_dir / "artifacts"), release_keys, cfg.releases, store_executor=store_thread
-    )
+    artifacts = ArtifactStore(cfg.data_dir / "artifacts")
+    releases = ReleaseService(store, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
@@ -187,10 +187,12 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
+    firmware = FirmwareService(store, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
-        extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status},
+        extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status,
+               Firmware: firmware.handle},
         log=log,
     )
     stop_on_signals(loop, stop)
@@ -213,6 +215,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         for timer in timers.values():
             timer.cancel()
         await runner.stop()
+        await firmware.stop()
         await server.stop()
         await api.stop()
         await releases.stop()
@@ -222,8 +225,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         ctx.destroy(linger=0)
         store_thread.submit(store.close).result()
         store_thread.shutdown()
-        log.info("cloud stopped", extra=core.counters | {f"alerts_{k}": v for k, v in alerts.counters.items()})
-    return dict(core.counters)
+        firmware_counters = {f"firmware_{k}": v for k, v in firmware.counters.items()}
+        log.info("cloud stopped", extra=core.counters | firmware_counters | {f"alerts_{k}": v for k, v in alerts.counters.items()})
+    return dict(core.counters) | firmware_counters
 
 
 def _command(row: dict) -> Command:

@@ -28,6 +28,7 @@ DEFAULTS = {
     "allow_simulation": False,
     "hw": "sim-board-1",
     "release_key": [],
+    "download_rate": 0,
     "log_level": "info",
     "log_format": "json",
 }
@@ -48,6 +49,7 @@ DEFAULTS = {
 @click.option("--drain", type=float, help="Seconds to keep sending the buffer after SIGTERM.")
 @click.option("--hw", help="This device's hardware model: firmware manifests must name it.")
 @click.option("--release-key", multiple=True, help="A release public key (PEM file) trusted to sign firmware (repeatable).")
+@click.option("--download-rate", type=int, help="Bytes per second a firmware download may use (0: no limit).")
 @click.option("--allow-simulation", is_flag=True, default=None, help="Let the simulate command override metrics (drills).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -80,6 +82,7 @@ def agent(config_path: str | None, **flags: object) -> None:
                 allow_simulation=cfg["allow_simulation"],
                 hw=cfg["hw"],
                 release_keys=tuple(cfg["release_key"]),
+                download_rate=float(cfg["download_rate"]),
             )
         )
     )

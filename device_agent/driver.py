@@ -25,7 +25,7 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Buffered, CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
+from common.effects import Buffered, CommandResult, Firmware, RunCommand, Sampled, Start, Stop, TakeSample
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
@@ -36,6 +36,8 @@ from common.streams import DEVICE_POLICIES, StreamPolicy
 from device_agent.commands import CommandLog, Simulation, run_command
 from device_agent.core import BUFFER, AgentCore, gap_record
 from device_agent.sampler import sample_metrics
+from common.transfer.fetcher import Fetcher
+from device_agent.download import FirmwareDownloader
 from device_agent.updater import AgentUpdater
 
 __all__ = ["AgentConfig", "run_agent"]
@@ -57,6 +59,7 @@ class AgentConfig:
     allow_simulation: bool = False  # the simulate command may override sampled metrics (drills)
     hw: str = "sim-board-1"  # the hardware model firmware manifests must name
     release_keys: tuple[str, ...] = ()  # public keys (PEM files) trusted to sign firmware manifests
+    download_rate: float = 0.0  # bytes/s a firmware download may take from the link; 0: no limit
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -101,6 +104,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     def run(effect: RunCommand) -> None:
         cmd = effect.command
         commands.starting(cmd.seq)  # persisted first: a crash never runs it twice
+        if cmd.name == "update" and "version" in cmd.args:  # fetched through the gateway, then installed
+            fut = downloader.update_to(cmd.args["version"])
+            fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
+                                                                      str(f.exception() or f.result()))))
+            return
         if cmd.name == "update":  # blocking work (slot writes, fsync, health checks): off the loop
             args = cmd.args
             fut = loop.run_in_executor(None, lambda: updater.start(
@@ -113,6 +121,15 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         runner.feed(CommandResult(cmd.seq, status, detail))
 
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
+
+    def report_download(values: dict[str, object]) -> None:
+        buffer.append_many_sync([encode_sample(wall_ms(), "update", values)], stream="critical")
+        runner.feed(Buffered())
+
+    fetcher = Fetcher(link.send, is_up=lambda: core.uplink.up, window=1, rate_bytes_per_s=cfg.download_rate,
+                      on_failure=lambda artifact, index, cause: report_download(
+                          {"outcome": "bad-chunk", "artifact": artifact[:16], "chunk": index, "reason": cause}))
+    downloader = FirmwareDownloader(cfg.data_dir, cfg.hw, updater, fetcher, report_download)
     runner = NodeRunner(
         core,
         queues={BUFFER: buffer},
@@ -120,6 +137,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         extra={
             TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir), simulation.overrides))),
             RunCommand: run,
+            Firmware: lambda e: fetcher.on_message(e.msg),
         },
         log=log,
     )
@@ -128,7 +146,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
     runner.feed(Start())
-    loop.run_in_executor(None, updater.boot)  # resume an update a reboot or power cut interrupted
+    loop.run_in_executor(None, updater.boot).add_done_callback(  # resume an update a reboot or power cut interrupted
+        lambda _: loop.call_soon_threadsafe(downloader.resume))  # then a download a restart interrupted
     log.info("agent started", extra={"device": cfg.device_id, "gateway": cfg.gateway, "buffered": sum(buffer.stats(s).count for s in STREAMS)})
     try:
         await stop.wait()
@@ -139,6 +158,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     finally:
         checkpoint.cancel()
         await runner.stop()
+        fetcher.close()
         await link.close()
         ctx.destroy(linger=0)
         per = {s: buffer.stats(s) for s in STREAMS}
@@ -153,6 +173,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             "expired": {s: st.expired for s, st in per.items()},
             "reconnects": core.uplink.reconnects,
             "resends": sum(snd.resends for snd in core.senders.values()),
+            "download": dict(fetcher.counters),
         }
         buffer.close()
         steady.checkpoint()

@@ -88,6 +88,19 @@ class AgentUpdater:
             with self._lock:
                 self._run(None)
 
+    def check(self, signed: bytes) -> Any:
+        """The manifest if this device may install it (signature by a pinned key, expiry, hardware,
+        security floor, no downgrade); else ``ManifestError``. Checked before a byte is downloaded."""
+        from common.firmware.keys import load_trusted_keys
+        from common.firmware.manifest import verify_manifest
+        from device_agent.update.states import UpdateRecord
+        from device_agent.update.store import RecordStore
+
+        record = RecordStore(self.record_path).load() or UpdateRecord()
+        return verify_manifest(signed, load_trusted_keys(self.release_keys), hw=self.hw, now_ms=self.now_ms(),
+                               security_floor=record.security_floor, current_version=self.running()["version"],
+                               device_id=self.device_id)
+
     def start(self, manifest_path: str, image_path: str = "", *, delta_path: str = "", allowance_path: str = "") -> str:
         """Verify the signed manifest and install its image; returns what happened, for the command result.
 

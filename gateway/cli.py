@@ -30,6 +30,8 @@ DEFAULTS = {
     "timezone": "UTC",
     "status_interval": 5.0,
     "durable": True,
+    "cache_mb": 1024,
+    "release_key": [],
     "log_level": "info",
     "log_format": "json",
 }
@@ -52,6 +54,8 @@ DEFAULTS = {
 @click.option("--link-window", "link_windows", multiple=True, help="'CRON|SECONDS': when state and bulk may use a metered uplink (repeatable).")
 @click.option("--timezone", help="IANA timezone of the link windows, e.g. Europe/Berlin.")
 @click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
+@click.option("--cache-mb", type=int, help="Byte budget of the site's firmware cache, in MiB (least recently used evicted, pinned kept).")
+@click.option("--release-key", multiple=True, help="A release public key (PEM): manifests are checked here before fetching (repeatable).")
 @click.option("--durable/--fast", default=None, help="fsync every commit (default) or the fast mode (see docs).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -63,6 +67,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
     gateway writes DATA_DIR/endpoints.json with its endpoint and public key.
     """
     flags["link_windows"] = list(flags["link_windows"]) or None
+    flags["release_key"] = list(flags["release_key"]) or None
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["gateway_id"])
     if not cfg["cloud_key"]:
@@ -86,6 +91,8 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 link_windows=tuple(_window(w) for w in cfg["link_windows"]),
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],
+                cache_mb=cfg["cache_mb"],
+                release_keys=tuple(cfg["release_key"]),
             )
         )
     )

@@ -25,7 +25,7 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Start
+from common.effects import Firmware, Start
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
 from common.process import Periodic, stop_on_signals
@@ -35,7 +35,10 @@ from common.runner import NodeRunner
 from common.shaping import LinkWindows, TokenBucket
 from common.sockets import ServerSocket, UpstreamLink
 from common.streams import GATEWAY_POLICIES, StreamPolicy
+from common.transfer.fetcher import Fetcher
 from gateway.core import COMMANDS, OUTBOX, GatewayCore, gap_reports
+from gateway.firmware import SiteFirmware
+from gateway.site_cache import SiteCache
 
 __all__ = ["GatewayConfig", "run_gateway"]
 
@@ -57,6 +60,9 @@ class GatewayConfig:
     link_windows: tuple[tuple[str, float], ...] = ()  # (crontab, seconds); empty: always open
     timezone: str = "UTC"
     status_interval_s: float = 5.0
+    cache_mb: int = 1024  # the site cache's budget for firmware images and deltas
+    release_keys: tuple[str, ...] = ()  # PEM release keys: if given, manifests are checked here too
+    firmware_window: int = 4  # chunk requests in flight to the cloud (credit)
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -91,7 +97,11 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding)
     link = UpstreamLink(ctx, cfg.cloud, keys, cfg.cloud_key, lambda e: runner.feed(e))
-    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log)
+    cache = SiteCache(cfg.data_dir / "cache", cfg.cache_mb << 20)
+    fetcher = Fetcher(link.send, is_up=lambda: core.uplink.up, window=cfg.firmware_window)
+    firmware = SiteFirmware(cache, fetcher, server.send, verify=_manifest_check(cfg.release_keys, cfg.gateway_id))
+    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link,
+                        extra={Firmware: firmware.handle}, log=log)
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
     endpoint = server.start()
@@ -110,14 +120,31 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     finally:
         checkpoint.cancel()
         await runner.stop()
+        await firmware.stop()
         await server.stop()
         await link.close()
         auth.stop()
         ctx.destroy(linger=0)
-        stats = {**core.counters, **core.status(loop.time()), "refused_sends": sum(server.refused.values()), "auth_refused": allow.refused}
+        stats = {**core.counters, **core.status(loop.time()), "refused_sends": sum(server.refused.values()), "auth_refused": allow.refused,
+                 **{f"firmware_{k}": v for k, v in firmware.counters.items()},
+                 **{f"fetch_{k}": v for k, v in fetcher.counters.items()},
+                 "cache_bytes": cache.used_bytes(), "cache_evicted": cache.evicted}
+        cache.close()
         outbox.close()
         held.close()
         steady.checkpoint()
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
         log.info("gateway stopped", extra={"records_in": core.counters["records_in"]})
     return stats
+
+
+def _manifest_check(paths: tuple[str, ...], gateway_id: str):  # noqa: ANN202
+    """With release keys, a manifest is checked here before anything is fetched for it (signature,
+    expiry); hardware and version floors are each device's to check."""
+    if not paths:
+        return None
+    from common.firmware.keys import load_trusted_keys
+    from common.firmware.manifest import verify_manifest
+
+    trusted = load_trusted_keys(list(paths))
+    return lambda signed, hw: verify_manifest(signed, trusted, hw=hw, now_ms=wall_ms(), security_floor=0)
