@@ -24,6 +24,7 @@ DEFAULTS = {
     "firmware_releases": [],  # release versions, for firmware rules
     "release_keys": [],  # PEM public key files trusted to sign firmware manifests
     "release_delta_bases": 3,  # a new release gets deltas from this many older ones (K)
+    "release_chunk_kb": 1024,  # chunk size of new releases' images (the unit of resume and of hash checks)
     "log_level": "info",
     "log_format": "json",
 }
@@ -39,6 +40,7 @@ DEFAULTS = {
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a gateway silent for 3 is dead.")
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST every alert event here (repeatable).")
 @click.option("--release-key", "release_keys", multiple=True, metavar="PEM", help="Trust this release public key; repeat.")
+@click.option("--release-chunk-kb", type=int, help="Chunk size of new releases in KiB (smaller: finer resume on slow links).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
@@ -76,8 +78,9 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 webhooks=tuple(cfg["webhooks"]),
                 alerts=alert_settings,
                 release_keys=tuple(cfg["release_keys"]),
-                releases=ReleaseSettings(delta_bases=cfg["release_delta_bases"]),
+                releases=ReleaseSettings(delta_bases=cfg["release_delta_bases"], chunk_size=cfg["release_chunk_kb"] << 10),
             )
         )
     )
-    click.echo(f"cloud: {counters['stored']} records stored, {counters['duplicates']} duplicates dropped", err=True)
+    click.echo(f"cloud: {counters['stored']} records stored, {counters['duplicates']} duplicates dropped, "
+               f"{counters['firmware_bytes_sent']} firmware bytes sent to gateways", err=True)

