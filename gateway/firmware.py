@@ -54,7 +54,7 @@ class SiteFirmware:
         send_down: Callable[[str, Message], bool],
         *,
         verify: Callable[[bytes, str], Any] | None = None,
-        delta_budget_s: float = 60.0,
+        delta_budget_s: float = 110.0,
     ) -> None:
         self.cache, self.fetcher, self.send_down = cache, fetcher, send_down
         self.verify = verify  # checks a signed manifest against the gateway's release keys, if it has any

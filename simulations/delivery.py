@@ -58,7 +58,8 @@ def make_key(root: Path) -> ReleaseKey:
 
 def make_versions(root: Path, versions: list[str], size: int, seed: int = 1, change: float = 0.02) -> dict[str, Path]:
     """Images of ``size`` bytes built from real files on this machine (the Python library), each
-    version a copy of the one before with ``change`` of its 4 KiB blocks edited."""
+    version a copy of the one before with about ``change`` of its bytes rewritten, in runs of 16 to
+    512 bytes scattered over the image."""
     root.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     lib = Path(sysconfig.get_paths()["stdlib"])
@@ -71,7 +72,7 @@ def make_versions(root: Path, versions: list[str], size: int, seed: int = 1, cha
     out = {}
     for i, v in enumerate(versions):
         if i:
-            for _ in range(int(size / 4096 * change)):
+            for _ in range(max(1, int(size * change / 264))):
                 at = rng.randrange(0, size - 512)
                 n = rng.randint(16, 512)
                 data[at:at + n] = rng.randbytes(n)
