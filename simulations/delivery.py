@@ -114,6 +114,7 @@ class SimDevice:
         self.link: UpstreamLink | None = None
         self.fetcher: Fetcher | None = None
         self._beat: asyncio.Task[None] | None = None
+        self.failures: list[tuple[int, str]] = []  # (chunk, cause) of every chunk that failed its check
 
     async def start(self, ctx: zmq.asyncio.Context) -> None:
         self.fleet.allow(self.gateway, self.name)
@@ -122,7 +123,7 @@ class SimDevice:
         server_key = load_or_create_keypair(self.fleet.dir(self.gateway)).public
         self.link = UpstreamLink(ctx, self.endpoint or gw["devices"], keys, server_key, self._event)
         self.fetcher = Fetcher(self.link.send, is_up=self.up.is_set, window=self.window, rate_bytes_per_s=self.rate,
-                               timeout_s=5.0)
+                               timeout_s=5.0, on_failure=lambda _a, index, cause: self.failures.append((index, cause)))
         self.link.open()
         self._beat = asyncio.ensure_future(self._heartbeats())
         await asyncio.wait_for(self.up.wait(), 30)

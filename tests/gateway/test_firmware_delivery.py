@@ -8,6 +8,7 @@ fetched again; a delta crosses the WAN when the gateway holds the old image.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import signal
@@ -62,7 +63,7 @@ def test_twenty_devices_asking_at_once_cause_one_transfer_from_the_cloud(site):
     before = proxy.stats().bytes_to_client
     results = run(devices_update(fleet, key, images, [f"dev-{i}" for i in range(20)], "1.0.0", "1.1.0"))
     crossed = proxy.stats().bytes_to_client - before
-    assert {r["sha256"] for r in results} == {__import__("hashlib").sha256(images["1.1.0"].read_bytes()).hexdigest()}
+    assert {r["sha256"] for r in results} == {hashlib.sha256(images["1.1.0"].read_bytes()).hexdigest()}
     # one full image crossed the uplink (the gateway held no older image), not twenty
     assert SIZE <= crossed < 1.2 * SIZE, crossed
     fleet.stop(["gw-1"])
@@ -115,4 +116,36 @@ def test_a_device_download_cut_ten_times_completes_resending_at_most_one_chunk_p
     print("cut test:", cuts, result)
     assert cuts == 10
     assert result["chunks_resent"] <= cuts
-    assert result["sha256"] == __import__("hashlib").sha256(images["1.2.0"].read_bytes()).hexdigest()
+    assert result["sha256"] == hashlib.sha256(images["1.2.0"].read_bytes()).hexdigest()
+
+
+def test_a_tampered_chunk_is_caught_reported_and_fetched_again_and_the_image_installs_intact(site):
+    fleet, key, images = site
+    good = images["1.1.0"].read_bytes()
+    cached = fleet.dir("gw-1") / "cache" / "objects" / hashlib.sha256(good).hexdigest()
+    assert cached.exists()  # the first test left 1.1.0's image in the site cache
+    at = 3 * CHUNK_KB * 1024 + 100
+    tampered = bytearray(good)
+    tampered[at] ^= 0xFF
+    cached.write_bytes(bytes(tampered))
+
+    async def scenario():
+        ctx = zmq.asyncio.Context()
+        dev = SimDevice(fleet, "dev-tamper", "site-1", "gw-1", hw=HW, release_pub=key.public, version="1.0.0",
+                        image=images["1.0.0"])
+        try:
+            await dev.start(ctx)
+            task = asyncio.ensure_future(dev.update("1.1.0"))
+            while not dev.failures and not task.done():
+                await asyncio.sleep(0.05)
+            assert not task.done(), "the tampered chunk was not caught"
+            cached.write_bytes(good)  # the site cache is repaired; the device asks again after its backoff
+            return await asyncio.wait_for(task, 60), list(dev.failures)
+        finally:
+            await dev.close()
+            ctx.destroy(linger=0)
+
+    result, failures = run(scenario())
+    assert failures and failures[0][0] == 3 and "SHA-256" in failures[0][1]
+    assert result["sha256"] == hashlib.sha256(good).hexdigest()
+    assert result["bad_chunks"] >= 1
