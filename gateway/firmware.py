@@ -146,7 +146,10 @@ class SiteFirmware:
         return (sha, entry) if entry else None
 
     async def _make_delta(self, base_sha: str, image_sha: str) -> str | None:
+        """Devices are waiting: the fast candidates only (bsdiff4 over the changed blocks with a local
+        window, and zstd patch-from), the smaller kept; the cloud's slower search is for the WAN."""
         from common.delta import make_delta
+        from common.delta.engine import BLOCKS, ZSTD
 
         loop = asyncio.get_running_loop()
         held = await loop.run_in_executor(self._io, self.cache.delta_for, base_sha, image_sha)
@@ -157,7 +160,7 @@ class SiteFirmware:
             return held
         tmp = self.cache.objects / f"delta-{base_sha[:16]}-{image_sha[:16]}.tmp"
         call = functools.partial(make_delta, str(self.cache.path(base_sha)), str(self.cache.path(image_sha)), str(tmp),
-                                 time_budget_s=self.delta_budget_s, workers=1)
+                                 time_budget_s=self.delta_budget_s, workers=2, methods=(BLOCKS, ZSTD), blocks_window="local")
         try:
             result = await loop.run_in_executor(None, call)
         except DeltaError as exc:  # DeltaNotWorthIt included: devices on that version get the full image
