@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 import random
-import signal
+import time
 
 import pytest
 import zmq.asyncio
@@ -149,3 +149,41 @@ def test_a_tampered_chunk_is_caught_reported_and_fetched_again_and_the_image_ins
     assert failures and failures[0][0] == 3 and "SHA-256" in failures[0][1]
     assert result["sha256"] == hashlib.sha256(good).hexdigest()
     assert result["bad_chunks"] >= 1
+
+
+def test_an_agent_sigkilled_mid_download_resumes_where_it_stopped_and_installs_the_release(site):
+    """The whole device path in a real agent process: the update command names a version, the agent
+    downloads it through its gateway at its bandwidth limit, is SIGKILLed halfway, restarts, resumes
+    from its persisted chunks, checks and installs the image (A/B, health check) and reports it."""
+    from device_agent import simimage
+
+    fleet, key, images = site
+    image = images["1.0.0"].parent / "fw-3.0.0-sim.img"
+    image.write_bytes(simimage.make("3.0.0", "ok", SIZE))
+    publish(fleet, key, image, "3.0.0", HW)
+    fleet.start_agent("dev-k", "site-1", "gw-1",
+                      extra=["--release-key", str(key.public), "--hw", HW, "--download-rate", str(64 * 1024)])
+    deadline = time.monotonic() + 60
+    while "dev-k" not in {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}:
+        assert time.monotonic() < deadline, "the agent never reached the cloud"
+        time.sleep(0.2)
+    fleet.api("/v1/devices/dev-k/commands", {"name": "update", "args": {"version": "3.0.0"}, "ttl_s": 600})
+    progress = fleet.dir("dev-k") / "downloads"
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".progress") and p.stat().st_size >= 4 * 8 for p in progress.glob("*")):
+        assert time.monotonic() < deadline, "the download never started"
+        time.sleep(0.05)
+    fleet.kill("dev-k")
+    fleet.restart("dev-k")
+    deadline = time.monotonic() + 90
+    outcome = None
+    while outcome is None:
+        assert time.monotonic() < deadline, "no update outcome reported"
+        ups = [u["values"] for u in fleet.api("/v1/updates")["updates"] if u["device_id"] == "dev-k"]
+        outcome = next((u for u in ups if u.get("outcome") == "committed"), None)
+        time.sleep(0.3)
+    assert outcome["running_version"] == "3.0.0"
+    fleet.stop(["dev-k"])
+    stats = json.loads((fleet.dir("dev-k") / "stats.json").read_text())
+    assert stats["download"]["resumed_chunks"] >= 8  # what was durable before the kill was not fetched again
+    assert stats["download"]["chunks_received"] <= SIZE // (CHUNK_KB * 1024) - stats["download"]["resumed_chunks"] + 1
