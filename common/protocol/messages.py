@@ -16,6 +16,8 @@ from typing import ClassVar
 __all__ = [
     "Command",
     "CommandAck",
+    "EnrollReply",
+    "EnrollRequest",
     "ErrorReply",
     "ForwardAck",
     "ForwardBatch",
@@ -27,6 +29,7 @@ __all__ = [
     "MESSAGE_TYPES",
     "Message",
     "ROLES",
+    "RevocationUpdate",
     "STREAMS",
     "TelemetryAck",
     "TelemetryBatch",
@@ -208,6 +211,7 @@ class Command(Message):
     name: str
     args: dict[str, str]
     expires_ms: int
+    envelope: bytes = b""  # the cloud's signed "command" envelope (common.signed); empty: unsigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +224,47 @@ class CommandAck(Message):
     seq: int
     status: str
     detail: str
+
+
+# -- identity and security (kinds 60-69) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequest(Message):
+    """Device to gateway (on its enrollment socket), gateway to cloud: enroll ``device_id``.
+
+    ``curve_key`` is the Z85 CurveZMQ public key the device connected with (the
+    gateway checks it against the handshake's key); ``claim_token`` is a site claim
+    token, or "" to claim by the factory ``serial``."""
+
+    KIND: ClassVar[int] = 60
+    device_id: str
+    curve_key: str
+    hw: str
+    serial: str
+    claim_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollReply(Message):
+    """Cloud to gateway, gateway to device: ``outcome`` "accept" (with the PEM ``certificate``),
+    "pending" (wait for an operator's approval, ask again later) or "refuse" (``detail`` says why)."""
+
+    KIND: ClassVar[int] = 61
+    device_id: str
+    curve_key: str
+    outcome: str
+    detail: str
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationUpdate(Message):
+    """Cloud to gateway: the current signed revocation list (``common.revocation``), on every session
+    start and whenever it changes."""
+
+    KIND: ClassVar[int] = 62
+    envelope: bytes
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
@@ -236,5 +281,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         GatewayStatus,
         Command,
         CommandAck,
+        EnrollRequest,
+        EnrollReply,
+        RevocationUpdate,
     )
 }

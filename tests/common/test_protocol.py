@@ -29,6 +29,9 @@ from common.protocol.codec import (
 )
 from common.protocol.messages import (
     MESSAGE_TYPES,
+    EnrollReply,
+    EnrollRequest,
+    RevocationUpdate,
     STREAMS,
     Command,
     CommandAck,
@@ -75,6 +78,9 @@ SAMPLES: dict[type[Message], Message] = {
     ),
     Command: Command("dev-1", 4, "reboot", {"delay_s": "5", "reason": "update"}, 1_700_000_060_000),
     CommandAck: CommandAck("dev-1", 4, "failed", "reboot refused: update in progress"),
+    EnrollRequest: EnrollRequest("dev-1", "k" * 40, "sim-board-1", "SN-0001", "ect_00ff_secret"),
+    EnrollReply: EnrollReply("dev-1", "k" * 40, "accept", "enrolled at site 'site-1'", b"-----BEGIN CERTIFICATE-----"),
+    RevocationUpdate: RevocationUpdate(b'{"signed": {}, "sig": ""}'),
 }
 
 
