@@ -281,3 +281,13 @@ class SecurityRecords:
         query = sa.select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq).limit(limit)
         with self._transaction("reading the audit log", snapshot=True) as conn:
             return [AuditRecord(**dict(r)) for r in conn.execute(query).mappings()]
+
+    def device_site(self, device_id: str) -> str | None:
+        """The site a device belongs to: its identity's, else the site it was last seen at."""
+        from cloud.store.schema import devices
+
+        with self._transaction(f"site of device {device_id!r}") as conn:
+            site = conn.execute(sa.select(identities.c.site).where(identities.c.device_id == device_id)).scalar_one_or_none()
+            if site is None:
+                site = conn.execute(sa.select(devices.c.site_id).where(devices.c.device_id == device_id)).scalar_one_or_none()
+        return site
