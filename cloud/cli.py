@@ -24,6 +24,8 @@ DEFAULTS = {
     "firmware_releases": [],  # release versions, for firmware rules
     "release_keys": [],  # PEM public key files trusted to sign firmware manifests
     "release_delta_bases": 3,  # a new release gets deltas from this many older ones (K)
+    "ca_dir": "",  # the fleet CA directory (edgefleet ca init); empty: no enrollment
+    "cert_days": 90.0,  # lifetime of issued device certificates
     "log_level": "info",
     "log_format": "json",
 }
@@ -39,6 +41,8 @@ DEFAULTS = {
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a gateway silent for 3 is dead.")
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST every alert event here (repeatable).")
 @click.option("--release-key", "release_keys", multiple=True, metavar="PEM", help="Trust this release public key; repeat.")
+@click.option("--ca-dir", help="Fleet CA directory (edgefleet ca init): enables zero-touch enrollment.")
+@click.option("--cert-days", type=float, help="Lifetime in days of the device certificates it issues [90].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
@@ -77,7 +81,18 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 alerts=alert_settings,
                 release_keys=tuple(cfg["release_keys"]),
                 releases=ReleaseSettings(delta_bases=cfg["release_delta_bases"]),
+                ca_dir=cfg["ca_dir"],
+                ca_passphrase=_intermediate_passphrase(),
+                cert_days=cfg["cert_days"],
             )
         )
     )
     click.echo(f"cloud: {counters['stored']} records stored, {counters['duplicates']} duplicates dropped", err=True)
+
+
+def _intermediate_passphrase() -> bytes | None:
+    """EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE, if the CA's intermediate key was written encrypted."""
+    import os
+
+    value = os.environ.get("EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE", "")
+    return value.encode() if value else None

@@ -49,6 +49,8 @@ from common.protocol import (
     decode_record,
     unpack_entries,
 )
+from common.protocol.messages import EnrollRequest, RevocationUpdate
+from common.security_events import EnrollDecide, EnrollDecided, RevocationsChanged
 from common.uplink import agreed_version, silent_peers
 
 __all__ = ["CloudCore"]
@@ -71,6 +73,7 @@ class CloudCore:
         self.window = window
         self.command_retry_s = command_retry_s
         self.sessions: dict[str, GatewaySession] = {}
+        self.revocations = b""  # the current signed revocation list, sent to every gateway
         self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "commands_sent": 0}
 
     def peer_of(self, gateway_id: str) -> str | None:
@@ -92,6 +95,11 @@ class CloudCore:
                 return self._stored(peer, stream, first, last, stored, duplicates)
             case Stored(_, _, _):
                 return []
+            case EnrollDecided(peer, reply):
+                return [Send(peer, reply)] if peer in self.sessions else []
+            case RevocationsChanged(envelope):
+                self.revocations = envelope
+                return [Send(peer, RevocationUpdate(envelope)) for peer in self.sessions]
             case CommandsReady(commands):
                 out: list[Effect] = []
                 for gateway_id, cmd in commands:
@@ -127,6 +135,7 @@ class CloudCore:
                     Send(peer, HelloAck(self.cloud_id, version, int(self.heartbeat_s * 1000), self.window)),
                     Log("info", "gateway session up", {"gateway": node_id, "site": site}),
                     LoadCommands(node_id),
+                    *([Send(peer, RevocationUpdate(self.revocations))] if self.revocations else []),
                 ]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; the cloud serves gateways"))]
@@ -140,6 +149,8 @@ class CloudCore:
             case GatewayStatus(gateway_id, ts_ms, values) if gateway_id == session.gateway_id:
                 record = ForwardRecord(gateway_id, "state", 0, ts_ms, "gateway.status", values)
                 return [StoreIngest(None, gateway_id, session.site, [record])]
+            case EnrollRequest():
+                return [EnrollDecide(peer, session.gateway_id, session.site, msg)]
             case CommandAck(device_id, seq, "held", _):
                 return [StoreCommandStatus(device_id, seq, "held", f"held by {session.gateway_id}")]
             case Heartbeat():

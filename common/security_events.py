@@ -1,0 +1,78 @@
+"""Events and effects of enrollment and revocation, shared by the cloud and gateway cores and their drivers.
+
+Cloud: a relayed ``EnrollRequest`` becomes ``EnrollDecide``; the driver asks the
+security service (on the store thread) and feeds back ``EnrollDecided``. A new
+signed revocation list comes in as ``RevocationsChanged`` and goes to every gateway.
+
+Gateway: an enrollment frame arrives as ``EnrollAttempt`` (with the CurveZMQ key
+the handshake proved); an accepted certificate becomes ``AdmitDevice`` (the
+driver verifies it against the fleet CA and adds the key to the allowlist) and
+comes back as ``Admitted``. A revocation list from the cloud becomes
+``ApplyRevocations`` (the driver verifies it and makes it durable before it takes
+effect) and comes back, as does the cached list at start, as ``RevocationsApplied``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.protocol.messages import EnrollReply, EnrollRequest
+
+__all__ = [
+    "AdmitDevice",
+    "Admitted",
+    "ApplyRevocations",
+    "EnrollAttempt",
+    "EnrollDecide",
+    "EnrollDecided",
+    "RevocationsApplied",
+    "RevocationsChanged",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollDecide:
+    peer: str
+    gateway_id: str
+    site: str
+    request: EnrollRequest
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollDecided:
+    peer: str
+    reply: EnrollReply
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationsChanged:
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollAttempt:
+    peer: str
+    curve_key: str  # Z85: what the CURVE handshake proved the peer holds
+    request: EnrollRequest
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitDevice:
+    reply: EnrollReply
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    reply: EnrollReply  # outcome "refuse" if the certificate did not verify here
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRevocations:
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationsApplied:
+    version: int
+    revoked: frozenset[str]
+    quarantined: frozenset[str]
