@@ -85,8 +85,13 @@ class AgentCore:
         window: int = 2000,
         last_command: int = 0,
         rejoin_spread_s: float = 8.0,
+        command_check: Callable[[Command, int], str | None] | None = None,
     ) -> None:
         self.device_id = device_id
+        # the cloud's signature on each command (common.command_auth): None accepts unsigned commands
+        self.command_check = command_check
+        self.commands_run: list[int] = []  # numbers run by this process, in order
+        self.commands_refused: dict[int, str] = {}  # number -> why it was not run
         self.rng = rng
         self.rejoin_spread_s = rejoin_spread_s
         self.last_command = last_command  # commands up to this number were run (the driver persists it)
@@ -202,6 +207,10 @@ class AgentCore:
                 snd.window = credit
                 return [*snd.acknowledged(up_to, now), *self._pump(now)]
             case Command(device_id, seq, _, _, expires_ms) if device_id == self.device_id:
+                if self.command_check is not None and (why := self.command_check(msg, int(now * 1000))) is not None:
+                    self.commands_refused[seq] = why
+                    return [Send(UPSTREAM, CommandAck(device_id, seq, "failed", f"refused: {why}"[:256])),
+                            Log("warning", "command refused", {"seq": seq, "reason": why})]
                 if seq <= self.last_command:
                     return [Send(UPSTREAM, CommandAck(device_id, seq, "done", "already run"))]
                 if expires_ms <= now * 1000:
@@ -209,6 +218,7 @@ class AgentCore:
                 if seq in self.running:
                     return []
                 self.running.add(seq)
+                self.commands_run.append(seq)
                 return [RunCommand(msg)]
             case ErrorReply("hello-first", _) if self.uplink.state != "waiting":
                 # The gateway restarted and forgot this session. Every device of the site hears this at

@@ -57,6 +57,10 @@ class AgentConfig:
     allow_simulation: bool = False  # the simulate command may override sampled metrics (drills)
     hw: str = "sim-board-1"  # the hardware model firmware manifests must name
     release_keys: tuple[str, ...] = ()  # public keys (PEM files) trusted to sign firmware manifests
+    enroll_endpoint: str = ""  # the gateway's enrollment socket; set: enroll first if DATA/cert.pem is missing
+    claim_token: str = ""  # a site claim token (edgefleet enroll-token create); empty: claim by serial
+    serial: str = ""  # the factory serial number (default: the device id)
+    cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub: commands must be signed by it
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -75,6 +79,19 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     commands = CommandLog(cfg.data_dir / "commands.json")
     simulation = Simulation(enabled=cfg.allow_simulation)
     ctx = zmq.asyncio.Context()
+    loop = asyncio.get_running_loop()
+    stop_on_signals(loop, stop)
+    if cfg.enroll_endpoint:
+        from device_agent.enroll import enroll
+
+        cert = await enroll(ctx, cfg.data_dir, keys, device_id=cfg.device_id, endpoint=cfg.enroll_endpoint,
+                            gateway_key=cfg.gateway_key, hw=cfg.hw, serial=cfg.serial or cfg.device_id,
+                            claim_token=cfg.claim_token, stop=stop)
+        if cert is None:  # stopped before it was enrolled
+            buffer.close()
+            ctx.destroy(linger=0)
+            return {"device_id": cfg.device_id, "enrolled": False}
+    check = _command_check(cfg)
     core = AgentCore(
         cfg.device_id,
         cfg.site,
@@ -83,10 +100,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         sample_interval_s=cfg.sample_interval_s,
         heartbeat_s=cfg.heartbeat_s,
         last_command=commands.last(),
+        command_check=check,
     )
     runner: NodeRunner
-
-    loop = asyncio.get_running_loop()
 
     def report_update(values: dict[str, object]) -> None:
         """From the update's worker thread: durable in the critical stream before returning, then sent."""
@@ -123,7 +139,6 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         },
         log=log,
     )
-    stop_on_signals(loop, stop)
     first_seq = {s: buffer.stats(s).next_seq for s in STREAMS}
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
@@ -153,9 +168,21 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             "expired": {s: st.expired for s, st in per.items()},
             "reconnects": core.uplink.reconnects,
             "resends": sum(snd.resends for snd in core.senders.values()),
+            "commands_run": core.commands_run,
+            "commands_refused": {str(k): v for k, v in core.commands_refused.items()},
         }
         buffer.close()
         steady.checkpoint()
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
         log.info("agent stopped", extra={"produced": core.produced, "buffered": stats["buffered"]})
     return stats
+
+
+def _command_check(cfg: AgentConfig):
+    """The cloud-signature check of commands, if the agent was given the cloud's signing key."""
+    if not cfg.cloud_sign_keys:
+        return None
+    from common.command_auth import CommandVerifier, load_public_key
+
+    verifier = CommandVerifier(cfg.device_id, [load_public_key(p) for p in cfg.cloud_sign_keys])
+    return lambda cmd, now_ms: verifier.problem(cmd.seq, cmd.name, cmd.args, cmd.expires_ms, cmd.envelope, now_ms)

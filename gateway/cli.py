@@ -30,6 +30,10 @@ DEFAULTS = {
     "timezone": "UTC",
     "status_interval": 5.0,
     "durable": True,
+    "enroll_bind": "",  # enrollment socket for devices without a certificate; empty: none
+    "ca_chain": "",  # fleet CA bundle (the cloud's CA dir/chain.pem)
+    "cloud_sign_key": "",  # the cloud's signing.pub: revocation lists must verify against it
+    "uplink_source": "",  # local address (interface) the uplink leaves from
     "log_level": "info",
     "log_format": "json",
 }
@@ -53,6 +57,10 @@ DEFAULTS = {
 @click.option("--timezone", help="IANA timezone of the link windows, e.g. Europe/Berlin.")
 @click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
 @click.option("--durable/--fast", default=None, help="fsync every commit (default) or the fast mode (see docs).")
+@click.option("--enroll-bind", help="Enrollment endpoint for new devices (any key; enrollment only), e.g. tcp://10.1.0.1:7702.")
+@click.option("--ca-chain", help="The fleet CA bundle (chain.pem) certificates of enrolled devices must verify against.")
+@click.option("--cloud-sign-key", help="The cloud's signing.pub: revocation lists must be signed by it (cached in DATA_DIR).")
+@click.option("--uplink-source", help="Local address the uplink leaves from (the site's WAN interface), apart from --bind.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def gateway(config_path: str | None, **flags: object) -> None:
@@ -86,6 +94,10 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 link_windows=tuple(_window(w) for w in cfg["link_windows"]),
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],
+                enroll_bind=cfg["enroll_bind"],
+                ca_chain=cfg["ca_chain"],
+                cloud_sign_key=cfg["cloud_sign_key"],
+                uplink_source=cfg["uplink_source"],
             )
         )
     )

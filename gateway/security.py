@@ -1,0 +1,129 @@
+"""The gateway's part of fleet security, sans-IO: enrollment relay, revocation enforcement, quarantine.
+
+``GatewaySecurity.intercept(core, event, now)`` sees every event before the
+gateway core does and either handles it (returns effects) or lets it through
+(returns None). It holds no keys and signs nothing:
+
+- **Enrollment.** A device with no certificate talks to the gateway's enrollment
+  socket (any CurveZMQ key may connect there, and only ``EnrollRequest`` is
+  understood). The request must name the key the handshake proved (else it is
+  refused: the certificate would bind a key the device does not hold); it is
+  relayed to the cloud, and an accepted certificate is checked against the fleet
+  CA and its key admitted to ``allowed_devices`` (``AdmitDevice``) before the
+  answer goes back to the device.
+- **Revocation.** Lists from the cloud are verified and written to disk by the
+  driver before they take effect (``ApplyRevocations`` -> ``RevocationsApplied``;
+  the cached list is applied the same way at start, so it holds through a cloud
+  outage and a restart). A revoked device's session is dropped at once and any
+  frame from it is refused; its CURVE handshake is refused by the ZAP handler.
+- **Quarantine.** A quarantined device stays connected on a remediation channel:
+  only ``update`` and ``config`` commands are delivered to it (others are held
+  back and reported), and each telemetry batch it sends is accepted but flagged
+  with a critical ``security`` report for the cloud.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.effects import UPSTREAM, Effect, Log, Received, Send
+from common.protocol import Command, ErrorReply, Hello, TelemetryBatch
+from common.protocol.codec import TelemetryEntries
+from common.protocol.messages import EnrollReply, EnrollRequest, RevocationUpdate
+from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, RevocationsApplied
+
+__all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
+
+ENROLL_PREFIX = "e:"  # peers of the enrollment socket are named "e:<routing id hex>"
+REMEDIATION_COMMANDS = ("update", "config")
+
+
+class GatewaySecurity:
+    def __init__(self) -> None:
+        self.version = 0
+        self.revoked: frozenset[str] = frozenset()
+        self.quarantined: frozenset[str] = frozenset()
+        self.enrolling: dict[str, str] = {}  # device id -> enrollment peer waiting for the answer
+        self.counters = {
+            "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0,
+            "revoked_refused": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
+        }
+
+    def intercept(self, core: Any, event: Any, now: float) -> list[Effect] | None:
+        match event:
+            case EnrollAttempt(peer, key, req):
+                return self._attempt(core, peer, key, req)
+            case Received(peer, EnrollReply() as reply) if peer == UPSTREAM:
+                return [AdmitDevice(reply)] if reply.outcome == "accept" else self._answer(reply)
+            case Admitted(reply):
+                return self._answer(reply)
+            case Received(peer, RevocationUpdate(envelope)) if peer == UPSTREAM:
+                return [ApplyRevocations(envelope)]
+            case RevocationsApplied(version, revoked, quarantined):
+                return self._applied(core, version, revoked, quarantined)
+            case Received(peer, Command(device_id=device_id, name=name)) if peer == UPSTREAM and device_id in self.quarantined:
+                if name not in REMEDIATION_COMMANDS:
+                    self.counters["quarantine_held_commands"] += 1
+                    return [Log("warning", "command for a quarantined device not delivered",
+                                {"device": device_id, "command": name})]
+                return None
+            case Received(peer, msg) if peer != UPSTREAM:
+                return self._from_device(core, peer, msg, now)
+        return None
+
+    def _attempt(self, core: Any, peer: str, key: str, req: EnrollRequest) -> list[Effect]:
+        self.counters["enroll_requests"] += 1
+
+        def refuse(why: str) -> list[Effect]:
+            self.counters["enroll_refused"] += 1
+            return [Send(peer, EnrollReply(req.device_id, key, "refuse", why[:256], b"")),
+                    Log("warning", "enrollment refused", {"device": req.device_id, "reason": why})]
+
+        if req.curve_key != key:
+            self.counters["enroll_key_mismatch"] += 1
+            return refuse(f"device {req.device_id!r}: asks for a certificate for key {req.curve_key[:12]}... "
+                          f"but connected with {key[:12]}...: enroll with the key you connect with")
+        if req.device_id in self.revoked:
+            return refuse(f"device {req.device_id!r} is revoked; an operator must reinstate it")
+        if not core.uplink.up:
+            return [Send(peer, EnrollReply(req.device_id, key, "pending", "the cloud is unreachable; ask again later", b""))]
+        self.enrolling[req.device_id] = peer
+        return [Send(UPSTREAM, req)]
+
+    def _answer(self, reply: EnrollReply) -> list[Effect]:
+        peer = self.enrolling.pop(reply.device_id, None)
+        if reply.outcome == "accept":
+            self.counters["enroll_accepted"] += 1
+        elif reply.outcome == "refuse":
+            self.counters["enroll_refused"] += 1
+        log = Log("info", "enrollment answered", {"device": reply.device_id, "outcome": reply.outcome, "detail": reply.detail})
+        return [log] if peer is None else [Send(peer, reply), log]
+
+    def _applied(self, core: Any, version: int, revoked: frozenset[str], quarantined: frozenset[str]) -> list[Effect]:
+        self.version, self.revoked, self.quarantined = version, revoked, quarantined
+        out: list[Effect] = [Log("info", "revocation list in force", {"version": version, "revoked": len(revoked),
+                                                                      "quarantined": len(quarantined)})]
+        for peer, session in list(core.sessions.items()):
+            if session.device_id in revoked:
+                del core.sessions[peer]
+                if core.peers.get(session.device_id) == peer:
+                    del core.peers[session.device_id]
+                self.counters["revoked_disconnected"] += 1
+                out += [Send(peer, ErrorReply("revoked", f"device {session.device_id!r} is revoked")),
+                        Log("warning", "revoked device disconnected", {"device": session.device_id, "version": version})]
+        return out
+
+    def _from_device(self, core: Any, peer: str, msg: Any, now: float) -> list[Effect] | None:
+        session = core.sessions.get(peer)
+        device = msg.node_id if isinstance(msg, Hello) else session.device_id if session is not None else None
+        if device is None:
+            return None
+        if device in self.revoked:
+            self.counters["revoked_refused"] += 1
+            core.sessions.pop(peer, None)
+            return [Send(peer, ErrorReply("revoked", f"device {device!r} is revoked; frames refused"))]
+        if device in self.quarantined and isinstance(msg, TelemetryBatch | TelemetryEntries) and session is not None:
+            self.counters["quarantine_flagged"] += 1
+            flag = core._report(device, "security", {"event": "quarantined-telemetry", "stream": msg.stream}, now)
+            return [flag, *core._from_device(peer, msg, now)]
+        return None
