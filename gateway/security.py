@@ -44,6 +44,7 @@ class GatewaySecurity:
         self.revoked: frozenset[str] = frozenset()
         self.quarantined: frozenset[str] = frozenset()
         self.enrolling: dict[str, str] = {}  # device id -> enrollment peer waiting for the answer
+        self.revoked_peers: dict[str, str] = {}  # peer -> the revoked device it spoke for (frames refused)
         self.counters = {
             "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0,
             "revoked_refused": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
@@ -101,11 +102,13 @@ class GatewaySecurity:
 
     def _applied(self, core: Any, version: int, revoked: frozenset[str], quarantined: frozenset[str]) -> list[Effect]:
         self.version, self.revoked, self.quarantined = version, revoked, quarantined
+        self.revoked_peers = {p: d for p, d in self.revoked_peers.items() if d in revoked}  # reinstated: heard again
         out: list[Effect] = [Log("info", "revocation list in force", {"version": version, "revoked": len(revoked),
                                                                       "quarantined": len(quarantined)})]
         for peer, session in list(core.sessions.items()):
             if session.device_id in revoked:
                 del core.sessions[peer]
+                self.revoked_peers[peer] = session.device_id
                 if core.peers.get(session.device_id) == peer:
                     del core.peers[session.device_id]
                 self.counters["revoked_disconnected"] += 1
@@ -115,12 +118,14 @@ class GatewaySecurity:
 
     def _from_device(self, core: Any, peer: str, msg: Any, now: float) -> list[Effect] | None:
         session = core.sessions.get(peer)
-        device = msg.node_id if isinstance(msg, Hello) else session.device_id if session is not None else None
+        device = msg.node_id if isinstance(msg, Hello) else session.device_id if session is not None else self.revoked_peers.get(peer)
         if device is None:
             return None
         if device in self.revoked:
             self.counters["revoked_refused"] += 1
             core.sessions.pop(peer, None)
+            if len(self.revoked_peers) < 10_000:  # bounded: a reconnect needs a new handshake, which ZAP refuses
+                self.revoked_peers[peer] = device
             return [Send(peer, ErrorReply("revoked", f"device {device!r} is revoked; frames refused"))]
         if device in self.quarantined and isinstance(msg, TelemetryBatch | TelemetryEntries) and session is not None:
             self.counters["quarantine_flagged"] += 1

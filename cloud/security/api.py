@@ -149,9 +149,10 @@ def install_security(
                 await call(lambda: service.audit(actor, action, path, False, decision.reason, now_ms()))
             return _refused(403, "forbidden", f"{decision.reason}; ask an admin for a token with that role or site")
         response = await call_next(request)
-        if mutating:
+        if mutating:  # allowed by role and site; the result is what the route then did
             detail = f"{decision.reason}; HTTP {response.status_code}"
-            await call(lambda: service.audit(actor, action, path, True, detail, now_ms()))
+            ok = response.status_code < 400
+            await call(lambda: service.audit(actor, action, path, ok, detail, now_ms()))
         return response
 
 
