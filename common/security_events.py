@@ -25,6 +25,7 @@ __all__ = [
     "EnrollAttempt",
     "EnrollDecide",
     "EnrollDecided",
+    "PeerKey",
     "RevocationsApplied",
     "RevocationsChanged",
 ]
@@ -76,3 +77,13 @@ class RevocationsApplied:
     version: int
     revoked: frozenset[str]
     quarantined: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerKey:
+    """Before a device peer's first frame: the CurveZMQ key its handshake proved, and the device id
+    ``allowed_devices`` names for that key (the certificate's subject, for enrolled devices; "" if none)."""
+
+    peer: str
+    curve_key: str
+    name: str

@@ -27,7 +27,7 @@ import zmq.asyncio
 from common.clock import SteadyClock, wall_ms
 from common.errors import CertificateError, ConfigError, ProtocolError, TrustError
 from common.revocation import RevocationCache
-from common.security_events import AdmitDevice, Admitted, ApplyRevocations, RevocationsApplied
+from common.security_events import AdmitDevice, Admitted, ApplyRevocations, PeerKey, RevocationsApplied
 from common.signed import EnvelopeVerifier, key_id_for
 from common.durable_queue import DurableQueue
 from common.effects import Start
@@ -90,7 +90,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     ctx = zmq.asyncio.Context()
     revocations = _revocation_cache(cfg)
     admission = DeviceAdmission(allow, lambda: revocations.current.revoked if revocations is not None else {})
-    security = GatewaySecurity() if (cfg.enroll_bind or revocations is not None) else None
+    security = GatewaySecurity(bind_identity=bool(cfg.ca_chain)) if (cfg.enroll_bind or revocations is not None) else None
     auth = start_authenticator(ctx, admission)  # type: ignore[arg-type]  # an Allowlist with revocations
     if cfg.enroll_bind:
         auth.configure_curve_callback(ENROLL_DOMAIN, OpenEnrollment(admission.revoked_keys))
@@ -108,7 +108,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     )
     runner: NodeRunner
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
-    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding)
+    identify = (lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))) if security is not None else None
+    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding, identify=identify)
     link = UpstreamLink(ctx, _uplink_endpoint(cfg), keys, cfg.cloud_key, lambda e: runner.feed(e))
     enroll = EnrollSocket(ctx, cfg.enroll_bind, keys, lambda e: runner.feed(e)) if cfg.enroll_bind else None
     chain = _ca_chain(cfg)

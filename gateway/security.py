@@ -16,6 +16,9 @@ gateway core does and either handles it (returns effects) or lets it through
   the cached list is applied the same way at start, so it holds through a cloud
   outage and a restart). A revoked device's session is dropped at once and any
   frame from it is refused; its CURVE handshake is refused by the ZAP handler.
+- **Identity.** With ``bind_identity`` (a gateway holding the fleet CA), a device
+  must say Hello as the device id its CurveZMQ key was admitted under (the
+  subject of the certificate that named that key): a key cannot speak for another device.
 - **Quarantine.** A quarantined device stays connected on a remediation channel:
   only ``update`` and ``config`` commands are delivered to it (others are held
   back and reported), and each telemetry batch it sends is accepted but flagged
@@ -30,7 +33,7 @@ from common.effects import UPSTREAM, Effect, Log, Received, Send
 from common.protocol import Command, ErrorReply, Hello, TelemetryBatch
 from common.protocol.codec import TelemetryEntries
 from common.protocol.messages import EnrollReply, EnrollRequest, RevocationUpdate
-from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, RevocationsApplied
+from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, PeerKey, RevocationsApplied
 
 __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
 
@@ -39,7 +42,11 @@ REMEDIATION_COMMANDS = ("update", "config")
 
 
 class GatewaySecurity:
-    def __init__(self) -> None:
+    """``bind_identity``: a device must say Hello as the id its key was admitted under (its certificate's)."""
+
+    def __init__(self, *, bind_identity: bool = False) -> None:
+        self.bind_identity = bind_identity
+        self.peer_names: dict[str, str] = {}  # device peer -> the id its key was admitted under
         self.version = 0
         self.revoked: frozenset[str] = frozenset()
         self.quarantined: frozenset[str] = frozenset()
@@ -47,11 +54,16 @@ class GatewaySecurity:
         self.revoked_peers: dict[str, str] = {}  # peer -> the revoked device it spoke for (frames refused)
         self.counters = {
             "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0,
-            "revoked_refused": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
+            "revoked_refused": 0, "identity_mismatch": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
         }
 
     def intercept(self, core: Any, event: Any, now: float) -> list[Effect] | None:
         match event:
+            case PeerKey(peer, _, name):
+                if len(self.peer_names) >= 100_000:
+                    self.peer_names.clear()
+                self.peer_names[peer] = name
+                return []
             case EnrollAttempt(peer, key, req):
                 return self._attempt(core, peer, key, req)
             case Received(peer, EnrollReply() as reply) if peer == UPSTREAM:
@@ -121,6 +133,10 @@ class GatewaySecurity:
         device = msg.node_id if isinstance(msg, Hello) else session.device_id if session is not None else self.revoked_peers.get(peer)
         if device is None:
             return None
+        if isinstance(msg, Hello) and self.bind_identity and self.peer_names.get(peer, device) not in (device, ""):
+            self.counters["identity_mismatch"] += 1
+            return [Send(peer, ErrorReply("identity", f"said Hello as {device!r} but its CurveZMQ key is the one "
+                                                      f"certified for {self.peer_names[peer]!r}"))]
         if device in self.revoked:
             self.counters["revoked_refused"] += 1
             core.sessions.pop(peer, None)

@@ -8,7 +8,7 @@ from common.effects import UPSTREAM, Append, Log, Received, Send, Start
 from common.memory_queue import MemoryQueue
 from common.protocol import Command, ErrorReply, Hello, HelloAck, TelemetryBatch, TelemetryRecord
 from common.protocol.messages import EnrollReply, EnrollRequest, RevocationUpdate
-from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, RevocationsApplied
+from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, PeerKey, RevocationsApplied
 from common.streams import GATEWAY_POLICIES
 from gateway.core import GatewayCore
 from gateway.security import GatewaySecurity
@@ -92,3 +92,14 @@ def test_a_quarantined_device_gets_remediation_commands_only_and_its_telemetry_i
     appends = [e for e in out if isinstance(e, Append)]
     assert [a.stream for a in appends] == ["critical", "bulk"]  # the flag, then the records themselves
     assert core.security.counters["quarantine_flagged"] == 1
+
+
+def test_a_key_certified_for_one_device_cannot_say_hello_as_another() -> None:
+    core = make()
+    core.security.bind_identity = True
+    assert core.handle(PeerKey(PEER, KEY, "dev-1"), 0.0) == []
+    out = core.handle(Received(PEER, Hello("dev-2", "device", "site-1", 1, 1)), 0.1)
+    assert [m.code for m in sends(out, PEER)] == ["identity"] and PEER not in core.sessions
+    out = core.handle(Received(PEER, Hello("dev-1", "device", "site-1", 1, 1)), 0.2)
+    assert [type(m).__name__ for m in sends(out, PEER)] == ["HelloAck"]
+    assert core.security.counters["identity_mismatch"] == 1
