@@ -338,7 +338,7 @@ def create_app(
 
         install_security(app, security, token, call, now_ms)
         denied_handler(app)
-        secured.include_router(security_routes(security, call, now_ms, on_revocations))
+        secured.include_router(security_routes(security, call, now_ms, on_revocations, on_command))
     app.include_router(secured)
     return app
 

@@ -49,7 +49,7 @@ from common.protocol import (
     decode_record,
     unpack_entries,
 )
-from common.protocol.messages import EnrollRequest, RevocationUpdate
+from common.protocol.messages import EnrollRequest, KeyRotation, RevocationUpdate
 from common.security_events import EnrollDecide, EnrollDecided, RevocationsChanged
 from common.uplink import agreed_version, silent_peers
 
@@ -149,7 +149,7 @@ class CloudCore:
             case GatewayStatus(gateway_id, ts_ms, values) if gateway_id == session.gateway_id:
                 record = ForwardRecord(gateway_id, "state", 0, ts_ms, "gateway.status", values)
                 return [StoreIngest(None, gateway_id, session.site, [record])]
-            case EnrollRequest():
+            case EnrollRequest() | KeyRotation():
                 return [EnrollDecide(peer, session.gateway_id, session.site, msg)]
             case CommandAck(device_id, seq, "held", _):
                 return [StoreCommandStatus(device_id, seq, "held", f"held by {session.gateway_id}")]

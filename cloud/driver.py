@@ -41,6 +41,7 @@ from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
 from common.process import stop_on_signals
 from common.protocol import Command
+from common.protocol.messages import KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
 from common.security_events import EnrollDecide, EnrollDecided, RevocationsChanged
@@ -194,7 +195,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 
     def enroll(effect: EnrollDecide) -> None:
-        call = lambda: security.enroll(effect.request, gateway_id=effect.gateway_id, gateway_site=effect.site, now_ms=_now_ms())  # noqa: E731
+        decide = security.rotate if isinstance(effect.request, KeyRotation) else security.enroll
+        call = lambda: decide(effect.request, gateway_id=effect.gateway_id, gateway_site=effect.site, now_ms=_now_ms())  # noqa: E731
         on_store(call, lambda reply: runner.feed(EnrollDecided(effect.peer, reply)), "enrollment failed")
 
     def revocations_changed(blob: bytes) -> None:

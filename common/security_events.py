@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.protocol.messages import EnrollReply, EnrollRequest
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation
 
 __all__ = [
     "AdmitDevice",
@@ -25,7 +25,12 @@ __all__ = [
     "EnrollAttempt",
     "EnrollDecide",
     "EnrollDecided",
+    "InstallRotation",
     "PeerKey",
+    "PrepareRotation",
+    "RotateNow",
+    "RotationInstalled",
+    "RotationKeyReady",
     "RevocationsApplied",
     "RevocationsChanged",
 ]
@@ -36,7 +41,7 @@ class EnrollDecide:
     peer: str
     gateway_id: str
     site: str
-    request: EnrollRequest
+    request: EnrollRequest | KeyRotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +92,31 @@ class PeerKey:
     peer: str
     curve_key: str
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RotateNow:
+    """The device is told to rotate now (the ``rotate`` command, or ``edgefleet devices rotate``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareRotation:
+    """Effect: make the next CurveZMQ key pair (kept beside the current one until it is certified)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RotationKeyReady:
+    public_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstallRotation:
+    """Effect: the cloud certified the new key: keep the certificate, switch to the new key, reconnect."""
+
+    reply: EnrollReply
+
+
+@dataclass(frozen=True, slots=True)
+class RotationInstalled:
+    not_before_ms: int
+    not_after_ms: int

@@ -25,7 +25,10 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Buffered, CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
+from common.effects import UPSTREAM, Buffered, CommandResult, Received, RunCommand, Sampled, Start, Stop, TakeSample
+from common.protocol.messages import EnrollReply
+from common.errors import CertificateError, KeyFileError
+from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
@@ -61,6 +64,7 @@ class AgentConfig:
     claim_token: str = ""  # a site claim token (edgefleet enroll-token create); empty: claim by serial
     serial: str = ""  # the factory serial number (default: the device id)
     cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub: commands must be signed by it
+    rotation_check_s: float = 3600.0  # how often the certificate is checked for rotation (2/3 of its life)
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -82,8 +86,9 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
     if cfg.enroll_endpoint:
-        from device_agent.enroll import enroll
+        from device_agent.enroll import enroll, set_aside_if_expired
 
+        set_aside_if_expired(cfg.data_dir, wall_ms())  # the rule: an expired certificate means enrolling again
         cert = await enroll(ctx, cfg.data_dir, keys, device_id=cfg.device_id, endpoint=cfg.enroll_endpoint,
                             gateway_key=cfg.gateway_key, hw=cfg.hw, serial=cfg.serial or cfg.device_id,
                             claim_token=cfg.claim_token, stop=stop)
@@ -92,6 +97,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             ctx.destroy(linger=0)
             return {"device_id": cfg.device_id, "enrolled": False}
     check = _command_check(cfg)
+    rotation = _rotation(cfg)
     core = AgentCore(
         cfg.device_id,
         cfg.site,
@@ -101,6 +107,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         heartbeat_s=cfg.heartbeat_s,
         last_command=commands.last(),
         command_check=check,
+        rotation=rotation,
     )
     runner: NodeRunner
 
@@ -117,6 +124,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     def run(effect: RunCommand) -> None:
         cmd = effect.command
         commands.starting(cmd.seq)  # persisted first: a crash never runs it twice
+        if cmd.name == "rotate":  # rotate the key and certificate now (edgefleet devices rotate)
+            runner.feed(RotateNow())
+            runner.feed(CommandResult(cmd.seq, "done" if rotation is not None else "failed",
+                                      "rotation started" if rotation is not None else "this agent has no certificate"))
+            return
         if cmd.name == "update":  # blocking work (slot writes, fsync, health checks): off the loop
             args = cmd.args
             fut = loop.run_in_executor(None, lambda: updater.start(
@@ -129,6 +141,24 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         runner.feed(CommandResult(cmd.seq, status, detail))
 
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
+
+    def prepare_rotation(_: PrepareRotation) -> None:
+        from device_agent.enroll import next_keypair
+
+        runner.feed(RotationKeyReady(next_keypair(cfg.data_dir).public.decode()))
+
+    def install_rotation(effect: InstallRotation) -> None:
+        from device_agent.enroll import install_next
+
+        try:
+            new_keys, validity = install_next(cfg.data_dir, effect.reply)
+        except (CertificateError, KeyFileError) as exc:
+            log.error("rotated certificate not installed", extra={"error": str(exc)})
+            refused = EnrollReply(cfg.device_id, effect.reply.curve_key, "refuse", str(exc)[:256], b"")
+            runner.feed(Received(UPSTREAM, refused))  # the core gives up this rotation and tries at the next check
+            return
+        link.keys = new_keys  # the next connection (Reconnect, fed by the core) uses the new key
+        runner.feed(RotationInstalled(*validity))
     runner = NodeRunner(
         core,
         queues={BUFFER: buffer},
@@ -136,6 +166,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         extra={
             TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir), simulation.overrides))),
             RunCommand: run,
+            PrepareRotation: prepare_rotation,
+            InstallRotation: install_rotation,
         },
         log=log,
     )
@@ -170,6 +202,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             "resends": sum(snd.resends for snd in core.senders.values()),
             "commands_run": core.commands_run,
             "commands_refused": {str(k): v for k, v in core.commands_refused.items()},
+            "rotations": core.rotations,
         }
         buffer.close()
         steady.checkpoint()
@@ -186,3 +219,13 @@ def _command_check(cfg: AgentConfig):
 
     verifier = CommandVerifier(cfg.device_id, [load_public_key(p) for p in cfg.cloud_sign_keys])
     return lambda cmd, now_ms: verifier.problem(cmd.seq, cmd.name, cmd.args, cmd.expires_ms, cmd.envelope, now_ms)
+
+
+def _rotation(cfg: AgentConfig):
+    """The rotation schedule of the agent's certificate (DATA/cert.pem), if it has one."""
+    path = cfg.data_dir / "cert.pem"
+    if not path.exists():
+        return None
+    from common.rotation import RotationSchedule, certificate_validity
+
+    return RotationSchedule(*certificate_validity(path.read_bytes()), check_every_s=cfg.rotation_check_s)

@@ -30,7 +30,7 @@ from common.keys import KeyPair, secure_client
 from common.protocol import decode, encode
 from common.protocol.messages import EnrollReply, EnrollRequest
 
-__all__ = ["CERT_FILE", "enroll", "next_step"]
+__all__ = ["CERT_FILE", "enroll", "install_next", "next_keypair", "next_step", "set_aside_if_expired"]
 
 log = logging.getLogger("edgefleet.agent.enroll")
 CERT_FILE = "cert.pem"
@@ -85,3 +85,53 @@ async def enroll(
         except TimeoutError:
             pass
     return None
+
+
+NEXT_SECRET, NEXT_PUBLIC = "curve.next.secret", "curve.next.key"
+
+
+def set_aside_if_expired(data_dir: Path, now_ms: int) -> bool:
+    """The explicit rule for an expired certificate: move it to ``cert.expired.pem`` so the agent enrolls again
+    (with its claim token or preauthorized serial) instead of presenting it. True if it did."""
+    from common.rotation import certificate_validity
+
+    path = data_dir / CERT_FILE
+    if not path.exists() or certificate_validity(path.read_bytes())[1] > now_ms:
+        return False
+    path.replace(data_dir / "cert.expired.pem")
+    log.warning("certificate expired: enrolling again", extra={"path": str(path)})
+    return True
+
+
+def next_keypair(data_dir: Path) -> KeyPair:
+    """The key pair to rotate to, made once and kept (0600) until the cloud certified it."""
+    secret_path = data_dir / NEXT_SECRET
+    if secret_path.exists():
+        secret = secret_path.read_bytes().strip()
+        return KeyPair(zmq.curve_public(secret), secret)
+    public, secret = zmq.curve_keypair()
+    write_atomic(secret_path, secret + b"\n", 0o600)
+    write_atomic(data_dir / NEXT_PUBLIC, public + b"\n", 0o644)
+    return KeyPair(public, secret)
+
+
+def install_next(data_dir: Path, reply: EnrollReply) -> tuple[KeyPair, tuple[int, int]]:
+    """Make the certified next key the node's key: certificate first, then the key files, each atomically.
+
+    A crash in between leaves the new certificate with the old key, which the gateway still admits
+    (old and new are both accepted until the old certificate expires); the next check rotates again."""
+    from common.errors import CertificateError
+    from common.keys import PUBLIC_FILE, SECRET_FILE
+    from common.rotation import certificate_validity
+
+    nxt = next_keypair(data_dir)
+    if reply.curve_key.encode() != nxt.public:
+        raise CertificateError(reply.device_id, f"rotation certificate names key {reply.curve_key[:12]}..., "
+                                                f"not this device's next key {nxt.public[:12].decode()}...")
+    validity = certificate_validity(reply.certificate)
+    write_atomic(data_dir / CERT_FILE, reply.certificate, 0o644)
+    write_atomic(data_dir / SECRET_FILE, nxt.secret + b"\n", 0o600)
+    write_atomic(data_dir / PUBLIC_FILE, nxt.public + b"\n", 0o644)
+    (data_dir / NEXT_SECRET).unlink(missing_ok=True)
+    (data_dir / NEXT_PUBLIC).unlink(missing_ok=True)
+    return nxt, validity

@@ -16,6 +16,9 @@ gateway core does and either handles it (returns effects) or lets it through
   the cached list is applied the same way at start, so it holds through a cloud
   outage and a restart). A revoked device's session is dropped at once and any
   frame from it is refused; its CURVE handshake is refused by the ZAP handler.
+- **Rotation.** A device asks for its next key to be certified on its authenticated
+  session (``KeyRotation``); the answer is checked and the new key admitted like an
+  enrollment's, the old key staying admitted beside it (the overlap).
 - **Identity.** With ``bind_identity`` (a gateway holding the fleet CA), a device
   must say Hello as the device id its CurveZMQ key was admitted under (the
   subject of the certificate that named that key): a key cannot speak for another device.
@@ -32,7 +35,7 @@ from typing import Any
 from common.effects import UPSTREAM, Effect, Log, Received, Send
 from common.protocol import Command, ErrorReply, Hello, TelemetryBatch
 from common.protocol.codec import TelemetryEntries
-from common.protocol.messages import EnrollReply, EnrollRequest, RevocationUpdate
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, RevocationUpdate
 from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, PeerKey, RevocationsApplied
 
 __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
@@ -54,7 +57,7 @@ class GatewaySecurity:
         self.revoked_peers: dict[str, str] = {}  # peer -> the revoked device it spoke for (frames refused)
         self.counters = {
             "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0,
-            "revoked_refused": 0, "identity_mismatch": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
+            "revoked_refused": 0, "identity_mismatch": 0, "rotations_relayed": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
         }
 
     def intercept(self, core: Any, event: Any, now: float) -> list[Effect] | None:
@@ -143,6 +146,14 @@ class GatewaySecurity:
             if len(self.revoked_peers) < 10_000:  # bounded: a reconnect needs a new handshake, which ZAP refuses
                 self.revoked_peers[peer] = device
             return [Send(peer, ErrorReply("revoked", f"device {device!r} is revoked; frames refused"))]
+        if isinstance(msg, KeyRotation) and session is not None:
+            if msg.device_id != device:
+                return [Send(peer, ErrorReply("wrong-device", f"session is {device!r}, rotation says {msg.device_id!r}"))]
+            if not core.uplink.up:
+                return [Send(peer, EnrollReply(device, msg.new_curve_key, "pending", "the cloud is unreachable", b""))]
+            self.counters["rotations_relayed"] += 1
+            self.enrolling[device] = peer  # the answer goes back on this authenticated session
+            return [Send(UPSTREAM, msg)]
         if device in self.quarantined and isinstance(msg, TelemetryBatch | TelemetryEntries) and session is not None:
             self.counters["quarantine_flagged"] += 1
             flag = core._report(device, "security", {"event": "quarantined-telemetry", "stream": msg.stream}, now)

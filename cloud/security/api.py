@@ -25,6 +25,8 @@ Routes (JSON; errors ``{"error", "detail"}`` like the rest of the API):
     POST /v1/devices/{id}/quarantine  {reason}  -> likewise
     POST /v1/devices/{id}/reinstate             -> likewise
     POST /v1/devices/{id}/reprovision           the device id may enroll once more with a new key
+    POST /v1/devices/{id}/rotate                a signed "rotate" command: new key and certificate now
+    POST /v1/sites/{site}/rotate                likewise for every enrolled device of the site
     GET  /v1/revocations              the current list
     GET  /v1/audit?after=N&limit=N    {records: [...], head, verified}
     POST /v1/users                    {user_id, role, sites?}
@@ -69,7 +71,8 @@ ROUTE_ACTIONS: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("GET", re.compile(r"/v1/.*"), "devices.list", "query"),
 ]
 SELF_CHECKED = re.compile(
-    r"/v1/(enroll-tokens|preauthorizations|users|tokens|devices/.+/(approve|revoke|quarantine|reinstate|reprovision))"
+    r"/v1/(enroll-tokens|preauthorizations|users|tokens|sites/.+/rotate"
+    r"|devices/.+/(approve|revoke|quarantine|reinstate|reprovision|rotate))"
 )
 
 
@@ -209,6 +212,7 @@ def security_routes(
     call: Call[Any],
     now_ms: Callable[[], int],
     on_revocations: Callable[[bytes], None] | None = None,
+    on_command: Callable[[str, int], None] | None = None,
 ) -> fastapi.APIRouter:
     router = fastapi.APIRouter()  # included under the API's /v1 router
 
@@ -296,6 +300,33 @@ def security_routes(
         await call(lambda: service.store.set_reprovision(device_id, True, now_ms()))
         await done(actor, "devices.reprovision", device_id, "may enroll once with a new key")
         return {"device_id": device_id, "reprovision": True}
+
+    async def rotate_devices(actor: Actor, devices: list[str], target: str) -> dict[str, Any]:
+        """A signed ``rotate`` command to each device: it certifies a new key now (overlap: the old stays valid)."""
+        now = now_ms()
+
+        def queue() -> list[tuple[str, int]]:
+            return [(d, service.store.create_command(d, "rotate", {}, now + 24 * 3600 * 1000, now)) for d in devices]
+
+        made = await call(queue)
+        for device, seq in made:
+            if on_command is not None:
+                on_command(device, seq)
+        await done(actor, "devices.rotate", target, f"rotate command sent to {len(made)} devices")
+        return {"rotating": [d for d, _ in made]}
+
+    @router.post("/devices/{device_id}/rotate")
+    async def rotate_device(request: fastapi.Request, device_id: str) -> dict[str, Any]:
+        actor = await guard(request, "devices.rotate", await device_site(device_id), device_id)
+        return await rotate_devices(actor, [device_id], device_id)
+
+    @router.post("/sites/{site}/rotate")
+    async def rotate_site(request: fastapi.Request, site: str) -> dict[str, Any]:
+        actor = await guard(request, "devices.rotate", site, site)
+        rows = await call(lambda: service.store.list_identities(site))
+        known = {d["device_id"] for d in await call(service.store.list_devices)}
+        return await rotate_devices(actor, [r["device_id"] for r in rows if r["status"] == "enrolled"
+                                            and r["device_id"] in known], site)
 
     @router.get("/revocations")
     async def revocations() -> dict[str, Any]:

@@ -177,6 +177,20 @@ _device_action("reprovision", "may re-enroll once with a new key",
                "Allow a device id to enroll once more with a new key (e.g. after a board swap).", False)
 
 
+@devices.command("rotate")
+@click.argument("device", required=False)
+@click.option("--site", help="Every enrolled device of this site.")
+@api_options
+def rotate(fetch: Callable[..., Any], as_json: bool, device: str | None, site: str | None) -> None:
+    """Rotate DEVICE's (or a whole --site's) key and certificate now; the old ones stay valid until they expire."""
+    if bool(device) == bool(site):
+        raise click.UsageError("give DEVICE or --site SITE (one of them)")
+    path = f"/v1/devices/{quote(device, safe='')}/rotate" if device else f"/v1/sites/{quote(site or '', safe='')}/rotate"
+    body = fetch(path, method="POST")
+    click.echo(json.dumps(body) if as_json else
+               f"rotate command sent to {len(body['rotating'])} devices: {', '.join(body['rotating']) or 'none'}")
+
+
 # -- operators ----------------------------------------------------------------------------
 
 

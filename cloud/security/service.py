@@ -24,7 +24,7 @@ from cloud.revocations import current_list
 from cloud.store import Store
 from common.command_auth import sign_command
 from common.errors import CertificateError
-from common.protocol.messages import EnrollReply, EnrollRequest
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation
 from common.revocation import RevocationList, sign_revocation_list
 from common.signed import key_id_for
 
@@ -109,6 +109,39 @@ class SecurityService:
             if not ok:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r}: claim token used up", b"", now_ms)
             return self._answer(actor, req, "accept", decision.reason, pem, now_ms)
+
+    def rotate(self, req: KeyRotation, *, gateway_id: str, gateway_site: str, now_ms: int) -> EnrollReply:
+        """Certify a device's next key, asked on its authenticated session at its own site's gateway.
+
+        Refused for an unknown, pending, revoked or other-site device, and for an expired certificate:
+        the rule is that an expired device enrolls again with a claim, it does not rotate."""
+        actor = Actor(f"gateway:{gateway_id}", gateway_site)
+        dev = req.device_id
+
+        def answer(outcome: str, detail: str, pem: bytes = b"") -> EnrollReply:
+            self.audit(actor, "devices.rotate", dev, outcome == "accept", f"{outcome}: {detail}", now_ms)
+            return EnrollReply(dev, req.new_curve_key, outcome, detail[:256], pem)
+
+        with self._lock:
+            row = self.store.identity(dev)
+            if row is None or row["status"] != "enrolled":
+                return answer("refuse", f"device {dev!r} is not enrolled; enroll it with a claim first")
+            if row["site"] != gateway_site:
+                return answer("refuse", f"device {dev!r} belongs to site {row['site']!r}, not {gateway_site!r}")
+            if dev in self.store.revocation_list()[1]:
+                return answer("refuse", f"device {dev!r} is revoked")
+            if row["not_after_ms"] is not None and now_ms >= row["not_after_ms"]:
+                return answer("refuse", f"device {dev!r}: certificate expired; it must enroll again with a claim")
+            if self.ca is None:
+                return answer("refuse", "the cloud has no CA (start it with --ca-dir)")
+            try:
+                pem, serial, not_after_ms = self.issue(dev, row["site"], row["hw"], req.new_curve_key, now_ms)
+            except (ValueError, CertificateError) as exc:
+                return answer("refuse", f"device {dev!r}: {exc}")
+            self.store.enroll(device_id=dev, site=row["site"], hw=row["hw"], serial=row["serial"],
+                              curve_key=req.new_curve_key, status="enrolled", gateway_id=gateway_id, cert_serial=serial,
+                              not_after_ms=not_after_ms, groups=row["groups"] or (), consume_token=None, now_ms=now_ms)
+            return answer("accept", f"device {dev!r}: key rotated (old key accepted until its certificate expires)", pem)
 
     def issue(self, device_id: str, site: str, hw: str, curve_key: str, now_ms: int) -> tuple[bytes, str, int]:
         assert self.ca is not None

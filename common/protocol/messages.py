@@ -26,6 +26,7 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "HelloAck",
+    "KeyRotation",
     "MESSAGE_TYPES",
     "Message",
     "ROLES",
@@ -267,6 +268,16 @@ class RevocationUpdate(Message):
     envelope: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRotation(Message):
+    """Device to gateway on its authenticated session, gateway to cloud: certify ``new_curve_key`` for
+    ``device_id`` (the old key stays admitted until its certificate expires). Answered by ``EnrollReply``."""
+
+    KIND: ClassVar[int] = 63
+    device_id: str
+    new_curve_key: str
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (
@@ -284,5 +295,6 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         EnrollRequest,
         EnrollReply,
         RevocationUpdate,
+        KeyRotation,
     )
 }

@@ -31,6 +31,7 @@ from common.protocol.messages import (
     MESSAGE_TYPES,
     EnrollReply,
     EnrollRequest,
+    KeyRotation,
     RevocationUpdate,
     STREAMS,
     Command,
@@ -81,6 +82,7 @@ SAMPLES: dict[type[Message], Message] = {
     EnrollRequest: EnrollRequest("dev-1", "k" * 40, "sim-board-1", "SN-0001", "ect_00ff_secret"),
     EnrollReply: EnrollReply("dev-1", "k" * 40, "accept", "enrolled at site 'site-1'", b"-----BEGIN CERTIFICATE-----"),
     RevocationUpdate: RevocationUpdate(b'{"signed": {}, "sig": ""}'),
+    KeyRotation: KeyRotation("dev-1", "n" * 40),
 }
 
 
