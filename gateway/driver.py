@@ -68,7 +68,7 @@ class GatewayConfig:
     status_interval_s: float = 5.0
     enroll_bind: str = ""  # the enrollment socket (any key may connect; EnrollRequest only); empty: none
     ca_chain: str = ""  # the fleet CA bundle (chain.pem) that issued certificates must verify against
-    cloud_sign_key: str = ""  # the cloud's signing key (signing.pub): revocation lists must verify against it
+    cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub (several while one replaces another)
     uplink_source: str = ""  # the local address the uplink leaves from (its own interface); empty: the OS picks
 
 
@@ -186,12 +186,12 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
 
 def _revocation_cache(cfg: GatewayConfig) -> RevocationCache | None:
     """The cached revocation list (DATA/revocations.json), loaded and re-verified; None without a cloud key."""
-    if not cfg.cloud_sign_key:
+    if not cfg.cloud_sign_keys:
         return None
     from common.command_auth import load_public_key
 
-    public = load_public_key(cfg.cloud_sign_key)
-    cache = RevocationCache(cfg.data_dir / "revocations.json", EnvelopeVerifier({key_id_for(public): public}))
+    keys = [load_public_key(p) for p in cfg.cloud_sign_keys]
+    cache = RevocationCache(cfg.data_dir / "revocations.json", EnvelopeVerifier({key_id_for(k): k for k in keys}))
     cache.load()  # a corrupt or unverifiable file raises: starting with no revocations would fail open
     return cache
 

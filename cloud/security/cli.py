@@ -81,6 +81,31 @@ def ca_init(directory: str, passphrase_env: str, name: str, as_json: bool) -> No
                    f"give gateways {out['chain']}")
 
 
+@ca.command("rotate-intermediate")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, exists=True), help="The CA directory.")
+@click.option("--passphrase-env", default="EDGEFLEET_CA_PASSPHRASE", show_default=True,
+              help="Environment variable holding the root key's passphrase (asked for if unset).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def ca_rotate_intermediate(directory: str, passphrase_env: str, as_json: bool) -> None:
+    """Make the next intermediate with the root key; certificates of the old one stay valid until it expires.
+
+    Restart the cloud afterwards (it issues with the new one) and give gateways the new DIR/chain.pem.
+    """
+    from cloud.ca import rotate_intermediate
+    from common.errors import KeyFileError
+
+    passphrase = os.environ.get(passphrase_env) or click.prompt("root CA passphrase", hide_input=True)
+    try:
+        issuing = rotate_intermediate(directory, passphrase.encode(), now=dt.datetime.now(dt.UTC))
+    except KeyFileError as exc:
+        raise OperatorError(f"ca rotate-intermediate in {directory}: {exc}") from exc
+    out = {"dir": directory, "intermediate_expires": issuing.cert.not_valid_after_utc.isoformat(),
+           "intermediates_trusted": len(issuing.chain.intermediates)}
+    click.echo(json.dumps(out) if as_json else
+               f"new intermediate until {out['intermediate_expires']}; chain.pem trusts {out['intermediates_trusted']} "
+               f"intermediates. Next: restart the cloud, copy {os.path.join(directory, 'chain.pem')} to the gateways")
+
+
 # -- claims --------------------------------------------------------------------------------
 
 

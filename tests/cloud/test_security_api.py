@@ -108,3 +108,13 @@ async def test_an_unmapped_mutating_route_needs_admin(client) -> None:
     op = await make_token(c, "olga", "operator")
     r = await c.post("/v1/no-such-route", json={}, headers=auth(op))
     assert r.status_code == 403 and "api.unmapped needs admin" in r.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_a_request_allowed_by_role_but_refused_by_its_route_is_audited_as_refused(client, store: Store) -> None:
+    c, _ = client
+    r = await c.post("/v1/devices/d1/commands", json={"name": ""}, headers=auth(BOOT))  # invalid body
+    assert r.status_code == 422
+    rec = store.audit_records()[-1]
+    assert (rec.who, rec.action, rec.result) == ("bootstrap-admin", "devices.command", "refused")
+    assert "HTTP 422" in rec.detail
