@@ -202,6 +202,21 @@ _device_action("reprovision", "may re-enroll once with a new key",
                "Allow a device id to enroll once more with a new key (e.g. after a board swap).", False)
 
 
+@devices.command("revocations")
+@api_options
+def revocations(fetch: Callable[..., Any], as_json: bool) -> None:
+    """The current revocation list: revoked and quarantined devices, and its version."""
+    body = fetch("/v1/revocations")
+    if as_json:
+        click.echo(json.dumps(body))
+        return
+    rows = [[d, "revoked", why] for d, why in sorted(body["revoked"].items())]
+    rows += [[d, "quarantined", why] for d, why in sorted(body["quarantined"].items())]
+    click.echo(f"revocation list version {body['version']}")
+    if rows:
+        click.echo(format_table(["DEVICE", "STATE", "REASON"], rows))
+
+
 @devices.command("rotate")
 @click.argument("device", required=False)
 @click.option("--site", help="Every enrolled device of this site.")
