@@ -41,7 +41,7 @@ from common.runner import NodeRunner
 from common.shaping import LinkWindows, TokenBucket
 from common.sockets import ServerSocket, UpstreamLink
 from common.streams import GATEWAY_POLICIES, StreamPolicy
-from gateway.admission import DeviceAdmission, OpenEnrollment
+from gateway.admission import CertExpiry, DeviceAdmission, OpenEnrollment
 from gateway.core import COMMANDS, OUTBOX, GatewayCore, gap_reports
 from gateway.enroll_socket import ENROLL_DOMAIN, EnrollSocket, SocketRouter
 from gateway.security import GatewaySecurity
@@ -89,7 +89,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     held = DurableQueue(str(cfg.data_dir / "commands"), max_bytes=16 << 20).start()
     ctx = zmq.asyncio.Context()
     revocations = _revocation_cache(cfg)
-    admission = DeviceAdmission(allow, lambda: revocations.current.revoked if revocations is not None else {})
+    expiry = CertExpiry(cfg.data_dir / "admitted.json").load()
+    admission = DeviceAdmission(allow, lambda: revocations.current.revoked if revocations is not None else {}, expiry)
     security = GatewaySecurity(bind_identity=bool(cfg.ca_chain)) if (cfg.enroll_bind or revocations is not None) else None
     auth = start_authenticator(ctx, admission)  # type: ignore[arg-type]  # an Allowlist with revocations
     if cfg.enroll_bind:
@@ -130,6 +131,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
             log.error("certificate refused", extra={"device": reply.device_id, "error": str(exc)})
             runner.feed(Admitted(replace(reply, outcome="refuse", detail=str(exc)[:256], certificate=b"")))
             return
+        expiry.record(reply.curve_key.encode(), int(ident.not_after.timestamp() * 1000))  # before it is admitted
         allow.add(reply.curve_key.encode(), reply.device_id)
         runner.feed(Admitted(reply))
 
@@ -174,7 +176,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         auth.stop()
         ctx.destroy(linger=0)
         stats = {**core.counters, **core.status(loop.time()), "refused_sends": sum(server.refused.values()), "auth_refused": allow.refused,
-                 "auth_refused_revoked": admission.refused_revoked, **(security.counters if security is not None else {}),
+                 "auth_refused_revoked": admission.refused_revoked,
+                 "auth_refused_expired": admission.refused_expired, **(security.counters if security is not None else {}),
                  "revocation_version": revocations.version if revocations is not None else 0}
         outbox.close()
         held.close()
