@@ -26,6 +26,9 @@ DEFAULTS = {
     "release_delta_bases": 3,  # a new release gets deltas from this many older ones (K)
     "ca_dir": "",  # the fleet CA directory (edgefleet ca init); empty: no enrollment
     "cert_days": 90.0,  # lifetime of issued device certificates
+    "enroll_rules": [],  # [{hw_prefix, serial_prefix, site, groups, config}]: groups and config for new devices
+    "enroll_rate": 0.5,  # enrollment attempts per second and gateway (then refused: no gateway floods the cloud)
+    "enroll_burst": 20,
     "log_level": "info",
     "log_format": "json",
 }
@@ -64,6 +67,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
     setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
     from cloud.alerts import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
+    from cloud.enrollment import parse_rules
     from cloud.releases import ReleaseSettings
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
@@ -84,6 +88,9 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 ca_dir=cfg["ca_dir"],
                 ca_passphrase=_intermediate_passphrase(),
                 cert_days=cfg["cert_days"],
+                enroll_rules=parse_rules(cfg["enroll_rules"]),
+                enroll_rate=cfg["enroll_rate"],
+                enroll_burst=cfg["enroll_burst"],
             )
         )
     )

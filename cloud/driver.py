@@ -33,6 +33,7 @@ from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.enrollment import EnrollRule, Enroller
 from cloud.security import SecurityService, load_or_create_signing_key
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
@@ -70,6 +71,9 @@ class CloudConfig:
     ca_dir: str = ""  # the fleet CA (``edgefleet ca init``); empty: no enrollment
     ca_passphrase: bytes | None = None  # only if the intermediate key was written encrypted
     cert_days: float = 90.0  # lifetime of the device certificates it issues
+    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.enrollment)
+    enroll_rate: float = 0.5  # enrollment attempts per second and gateway
+    enroll_burst: int = 20
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -260,7 +264,9 @@ def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
     from cloud.ca import load_intermediate
 
     ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
-    return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, cert_days=cfg.cert_days)
+    enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
+    return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
+                           cert_days=cfg.cert_days)
 
 
 def _now_ms() -> int:

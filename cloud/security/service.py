@@ -91,7 +91,9 @@ class SecurityService:
                 binding=self.store.binding(req.device_id),
             )
             if decision.outcome == "refuse":
-                return self._answer(actor, req, "refuse", decision.reason, b"", now_ms)
+                # over the gateway's rate limit: not a verdict on the device, which asks again later
+                outcome = "retry" if "rate limit" in decision.reason else "refuse"
+                return self._answer(actor, req, outcome, decision.reason, b"", now_ms)
             if decision.outcome == "pending":
                 self.store.enroll(device_id=req.device_id, site=gateway_site, hw=req.hw, serial=req.serial,
                                   curve_key=req.curve_key, status="pending", gateway_id=gateway_id, cert_serial=None,

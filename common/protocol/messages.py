@@ -249,7 +249,8 @@ class EnrollRequest(Message):
 @dataclass(frozen=True, slots=True)
 class EnrollReply(Message):
     """Cloud to gateway, gateway to device: ``outcome`` "accept" (with the PEM ``certificate``),
-    "pending" (wait for an operator's approval, ask again later) or "refuse" (``detail`` says why)."""
+    "pending" (wait for an operator's approval, ask again later), "retry" (the gateway's enrollment
+    rate limit: ask again later) or "refuse" (``detail`` says why)."""
 
     KIND: ClassVar[int] = 61
     device_id: str

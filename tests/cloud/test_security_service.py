@@ -127,3 +127,31 @@ def test_revocation_lists_are_versioned_signed_and_verify_at_a_gateway(service, 
     assert cache.update(blob2, now_ms=NOW) and cache.is_revoked("dev-1") and cache.is_quarantined("dev-2")
     with pytest.raises(Exception, match="older"):
         cache.update(blob, now_ms=NOW)  # a gateway cannot be rolled back to an older list
+
+
+def test_enrollment_rules_from_the_config_give_groups_and_bad_ones_are_refused_at_start(tmp_path) -> None:
+    from cloud.enrollment import Enroller, parse_rules
+    from common.errors import ConfigError
+
+    rules = parse_rules([{"hw_prefix": "sim-", "groups": ["line-1"], "config": {"rate": "1s"}},
+                         {"site": "site-2", "groups": ["south"]}])
+    store = Store.open(f"sqlite:///{tmp_path / 'rules.db'}")
+    ca = init_ca(tmp_path / "ca", b"passphrase", now=T0 - dt.timedelta(days=1))
+    service = SecurityService(store, Ed25519PrivateKey.generate(), ca=ca, enroller=Enroller(rules))
+    token, _ = service.create_claim_token("site-1", 5, NOW + 3_600_000, NOW)
+    _, reply = enroll(service, token=token)
+    assert reply.outcome == "accept" and store.identity("dev-1")["groups"] == ["line-1"]
+    store.close()
+    with pytest.raises(ConfigError, match=r"enroll_rules\[0\]"):
+        parse_rules([{"hw": "typo"}])
+
+
+def test_a_gateway_over_its_enrollment_rate_is_told_to_retry_and_it_is_audited(tmp_path) -> None:
+    from cloud.enrollment import Enroller
+
+    store = Store.open(f"sqlite:///{tmp_path / 'rate.db'}")
+    service = SecurityService(store, Ed25519PrivateKey.generate(), enroller=Enroller(rate_per_s=0.001, burst=2))
+    outcomes = [enroll(service, device=f"dev-{i}", serial=f"SN-{i}")[1].outcome for i in range(4)]
+    assert outcomes == ["pending", "pending", "retry", "retry"]
+    assert "rate limit" in store.audit_records()[-1].detail
+    store.close()
