@@ -29,6 +29,7 @@ DEFAULTS = {
     "enroll_rules": [],  # [{hw_prefix, serial_prefix, site, groups, config}]: groups and config for new devices
     "enroll_rate": 0.5,  # enrollment attempts per second and gateway (then refused: no gateway floods the cloud)
     "enroll_burst": 20,
+    "require_gateway_certs": False,  # only gateways with a verified certificate (edgefleet ca issue) relay enrollments
     "log_level": "info",
     "log_format": "json",
 }
@@ -46,6 +47,8 @@ DEFAULTS = {
 @click.option("--release-key", "release_keys", multiple=True, metavar="PEM", help="Trust this release public key; repeat.")
 @click.option("--ca-dir", help="Fleet CA directory (edgefleet ca init): enables zero-touch enrollment.")
 @click.option("--cert-days", type=float, help="Lifetime in days of the device certificates it issues [90].")
+@click.option("--require-gateway-certs", is_flag=True, default=None,
+              help="Only gateways that presented a verified certificate (edgefleet ca issue) may relay enrollments.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
@@ -91,6 +94,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 enroll_rules=parse_rules(cfg["enroll_rules"]),
                 enroll_rate=cfg["enroll_rate"],
                 enroll_burst=cfg["enroll_burst"],
+                require_gateway_certs=cfg["require_gateway_certs"],
             )
         )
     )

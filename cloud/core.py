@@ -49,8 +49,15 @@ from common.protocol import (
     decode_record,
     unpack_entries,
 )
-from common.protocol.messages import EnrollRequest, KeyRotation, RevocationUpdate
-from common.security_events import EnrollDecide, EnrollDecided, RevocationsChanged
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
+from common.security_events import (
+    EnrollDecide,
+    EnrollDecided,
+    GatewayVerified,
+    PeerKey,
+    RevocationsChanged,
+    VerifyGateway,
+)
 from common.uplink import agreed_version, silent_peers
 
 __all__ = ["CloudCore"]
@@ -62,12 +69,19 @@ class GatewaySession:
     site: str
     last_rx: float
     contiguous: dict[str, int] = field(default_factory=dict)  # stream -> outbox sequence stored up to
+    certified: bool = False  # its NodeCertificate verified (id, site and key bound by the fleet CA)
 
 
 class CloudCore:
     """Feed it events with ``handle(event, now)``; run the effects it returns."""
 
-    def __init__(self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0, window: int = 8000, command_retry_s: float = 30.0) -> None:
+    def __init__(
+        self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0, window: int = 8000, command_retry_s: float = 30.0,
+        require_gateway_certs: bool = False,
+    ) -> None:
+        # with require_gateway_certs, only a gateway whose certificate verified may relay enrollments and rotations
+        self.require_gateway_certs = require_gateway_certs
+        self.peer_keys: dict[str, str] = {}  # gateway peer -> the CurveZMQ key its handshake proved
         self.cloud_id = cloud_id
         self.heartbeat_s = heartbeat_s
         self.window = window
@@ -95,6 +109,21 @@ class CloudCore:
                 return self._stored(peer, stream, first, last, stored, duplicates)
             case Stored(_, _, _):
                 return []
+            case PeerKey(peer, key, _):
+                if len(self.peer_keys) >= 100_000:
+                    self.peer_keys.clear()
+                self.peer_keys[peer] = key
+                return []
+            case GatewayVerified(peer, problem):
+                session = self.sessions.get(peer)
+                if session is None:
+                    return []
+                if problem:
+                    del self.sessions[peer]
+                    return [Send(peer, ErrorReply("certificate", problem[:256])),
+                            Log("warning", "gateway certificate refused", {"gateway": session.gateway_id, "error": problem})]
+                session.certified = True
+                return [Log("info", "gateway certificate verified", {"gateway": session.gateway_id, "site": session.site})]
             case EnrollDecided(peer, reply):
                 return [Send(peer, reply)] if peer in self.sessions else []
             case RevocationsChanged(envelope):
@@ -149,6 +178,15 @@ class CloudCore:
             case GatewayStatus(gateway_id, ts_ms, values) if gateway_id == session.gateway_id:
                 record = ForwardRecord(gateway_id, "state", 0, ts_ms, "gateway.status", values)
                 return [StoreIngest(None, gateway_id, session.site, [record])]
+            case NodeCertificate(pem):
+                key = self.peer_keys.get(peer, "")
+                return [VerifyGateway(peer, session.gateway_id, session.site, key, pem)]
+            case EnrollRequest() | KeyRotation() if self.require_gateway_certs and not session.certified:
+                device = msg.device_id
+                # "retry": its certificate may be on its way (it is sent right after HelloAck and checked on the store thread)
+                why = f"gateway {session.gateway_id!r} has no verified certificate (yet); it may not relay enrollments"
+                key = msg.curve_key if isinstance(msg, EnrollRequest) else msg.new_curve_key
+                return [Send(peer, EnrollReply(device, key, "retry", why, b""))]
             case EnrollRequest() | KeyRotation():
                 return [EnrollDecide(peer, session.gateway_id, session.site, msg)]
             case CommandAck(device_id, seq, "held", _):

@@ -45,7 +45,7 @@ from common.protocol import Command
 from common.protocol.messages import KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
-from common.security_events import EnrollDecide, EnrollDecided, RevocationsChanged
+from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
 from common.uplink import LIVENESS
 
 __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
@@ -74,6 +74,7 @@ class CloudConfig:
     enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.enrollment)
     enroll_rate: float = 0.5  # enrollment attempts per second and gateway
     enroll_burst: int = 20
+    require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -111,7 +112,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
-    core = CloudCore(heartbeat_s=cfg.heartbeat_s)
+    core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs)
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
     now = _now_ms()
     alerts.restore(
@@ -211,12 +212,18 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         timers["revocations"] = loop.call_later(REVOCATION_RESIGN_S, resign_revocations)
         on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed")
 
-    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
+    def verify_gateway(effect: VerifyGateway) -> None:
+        call = lambda: security.verify_gateway(effect.certificate, curve_key=effect.curve_key, gateway_id=effect.gateway_id,  # noqa: E731
+                                               site=effect.site, now_ms=_now_ms())
+        on_store(call, lambda problem: runner.feed(GatewayVerified(effect.peer, problem)), "verifying a gateway failed")
+
+    identify = lambda peer, key: PeerKey(peer, key, "")  # noqa: E731
+    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
     runner = NodeRunner(
         core,
         server=server,
         extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status,
-               EnrollDecide: enroll},
+               EnrollDecide: enroll, VerifyGateway: verify_gateway},
         log=log,
     )
     stop_on_signals(loop, stop)

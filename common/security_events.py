@@ -25,6 +25,7 @@ __all__ = [
     "EnrollAttempt",
     "EnrollDecide",
     "EnrollDecided",
+    "GatewayVerified",
     "InstallRotation",
     "PeerKey",
     "PrepareRotation",
@@ -33,6 +34,7 @@ __all__ = [
     "RotationKeyReady",
     "RevocationsApplied",
     "RevocationsChanged",
+    "VerifyGateway",
 ]
 
 
@@ -120,3 +122,20 @@ class InstallRotation:
 class RotationInstalled:
     not_before_ms: int
     not_after_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyGateway:
+    """Effect (cloud): check a gateway's certificate against the fleet CA, its key, id and site."""
+
+    peer: str
+    gateway_id: str
+    site: str
+    curve_key: str
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVerified:
+    peer: str
+    problem: str  # "" if the certificate verified

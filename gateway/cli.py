@@ -34,6 +34,7 @@ DEFAULTS = {
     "ca_chain": "",  # fleet CA bundle (the cloud's CA dir/chain.pem)
     "cloud_sign_key": [],  # the cloud's signing.pub (repeat while replacing it): revocation lists must verify
     "uplink_source": "",  # local address (interface) the uplink leaves from
+    "cert": "",  # this gateway's certificate (edgefleet ca issue --role gateway)
     "log_level": "info",
     "log_format": "json",
 }
@@ -60,6 +61,7 @@ DEFAULTS = {
 @click.option("--enroll-bind", help="Enrollment endpoint for new devices (any key; enrollment only), e.g. tcp://10.1.0.1:7702.")
 @click.option("--ca-chain", help="The fleet CA bundle (chain.pem) certificates of enrolled devices must verify against.")
 @click.option("--cloud-sign-key", multiple=True, help="The cloud's signing.pub: revocation lists must be signed by it (repeatable).")
+@click.option("--cert", help="This gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud.")
 @click.option("--uplink-source", help="Local address the uplink leaves from (the site's WAN interface), apart from --bind.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -99,6 +101,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 ca_chain=cfg["ca_chain"],
                 cloud_sign_keys=tuple(cfg["cloud_sign_key"]),
                 uplink_source=cfg["uplink_source"],
+                cert=cfg["cert"],
             )
         )
     )

@@ -70,6 +70,7 @@ class GatewayConfig:
     ca_chain: str = ""  # the fleet CA bundle (chain.pem) that issued certificates must verify against
     cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub (several while one replaces another)
     uplink_source: str = ""  # the local address the uplink leaves from (its own interface); empty: the OS picks
+    cert: str = ""  # this gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -91,7 +92,9 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     revocations = _revocation_cache(cfg)
     expiry = CertExpiry(cfg.data_dir / "admitted.json").load()
     admission = DeviceAdmission(allow, lambda: revocations.current.revoked if revocations is not None else {}, expiry)
-    security = GatewaySecurity(bind_identity=bool(cfg.ca_chain)) if (cfg.enroll_bind or revocations is not None) else None
+    own_cert = Path(cfg.cert).read_bytes() if cfg.cert else b""
+    security = (GatewaySecurity(bind_identity=bool(cfg.ca_chain), certificate=own_cert)
+                if (cfg.enroll_bind or revocations is not None or own_cert) else None)
     auth = start_authenticator(ctx, admission)  # type: ignore[arg-type]  # an Allowlist with revocations
     if cfg.enroll_bind:
         auth.configure_curve_callback(ENROLL_DOMAIN, OpenEnrollment(admission.revoked_keys))

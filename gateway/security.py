@@ -19,6 +19,10 @@ gateway core does and either handles it (returns effects) or lets it through
 - **Rotation.** A device asks for its next key to be certified on its authenticated
   session (``KeyRotation``); the answer is checked and the new key admitted like an
   enrollment's, the old key staying admitted beside it (the overlap).
+- **Its own certificate.** Given one (``edgefleet ca issue --role gateway``), the
+  gateway shows it to the cloud at every session start (``NodeCertificate``); a
+  cloud run with ``--require-gateway-certs`` takes enrollments only from gateways
+  whose certificate binds their id and site to the key they connected with.
 - **Identity.** With ``bind_identity`` (a gateway holding the fleet CA), a device
   must say Hello as the device id its CurveZMQ key was admitted under (the
   subject of the certificate that named that key): a key cannot speak for another device.
@@ -33,9 +37,9 @@ from __future__ import annotations
 from typing import Any
 
 from common.effects import UPSTREAM, Effect, Log, Received, Send
-from common.protocol import Command, ErrorReply, Hello, TelemetryBatch
+from common.protocol import Command, ErrorReply, Hello, HelloAck, TelemetryBatch
 from common.protocol.codec import TelemetryEntries
-from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, RevocationUpdate
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
 from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, PeerKey, RevocationsApplied
 
 __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
@@ -47,8 +51,9 @@ REMEDIATION_COMMANDS = ("update", "config")
 class GatewaySecurity:
     """``bind_identity``: a device must say Hello as the id its key was admitted under (its certificate's)."""
 
-    def __init__(self, *, bind_identity: bool = False) -> None:
+    def __init__(self, *, bind_identity: bool = False, certificate: bytes = b"") -> None:
         self.bind_identity = bind_identity
+        self.certificate = certificate  # this gateway's own (edgefleet ca issue), shown to the cloud per session
         self.peer_names: dict[str, str] = {}  # device peer -> the id its key was admitted under
         self.version = 0
         self.revoked: frozenset[str] = frozenset()
@@ -62,6 +67,9 @@ class GatewaySecurity:
 
     def intercept(self, core: Any, event: Any, now: float) -> list[Effect] | None:
         match event:
+            case Received(peer, HelloAck() as ack) if peer == UPSTREAM and self.certificate and not core.uplink.up:
+                out = core._from_cloud(ack, now)
+                return [*out, Send(UPSTREAM, NodeCertificate(self.certificate))] if core.uplink.up else out
             case PeerKey(peer, _, name):
                 if len(self.peer_names) >= 100_000:
                     self.peer_names.clear()

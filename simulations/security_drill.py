@@ -1,7 +1,9 @@
 """``edgefleet demo --security-drill``: zero-touch enrollment, a revoked device, a site cut off, and a
 compromised gateway that forges and replays commands, all with real processes and real commands.
 
-1. ``edgefleet ca init`` makes the fleet CA; the cloud starts with it; ``edgefleet enroll-token create``
+1. ``edgefleet ca init`` makes the fleet CA; ``edgefleet ca issue`` certifies each gateway's key, id and
+   site; the cloud starts with the CA and takes enrollments only from certified gateways;
+   ``edgefleet enroll-token create``
    makes one claim token per site; every agent starts in no allowlist and enrolls through its gateway's
    enrollment socket with that token (``enrolled`` counts the certificates the cloud issued).
 2. ``edgefleet devices command`` sends a signed ``ping`` to a victim device on site 1 (run once).
@@ -31,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.command_auth import sign_command
 from common.durable_queue import DurableQueue
+from common.keys import load_or_create_keypair
 from common.protocol import Command, encode
 from simulations.fleet import ProcFleet
 
@@ -96,11 +99,16 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
     try:
         fleet.cli("ca", "init", "--dir", str(fleet.dir("ca")), "--json",
                   env={"EDGEFLEET_CA_PASSPHRASE": secrets.token_urlsafe(24)})
-        cloud = fleet.start_cloud(["--ca-dir", str(fleet.dir("ca"))])
-        _say(quiet, f"fleet CA made (root encrypted); cloud up: API on {cloud['api']}")
+        cloud = fleet.start_cloud(["--ca-dir", str(fleet.dir("ca")), "--require-gateway-certs"])
+        _say(quiet, f"fleet CA made (root encrypted); cloud up, taking enrollments only from certified gateways: "
+                    f"API on {cloud['api']}")
         for s in range(1, sites + 1):
             gw, site = f"gw-{s}", f"site-{s}"
-            ep = fleet.start_gateway(gw, site, proxy=True, extra=fleet.secure_gateway_flags())
+            load_or_create_keypair(fleet.dir(gw))
+            cert = str(fleet.dir(gw) / "gateway.pem")
+            fleet.cli("ca", "issue", "--dir", str(fleet.dir("ca")), "--role", "gateway", "--id", gw, "--site", site,
+                      "--key", str(fleet.dir(gw) / "curve.key"), "--out", cert)
+            ep = fleet.start_gateway(gw, site, proxy=True, extra=[*fleet.secure_gateway_flags(), "--cert", cert])
             gateways[gw] = site
             token = json.loads(fleet.cli("enroll-token", "create", "--site", site, "--uses", str(devices_per_site),
                                          "--expires", "1h", "--json", *ops).stdout)["token"]

@@ -106,6 +106,41 @@ def ca_rotate_intermediate(directory: str, passphrase_env: str, as_json: bool) -
                f"intermediates. Next: restart the cloud, copy {os.path.join(directory, 'chain.pem')} to the gateways")
 
 
+@ca.command("issue")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False, exists=True), help="The CA directory.")
+@click.option("--role", type=click.Choice(["gateway", "device"]), default="gateway", show_default=True)
+@click.option("--id", "subject_id", required=True, help="The gateway (or device) id to certify.")
+@click.option("--site", required=True, help="Its site.")
+@click.option("--hw", default="gateway", show_default=True, help="Its hardware model.")
+@click.option("--key", "key_path", required=True, help="Its CurveZMQ public key: 40 Z85 characters or its curve.key file.")
+@click.option("--days", type=click.FloatRange(min=1), default=365, show_default=True, help="Validity.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the PEM certificate.")
+def ca_issue(directory: str, role: str, subject_id: str, site: str, hw: str, key_path: str, days: float, out: str) -> None:
+    """Certify a node's CurveZMQ key with the intermediate, e.g. a gateway's (give it as `edgefleet gateway --cert`).
+
+    Devices get theirs by enrolling; this is for gateways, and for devices provisioned by hand.
+    If the intermediate key is encrypted, its passphrase is read from EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE.
+    """
+    from cloud.ca import issue_certificate, load_intermediate
+    from common.errors import KeyFileError
+    from common.fileio import write_atomic
+    from common.keys import resolve_public_key
+
+    env = os.environ.get("EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE", "")
+    try:
+        issuing = load_intermediate(directory, env.encode() if env else None)
+        key = resolve_public_key(key_path)
+        now = dt.datetime.now(dt.UTC)
+        not_after = min(now + dt.timedelta(days=days), issuing.cert.not_valid_after_utc)
+        pem = issue_certificate(issuing, subject_id=subject_id, role=role, site=site, hw=hw, curve_public_key=key,
+                                not_before=max(now - dt.timedelta(minutes=5), issuing.cert.not_valid_before_utc),
+                                not_after=not_after)
+    except (KeyFileError, ValueError) as exc:
+        raise OperatorError(f"ca issue for {subject_id!r}: {exc}") from exc
+    write_atomic(out, pem, 0o644)
+    click.echo(f"certificate for {role} {subject_id!r} at site {site!r} until {not_after:%Y-%m-%d} written to {out}")
+
+
 # -- claims --------------------------------------------------------------------------------
 
 

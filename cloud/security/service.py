@@ -175,6 +175,27 @@ class SecurityService:
         return verify_certificate(pem, self.ca.chain, now=_utc(now_ms), expected_curve_key=curve_key,
                                   revoked_subjects=revoked)
 
+    def verify_gateway(self, pem: bytes, *, curve_key: str, gateway_id: str, site: str, now_ms: int) -> str:
+        """"" if ``pem`` certifies ``gateway_id`` at ``site`` for the key it connected with; else why not (audited)."""
+        actor = Actor(f"gateway:{gateway_id}", site)
+        try:
+            ident = self.check_certificate(pem, curve_key, now_ms)
+            if (ident.role, ident.subject_id, ident.site) != ("gateway", gateway_id, site):
+                raise CertificateError(ident.subject_id, f"certifies {ident.role} {ident.subject_id!r} at site "
+                                                         f"{ident.site!r}, not gateway {gateway_id!r} at {site!r}")
+        except CertificateError as exc:
+            self.audit(actor, "gateways.certificate", gateway_id, False, str(exc), now_ms)
+            return str(exc)
+        return ""
+
+    def issue_gateway(self, gateway_id: str, site: str, curve_key: str, now_ms: int, days: float = 365) -> bytes:
+        assert self.ca is not None
+        not_after = min(_utc(now_ms) + dt.timedelta(days=days), self.ca.cert.not_valid_after_utc)
+        return issue_certificate(self.ca, subject_id=gateway_id, role="gateway", site=site, hw="gateway",
+                                 curve_public_key=curve_key, not_before=max(_utc(now_ms) - dt.timedelta(minutes=5),
+                                                                             self.ca.cert.not_valid_before_utc),
+                                 not_after=not_after)
+
     # -- revocation --------------------------------------------------------------------
 
     def change_revocations(self, device_id: str, change: str, reason: str, now_ms: int) -> tuple[RevocationList, bytes]:

@@ -29,6 +29,7 @@ __all__ = [
     "KeyRotation",
     "MESSAGE_TYPES",
     "Message",
+    "NodeCertificate",
     "ROLES",
     "RevocationUpdate",
     "STREAMS",
@@ -279,6 +280,15 @@ class KeyRotation(Message):
     new_curve_key: str
 
 
+@dataclass(frozen=True, slots=True)
+class NodeCertificate(Message):
+    """Gateway to cloud, after HelloAck: the gateway's certificate (PEM), binding its id and site to the
+    CurveZMQ key it connected with. Answered by ``ErrorReply("certificate")`` if it does not verify."""
+
+    KIND: ClassVar[int] = 64
+    certificate: bytes
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (
@@ -297,5 +307,6 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         EnrollReply,
         RevocationUpdate,
         KeyRotation,
+        NodeCertificate,
     )
 }

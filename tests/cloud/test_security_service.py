@@ -155,3 +155,12 @@ def test_a_gateway_over_its_enrollment_rate_is_told_to_retry_and_it_is_audited(t
     assert outcomes == ["pending", "pending", "retry", "retry"]
     assert "rate limit" in store.audit_records()[-1].detail
     store.close()
+
+
+def test_a_gateway_certificate_must_name_its_id_site_and_key(service) -> None:
+    k = key()
+    pem = service.issue_gateway("gw-1", "site-1", k, NOW)
+    assert service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=NOW) == ""
+    assert "not gateway 'gw-1' at 'site-2'" in service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-2", now_ms=NOW)
+    assert "key mismatch" in service.verify_gateway(pem, curve_key=key(), gateway_id="gw-1", site="site-1", now_ms=NOW)
+    assert [r.action for r in service.store.audit_records()] == ["gateways.certificate"] * 2

@@ -32,6 +32,7 @@ from common.protocol.messages import (
     EnrollReply,
     EnrollRequest,
     KeyRotation,
+    NodeCertificate,
     RevocationUpdate,
     STREAMS,
     Command,
@@ -83,6 +84,7 @@ SAMPLES: dict[type[Message], Message] = {
     EnrollReply: EnrollReply("dev-1", "k" * 40, "accept", "enrolled at site 'site-1'", b"-----BEGIN CERTIFICATE-----"),
     RevocationUpdate: RevocationUpdate(b'{"signed": {}, "sig": ""}'),
     KeyRotation: KeyRotation("dev-1", "n" * 40),
+    NodeCertificate: NodeCertificate(b"-----BEGIN CERTIFICATE-----"),
 }
 
 
