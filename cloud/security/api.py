@@ -29,6 +29,8 @@ Routes (JSON; errors ``{"error", "detail"}`` like the rest of the API):
     POST /v1/sites/{site}/rotate                likewise for every enrolled device of the site
     GET  /v1/revocations              the current list
     GET  /v1/audit?after=N&limit=N    {records: [...], head, verified}
+    POST /v1/enroll-tokens/{id}/revoke
+    POST /v1/tokens/{id}/revoke
     POST /v1/users                    {user_id, role, sites?}
     POST /v1/tokens                   {user_id, role?, sites?, expires_s?} -> 201 {token, token_id, ...} (shown once)
 """
@@ -71,7 +73,7 @@ ROUTE_ACTIONS: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("GET", re.compile(r"/v1/.*"), "devices.list", "query"),
 ]
 SELF_CHECKED = re.compile(
-    r"/v1/(enroll-tokens|preauthorizations|users|tokens|sites/.+/rotate"
+    r"/v1/(enroll-tokens(/.+/revoke)?|preauthorizations|users|tokens(/.+/revoke)?|sites/.+/rotate"
     r"|devices/.+/(approve|revoke|quarantine|reinstate|reprovision|rotate))"
 )
 
@@ -90,6 +92,7 @@ def install_security(
 ) -> None:
     expected = bootstrap_token.encode()
     cache: dict[bytes, tuple[float, Principal]] = {}
+    revoked_ids = service.revoked_api_tokens  # revoked through this process: never served from the cache again
 
     async def principal_of(authorization: str | None) -> tuple[Principal | None, str]:
         scheme, _, given = (authorization or "").partition(" ")
@@ -103,7 +106,7 @@ def install_security(
             return None, "malformed token"
         digest = hashlib.sha256(given.encode()).digest()
         hit = cache.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
+        if hit is not None and hit[0] > time.monotonic() and parsed[0] not in revoked_ids:
             return hit[1], "cached"
         record = await call(lambda: service.store.api_token(parsed[0]))
         user = await call(lambda: service.store.user(record.user_id)) if record is not None else None
@@ -245,6 +248,16 @@ def security_routes(
         await done(actor, "enroll_tokens.create", body.site, f"claim token {token_id}: {body.uses} uses until {expires_ms}")
         return {"token": text, "token_id": token_id, "site": body.site, "uses": body.uses, "expires_ms": expires_ms}
 
+    @router.post("/enroll-tokens/{token_id}/revoke")
+    async def revoke_enroll_token(request: fastapi.Request, token_id: str) -> dict[str, Any]:
+        site = await call(lambda: service.store.claim_token(token_id))
+        if site is None:
+            raise _Denied(404, "not_found", f"No claim token by the id of {token_id!r}")
+        actor = await guard(request, "enroll_tokens.revoke", site.site, token_id)
+        await call(lambda: service.store.revoke_claim_token(token_id))
+        await done(actor, "enroll_tokens.revoke", token_id, f"claim token of site {site.site} revoked")
+        return {"token_id": token_id, "revoked": True}
+
     @router.post("/preauthorizations", status_code=201)
     async def preauthorize(request: fastapi.Request, body: PreauthRequest) -> dict[str, Any]:
         actors = {site: await guard(request, "devices.preauthorize", site, site) for site in {d.site for d in body.devices}}
@@ -372,6 +385,15 @@ def security_routes(
         await done(actor, "tokens.manage", body.user_id, f"token {rec.token_id}, role {rec.role.label}")
         return {"token": text, "token_id": rec.token_id, "user_id": user.user_id, "role": rec.role.label,
                 "sites": sorted(rec.sites) if rec.sites is not None else None, "expires_ms": rec.expires_ms}
+
+    @router.post("/tokens/{token_id}/revoke")
+    async def revoke_token(request: fastapi.Request, token_id: str) -> dict[str, Any]:
+        actor = await guard(request, "tokens.manage", None, token_id)
+        if not await call(lambda: service.store.revoke_api_token(token_id)):
+            raise _Denied(404, "not_found", f"No API token by the id of {token_id!r}")
+        service.revoked_api_tokens.add(token_id)
+        await done(actor, "tokens.manage", token_id, "API token revoked")
+        return {"token_id": token_id, "revoked": True}
 
     return router
 

@@ -165,6 +165,15 @@ def create_enroll_token(fetch: Callable[..., Any], as_json: bool, site: str, use
                f"(shown once; give it to the devices as --claim-token)\n{body['token']}")
 
 
+@enroll_token.command("revoke")
+@click.argument("token_id")
+@api_options
+def revoke_enroll_token(fetch: Callable[..., Any], as_json: bool, token_id: str) -> None:
+    """Revoke a claim token (by its id): devices can no longer enroll with it."""
+    body = fetch(f"/v1/enroll-tokens/{quote(token_id, safe='')}/revoke", method="POST")
+    click.echo(json.dumps(body) if as_json else f"claim token {token_id} revoked")
+
+
 @devices.command("preauthorize")
 @click.option("--serial", help="Factory serial number to admit.")
 @click.option("--site", help="The site it belongs to.")
@@ -305,6 +314,15 @@ def create_token(fetch: Callable[..., Any], as_json: bool, user: str, role: str 
         "expires_s": int(_duration(expires)) if expires else None})
     click.echo(json.dumps(body) if as_json else
                f"token {body['token_id']} for {body['user_id']} ({body['role']}), shown once:\n{body['token']}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@api_options
+def revoke_token(fetch: Callable[..., Any], as_json: bool, token_id: str) -> None:
+    """Revoke an API token (by its id, the part after ef_)."""
+    body = fetch(f"/v1/tokens/{quote(token_id, safe='')}/revoke", method="POST")
+    click.echo(json.dumps(body) if as_json else f"API token {token_id} revoked")
 
 
 # -- audit --------------------------------------------------------------------------------

@@ -62,6 +62,7 @@ class SecurityService:
         self.ca = ca
         self.enroller = enroller or Enroller()
         self.cert_lifetime = dt.timedelta(days=cert_days)
+        self.revoked_api_tokens: set[str] = set()  # the API's token cache consults it (cloud.security.api)
         self._lock = threading.Lock()  # one revocation version at a time; enroll decisions in order
 
     # -- audit -------------------------------------------------------------------------

@@ -173,6 +173,19 @@ class SecurityRecords:
         return TokenRecord(row["token_id"], row["user_id"], row["secret_hash"], Role.parse(row["role"]),
                            _sites(row["sites"]), row["created_ms"], row["expires_ms"], bool(row["revoked"]))
 
+    def revoke_api_token(self, token_id: str) -> bool:
+        with self._transaction(f"revoking API token {token_id}") as conn:
+            return conn.execute(sa.update(api_tokens).where(api_tokens.c.token_id == token_id)
+                                .values(revoked=True)).rowcount == 1
+
+    def revoke_claim_token(self, token_id: str) -> str | None:
+        """The token's site if it was found (and is now revoked), else None."""
+        with self._transaction(f"revoking claim token {token_id}") as conn:
+            site = conn.execute(sa.select(claim_tokens.c.site).where(claim_tokens.c.token_id == token_id)).scalar_one_or_none()
+            if site is not None:
+                conn.execute(sa.update(claim_tokens).where(claim_tokens.c.token_id == token_id).values(revoked=True))
+            return site
+
     # -- claims ------------------------------------------------------------------------
 
     def save_claim_token(self, rec: ClaimToken, now_ms: int) -> None:

@@ -118,3 +118,17 @@ async def test_a_request_allowed_by_role_but_refused_by_its_route_is_audited_as_
     rec = store.audit_records()[-1]
     assert (rec.who, rec.action, rec.result) == ("bootstrap-admin", "devices.command", "refused")
     assert "HTTP 422" in rec.detail
+
+
+@pytest.mark.anyio
+async def test_revoked_api_and_claim_tokens_stop_working_at_once(client) -> None:
+    c, _ = client
+    op = await make_token(c, "oscar", "operator")
+    assert (await c.get("/v1/devices", headers=auth(op))).status_code == 200  # now cached
+    token_id = op.split("_")[1]
+    assert (await c.post(f"/v1/tokens/{token_id}/revoke", headers=auth(BOOT))).status_code == 200
+    r = await c.get("/v1/devices", headers=auth(op))
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    claim = (await c.post("/v1/enroll-tokens", json={"site": "site-a"}, headers=auth(BOOT))).json()
+    assert (await c.post(f"/v1/enroll-tokens/{claim['token_id']}/revoke", headers=auth(BOOT))).status_code == 200
+    assert (await c.post("/v1/enroll-tokens/0000/revoke", headers=auth(BOOT))).status_code == 404
