@@ -83,6 +83,9 @@ class SecurityService:
         """Decide ``req`` (relayed by ``gateway_id``), apply it, audit it, and answer it."""
         claim = Claim(req.device_id, req.curve_key.encode(), req.hw, req.serial, req.claim_token or None)
         actor = Actor(f"gateway:{gateway_id}", gateway_site)
+        too_long = [f for f in ("device_id", "hw", "serial") if len(getattr(req, f)) > 128]
+        if too_long:
+            return self._answer(actor, req, "refuse", f"device {req.device_id[:64]!r}: {', '.join(too_long)} longer than 128 characters", b"", now_ms)
         with self._lock:
             token_id = claim_token_id(req.claim_token) if req.claim_token else None
             decision = self.enroller.decide(
@@ -104,7 +107,10 @@ class SecurityService:
                 return self._answer(actor, req, "refuse", "the cloud has no CA (start it with --ca-dir)", b"", now_ms)
             if req.device_id in self.store.revocation_list()[1]:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r} is revoked", b"", now_ms)
-            pem, serial, not_after_ms = self.issue(req.device_id, decision.site or gateway_site, req.hw, req.curve_key, now_ms)
+            try:
+                pem, serial, not_after_ms = self.issue(req.device_id, decision.site or gateway_site, req.hw, req.curve_key, now_ms)
+            except (ValueError, CertificateError) as exc:
+                return self._answer(actor, req, "refuse", f"device {req.device_id!r}: no certificate: {exc}", b"", now_ms)
             ok = self.store.enroll(device_id=req.device_id, site=decision.site or gateway_site, hw=req.hw,
                                    serial=req.serial, curve_key=req.curve_key, status="enrolled", gateway_id=gateway_id,
                                    cert_serial=serial, not_after_ms=not_after_ms, groups=decision.groups,

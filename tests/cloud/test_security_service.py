@@ -164,3 +164,10 @@ def test_a_gateway_certificate_must_name_its_id_site_and_key(service) -> None:
     assert "not gateway 'gw-1' at 'site-2'" in service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-2", now_ms=NOW)
     assert "key mismatch" in service.verify_gateway(pem, curve_key=key(), gateway_id="gw-1", site="site-1", now_ms=NOW)
     assert [r.action for r in service.store.audit_records()] == ["gateways.certificate"] * 2
+
+
+def test_an_oversized_request_is_refused_not_stored(service) -> None:
+    token, _ = service.create_claim_token("site-1", 5, NOW + 3_600_000, NOW)
+    _, reply = enroll(service, device="d" * 200, token=token)
+    assert reply.outcome == "refuse" and "longer than 128" in reply.detail
+    assert service.store.list_identities() == [] and last_audit(service).result == "refused"
