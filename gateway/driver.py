@@ -25,7 +25,7 @@ from pathlib import Path
 import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
-from common.errors import CertificateError, ConfigError, ProtocolError, TrustError
+from common.errors import CertificateError, ConfigError, KeyFileError, ProtocolError, TrustError
 from common.revocation import RevocationCache
 from common.security_events import AdmitDevice, Admitted, ApplyRevocations, PeerKey, RevocationsApplied
 from common.signed import EnvelopeVerifier, key_id_for
@@ -134,8 +134,14 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
             log.error("certificate refused", extra={"device": reply.device_id, "error": str(exc)})
             runner.feed(Admitted(replace(reply, outcome="refuse", detail=str(exc)[:256], certificate=b"")))
             return
-        expiry.record(reply.curve_key.encode(), int(ident.not_after.timestamp() * 1000))  # before it is admitted
-        allow.add(reply.curve_key.encode(), reply.device_id)
+        try:
+            expiry.record(reply.curve_key.encode(), int(ident.not_after.timestamp() * 1000))  # before it is admitted
+            allow.add(reply.curve_key.encode(), reply.device_id)
+        except (OSError, KeyFileError) as exc:
+            log.error("enrolled key not admitted", extra={"device": reply.device_id, "error": str(exc)})
+            runner.feed(Admitted(replace(reply, outcome="retry", detail=f"gateway could not admit the key: {exc}"[:256],
+                                         certificate=b"")))
+            return
         runner.feed(Admitted(reply))
 
     def apply_revocations(effect: ApplyRevocations) -> None:
@@ -144,6 +150,9 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
             changed = revocations.update(effect.envelope, now_ms=wall_ms())  # on disk before it takes effect
         except (TrustError, ProtocolError) as exc:
             log.error("revocation list refused", extra={"error": str(exc)})
+            return
+        except OSError as exc:  # not on disk, so not in force; the cloud sends it again at the next session
+            log.error("revocation list could not be written", extra={"error": str(exc)})
             return
         if changed:
             runner.feed(_applied(revocations))
