@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from common.backoff import Backoff
 from common.effects import (
@@ -52,9 +53,11 @@ from common.protocol import (
     encode_sample,
 )
 from common.protocol.messages import EnrollReply, KeyRotation
-from common.rotation import RotationSchedule
 from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.uplink import QueueSender, Uplink
+
+if TYPE_CHECKING:
+    from common.rotation import RotationSchedule  # apscheduler and x509: loaded only by an agent that has a certificate
 
 __all__ = ["AgentCore", "BUFFER", "gap_record"]
 
