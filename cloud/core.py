@@ -78,7 +78,10 @@ class CloudCore:
     def __init__(
         self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0, window: int = 8000, command_retry_s: float = 30.0,
         require_gateway_certs: bool = False,
+        verify_gateways: bool = True,
     ) -> None:
+        # verify_gateways: the cloud has a CA and learns each peer's key (PeerKey); without, certificates are ignored
+        self.verify_gateways = verify_gateways
         # with require_gateway_certs, only a gateway whose certificate verified may relay enrollments and rotations
         self.require_gateway_certs = require_gateway_certs
         self.peer_keys: dict[str, str] = {}  # gateway peer -> the CurveZMQ key its handshake proved
@@ -178,6 +181,8 @@ class CloudCore:
             case GatewayStatus(gateway_id, ts_ms, values) if gateway_id == session.gateway_id:
                 record = ForwardRecord(gateway_id, "state", 0, ts_ms, "gateway.status", values)
                 return [StoreIngest(None, gateway_id, session.site, [record])]
+            case NodeCertificate() if not self.verify_gateways:
+                return [Log("info", "gateway certificate ignored: the cloud has no CA", {"gateway": session.gateway_id})]
             case NodeCertificate(pem):
                 key = self.peer_keys.get(peer, "")
                 return [VerifyGateway(peer, session.gateway_id, session.site, key, pem)]

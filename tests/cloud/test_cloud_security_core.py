@@ -41,3 +41,10 @@ def test_the_revocation_list_goes_to_every_gateway_now_and_at_each_session_start
     assert core.handle(RevocationsChanged(b"v2"), 1.0) == [Send(PEER, RevocationUpdate(b"v2"))]
     out = core.handle(Received("0c0d", Hello("gw-2", "gateway", "site-2", 1, 1)), 2.0)
     assert Send("0c0d", RevocationUpdate(b"v2")) in out
+
+
+def test_without_a_ca_a_gateway_certificate_is_ignored_not_held_against_it() -> None:
+    core = CloudCore(verify_gateways=False)
+    up(core)
+    out = core.handle(Received(PEER, NodeCertificate(b"PEM")), 1.0)
+    assert not [e for e in out if isinstance(e, (Send, VerifyGateway))] and PEER in core.sessions
