@@ -67,6 +67,7 @@ from common.protocol.messages import STREAMS
 
 if TYPE_CHECKING:
     from cloud.releases import ReleaseService
+    from cloud.security import SecurityService
 
 __all__ = [
     "API_PREFIX",
@@ -156,6 +157,8 @@ def create_app(
     on_silence: Callable[[str, int], None] | None = None,
     releases: ReleaseService | None = None,
     now_ms: Callable[[], int] = _wall_ms,
+    security: SecurityService | None = None,
+    on_revocations: Callable[[bytes], None] | None = None,
 ) -> fastapi.FastAPI:
     """The operator API over ``store``; every route but health needs ``Authorization: Bearer <token>``.
 
@@ -175,7 +178,9 @@ def create_app(
         except StoreError as exc:
             raise _Refused(503, "store_unavailable", str(exc)) from exc
 
-    def authorize(authorization: str | None = fastapi.Header(default=None)) -> None:
+    def authorize(request: fastapi.Request, authorization: str | None = fastapi.Header(default=None)) -> None:
+        if security is not None and getattr(request.state, "principal", None) is not None:
+            return  # cloud.security.api authenticated the caller and checked the action
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
             raise _Refused(
@@ -328,6 +333,12 @@ def create_app(
         from cloud.releases_api import release_routes
 
         secured.include_router(release_routes(releases, now_ms))
+    if security is not None:  # operator access (RBAC) and the audit log: cloud.security.api
+        from cloud.security.api import denied_handler, install_security, security_routes
+
+        install_security(app, security, token, call, now_ms)
+        denied_handler(app)
+        secured.include_router(security_routes(security, call, now_ms, on_revocations, on_command))
     app.include_router(secured)
     return app
 

@@ -25,6 +25,12 @@ DEFAULTS = {
     "release_keys": [],  # PEM public key files trusted to sign firmware manifests
     "release_delta_bases": 3,  # a new release gets deltas from this many older ones (K)
     "release_chunk_kb": 1024,  # chunk size of new releases' images (the unit of resume and of hash checks)
+    "ca_dir": "",  # the fleet CA directory (edgefleet ca init); empty: no enrollment
+    "cert_days": 90.0,  # lifetime of issued device certificates
+    "enroll_rules": [],  # [{hw_prefix, serial_prefix, site, groups, config}]: groups and config for new devices
+    "enroll_rate": 0.5,  # enrollment attempts per second and gateway (then refused: no gateway floods the cloud)
+    "enroll_burst": 20,
+    "require_gateway_certs": False,  # only gateways with a verified certificate (edgefleet ca issue) relay enrollments
     "log_level": "info",
     "log_format": "json",
 }
@@ -41,6 +47,10 @@ DEFAULTS = {
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST every alert event here (repeatable).")
 @click.option("--release-key", "release_keys", multiple=True, metavar="PEM", help="Trust this release public key; repeat.")
 @click.option("--release-chunk-kb", type=int, help="Chunk size of new releases in KiB (smaller: finer resume on slow links).")
+@click.option("--ca-dir", help="Fleet CA directory (edgefleet ca init): enables zero-touch enrollment.")
+@click.option("--cert-days", type=float, help="Lifetime in days of the device certificates it issues [90].")
+@click.option("--require-gateway-certs", is_flag=True, default=None,
+              help="Only gateways that presented a verified certificate (edgefleet ca issue) may relay enrollments.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
@@ -62,6 +72,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
     setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
     from cloud.alerts import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
+    from cloud.enrollment import parse_rules
     from cloud.releases import ReleaseSettings
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
@@ -79,8 +90,23 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 alerts=alert_settings,
                 release_keys=tuple(cfg["release_keys"]),
                 releases=ReleaseSettings(delta_bases=cfg["release_delta_bases"], chunk_size=cfg["release_chunk_kb"] << 10),
+                ca_dir=cfg["ca_dir"],
+                ca_passphrase=_intermediate_passphrase(),
+                cert_days=cfg["cert_days"],
+                enroll_rules=parse_rules(cfg["enroll_rules"]),
+                enroll_rate=cfg["enroll_rate"],
+                enroll_burst=cfg["enroll_burst"],
+                require_gateway_certs=cfg["require_gateway_certs"],
             )
         )
     )
     click.echo(f"cloud: {counters['stored']} records stored, {counters['duplicates']} duplicates dropped, "
                f"{counters['firmware_bytes_sent']} firmware bytes sent to gateways", err=True)
+
+
+def _intermediate_passphrase() -> bytes | None:
+    """EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE, if the CA's intermediate key was written encrypted."""
+    import os
+
+    value = os.environ.get("EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE", "")
+    return value.encode() if value else None

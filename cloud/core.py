@@ -52,6 +52,15 @@ from common.protocol import (
     decode_record,
     unpack_entries,
 )
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
+from common.security_events import (
+    EnrollDecide,
+    EnrollDecided,
+    GatewayVerified,
+    PeerKey,
+    RevocationsChanged,
+    VerifyGateway,
+)
 from common.uplink import agreed_version, silent_peers
 
 __all__ = ["CloudCore"]
@@ -63,17 +72,28 @@ class GatewaySession:
     site: str
     last_rx: float
     contiguous: dict[str, int] = field(default_factory=dict)  # stream -> outbox sequence stored up to
+    certified: bool = False  # its NodeCertificate verified (id, site and key bound by the fleet CA)
 
 
 class CloudCore:
     """Feed it events with ``handle(event, now)``; run the effects it returns."""
 
-    def __init__(self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0, window: int = 8000, command_retry_s: float = 30.0) -> None:
+    def __init__(
+        self, cloud_id: str = "cloud", *, heartbeat_s: float = 1.0, window: int = 8000, command_retry_s: float = 30.0,
+        require_gateway_certs: bool = False,
+        verify_gateways: bool = True,
+    ) -> None:
+        # verify_gateways: the cloud has a CA and learns each peer's key (PeerKey); without, certificates are ignored
+        self.verify_gateways = verify_gateways
+        # with require_gateway_certs, only a gateway whose certificate verified may relay enrollments and rotations
+        self.require_gateway_certs = require_gateway_certs
+        self.peer_keys: dict[str, str] = {}  # gateway peer -> the CurveZMQ key its handshake proved
         self.cloud_id = cloud_id
         self.heartbeat_s = heartbeat_s
         self.window = window
         self.command_retry_s = command_retry_s
         self.sessions: dict[str, GatewaySession] = {}
+        self.revocations = b""  # the current signed revocation list, sent to every gateway
         self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "commands_sent": 0}
 
     def peer_of(self, gateway_id: str) -> str | None:
@@ -95,6 +115,26 @@ class CloudCore:
                 return self._stored(peer, stream, first, last, stored, duplicates)
             case Stored(_, _, _):
                 return []
+            case PeerKey(peer, key, _):
+                if len(self.peer_keys) >= 100_000:
+                    self.peer_keys.clear()
+                self.peer_keys[peer] = key
+                return []
+            case GatewayVerified(peer, problem):
+                session = self.sessions.get(peer)
+                if session is None:
+                    return []
+                if problem:
+                    del self.sessions[peer]
+                    return [Send(peer, ErrorReply("certificate", problem[:256])),
+                            Log("warning", "gateway certificate refused", {"gateway": session.gateway_id, "error": problem})]
+                session.certified = True
+                return [Log("info", "gateway certificate verified", {"gateway": session.gateway_id, "site": session.site})]
+            case EnrollDecided(peer, reply):
+                return [Send(peer, reply)] if peer in self.sessions else []
+            case RevocationsChanged(envelope):
+                self.revocations = envelope
+                return [Send(peer, RevocationUpdate(envelope)) for peer in self.sessions]
             case CommandsReady(commands):
                 out: list[Effect] = []
                 for gateway_id, cmd in commands:
@@ -130,6 +170,7 @@ class CloudCore:
                     Send(peer, HelloAck(self.cloud_id, version, int(self.heartbeat_s * 1000), self.window)),
                     Log("info", "gateway session up", {"gateway": node_id, "site": site}),
                     LoadCommands(node_id),
+                    *([Send(peer, RevocationUpdate(self.revocations))] if self.revocations else []),
                 ]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; the cloud serves gateways"))]
@@ -143,6 +184,19 @@ class CloudCore:
             case GatewayStatus(gateway_id, ts_ms, values) if gateway_id == session.gateway_id:
                 record = ForwardRecord(gateway_id, "state", 0, ts_ms, "gateway.status", values)
                 return [StoreIngest(None, gateway_id, session.site, [record])]
+            case NodeCertificate() if not self.verify_gateways:
+                return [Log("info", "gateway certificate ignored: the cloud has no CA", {"gateway": session.gateway_id})]
+            case NodeCertificate(pem):
+                key = self.peer_keys.get(peer, "")
+                return [VerifyGateway(peer, session.gateway_id, session.site, key, pem)]
+            case EnrollRequest() | KeyRotation() if self.require_gateway_certs and not session.certified:
+                device = msg.device_id
+                # "retry": its certificate may be on its way (it is sent right after HelloAck and checked on the store thread)
+                why = f"gateway {session.gateway_id!r} has no verified certificate (yet); it may not relay enrollments"
+                key = msg.curve_key if isinstance(msg, EnrollRequest) else msg.new_curve_key
+                return [Send(peer, EnrollReply(device, key, "retry", why, b""))]
+            case EnrollRequest() | KeyRotation():
+                return [EnrollDecide(peer, session.gateway_id, session.site, msg)]
             case CommandAck(device_id, seq, "held", _):
                 return [StoreCommandStatus(device_id, seq, "held", f"held by {session.gateway_id}")]
             case OfferRequest() | ChunkRequest():

@@ -34,6 +34,8 @@ from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
 from cloud.firmware_service import FirmwareService
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.enrollment import EnrollRule, Enroller
+from cloud.security import SecurityService, load_or_create_signing_key
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
@@ -41,13 +43,16 @@ from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
 from common.process import stop_on_signals
 from common.protocol import Command
+from common.protocol.messages import KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
+from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
 from common.uplink import LIVENESS
 
 __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
 log = logging.getLogger("edgefleet.cloud")
+REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,13 @@ class CloudConfig:
     maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
     release_keys: tuple[str, ...] = ()  # PEM public keys trusted to sign firmware manifests
     releases: ReleaseSettings = field(default_factory=ReleaseSettings)
+    ca_dir: str = ""  # the fleet CA (``edgefleet ca init``); empty: no enrollment
+    ca_passphrase: bytes | None = None  # only if the intermediate key was written encrypted
+    cert_days: float = 90.0  # lifetime of the device certificates it issues
+    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.enrollment)
+    enroll_rate: float = 0.5  # enrollment attempts per second and gateway
+    enroll_burst: int = 20
+    require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -96,10 +108,12 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
     releases = ReleaseService(store, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()
+    security = _security_service(cfg, store)
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
-    core = CloudCore(heartbeat_s=cfg.heartbeat_s)
+    core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
+                     verify_gateways=bool(cfg.ca_dir))
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
     now = _now_ms()
     alerts.restore(
@@ -144,7 +158,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     def load_commands(effect: LoadCommands) -> None:
         def query() -> list[tuple[str, Command]]:
             store.expire_commands(_now_ms())
-            return [(effect.gateway_id, _command(r)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
+            return [(effect.gateway_id, _command(r, security)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
 
@@ -158,7 +172,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         def query() -> list[tuple[str, Command]]:
             gateway_id = store.device_gateway(device_id)
             rows = [r for r in store.commands_for([device_id], ("queued",)) if r["seq"] == seq]
-            return [(gateway_id, _command(r)) for r in rows] if gateway_id else []
+            return [(gateway_id, _command(r, security)) for r in rows] if gateway_id else []
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading a new command failed")
 
@@ -186,18 +200,39 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         in_maintenance = lambda: store.devices_in_state("maintenance")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 
-    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
+    def enroll(effect: EnrollDecide) -> None:
+        decide = security.rotate if isinstance(effect.request, KeyRotation) else security.enroll
+        call = lambda: decide(effect.request, gateway_id=effect.gateway_id, gateway_site=effect.site, now_ms=_now_ms())  # noqa: E731
+        on_store(call, lambda reply: runner.feed(EnrollDecided(effect.peer, reply)), "enrollment failed")
+
+    def revocations_changed(blob: bytes) -> None:
+        runner.feed(RevocationsChanged(blob))
+
+    def resign_revocations() -> None:
+        """The list's signature expires (so a gateway cannot be fed a stale one forever): sign it afresh daily."""
+        timers["revocations"] = loop.call_later(REVOCATION_RESIGN_S, resign_revocations)
+        on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed")
+
+    def verify_gateway(effect: VerifyGateway) -> None:
+        call = lambda: security.verify_gateway(effect.certificate, curve_key=effect.curve_key, gateway_id=effect.gateway_id,  # noqa: E731
+                                               site=effect.site, now_ms=_now_ms())
+        on_store(call, lambda problem: runner.feed(GatewayVerified(effect.peer, problem)), "verifying a gateway failed")
+
+    # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
+    identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None
+    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
     firmware = FirmwareService(store, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
         extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status,
-               Firmware: firmware.handle},
+               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway},
         log=log,
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases)
+    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
+                     security=security, on_revocations=revocations_changed)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -206,6 +241,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         0o644,
     )
     runner.feed(Start())
+    resign_revocations()
     refresh_maintenance()
     alert_tick()
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
@@ -230,8 +266,19 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     return dict(core.counters) | firmware_counters
 
 
-def _command(row: dict) -> Command:
-    return Command(row["device_id"], row["seq"], row["name"], dict(row["args"] or {}), row["expires_ms"])
+def _command(row: dict, security: SecurityService | None = None) -> Command:
+    envelope = security.sign_command(row) if security is not None else b""
+    return Command(row["device_id"], row["seq"], row["name"], dict(row["args"] or {}), row["expires_ms"], envelope)
+
+
+def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
+    """The signing key (made on first start) and, with ``ca_dir``, the issuing CA."""
+    from cloud.ca import load_intermediate
+
+    ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
+    enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
+    return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
+                           cert_days=cfg.cert_days)
 
 
 def _now_ms() -> int:

@@ -47,6 +47,7 @@ __all__ = [
     "Preauthorization",
     "claim_token_id",
     "new_claim_token",
+    "parse_rules",
 ]
 
 CLAIM_PREFIX = "ect"
@@ -231,3 +232,28 @@ def _is_curve_key(key: bytes) -> bool:
         return isinstance(key, bytes) and len(key) == 40 and len(zmq.utils.z85.decode(key)) == 32
     except (ValueError, KeyError, IndexError):
         return False
+
+
+_RULE_KEYS = {"hw_prefix", "serial_prefix", "site", "groups", "config"}
+
+
+def parse_rules(tables: Sequence[Mapping[str, Any]]) -> tuple[EnrollRule, ...]:
+    """Enrollment rules from the cloud's config (``enroll_rules = [{hw_prefix = "sim", groups = ["line-1"]}]``)."""
+    from common.errors import ConfigError
+
+    rules = []
+    for i, t in enumerate(tables):
+        where = f"enroll_rules[{i}]"
+        if not isinstance(t, Mapping) or set(t) - _RULE_KEYS:
+            raise ConfigError(f"{where}: expected a table with keys among {sorted(_RULE_KEYS)}, got {t!r}")
+        groups, config = t.get("groups", []), t.get("config", {})
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+            raise ConfigError(f"{where}: groups must be a list of names")
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{where}: config must be a table")
+        for key in ("hw_prefix", "serial_prefix", "site"):
+            if key in t and not isinstance(t[key], str):
+                raise ConfigError(f"{where}: {key} must be a string")
+        rules.append(EnrollRule(t.get("hw_prefix", ""), t.get("serial_prefix", ""), t.get("site"), tuple(groups),
+                                dict(config)))
+    return tuple(rules)

@@ -431,3 +431,7 @@ def _value(v: Any) -> str:
 
 def _duration(ms: int) -> str:
     return f"{ms // 60_000} min" if ms % 60_000 == 0 else f"{ms / 1000:g} s"
+
+
+# the identity and security commands on devices (preauthorize, approve, revoke, ...) live in their own module
+import cloud.security.cli  # noqa: E402,F401

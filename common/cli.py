@@ -27,6 +27,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("simulations.cli:sim", "Run a fleet in virtual time over an in-memory network."),
     "delta": ("common.delta.cli:delta", "Make and apply binary deltas between firmware images."),
     "release": ("cloud.release_cli:release", "Firmware releases: create, publish, list, show; keys, offline signing."),
+    "ca": ("cloud.security.cli:ca", "The fleet CA: init (root encrypted with a passphrase, intermediate)."),
+    "enroll-token": ("cloud.security.cli:enroll_token", "Site claim tokens for zero-touch enrollment (create)."),
+    "users": ("cloud.security.cli:users", "Operators and their roles and sites (add)."),
+    "tokens": ("cloud.security.cli:tokens", "Operators' API tokens, stored hashed (create)."),
+    "audit": ("cloud.security.cli:audit", "The audit log of every mutating action, allowed or refused."),
 }
 
 

@@ -21,6 +21,7 @@
     ├── UpdateError            a device update that cannot go on (names the version or file and the cause)
     │   ├── UpdateRefused      a manifest this device must not install (hardware, security floor, downgrade)
     │   └── BootloaderError    the boot environment could not be read or changed (names the slot)
+    ├── EnrollmentError        a device's enrollment was refused (names the device and the reason)
     ├── AuditChainError        the audit log's hash chain is broken (a record edited, removed or moved)
     ├── FirmwareError          firmware releases: versions, manifests, chunks, images
     │   ├── VersionError       a firmware version string that does not parse (also a ValueError)
@@ -49,6 +50,7 @@ __all__ = [
     "DeltaError",
     "DeltaNotWorthIt",
     "EdgeFleetError",
+    "EnrollmentError",
     "ExpiredError",
     "FirmwareError",
     "ImageError",
@@ -186,6 +188,14 @@ class CertificateError(TrustError):
         EdgeFleetError.__init__(self, f"certificate of {subject!r}: {cause}")
         self.subject, self.cause = subject, cause
         self.kind = self.audience = self.seq = None
+
+
+class EnrollmentError(EdgeFleetError):
+    """A device's enrollment was refused (names the device and the cloud's or gateway's reason)."""
+
+    def __init__(self, device_id: str, cause: str) -> None:
+        super().__init__(f"enrollment of device {device_id!r} refused: {cause}")
+        self.device_id, self.cause = device_id, cause
 
 
 class AuditChainError(EdgeFleetError):

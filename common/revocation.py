@@ -122,6 +122,7 @@ class RevocationCache:
         self._audience = audience
         self._list = RevocationList(0)
         self._expires_ms: int | None = None
+        self._key_id: str | None = None
 
     @property
     def current(self) -> RevocationList:
@@ -142,7 +143,7 @@ class RevocationCache:
             raise ProtocolError(f"{self.path}: holds a {env.kind!r} envelope, not a revocation list", kind=KIND)
         rl = RevocationList.from_envelope(env)
         if rl.version >= self._list.version:
-            self._list, self._expires_ms = rl, env.expires_ms
+            self._list, self._expires_ms, self._key_id = rl, env.expires_ms, env.key_id
         return self._list
 
     def update(self, blob: bytes, *, now_ms: int) -> bool:
@@ -154,6 +155,11 @@ class RevocationCache:
         env = self._verifier.check(blob, kind=KIND, audience=self._audience, now_ms=now_ms)
         rl = RevocationList.from_envelope(env)
         if rl.version == self._list.version and rl.to_body() == self._list.to_body():
+            if env.key_id != self._key_id:
+                # the same list signed afresh by another key (the cloud's key was replaced): keep the new
+                # signature on disk, so the cache still verifies once the old key is no longer trusted
+                write_atomic(self.path, blob, 0o600)
+                self._key_id = env.key_id
             return False
         if rl.version <= self._list.version:
             cause = (
@@ -168,7 +174,7 @@ class RevocationCache:
                 seq=env.seq,
             )
         write_atomic(self.path, blob, 0o600)  # durable before it takes effect
-        self._list, self._expires_ms = rl, env.expires_ms
+        self._list, self._expires_ms, self._key_id = rl, env.expires_ms, env.key_id
         return True
 
     def is_revoked(self, subject_id: str) -> bool:

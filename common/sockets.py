@@ -61,8 +61,13 @@ class ServerSocket:
         on_event: Callable[[Event], None],
         *,
         decoder: Callable[[bytes], Any] = decode,
+        identify: Callable[[str, str], Event] | None = None,
     ) -> None:
         self.ctx, self.bind, self.keys, self.on_event, self.decoder = ctx, bind, keys, on_event, decoder
+        # identify(peer, z85_key) -> an event fed before a new peer's first frame: the key its CURVE
+        # handshake proved (the ZAP User-Id), so a core can check who a peer says it is against its key
+        self.identify = identify
+        self._known: dict[bytes, None] = {}
         self.sock: zmq.asyncio.Socket | None = None
         self.endpoint = ""
         self.refused: Counter[str] = Counter()
@@ -98,15 +103,26 @@ class ServerSocket:
         if raw is None:
             return
         recv = raw.recv_multipart
+        identify = self.identify
         for _ in range(DRAIN_MAX):
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv(zmq.NOBLOCK) if identify is None else self._identified(recv(zmq.NOBLOCK, copy=False))
             except zmq.Again:
                 return
             self._frames(frames)
             if self._raw is None:  # stopped by what the frame caused
                 return
         self._schedule_burst()  # more may be waiting: take them after the loop's other callbacks
+
+    def _identified(self, frames: list[zmq.Frame]) -> list[bytes]:
+        routing = frames[0].bytes
+        if routing not in self._known and len(frames) > 1:
+            if len(self._known) >= 100_000:
+                self._known.clear()
+            self._known[routing] = None
+            assert self.identify is not None
+            self.on_event(self.identify(routing.hex(), frames[1].get("User-Id") or ""))
+        return [f.bytes for f in frames]
 
     def _frames(self, frames: list[bytes]) -> None:
         peer = frames[0].hex()

@@ -29,6 +29,10 @@ DEFAULTS = {
     "hw": "sim-board-1",
     "release_key": [],
     "download_rate": 0,
+    "enroll_endpoint": "",  # the gateway's enrollment socket: enroll on first boot (no DATA_DIR/cert.pem yet)
+    "claim_token": "",  # a site claim token; empty: claim by serial
+    "serial": "",  # factory serial (default: the device id)
+    "cloud_sign_key": [],  # the cloud's signing.pub: only commands it signed are run
     "log_level": "info",
     "log_format": "json",
 }
@@ -51,6 +55,10 @@ DEFAULTS = {
 @click.option("--release-key", multiple=True, help="A release public key (PEM file) trusted to sign firmware (repeatable).")
 @click.option("--download-rate", type=int, help="Bytes per second a firmware download may use (0: no limit).")
 @click.option("--allow-simulation", is_flag=True, default=None, help="Let the simulate command override metrics (drills).")
+@click.option("--enroll-endpoint", help="The gateway's enrollment endpoint: enroll on first boot (zero-touch).")
+@click.option("--claim-token", envvar="EDGEFLEET_CLAIM_TOKEN", help="Site claim token [env EDGEFLEET_CLAIM_TOKEN]; none: claim by serial.")
+@click.option("--serial", help="Factory serial number (default: the device id).")
+@click.option("--cloud-sign-key", multiple=True, help="The cloud's signing.pub: run only commands it signed (repeatable).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def agent(config_path: str | None, **flags: object) -> None:
@@ -61,6 +69,7 @@ def agent(config_path: str | None, **flags: object) -> None:
     to --drain seconds and writes stats.json.
     """
     flags["release_key"] = list(flags["release_key"]) or None
+    flags["cloud_sign_key"] = list(flags["cloud_sign_key"]) or None
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["device_id"])
     if not cfg["gateway_key"]:
@@ -83,7 +92,14 @@ def agent(config_path: str | None, **flags: object) -> None:
                 hw=cfg["hw"],
                 release_keys=tuple(cfg["release_key"]),
                 download_rate=float(cfg["download_rate"]),
+                enroll_endpoint=cfg["enroll_endpoint"],
+                claim_token=cfg["claim_token"],
+                serial=cfg["serial"],
+                cloud_sign_keys=tuple(cfg["cloud_sign_key"]),
             )
         )
     )
+    if "produced" not in stats:
+        click.echo(f"agent {stats['device_id']}: stopped before it was enrolled", err=True)
+        return
     click.echo(f"agent {stats['device_id']}: produced {stats['produced']}, still buffered {stats['buffered']}", err=True)

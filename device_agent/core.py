@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from common.backoff import Backoff
 from common.effects import (
@@ -28,6 +30,7 @@ from common.effects import (
     Persisted,
     QueueReader,
     Received,
+    Reconnect,
     RunCommand,
     Sampled,
     Send,
@@ -52,7 +55,12 @@ from common.protocol import (
     decode_sample,
     encode_sample,
 )
+from common.protocol.messages import EnrollReply, KeyRotation
+from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.uplink import QueueSender, Uplink
+
+if TYPE_CHECKING:
+    from common.rotation import RotationSchedule  # apscheduler and x509: loaded only by an agent that has a certificate
 
 __all__ = ["AgentCore", "BUFFER", "gap_record"]
 
@@ -88,8 +96,18 @@ class AgentCore:
         window: int = 2000,
         last_command: int = 0,
         rejoin_spread_s: float = 8.0,
+        command_check: Callable[[Command, int], str | None] | None = None,
+        rotation: RotationSchedule | None = None,
     ) -> None:
+        # key and certificate rotation (common.rotation): checked on its schedule and on each session start
+        self.rotation = rotation
+        self.rotating = False
+        self.rotations = 0
         self.device_id = device_id
+        # the cloud's signature on each command (common.command_auth): None accepts unsigned commands
+        self.command_check = command_check
+        self.commands_run: list[int] = []  # numbers run by this process, in order
+        self.commands_refused: dict[int, str] = {}  # number -> why it was not run
         self.rng = rng
         self.rejoin_spread_s = rejoin_spread_s
         self.last_command = last_command  # commands up to this number were run (the driver persists it)
@@ -145,7 +163,20 @@ class AgentCore:
                     *self.uplink.open(now),
                     SetTimer("sample", now),
                     SetTimer("heartbeat", now + self.heartbeat_s),
+                    *([SetTimer("rotate-check", self.rotation.next_check(now))] if self.rotation is not None else []),
                 ]
+            case TimerFired("rotate-check") if self.rotation is not None:
+                return [*self._maybe_rotate(now), SetTimer("rotate-check", self.rotation.next_check(now))]
+            case RotateNow():
+                return self._maybe_rotate(now, force=True)
+            case RotationKeyReady(public):
+                return [Send(UPSTREAM, KeyRotation(self.device_id, public))] if self.uplink.up else self._rotation_failed("link down")
+            case RotationInstalled(not_before_ms, not_after_ms):
+                self.rotating = False
+                self.rotations += 1
+                if self.rotation is not None:
+                    self.rotation = replace(self.rotation, not_before_ms=not_before_ms, not_after_ms=not_after_ms)
+                return [Log("info", "key and certificate rotated", {"not_after_ms": not_after_ms}), Reconnect(0.0)]
             case LinkUp() | TimerFired("rejoin"):
                 return self.uplink.open(now)
             case TimerFired("hello"):
@@ -184,6 +215,18 @@ class AgentCore:
                 return []
         return []
 
+    def _maybe_rotate(self, now: float, force: bool = False) -> list[Effect]:
+        if self.rotating or self.rotation is None or not self.uplink.up:
+            return []
+        if not force and not self.rotation.due(int(now * 1000)):
+            return []
+        self.rotating = True
+        return [PrepareRotation()]
+
+    def _rotation_failed(self, why: str) -> list[Effect]:
+        self.rotating = False  # tried again at the next check
+        return [Log("warning", "key rotation not done", {"reason": why})]
+
     def _pump(self, now: float) -> list[Effect]:
         if not self.uplink.up:
             return []
@@ -198,13 +241,18 @@ class AgentCore:
             for snd in self.senders.values():
                 snd.window = msg.window
                 snd.rewind()
-            return [Log("info", "gateway session up", {"version": self.uplink.version}), *self._pump(now)]
+            return [Log("info", "gateway session up", {"version": self.uplink.version}), *self._pump(now),
+                    *self._maybe_rotate(now)]  # back from offline past its rotation time: rotate while still valid
         match msg:
             case TelemetryAck(device_id, stream, up_to, credit) if device_id == self.device_id and stream in self.senders:
                 snd = self.senders[stream]
                 snd.window = credit
                 return [*snd.acknowledged(up_to, now), *self._pump(now)]
             case Command(device_id, seq, _, _, expires_ms) if device_id == self.device_id:
+                if self.command_check is not None and (why := self.command_check(msg, int(now * 1000))) is not None:
+                    self.commands_refused[seq] = why
+                    return [Send(UPSTREAM, CommandAck(device_id, seq, "failed", f"refused: {why}"[:256])),
+                            Log("warning", "command refused", {"seq": seq, "reason": why})]
                 if seq <= self.last_command:
                     return [Send(UPSTREAM, CommandAck(device_id, seq, "done", "already run"))]
                 if expires_ms <= now * 1000:
@@ -212,9 +260,12 @@ class AgentCore:
                 if seq in self.running:
                     return []
                 self.running.add(seq)
+                self.commands_run.append(seq)
                 return [RunCommand(msg)]
             case FirmwareOffer() | ChunkData():
                 return [Firmware("", "", msg)]
+            case EnrollReply(device_id=device_id, outcome=outcome, detail=detail) if device_id == self.device_id and self.rotating:
+                return [InstallRotation(msg)] if outcome == "accept" else self._rotation_failed(detail)
             case ErrorReply("hello-first", _) if self.uplink.state != "waiting":
                 # The gateway restarted and forgot this session. Every device of the site hears this at
                 # once, so each waits a random part of the spread before saying Hello again: a restarted

@@ -25,7 +25,10 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Buffered, CommandResult, Firmware, RunCommand, Sampled, Start, Stop, TakeSample
+from common.effects import UPSTREAM, Buffered, CommandResult, Firmware, Received, RunCommand, Sampled, Start, Stop, TakeSample
+from common.protocol.messages import EnrollReply
+from common.errors import CertificateError, KeyFileError
+from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
@@ -60,6 +63,11 @@ class AgentConfig:
     hw: str = "sim-board-1"  # the hardware model firmware manifests must name
     release_keys: tuple[str, ...] = ()  # public keys (PEM files) trusted to sign firmware manifests
     download_rate: float = 0.0  # bytes/s a firmware download may take from the link; 0: no limit
+    enroll_endpoint: str = ""  # the gateway's enrollment socket; set: enroll first if DATA/cert.pem is missing
+    claim_token: str = ""  # a site claim token (edgefleet enroll-token create); empty: claim by serial
+    serial: str = ""  # the factory serial number (default: the device id)
+    cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub: commands must be signed by it
+    rotation_check_s: float = 3600.0  # how often the certificate is checked for rotation (2/3 of its life)
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -78,6 +86,21 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     commands = CommandLog(cfg.data_dir / "commands.json")
     simulation = Simulation(enabled=cfg.allow_simulation)
     ctx = zmq.asyncio.Context()
+    loop = asyncio.get_running_loop()
+    stop_on_signals(loop, stop)
+    if cfg.enroll_endpoint:
+        from device_agent.enroll import enroll, set_aside_if_expired
+
+        set_aside_if_expired(cfg.data_dir, wall_ms())  # the rule: an expired certificate means enrolling again
+        cert = await enroll(ctx, cfg.data_dir, keys, device_id=cfg.device_id, endpoint=cfg.enroll_endpoint,
+                            gateway_key=cfg.gateway_key, hw=cfg.hw, serial=cfg.serial or cfg.device_id,
+                            claim_token=cfg.claim_token, stop=stop)
+        if cert is None:  # stopped before it was enrolled
+            buffer.close()
+            ctx.destroy(linger=0)
+            return {"device_id": cfg.device_id, "enrolled": False}
+    check = _command_check(cfg)
+    rotation = _rotation(cfg)
     core = AgentCore(
         cfg.device_id,
         cfg.site,
@@ -86,10 +109,10 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         sample_interval_s=cfg.sample_interval_s,
         heartbeat_s=cfg.heartbeat_s,
         last_command=commands.last(),
+        command_check=check,
+        rotation=rotation,
     )
     runner: NodeRunner
-
-    loop = asyncio.get_running_loop()
 
     def report_update(values: dict[str, object]) -> None:
         """From the update's worker thread: durable in the critical stream before returning, then sent."""
@@ -108,6 +131,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut = downloader.update_to(cmd.args["version"])
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
+            return
+        if cmd.name == "rotate":  # rotate the key and certificate now (edgefleet devices rotate)
+            runner.feed(RotateNow())
+            runner.feed(CommandResult(cmd.seq, "done" if rotation is not None else "failed",
+                                      "rotation started" if rotation is not None else "this agent has no certificate"))
             return
         if cmd.name == "update":  # blocking work (slot writes, fsync, health checks): off the loop
             args = cmd.args
@@ -130,6 +158,25 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
                       on_failure=lambda artifact, index, cause: report_download(
                           {"outcome": "bad-chunk", "artifact": artifact[:16], "chunk": index, "reason": cause}))
     downloader = FirmwareDownloader(cfg.data_dir, cfg.hw, updater, fetcher, report_download)
+
+    def prepare_rotation(_: PrepareRotation) -> None:
+        from device_agent.enroll import next_keypair
+
+        runner.feed(RotationKeyReady(next_keypair(cfg.data_dir).public.decode()))
+
+    def install_rotation(effect: InstallRotation) -> None:
+        from device_agent.enroll import install_next
+
+        try:
+            new_keys, validity = install_next(cfg.data_dir, effect.reply)
+        except (CertificateError, KeyFileError) as exc:
+            log.error("rotated certificate not installed", extra={"error": str(exc)})
+            refused = EnrollReply(cfg.device_id, effect.reply.curve_key, "refuse", str(exc)[:256], b"")
+            runner.feed(Received(UPSTREAM, refused))  # the core gives up this rotation and tries at the next check
+            return
+        link.keys = new_keys  # the next connection (Reconnect, fed by the core) uses the new key
+        runner.feed(RotationInstalled(*validity))
+
     runner = NodeRunner(
         core,
         queues={BUFFER: buffer},
@@ -138,10 +185,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir), simulation.overrides))),
             RunCommand: run,
             Firmware: lambda e: fetcher.on_message(e.msg),
+            PrepareRotation: prepare_rotation,
+            InstallRotation: install_rotation,
         },
         log=log,
     )
-    stop_on_signals(loop, stop)
     first_seq = {s: buffer.stats(s).next_seq for s in STREAMS}
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
@@ -174,9 +222,32 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             "reconnects": core.uplink.reconnects,
             "resends": sum(snd.resends for snd in core.senders.values()),
             "download": dict(fetcher.counters),
+            "commands_run": core.commands_run,
+            "commands_refused": {str(k): v for k, v in core.commands_refused.items()},
+            "rotations": core.rotations,
         }
         buffer.close()
         steady.checkpoint()
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
         log.info("agent stopped", extra={"produced": core.produced, "buffered": stats["buffered"]})
     return stats
+
+
+def _command_check(cfg: AgentConfig):
+    """The cloud-signature check of commands, if the agent was given the cloud's signing key."""
+    if not cfg.cloud_sign_keys:
+        return None
+    from common.command_auth import CommandVerifier, load_public_key
+
+    verifier = CommandVerifier(cfg.device_id, [load_public_key(p) for p in cfg.cloud_sign_keys])
+    return lambda cmd, now_ms: verifier.problem(cmd.seq, cmd.name, cmd.args, cmd.expires_ms, cmd.envelope, now_ms)
+
+
+def _rotation(cfg: AgentConfig):
+    """The rotation schedule of the agent's certificate (DATA/cert.pem), if it has one."""
+    path = cfg.data_dir / "cert.pem"
+    if not path.exists():
+        return None
+    from common.rotation import RotationSchedule, certificate_validity
+
+    return RotationSchedule(*certificate_validity(path.read_bytes()), check_every_s=cfg.rotation_check_s)

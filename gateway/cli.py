@@ -32,6 +32,11 @@ DEFAULTS = {
     "durable": True,
     "cache_mb": 1024,
     "release_key": [],
+    "enroll_bind": "",  # enrollment socket for devices without a certificate; empty: none
+    "ca_chain": "",  # fleet CA bundle (the cloud's CA dir/chain.pem)
+    "cloud_sign_key": [],  # the cloud's signing.pub (repeat while replacing it): revocation lists must verify
+    "uplink_source": "",  # local address (interface) the uplink leaves from
+    "cert": "",  # this gateway's certificate (edgefleet ca issue --role gateway)
     "log_level": "info",
     "log_format": "json",
 }
@@ -57,6 +62,11 @@ DEFAULTS = {
 @click.option("--cache-mb", type=int, help="Byte budget of the site's firmware cache, in MiB (least recently used evicted, pinned kept).")
 @click.option("--release-key", multiple=True, help="A release public key (PEM): manifests are checked here before fetching (repeatable).")
 @click.option("--durable/--fast", default=None, help="fsync every commit (default) or the fast mode (see docs).")
+@click.option("--enroll-bind", help="Enrollment endpoint for new devices (any key; enrollment only), e.g. tcp://10.1.0.1:7702.")
+@click.option("--ca-chain", help="The fleet CA bundle (chain.pem) certificates of enrolled devices must verify against.")
+@click.option("--cloud-sign-key", multiple=True, help="The cloud's signing.pub: revocation lists must be signed by it (repeatable).")
+@click.option("--cert", help="This gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud.")
+@click.option("--uplink-source", help="Local address the uplink leaves from (the site's WAN interface), apart from --bind.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
 def gateway(config_path: str | None, **flags: object) -> None:
@@ -68,6 +78,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
     """
     flags["link_windows"] = list(flags["link_windows"]) or None
     flags["release_key"] = list(flags["release_key"]) or None
+    flags["cloud_sign_key"] = list(flags["cloud_sign_key"]) or None
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["gateway_id"])
     if not cfg["cloud_key"]:
@@ -93,6 +104,11 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 status_interval_s=cfg["status_interval"],
                 cache_mb=cfg["cache_mb"],
                 release_keys=tuple(cfg["release_key"]),
+                enroll_bind=cfg["enroll_bind"],
+                ca_chain=cfg["ca_chain"],
+                cloud_sign_keys=tuple(cfg["cloud_sign_key"]),
+                uplink_source=cfg["uplink_source"],
+                cert=cfg["cert"],
             )
         )
     )

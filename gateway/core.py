@@ -74,6 +74,7 @@ from common.protocol.codec import TelemetryEntries
 from common.shaping import LinkWindows, TokenBucket
 from common.uplink import QueueSender, Uplink, agreed_version, silent_peers
 from gateway.commands import HeldCommands
+from gateway.security import GatewaySecurity
 
 __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
 
@@ -141,7 +142,9 @@ class GatewayCore:
         bucket: TokenBucket | None = None,
         link_windows: LinkWindows | None = None,
         status_interval_s: float = 5.0,
+        security: GatewaySecurity | None = None,
     ) -> None:
+        self.security = security  # enrollment relay, revocation and quarantine (gateway/security.py)
         self.gateway_id = gateway_id
         self.site = site
         self.outbox = outbox
@@ -187,6 +190,8 @@ class GatewayCore:
     # -- events ----------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
+        if self.security is not None and (handled := self.security.intercept(self, event, now)) is not None:
+            return handled
         match event:
             case Start():
                 out = [*self.uplink.open(now), SetTimer("heartbeat", now + self.heartbeat_s)]

@@ -18,16 +18,22 @@ import asyncio
 import json
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
+from common.errors import CertificateError, ConfigError, KeyFileError, ProtocolError, TrustError
+from common.revocation import RevocationCache
+from common.security_events import AdmitDevice, Admitted, ApplyRevocations, PeerKey, RevocationsApplied
+from common.signed import EnvelopeVerifier, key_id_for
 from common.durable_queue import DurableQueue
 from common.effects import Firmware, Start
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
+from cloud.ca import verify_certificate
 from common.process import Periodic, stop_on_signals
 from common.protocol import STREAMS
 from common.protocol.codec import decode_forwarding
@@ -36,8 +42,11 @@ from common.shaping import LinkWindows, TokenBucket
 from common.sockets import ServerSocket, UpstreamLink
 from common.streams import GATEWAY_POLICIES, StreamPolicy
 from common.transfer.fetcher import Fetcher
+from gateway.admission import CertExpiry, DeviceAdmission, OpenEnrollment
 from gateway.core import COMMANDS, OUTBOX, GatewayCore, gap_reports
+from gateway.enroll_socket import ENROLL_DOMAIN, EnrollSocket, SocketRouter
 from gateway.firmware import SiteFirmware
+from gateway.security import GatewaySecurity
 from gateway.site_cache import SiteCache
 
 __all__ = ["GatewayConfig", "run_gateway"]
@@ -63,6 +72,11 @@ class GatewayConfig:
     cache_mb: int = 1024  # the site cache's budget for firmware images and deltas
     release_keys: tuple[str, ...] = ()  # PEM release keys: if given, manifests are checked here too
     firmware_window: int = 4  # chunk requests in flight to the cloud (credit)
+    enroll_bind: str = ""  # the enrollment socket (any key may connect; EnrollRequest only); empty: none
+    ca_chain: str = ""  # the fleet CA bundle (chain.pem) that issued certificates must verify against
+    cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub (several while one replaces another)
+    uplink_source: str = ""  # the local address the uplink leaves from (its own interface); empty: the OS picks
+    cert: str = ""  # this gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -81,7 +95,15 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     ).start()
     held = DurableQueue(str(cfg.data_dir / "commands"), max_bytes=16 << 20).start()
     ctx = zmq.asyncio.Context()
-    auth = start_authenticator(ctx, allow)
+    revocations = _revocation_cache(cfg)
+    expiry = CertExpiry(cfg.data_dir / "admitted.json").load()
+    admission = DeviceAdmission(allow, lambda: revocations.current.revoked if revocations is not None else {}, expiry)
+    own_cert = Path(cfg.cert).read_bytes() if cfg.cert else b""
+    security = (GatewaySecurity(bind_identity=bool(cfg.ca_chain), certificate=own_cert)
+                if (cfg.enroll_bind or revocations is not None or own_cert) else None)
+    auth = start_authenticator(ctx, admission)  # type: ignore[arg-type]  # an Allowlist with revocations
+    if cfg.enroll_bind:
+        auth.configure_curve_callback(ENROLL_DOMAIN, OpenEnrollment(admission.revoked_keys))
     core = GatewayCore(
         cfg.gateway_id,
         cfg.site,
@@ -92,27 +114,77 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         bucket=TokenBucket(cfg.uplink_bytes_per_s, cfg.uplink_burst_bytes) if cfg.uplink_bytes_per_s else None,
         link_windows=LinkWindows(cfg.link_windows, cfg.timezone) if cfg.link_windows else None,
         status_interval_s=cfg.status_interval_s,
+        security=security,
     )
     runner: NodeRunner
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
-    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding)
-    link = UpstreamLink(ctx, cfg.cloud, keys, cfg.cloud_key, lambda e: runner.feed(e))
+    identify = (lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))) if security is not None else None
+    server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding, identify=identify)
+    link = UpstreamLink(ctx, _uplink_endpoint(cfg), keys, cfg.cloud_key, lambda e: runner.feed(e))
+    enroll = EnrollSocket(ctx, cfg.enroll_bind, keys, lambda e: runner.feed(e)) if cfg.enroll_bind else None
+    chain = _ca_chain(cfg)
     cache = SiteCache(cfg.data_dir / "cache", cfg.cache_mb << 20)
     fetcher = Fetcher(link.send, is_up=lambda: core.uplink.up, window=cfg.firmware_window)
     firmware = SiteFirmware(cache, fetcher, server.send, verify=_manifest_check(cfg.release_keys, cfg.gateway_id))
-    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link,
-                        extra={Firmware: firmware.handle}, log=log)
+
+    def admit(effect: AdmitDevice) -> None:
+        """An accepted certificate: verified here (CA, key, site, revocations) before its key is admitted."""
+        reply = effect.reply
+        try:
+            if chain is None:
+                raise ConfigError(f"gateway {cfg.gateway_id!r} has no CA chain (--ca-chain) to verify certificates with")
+            ident = verify_certificate(
+                reply.certificate, chain, now=datetime.now(UTC), expected_curve_key=reply.curve_key,
+                revoked_subjects=revocations.current.revoked if revocations is not None else ())
+            if ident.subject_id != reply.device_id or ident.site != cfg.site:
+                raise CertificateError(ident.subject_id, f"names device {ident.subject_id!r} at site {ident.site!r}, "
+                                                         f"not {reply.device_id!r} at {cfg.site!r}")
+        except (CertificateError, ConfigError) as exc:
+            log.error("certificate refused", extra={"device": reply.device_id, "error": str(exc)})
+            runner.feed(Admitted(replace(reply, outcome="refuse", detail=str(exc)[:256], certificate=b"")))
+            return
+        try:
+            expiry.record(reply.curve_key.encode(), int(ident.not_after.timestamp() * 1000))  # before it is admitted
+            allow.add(reply.curve_key.encode(), reply.device_id)
+        except (OSError, KeyFileError) as exc:
+            log.error("enrolled key not admitted", extra={"device": reply.device_id, "error": str(exc)})
+            runner.feed(Admitted(replace(reply, outcome="retry", detail=f"gateway could not admit the key: {exc}"[:256],
+                                         certificate=b"")))
+            return
+        runner.feed(Admitted(reply))
+
+    def apply_revocations(effect: ApplyRevocations) -> None:
+        assert revocations is not None
+        try:
+            changed = revocations.update(effect.envelope, now_ms=wall_ms())  # on disk before it takes effect
+        except (TrustError, ProtocolError) as exc:
+            log.error("revocation list refused", extra={"error": str(exc)})
+            return
+        except OSError as exc:  # not on disk, so not in force; the cloud sends it again at the next session
+            log.error("revocation list could not be written", extra={"error": str(exc)})
+            return
+        if changed:
+            runner.feed(_applied(revocations))
+
+    extra: dict = {Firmware: firmware.handle}
+    if security is not None:
+        extra |= {AdmitDevice: admit, ApplyRevocations: apply_revocations}
+    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=SocketRouter(server, enroll) if enroll else server,
+                        upstream=link, log=log, extra=extra)
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
     endpoint = server.start()
+    enroll_endpoint = enroll.start() if enroll is not None else ""
     write_atomic(
         cfg.data_dir / "endpoints.json",
-        json.dumps({"devices": endpoint, "public_key": keys.public.decode()}).encode(),
+        json.dumps({"devices": endpoint, "public_key": keys.public.decode(), "enroll": enroll_endpoint}).encode(),
         0o644,
     )
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
     runner.feed(Start())
+    if revocations is not None:
+        runner.feed(_applied(revocations))  # the cached list holds from the first frame on, cloud or no cloud
     log.info("gateway started", extra={"gateway": cfg.gateway_id, "site": cfg.site, "devices": endpoint,
                                       "backlog": {s: outbox.stats(s).count for s in STREAMS}})
     try:
@@ -122,13 +194,18 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         await runner.stop()
         await firmware.stop()
         await server.stop()
+        if enroll is not None:
+            await enroll.stop()
         await link.close()
         auth.stop()
         ctx.destroy(linger=0)
         stats = {**core.counters, **core.status(loop.time()), "refused_sends": sum(server.refused.values()), "auth_refused": allow.refused,
                  **{f"firmware_{k}": v for k, v in firmware.counters.items()},
                  **{f"fetch_{k}": v for k, v in fetcher.counters.items()},
-                 "cache_bytes": cache.used_bytes(), "cache_evicted": cache.evicted}
+                 "cache_bytes": cache.used_bytes(), "cache_evicted": cache.evicted,
+                 "auth_refused_revoked": admission.refused_revoked,
+                 "auth_refused_expired": admission.refused_expired, **(security.counters if security is not None else {}),
+                 "revocation_version": revocations.version if revocations is not None else 0}
         cache.close()
         outbox.close()
         held.close()
@@ -148,3 +225,38 @@ def _manifest_check(paths: tuple[str, ...], gateway_id: str):  # noqa: ANN202
 
     trusted = load_trusted_keys(list(paths))
     return lambda signed, hw: verify_manifest(signed, trusted, hw=hw, now_ms=wall_ms(), security_floor=0)
+
+
+def _revocation_cache(cfg: GatewayConfig) -> RevocationCache | None:
+    """The cached revocation list (DATA/revocations.json), loaded and re-verified; None without a cloud key."""
+    if not cfg.cloud_sign_keys:
+        return None
+    from common.command_auth import load_public_key
+
+    keys = [load_public_key(p) for p in cfg.cloud_sign_keys]
+    cache = RevocationCache(cfg.data_dir / "revocations.json", EnvelopeVerifier({key_id_for(k): k for k in keys}))
+    cache.load()  # a corrupt or unverifiable file raises: starting with no revocations would fail open
+    return cache
+
+
+def _applied(cache: RevocationCache) -> RevocationsApplied:
+    rl = cache.current
+    return RevocationsApplied(rl.version, frozenset(rl.revoked), frozenset(rl.quarantined))
+
+
+def _ca_chain(cfg: GatewayConfig):
+    if not cfg.ca_chain:
+        return None
+    from cloud.ca import Chain
+
+    try:
+        return Chain.from_pem(Path(cfg.ca_chain).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"gateway {cfg.gateway_id!r}: cannot read the CA chain {cfg.ca_chain!r}: {exc}") from exc
+
+
+def _uplink_endpoint(cfg: GatewayConfig) -> str:
+    """The cloud endpoint, leaving from ``uplink_source`` if given (ZeroMQ's ``tcp://SOURCE:0;HOST:PORT``)."""
+    if not cfg.uplink_source or not cfg.cloud.startswith("tcp://"):
+        return cfg.cloud
+    return f"tcp://{cfg.uplink_source}:0;{cfg.cloud.removeprefix('tcp://')}"

@@ -210,6 +210,7 @@ def _bulk_stored(summary: dict) -> int:
               help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
 @click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
+@click.option("--security-drill", is_flag=True, help="Drill: enroll zero-touch, revoke a device, cut its site, forge and replay commands (simulations/security_drill.py).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(
@@ -221,6 +222,7 @@ def demo(
     bad_devices: int | None,
     seed: int,
     alert_drill: bool,
+    security_drill: bool,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -231,6 +233,17 @@ def demo(
     Exit status 1 if anything was lost or stored twice.
     """
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
+    if security_drill:
+        from simulations.security_drill import report, run_security_drill
+
+        try:
+            secured = run_security_drill(root, sites, devices_per_site, duration)
+        finally:
+            if not workdir:
+                shutil.rmtree(root, ignore_errors=True)
+        if not workdir:
+            secured["logs"] = "(removed; pass --workdir to keep them)"
+        sys.exit(report(secured, as_json))
     try:
         drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, bad_devices=bad_devices, seed=seed)
         if alert_drill:

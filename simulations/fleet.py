@@ -119,7 +119,10 @@ class ProcFleet:
              "--bind", "tcp://127.0.0.1:*", "--cloud", cloud,
              "--cloud-key", str(self.dir("cloud") / "curve.key"), "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )
-        return self._pin(name, {"--bind": "devices"})
+        flags = {"--bind": "devices"}
+        if extra and "--enroll-bind" in extra:
+            flags["--enroll-bind"] = "enroll"
+        return self._pin(name, flags)
 
     def start_agent(self, name: str, site: str, gateway: str, extra: list[str] | None = None) -> Proc:
         self.allow(gateway, name)
@@ -131,12 +134,39 @@ class ProcFleet:
              "--sample-interval", str(self.sample_interval_s), "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )
 
+    # -- identity and security (zero-touch enrollment) ------------------------------------
+
+    def secure_gateway_flags(self) -> list[str]:
+        """A gateway with an enrollment socket, the fleet CA bundle and the cloud's signing key."""
+        return ["--enroll-bind", "tcp://127.0.0.1:*", "--ca-chain", str(self.dir("ca") / "chain.pem"),
+                "--cloud-sign-key", str(self.dir("cloud") / "signing.pub")]
+
+    def enroll_agent(self, name: str, site: str, gateway: str, claim_token: str, extra: list[str] | None = None) -> Proc:
+        """Start an agent that is in no allowlist: it enrolls zero-touch through ``gateway`` with ``claim_token``."""
+        gw = self.endpoints(gateway)
+        return self._start(
+            name,
+            ["agent", "--device-id", name, "--site", site, "--data-dir", str(self.dir(name)),
+             "--gateway", gw["devices"], "--gateway-key", str(self.dir(gateway) / "curve.key"),
+             "--enroll-endpoint", gw["enroll"], "--claim-token", claim_token, "--serial", f"SN-{name}",
+             "--cloud-sign-key", str(self.dir("cloud") / "signing.pub"),
+             "--sample-interval", str(self.sample_interval_s), "--heartbeat", str(self.heartbeat_s), *(extra or [])],
+        )
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``edgefleet ARGS`` as an operator would (operator commands get ``--data-dir`` of the cloud)."""
+        done = subprocess.run([self.python, "-m", "common", *args], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **(env or {})})
+        if check and done.returncode != 0:
+            raise RuntimeError(f"edgefleet {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
+        return done
+
     def _pin(self, name: str, flags: dict[str, str]) -> dict[str, str]:
         """Once a server has bound ephemeral ports, restart it on the same ones (its clients know them)."""
         eps = self.endpoints(name)
         args = self.procs[name].args
         for flag, key in flags.items():
-            value = eps[key] if flag == "--bind" else eps[key].rsplit(":", 1)[1]
+            value = eps[key] if flag in ("--bind", "--enroll-bind") else eps[key].rsplit(":", 1)[1]
             args[args.index(flag) + 1] = value
         return eps
 

@@ -255,11 +255,98 @@ def _v4_releases_and_deltas(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _v5_identity_access_audit(conn: sa.Connection) -> None:
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    sa.Table(
+        "users",
+        md,
+        sa.Column("user_id", sa.String(128), primary_key=True),
+        sa.Column("role", sa.String(32), nullable=False),
+        sa.Column("sites", json_values, nullable=True),
+        sa.Column("disabled", sa.Boolean, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "api_tokens",
+        md,
+        sa.Column("token_id", sa.String(32), primary_key=True),
+        sa.Column("user_id", sa.String(128), sa.ForeignKey("users.user_id"), nullable=False),
+        sa.Column("secret_hash", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(32), nullable=False),
+        sa.Column("sites", json_values, nullable=True),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Column("expires_ms", sa.BigInteger, nullable=True),
+        sa.Column("revoked", sa.Boolean, nullable=False),
+    )
+    sa.Table(
+        "claim_tokens",
+        md,
+        sa.Column("token_id", sa.String(32), primary_key=True),
+        sa.Column("site", sa.String(128), nullable=False),
+        sa.Column("secret_hash", sa.String(200), nullable=False),
+        sa.Column("expires_ms", sa.BigInteger, nullable=False),
+        sa.Column("max_uses", sa.Integer, nullable=False),
+        sa.Column("uses", sa.Integer, nullable=False),
+        sa.Column("revoked", sa.Boolean, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "preauthorizations",
+        md,
+        sa.Column("serial", sa.String(128), primary_key=True),
+        sa.Column("site", sa.String(128), nullable=False),
+        sa.Column("device_id", sa.String(128), nullable=True),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "identities",
+        md,
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("site", sa.String(128), nullable=False),
+        sa.Column("hw", sa.String(128), nullable=False),
+        sa.Column("serial", sa.String(128), nullable=False),
+        sa.Column("curve_key", sa.String(40), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("gateway_id", sa.String(128), nullable=False),
+        sa.Column("cert_serial", sa.String(64), nullable=True),
+        sa.Column("not_after_ms", sa.BigInteger, nullable=True),
+        sa.Column("groups", json_values, nullable=False),
+        sa.Column("reprovision", sa.Boolean, nullable=False),
+        sa.Column("updated_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("status IN ('pending', 'enrolled')", name="identities_status"),
+    )
+    sa.Table(
+        "revocation_lists",
+        md,
+        sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("revoked", json_values, nullable=False),
+        sa.Column("quarantined", json_values, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "audit_log",
+        md,
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("who", sa.String(256), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("target", sa.String(256), nullable=False),
+        sa.Column("when_ms", sa.BigInteger, nullable=False),
+        sa.Column("source", sa.String(128), nullable=False),
+        sa.Column("result", sa.String(16), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("prev_hash", sa.String(64), nullable=False),
+        sa.Column("hash", sa.String(64), nullable=False),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
     Migration(3, "alerts and silences", _v3_alerts_and_silences),
     Migration(4, "firmware releases and deltas", _v4_releases_and_deltas),
+    Migration(5, "operators, API tokens, enrollment, identities, revocations, audit log", _v5_identity_access_audit),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

@@ -18,6 +18,8 @@ __all__ = [
     "ChunkData",
     "ChunkRequest",
     "CommandAck",
+    "EnrollReply",
+    "EnrollRequest",
     "ErrorReply",
     "FirmwareOffer",
     "OfferRequest",
@@ -28,9 +30,12 @@ __all__ = [
     "Heartbeat",
     "Hello",
     "HelloAck",
+    "KeyRotation",
     "MESSAGE_TYPES",
     "Message",
+    "NodeCertificate",
     "ROLES",
+    "RevocationUpdate",
     "STREAMS",
     "TelemetryAck",
     "TelemetryBatch",
@@ -212,6 +217,7 @@ class Command(Message):
     name: str
     args: dict[str, str]
     expires_ms: int
+    envelope: bytes = b""  # the cloud's signed "command" envelope (common.signed); empty: unsigned
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +293,65 @@ class ChunkData(Message):
     index: int
     data: bytes
     error: str
+# -- identity and security (kinds 60-69) -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollRequest(Message):
+    """Device to gateway (on its enrollment socket), gateway to cloud: enroll ``device_id``.
+
+    ``curve_key`` is the Z85 CurveZMQ public key the device connected with (the
+    gateway checks it against the handshake's key); ``claim_token`` is a site claim
+    token, or "" to claim by the factory ``serial``."""
+
+    KIND: ClassVar[int] = 60
+    device_id: str
+    curve_key: str
+    hw: str
+    serial: str
+    claim_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollReply(Message):
+    """Cloud to gateway, gateway to device: ``outcome`` "accept" (with the PEM ``certificate``),
+    "pending" (wait for an operator's approval, ask again later), "retry" (the gateway's enrollment
+    rate limit: ask again later) or "refuse" (``detail`` says why)."""
+
+    KIND: ClassVar[int] = 61
+    device_id: str
+    curve_key: str
+    outcome: str
+    detail: str
+    certificate: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationUpdate(Message):
+    """Cloud to gateway: the current signed revocation list (``common.revocation``), on every session
+    start and whenever it changes."""
+
+    KIND: ClassVar[int] = 62
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation(Message):
+    """Device to gateway on its authenticated session, gateway to cloud: certify ``new_curve_key`` for
+    ``device_id`` (the old key stays admitted until its certificate expires). Answered by ``EnrollReply``."""
+
+    KIND: ClassVar[int] = 63
+    device_id: str
+    new_curve_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCertificate(Message):
+    """Gateway to cloud, after HelloAck: the gateway's certificate (PEM), binding its id and site to the
+    CurveZMQ key it connected with. Answered by ``ErrorReply("certificate")`` if it does not verify."""
+
+    KIND: ClassVar[int] = 64
+    certificate: bytes
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
@@ -307,5 +372,10 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         FirmwareOffer,
         ChunkRequest,
         ChunkData,
+        EnrollRequest,
+        EnrollReply,
+        RevocationUpdate,
+        KeyRotation,
+        NodeCertificate,
     )
 }

@@ -33,6 +33,11 @@ from common.protocol.messages import (
     FirmwareOffer,
     OfferRequest,
     MESSAGE_TYPES,
+    EnrollReply,
+    EnrollRequest,
+    KeyRotation,
+    NodeCertificate,
+    RevocationUpdate,
     STREAMS,
     Command,
     CommandAck,
@@ -83,6 +88,11 @@ SAMPLES: dict[type[Message], Message] = {
     FirmwareOffer: FirmwareOffer(7, "2.1.0", b'{"body":"..."}', "delta", "ab" * 32, "2.0.0", "bsdiff4", 9000, 65536, ["cd" * 32], ""),
     ChunkRequest: ChunkRequest("ab" * 32, 3, 65536),
     ChunkData: ChunkData("ab" * 32, 3, b"\x00" * 100, ""),
+    EnrollRequest: EnrollRequest("dev-1", "k" * 40, "sim-board-1", "SN-0001", "ect_00ff_secret"),
+    EnrollReply: EnrollReply("dev-1", "k" * 40, "accept", "enrolled at site 'site-1'", b"-----BEGIN CERTIFICATE-----"),
+    RevocationUpdate: RevocationUpdate(b'{"signed": {}, "sig": ""}'),
+    KeyRotation: KeyRotation("dev-1", "n" * 40),
+    NodeCertificate: NodeCertificate(b"-----BEGIN CERTIFICATE-----"),
 }
 
 

@@ -172,3 +172,20 @@ def test_revoked_wins_over_quarantined(path: Path) -> None:
     c.update(signed(both), now_ms=T0)
     assert c.is_revoked("dev-1") and not c.is_quarantined("dev-1")
     assert c.reason("dev-1") == "revoked"
+
+
+def test_the_same_list_signed_by_a_replacement_key_is_kept_so_the_cache_survives_dropping_the_old_key(tmp_path) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from common.revocation import RevocationCache, RevocationList, sign_revocation_list
+    from common.signed import EnvelopeVerifier, key_id_for
+
+    old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    ids = {key_id_for(k.public_key()): k.public_key() for k in (old, new)}
+    rl = RevocationList(1, {"dev-1": "stolen"})
+    cache = RevocationCache(tmp_path / "rl", EnvelopeVerifier(ids))
+    for key in (old, new):
+        blob = sign_revocation_list(rl, issued_ms=0, expires_ms=10_000, key=key, key_id=key_id_for(key.public_key()))
+        cache.update(blob, now_ms=1)
+    only_new = RevocationCache(tmp_path / "rl", EnvelopeVerifier({key_id_for(new.public_key()): new.public_key()}))
+    assert only_new.load().revoked == {"dev-1": "stolen"}

@@ -1,0 +1,169 @@
+"""The gateway's part of fleet security, sans-IO: enrollment relay, revocation enforcement, quarantine.
+
+``GatewaySecurity.intercept(core, event, now)`` sees every event before the
+gateway core does and either handles it (returns effects) or lets it through
+(returns None). It holds no keys and signs nothing:
+
+- **Enrollment.** A device with no certificate talks to the gateway's enrollment
+  socket (any CurveZMQ key may connect there, and only ``EnrollRequest`` is
+  understood). The request must name the key the handshake proved (else it is
+  refused: the certificate would bind a key the device does not hold); it is
+  relayed to the cloud, and an accepted certificate is checked against the fleet
+  CA and its key admitted to ``allowed_devices`` (``AdmitDevice``) before the
+  answer goes back to the device.
+- **Revocation.** Lists from the cloud are verified and written to disk by the
+  driver before they take effect (``ApplyRevocations`` -> ``RevocationsApplied``;
+  the cached list is applied the same way at start, so it holds through a cloud
+  outage and a restart). A revoked device's session is dropped at once and any
+  frame from it is refused; its CURVE handshake is refused by the ZAP handler.
+- **Rotation.** A device asks for its next key to be certified on its authenticated
+  session (``KeyRotation``); the answer is checked and the new key admitted like an
+  enrollment's, the old key staying admitted beside it (the overlap).
+- **Its own certificate.** Given one (``edgefleet ca issue --role gateway``), the
+  gateway shows it to the cloud at every session start (``NodeCertificate``); a
+  cloud run with ``--require-gateway-certs`` takes enrollments only from gateways
+  whose certificate binds their id and site to the key they connected with.
+- **Identity.** With ``bind_identity`` (a gateway holding the fleet CA), a device
+  must say Hello as the device id its CurveZMQ key was admitted under (the
+  subject of the certificate that named that key): a key cannot speak for another device.
+- **Quarantine.** A quarantined device stays connected on a remediation channel:
+  only ``update`` and ``config`` commands are delivered to it (others are held
+  back and reported), and each telemetry batch it sends is accepted but flagged
+  with a critical ``security`` report for the cloud.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.effects import UPSTREAM, Effect, Log, Received, Send
+from common.protocol import Command, ErrorReply, Hello, HelloAck, TelemetryBatch
+from common.protocol.codec import TelemetryEntries
+from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
+from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, PeerKey, RevocationsApplied
+
+__all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
+
+ENROLL_PREFIX = "e:"  # peers of the enrollment socket are named "e:<routing id hex>"
+REMEDIATION_COMMANDS = ("update", "config")
+
+
+class GatewaySecurity:
+    """``bind_identity``: a device must say Hello as the id its key was admitted under (its certificate's)."""
+
+    def __init__(self, *, bind_identity: bool = False, certificate: bytes = b"") -> None:
+        self.bind_identity = bind_identity
+        self.certificate = certificate  # this gateway's own (edgefleet ca issue), shown to the cloud per session
+        self.peer_names: dict[str, str] = {}  # device peer -> the id its key was admitted under
+        self.version = 0
+        self.revoked: frozenset[str] = frozenset()
+        self.quarantined: frozenset[str] = frozenset()
+        self.enrolling: dict[str, str] = {}  # device id -> enrollment peer waiting for the answer
+        self.revoked_peers: dict[str, str] = {}  # peer -> the revoked device it spoke for (frames refused)
+        self.counters = {
+            "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0,
+            "revoked_refused": 0, "identity_mismatch": 0, "rotations_relayed": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
+        }
+
+    def intercept(self, core: Any, event: Any, now: float) -> list[Effect] | None:
+        match event:
+            case Received(peer, HelloAck() as ack) if peer == UPSTREAM and self.certificate and not core.uplink.up:
+                out = core._from_cloud(ack, now)
+                return [*out, Send(UPSTREAM, NodeCertificate(self.certificate))] if core.uplink.up else out
+            case PeerKey(peer, _, name):
+                if len(self.peer_names) >= 100_000:
+                    self.peer_names.clear()
+                self.peer_names[peer] = name
+                return []
+            case EnrollAttempt(peer, key, req):
+                return self._attempt(core, peer, key, req)
+            case Received(peer, EnrollReply() as reply) if peer == UPSTREAM:
+                return [AdmitDevice(reply)] if reply.outcome == "accept" else self._answer(reply)
+            case Admitted(reply):
+                return self._answer(reply)
+            case Received(peer, RevocationUpdate(envelope)) if peer == UPSTREAM:
+                return [ApplyRevocations(envelope)]
+            case RevocationsApplied(version, revoked, quarantined):
+                return self._applied(core, version, revoked, quarantined)
+            case Received(peer, Command(device_id=device_id, name=name)) if peer == UPSTREAM and device_id in self.quarantined:
+                if name not in REMEDIATION_COMMANDS:
+                    self.counters["quarantine_held_commands"] += 1
+                    return [Log("warning", "command for a quarantined device not delivered",
+                                {"device": device_id, "command": name})]
+                return None
+            case Received(peer, msg) if peer != UPSTREAM:
+                return self._from_device(core, peer, msg, now)
+        return None
+
+    def _attempt(self, core: Any, peer: str, key: str, req: EnrollRequest) -> list[Effect]:
+        self.counters["enroll_requests"] += 1
+
+        def refuse(why: str) -> list[Effect]:
+            self.counters["enroll_refused"] += 1
+            return [Send(peer, EnrollReply(req.device_id, key, "refuse", why[:256], b"")),
+                    Log("warning", "enrollment refused", {"device": req.device_id, "reason": why})]
+
+        if req.curve_key != key:
+            self.counters["enroll_key_mismatch"] += 1
+            return refuse(f"device {req.device_id!r}: asks for a certificate for key {req.curve_key[:12]}... "
+                          f"but connected with {key[:12]}...: enroll with the key you connect with")
+        if req.device_id in self.revoked:
+            return refuse(f"device {req.device_id!r} is revoked; an operator must reinstate it")
+        if not core.uplink.up:
+            return [Send(peer, EnrollReply(req.device_id, key, "pending", "the cloud is unreachable; ask again later", b""))]
+        self.enrolling[req.device_id] = peer
+        return [Send(UPSTREAM, req)]
+
+    def _answer(self, reply: EnrollReply) -> list[Effect]:
+        peer = self.enrolling.pop(reply.device_id, None)
+        if reply.outcome == "accept":
+            self.counters["enroll_accepted"] += 1
+        elif reply.outcome == "refuse":
+            self.counters["enroll_refused"] += 1
+        log = Log("info", "enrollment answered", {"device": reply.device_id, "outcome": reply.outcome, "detail": reply.detail})
+        return [log] if peer is None else [Send(peer, reply), log]
+
+    def _applied(self, core: Any, version: int, revoked: frozenset[str], quarantined: frozenset[str]) -> list[Effect]:
+        self.version, self.revoked, self.quarantined = version, revoked, quarantined
+        self.revoked_peers = {p: d for p, d in self.revoked_peers.items() if d in revoked}  # reinstated: heard again
+        out: list[Effect] = [Log("info", "revocation list in force", {"version": version, "revoked": len(revoked),
+                                                                      "quarantined": len(quarantined)})]
+        for peer, session in list(core.sessions.items()):
+            if session.device_id in revoked:
+                del core.sessions[peer]
+                self.revoked_peers[peer] = session.device_id
+                if core.peers.get(session.device_id) == peer:
+                    del core.peers[session.device_id]
+                self.counters["revoked_disconnected"] += 1
+                out += [Send(peer, ErrorReply("revoked", f"device {session.device_id!r} is revoked")),
+                        Log("warning", "revoked device disconnected", {"device": session.device_id, "version": version})]
+        return out
+
+    def _from_device(self, core: Any, peer: str, msg: Any, now: float) -> list[Effect] | None:
+        session = core.sessions.get(peer)
+        device = msg.node_id if isinstance(msg, Hello) else session.device_id if session is not None else self.revoked_peers.get(peer)
+        if device is None:
+            return None
+        if isinstance(msg, Hello) and self.bind_identity and self.peer_names.get(peer, device) not in (device, ""):
+            self.counters["identity_mismatch"] += 1
+            return [Send(peer, ErrorReply("identity", f"said Hello as {device!r} but its CurveZMQ key is the one "
+                                                      f"certified for {self.peer_names[peer]!r}"))]
+        if device in self.revoked:
+            self.counters["revoked_refused"] += 1
+            core.sessions.pop(peer, None)
+            if len(self.revoked_peers) < 10_000:  # bounded: a reconnect needs a new handshake, which ZAP refuses
+                self.revoked_peers[peer] = device
+            return [Send(peer, ErrorReply("revoked", f"device {device!r} is revoked; frames refused"))]
+        if isinstance(msg, KeyRotation) and session is not None:
+            if msg.device_id != device:
+                return [Send(peer, ErrorReply("wrong-device", f"session is {device!r}, rotation says {msg.device_id!r}"))]
+            if not core.uplink.up:
+                return [Send(peer, EnrollReply(device, msg.new_curve_key, "pending", "the cloud is unreachable", b""))]
+            self.counters["rotations_relayed"] += 1
+            self.enrolling[device] = peer  # the answer goes back on this authenticated session
+            return [Send(UPSTREAM, msg)]
+        if device in self.quarantined and isinstance(msg, TelemetryBatch | TelemetryEntries) and session is not None:
+            self.counters["quarantine_flagged"] += 1
+            flag = core._report(device, "security", {"event": "quarantined-telemetry", "stream": msg.stream}, now)
+            return [flag, *core._from_device(peer, msg, now)]
+        return None
