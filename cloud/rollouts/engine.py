@@ -19,15 +19,16 @@ complete); dispatch pending devices of started stages (install inside the site's
 window and rate limits, download-only ahead of it). Every state change is in a
 ``Persist`` effect that comes *before* the effects acting on it.
 
-Health gate: a device updated by this rollout is unhealthy if it rolls back,
-reboots unexpectedly, misses heartbeats (3 intervals) or breaks a metric rule;
+Health gate: a device updated by this rollout is unhealthy if, during its soak
+(``soak_s`` from its commit), it reboots unexpectedly, misses heartbeats (3
+intervals) or breaks a metric rule (a rollback is a failure, counted apart);
 promotion needs the unhealthy share among updated devices to be no more than the
 share among devices not yet updated plus ``health_margin``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from cloud.rollouts.plan import DeviceInfo, RolloutPlan, assign_stages, eligibility
@@ -147,6 +148,7 @@ class DeviceRecord:
     not_before_ms: int = 0
     deadline_ms: int = 0
     started_ms: int = 0  # the last install began (window check)
+    finished_ms: int = 0  # committed (its soak runs from here)
     updated: bool = False  # this rollout installed the release on it
     unhealthy: str = ""  # seen unhealthy after this rollout updated it
     unhealthy_before: str = ""  # seen unhealthy before (the fleet's background rate)
@@ -155,7 +157,7 @@ class DeviceRecord:
     reverted: bool = False  # sent back to its previous release on abort
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in _RECORD_FIELDS}
         d["state"] = self.state.value
         return d
 
@@ -165,6 +167,7 @@ class DeviceRecord:
 
 
 _FAILED = (_D.FAILED, _D.TIMED_OUT)
+_RECORD_FIELDS = tuple(DeviceRecord.__dataclass_fields__)
 
 
 class RolloutEngine:
@@ -198,6 +201,10 @@ class RolloutEngine:
         self._dirty: set[str] = set()
         self._head_dirty = True
         self._stage_of: dict[str, int] = {}
+        self._recheck = True  # something changed that the stage check has not seen
+        self._flags: dict[str, tuple[int, int]] = {}  # device -> (failed, finished), summed in _totals
+        self._totals = [0, 0]
+        self._members: tuple[dict[int, list[DeviceRecord]], list[DeviceRecord]] | None = None  # index by stage
 
     # -- inputs ------------------------------------------------------------------------
 
@@ -226,26 +233,33 @@ class RolloutEngine:
         self._dirty.add(d.device_id)
 
     def handle(self, event: object, now_ms: int) -> list[object]:
-        match event:
-            case Tick():
-                pass
-            case DeviceSeen(info=info, held_by=held):
-                if info.device_id not in self.devices and self.state not in (RolloutState.COMPLETED, RolloutState.ABORTED) \
-                        and self.plan.selector.matches(info) and (self.site is None or info.site == self.site):
-                    # continuous targeting: a newcomer joins the stage running now (or the last, once all started)
-                    self._add(info, min(self.stage, len(self.plan.waves)) if self.state != RolloutState.DRAFT else 0, held)
-            case DeviceReport():
-                self._report(event, now_ms)
-            case DeviceHealth():
-                self._health(event, now_ms)
-            case Control():
-                return self._control(event, now_ms)
-            case Approve(stage=stage):
-                self.approved_stage = max(self.approved_stage or 0, stage)
-                self._head_dirty = True
-            case _:
-                raise TypeError(f"rollout engine: unknown event {event!r}")
-        return self._tick(now_ms)
+        """One event, then the tick at ``now_ms``."""
+        return self.handle_batch([event], now_ms)
+
+    def handle_batch(self, events: list[object], now_ms: int) -> list[object]:
+        """Several events (a site's report, a burst of outcomes), then one tick: same result, less work."""
+        out: list[object] = []
+        for event in events:
+            match event:
+                case Tick():
+                    pass
+                case DeviceSeen(info=info, held_by=held):
+                    if info.device_id not in self.devices and self.state not in (RolloutState.COMPLETED, RolloutState.ABORTED) \
+                            and self.plan.selector.matches(info) and (self.site is None or info.site == self.site):
+                        # continuous targeting: a newcomer joins the stage running now
+                        self._add(info, self.stage if self.state != RolloutState.DRAFT else 0, held)
+                case DeviceReport():
+                    self._report(event, now_ms)
+                case DeviceHealth():
+                    self._health(event, now_ms)
+                case Control():
+                    out += self._control(event, now_ms)
+                case Approve(stage=stage):
+                    self.approved_stage = max(self.approved_stage or 0, stage)
+                    self._head_dirty = True
+                case _:
+                    raise TypeError(f"rollout engine: unknown event {event!r}")
+        return out + self._tick(now_ms)
 
     def _report(self, ev: DeviceReport, now_ms: int) -> None:
         rec = self.devices.get(ev.device_id)
@@ -268,7 +282,7 @@ class RolloutEngine:
             return
         rec.reason = ev.reason
         if rec.state == _D.SUCCEEDED:
-            rec.updated, rec.deadline_ms = True, 0
+            rec.updated, rec.deadline_ms, rec.finished_ms = True, 0, now_ms
         elif rec.state in (_D.ROLLED_BACK, _D.FAILED):
             rec.deadline_ms = 0
         elif rec.state in (_D.DOWNLOADED,):
@@ -286,7 +300,8 @@ class RolloutEngine:
         elif ev.kind == "metrics":
             broken = [str(r) for r in self.plan.metric_rules if r.metric in ev.metrics and not r.holds(ev.metrics[r.metric])]
             why = f"broke {', '.join(broken)}" if broken else ""
-        if why and rec.updated and not rec.unhealthy:
+        in_soak = rec.updated and now_ms - rec.finished_ms <= self.plan.soak_s * 1000
+        if why and in_soak and not rec.unhealthy:
             rec.unhealthy = why
             self._dirty.add(rec.device_id)
         elif why and not rec.updated and not rec.unhealthy_before:
@@ -311,7 +326,7 @@ class RolloutEngine:
                 out += self._revert_all()
         else:
             raise RolloutError(self.id, "invalid", f"unknown control {ev.action!r}: start, pause, resume or abort")
-        return self._flush() + out + self._tick(now_ms)
+        return self._flush() + out
 
     def _revert_all(self) -> list[object]:
         out: list[object] = []
@@ -337,7 +352,7 @@ class RolloutEngine:
             return self._flush()
         self._timeouts(now_ms)
         if self.state == RolloutState.RUNNING:
-            halted = self._failure_threshold()
+            halted = bool(self._dirty) and self._failure_threshold()  # failures change only with device states
             out: list[object] = []
             if not halted:
                 out += self._promote(now_ms)
@@ -348,8 +363,11 @@ class RolloutEngine:
 
     def _timeouts(self, now_ms: int) -> None:
         hb_ms = int(self.plan.heartbeat_s * 3000)
+        if not self.execute and not hb_ms:
+            return
         for rec in self.devices.values():
-            if rec.state == _D.SUCCEEDED and not rec.unhealthy and hb_ms and rec.last_seen_ms and now_ms - rec.last_seen_ms > hb_ms:
+            if rec.state == _D.SUCCEEDED and not rec.unhealthy and hb_ms and rec.last_seen_ms and now_ms - rec.last_seen_ms > hb_ms \
+                and now_ms - rec.finished_ms <= self.plan.soak_s * 1000:
                 rec.unhealthy = "heartbeats late"
                 self._dirty.add(rec.device_id)
             if not self.execute:
@@ -369,17 +387,24 @@ class RolloutEngine:
                 self._dirty.add(rec.device_id)
 
     def failures(self) -> tuple[int, int]:
-        """(failed devices, finished devices) rollout-wide."""
-        failed = finished = 0
-        for rec in self.devices.values():
+        """(failed devices, finished devices) rollout-wide (kept up to date from the devices that changed)."""
+        self._account(self._dirty)
+        return self._totals[0], self._totals[1]
+
+    def _account(self, ids: set[str] | list[str]) -> None:
+        for i in ids:
+            rec = self.devices[i]
             if rec.state == _D.ROLLED_BACK and not rec.reverted or rec.state in _FAILED and rec.exhausted:
-                failed += 1
-                finished += 1
-            elif rec.state == _D.ROLLED_BACK:  # reverted on abort after succeeding: not a failure of the release
-                finished += 1
-            elif rec.state == _D.SUCCEEDED:
-                finished += 1
-        return failed, finished
+                flags = (1, 1)
+            elif rec.state in (_D.ROLLED_BACK, _D.SUCCEEDED):  # reverted on abort: finished, not a failure
+                flags = (0, 1)
+            else:
+                flags = (0, 0)
+            old = self._flags.get(i, (0, 0))
+            if old != flags:
+                self._totals[0] += flags[0] - old[0]
+                self._totals[1] += flags[1] - old[1]
+                self._flags[i] = flags
 
     def _failure_threshold(self) -> bool:
         failed, finished = self.failures()
@@ -392,7 +417,13 @@ class RolloutEngine:
         return False
 
     def stage_devices(self, stage: int) -> list[DeviceRecord]:
-        return [r for r in self.devices.values() if r.stage == stage and r.state != _D.SKIPPED]
+        if self._members is None or len(self._members[1]) != len(self.devices):
+            order = sorted(self.devices.values(), key=lambda r: (r.stage, r.device_id))
+            by_stage: dict[int, list[DeviceRecord]] = {}
+            for r in order:
+                by_stage.setdefault(r.stage, []).append(r)
+            self._members = (by_stage, order)
+        return [r for r in self._members[0].get(stage, ()) if r.state != _D.SKIPPED]
 
     def health_gate(self) -> tuple[bool, str]:
         """``(passed, reason)``: updated devices no less healthy than the others (plus the margin)."""
@@ -400,8 +431,8 @@ class RolloutEngine:
         targeted = [r for r in self.devices.values() if r.state != _D.SKIPPED]
         later = [r for r in targeted if r.stage > self.stage]
         targeted = later or targeted  # devices of later stages are the control group; at the end, everyone
-        if not updated:
-            return True, ""
+        if len(updated) < self.plan.min_sample:
+            return True, ""  # too few to judge (a site engine sees only its part)
         bad = [r for r in updated if r.unhealthy]
         rate = len(bad) / len(updated)
         # the same signals on devices this rollout has not touched: the background rate
@@ -412,6 +443,11 @@ class RolloutEngine:
         return True, ""
 
     def _promote(self, now_ms: int) -> list[object]:
+        changed, self._recheck = self._recheck or bool(self._dirty) or self._head_dirty, False
+        if not changed and not self.soak_until_ms:
+            return []  # nothing changed since the last look, and no soak is running
+        if self.soak_until_ms and now_ms < self.soak_until_ms:
+            return []  # soaking
         last = len(self.plan.waves)
         members = self.stage_devices(self.stage)
         ok = sum(1 for r in members if r.state == _D.SUCCEEDED)
@@ -458,7 +494,11 @@ class RolloutEngine:
                 installing[r.site] = installing.get(r.site, 0) + 1
         version = self.plan.release.version
         open_cache: dict[str, bool] = {}
-        for rec in sorted(self.devices.values(), key=lambda r: (r.stage, r.device_id)):
+        self.stage_devices(self.stage)  # builds the index
+        assert self._members is not None
+        for rec in self._members[1]:
+            if rec.stage > self.stage:
+                break
             if rec.stage > self.stage or rec.state not in (_D.PENDING, _D.DOWNLOADED) or rec.not_before_ms > now_ms:
                 continue
             if rec.site not in open_cache:
@@ -496,6 +536,8 @@ class RolloutEngine:
     def _flush(self) -> list[object]:
         if not self._dirty and not self._head_dirty:
             return []
+        self._account(self._dirty)
+        self._recheck = True
         devices = [self.devices[d].to_dict() for d in sorted(self._dirty)]
         self._dirty.clear()
         self._head_dirty = False
@@ -512,6 +554,8 @@ class RolloutEngine:
             eng.approved_stage = header["approved_stage"]
         eng.counters.update(header.get("counters") or {})
         eng.devices = {d["device_id"]: DeviceRecord.from_dict(d) for d in devices}
+        eng._members = None
+        eng._account(list(eng.devices))
         eng._head_dirty = False
         return eng
 

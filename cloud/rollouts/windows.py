@@ -29,6 +29,7 @@ class SiteWindows:
 
     def __init__(self, windows: Mapping[str, tuple[tuple[str, float], ...]], timezones: Mapping[str, str]) -> None:
         self._by_site: dict[str, LinkWindows] = {}
+        self._cache: dict[str, tuple[int, int, bool]] = {}  # site -> [from, until) during which is_open holds
         for site, entries in windows.items():
             tz = timezones.get(site) or timezones.get("*") or "UTC"
             try:
@@ -41,7 +42,17 @@ class SiteWindows:
 
     def is_open(self, site: str, now_ms: int) -> bool:
         w = self._for(site)
-        return w is None or w.is_open(to_datetime(now_ms))
+        if w is None:
+            return True
+        hit = self._cache.get(site)
+        if hit is not None and hit[0] <= now_ms < hit[1]:
+            return hit[2]
+        at = to_datetime(now_ms)
+        is_open = w.is_open(at)
+        edge = w.closes_at(at) if is_open else w.next_open(at)
+        until = int(edge.timestamp() * 1000) if edge is not None else now_ms + 1
+        self._cache[site] = (now_ms, max(until, now_ms + 1), is_open)
+        return is_open
 
     def closes_at_ms(self, site: str, now_ms: int) -> int | None:
         """When the open window at ``now_ms`` closes (None: always open, or closed now)."""
