@@ -10,6 +10,7 @@ rows are saved on the store thread before their events go to the webhooks
 (``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
 Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
+Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -33,6 +34,7 @@ from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.rollouts.service import RolloutService
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
@@ -63,6 +65,7 @@ class CloudConfig:
     maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
     release_keys: tuple[str, ...] = ()  # PEM public keys trusted to sign firmware manifests
     releases: ReleaseSettings = field(default_factory=ReleaseSettings)
+    rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -133,6 +136,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
+            rollouts.observe_batch(effect.site, effect.records)
 
         call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
         on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
@@ -181,6 +185,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
 
+    def rollout_tick() -> None:
+        timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)
+        rollouts.tick()
+
     def refresh_maintenance() -> None:
         timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
         in_maintenance = lambda: store.devices_in_state("maintenance")  # noqa: E731
@@ -195,7 +203,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases)
+    rollouts = RolloutService(store, store_thread, on_command, now_ms=_now_ms)
+    await rollouts.restore()
+    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
+                     rollouts=rollouts)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -206,6 +217,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     runner.feed(Start())
     refresh_maintenance()
     alert_tick()
+    rollout_tick()
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()

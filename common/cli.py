@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("simulations.cli:sim", "Run a fleet in virtual time over an in-memory network."),
     "delta": ("common.delta.cli:delta", "Make and apply binary deltas between firmware images."),
     "release": ("cloud.release_cli:release", "Firmware releases: create, publish, list, show; keys, offline signing."),
+    "rollout": ("cloud.rollouts.cli:rollout", "Rollouts: create, show (--watch), pause, resume, abort, list."),
 }
 
 

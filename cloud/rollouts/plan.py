@@ -9,7 +9,8 @@ Decisions:
 - ``Threshold.parse("3")`` is a count, ``"20%"`` a share of the devices that
   finished; a share is judged only once ``min_sample`` devices finished.
 - ``eligibility(device, release, plan)`` -> ``(ok, reason)``: hardware in the
-  release's list, not newer than the release (unless ``allow_downgrade``), the
+  release's list (when the cloud knows the device's hardware; the device refuses
+  a manifest for other hardware itself), not newer than the release (unless ``allow_downgrade``), the
   release's security version not below the device's floor (unless
   ``allow_below_floor``), not already on it.
 - ``assign_stages(device_ids, plan)``: stage 0 is the canary (the devices in
@@ -221,7 +222,7 @@ _SCALARS = (
 
 def eligibility(d: DeviceInfo, release: ReleaseInfo, plan: RolloutPlan) -> tuple[bool, str]:
     """``(True, "")`` or ``(False, reason)``: why this device is skipped."""
-    if release.hardware and d.hw not in release.hardware:
+    if release.hardware and d.hw and d.hw not in release.hardware:  # unknown hardware: the device checks the manifest
         return False, f"hardware {d.hw or '?'!r} is not among the release's {', '.join(release.hardware)}"
     if d.version:
         try:

@@ -39,6 +39,7 @@ from cloud.store.alerts import AlertRecords
 from cloud.store.batch import BatchPlan, plan_batch, statuses_before, subtract_ranges
 from cloud.store.migrations import migrate
 from cloud.store.releases import ReleaseRecords
+from cloud.store.rollouts import RolloutRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
 from common.errors import StoreError
 from common.protocol.messages import ForwardRecord
@@ -70,7 +71,7 @@ class IngestResult:
     rejected: tuple[str, ...] = ()
 
 
-class Store(AlertRecords, ReleaseRecords):
+class Store(AlertRecords, ReleaseRecords, RolloutRecords):
     """The cloud store. Build it with ``Store.open(url)``; the constructor does no I/O."""
 
     def __init__(self, engine: sa.Engine, *, applied: Sequence[int] = ()) -> None:

@@ -1,0 +1,247 @@
+"""The cloud's rollout service: engines for the active rollouts, ticked by the driver, fed device outcomes.
+
+It lives on the cloud's event loop; every store call runs on the store thread
+(``executor``). The engine's effects run in order: a ``Persist`` is committed in
+the same store-thread call *before* the commands its ``Install``/``Revert`` effects
+create, then ``on_command(device, seq)`` pushes each command to its gateway.
+
+Inputs: ``tick()`` (the driver calls it every ``tick_s``), ``observe_batch(site,
+records)`` after each committed batch (an ``update`` record is a device's outcome;
+any record is a heartbeat; an unknown device that matches a running rollout joins
+it: continuous targeting), and the operator's ``create``/``control`` from the API.
+
+``install_command(effect, install_args)`` is the one place an install becomes a
+device command: today ``update`` with the rollout's ``install_args`` (manifest and
+image paths); with over-the-wire delivery it becomes ``{"version": X}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from typing import Any
+
+from cloud.rollouts.conflicts import holders
+from cloud.rollouts.engine import Control, DeviceHealth, DeviceReport, DeviceSeen, Install, Persist, Revert, RolloutEngine, Tick
+from cloud.rollouts.plan import DeviceInfo, RolloutPlan
+from cloud.rollouts.states import DeviceEvent, RolloutState
+from common.errors import RolloutError
+
+__all__ = ["RolloutService", "install_command", "rollout_view"]
+
+log = logging.getLogger("edgefleet.cloud.rollouts")
+
+OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL}
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def install_command(effect: Install, install_args: Mapping[str, str], now_ms: int) -> tuple[str, dict[str, str], int]:
+    """(command name, args, expires_ms) for one install: it expires when the maintenance window closes."""
+    return "update", {**install_args, "rollout_version": effect.version}, max(effect.not_after_ms, now_ms + 1000)
+
+
+def revert_command(effect: Revert, rollout_id: str, now_ms: int, ttl_ms: int = 86_400_000) -> tuple[str, dict[str, str], int]:
+    """'Return to the previous release': the agent rolls back to its other slot (``rollback`` command)."""
+    return "rollback", {"rollout": rollout_id}, now_ms + ttl_ms
+
+
+class RolloutService:
+    def __init__(
+        self,
+        store: Any,
+        executor: Executor,
+        on_command: Callable[[str, int], None],
+        *,
+        now_ms: Callable[[], int] = _wall_ms,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.on_command = on_command
+        self.now_ms = now_ms
+        self.engines: dict[str, RolloutEngine] = {}
+        self.install_args: dict[str, dict[str, str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.wrap_future(self.executor.submit(fn))
+
+    async def restore(self) -> int:
+        """Load the active rollouts from the store (after a restart); returns how many."""
+        self._loop = asyncio.get_running_loop()
+        rows = await self._call(lambda: self.store.list_rollouts(("scheduled", "running", "paused")))
+        for row in rows:
+            devices = await self._call(lambda r=row: self.store.rollout_devices(r["rollout_id"]))
+            plan = RolloutPlan.from_dict(row["plan"])
+            self.engines[row["rollout_id"]] = RolloutEngine.restore(plan, row["header"], devices)
+            self.install_args[row["rollout_id"]] = dict(row["install_args"] or {})
+        return len(rows)
+
+    # -- operator ----------------------------------------------------------------------
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A new rollout from the API's JSON: ``plan`` (RolloutPlan.to_dict shape, partial), ``install_args``,
+        optional ``id``, ``start_at_ms``, ``draft``."""
+        self._loop = asyncio.get_running_loop()
+        plan_json = dict(body.get("plan") or {})
+        release = dict(plan_json.get("release") or {})
+        if not release.get("version"):
+            raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
+        known = await self._call(lambda: self.store.get_release(release["version"]))
+        if known is not None:  # the store's release record is authoritative
+            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"]}
+        plan = RolloutPlan.from_dict({**plan_json, "release": release})
+        now = self.now_ms()
+        existing = await self._call(lambda: self.store.list_rollouts())
+        rid = str(body.get("id") or f"r{len(existing) + 1}")
+        inventory = await self._call(self.store.list_devices)
+        devices = [DeviceInfo(d["device_id"], d["site_id"]) for d in inventory]
+        others = await self._call(self.store.active_rollout_devices)
+        engine = RolloutEngine(rid, plan)
+        engine.target(devices)
+        held = holders(rid, now, others, [d for d in engine.devices])
+        if held:  # re-target with the holders known: those devices are skipped with the reason
+            engine = RolloutEngine(rid, plan)
+            engine.target(devices, held=held)
+        args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
+        row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
+               "header": engine.header(), "install_args": args, "created_ms": now}
+        if not await self._call(lambda: self.store.create_rollout(row)):
+            raise RolloutError(rid, "invalid", f"a rollout with the id {rid!r} exists; choose another --id")
+        self.engines[rid] = engine
+        self.install_args[rid] = args
+        effects = engine.handle(Tick(), now)  # the device rows, persisted
+        if not body.get("draft"):
+            effects += engine.handle(Control("start", at_ms=int(body.get("start_at_ms") or 0)), now)
+        await self._run(rid, effects)
+        return await self.show(rid)
+
+    async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
+        engine = self.engines.get(rid)
+        if engine is None:
+            row = await self._call(lambda: self.store.get_rollout(rid))
+            if row is None:
+                raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+            raise RolloutError(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
+        effects = engine.handle(Control(action, revert=revert, reason=f"{action} by the operator"), self.now_ms())
+        await self._run(rid, effects)
+        if engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
+            self.engines.pop(rid, None)
+        return await self.show(rid)
+
+    async def show(self, rid: str) -> dict[str, Any]:
+        row = await self._call(lambda: self.store.get_rollout(rid))
+        if row is None:
+            raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+        devices = await self._call(lambda: self.store.rollout_devices(rid))
+        return rollout_view(row, devices)
+
+    async def list(self) -> list[dict[str, Any]]:
+        rows = await self._call(self.store.list_rollouts)
+        return [rollout_view(r, None) for r in rows]
+
+    # -- driver inputs -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.now_ms()
+        for rid, engine in list(self.engines.items()):
+            self._submit(rid, engine.handle(Tick(), now))
+            if engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
+                self.engines.pop(rid, None)
+
+    def observe_batch(self, site: str, records: Iterable[Any]) -> None:
+        """A committed batch: outcomes, heartbeats and newcomers for every active rollout."""
+        if not self.engines:
+            return
+        now = self.now_ms()
+        per_device: dict[str, list[object]] = {}
+        for r in records:
+            if r.seq == 0:
+                continue  # the gateway's own reports
+            events = per_device.setdefault(r.device_id, [])
+            if r.kind == "update" and r.values.get("outcome") in OUTCOMES:
+                events.append((str(r.values.get("version", "")), OUTCOMES[str(r.values["outcome"])], str(r.values.get("reason", ""))))
+        for rid, engine in list(self.engines.items()):
+            batch: list[object] = []
+            for device, outcomes in per_device.items():
+                if device not in engine.devices:
+                    batch.append(DeviceSeen(DeviceInfo(device, site)))
+                    continue
+                batch.append(DeviceHealth(device, "heartbeat"))
+                batch += [DeviceReport(device, ev, why) for version, ev, why in outcomes
+                          if version == engine.plan.release.version]
+            if batch:
+                self._submit(rid, engine.handle_batch(batch, now))
+
+    # -- effects -----------------------------------------------------------------------
+
+    def _submit(self, rid: str, effects: list[object]) -> None:
+        if effects:
+            fut = self.executor.submit(self._apply, rid, effects, self.now_ms())
+            fut.add_done_callback(lambda f: self._pushed(rid, f))
+
+    async def _run(self, rid: str, effects: list[object]) -> None:
+        pushed = await self._call(lambda: self._apply(rid, effects, self.now_ms()))
+        for device, seq in pushed:
+            self.on_command(device, seq)
+
+    def _pushed(self, rid: str, fut: Any) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            log.error("saving a rollout step failed", extra={"rollout": rid, "error": str(exc)})
+            return
+        if self._loop is not None:
+            for device, seq in fut.result():
+                self._loop.call_soon_threadsafe(self.on_command, device, seq)
+
+    def _apply(self, rid: str, effects: list[object], now: int) -> list[tuple[str, int]]:
+        """On the store thread, in order: persist, then create the commands the effects after it ask for."""
+        pushed: list[tuple[str, int]] = []
+        args = self.install_args.get(rid, {})
+        downloaded: list[object] = []
+        for e in effects:
+            if isinstance(e, Persist):
+                self.store.save_rollout_step(rid, e.rollout, e.devices, now)
+            elif isinstance(e, Install):
+                if e.download_only:
+                    # the agent fetches the image when it installs (over-the-wire delivery, #4, adds download-only)
+                    downloaded.append(DeviceReport(e.device_id, DeviceEvent.DOWNLOADED, "fetched at install time"))
+                    continue
+                name, cargs, expires = install_command(e, args, now)
+                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+            elif isinstance(e, Revert):
+                name, cargs, expires = revert_command(e, rid, now)
+                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+        if downloaded and self._loop is not None:
+            engine = self.engines.get(rid)
+            if engine is not None:
+                self._loop.call_soon_threadsafe(lambda: self._submit(rid, engine.handle_batch(downloaded, self.now_ms())))
+        return pushed
+
+
+def rollout_view(row: Mapping[str, Any], devices: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A rollout as the API shows it: state, reason, stage, counts; with ``devices``, per-stage per-site progress."""
+    plan = row["plan"]
+    header = row["header"] or {}
+    names = ["canary", *(f"wave {i}" for i in range(1, len(plan.get("waves") or ()) + 1))]
+    view: dict[str, Any] = {
+        "id": row["rollout_id"], "release": row["release_version"], "state": row["state"], "reason": row["reason"],
+        "stage": names[min(int(header.get("stage", 0)), len(names) - 1)], "stage_index": header.get("stage", 0),
+        "stages": names, "created_ms": row["created_ms"], "updated_ms": row["updated_ms"],
+        "counters": header.get("counters", {}),
+    }
+    if devices is not None:
+        progress: dict[str, dict[str, dict[str, int]]] = {}
+        totals: dict[str, int] = {}
+        for d in devices:
+            site = progress.setdefault(names[d["stage"]], {}).setdefault(d["site"], {})
+            site[d["state"]] = site.get(d["state"], 0) + 1
+            totals[d["state"]] = totals.get(d["state"], 0) + 1
+        view |= {"progress": progress, "totals": totals, "plan": plan,
+                 "devices": [{k: d[k] for k in ("device_id", "site", "stage", "state", "reason", "attempts")} for d in devices]}
+    return view
