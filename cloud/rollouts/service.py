@@ -123,15 +123,13 @@ class RolloutService:
 
     async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
         engine = self.engines.get(rid)
-        if engine is None:
+        if engine is None or engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
             row = await self._call(lambda: self.store.get_rollout(rid))
             if row is None:
                 raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
             raise RolloutError(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
         effects = engine.handle(Control(action, revert=revert, reason=f"{action} by the operator"), self.now_ms())
         await self._run(rid, effects)
-        if engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
-            self.engines.pop(rid, None)
         return await self.show(rid)
 
     async def show(self, rid: str) -> dict[str, Any]:
@@ -150,9 +148,8 @@ class RolloutService:
     def tick(self) -> None:
         now = self.now_ms()
         for rid, engine in list(self.engines.items()):
+            # a finished engine stays (until restart) so late outcomes of its devices are still recorded
             self._submit(rid, engine.handle(Tick(), now))
-            if engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
-                self.engines.pop(rid, None)
 
     def observe_batch(self, site: str, records: Iterable[Any]) -> None:
         """A committed batch: outcomes, heartbeats and newcomers for every active rollout."""

@@ -1,0 +1,174 @@
+"""``edgefleet demo --rollout [--bad-release]``: a staged rollout across a fleet of real processes.
+
+A release is signed for the run (``simulations.update_drill.make_release``), the agents
+trust its key, and the cloud's rollout service rolls it out through the operator API
+(POST /v1/rollouts): a canary of 2, then waves to 50% and 100%, soaking a few seconds per
+stage, inside a maintenance window that opens for 45 s of every minute, at most 4
+devices installing per site. With ``--bad-release`` the image fails its self-test: the
+canary rolls back, the failure threshold (1) pauses the rollout, no wave starts.
+
+The counters are computed from what the devices reported (``/v1/updates``) and the
+commands the cloud created, not from the engine's own view:
+``devices_updated`` (devices whose latest outcome for the release is committed),
+``devices_rolled_back``, ``canary_size``, ``installs_outside_canary`` (devices outside the
+canary that were sent the release or reported an outcome for it),
+``installs_outside_window`` (update commands created while the window, evaluated afresh,
+was closed, or allowed to start after it closed).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from common.shaping import LinkWindows
+from simulations.fleet import ProcFleet
+from simulations.update_drill import HW, VERSION, make_release
+
+__all__ = ["WINDOW", "run_rollout_drill"]
+
+WINDOW = ("* * * * *", 45.0)  # open for the first 45 s of every minute
+TIMEZONE = "Europe/Berlin"
+FINAL = ("completed", "aborted")
+
+
+def run_rollout_drill(root: Path, sites: int, devices_per_site: int, bad_release: bool, quiet: bool = False) -> dict[str, Any]:
+    from simulations.demo import _accounted, _bulk_stored, _dropped
+
+    def say(text: str) -> None:
+        if not quiet:
+            click.echo(f"  t={time.monotonic() - t0:5.1f}s  {text}")
+
+    fleet = ProcFleet(root)
+    started = t0 = time.monotonic()
+    release = make_release(root / "release")
+    manifest, image = release.bad if bad_release else release.good
+    try:
+        cloud = fleet.start_cloud()
+        gateways = []
+        for s in range(1, sites + 1):
+            fleet.start_gateway(f"gw-{s}", f"site-{s}")
+            gateways.append(f"gw-{s}")
+        agents = [f"dev-{s}-{d:03d}" for s in range(1, sites + 1) for d in range(1, devices_per_site + 1)]
+        for name in agents:
+            s = int(name.split("-")[1])
+            fleet.start_agent(name, f"site-{s}", f"gw-{s}",
+                              extra=["--drain", "45", "--release-key", str(release.public_key), "--hw", HW])
+        if not quiet:
+            click.echo(f"cloud up ({cloud['api']}), {sites} gateways, {len(agents)} agents; release {VERSION} signed "
+                       f"({'an image that fails its self-test' if bad_release else 'a good image'})")
+        deadline = time.monotonic() + 60
+        while not set(agents) <= {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}:
+            if time.monotonic() > deadline:
+                raise TimeoutError("not every device reached the cloud within 60 s; see the logs")
+            time.sleep(0.2)
+        say("every device has reached the cloud")
+        plan = {
+            "release": {"version": VERSION, "hardware": [HW], "security_version": 1},
+            "canary": 2, "waves": ["50%", "100%"], "soak_s": 3, "success": "100%", "failure": "1",
+            "on_failure": "pause", "max_installing_per_site": 4, "max_starts_per_minute": 60,
+            "windows": {"*": [list(WINDOW)]}, "timezones": {"*": TIMEZONE},
+            "timeout_s": 60, "max_retries": 2, "backoff_s": 2, "heartbeat_s": 5,
+        }
+        made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {"manifest": str(manifest), "image": str(image)}})
+        rid = made["id"]
+        canary = sorted(d["device_id"] for d in made["devices"] if d["stage"] == 0)
+        say(f"rollout {rid} created: canary {', '.join(canary)}; waves 50%, 100%; window {WINDOW[0]!r} "
+            f"for {WINDOW[1]:g} s ({TIMEZONE}); `edgefleet rollout show {rid} --watch --data-dir {fleet.dir('cloud')}`")
+        last = ""
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline:
+            view = fleet.api(f"/v1/rollouts/{rid}")
+            line = f"{view['state']} at {view['stage']}: " + ", ".join(f"{k} {v}" for k, v in sorted(view["totals"].items()))
+            if line != last:
+                say(line)
+                last = line
+            if view["state"] in FINAL or view["state"] == "paused":
+                break
+            time.sleep(0.5)
+        if view["state"] == "paused":  # halted: the canary's other devices finish; nothing more may start
+            time.sleep(3.0)
+            view = fleet.api(f"/v1/rollouts/{rid}")
+            say(f"halted: {view['reason']}")
+        outcomes = _latest_outcomes(fleet, VERSION)
+        sent = {d for d in agents if any(c["name"] == "update" for c in fleet.api(f"/v1/devices/{d}/commands")["commands"])}
+        outside_window = _outside_window(fleet, agents)
+        say("stopping agents (each drains its buffer first)")
+        codes = fleet.stop(agents, timeout_s=90)
+        stats = {a: fleet.agent_stats(a) for a in agents}
+        produced = sum(s["produced"]["bulk"] for s in stats.values())
+        deadline = time.monotonic() + 90
+        while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < produced and time.monotonic() < deadline:
+            time.sleep(0.2)
+        dropped = _dropped(fleet)
+        codes |= fleet.stop(gateways)
+        codes |= fleet.stop(["cloud"])
+    finally:
+        fleet.kill_all()
+    stored = _bulk_stored(summary)
+    values = list(outcomes.values())
+    result: dict[str, Any] = {
+        "devices": len(agents),
+        "sites": sites,
+        "duration_s": round(time.monotonic() - t0, 1),
+        "telemetry_sent": produced,
+        "telemetry_stored": stored,
+        "telemetry_duplicates_stored": summary["duplicates_stored"],
+        "telemetry_dropped_reported": dropped,
+        "telemetry_lost": produced - stored - dropped,
+        "outage_seconds": 0.0,
+        "gateway_restarts": 0,
+        "clean_exits": sum(1 for c in codes.values() if c == 0),
+        "processes": len(codes),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "logs": str(root / "logs"),
+        "rollout_id": rid,
+        "rollout_state": view["state"],
+        "rollout_reason": view["reason"],
+        "rollout_stage": view["stage"],
+        "canary_size": len(canary),
+        "devices_updated": values.count("committed"),
+        "devices_rolled_back": values.count("rolled_back"),
+        "devices_failed": values.count("failed"),
+        "installs_outside_canary": len((sent | set(outcomes)) - set(canary)),
+        "installs_outside_window": outside_window,
+        "bad_release": bad_release,
+    }
+    result["updates_as_expected"] = (
+        result["rollout_state"] in ("paused", "aborted") and result["devices_updated"] == 0
+        and result["devices_rolled_back"] == result["canary_size"] and result["installs_outside_canary"] == 0
+        if bad_release else
+        result["rollout_state"] == "completed" and result["devices_updated"] == len(agents)
+    ) and outside_window == 0
+    if not quiet:
+        click.echo(f"rollout {rid}: {view['state']} ({view['reason']}); {result['devices_updated']} updated, "
+                   f"{result['devices_rolled_back']} rolled back, canary {len(canary)}, "
+                   f"{result['installs_outside_canary']} installs outside the canary, {outside_window} outside the window")
+    return result
+
+
+def _latest_outcomes(fleet: ProcFleet, version: str) -> dict[str, str]:
+    latest: dict[str, str] = {}
+    for u in fleet.api("/v1/updates")["updates"]:
+        if u["values"].get("version") == version:
+            latest[u["device_id"]] = u["values"]["outcome"]
+    return latest
+
+
+def _outside_window(fleet: ProcFleet, agents: list[str]) -> int:
+    """Update commands created while the window was closed, or that could start after it closed."""
+    windows = LinkWindows([WINDOW], TIMEZONE)
+    bad = 0
+    for d in agents:
+        for c in fleet.api(f"/v1/devices/{d}/commands")["commands"]:
+            if c["name"] != "update":
+                continue
+            at = datetime.fromtimestamp(c["created_ms"] / 1000, UTC)
+            closes = windows.closes_at(at)
+            if not windows.is_open(at) or closes is None or c["expires_ms"] > closes.timestamp() * 1000 + 1:
+                bad += 1
+    return bad
