@@ -123,7 +123,7 @@ def _render_text(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _watch(fetch: Callable[..., Any], rid: str, interval: float) -> dict[str, Any]:
+def _watch(fetch: Callable[..., Any], rid: str, interval: float, console: Any = None) -> dict[str, Any]:
     from rich.console import Group
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -145,7 +145,7 @@ def _watch(fetch: Callable[..., Any], rid: str, interval: float) -> dict[str, An
         return Group(head, bars)
 
     view = fetch(_path(rid))
-    with Live(frame(view), refresh_per_second=4) as live:
+    with Live(frame(view), refresh_per_second=4, console=console) as live:
         while view["state"] not in FINAL:
             time.sleep(interval)
             view = fetch(_path(rid))
