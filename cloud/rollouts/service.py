@@ -100,7 +100,8 @@ class RolloutService:
         existing = await self._call(lambda: self.store.list_rollouts())
         rid = str(body.get("id") or f"r{len(existing) + 1}")
         inventory = await self._call(self.store.list_devices)
-        devices = [DeviceInfo(d["device_id"], d["site_id"]) for d in inventory]
+        running = await self._call(self._running_versions)
+        devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], "")) for d in inventory]
         others = await self._call(self.store.active_rollout_devices)
         engine = RolloutEngine(rid, plan)
         engine.target(devices)
@@ -120,6 +121,14 @@ class RolloutService:
             effects += engine.handle(Control("start", at_ms=int(body.get("start_at_ms") or 0)), now)
         await self._run(rid, effects)
         return await self.show(rid)
+
+    def _running_versions(self) -> dict[str, str]:
+        """What each device last said it runs (its latest update record); unknown devices are left out."""
+        out: dict[str, str] = {}
+        for r in self.store.records_of_kind("update"):
+            if r["values"].get("running_version"):
+                out[r["device_id"]] = str(r["values"]["running_version"])
+        return out
 
     async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
         engine = self.engines.get(rid)

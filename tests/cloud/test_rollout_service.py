@@ -188,3 +188,34 @@ def test_cli_create_show_list_pause_resume_abort(env, monkeypatch):
     finally:
         stop.set()
         t.join()
+
+
+def test_a_restarted_service_carries_on_and_versions_reported_by_devices_are_respected(env):
+    store, ex = env
+    clock = Clock()
+    # d-1-0 already reported running 3.0.0: a rollout of 2.0.0 must not take it back
+    store.ingest("gw-1", "site-1", [ForwardRecord("d-1-0", "critical", 5, 1500, "update",
+                                                  {"version": "3.0.0", "outcome": "committed", "reason": "",
+                                                   "running_version": "3.0.0"})], 1500)
+
+    async def first():
+        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        view = await svc.create({"plan": _plan(canary=1)})
+        skipped = {d["device_id"]: d["reason"] for d in view["devices"] if d["state"] == "skipped"}
+        assert list(skipped) == ["d-1-0"] and "newer than 2.0.0" in skipped["d-1-0"]
+        return [d["device_id"] for d in view["devices"] if d["state"] == "installing"]
+
+    canary = asyncio.run(first())
+
+    async def second():  # the cloud restarted: the engine comes back from the store and goes on
+        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        assert await svc.restore() == 1
+        svc.observe_batch("site-x", [_outcome(canary[0], 60, "committed")])
+        await _settle(ex)
+        clock.ms += 10_000
+        svc.tick()
+        await _settle(ex)
+        view = await svc.show("r1")
+        assert view["stage"] == "wave 1" and view["totals"]["succeeded"] == 1
+
+    asyncio.run(second())
