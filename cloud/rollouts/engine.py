@@ -201,6 +201,8 @@ class RolloutEngine:
         self._dirty: set[str] = set()
         self._head_dirty = True
         self._stage_of: dict[str, int] = {}
+        self.failures_accepted = 0  # failures a resume accepted: the threshold counts those after
+        self.gate_waived_stage = -1  # a stage whose failed health gate a resume accepted
         self._recheck = True  # something changed that the stage check has not seen
         self._flags: dict[str, tuple[int, int]] = {}  # device -> (failed, finished), summed in _totals
         self._totals = [0, 0]
@@ -320,6 +322,9 @@ class RolloutEngine:
             self._set(step_rollout(self.id, self.state, RolloutEvent.PAUSE), ev.reason or "paused by the operator")
         elif ev.action == "resume":
             self._set(step_rollout(self.id, self.state, RolloutEvent.RESUME), ev.reason or "resumed by the operator")
+            # the operator has seen what halted it: failures so far and this stage's health gate are accepted
+            self.failures_accepted = self.failures()[0]
+            self.gate_waived_stage = self.stage
         elif ev.action == "abort":
             self._set(step_rollout(self.id, self.state, RolloutEvent.ABORT), ev.reason or "aborted by the operator")
             if ev.revert:
@@ -408,6 +413,7 @@ class RolloutEngine:
 
     def _failure_threshold(self) -> bool:
         failed, finished = self.failures()
+        failed -= self.failures_accepted
         limit = (self.plan.local_failure or self.plan.failure) if self.site is not None else self.plan.failure
         if failed and limit.reached(failed, finished, self.plan.min_sample):
             why = f"failure threshold {limit} reached: {failed} of {finished} finished devices failed"
@@ -464,7 +470,7 @@ class RolloutEngine:
         if now_ms < self.soak_until_ms:
             return []
         passed, why = self.health_gate()
-        if not passed:
+        if not passed and self.gate_waived_stage != self.stage:
             self._set(step_rollout(self.id, self.state, RolloutEvent.HALT), why)
             return []
         if self.stage < last:
@@ -531,7 +537,8 @@ class RolloutEngine:
     def header(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state.value, "reason": self.reason, "stage": self.stage,
                 "stage_started_ms": self.stage_started_ms, "soak_until_ms": self.soak_until_ms, "start_ms": self.start_ms,
-                "approved_stage": self.approved_stage, "counters": dict(self.counters)}
+                "approved_stage": self.approved_stage, "counters": dict(self.counters),
+                "failures_accepted": self.failures_accepted, "gate_waived_stage": self.gate_waived_stage}
 
     def _flush(self) -> list[object]:
         if not self._dirty and not self._head_dirty:
@@ -553,6 +560,8 @@ class RolloutEngine:
         if header.get("approved_stage") is not None:
             eng.approved_stage = header["approved_stage"]
         eng.counters.update(header.get("counters") or {})
+        eng.failures_accepted = header.get("failures_accepted", 0)
+        eng.gate_waived_stage = header.get("gate_waived_stage", -1)
         eng.devices = {d["device_id"]: DeviceRecord.from_dict(d) for d in devices}
         eng._members = None
         eng._account(list(eng.devices))

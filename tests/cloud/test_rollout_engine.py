@@ -365,3 +365,21 @@ def test_plan_round_trips_through_json_and_bad_plans_name_the_field():
         RolloutPlan.from_dict({**p.to_dict(), "failure": "lots"})
     with pytest.raises(RolloutError, match="time zone"):
         RolloutEngine("r", plan(windows={"*": (("0 2 * * *", 60.0),)}, timezones={"*": "Mars/Olympus"}))
+
+
+def test_resume_after_a_halt_accepts_the_failures_seen_and_halts_again_on_new_ones():
+    devs = devices(1, 10)
+    p = plan(canary=2, waves=("100%",), failure=Threshold(count=1), success=Threshold(percent=50), soak_s=0)
+    probe = RolloutEngine("r1", p)
+    probe.target(devs)
+    canary = sorted(d for d, r in probe.devices.items() if r.stage == 0)
+    wave = sorted(d for d, r in probe.devices.items() if r.stage == 1)
+    fleet = started(p, devs, bad={canary[0], wave[-1]}, install_ms=5_000)
+    fleet.run(T0 + 60_000)
+    assert fleet.engine.state == RolloutState.PAUSED
+    fleet.feed(Control("resume"))
+    fleet.run(T0 + 3_600_000)
+    eng = fleet.engine
+    assert eng.state == RolloutState.PAUSED and "1 of" in eng.reason  # the new failure, not the accepted one
+    assert eng.devices[wave[-1]].state == DeviceState.ROLLED_BACK
+    assert sum(1 for r in eng.devices.values() if r.state == DeviceState.SUCCEEDED) >= 5
