@@ -36,7 +36,12 @@ TIMEZONE = "Europe/Berlin"
 FINAL = ("completed", "aborted")
 
 
-def run_rollout_drill(root: Path, sites: int, devices_per_site: int, bad_release: bool, quiet: bool = False) -> dict[str, Any]:
+def run_rollout_drill(
+    root: Path, sites: int, devices_per_site: int, bad_release: bool, quiet: bool = False, *,
+    cut_uplink_s: float = 0.0, window: bool = True,
+) -> dict[str, Any]:
+    """``cut_uplink_s``: the last site's uplink (through a fault proxy) is cut for this long once wave 1 starts;
+    ``window``: installs only inside the maintenance window (else any time)."""
     from simulations.demo import _accounted, _bulk_stored, _dropped
 
     def say(text: str) -> None:
@@ -50,8 +55,9 @@ def run_rollout_drill(root: Path, sites: int, devices_per_site: int, bad_release
     try:
         cloud = fleet.start_cloud()
         gateways = []
+        cut_gw = f"gw-{sites}" if cut_uplink_s > 0 else ""
         for s in range(1, sites + 1):
-            fleet.start_gateway(f"gw-{s}", f"site-{s}")
+            fleet.start_gateway(f"gw-{s}", f"site-{s}", proxy=f"gw-{s}" == cut_gw)
             gateways.append(f"gw-{s}")
         agents = [f"dev-{s}-{d:03d}" for s in range(1, sites + 1) for d in range(1, devices_per_site + 1)]
         for name in agents:
@@ -71,7 +77,7 @@ def run_rollout_drill(root: Path, sites: int, devices_per_site: int, bad_release
             "release": {"version": VERSION, "hardware": [HW], "security_version": 1},
             "canary": 2, "waves": ["50%", "100%"], "soak_s": 3, "success": "100%", "failure": "1",
             "on_failure": "pause", "max_installing_per_site": 4, "max_starts_per_minute": 60,
-            "windows": {"*": [list(WINDOW)]}, "timezones": {"*": TIMEZONE},
+            "windows": {"*": [list(WINDOW)]} if window else {}, "timezones": {"*": TIMEZONE},
             "timeout_s": 60, "max_retries": 2, "backoff_s": 2, "heartbeat_s": 5,
         }
         made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {"manifest": str(manifest), "image": str(image)}})
@@ -81,13 +87,28 @@ def run_rollout_drill(root: Path, sites: int, devices_per_site: int, bad_release
             f"for {WINDOW[1]:g} s ({TIMEZONE}); `edgefleet rollout show {rid} --watch --data-dir {fleet.dir('cloud')}`")
         last = ""
         deadline = time.monotonic() + 150
+        cut_at = restored_at = None
+        outage_s = 0.0
+        cut_stage = ""
+        behind: set[str] = set()  # the cut site's devices not yet updated, as far as the cloud knew, at the restore
         while time.monotonic() < deadline:
             view = fleet.api(f"/v1/rollouts/{rid}")
+            if cut_gw and cut_at is None and view["stage_index"] >= 1:
+                fleet.proxies[cut_gw].cut()
+                cut_at, cut_stage = time.monotonic(), view["stage"]
+                say(f"DRILL: uplink of {cut_gw} cut at {view['stage']}")
+            if cut_at is not None and restored_at is None and time.monotonic() - cut_at >= cut_uplink_s:
+                behind = {d["device_id"] for d in fleet.api(f"/v1/rollouts/{rid}")["devices"]
+                          if d["site"] == f"site-{sites}" and d["state"] != "succeeded"}
+                fleet.proxies[cut_gw].restore()
+                restored_at = time.monotonic()
+                outage_s = restored_at - cut_at
+                say(f"DRILL: uplink of {cut_gw} restored after {outage_s:.1f} s")
             line = f"{view['state']} at {view['stage']}: " + ", ".join(f"{k} {v}" for k, v in sorted(view["totals"].items()))
             if line != last:
                 say(line)
                 last = line
-            if view["state"] in FINAL or view["state"] == "paused":
+            if (view["state"] in FINAL or view["state"] == "paused") and (restored_at is not None or not cut_at):
                 break
             time.sleep(0.5)
         if view["state"] == "paused":  # halted: the canary's other devices finish; nothing more may start
@@ -120,7 +141,9 @@ def run_rollout_drill(root: Path, sites: int, devices_per_site: int, bad_release
         "telemetry_duplicates_stored": summary["duplicates_stored"],
         "telemetry_dropped_reported": dropped,
         "telemetry_lost": produced - stored - dropped,
-        "outage_seconds": 0.0,
+        "outage_seconds": round(outage_s, 1),
+        "uplink_cut_at": cut_stage,
+        "cut_site_caught_up": sum(1 for d in behind if outcomes.get(d) == "committed"),
         "gateway_restarts": 0,
         "clean_exits": sum(1 for c in codes.values() if c == 0),
         "processes": len(codes),
