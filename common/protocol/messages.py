@@ -25,6 +25,7 @@ __all__ = [
     "Hello",
     "HelloAck",
     "MESSAGE_TYPES",
+    "SitePlanEnvelope",
     "Message",
     "ROLES",
     "STREAMS",
@@ -222,6 +223,20 @@ class CommandAck(Message):
     detail: str
 
 
+# -- rollouts (50-59) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SitePlanEnvelope(Message):
+    """Cloud to gateway: the site's part of rollout ``rollout_id``, an Ed25519-signed envelope
+    (``common.signed``, kind ``rollout-site-plan``) the gateway verifies before acting on it
+    (``cloud.rollouts.siteplan``). A newer one (higher envelope seq) supersedes it."""
+
+    KIND: ClassVar[int] = 50
+    rollout_id: str
+    blob: bytes
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.KIND: cls
     for cls in (
@@ -236,5 +251,6 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         GatewayStatus,
         Command,
         CommandAck,
+        SitePlanEnvelope,
     )
 }

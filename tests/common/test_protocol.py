@@ -29,6 +29,7 @@ from common.protocol.codec import (
 )
 from common.protocol.messages import (
     MESSAGE_TYPES,
+    SitePlanEnvelope,
     STREAMS,
     Command,
     CommandAck,
@@ -75,6 +76,7 @@ SAMPLES: dict[type[Message], Message] = {
     ),
     Command: Command("dev-1", 4, "reboot", {"delay_s": "5", "reason": "update"}, 1_700_000_060_000),
     CommandAck: CommandAck("dev-1", 4, "failed", "reboot refused: update in progress"),
+    SitePlanEnvelope: SitePlanEnvelope("r1", b'{"signed": {}, "sig": ""}'),
 }
 
 
