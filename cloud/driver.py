@@ -34,7 +34,7 @@ from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
-from cloud.rollouts.service import RolloutService
+from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
@@ -151,6 +151,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             return [(effect.gateway_id, _command(r)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
+        rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
 
     def command_status(effect: StoreCommandStatus) -> None:
         call = lambda: store.mark_command(effect.device_id, effect.seq, effect.status, effect.detail, _now_ms())  # noqa: E731
@@ -203,7 +204,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    rollouts = RolloutService(store, store_thread, on_command, now_ms=_now_ms)
+    rollouts = RolloutService(store, store_thread, on_command, now_ms=_now_ms,
+                              signing_key=load_or_create_rollout_key(cfg.data_dir),
+                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
     app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
                      rollouts=rollouts)

@@ -29,6 +29,7 @@ DEFAULTS = {
     "link_windows": [],
     "timezone": "UTC",
     "status_interval": 5.0,
+    "rollout_key": "",
     "durable": True,
     "log_level": "info",
     "log_format": "json",
@@ -52,6 +53,8 @@ DEFAULTS = {
 @click.option("--link-window", "link_windows", multiple=True, help="'CRON|SECONDS': when state and bulk may use a metered uplink (repeatable).")
 @click.option("--timezone", help="IANA timezone of the link windows, e.g. Europe/Berlin.")
 @click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
+@click.option("--rollout-key", help="The cloud's rollout-plan public key (PEM, DATA_DIR/rollout_signing.pub of the "
+              "cloud): run the site's part of rollouts from plans it signed, also while the uplink is down.")
 @click.option("--durable/--fast", default=None, help="fsync every commit (default) or the fast mode (see docs).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -86,6 +89,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 link_windows=tuple(_window(w) for w in cfg["link_windows"]),
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],
+                rollout_key=cfg["rollout_key"],
             )
         )
     )

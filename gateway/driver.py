@@ -18,8 +18,10 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import zmq.asyncio
 
@@ -57,6 +59,7 @@ class GatewayConfig:
     link_windows: tuple[tuple[str, float], ...] = ()  # (crontab, seconds); empty: always open
     timezone: str = "UTC"
     status_interval_s: float = 5.0
+    rollout_key: str = ""  # PEM Ed25519 public key of the cloud's rollout plans; empty: no site rollouts
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -86,13 +89,16 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         bucket=TokenBucket(cfg.uplink_bytes_per_s, cfg.uplink_burst_bytes) if cfg.uplink_bytes_per_s else None,
         link_windows=LinkWindows(cfg.link_windows, cfg.timezone) if cfg.link_windows else None,
         status_interval_s=cfg.status_interval_s,
+        site_rollouts=bool(cfg.rollout_key),
     )
     runner: NodeRunner
+    loop = asyncio.get_running_loop()
+    rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner)
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding)
     link = UpstreamLink(ctx, cfg.cloud, keys, cfg.cloud_key, lambda e: runner.feed(e))
-    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log)
-    loop = asyncio.get_running_loop()
+    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log,
+                        extra=rollout_handlers)
     stop_on_signals(loop, stop)
     endpoint = server.start()
     write_atomic(
@@ -101,6 +107,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         0o644,
     )
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
+    rollout_tick = Periodic(loop, 1.0, rollouts.tick) if rollouts is not None else None
     link.open()
     runner.feed(Start())
     log.info("gateway started", extra={"gateway": cfg.gateway_id, "site": cfg.site, "devices": endpoint,
@@ -109,6 +116,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         await stop.wait()
     finally:
         checkpoint.cancel()
+        if rollout_tick is not None:
+            rollout_tick.cancel()
         await runner.stop()
         await server.stop()
         await link.close()
@@ -121,3 +130,38 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
         log.info("gateway stopped", extra={"records_in": core.counters["records_in"]})
     return stats
+
+
+class _SiteRolloutDriver:
+    """Wires ``gateway.site_rollouts.SiteRollouts`` to the core: its answers are fed back as events."""
+
+    def __init__(self, cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner]) -> None:
+        from common.firmware.keys import load_public_key
+        from gateway.site_rollouts import SiteRollouts
+
+        self.site = SiteRollouts(cfg.data_dir, cfg.site, load_public_key(cfg.rollout_key))
+        self.loop, self.runner = loop, runner
+        self.loop.call_soon(lambda: self._feed(self.site.load(wall_ms())))
+
+    def _feed(self, events: list[object]) -> None:
+        for ev in events:
+            self.loop.call_soon(self.runner().feed, ev)
+
+    def tick(self) -> None:
+        self._feed(self.site.tick(wall_ms()))
+
+    def handlers(self) -> dict[type, Callable[[Any], None]]:
+        from gateway.rollout_effects import DeviceOutcome, SitePlanArrived
+
+        return {
+            SitePlanArrived: lambda e: self._feed(self.site.plan(e.blob, wall_ms())),
+            DeviceOutcome: lambda e: self._feed(self.site.outcome(e.device_id, e.values, wall_ms())),
+        }
+
+
+def _site_rollouts(cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner]):
+    if not cfg.rollout_key:
+        return None, {}
+    driver = _SiteRolloutDriver(cfg, loop, runner)
+    return driver, driver.handlers()
+

@@ -38,10 +38,12 @@ FINAL = ("completed", "aborted")
 
 def run_rollout_drill(
     root: Path, sites: int, devices_per_site: int, bad_release: bool, quiet: bool = False, *,
-    cut_uplink_s: float = 0.0, window: bool = True,
+    cut_uplink_s: float = 0.0, window: bool = True, site_autonomy: bool = False, max_installing_per_site: int = 4,
 ) -> dict[str, Any]:
-    """``cut_uplink_s``: the last site's uplink (through a fault proxy) is cut for this long once wave 1 starts;
-    ``window``: installs only inside the maintenance window (else any time)."""
+    """``cut_uplink_s``: the last site's uplink (through a fault proxy) is cut for this long once wave 1 starts
+    (with ``site_autonomy``: once that site's gateway holds the plan approving wave 1);
+    ``window``: installs only inside the maintenance window (else any time);
+    ``site_autonomy``: gateways drive their sites from the cloud's signed site plans."""
     from simulations.demo import _accounted, _bulk_stored, _dropped
 
     def say(text: str) -> None:
@@ -55,9 +57,10 @@ def run_rollout_drill(
     try:
         cloud = fleet.start_cloud()
         gateways = []
-        cut_gw = f"gw-{sites}" if cut_uplink_s > 0 else ""
+        cut_gw = ""  # chosen once the rollout is made: the site with the most wave-1 devices
+        gw_extra = ["--rollout-key", str(fleet.dir("cloud") / "rollout_signing.pub")] if site_autonomy else []
         for s in range(1, sites + 1):
-            fleet.start_gateway(f"gw-{s}", f"site-{s}", proxy=f"gw-{s}" == cut_gw)
+            fleet.start_gateway(f"gw-{s}", f"site-{s}", proxy=cut_uplink_s > 0, extra=gw_extra)
             gateways.append(f"gw-{s}")
         agents = [f"dev-{s}-{d:03d}" for s in range(1, sites + 1) for d in range(1, devices_per_site + 1)]
         for name in agents:
@@ -76,13 +79,17 @@ def run_rollout_drill(
         plan = {
             "release": {"version": VERSION, "hardware": [HW], "security_version": 1},
             "canary": 2, "waves": ["50%", "100%"], "soak_s": 3, "success": "100%", "failure": "1",
-            "on_failure": "pause", "max_installing_per_site": 4, "max_starts_per_minute": 60,
+            "on_failure": "pause", "max_installing_per_site": max_installing_per_site, "max_starts_per_minute": 60,
             "windows": {"*": [list(WINDOW)]} if window else {}, "timezones": {"*": TIMEZONE},
-            "timeout_s": 60, "max_retries": 2, "backoff_s": 2, "heartbeat_s": 5,
+            "timeout_s": 60, "max_retries": 2, "backoff_s": 2, "heartbeat_s": 5, "site_autonomy": site_autonomy,
         }
         made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {"manifest": str(manifest), "image": str(image)}})
         rid = made["id"]
         canary = sorted(d["device_id"] for d in made["devices"] if d["stage"] == 0)
+        if cut_uplink_s > 0:
+            wave1 = [d["site"] for d in made["devices"] if d["stage"] == 1]
+            cut_site = max(sorted(set(wave1)), key=wave1.count) if wave1 else f"site-{sites}"
+            cut_gw = f"gw-{cut_site.rsplit('-', 1)[1]}"
         say(f"rollout {rid} created: canary {', '.join(canary)}; waves 50%, 100%; window {WINDOW[0]!r} "
             f"for {WINDOW[1]:g} s ({TIMEZONE}); `edgefleet rollout show {rid} --watch --data-dir {fleet.dir('cloud')}`")
         last = ""
@@ -91,33 +98,44 @@ def run_rollout_drill(
         outage_s = 0.0
         cut_stage = ""
         behind: set[str] = set()  # the cut site's devices not yet updated, as far as the cloud knew, at the restore
+        cut_wall = restored_wall = 0.0
+        converged_s: float | None = None
         while time.monotonic() < deadline:
             view = fleet.api(f"/v1/rollouts/{rid}")
-            if cut_gw and cut_at is None and view["stage_index"] >= 1:
+            if cut_gw and cut_at is None and _wave_1_reached(fleet, cut_gw, view, site_autonomy):
                 fleet.proxies[cut_gw].cut()
-                cut_at, cut_stage = time.monotonic(), view["stage"]
+                cut_at, cut_stage, cut_wall = time.monotonic(), view["stage"], time.time()
                 say(f"DRILL: uplink of {cut_gw} cut at {view['stage']}")
             if cut_at is not None and restored_at is None and time.monotonic() - cut_at >= cut_uplink_s:
                 behind = {d["device_id"] for d in fleet.api(f"/v1/rollouts/{rid}")["devices"]
-                          if d["site"] == f"site-{sites}" and d["state"] != "succeeded"}
+                          if d["site"] == f"site-{cut_gw.rsplit('-', 1)[1]}" and d["state"] != "succeeded"}
                 fleet.proxies[cut_gw].restore()
-                restored_at = time.monotonic()
+                restored_at, restored_wall = time.monotonic(), time.time()
                 outage_s = restored_at - cut_at
                 say(f"DRILL: uplink of {cut_gw} restored after {outage_s:.1f} s")
+                if site_autonomy:
+                    converged_s = _converge(fleet, rid, cut_gw, restored_at)
+                    say(f"the cloud's view of {cut_gw}'s devices matched the gateway's {converged_s} s after the restore")
             line = f"{view['state']} at {view['stage']}: " + ", ".join(f"{k} {v}" for k, v in sorted(view["totals"].items()))
             if line != last:
                 say(line)
                 last = line
             if (view["state"] in FINAL or view["state"] == "paused") and (restored_at is not None or not cut_at):
                 break
-            time.sleep(0.5)
+            time.sleep(0.05 if cut_gw and cut_at is None else 0.5)
         if view["state"] == "paused":  # halted: the canary's other devices finish; nothing more may start
             time.sleep(3.0)
             view = fleet.api(f"/v1/rollouts/{rid}")
             say(f"halted: {view['reason']}")
         outcomes = _latest_outcomes(fleet, VERSION)
+        # devices of the cut site that committed the release (by their own clock) while their uplink was down
+        installed_while_cut = sum(
+            1 for u in fleet.api("/v1/updates")["updates"]
+            if cut_gw and u["device_id"].startswith(f"dev-{cut_gw.rsplit('-', 1)[1]}-")
+            and u["values"].get("outcome") == "committed"
+            and cut_wall * 1000 <= u["ts_ms"] <= restored_wall * 1000)
         sent = {d for d in agents if any(c["name"] == "update" for c in fleet.api(f"/v1/devices/{d}/commands")["commands"])}
-        outside_window = _outside_window(fleet, agents)
+        outside_window = _outside_window(fleet, agents) if window else 0  # no window: nothing is outside one
         say("stopping agents (each drains its buffer first)")
         codes = fleet.stop(agents, timeout_s=90)
         stats = {a: fleet.agent_stats(a) for a in agents}
@@ -144,6 +162,9 @@ def run_rollout_drill(
         "outage_seconds": round(outage_s, 1),
         "uplink_cut_at": cut_stage,
         "cut_site_caught_up": sum(1 for d in behind if outcomes.get(d) == "committed"),
+        "installs_while_cut": installed_while_cut,
+        "site_autonomy": site_autonomy,
+        "converged_after_s": converged_s,
         "gateway_restarts": 0,
         "clean_exits": sum(1 for c in codes.values() if c == 0),
         "processes": len(codes),
@@ -172,6 +193,33 @@ def run_rollout_drill(
                    f"{result['devices_rolled_back']} rolled back, canary {len(canary)}, "
                    f"{result['installs_outside_canary']} installs outside the canary, {outside_window} outside the window")
     return result
+
+
+def _wave_1_reached(fleet: ProcFleet, gateway: str, view: dict[str, Any], site_autonomy: bool) -> bool:
+    if not site_autonomy:
+        return view["stage_index"] >= 1
+    import json
+
+    path = fleet.dir(gateway) / "rollouts.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return any(r["plan"]["approved_stage"] >= 1 for r in saved.get("rollouts", {}).values())
+
+
+def _converge(fleet: ProcFleet, rid: str, gateway: str, since: float, limit_s: float = 15.0) -> float | None:
+    """Seconds until the cloud's states of ``gateway``'s devices equal the gateway's own (None: not within the limit)."""
+    import json
+
+    while time.monotonic() - since < limit_s:
+        saved = json.loads((fleet.dir(gateway) / "rollouts.json").read_text())
+        truth = {d["device_id"]: d["state"] for d in saved["rollouts"][rid]["devices"]}
+        seen = {d["device_id"]: d["state"] for d in fleet.api(f"/v1/rollouts/{rid}")["devices"] if d["device_id"] in truth}
+        if seen == truth:
+            return round(time.monotonic() - since, 2)
+        time.sleep(0.05)
+    return None
 
 
 def _latest_outcomes(fleet: ProcFleet, version: str) -> dict[str, str]:

@@ -153,6 +153,7 @@ class RolloutPlan:
     allow_downgrade: bool = False
     allow_below_floor: bool = False
     local_failure: Threshold | None = None  # a site on its own halts at this (default: ``failure``)
+    site_autonomy: bool = False  # gateways drive their sites from signed site plans (cloud.rollouts.siteplan)
 
     def __post_init__(self) -> None:
         if self.on_failure not in ("pause", "abort"):
@@ -216,7 +217,7 @@ class RolloutPlan:
 _SCALARS = (
     "canary", "canary_group", "soak_s", "min_sample", "on_failure", "max_installing_per_site", "max_starts_per_minute",
     "download_ahead", "timeout_s", "max_retries", "backoff_s", "heartbeat_s", "health_margin", "allow_downgrade",
-    "allow_below_floor",
+    "allow_below_floor", "site_autonomy",
 )
 
 

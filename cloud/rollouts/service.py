@@ -24,17 +24,56 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from cloud.rollouts.conflicts import holders
-from cloud.rollouts.engine import Control, DeviceHealth, DeviceReport, DeviceSeen, Install, Persist, Revert, RolloutEngine, Tick
-from cloud.rollouts.plan import DeviceInfo, RolloutPlan
-from cloud.rollouts.states import DeviceEvent, RolloutState
-from common.errors import RolloutError
+from pathlib import Path
 
-__all__ = ["RolloutService", "install_command", "rollout_view"]
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud.rollouts.conflicts import holders
+from cloud.rollouts.engine import (
+    Approve,
+    Control,
+    DeviceHealth,
+    DeviceReport,
+    DeviceSeen,
+    Install,
+    Persist,
+    Revert,
+    RolloutEngine,
+    Tick,
+)
+from cloud.rollouts.plan import DeviceInfo, RolloutPlan
+from cloud.rollouts.siteplan import SitePlan, sign_site_plan, site_share
+from cloud.rollouts.states import DeviceEvent, DeviceState, RolloutState
+from common.errors import RolloutError
+from common.fileio import write_atomic
+from common.protocol import SitePlanEnvelope
+from common.signed import key_id_for
+
+__all__ = ["RolloutService", "install_command", "load_or_create_rollout_key", "rollout_view"]
 
 log = logging.getLogger("edgefleet.cloud.rollouts")
 
 OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL}
+PLAN_TTL_MS = 30 * 86_400_000
+GATED_TTL_MS = 30 * 86_400_000  # a site-gated update command waits at the gateway this long at most
+
+
+def load_or_create_rollout_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The cloud's key for signing site plans: DATA/rollout_signing.key (0600), made on first start, with
+    its public half in DATA/rollout_signing.pub for the gateways (``edgefleet gateway --rollout-key``)."""
+    path, pub = data_dir / "rollout_signing.key", data_dir / "rollout_signing.pub"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise RolloutError(None, "invalid", f"{path} is not an Ed25519 private key; move it away to make a new one")
+    else:
+        key = Ed25519PrivateKey.generate()
+        write_atomic(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), 0o600)
+    write_atomic(pub, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    return key
 
 
 def _wall_ms() -> int:
@@ -59,8 +98,14 @@ class RolloutService:
         on_command: Callable[[str, int], None],
         *,
         now_ms: Callable[[], int] = _wall_ms,
+        signing_key: Ed25519PrivateKey | None = None,
+        send_to_gateway: Callable[[str, object], None] | None = None,
     ) -> None:
         self.store = store
+        self.signing_key = signing_key
+        self.send_to_gateway = send_to_gateway
+        self._plan_seq = 0
+        self._sent_head: dict[str, tuple[int, str]] = {}
         self.executor = executor
         self.on_command = on_command
         self.now_ms = now_ms
@@ -78,7 +123,8 @@ class RolloutService:
         for row in rows:
             devices = await self._call(lambda r=row: self.store.rollout_devices(r["rollout_id"]))
             plan = RolloutPlan.from_dict(row["plan"])
-            self.engines[row["rollout_id"]] = RolloutEngine.restore(plan, row["header"], devices)
+            self.engines[row["rollout_id"]] = RolloutEngine.restore(plan, row["header"], devices,
+                                                                    execute=not plan.site_autonomy)
             self.install_args[row["rollout_id"]] = dict(row["install_args"] or {})
         return len(rows)
 
@@ -103,11 +149,13 @@ class RolloutService:
         running = await self._call(self._running_versions)
         devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], "")) for d in inventory]
         others = await self._call(self.store.active_rollout_devices)
-        engine = RolloutEngine(rid, plan)
+        if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
+            raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")
+        engine = RolloutEngine(rid, plan, execute=not plan.site_autonomy)
         engine.target(devices)
         held = holders(rid, now, others, [d for d in engine.devices])
         if held:  # re-target with the holders known: those devices are skipped with the reason
-            engine = RolloutEngine(rid, plan)
+            engine = RolloutEngine(rid, plan, execute=not plan.site_autonomy)
             engine.target(devices, held=held)
         args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
         row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
@@ -117,9 +165,14 @@ class RolloutService:
         self.engines[rid] = engine
         self.install_args[rid] = args
         effects = engine.handle(Tick(), now)  # the device rows, persisted
+        if plan.site_autonomy:  # every install is made now and held at the gateway until its site releases it
+            await self._run(rid, [Install(r.device_id, r.site, plan.release.version, False, now + GATED_TTL_MS)
+                                  for r in engine.devices.values() if r.state != DeviceState.SKIPPED])
         if not body.get("draft"):
             effects += engine.handle(Control("start", at_ms=int(body.get("start_at_ms") or 0)), now)
         await self._run(rid, effects)
+        if plan.site_autonomy:
+            await self.send_plans(rid)
         return await self.show(rid)
 
     def _running_versions(self) -> dict[str, str]:
@@ -166,23 +219,79 @@ class RolloutService:
             return
         now = self.now_ms()
         per_device: dict[str, list[object]] = {}
+        site_reports: dict[str, list[object]] = {}
         for r in records:
             if r.seq == 0:
+                if r.kind == "rollout":  # a site driving its part reports a device's state
+                    try:
+                        state = DeviceState(str(r.values.get("state")))
+                    except ValueError:
+                        continue
+                    site_reports.setdefault(str(r.values.get("rollout")), []).append(
+                        DeviceReport(r.device_id, DeviceEvent.COMMIT, str(r.values.get("reason", "")), state))
                 continue  # the gateway's own reports
             events = per_device.setdefault(r.device_id, [])
             if r.kind == "update" and r.values.get("outcome") in OUTCOMES:
                 events.append((str(r.values.get("version", "")), OUTCOMES[str(r.values["outcome"])], str(r.values.get("reason", ""))))
         for rid, engine in list(self.engines.items()):
-            batch: list[object] = []
+            batch: list[object] = list(site_reports.get(rid, ())) if not engine.execute else []
             for device, outcomes in per_device.items():
                 if device not in engine.devices:
                     batch.append(DeviceSeen(DeviceInfo(device, site)))
                     continue
                 batch.append(DeviceHealth(device, "heartbeat"))
-                batch += [DeviceReport(device, ev, why) for version, ev, why in outcomes
-                          if version == engine.plan.release.version]
+                if engine.execute:  # a coordinator takes device states from the sites' reports instead
+                    batch += [DeviceReport(device, ev, why) for version, ev, why in outcomes
+                              if version == engine.plan.release.version]
             if batch:
                 self._submit(rid, engine.handle_batch(batch, now))
+
+    # -- site plans --------------------------------------------------------------------
+
+    def _plans_soon(self, rid: str) -> None:
+        """After a step: new plans only if the stage or the state changed (a plan says nothing else new)."""
+        engine = self.engines.get(rid)
+        if engine is None:
+            return
+        head = (engine.stage, engine.state.value)
+        if self._sent_head.get(rid) != head:
+            self._sent_head[rid] = head
+            asyncio.ensure_future(self.send_plans(rid))
+
+    async def send_plans(self, rid: str, only_gateway: str | None = None) -> int:
+        """Sign each site's part of coordinated rollout ``rid`` and send it to the site's gateways."""
+        engine = self.engines.get(rid)
+        if engine is None or engine.execute or self.signing_key is None or self.send_to_gateway is None:
+            return 0
+        gateway_sites = await self._call(self.store.gateway_sites)
+        by_site: dict[str, dict[str, int]] = {}
+        for r in engine.devices.values():
+            if r.state != DeviceState.SKIPPED:
+                by_site.setdefault(r.site, {})[r.device_id] = r.stage
+        total = sum(len(v) for v in by_site.values())
+        now = self.now_ms()
+        key_id = key_id_for(self.signing_key.public_key())
+        sent = 0
+        from dataclasses import replace
+
+        for gateway_id, site in sorted(gateway_sites.items()):
+            if site not in by_site or (only_gateway is not None and gateway_id != only_gateway):
+                continue
+            plan = replace(engine.plan, max_starts_per_minute=site_share(engine.plan.max_starts_per_minute,
+                                                                         len(by_site[site]), total))
+            sp = SitePlan(rid, site, plan, by_site[site], engine.stage, engine.state.value)
+            self._plan_seq = max(self._plan_seq + 1, now)
+            blob = sign_site_plan(sp, seq=self._plan_seq, now_ms=now, ttl_ms=PLAN_TTL_MS, key=self.signing_key,
+                                  key_id=key_id)
+            self.send_to_gateway(gateway_id, SitePlanEnvelope(rid, blob))
+            sent += 1
+        return sent
+
+    def gateway_hello(self, gateway_id: str) -> None:
+        """A gateway (re)connected: it gets the newest plan of every coordinated rollout again."""
+        for rid, engine in self.engines.items():
+            if not engine.execute:
+                asyncio.ensure_future(self.send_plans(rid, only_gateway=gateway_id))
 
     # -- effects -----------------------------------------------------------------------
 
@@ -210,9 +319,20 @@ class RolloutService:
         pushed: list[tuple[str, int]] = []
         args = self.install_args.get(rid, {})
         downloaded: list[object] = []
+        engine = self.engines.get(rid)
+        gated = engine is not None and not engine.execute
         for e in effects:
             if isinstance(e, Persist):
                 self.store.save_rollout_step(rid, e.rollout, e.devices, now)
+                if gated and self._loop is not None:  # the sites hear of every approval, pause, resume or abort
+                    self._loop.call_soon_threadsafe(self._plans_soon, rid)
+            elif isinstance(e, Approve):
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._plans_soon, rid)
+            elif isinstance(e, Install) and gated:
+                name, cargs, expires = install_command(e, args, now)
+                cargs["gate"], cargs["rollout"] = "site", rid
+                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
             elif isinstance(e, Install):
                 if e.download_only:
                     # the agent fetches the image when it installs (over-the-wire delivery, #4, adds download-only)

@@ -47,6 +47,15 @@ class SitePlan:
         return {"rollout": self.rollout_id, "site": self.site, "plan": self.plan.to_dict(), "stages": dict(self.stages),
                 "approved_stage": self.approved_stage, "state": self.state}
 
+    @classmethod
+    def from_body(cls, b: Mapping[str, Any], seq: int = 0) -> SitePlan:
+        """The plan from a body (a verified envelope's, or one this node saved after verifying it)."""
+        try:
+            return cls(str(b["rollout"]), str(b["site"]), RolloutPlan.from_dict(b["plan"]),
+                       {str(k): int(v) for k, v in b["stages"].items()}, int(b["approved_stage"]), str(b["state"]), seq)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RolloutError(str(b.get("rollout", "?")), "plan", f"site plan body does not parse: {exc!r}") from None
+
 
 def site_share(per_minute: int, site_devices: int, total_devices: int) -> int:
     """This site's share of the fleet-wide starts per minute (at least 1), in proportion to its devices."""
@@ -64,12 +73,7 @@ def verify_site_plan(verifier: EnvelopeVerifier, blob: bytes, site: str, now_ms:
         env = verifier.verify(blob, kind=KIND, audience=site, now_ms=now_ms)
     except TrustError as exc:
         raise RolloutError(None, "plan", f"site plan for {site!r} refused: {exc} (ask the cloud to resend it)") from exc
-    b: Mapping[str, Any] = env.body
-    try:
-        return SitePlan(str(b["rollout"]), str(b["site"]), RolloutPlan.from_dict(b["plan"]),
-                        {str(k): int(v) for k, v in b["stages"].items()}, int(b["approved_stage"]), str(b["state"]), env.seq)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise RolloutError(str(b.get("rollout", "?")), "plan", f"site plan body does not parse: {exc!r}") from None
+    return SitePlan.from_body(env.body, env.seq)
 
 
 def site_engine(sp: SitePlan, devices: list[DeviceInfo], now_ms: int) -> tuple[RolloutEngine, list[object]]:

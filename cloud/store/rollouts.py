@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cloud.store.schema import rollout_devices, rollouts
+from cloud.store.schema import gateways, rollout_devices, rollouts
 
 __all__ = ["RolloutRecords"]
 
@@ -86,3 +86,8 @@ class RolloutRecords:
             for rid, did in conn.execute(query):
                 out[rid]["devices"].append(did)
         return list(out.values())
+
+    def gateway_sites(self) -> dict[str, str]:
+        """gateway id -> the site it serves (for sending a site's rollout plan to its gateways)."""
+        with self._transaction("gateway sites", snapshot=True) as conn:
+            return {g: s for g, s in conn.execute(sa.select(gateways.c.gateway_id, gateways.c.site_id))}
