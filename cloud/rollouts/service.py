@@ -244,7 +244,16 @@ class RolloutService:
                     batch += [DeviceReport(device, ev, why) for version, ev, why in outcomes
                               if version == engine.plan.release.version]
             if batch:
-                self._submit(rid, engine.handle_batch(batch, now))
+                before = len(engine.devices)
+                effects = engine.handle_batch(batch, now)
+                if not engine.execute and len(engine.devices) > before:
+                    # newcomers of a coordinated rollout: their gated commands, and plans that include them
+                    effects += [Install(r.device_id, r.site, engine.plan.release.version, False, now + GATED_TTL_MS)
+                                for r in list(engine.devices.values())[before:] if r.state != DeviceState.SKIPPED]
+                    self._sent_head.pop(rid, None)
+                    if self._loop is not None:
+                        self._loop.call_soon(self._plans_soon, rid)
+                self._submit(rid, effects)
 
     # -- site plans --------------------------------------------------------------------
 

@@ -219,3 +219,56 @@ def test_a_restarted_service_carries_on_and_versions_reported_by_devices_are_res
         assert view["stage"] == "wave 1" and view["totals"]["succeeded"] == 1
 
     asyncio.run(second())
+
+
+def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_reports(env, tmp_path):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from cloud.rollouts.siteplan import verify_site_plan
+    from common.protocol import SitePlanEnvelope
+    from common.signed import EnvelopeVerifier, key_id_for
+
+    store, ex = env
+    clock = Clock()
+    key = Ed25519PrivateKey.generate()
+    sent: list[tuple[str, object]] = []
+
+    async def run():
+        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock, signing_key=key,
+                             send_to_gateway=lambda gw, msg: sent.append((gw, msg)))
+        view = await svc.create({"plan": _plan(site_autonomy=True), "install_args": {"manifest": "/m"}})
+        await _settle(ex)
+        cmds = {d: store.list_commands(d)[-1] for d in (f"d-{s}-{i}" for s in (1, 2) for i in range(5))}
+        assert all(c["name"] == "update" and c["args"]["gate"] == "site" for c in cmds.values())
+        assert view["totals"] == {"pending": 10}  # the coordinator drives nothing itself
+        by_gw = {gw: m for gw, m in sent}
+        assert set(by_gw) == {"gw-1", "gw-2"} and all(isinstance(m, SitePlanEnvelope) for m in by_gw.values())
+        verifier = EnvelopeVerifier({key_id_for(key.public_key()): key.public_key()})
+        sp = verify_site_plan(verifier, by_gw["gw-1"].blob, "site-1", clock.ms)
+        assert set(sp.stages) == {f"d-1-{i}" for i in range(5)} and sp.approved_stage == 0
+        # site-1 reports its canary device succeeded: the coordinator takes the state
+        canary = [d["device_id"] for d in view["devices"] if d["stage"] == 0]
+        reports = [ForwardRecord(d, "critical", 0, 3000, "rollout", {"rollout": "r1", "state": "succeeded", "reason": ""})
+                   for d in canary]
+        svc.observe_batch("site-1", reports)
+        await _settle(ex)
+        clock.ms += 6_000
+        n = len(sent)
+        svc.tick()
+        await _settle(ex)
+        await asyncio.sleep(0.05)
+        await _settle(ex)
+        shown = await svc.show("r1")
+        assert shown["stage"] == "wave 1" and shown["totals"]["succeeded"] == 2
+        assert len(sent) > n  # the approval of wave 1 went out as new signed plans
+        latest = verify_site_plan(verifier, sent[-1][1].blob, "site-2" if sent[-1][0] == "gw-2" else "site-1", clock.ms)
+        assert latest.approved_stage == 1
+        # a newcomer joins: its gated command is made and it is in the next plans
+        store.ingest("gw-2", "site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})], 4000)
+        svc.observe_batch("site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})])
+        await _settle(ex)
+        await asyncio.sleep(0.05)
+        await _settle(ex)
+        assert store.list_commands("d-2-new")[-1]["args"]["gate"] == "site"
+
+    asyncio.run(run())
