@@ -142,7 +142,7 @@ class GatewayCore:
     ) -> None:
         self.gateway_id = gateway_id
         self.site_rollouts = site_rollouts  # run the site's part of rollouts (gateway.site_rollouts)
-        self.released: set[str] = set()  # devices whose site-gated commands the site's rollout released
+        self.released: dict[str, int] = {}  # device -> until when (ms) its site-gated commands may be delivered
         self.site = site
         self.outbox = outbox
         self.commands_queue = commands
@@ -229,16 +229,15 @@ class GatewayCore:
                 self.held.add(seqs[0], cmd)
                 out = [Send(UPSTREAM, CommandAck(cmd.device_id, cmd.seq, "held", ""))]
                 peer = self.peers.get(cmd.device_id)
-                if peer is not None and peer in self.sessions and self._deliverable(cmd):
+                if peer is not None and peer in self.sessions and self._deliverable(cmd, now):
                     out.append(Send(peer, cmd))
                 return out
-            case ReleaseCommands(device_ids):
+            case ReleaseCommands(device_ids, not_after_ms):
                 out = []
                 for device_id in device_ids:
-                    first = device_id not in self.released
-                    self.released.add(device_id)
+                    self.released[device_id] = not_after_ms
                     peer = self.peers.get(device_id)
-                    if first and peer is not None and peer in self.sessions:
+                    if peer is not None and peer in self.sessions and now * 1000 < not_after_ms:
                         out += [Send(peer, c) for c in self.held.for_device(device_id) if c.args.get("gate") == GATE]
                 return out
             case SiteReport(device_id, values):
@@ -270,7 +269,7 @@ class GatewayCore:
                 self.sessions[peer] = DeviceSession(node_id, now)
                 self.peers[node_id] = peer
                 out: list[Effect] = [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000), self.device_window))]
-                return out + [Send(peer, c) for c in self.held.for_device(node_id) if self._deliverable(c)]
+                return out + [Send(peer, c) for c in self.held.for_device(node_id) if self._deliverable(c, now)]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; this gateway serves devices"))]
             case _ if session is None:
@@ -354,9 +353,10 @@ class GatewayCore:
 
     # -- commands --------------------------------------------------------------------
 
-    def _deliverable(self, cmd: Command) -> bool:
-        """A site-gated command (a rollout's install) waits until the site's rollout releases its device."""
-        return cmd.args.get("gate") != GATE or cmd.device_id in self.released
+    def _deliverable(self, cmd: Command, now: float) -> bool:
+        """A site-gated command (a rollout's install) waits until the site's rollout releases its device, and is
+        not delivered after the release's deadline (the maintenance window closed: the rollout releases it again)."""
+        return cmd.args.get("gate") != GATE or now * 1000 < self.released.get(cmd.device_id, 0)
 
     def _report(self, device_id: str, kind: str, values: dict[str, float | str], now: float) -> Append:
         """A report (sequence 0: identified by its content, not its number) for the cloud, via the critical outbox."""

@@ -30,7 +30,10 @@ class DeviceOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseCommands:
+    """Deliver these devices' site-gated commands, but not after ``not_after_ms`` (the window closes)."""
+
     device_ids: tuple[str, ...]
+    not_after_ms: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,10 +65,11 @@ class SiteRollouts:
             self.plans[rid] = sp
             self.engines[rid] = RolloutEngine.restore(sp.plan, r["header"], r["devices"], site=self.site,
                                                       approved_stage=sp.approved_stage)
-            busy = [d for d, rec in self.engines[rid].devices.items()
-                    if rec.state in (DeviceState.INSTALLING, DeviceState.TRIAL)]
-            if busy:
-                out.append(ReleaseCommands(tuple(sorted(busy))))
+            eng = self.engines[rid]
+            busy = [d for d, rec in eng.devices.items() if rec.state in (DeviceState.INSTALLING, DeviceState.TRIAL)]
+            if busy and eng.windows.is_open(self.site, now_ms):  # else: they time out and are retried in a window
+                closes = eng.windows.closes_at_ms(self.site, now_ms)
+                out.append(ReleaseCommands(tuple(sorted(busy)), closes or now_ms + int(eng.plan.timeout_s * 1000)))
         return out
 
     def plan(self, blob: bytes, now_ms: int) -> list[object]:
@@ -109,7 +110,7 @@ class SiteRollouts:
 
     def _effects(self, rid: str, effects: list[object], force_save: bool = False) -> list[object]:
         out: list[object] = []
-        release: list[str] = []
+        release: dict[int, list[str]] = {}
         downloaded: list[object] = []
         saved = False
         for e in effects:
@@ -124,12 +125,12 @@ class SiteRollouts:
                 if e.download_only:  # the agent fetches at install time (over-the-wire delivery adds download-only)
                     downloaded.append(DeviceReport(e.device_id, DeviceEvent.DOWNLOADED, "fetched at install time"))
                 else:
-                    release.append(e.device_id)
+                    release.setdefault(e.not_after_ms, []).append(e.device_id)
         if force_save and not saved:
             self._save()
-        if release:
-            self.counters["released"] += len(release)
-            out.append(ReleaseCommands(tuple(release)))
+        for not_after, devices in sorted(release.items()):
+            self.counters["released"] += len(devices)
+            out.append(ReleaseCommands(tuple(devices), not_after))
         if downloaded:
             eng = self.engines[rid]
             out += self._effects(rid, eng.handle_batch(downloaded, eng.stage_started_ms))

@@ -213,6 +213,9 @@ def _bulk_stored(summary: dict) -> int:
               help="Drill: roll a signed release 2.0.0 out through a canary and two waves inside a maintenance window "
                    "(simulations/rollout_drill.py).")
 @click.option("--bad-release", is_flag=True, help="With --rollout: the release's image fails its self-test.")
+@click.option("--site-autonomy", is_flag=True,
+              help="With --rollout: gateways drive their sites from signed site plans; with --uplink-outage, the site "
+                   "with most wave-1 devices is cut off once it holds the wave-1 approval.")
 @click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
@@ -227,6 +230,7 @@ def demo(
     alert_drill: bool,
     rollout_drill: bool,
     bad_release: bool,
+    site_autonomy: bool,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -242,7 +246,8 @@ def demo(
         if rollout_drill:
             from simulations.rollout_drill import run_rollout_drill
 
-            result = run_rollout_drill(root, sites, devices_per_site, bad_release)
+            result = run_rollout_drill(root, sites, devices_per_site, bad_release, cut_uplink_s=uplink_outage,
+                                       site_autonomy=site_autonomy)
         elif alert_drill:
             from simulations.alert_drill import run_alert_drill
 

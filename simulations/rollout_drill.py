@@ -135,7 +135,12 @@ def run_rollout_drill(
             and u["values"].get("outcome") == "committed"
             and cut_wall * 1000 <= u["ts_ms"] <= restored_wall * 1000)
         sent = {d for d in agents if any(c["name"] == "update" for c in fleet.api(f"/v1/devices/{d}/commands")["commands"])}
-        outside_window = _outside_window(fleet, agents) if window else 0  # no window: nothing is outside one
+        if not window:
+            outside_window = 0  # no window: nothing is outside one
+        elif site_autonomy:
+            outside_window = _outside_window_sites(fleet, gateways)
+        else:
+            outside_window = _outside_window(fleet, agents)
         say("stopping agents (each drains its buffer first)")
         codes = fleet.stop(agents, timeout_s=90)
         stats = {a: fleet.agent_stats(a) for a in agents}
@@ -220,6 +225,24 @@ def _converge(fleet: ProcFleet, rid: str, gateway: str, since: float, limit_s: f
             return round(time.monotonic() - since, 2)
         time.sleep(0.05)
     return None
+
+
+def _outside_window_sites(fleet: ProcFleet, gateways: list[str]) -> int:
+    """Installs a gateway released (its engine's record of when) while the window, evaluated afresh, was closed.
+    The gateway's core delivers a released command only until the window closes (``ReleaseCommands.not_after_ms``)."""
+    import json
+
+    windows = LinkWindows([WINDOW], TIMEZONE)
+    bad = 0
+    for gw in gateways:
+        path = fleet.dir(gw) / "rollouts.json"
+        if not path.exists():
+            continue
+        for r in json.loads(path.read_text())["rollouts"].values():
+            for d in r["devices"]:
+                if d["started_ms"] and not windows.is_open(datetime.fromtimestamp(d["started_ms"] / 1000, UTC)):
+                    bad += 1
+    return bad
 
 
 def _latest_outcomes(fleet: ProcFleet, version: str) -> dict[str, str]:

@@ -40,8 +40,10 @@ def test_core_holds_site_gated_commands_until_released_and_passes_plans_and_outc
     effects = core.handle(Persisted(append.token, commands.append_many_sync(append.payloads)), 1.0)
     assert Send("p1", gated) not in effects  # held: the site's rollout has not released dev-1
     assert Send("p1", gated) not in core.handle(Received("p1", Hello("dev-1", "device", "site-1", 1, 1)), 2.0)
-    assert core.handle(ReleaseCommands(("dev-1",)), 3.0) == [Send("p1", gated)]
-    assert core.handle(Received(UPSTREAM, SitePlanEnvelope("r1", b"blob")), 4.0) == [SitePlanArrived("r1", b"blob")]
+    assert core.handle(ReleaseCommands(("dev-1",), 2_500), 3.0) == []  # released too late: the window closed
+    assert core.handle(ReleaseCommands(("dev-1",), 3_500), 3.0) == [Send("p1", gated)]
+    assert Send("p1", gated) not in core.handle(Received("p1", Hello("dev-1", "device", "site-1", 1, 1)), 4.0)
+    assert core.handle(Received(UPSTREAM, SitePlanEnvelope("r1", b"blob")), 3.0) == [SitePlanArrived("r1", b"blob")]
     rec = TelemetryRecord(1, NOW, "update", {"version": "2.0.0", "outcome": "committed", "reason": ""})
     effects = core.handle(Received("p1", TelemetryBatch("dev-1", "critical", 0, [rec])), 5.0)
     assert DeviceOutcome("dev-1", {"version": "2.0.0", "outcome": "committed", "reason": ""}) in effects
@@ -55,14 +57,15 @@ def test_site_runs_only_what_a_trusted_plan_approved_and_comes_back_after_a_rest
     assert site.plan(forged, NOW) == [] and site.counters["plans_refused"] == 1
     assert site.plan(_blob(0, 6, site="site-2"), NOW) == [] and site.counters["plans_refused"] == 2  # not ours
     out = site.plan(_blob(0, 7), NOW)
-    assert ReleaseCommands(("dev-1",)) in out  # the canary, approved
+    assert [e.device_ids for e in out if isinstance(e, ReleaseCommands)] == [("dev-1",)]  # the canary, approved
     assert {e.device_id for e in out if isinstance(e, SiteReport)} == {"dev-1", "dev-2", "dev-3"}
     out = site.outcome("dev-1", {"version": "2.0.0", "outcome": "committed"}, NOW + 1000)
     assert not any(isinstance(e, ReleaseCommands) for e in out + site.tick(NOW + 2000))  # wave 1 not approved
     assert site.plan(_blob(1, 7), NOW) == [] and site.counters["plans_refused"] == 3  # a replayed seq
     out = site.plan(_blob(1, 8), NOW + 3000)
-    assert ReleaseCommands(("dev-2", "dev-3")) in out
+    assert [e.device_ids for e in out if isinstance(e, ReleaseCommands)] == [("dev-2", "dev-3")]
     # a restart: the saved plan and engine come back; devices mid-install are released again
     again = SiteRollouts(tmp_path, "site-1", KEY.public_key())
-    assert again.load(NOW + 4000) == [ReleaseCommands(("dev-2", "dev-3"))]
+    (released,) = again.load(NOW + 4000)
+    assert released.device_ids == ("dev-2", "dev-3") and released.not_after_ms > NOW + 4000
     assert again.plan(_blob(1, 8), NOW + 4000) == []  # the verifier's high-water mark survived too
