@@ -10,6 +10,9 @@ records)`` after each committed batch (an ``update`` record is a device's outcom
 any record is a heartbeat; an unknown device that matches a running rollout joins
 it: continuous targeting), and the operator's ``create``/``control`` from the API.
 
+Health signals from telemetry: any record is a heartbeat; numeric values feed the plan's
+metric rules; ``uptime_s`` going back is a reboot.
+
 ``install_command(effect, install_args)`` is the one place an install becomes a
 device command: today ``update`` with the rollout's ``install_args`` (manifest and
 image paths); with over-the-wire delivery it becomes ``{"version": X}``.
@@ -105,6 +108,7 @@ class RolloutService:
         self.signing_key = signing_key
         self.send_to_gateway = send_to_gateway
         self._plan_seq = 0
+        self._uptime: dict[str, float] = {}  # device -> last uptime_s seen (a decrease is a reboot)
         self._sent_head: dict[str, tuple[int, str]] = {}
         self.executor = executor
         self.on_command = on_command
@@ -220,6 +224,8 @@ class RolloutService:
         now = self.now_ms()
         per_device: dict[str, list[object]] = {}
         site_reports: dict[str, list[object]] = {}
+        metrics: dict[str, dict[str, float]] = {}
+        reboots: set[str] = set()
         for r in records:
             if r.seq == 0:
                 if r.kind == "rollout":  # a site driving its part reports a device's state
@@ -231,6 +237,14 @@ class RolloutService:
                         DeviceReport(r.device_id, DeviceEvent.COMMIT, str(r.values.get("reason", "")), state))
                 continue  # the gateway's own reports
             events = per_device.setdefault(r.device_id, [])
+            numbers = {k: float(v) for k, v in r.values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            if numbers:
+                metrics.setdefault(r.device_id, {}).update(numbers)
+                up = numbers.get("uptime_s")
+                if up is not None:  # uptime going back: the device rebooted (during its own install it is expected)
+                    if up < self._uptime.get(r.device_id, 0.0):
+                        reboots.add(r.device_id)
+                    self._uptime[r.device_id] = up
             if r.kind == "update" and r.values.get("outcome") in OUTCOMES:
                 events.append((str(r.values.get("version", "")), OUTCOMES[str(r.values["outcome"])], str(r.values.get("reason", ""))))
         for rid, engine in list(self.engines.items()):
@@ -240,6 +254,10 @@ class RolloutService:
                     batch.append(DeviceSeen(DeviceInfo(device, site)))
                     continue
                 batch.append(DeviceHealth(device, "heartbeat"))
+                if device in reboots:
+                    batch.append(DeviceHealth(device, "reboot"))
+                if engine.plan.metric_rules and device in metrics:
+                    batch.append(DeviceHealth(device, "metrics", metrics[device]))
                 if engine.execute:  # a coordinator takes device states from the sites' reports instead
                     batch += [DeviceReport(device, ev, why) for version, ev, why in outcomes
                               if version == engine.plan.release.version]

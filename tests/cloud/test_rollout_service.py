@@ -272,3 +272,29 @@ def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_repo
         assert store.list_commands("d-2-new")[-1]["args"]["gate"] == "site"
 
     asyncio.run(run())
+
+
+def test_telemetry_feeds_the_health_gate_metric_rules_and_reboots(env):
+    store, ex = env
+    clock = Clock()
+
+    async def run():
+        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        view = await svc.create({"plan": _plan(canary=2, soak_s=60, metric_rules=["cpu_percent < 90"])})
+        canary = [d["device_id"] for d in view["devices"] if d["stage"] == 0]
+        for i, d in enumerate(canary):
+            svc.observe_batch("s", [_outcome(d, 70 + i, "committed"),
+                                    ForwardRecord(d, "bulk", 80, 5000, "metrics", {"uptime_s": 500.0, "cpu_percent": 20.0})])
+        await _settle(ex)
+        svc.observe_batch("s", [ForwardRecord(canary[0], "bulk", 81, 6000, "metrics", {"uptime_s": 3.0, "cpu_percent": 20.0}),
+                                ForwardRecord(canary[1], "bulk", 81, 6000, "metrics", {"uptime_s": 560.0, "cpu_percent": 97.5})])
+        await _settle(ex)
+        clock.ms += 61_000
+        svc.tick()
+        await _settle(ex)
+        shown = await svc.show("r1")
+        assert shown["state"] == "paused" and "health gate: 2 of 2 updated devices unhealthy" in shown["reason"]
+        engine = svc.engines["r1"]
+        assert {engine.devices[d].unhealthy for d in canary} == {"rebooted unexpectedly", "broke cpu_percent < 90"}
+
+    asyncio.run(run())
