@@ -27,6 +27,7 @@ Routes (all JSON; every error body is ``{"error": code, "detail": message}``):
                                                    the silence; ``target`` is a rule name or a subject
     GET  /v1/silences                     bearer   {"silences": [...]} those still running
     POST|GET /v1/releases...              bearer   firmware releases, with ``releases=`` (``cloud.releases_api``)
+    POST|GET /v1/rollouts...              bearer   rollouts, with ``rollouts=`` (``cloud.rollouts.api``)
 
 A request body that does not validate is a 422 ``invalid_request`` naming each bad field.
 After a command is stored, ``on_command(device_id, seq)`` (if given) is called on the
@@ -156,6 +157,7 @@ def create_app(
     on_command: Callable[[str, int], None] | None = None,
     on_silence: Callable[[str, int], None] | None = None,
     releases: ReleaseService | None = None,
+    rollouts: Any = None,  # cloud.rollouts.service.RolloutService
     now_ms: Callable[[], int] = _wall_ms,
     security: SecurityService | None = None,
     on_revocations: Callable[[bytes], None] | None = None,
@@ -339,6 +341,10 @@ def create_app(
         install_security(app, security, token, call, now_ms)
         denied_handler(app)
         secured.include_router(security_routes(security, call, now_ms, on_revocations, on_command))
+    if rollouts is not None:
+        from cloud.rollouts.api import rollout_routes
+
+        secured.include_router(rollout_routes(rollouts))
     app.include_router(secured)
     return app
 

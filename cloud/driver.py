@@ -10,6 +10,7 @@ rows are saved on the store thread before their events go to the webhooks
 (``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
 Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
+Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -32,9 +33,10 @@ from cloud.alerts import AlertService, AlertSettings, TickResult
 from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
+from cloud.enrollment import EnrollRule, Enroller
 from cloud.firmware_service import FirmwareService
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
-from cloud.enrollment import EnrollRule, Enroller
+from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security import SecurityService, load_or_create_signing_key
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
@@ -76,6 +78,7 @@ class CloudConfig:
     enroll_rate: float = 0.5  # enrollment attempts per second and gateway
     enroll_burst: int = 20
     require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
+    rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -147,6 +150,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
+            rollouts.observe_batch(effect.site, effect.records)
 
         call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
         on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
@@ -161,6 +165,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             return [(effect.gateway_id, _command(r, security)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
+        rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
 
     def command_status(effect: StoreCommandStatus) -> None:
         call = lambda: store.mark_command(effect.device_id, effect.seq, effect.status, effect.detail, _now_ms())  # noqa: E731
@@ -194,6 +199,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             about = {"alert": event.alert_id, "rule": event.rule, "subject": event.subject}
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
+
+    def rollout_tick() -> None:
+        timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)
+        rollouts.tick()
 
     def refresh_maintenance() -> None:
         timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
@@ -231,8 +240,12 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
+    rollouts = RolloutService(store, store_thread, on_command, now_ms=_now_ms,
+                              signing_key=load_or_create_rollout_key(cfg.data_dir),
+                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
+    await rollouts.restore()
     app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
-                     security=security, on_revocations=revocations_changed)
+                     security=security, on_revocations=revocations_changed, rollouts=rollouts)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -244,6 +257,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     resign_revocations()
     refresh_maintenance()
     alert_tick()
+    rollout_tick()
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "users": ("cloud.security.cli:users", "Operators and their roles and sites (add)."),
     "tokens": ("cloud.security.cli:tokens", "Operators' API tokens, stored hashed (create)."),
     "audit": ("cloud.security.cli:audit", "The audit log of every mutating action, allowed or refused."),
+    "rollout": ("cloud.rollouts.cli:rollout", "Rollouts: create, show (--watch), pause, resume, abort, list."),
 }
 
 

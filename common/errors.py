@@ -65,6 +65,7 @@ __all__ = [
     "ReleaseError",
     "TransferError",
     "ReplayError",
+    "RolloutError",
     "SignatureError",
     "StoreError",
     "TrustError",
@@ -309,3 +310,19 @@ class DeltaNotWorthIt(DeltaError):
 
     def __reduce__(self) -> tuple[object, ...]:  # make_delta_in_pool re-raises it in the caller, numbers included
         return (type(self), (str(self), self.result))
+
+
+class RolloutError(EdgeFleetError):
+    """A rollout the cloud refuses to create or change, or a site plan a gateway refuses.
+
+    ``reason`` is one of: ``invalid`` (a plan parameter), ``not-found``, ``state`` (the
+    rollout's state does not allow that), ``transition`` (a state table has no such step),
+    ``plan`` (a site plan that is not for this site or does not verify).
+    """
+
+    def __init__(self, rollout_id: str | None, reason: str, cause: str) -> None:
+        super().__init__(f"rollout {rollout_id or '?'}: {cause}")
+        self.rollout_id, self.reason, self.cause = rollout_id, reason, cause
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.rollout_id, self.reason, self.cause))

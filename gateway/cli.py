@@ -29,6 +29,7 @@ DEFAULTS = {
     "link_windows": [],
     "timezone": "UTC",
     "status_interval": 5.0,
+    "rollout_key": "",
     "durable": True,
     "cache_mb": 1024,
     "release_key": [],
@@ -61,6 +62,8 @@ DEFAULTS = {
 @click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
 @click.option("--cache-mb", type=int, help="Byte budget of the site's firmware cache, in MiB (least recently used evicted, pinned kept).")
 @click.option("--release-key", multiple=True, help="A release public key (PEM): manifests are checked here before fetching (repeatable).")
+@click.option("--rollout-key", help="The cloud's rollout-plan public key (PEM, DATA_DIR/rollout_signing.pub of the "
+              "cloud): run the site's part of rollouts from plans it signed, also while the uplink is down.")
 @click.option("--durable/--fast", default=None, help="fsync every commit (default) or the fast mode (see docs).")
 @click.option("--enroll-bind", help="Enrollment endpoint for new devices (any key; enrollment only), e.g. tcp://10.1.0.1:7702.")
 @click.option("--ca-chain", help="The fleet CA bundle (chain.pem) certificates of enrolled devices must verify against.")
@@ -109,6 +112,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 cloud_sign_keys=tuple(cfg["cloud_sign_key"]),
                 uplink_source=cfg["uplink_source"],
                 cert=cfg["cert"],
+                rollout_key=cfg["rollout_key"],
             )
         )
     )

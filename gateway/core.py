@@ -62,6 +62,7 @@ from common.protocol import (
     HelloAck,
     Message,
     OfferRequest,
+    SitePlanEnvelope,
     TelemetryAck,
     TelemetryBatch,
     decode,
@@ -74,6 +75,7 @@ from common.protocol.codec import TelemetryEntries
 from common.shaping import LinkWindows, TokenBucket
 from common.uplink import QueueSender, Uplink, agreed_version, silent_peers
 from gateway.commands import HeldCommands
+from gateway.rollout_effects import GATE, DeviceOutcome, ReleaseCommands, SitePlanArrived, SiteReport
 from gateway.security import GatewaySecurity
 
 __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
@@ -143,9 +145,12 @@ class GatewayCore:
         link_windows: LinkWindows | None = None,
         status_interval_s: float = 5.0,
         security: GatewaySecurity | None = None,
+        site_rollouts: bool = False,
     ) -> None:
         self.security = security  # enrollment relay, revocation and quarantine (gateway/security.py)
         self.gateway_id = gateway_id
+        self.site_rollouts = site_rollouts  # run the site's part of rollouts (gateway.site_rollouts)
+        self.released: dict[str, int] = {}  # device -> until when (ms) its site-gated commands may be delivered
         self.site = site
         self.outbox = outbox
         self.commands_queue = commands
@@ -234,9 +239,19 @@ class GatewayCore:
                 self.held.add(seqs[0], cmd)
                 out = [Send(UPSTREAM, CommandAck(cmd.device_id, cmd.seq, "held", ""))]
                 peer = self.peers.get(cmd.device_id)
-                if peer is not None and peer in self.sessions:
+                if peer is not None and peer in self.sessions and self._deliverable(cmd, now):
                     out.append(Send(peer, cmd))
                 return out
+            case ReleaseCommands(device_ids, not_after_ms):
+                out = []
+                for device_id in device_ids:
+                    self.released[device_id] = not_after_ms
+                    peer = self.peers.get(device_id)
+                    if peer is not None and peer in self.sessions and now * 1000 < not_after_ms:
+                        out += [Send(peer, c) for c in self.held.for_device(device_id) if c.args.get("gate") == GATE]
+                return out
+            case SiteReport(device_id, values):
+                return [self._report(device_id, "rollout", dict(values), now)]
             case Persisted(("report", _), _):
                 return self._drain(now)
             case TimerFired("heartbeat"):
@@ -264,7 +279,7 @@ class GatewayCore:
                 self.sessions[peer] = DeviceSession(node_id, now)
                 self.peers[node_id] = peer
                 out: list[Effect] = [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000), self.device_window))]
-                return out + [Send(peer, c) for c in self.held.for_device(node_id)]
+                return out + [Send(peer, c) for c in self.held.for_device(node_id) if self._deliverable(c, now)]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; this gateway serves devices"))]
             case _ if session is None:
@@ -337,9 +352,23 @@ class GatewayCore:
             return [Send(peer, TelemetryAck(device_id, stream, acked, self._credit(key)))] if acked else []
         self.counters["records_in"] += len(payloads)
         self.pending[key] = last
-        return [Append(OUTBOX, stream, payloads, ("device", peer, device_id, stream, first, last))]
+        out: list[Effect] = [Append(OUTBOX, stream, payloads, ("device", peer, device_id, stream, first, last))]
+        if self.site_rollouts and stream == "critical":  # update outcomes feed the site's rollout
+            for p in payloads:
+                try:
+                    rec = decode_record(p)
+                except ProtocolError:
+                    continue  # the cloud's store refuses it with the reason; the rollout just does not hear it
+                if rec.kind == "update":
+                    out.append(DeviceOutcome(device_id, dict(rec.values)))
+        return out
 
     # -- commands --------------------------------------------------------------------
+
+    def _deliverable(self, cmd: Command, now: float) -> bool:
+        """A site-gated command (a rollout's install) waits until the site's rollout releases its device, and is
+        not delivered after the release's deadline (the maintenance window closed: the rollout releases it again)."""
+        return cmd.args.get("gate") != GATE or now * 1000 < self.released.get(cmd.device_id, 0)
 
     def _report(self, device_id: str, kind: str, values: dict[str, float | str], now: float) -> Append:
         """A report (sequence 0: identified by its content, not its number) for the cloud, via the critical outbox."""
@@ -376,6 +405,8 @@ class GatewayCore:
                 return self._command_from_cloud(msg)
             case FirmwareOffer() | ChunkData():
                 return [Firmware("", "", msg)]
+            case SitePlanEnvelope(rollout_id, blob) if self.site_rollouts:
+                return [SitePlanArrived(rollout_id, blob)]
             case ErrorReply("hello-first", _):
                 return self.uplink.open(now)
             case ErrorReply(code, detail):

@@ -18,9 +18,11 @@ import asyncio
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import zmq.asyncio
 
@@ -77,6 +79,7 @@ class GatewayConfig:
     cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub (several while one replaces another)
     uplink_source: str = ""  # the local address the uplink leaves from (its own interface); empty: the OS picks
     cert: str = ""  # this gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud
+    rollout_key: str = ""  # PEM Ed25519 public key of the cloud's rollout plans; empty: no site rollouts
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -115,8 +118,11 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         link_windows=LinkWindows(cfg.link_windows, cfg.timezone) if cfg.link_windows else None,
         status_interval_s=cfg.status_interval_s,
         security=security,
+        site_rollouts=bool(cfg.rollout_key),
     )
     runner: NodeRunner
+    loop = asyncio.get_running_loop()
+    rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner)
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
     identify = (lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))) if security is not None else None
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding, identify=identify)
@@ -166,12 +172,11 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         if changed:
             runner.feed(_applied(revocations))
 
-    extra: dict = {Firmware: firmware.handle}
+    extra: dict = {Firmware: firmware.handle, **rollout_handlers}
     if security is not None:
         extra |= {AdmitDevice: admit, ApplyRevocations: apply_revocations}
     runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=SocketRouter(server, enroll) if enroll else server,
                         upstream=link, log=log, extra=extra)
-    loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
     endpoint = server.start()
     enroll_endpoint = enroll.start() if enroll is not None else ""
@@ -181,6 +186,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         0o644,
     )
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
+    rollout_tick = Periodic(loop, 1.0, rollouts.tick) if rollouts is not None else None
     link.open()
     runner.feed(Start())
     if revocations is not None:
@@ -191,6 +197,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         await stop.wait()
     finally:
         checkpoint.cancel()
+        if rollout_tick is not None:
+            rollout_tick.cancel()
         await runner.stop()
         await firmware.stop()
         await server.stop()
@@ -260,3 +268,36 @@ def _uplink_endpoint(cfg: GatewayConfig) -> str:
     if not cfg.uplink_source or not cfg.cloud.startswith("tcp://"):
         return cfg.cloud
     return f"tcp://{cfg.uplink_source}:0;{cfg.cloud.removeprefix('tcp://')}"
+class _SiteRolloutDriver:
+    """Wires ``gateway.site_rollouts.SiteRollouts`` to the core: its answers are fed back as events."""
+
+    def __init__(self, cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner]) -> None:
+        from common.firmware.keys import load_public_key
+        from gateway.site_rollouts import SiteRollouts
+
+        self.site = SiteRollouts(cfg.data_dir, cfg.site, load_public_key(cfg.rollout_key))
+        self.loop, self.runner = loop, runner
+        self.loop.call_soon(lambda: self._feed(self.site.load(wall_ms())))
+
+    def _feed(self, events: list[object]) -> None:
+        for ev in events:
+            self.loop.call_soon(self.runner().feed, ev)
+
+    def tick(self) -> None:
+        self._feed(self.site.tick(wall_ms()))
+
+    def handlers(self) -> dict[type, Callable[[Any], None]]:
+        from gateway.rollout_effects import DeviceOutcome, SitePlanArrived
+
+        return {
+            SitePlanArrived: lambda e: self._feed(self.site.plan(e.blob, wall_ms())),
+            DeviceOutcome: lambda e: self._feed(self.site.outcome(e.device_id, e.values, wall_ms())),
+        }
+
+
+def _site_rollouts(cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner]):
+    if not cfg.rollout_key:
+        return None, {}
+    driver = _SiteRolloutDriver(cfg, loop, runner)
+    return driver, driver.handlers()
+

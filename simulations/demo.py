@@ -209,6 +209,13 @@ def _bulk_stored(summary: dict) -> int:
 @click.option("--bad-device", "bad_devices", type=int, default=None,
               help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
+@click.option("--rollout", "rollout_drill", is_flag=True,
+              help="Drill: roll a signed release 2.0.0 out through a canary and two waves inside a maintenance window "
+                   "(simulations/rollout_drill.py).")
+@click.option("--bad-release", is_flag=True, help="With --rollout: the release's image fails its self-test.")
+@click.option("--site-autonomy", is_flag=True,
+              help="With --rollout: gateways drive their sites from signed site plans; with --uplink-outage, the site "
+                   "with most wave-1 devices is cut off once it holds the wave-1 approval.")
 @click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
 @click.option("--security-drill", is_flag=True, help="Drill: enroll zero-touch, revoke a device, cut its site, forge and replay commands (simulations/security_drill.py).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
@@ -223,6 +230,9 @@ def demo(
     seed: int,
     alert_drill: bool,
     security_drill: bool,
+    rollout_drill: bool,
+    bad_release: bool,
+    site_autonomy: bool,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -246,7 +256,12 @@ def demo(
         sys.exit(report(secured, as_json))
     try:
         drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, bad_devices=bad_devices, seed=seed)
-        if alert_drill:
+        if rollout_drill:
+            from simulations.rollout_drill import run_rollout_drill
+
+            result = run_rollout_drill(root, sites, devices_per_site, bad_release, cut_uplink_s=uplink_outage,
+                                       site_autonomy=site_autonomy)
+        elif alert_drill:
             from simulations.alert_drill import run_alert_drill
 
             result = run_alert_drill(root, sites, devices_per_site, duration)
@@ -267,6 +282,11 @@ def demo(
         click.echo(f"updates: {result['updates_committed']} committed, {result['updates_rolled_back']} rolled back "
                    f"(bad image on {', '.join(result['bad_devices']) or 'none'}), {result['updates_failed']} failed, "
                    f"{result['updates_unreported']} unreported")
+    if "rollout_state" in result:
+        click.echo(f"rollout: {result['rollout_state']} ({result['rollout_reason']}); updated {result['devices_updated']}, "
+                   f"rolled back {result['devices_rolled_back']} (canary {result['canary_size']}), "
+                   f"outside the canary {result['installs_outside_canary']}, outside the window "
+                   f"{result['installs_outside_window']}")
     if result["outage_seconds"] or result["gateway_restarts"]:
         click.echo(f"drills: uplink outage {result['outage_seconds']} s, gateway restarts {result['gateway_restarts']}")
     click.echo(f"processes: {result['clean_exits']}/{result['processes']} exited cleanly; {result['wall_seconds']} s in all")

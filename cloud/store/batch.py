@@ -37,6 +37,7 @@ __all__ = [
 GAP_KIND = "gap"
 STATUS_KIND = "gateway.status"
 COMMAND_KIND = "command"
+ROLLOUT_KIND = "rollout"  # a gateway's report of a device's state in a rollout it drives (gateway.site_rollouts)
 
 FINAL_STATUSES = ("done", "failed", "expired")
 # a command only moves forward: a late "held" never undoes "delivered", nothing undoes a final state
@@ -102,8 +103,10 @@ def plan_batch(records: Sequence[ForwardRecord], now_ms: int) -> BatchPlan:
                     plan.status = (r.ts_ms, dict(r.values))
             elif r.kind == COMMAND_KIND:
                 plan.commands.append(_command_report(r))
+            elif r.kind == ROLLOUT_KIND:
+                pass  # a site's rollout report: the rollout service hears it (cloud.rollouts.service), nothing to store
             else:
-                raise ValueError(f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND})")
+                raise ValueError(f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND}, {ROLLOUT_KIND})")
         except ValueError as exc:
             plan.rejected.append(_refusal(r, str(exc)))
     return plan

@@ -341,12 +341,48 @@ def _v5_identity_access_audit(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _v6_rollouts(conn: sa.Connection) -> None:
+    """Rollouts (cloud.rollouts): the plan and the engine's header, and one row per targeted device."""
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    sa.Table(
+        "rollouts",
+        md,
+        sa.Column("rollout_id", sa.String(64), primary_key=True),
+        sa.Column("release_version", sa.String(64), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("plan", json_values, nullable=False),
+        sa.Column("header", json_values, nullable=False),
+        sa.Column("install_args", json_values, nullable=False),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.Column("updated_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint(
+            "state IN ('draft', 'scheduled', 'running', 'paused', 'completed', 'aborted')", name="rollouts_state"
+        ),
+    )
+    sa.Table(
+        "rollout_devices",
+        md,
+        sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.rollout_id"), primary_key=True),
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("site_id", sa.String(128), nullable=False),
+        sa.Column("stage", sa.Integer, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("record", json_values, nullable=False),
+        sa.Index("rollout_devices_device", "device_id"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
     Migration(3, "alerts and silences", _v3_alerts_and_silences),
     Migration(4, "firmware releases and deltas", _v4_releases_and_deltas),
     Migration(5, "operators, API tokens, enrollment, identities, revocations, audit log", _v5_identity_access_audit),
+    Migration(6, "rollouts and their devices", _v6_rollouts),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

@@ -28,6 +28,8 @@ __all__ = [
     "gateways",
     "metadata",
     "releases",
+    "rollout_devices",
+    "rollouts",
     "schema_version",
     "silences",
     "sites",
@@ -209,4 +211,36 @@ deltas = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("detail", JSON_VALUES, nullable=False),  # {"note", "full_size", "ratio", "seconds"}
     sa.CheckConstraint("status IN ('offered', 'not-worth-it', 'failed')", name="deltas_status"),
+)
+
+# rollouts (cloud.rollouts): the plan, the engine's persisted header, the command args an install sends
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("rollout_id", sa.String(64), primary_key=True),
+    sa.Column("release_version", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("plan", JSON_VALUES, nullable=False),
+    sa.Column("header", JSON_VALUES, nullable=False),
+    sa.Column("install_args", JSON_VALUES, nullable=False),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.CheckConstraint(
+        "state IN ('draft', 'scheduled', 'running', 'paused', 'completed', 'aborted')", name="rollouts_state"
+    ),
+)
+
+# one row per device a rollout targets (skipped ones too, with the reason); ``record`` is the engine's DeviceRecord
+rollout_devices = sa.Table(
+    "rollout_devices",
+    metadata,
+    sa.Column("rollout_id", sa.String(64), sa.ForeignKey("rollouts.rollout_id"), primary_key=True),
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("site_id", sa.String(128), nullable=False),
+    sa.Column("stage", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("record", JSON_VALUES, nullable=False),
+    sa.Index("rollout_devices_device", "device_id"),
 )

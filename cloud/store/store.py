@@ -40,6 +40,7 @@ from cloud.store.batch import BatchPlan, plan_batch, statuses_before, subtract_r
 from cloud.store.migrations import migrate
 from cloud.store.releases import ReleaseRecords
 from cloud.store.security import SecurityRecords
+from cloud.store.rollouts import RolloutRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
 from common.errors import StoreError
 from common.protocol.messages import ForwardRecord
@@ -71,7 +72,7 @@ class IngestResult:
     rejected: tuple[str, ...] = ()
 
 
-class Store(AlertRecords, ReleaseRecords, SecurityRecords):
+class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords):
     """The cloud store. Build it with ``Store.open(url)``; the constructor does no I/O."""
 
     def __init__(self, engine: sa.Engine, *, applied: Sequence[int] = ()) -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "HelloAck",
     "KeyRotation",
     "MESSAGE_TYPES",
+    "SitePlanEnvelope",
     "Message",
     "NodeCertificate",
     "ROLES",
@@ -352,6 +353,18 @@ class NodeCertificate(Message):
 
     KIND: ClassVar[int] = 64
     certificate: bytes
+# -- rollouts (50-59) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SitePlanEnvelope(Message):
+    """Cloud to gateway: the site's part of rollout ``rollout_id``, an Ed25519-signed envelope
+    (``common.signed``, kind ``rollout-site-plan``) the gateway verifies before acting on it
+    (``cloud.rollouts.siteplan``). A newer one (higher envelope seq) supersedes it."""
+
+    KIND: ClassVar[int] = 50
+    rollout_id: str
+    blob: bytes
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
@@ -377,5 +390,6 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         RevocationUpdate,
         KeyRotation,
         NodeCertificate,
+        SitePlanEnvelope,
     )
 }

@@ -38,6 +38,7 @@ from common.protocol.messages import (
     KeyRotation,
     NodeCertificate,
     RevocationUpdate,
+    SitePlanEnvelope,
     STREAMS,
     Command,
     CommandAck,
@@ -93,6 +94,7 @@ SAMPLES: dict[type[Message], Message] = {
     RevocationUpdate: RevocationUpdate(b'{"signed": {}, "sig": ""}'),
     KeyRotation: KeyRotation("dev-1", "n" * 40),
     NodeCertificate: NodeCertificate(b"-----BEGIN CERTIFICATE-----"),
+    SitePlanEnvelope: SitePlanEnvelope("r1", b'{"signed": {}, "sig": ""}'),
 }
 
 

@@ -1,0 +1,400 @@
+"""The cloud's rollout service: engines for the active rollouts, ticked by the driver, fed device outcomes.
+
+It lives on the cloud's event loop; every store call runs on the store thread
+(``executor``). The engine's effects run in order: a ``Persist`` is committed in
+the same store-thread call *before* the commands its ``Install``/``Revert`` effects
+create, then ``on_command(device, seq)`` pushes each command to its gateway.
+
+Inputs: ``tick()`` (the driver calls it every ``tick_s``), ``observe_batch(site,
+records)`` after each committed batch (an ``update`` record is a device's outcome;
+any record is a heartbeat; an unknown device that matches a running rollout joins
+it: continuous targeting), and the operator's ``create``/``control`` from the API.
+
+Health signals from telemetry: any record is a heartbeat; numeric values feed the plan's
+metric rules; ``uptime_s`` going back is a reboot.
+
+``install_command(effect, install_args)`` is the one place an install becomes a
+device command: today ``update`` with the rollout's ``install_args`` (manifest and
+image paths); with over-the-wire delivery it becomes ``{"version": X}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
+from typing import Any
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud.rollouts.conflicts import holders
+from cloud.rollouts.engine import (
+    Approve,
+    Control,
+    DeviceHealth,
+    DeviceReport,
+    DeviceSeen,
+    Install,
+    Persist,
+    Revert,
+    RolloutEngine,
+    Tick,
+)
+from cloud.rollouts.plan import DeviceInfo, RolloutPlan
+from cloud.rollouts.siteplan import SitePlan, sign_site_plan, site_share
+from cloud.rollouts.states import DeviceEvent, DeviceState, RolloutState
+from common.errors import RolloutError
+from common.fileio import write_atomic
+from common.protocol import SitePlanEnvelope
+from common.signed import key_id_for
+
+__all__ = ["RolloutService", "install_command", "load_or_create_rollout_key", "rollout_view"]
+
+log = logging.getLogger("edgefleet.cloud.rollouts")
+
+OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL}
+PLAN_TTL_MS = 30 * 86_400_000
+GATED_TTL_MS = 30 * 86_400_000  # a site-gated update command waits at the gateway this long at most
+
+
+def load_or_create_rollout_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The cloud's key for signing site plans: DATA/rollout_signing.key (0600), made on first start, with
+    its public half in DATA/rollout_signing.pub for the gateways (``edgefleet gateway --rollout-key``)."""
+    path, pub = data_dir / "rollout_signing.key", data_dir / "rollout_signing.pub"
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise RolloutError(None, "invalid", f"{path} is not an Ed25519 private key; move it away to make a new one")
+    else:
+        key = Ed25519PrivateKey.generate()
+        write_atomic(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()), 0o600)
+    write_atomic(pub, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+    return key
+
+
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def install_command(effect: Install, install_args: Mapping[str, str], now_ms: int) -> tuple[str, dict[str, str], int]:
+    """(command name, args, expires_ms) for one install: it expires when the maintenance window closes."""
+    return "update", {**install_args, "rollout_version": effect.version}, max(effect.not_after_ms, now_ms + 1000)
+
+
+def revert_command(effect: Revert, rollout_id: str, now_ms: int, ttl_ms: int = 86_400_000) -> tuple[str, dict[str, str], int]:
+    """'Return to the previous release': the agent rolls back to its other slot (``rollback`` command)."""
+    return "rollback", {"rollout": rollout_id}, now_ms + ttl_ms
+
+
+class RolloutService:
+    def __init__(
+        self,
+        store: Any,
+        executor: Executor,
+        on_command: Callable[[str, int], None],
+        *,
+        now_ms: Callable[[], int] = _wall_ms,
+        signing_key: Ed25519PrivateKey | None = None,
+        send_to_gateway: Callable[[str, object], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.signing_key = signing_key
+        self.send_to_gateway = send_to_gateway
+        self._plan_seq = 0
+        self._uptime: dict[str, float] = {}  # device -> last uptime_s seen (a decrease is a reboot)
+        self._sent_head: dict[str, tuple[int, str]] = {}
+        self.executor = executor
+        self.on_command = on_command
+        self.now_ms = now_ms
+        self.engines: dict[str, RolloutEngine] = {}
+        self.install_args: dict[str, dict[str, str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.wrap_future(self.executor.submit(fn))
+
+    async def restore(self) -> int:
+        """Load the active rollouts from the store (after a restart); returns how many."""
+        self._loop = asyncio.get_running_loop()
+        rows = await self._call(lambda: self.store.list_rollouts(("scheduled", "running", "paused")))
+        for row in rows:
+            devices = await self._call(lambda r=row: self.store.rollout_devices(r["rollout_id"]))
+            plan = RolloutPlan.from_dict(row["plan"])
+            self.engines[row["rollout_id"]] = RolloutEngine.restore(plan, row["header"], devices,
+                                                                    execute=not plan.site_autonomy)
+            self.install_args[row["rollout_id"]] = dict(row["install_args"] or {})
+        return len(rows)
+
+    # -- operator ----------------------------------------------------------------------
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """A new rollout from the API's JSON: ``plan`` (RolloutPlan.to_dict shape, partial), ``install_args``,
+        optional ``id``, ``start_at_ms``, ``draft``."""
+        self._loop = asyncio.get_running_loop()
+        plan_json = dict(body.get("plan") or {})
+        release = dict(plan_json.get("release") or {})
+        if not release.get("version"):
+            raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
+        known = await self._call(lambda: self.store.get_release(release["version"]))
+        if known is not None:  # the store's release record is authoritative
+            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"]}
+        plan = RolloutPlan.from_dict({**plan_json, "release": release})
+        now = self.now_ms()
+        existing = await self._call(lambda: self.store.list_rollouts())
+        rid = str(body.get("id") or f"r{len(existing) + 1}")
+        inventory = await self._call(self.store.list_devices)
+        running = await self._call(self._running_versions)
+        devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], "")) for d in inventory]
+        others = await self._call(self.store.active_rollout_devices)
+        if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
+            raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")
+        engine = RolloutEngine(rid, plan, execute=not plan.site_autonomy)
+        engine.target(devices)
+        held = holders(rid, now, others, [d for d in engine.devices])
+        if held:  # re-target with the holders known: those devices are skipped with the reason
+            engine = RolloutEngine(rid, plan, execute=not plan.site_autonomy)
+            engine.target(devices, held=held)
+        args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
+        row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
+               "header": engine.header(), "install_args": args, "created_ms": now}
+        if not await self._call(lambda: self.store.create_rollout(row)):
+            raise RolloutError(rid, "invalid", f"a rollout with the id {rid!r} exists; choose another --id")
+        self.engines[rid] = engine
+        self.install_args[rid] = args
+        effects = engine.handle(Tick(), now)  # the device rows, persisted
+        if plan.site_autonomy:  # every install is made now and held at the gateway until its site releases it
+            await self._run(rid, [Install(r.device_id, r.site, plan.release.version, False, now + GATED_TTL_MS)
+                                  for r in engine.devices.values() if r.state != DeviceState.SKIPPED])
+        if not body.get("draft"):
+            effects += engine.handle(Control("start", at_ms=int(body.get("start_at_ms") or 0)), now)
+        await self._run(rid, effects)
+        if plan.site_autonomy:
+            await self.send_plans(rid)
+        return await self.show(rid)
+
+    def _running_versions(self) -> dict[str, str]:
+        """What each device last said it runs (its latest update record); unknown devices are left out."""
+        out: dict[str, str] = {}
+        for r in self.store.records_of_kind("update"):
+            if r["values"].get("running_version"):
+                out[r["device_id"]] = str(r["values"]["running_version"])
+        return out
+
+    async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
+        engine = self.engines.get(rid)
+        if engine is None or engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
+            row = await self._call(lambda: self.store.get_rollout(rid))
+            if row is None:
+                raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+            raise RolloutError(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
+        effects = engine.handle(Control(action, revert=revert, reason=f"{action} by the operator"), self.now_ms())
+        await self._run(rid, effects)
+        return await self.show(rid)
+
+    async def show(self, rid: str) -> dict[str, Any]:
+        row = await self._call(lambda: self.store.get_rollout(rid))
+        if row is None:
+            raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+        devices = await self._call(lambda: self.store.rollout_devices(rid))
+        return rollout_view(row, devices)
+
+    async def list(self) -> list[dict[str, Any]]:
+        rows = await self._call(self.store.list_rollouts)
+        return [rollout_view(r, None) for r in rows]
+
+    # -- driver inputs -----------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = self.now_ms()
+        for rid, engine in list(self.engines.items()):
+            # a finished engine stays (until restart) so late outcomes of its devices are still recorded
+            self._submit(rid, engine.handle(Tick(), now))
+
+    def observe_batch(self, site: str, records: Iterable[Any]) -> None:
+        """A committed batch: outcomes, heartbeats and newcomers for every active rollout."""
+        if not self.engines:
+            return
+        now = self.now_ms()
+        per_device: dict[str, list[object]] = {}
+        site_reports: dict[str, list[object]] = {}
+        metrics: dict[str, dict[str, float]] = {}
+        reboots: set[str] = set()
+        for r in records:
+            if r.seq == 0:
+                if r.kind == "rollout":  # a site driving its part reports a device's state
+                    try:
+                        state = DeviceState(str(r.values.get("state")))
+                    except ValueError:
+                        continue
+                    site_reports.setdefault(str(r.values.get("rollout")), []).append(
+                        DeviceReport(r.device_id, DeviceEvent.COMMIT, str(r.values.get("reason", "")), state))
+                continue  # the gateway's own reports
+            events = per_device.setdefault(r.device_id, [])
+            numbers = {k: float(v) for k, v in r.values.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            if numbers:
+                metrics.setdefault(r.device_id, {}).update(numbers)
+                up = numbers.get("uptime_s")
+                if up is not None:  # uptime going back: the device rebooted (during its own install it is expected)
+                    if up < self._uptime.get(r.device_id, 0.0):
+                        reboots.add(r.device_id)
+                    self._uptime[r.device_id] = up
+            if r.kind == "update" and r.values.get("outcome") in OUTCOMES:
+                events.append((str(r.values.get("version", "")), OUTCOMES[str(r.values["outcome"])], str(r.values.get("reason", ""))))
+        for rid, engine in list(self.engines.items()):
+            batch: list[object] = list(site_reports.get(rid, ())) if not engine.execute else []
+            for device, outcomes in per_device.items():
+                if device not in engine.devices:
+                    batch.append(DeviceSeen(DeviceInfo(device, site)))
+                    continue
+                batch.append(DeviceHealth(device, "heartbeat"))
+                if device in reboots:
+                    batch.append(DeviceHealth(device, "reboot"))
+                if engine.plan.metric_rules and device in metrics:
+                    batch.append(DeviceHealth(device, "metrics", metrics[device]))
+                if engine.execute:  # a coordinator takes device states from the sites' reports instead
+                    batch += [DeviceReport(device, ev, why) for version, ev, why in outcomes
+                              if version == engine.plan.release.version]
+            if batch:
+                before = len(engine.devices)
+                effects = engine.handle_batch(batch, now)
+                if not engine.execute and len(engine.devices) > before:
+                    # newcomers of a coordinated rollout: their gated commands, and plans that include them
+                    effects += [Install(r.device_id, r.site, engine.plan.release.version, False, now + GATED_TTL_MS)
+                                for r in list(engine.devices.values())[before:] if r.state != DeviceState.SKIPPED]
+                    self._sent_head.pop(rid, None)
+                    if self._loop is not None:
+                        self._loop.call_soon(self._plans_soon, rid)
+                self._submit(rid, effects)
+
+    # -- site plans --------------------------------------------------------------------
+
+    def _plans_soon(self, rid: str) -> None:
+        """After a step: new plans only if the stage or the state changed (a plan says nothing else new)."""
+        engine = self.engines.get(rid)
+        if engine is None:
+            return
+        head = (engine.stage, engine.state.value)
+        if self._sent_head.get(rid) != head:
+            self._sent_head[rid] = head
+            asyncio.ensure_future(self.send_plans(rid))
+
+    async def send_plans(self, rid: str, only_gateway: str | None = None) -> int:
+        """Sign each site's part of coordinated rollout ``rid`` and send it to the site's gateways."""
+        engine = self.engines.get(rid)
+        if engine is None or engine.execute or self.signing_key is None or self.send_to_gateway is None:
+            return 0
+        gateway_sites = await self._call(self.store.gateway_sites)
+        by_site: dict[str, dict[str, int]] = {}
+        for r in engine.devices.values():
+            if r.state != DeviceState.SKIPPED:
+                by_site.setdefault(r.site, {})[r.device_id] = r.stage
+        total = sum(len(v) for v in by_site.values())
+        now = self.now_ms()
+        key_id = key_id_for(self.signing_key.public_key())
+        sent = 0
+        from dataclasses import replace
+
+        for gateway_id, site in sorted(gateway_sites.items()):
+            if site not in by_site or (only_gateway is not None and gateway_id != only_gateway):
+                continue
+            plan = replace(engine.plan, max_starts_per_minute=site_share(engine.plan.max_starts_per_minute,
+                                                                         len(by_site[site]), total))
+            sp = SitePlan(rid, site, plan, by_site[site], engine.stage, engine.state.value)
+            self._plan_seq = max(self._plan_seq + 1, now)
+            blob = sign_site_plan(sp, seq=self._plan_seq, now_ms=now, ttl_ms=PLAN_TTL_MS, key=self.signing_key,
+                                  key_id=key_id)
+            self.send_to_gateway(gateway_id, SitePlanEnvelope(rid, blob))
+            sent += 1
+        return sent
+
+    def gateway_hello(self, gateway_id: str) -> None:
+        """A gateway (re)connected: it gets the newest plan of every coordinated rollout again."""
+        for rid, engine in self.engines.items():
+            if not engine.execute:
+                asyncio.ensure_future(self.send_plans(rid, only_gateway=gateway_id))
+
+    # -- effects -----------------------------------------------------------------------
+
+    def _submit(self, rid: str, effects: list[object]) -> None:
+        if effects:
+            fut = self.executor.submit(self._apply, rid, effects, self.now_ms())
+            fut.add_done_callback(lambda f: self._pushed(rid, f))
+
+    async def _run(self, rid: str, effects: list[object]) -> None:
+        pushed = await self._call(lambda: self._apply(rid, effects, self.now_ms()))
+        for device, seq in pushed:
+            self.on_command(device, seq)
+
+    def _pushed(self, rid: str, fut: Any) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            log.error("saving a rollout step failed", extra={"rollout": rid, "error": str(exc)})
+            return
+        if self._loop is not None:
+            for device, seq in fut.result():
+                self._loop.call_soon_threadsafe(self.on_command, device, seq)
+
+    def _apply(self, rid: str, effects: list[object], now: int) -> list[tuple[str, int]]:
+        """On the store thread, in order: persist, then create the commands the effects after it ask for."""
+        pushed: list[tuple[str, int]] = []
+        args = self.install_args.get(rid, {})
+        downloaded: list[object] = []
+        engine = self.engines.get(rid)
+        gated = engine is not None and not engine.execute
+        for e in effects:
+            if isinstance(e, Persist):
+                self.store.save_rollout_step(rid, e.rollout, e.devices, now)
+                if gated and self._loop is not None:  # the sites hear of every approval, pause, resume or abort
+                    self._loop.call_soon_threadsafe(self._plans_soon, rid)
+            elif isinstance(e, Approve):
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._plans_soon, rid)
+            elif isinstance(e, Install) and gated:
+                name, cargs, expires = install_command(e, args, now)
+                cargs["gate"], cargs["rollout"] = "site", rid
+                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
+            elif isinstance(e, Install):
+                if e.download_only:
+                    # the agent fetches the image when it installs (over-the-wire delivery, #4, adds download-only)
+                    downloaded.append(DeviceReport(e.device_id, DeviceEvent.DOWNLOADED, "fetched at install time"))
+                    continue
+                name, cargs, expires = install_command(e, args, now)
+                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+            elif isinstance(e, Revert):
+                name, cargs, expires = revert_command(e, rid, now)
+                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+        if downloaded and self._loop is not None:
+            engine = self.engines.get(rid)
+            if engine is not None:
+                self._loop.call_soon_threadsafe(lambda: self._submit(rid, engine.handle_batch(downloaded, self.now_ms())))
+        return pushed
+
+
+def rollout_view(row: Mapping[str, Any], devices: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A rollout as the API shows it: state, reason, stage, counts; with ``devices``, per-stage per-site progress."""
+    plan = row["plan"]
+    header = row["header"] or {}
+    names = ["canary", *(f"wave {i}" for i in range(1, len(plan.get("waves") or ()) + 1))]
+    view: dict[str, Any] = {
+        "id": row["rollout_id"], "release": row["release_version"], "state": row["state"], "reason": row["reason"],
+        "stage": names[min(int(header.get("stage", 0)), len(names) - 1)], "stage_index": header.get("stage", 0),
+        "stages": names, "created_ms": row["created_ms"], "updated_ms": row["updated_ms"],
+        "counters": header.get("counters", {}),
+    }
+    if devices is not None:
+        progress: dict[str, dict[str, dict[str, int]]] = {}
+        totals: dict[str, int] = {}
+        for d in devices:
+            site = progress.setdefault(names[d["stage"]], {}).setdefault(d["site"], {})
+            site[d["state"]] = site.get(d["state"], 0) + 1
+            totals[d["state"]] = totals.get(d["state"], 0) + 1
+        view |= {"progress": progress, "totals": totals, "plan": plan,
+                 "devices": [{k: d[k] for k in ("device_id", "site", "stage", "state", "reason", "attempts")} for d in devices]}
+    return view
