@@ -36,6 +36,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from cloud.store.alerts import AlertRecords
+from cloud.store.fleet import FleetRecords
+from cloud.store.metrics import MetricRecords
 from cloud.store.batch import BatchPlan, plan_batch, statuses_before, subtract_ranges
 from cloud.store.migrations import migrate
 from cloud.store.releases import ReleaseRecords
@@ -70,7 +72,7 @@ class IngestResult:
     rejected: tuple[str, ...] = ()
 
 
-class Store(AlertRecords, ReleaseRecords):
+class Store(AlertRecords, ReleaseRecords, FleetRecords, MetricRecords):
     """The cloud store. Build it with ``Store.open(url)``; the constructor does no I/O."""
 
     def __init__(self, engine: sa.Engine, *, applied: Sequence[int] = ()) -> None:
@@ -153,10 +155,14 @@ class Store(AlertRecords, ReleaseRecords):
                 new = conn.execute(
                     self._insert(telemetry)
                     .on_conflict_do_nothing(index_elements=[telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq])
-                    .returning(telemetry.c.seq),
+                    .returning(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq),
                     [plan.telemetry[key] for key in sorted(plan.telemetry)],
                 )
-                stored = len(new.all())
+                inserted = [plan.telemetry[(d, s, int(q))] for d, s, q in new.all()]
+                stored = len(inserted)
+                # fleet records (inventory, applied config) and metrics from the rows stored just now
+                self._ingest_fleet(conn, inserted, now_ms)
+                self._ingest_metrics(conn, inserted)
             if plan.gaps:
                 new = conn.execute(
                     self._insert(gaps)
