@@ -30,6 +30,7 @@ from cloud.store.schema import (
     device_config,
     device_tags,
     devices,
+    gateways,
     group_members,
     groups,
     inventory,
@@ -116,6 +117,13 @@ class FleetRecords:
                 members.setdefault(device_id, []).append(name)
             config = {r["device_id"]: dict(r) for r in conn.execute(sa.select(device_config)).mappings()}
         return {"devices": devs, "inventory": inv, "tags": tags, "groups": grps, "members": members, "config": config}
+
+    def gateway_statuses(self) -> list[dict[str, Any]]:
+        """Every gateway: gateway_id, site_id, last_seen_ms, status (its newest map or None), status_ts_ms."""
+        cols = (gateways.c.gateway_id, gateways.c.site_id, gateways.c.last_seen_ms, gateways.c.status,
+                gateways.c.status_ts_ms)
+        with self._transaction("reading gateway statuses", snapshot=True) as conn:
+            return [dict(r) for r in conn.execute(sa.select(*cols).order_by(gateways.c.gateway_id)).mappings()]
 
     # -- tags ----------------------------------------------------------------------------
 
