@@ -90,30 +90,44 @@ def devices() -> None:
 @click.option("--where", help="""Only devices matching a query, e.g. 'site = "plant-7" and id != "dev-3"'.""")
 @api_options
 def list_devices(fetch: Callable[..., Any], as_json: bool, where: str | None) -> None:
-    """List the devices the cloud has seen (all, or those matching --where)."""
-    rows = fetch("/v1/devices", params={"where": where} if where else None)["devices"]
+    """List the devices the cloud has seen (all, or those matching --where), with lifecycle state, tags,
+    groups, firmware and config drift.
+
+    --where takes the query language: site, id, state, fw, hw, model, os, attr.NAME (inventory),
+    tag:NAME and group = "NAME", e.g. 'site = "plant-7" and fw < "2.1" and tag:canary'.
+    """
+    rows = fetch("/v1/fleet/devices", params={"where": where} if where else None)["devices"]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no devices yet")
+        click.echo("no devices yet" if not where else f"no device matches {where}")
         return
     click.echo(
         format_table(
-            ["DEVICE", "SITE", "GATEWAY", "LAST SEQ", "FIRST SEEN (UTC)", "LAST SEEN (UTC)"],
+            ["DEVICE", "SITE", "GATEWAY", "STATE", "FW", "TAGS", "GROUPS", "CONFIG", "LAST SEEN (UTC)"],
             [
                 [
                     r["device_id"],
                     r["site_id"],
                     r["gateway_id"],
-                    r["last_seq"],
-                    _when(r["first_seen_ms"]),
+                    r.get("state", "-"),
+                    (r.get("inventory") or {}).get("firmware_version", "-"),
+                    ",".join(r.get("tags") or ()) or "-",
+                    ",".join(r.get("groups") or ()) or "-",
+                    _config_cell(r.get("config") or {}),
                     _when(r["last_seen_ms"]),
                 ]
                 for r in rows
             ],
         )
     )
+
+
+def _config_cell(cfg: Mapping[str, Any]) -> str:
+    if not cfg.get("desired_version"):
+        return "-"
+    return f"drift ({cfg.get('applied_version') or 'none'} -> {cfg['desired_version']})" if cfg.get("drift") else "in sync"
 
 
 @devices.command("command")
@@ -431,3 +445,8 @@ def _value(v: Any) -> str:
 
 def _duration(ms: int) -> str:
     return f"{ms // 60_000} min" if ms % 60_000 == 0 else f"{ms / 1000:g} s"
+
+
+# the fleet commands (tag, set-state, history, ghosts, ping, logs, reboot) live in cloud.fleet_cli,
+# which adds them to ``devices`` when it is imported
+import cloud.fleet_cli  # noqa: E402,F401

@@ -88,7 +88,12 @@ def free_port() -> int:
 def test_devices_list_json(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == served.store.list_devices()
+    listed = json.loads(result.output)
+    # each device row, with the fleet view's state, tags, groups, inventory and config
+    assert [{k: d[k] for k in row} for d, row in zip(listed, served.store.list_devices(), strict=True)] == (
+        served.store.list_devices()
+    )
+    assert all({"tags", "groups", "inventory", "config"} <= set(d) for d in listed)
 
 
 def test_devices_list_where(runner: CliRunner, served: Served) -> None:
@@ -109,13 +114,14 @@ def test_sites_list_json_through_the_edgefleet_command(runner: CliRunner, served
 
 
 def test_devices_list_human_table(runner: CliRunner, served: Served) -> None:
+    served.store.change_tags("pump-1", add=["canary"])
     result = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "DEVICE    SITE    GATEWAY  LAST SEQ  FIRST SEEN (UTC)     LAST SEEN (UTC)",
-        "pump-1    site-a  gw-1            6  2023-11-14 22:13:20  2023-11-14 22:13:20",
-        "pump-7    site-b  gw-2            1  2023-11-14 21:13:20  2023-11-14 21:13:20",
-        "valve-22  site-b  gw-2            9  2023-11-14 22:14:20  2023-11-14 22:14:20",
+        "DEVICE    SITE    GATEWAY  STATE   FW  TAGS    GROUPS  CONFIG  LAST SEEN (UTC)",
+        "pump-1    site-a  gw-1     active  -   canary  -       -       2023-11-14 22:13:20",
+        "pump-7    site-b  gw-2     active  -   -       -       -       2023-11-14 21:13:20",
+        "valve-22  site-b  gw-2     active  -   -       -       -       2023-11-14 22:14:20",
     ]
 
 
