@@ -20,6 +20,7 @@ from common.effects import (
     CommandResult,
     Effect,
     Event,
+    InventoryTaken,
     LinkUp,
     Log,
     Malformed,
@@ -33,6 +34,7 @@ from common.effects import (
     SetTimer,
     Start,
     Stop,
+    TakeInventory,
     TakeSample,
     TimerFired,
 )
@@ -85,6 +87,7 @@ class AgentCore:
         window: int = 2000,
         last_command: int = 0,
         rejoin_spread_s: float = 8.0,
+        inventory_interval_s: float = 60.0,
     ) -> None:
         self.device_id = device_id
         self.rng = rng
@@ -92,6 +95,8 @@ class AgentCore:
         self.last_command = last_command  # commands up to this number were run (the driver persists it)
         self.running: set[int] = set()
         self.sample_interval_s = sample_interval_s
+        self.inventory_interval_s = inventory_interval_s
+        self.inventory: dict[str, object] | None = None  # the last inventory reported (None: none since start)
         self.heartbeat_s = heartbeat_s
         self.sampling = True
         self.produced = {s: 0 for s in STREAMS}
@@ -142,6 +147,7 @@ class AgentCore:
                     *self.uplink.open(now),
                     SetTimer("sample", now),
                     SetTimer("heartbeat", now + self.heartbeat_s),
+                    SetTimer("inventory", now),
                 ]
             case LinkUp() | TimerFired("rejoin"):
                 return self.uplink.open(now)
@@ -160,6 +166,14 @@ class AgentCore:
                 if self.uplink.up and any([snd.tick(now) for snd in self.senders.values()]):
                     out += self._pump(now)
                 return [*out, SetTimer("heartbeat", now + self.heartbeat_s)]
+            case TimerFired("inventory"):
+                return [TakeInventory(), SetTimer("inventory", now + self.inventory_interval_s)]
+            case InventoryTaken(values):
+                # reported on change only (and once per start), in the state stream
+                if values == self.inventory:
+                    return []
+                self.inventory = dict(values)
+                return self.record("state", "inventory", dict(values), now)
             case Sampled(values):
                 return self.record("bulk", "metrics", values, now) if self.sampling else []
             case Persisted(("record", stream), seqs):

@@ -25,16 +25,28 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Buffered, CommandResult, RunCommand, Sampled, Start, Stop, TakeSample
+from common.effects import (
+    Buffered,
+    CommandResult,
+    InventoryTaken,
+    RunCommand,
+    Sampled,
+    Start,
+    Stop,
+    TakeInventory,
+    TakeSample,
+)
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
-from common.protocol import STREAMS, encode_sample
+from common.protocol import STREAMS, Command, encode_sample
 from common.runner import NodeRunner
 from common.sockets import UpstreamLink
 from common.streams import DEVICE_POLICIES, StreamPolicy
 from device_agent.commands import CommandLog, Simulation, run_command
 from device_agent.core import BUFFER, AgentCore, gap_record
+from device_agent.inventory import AppliedConfig, collect
+from device_agent.logtail import LOG_KIND, LogTail
 from device_agent.sampler import sample_metrics
 from device_agent.updater import AgentUpdater
 
@@ -57,6 +69,9 @@ class AgentConfig:
     allow_simulation: bool = False  # the simulate command may override sampled metrics (drills)
     hw: str = "sim-board-1"  # the hardware model firmware manifests must name
     release_keys: tuple[str, ...] = ()  # public keys (PEM files) trusted to sign firmware manifests
+    hw_rev: str = ""  # hardware revision, reported in the inventory
+    location: str = ""  # reported in the inventory until a config sets ``location``
+    inventory_interval_s: float = 60.0  # how often the inventory is read (it is sent only when it changed)
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -83,7 +98,12 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         sample_interval_s=cfg.sample_interval_s,
         heartbeat_s=cfg.heartbeat_s,
         last_command=commands.last(),
+        inventory_interval_s=cfg.inventory_interval_s,
     )
+    tail = LogTail(node=cfg.device_id)
+    logging.getLogger().addHandler(tail)
+    applied_config = AppliedConfig(cfg.data_dir)
+    reboot_requested = False
     runner: NodeRunner
 
     loop = asyncio.get_running_loop()
@@ -109,8 +129,60 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return
-        status, detail = run_command(cmd, simulation)
+        if cmd.name in FLEET_COMMANDS:
+            status, detail = fleet_command(cmd)
+        else:
+            status, detail = run_command(cmd, simulation)
         runner.feed(CommandResult(cmd.seq, status, detail))
+
+    FLEET_COMMANDS = ("config", "logs", "reboot", "ping")
+
+    def fleet_command(cmd: Command) -> tuple[str, str]:
+        """Remote diagnostics and config (issue 8): config, logs, reboot, and ping with the device's time."""
+        nonlocal reboot_requested
+        if cmd.name == "ping":
+            return "done", f"pong device_ms={wall_ms()}"
+        if cmd.name == "config":
+            status, detail = applied_config.apply(dict(cmd.args))
+            if status == "done":
+                take_inventory(None)  # the applied version reaches the cloud in the inventory
+            return status, detail
+        if cmd.name == "logs":
+            try:
+                n = max(0, min(int(cmd.args.get("lines", "100")), tail.lines.maxlen or 0))
+            except ValueError:
+                return "failed", f"logs: lines={cmd.args.get('lines')!r} is not a number"
+            now = wall_ms()
+            lines = tail.tail(n)
+            if lines:
+                buffer.append_many_sync([encode_sample(now, LOG_KIND, v) for v in lines], stream="bulk")
+                runner.feed(Buffered())
+            return "done", f"records={len(lines)} lines sent at bulk priority"
+        # reboot: answer first, then stop; the service manager starts the agent again (exit code 75)
+        reboot_requested = True
+        loop.call_later(1.0, stop.set)
+        return "done", "rebooting"
+
+    def take_inventory(_effect: TakeInventory | None) -> None:
+        def read() -> dict[str, object]:
+            def slots() -> dict[str, str]:
+                from device_agent import simimage
+
+                sim = updater._sim()
+                out = {"active": sim.active_slot()}
+                for slot in sim.slots:
+                    path = sim.slot_path(slot)
+                    info = simimage.info(path.read_bytes()) if path.exists() else None
+                    out[slot] = info["version"] if info else ("empty" if not path.exists() else "corrupt")
+                return out
+
+            return collect(cfg.data_dir, model=cfg.hw, hw_rev=cfg.hw_rev, location=cfg.location,
+                           running=updater.running, slots=slots)
+
+        loop.run_in_executor(None, read).add_done_callback(
+            lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(
+                "inventory not read", extra={"error": str(f.exception())})
+        )
 
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
     runner = NodeRunner(
@@ -120,6 +192,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         extra={
             TakeSample: lambda _: runner.feed(Sampled(sample_metrics(str(cfg.data_dir), simulation.overrides))),
             RunCommand: run,
+            TakeInventory: take_inventory,
         },
         log=log,
     )
@@ -138,6 +211,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             await asyncio.sleep(0.05)
     finally:
         checkpoint.cancel()
+        logging.getLogger().removeHandler(tail)
         await runner.stop()
         await link.close()
         ctx.destroy(linger=0)
@@ -153,6 +227,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             "expired": {s: st.expired for s, st in per.items()},
             "reconnects": core.uplink.reconnects,
             "resends": sum(snd.resends for snd in core.senders.values()),
+            "reboot_requested": reboot_requested,
         }
         buffer.close()
         steady.checkpoint()
