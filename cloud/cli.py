@@ -24,6 +24,13 @@ DEFAULTS = {
     "firmware_releases": [],  # release versions, for firmware rules
     "release_keys": [],  # PEM public key files trusted to sign firmware manifests
     "release_delta_bases": 3,  # a new release gets deltas from this many older ones (K)
+    # fleet (cloud.fleet_jobs): metric retention per tier, ghost silence, how often jobs run (seconds)
+    "metrics_raw_s": 24 * 3600,
+    "metrics_minute_s": 7 * 24 * 3600,
+    "metrics_hour_s": 90 * 24 * 3600,
+    "retention_interval_s": 300,
+    "config_push_s": 30,
+    "ghost_after_s": 7 * 24 * 3600,
     "log_level": "info",
     "log_format": "json",
 }
@@ -77,7 +84,25 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 alerts=alert_settings,
                 release_keys=tuple(cfg["release_keys"]),
                 releases=ReleaseSettings(delta_bases=cfg["release_delta_bases"]),
+                fleet=_fleet_jobs(cfg),
             )
         )
     )
     click.echo(f"cloud: {counters['stored']} records stored, {counters['duplicates']} duplicates dropped", err=True)
+
+
+def _fleet_jobs(cfg: dict) -> object:
+    from cloud.fleet_jobs import FleetJobs
+    from cloud.telemetry_rollup import Retention
+
+    retention = Retention(
+        raw_ms=int(cfg["metrics_raw_s"] * 1000),
+        minute_ms=int(cfg["metrics_minute_s"] * 1000),
+        hour_ms=int(cfg["metrics_hour_s"] * 1000),
+    )  # ConfigError names the tier that does not fit
+    return FleetJobs(
+        retention=retention,
+        retention_interval_s=float(cfg["retention_interval_s"]),
+        config_push_s=float(cfg["config_push_s"]),
+        ghost_after_s=float(cfg["ghost_after_s"]),
+    )

@@ -8,6 +8,8 @@ Alerts: the alert service (``cloud.alerts``) hears every committed batch and
 every gateway session touch, is ticked every ``alert_tick_s``, and its alert
 rows are saved on the store thread before their events go to the webhooks
 (``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
+Fleet jobs (``cloud.fleet_jobs``, on apscheduler): metric retention, pushing changed desired configs,
+the ghost and lifecycle inputs of the alert service, published releases for the firmware rule.
 Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
@@ -32,6 +34,7 @@ from cloud.alerts import AlertService, AlertSettings, TickResult
 from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
+from cloud.fleet_jobs import FleetJobs, start_fleet_jobs
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
 from cloud.store import Store
 from cloud.webhooks import WebhookSender
@@ -63,6 +66,7 @@ class CloudConfig:
     maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
     release_keys: tuple[str, ...] = ()  # PEM public keys trusted to sign firmware manifests
     releases: ReleaseSettings = field(default_factory=ReleaseSettings)
+    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet_jobs)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -183,7 +187,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     def refresh_maintenance() -> None:
         timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
-        in_maintenance = lambda: store.devices_in_state("maintenance")  # noqa: E731
+        # maintenance suppresses alerts, and a retired device raises none (cloud.lifecycle.eligible_for_alerts)
+        in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e))
@@ -195,7 +200,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases)
+    app = create_app(
+        store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
+        fleet_options={"retention": cfg.fleet.retention, "ghost_s": cfg.fleet.ghost_after_s},
+    )
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -206,12 +214,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     runner.feed(Start())
     refresh_maintenance()
     alert_tick()
+    fleet_jobs = start_fleet_jobs(cfg.fleet, store, store_thread, alerts, on_command, _now_ms)
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()
     finally:
         for timer in timers.values():
             timer.cancel()
+        fleet_jobs.shutdown(wait=False)
         await runner.stop()
         await server.stop()
         await api.stop()

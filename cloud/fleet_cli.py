@@ -191,7 +191,7 @@ def logs(fetch: Callable[..., Any], as_json: bool, device: str, lines: int, wait
         time.sleep(0.3)
         if row["status"] not in ("done", "failed", "expired"):
             row = next(r for r in fetch(f"/v1/devices/{_q(device)}/commands")["commands"] if r["seq"] == row["seq"])
-    text = [line for r in got for line in str(r["values"].get("lines", "")).split("\n") if line]
+    text = [str(r["values"].get("line", "")) for r in sorted(got, key=lambda r: (r["ts_ms"], r["values"].get("n", 0)))]
     if as_json:
         _echo_json({"device_id": device, "command": row, "lines": text})
         return

@@ -251,6 +251,7 @@ def test_default_rules_cover_issue_8() -> None:
     names = {r.name for r in AlertSettings().rules}
     assert names == {r["name"] for r in DEFAULT_RULES} == {
         "device_offline", "battery_low", "gateway_link_down", "backlog_high", "firmware_behind", "message_rate",
+        "ghost_device",
     }
 
 
