@@ -57,7 +57,7 @@ from common.errors import ConfigError, VersionError
 from common.firmware.version import Version
 from common.protocol.messages import STREAMS, ForwardRecord
 
-__all__ = ["DEFAULT_RULES", "AlertService", "AlertSettings", "TickResult"]
+__all__ = ["DEFAULT_RULES", "AlertService", "AlertSettings", "TickResult", "site_alert_event"]
 
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"type": "offline", "name": "device_offline", "after_s": 600, "kind": "device"},
@@ -393,3 +393,9 @@ def _row(stored_id: str, alert: Alert, state: str, last_event: str, now_ms: int)
 
 def _json_ready(detail: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in detail.items()}
+
+
+def site_alert_event(row: Mapping[str, Any]) -> AlertEvent:
+    """The event to announce for an alert row a gateway raised at its site (``IngestResult.site_alerts``)."""
+    return AlertEvent(row["last_event"], row["id"], row["rule"], row["type"], row["subject"], row["severity"],
+                      row["last_event_ms"], row["opened_ms"], dict(row["detail"]))

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import zmq.asyncio
 
-from cloud.alerts import AlertService, AlertSettings, TickResult
+from cloud.alerts import AlertService, AlertSettings, TickResult, site_alert_event
 from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
@@ -137,6 +137,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
+            for row in result.site_alerts:  # raised by a gateway while its uplink was down: stored, now announced
+                event = site_alert_event(row)
+                log.info(f"site alert {event.event}", extra={"alert": event.alert_id, "gateway": effect.gateway_id})
+                webhooks.submit(event)
 
         call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
         on_store(call, stored, f"store refused a batch from {effect.gateway_id}")

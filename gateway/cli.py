@@ -29,6 +29,7 @@ DEFAULTS = {
     "link_windows": [],
     "timezone": "UTC",
     "status_interval": 5.0,
+    "site_alert_rules": None,  # rule tables evaluated while the uplink is down (gateway.site_alerts.SITE_RULES)
     "durable": True,
     "log_level": "info",
     "log_format": "json",
@@ -86,6 +87,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 link_windows=tuple(_window(w) for w in cfg["link_windows"]),
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],
+                site_alert_rules=None if cfg["site_alert_rules"] is None else tuple(cfg["site_alert_rules"]),
             )
         )
     )

@@ -69,6 +69,7 @@ from common.protocol.codec import TelemetryEntries
 from common.shaping import LinkWindows, TokenBucket
 from common.uplink import QueueSender, Uplink, agreed_version, silent_peers
 from gateway.commands import HeldCommands
+from gateway.site_alerts import SiteAlerts
 
 __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
 
@@ -136,8 +137,10 @@ class GatewayCore:
         bucket: TokenBucket | None = None,
         link_windows: LinkWindows | None = None,
         status_interval_s: float = 5.0,
+        site_alerts: SiteAlerts | None = None,
     ) -> None:
         self.gateway_id = gateway_id
+        self.site_alerts = site_alerts  # alerts for its own devices while the uplink is down (site_alerts.py)
         self.site = site
         self.outbox = outbox
         self.commands_queue = commands
@@ -246,6 +249,8 @@ class GatewayCore:
         session = self.sessions.get(peer)
         if session is not None:
             session.last_rx = now
+            if self.site_alerts is not None:
+                self.site_alerts.seen(session.device_id, int(now * 1000))
         match msg:
             case Hello(node_id, "device", _, low, high):
                 version = agreed_version(peer, low, high)
@@ -253,6 +258,8 @@ class GatewayCore:
                     return [version]
                 self.sessions[peer] = DeviceSession(node_id, now)
                 self.peers[node_id] = peer
+                if self.site_alerts is not None:
+                    self.site_alerts.seen(node_id, int(now * 1000))
                 out: list[Effect] = [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000), self.device_window))]
                 return out + [Send(peer, c) for c in self.held.for_device(node_id)]
             case Hello(node_id=node_id, role=role):
@@ -266,6 +273,8 @@ class GatewayCore:
                     return [Send(peer, ErrorReply("wrong-device", f"session is {session.device_id!r}, batch says {device_id!r}"))]
                 if stream not in self.senders:
                     return [Send(peer, ErrorReply("bad-stream", f"unknown stream {stream!r}; streams are {', '.join(STREAMS)}"))]
+                if self.site_alerts is not None:
+                    self._observe_site(batch, now)
                 return self._accept(peer, batch)
             case CommandAck(device_id, seq, status, detail) if device_id == session.device_id:
                 return self._command_done(device_id, seq, status, detail, now)
@@ -279,6 +288,25 @@ class GatewayCore:
                         out.append(Send(peer, TelemetryAck(key[0], key[1], self.accepted.get(key, 0), credit)))
                 return out
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by a gateway"))]
+
+    def _observe_site(self, batch: TelemetryEntries, now: float) -> None:
+        """Feed the site's alert engine: counts while the cloud hears the site, decoded records while not."""
+        assert self.site_alerts is not None
+        now_ms = int(now * 1000)
+        if self.uplink.up:
+            self.site_alerts.messages(batch.device_id, len(batch.entries), now_ms)
+            return
+        for raw in batch.entries:
+            try:
+                self.site_alerts.record(decode_record(raw), now_ms)
+            except ProtocolError:
+                continue  # the outbox refuses it too; it raises nothing here
+
+    def _site_alert_reports(self, now: float) -> list[Effect]:
+        if self.site_alerts is None:
+            return []
+        reports = self.site_alerts.tick(int(now * 1000), self.uplink.up)
+        return [Append(OUTBOX, "critical", [encode_record(r)], ("report", "alert")) for r in reports]
 
     def _credit(self, key: tuple[str, str]) -> int:
         """Records the device may send beyond its acknowledgement: none while a refusing stream is full."""
@@ -423,6 +451,7 @@ class GatewayCore:
             out.append(self._report(cmd.device_id, "command", {"seq": cmd.seq, "status": "expired", "detail": "expired at the gateway"}, now))
         if (up_to := self.held.ackable()) is not None:
             out.append(AckQueue(COMMANDS, "default", up_to))
+        out += self._site_alert_reports(now)
         return out
 
     def status(self, now: float) -> dict[str, float | str]:

@@ -20,6 +20,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import zmq.asyncio
 
@@ -36,6 +37,7 @@ from common.shaping import LinkWindows, TokenBucket
 from common.sockets import ServerSocket, UpstreamLink
 from common.streams import GATEWAY_POLICIES, StreamPolicy
 from gateway.core import COMMANDS, OUTBOX, GatewayCore, gap_reports
+from gateway.site_alerts import SiteAlerts, site_rules
 
 __all__ = ["GatewayConfig", "run_gateway"]
 
@@ -57,6 +59,9 @@ class GatewayConfig:
     link_windows: tuple[tuple[str, float], ...] = ()  # (crontab, seconds); empty: always open
     timezone: str = "UTC"
     status_interval_s: float = 5.0
+    # rules the gateway evaluates for its devices while its uplink is down (gateway.site_alerts);
+    # None: SITE_RULES, (): none
+    site_alert_rules: tuple[dict[str, Any], ...] | None = None
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -86,6 +91,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         bucket=TokenBucket(cfg.uplink_bytes_per_s, cfg.uplink_burst_bytes) if cfg.uplink_bytes_per_s else None,
         link_windows=LinkWindows(cfg.link_windows, cfg.timezone) if cfg.link_windows else None,
         status_interval_s=cfg.status_interval_s,
+        site_alerts=_site_alerts(cfg),
     )
     runner: NodeRunner
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
@@ -121,3 +127,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
         log.info("gateway stopped", extra={"records_in": core.counters["records_in"]})
     return stats
+
+
+def _site_alerts(cfg: GatewayConfig) -> SiteAlerts | None:
+    rules = site_rules(cfg.site_alert_rules)
+    return SiteAlerts(cfg.gateway_id, rules) if rules else None

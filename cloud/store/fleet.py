@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from cloud.store.schema import (
     GROUP_KINDS,
+    alerts,
     config_layers,
     device_config,
     device_tags,
@@ -89,6 +90,23 @@ class FleetRecords:
         """Keep ``attrs`` as the node's inventory unless a newer report is already held (gateways' own)."""
         with self._transaction(f"saving the inventory of {node_id!r}") as conn:
             self._put_inventory(conn, node_id, role, dict(attrs), reported_ms, now_ms)
+
+    def _ingest_site_alerts(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Alerts a gateway raised while its uplink was down; returns the rows that changed something (a new
+        alert, or an open one resolved), to announce once. A resolved alert is final; a resend changes nothing."""
+        changed = []
+        for row in sorted(rows, key=lambda r: (r["last_event_ms"], r["state"] == "resolved", r["id"])):
+            old = conn.execute(sa.select(alerts.c.state).where(alerts.c.id == row["id"])).scalar_one_or_none()
+            if old == "resolved" or (old == "open" and row["state"] == "open"):
+                continue
+            if old is None:
+                conn.execute(sa.insert(alerts).values(**row))
+            else:
+                conn.execute(sa.update(alerts).where(alerts.c.id == row["id"]).values(
+                    state="resolved", resolved_ms=row["resolved_ms"], last_event="resolved",
+                    last_event_ms=row["last_event_ms"]))
+            changed.append(dict(row))
+        return changed
 
     # -- reads for the device views ------------------------------------------------------
 

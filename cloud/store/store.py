@@ -70,6 +70,7 @@ class IngestResult:
     gaps: int = 0
     reports: int = 0
     rejected: tuple[str, ...] = ()
+    site_alerts: tuple[dict[str, Any], ...] = ()  # alerts raised at a site, new to the store: to announce
 
 
 class Store(AlertRecords, ReleaseRecords, FleetRecords, MetricRecords):
@@ -186,6 +187,7 @@ class Store(AlertRecords, ReleaseRecords, FleetRecords, MetricRecords):
                     )
                     .values(status=status, status_ts_ms=ts_ms)
                 )
+            site_alerts = self._ingest_site_alerts(conn, plan.site_alerts) if plan.site_alerts else []
             for device_id, seq, status_, detail in plan.commands:
                 if not self._advance_command(conn, device_id, seq, status_, detail, now_ms) and not conn.execute(
                     sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
@@ -197,6 +199,7 @@ class Store(AlertRecords, ReleaseRecords, FleetRecords, MetricRecords):
             gaps=new_gaps,
             reports=plan.reports,
             rejected=tuple(rejected),
+            site_alerts=tuple(site_alerts),
         )
 
     def _upsert_devices(self, conn: sa.Connection, plan: BatchPlan, gateway_id: str, site: str, now_ms: int) -> None:
