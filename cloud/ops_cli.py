@@ -245,8 +245,11 @@ def sites() -> None:
 @sites.command("list")
 @api_options
 def list_sites(fetch: Callable[..., Any], as_json: bool) -> None:
-    """List every site with its gateway and device counts."""
+    """List every site at a glance: gateways and their link, devices online/offline/total, firmware versions
+    in use, open alerts and backlog."""
     rows = fetch("/v1/sites")["sites"]
+    overview = {o["site_id"]: o for o in fetch("/v1/fleet/sites")["sites"]}
+    rows = [r | {k: v for k, v in overview.get(r["site_id"], {}).items() if k != "site_id"} for r in rows]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -255,20 +258,37 @@ def list_sites(fetch: Callable[..., Any], as_json: bool) -> None:
         return
     click.echo(
         format_table(
-            ["SITE", "GATEWAYS", "DEVICES", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "LINKS"],
+            ["SITE", "GATEWAYS (LINK)", "DEVICES ON/OFF/ALL", "FIRMWARE", "OPEN ALERTS", "BACKLOG", "LAST SEEN (UTC)"],
             [
                 [
                     r["site_id"],
-                    r["gateway_count"],
-                    r["device_count"],
-                    _when(r["first_seen_ms"]),
+                    " ".join(f"{gw}:{_value(link)}" for gw, link in sorted(r.get("links", {}).items()))
+                    or f"{r['gateway_count']} (no status yet)",
+                    _devices_cell(r),
+                    " ".join(f"{v}x{n}" for v, n in (r.get("firmware") or {}).items()) or "-",
+                    r.get("open_alerts", 0),
+                    _bytes(r.get("backlog_bytes", 0)),
                     _when(r["last_seen_ms"]),
-                    " ".join(f"{gw}:{_value(link)}" for gw, link in sorted(r.get("links", {}).items())) or "-",
                 ]
                 for r in rows
             ],
         )
     )
+
+
+def _devices_cell(row: Mapping[str, Any]) -> str:
+    d = row.get("devices")
+    if not isinstance(d, Mapping):
+        return str(row["device_count"])
+    return f"{d['online']}/{d['offline']}/{d['total']}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 @sites.command("show")

@@ -49,6 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "gw-1",
         "site-a",
         [ForwardRecord("pump-1", "bulk", s, t0, "env", {}) for s in (1, 2)]
+        + [ForwardRecord("pump-1", "state", 1, t0, "inventory", {"firmware_version": "1.2.0"})]
         + [ForwardRecord("gw-1", "state", 0, t0, "gateway.status", status),
            ForwardRecord("pump-1", "critical", 0, t0, "gap", gap)],
         t0,
@@ -118,10 +119,10 @@ def test_devices_list_human_table(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "DEVICE    SITE    GATEWAY  STATE   FW  TAGS    GROUPS  CONFIG  LAST SEEN (UTC)",
-        "pump-1    site-a  gw-1     active  -   canary  -       -       2023-11-14 22:13:20",
-        "pump-7    site-b  gw-2     active  -   -       -       -       2023-11-14 21:13:20",
-        "valve-22  site-b  gw-2     active  -   -       -       -       2023-11-14 22:14:20",
+        "DEVICE    SITE    GATEWAY  STATE   FW     TAGS    GROUPS  CONFIG  LAST SEEN (UTC)",
+        "pump-1    site-a  gw-1     active  1.2.0  canary  -       -       2023-11-14 22:13:20",
+        "pump-7    site-b  gw-2     active  -      -       -       -       2023-11-14 21:13:20",
+        "valve-22  site-b  gw-2     active  -      -       -       -       2023-11-14 22:14:20",
     ]
 
 
@@ -129,9 +130,9 @@ def test_sites_list_human_table(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(sites, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "SITE    GATEWAYS  DEVICES  FIRST SEEN (UTC)     LAST SEEN (UTC)      LINKS",
-        "site-a         1        1  2023-11-14 22:13:20  2023-11-14 22:13:20  gw-1:up",
-        "site-b         1        2  2023-11-14 22:14:20  2023-11-14 22:14:20  -",
+        "SITE    GATEWAYS (LINK)    DEVICES ON/OFF/ALL  FIRMWARE  OPEN ALERTS  BACKLOG  LAST SEEN (UTC)",
+        "site-a  gw-1:up            1/0/1               1.2.0x1             0  0 B      2023-11-14 22:13:20",
+        "site-b  1 (no status yet)  1/1/2               -                   0  0 B      2023-11-14 22:14:20",
     ]
 
 
