@@ -129,13 +129,16 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return
+        if cmd.name == "logs":  # the append waits for a commit: off the loop
+            send_logs(cmd)
+            return
         if cmd.name in FLEET_COMMANDS:
             status, detail = fleet_command(cmd)
         else:
             status, detail = run_command(cmd, simulation)
         runner.feed(CommandResult(cmd.seq, status, detail))
 
-    FLEET_COMMANDS = ("config", "logs", "reboot", "ping")
+    FLEET_COMMANDS = ("config", "reboot", "ping")
 
     def fleet_command(cmd: Command) -> tuple[str, str]:
         """Remote diagnostics and config (issue 8): config, logs, reboot, and ping with the device's time."""
@@ -147,21 +150,34 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             if status == "done":
                 take_inventory(None)  # the applied version reaches the cloud in the inventory
             return status, detail
-        if cmd.name == "logs":
-            try:
-                n = max(0, min(int(cmd.args.get("lines", "100")), tail.lines.maxlen or 0))
-            except ValueError:
-                return "failed", f"logs: lines={cmd.args.get('lines')!r} is not a number"
-            now = wall_ms()
-            lines = tail.tail(n)
-            if lines:
-                buffer.append_many_sync([encode_sample(now, LOG_KIND, v) for v in lines], stream="bulk")
-                runner.feed(Buffered())
-            return "done", f"records={len(lines)} lines sent at bulk priority"
         # reboot: answer first, then stop; the service manager starts the agent again (exit code 75)
         reboot_requested = True
         loop.call_later(1.0, stop.set)
         return "done", "rebooting"
+
+    def send_logs(cmd: Command) -> None:
+        """The last N log lines as ``log`` records in the bulk stream (store-and-forward at bulk priority)."""
+        try:
+            n = max(0, min(int(cmd.args.get("lines", "100")), tail.lines.maxlen or 0))
+        except ValueError:
+            runner.feed(CommandResult(cmd.seq, "failed", f"logs: lines={cmd.args.get('lines')!r} is not a number"))
+            return
+        now = wall_ms()
+        payloads = [encode_sample(now, LOG_KIND, v) for v in tail.tail(n)]
+
+        def appended(fut: asyncio.Future[list[int]]) -> None:
+            if fut.exception() is not None:
+                runner.feed(CommandResult(cmd.seq, "failed", f"logs: not buffered: {fut.exception()}"))
+                return
+            seqs = fut.result()
+            if seqs:
+                core.produced["bulk"] += len(seqs)  # counted like every record the agent produced
+                core.last_seq["bulk"] = max(core.last_seq["bulk"], seqs[-1])
+                runner.feed(Buffered())
+            runner.feed(CommandResult(cmd.seq, "done", f"records={len(seqs)} lines sent at bulk priority"))
+
+        append = lambda: buffer.append_many_sync(payloads, stream="bulk") if payloads else []  # noqa: E731
+        loop.run_in_executor(None, append).add_done_callback(appended)
 
     def take_inventory(_effect: TakeInventory | None) -> None:
         def read() -> dict[str, object]:

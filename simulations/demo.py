@@ -210,6 +210,7 @@ def _bulk_stored(summary: dict) -> int:
               help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
 @click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
+@click.option("--fleet-drill", is_flag=True, help="Drill: inventory, tags, groups, layered config, ping, logs, lifecycle, site alerts, metrics (simulations/fleet_drill.py).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(
@@ -221,6 +222,7 @@ def demo(
     bad_devices: int | None,
     seed: int,
     alert_drill: bool,
+    fleet_drill: bool,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -237,6 +239,10 @@ def demo(
             from simulations.alert_drill import run_alert_drill
 
             result = run_alert_drill(root, sites, devices_per_site, duration)
+        elif fleet_drill:
+            from simulations.fleet_drill import run_fleet_drill
+
+            result = run_fleet_drill(root, sites, devices_per_site, duration)
         else:
             result = run_demo(root, sites, devices_per_site, duration, drills)
     finally:
@@ -245,6 +251,7 @@ def demo(
     if not workdir:
         result["logs"] = "(removed; pass --workdir to keep them)"
     ok = result["telemetry_lost"] == 0 and result["telemetry_duplicates_stored"] == 0 and result.get("updates_as_expected", True)
+    ok = ok and result.get("fleet_drill_ok", True)
     click.echo("")
     click.echo(f"devices {result['devices']} on {sites} sites, {result['duration_s']:g} s of sampling")
     click.echo(f"telemetry: sent {result['telemetry_sent']}, stored {result['telemetry_stored']}, "

@@ -122,3 +122,10 @@ def test_inventory_tags_groups_config_lifecycle_and_diagnostics(fleet, tmp_path)
     minute = fleet.api("/v1/metrics?site=site-1&tier=minute&metric=cpu_percent")
     assert {p["device_id"] for p in minute["points"]} == {"dev-0", "dev-1"}
     assert all(p["count"] >= 1 and p["min"] <= p["mean"] <= p["max"] for p in minute["points"])
+
+    # 6. reboot: the command is answered, then the agent exits for its service manager to start it again
+    queued = cli(fleet, "devices", "reboot", "dev-0")
+    assert queued.exit_code == 0 and "reboot of dev-0 queued as command" in queued.output
+    assert fleet.wait("dev-0", timeout_s=30) == 75
+    done = fleet.api("/v1/devices/dev-0/commands")["commands"][-1]
+    assert (done["name"], done["status"], done["detail"]) == ("reboot", "done", "rebooting")
