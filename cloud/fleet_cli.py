@@ -143,8 +143,9 @@ def _run_command(fetch: Callable[..., Any], device: str, name: str, args: dict[s
 def ping(fetch: Callable[..., Any], as_json: bool, device: str, wait_s: float) -> None:
     """Round trip to DEVICE through its gateway, with the time of each hop.
 
-    cloud -> gateway: until the gateway held the command durably; gateway -> device -> cloud:
-    until the device's answer was stored (the device stamps its own time, so each leg is shown).
+    Each hop stamps its time: the cloud when it queued the command and stored the answer, the
+    gateway when it held the command durably and when the device answered, the device when it
+    ran it; so cloud -> gateway -> device -> gateway -> cloud is shown leg by leg.
     """
     row = _run_command(fetch, device, "ping", {}, wait_s)
     hops = _hops(row)
@@ -154,19 +155,30 @@ def ping(fetch: Callable[..., Any], as_json: bool, device: str, wait_s: float) -
     if row["status"] != "done":
         raise OperatorError(f"ping to {device} not answered within {wait_s:g} s: {row['status']} {row['detail']}".strip())
     click.echo(f"pong from {device}: {hops.get('total_ms')} ms round trip")
-    for name in ("cloud_to_device_ms", "device_to_cloud_ms"):
-        if name in hops:
-            click.echo(f"  {name.removesuffix('_ms').replace('_', ' ')}: {hops[name]} ms")
+    for name, ms in hops.items():
+        if name != "total_ms":
+            click.echo(f"  {name.removesuffix('_ms').replace('_', ' ')}: {ms} ms")
 
 
 def _hops(row: dict[str, Any]) -> dict[str, int]:
+    """Per hop, from the times stamped on the way: the cloud's (created, updated), the gateway's (held,
+    done) and the device's. Clocks of different hosts differ; on one site's NTP they agree to a few ms."""
     hops = {"total_ms": row["updated_ms"] - row["created_ms"]}
-    detail = row.get("detail") or ""
-    for part in detail.split():
+    stamps: dict[str, int] = {}
+    for part in (row.get("detail") or "").split():
         key, _, value = part.partition("=")
-        if key == "device_ms" and value.isdigit():
-            hops["cloud_to_device_ms"] = int(value) - row["created_ms"]
-            hops["device_to_cloud_ms"] = row["updated_ms"] - int(value)
+        if value.isdigit():
+            stamps[key] = int(value)
+    legs = [("created", row["created_ms"]), ("gateway_held", stamps.get("gateway_held_ms")),
+            ("device", stamps.get("device_ms")), ("gateway_done", stamps.get("gateway_done_ms")),
+            ("cloud", row["updated_ms"])]
+    names = {("created", "gateway_held"): "cloud_to_gateway_ms", ("gateway_held", "device"): "gateway_to_device_ms",
+             ("device", "gateway_done"): "device_to_gateway_ms", ("gateway_done", "cloud"): "gateway_to_cloud_ms",
+             ("created", "device"): "cloud_to_device_ms", ("device", "cloud"): "device_to_cloud_ms"}
+    known = [(name, at) for name, at in legs if at is not None]
+    for (a, at_a), (b, at_b) in zip(known, known[1:]):
+        if (a, b) in names:
+            hops[names[(a, b)]] = at_b - at_a
     return hops
 
 

@@ -157,6 +157,7 @@ class GatewayCore:
         self.pending: dict[tuple[str, str], int] = {}  # (device, stream) -> highest sequence being appended
         self.throttled: set[tuple[str, str]] = set()  # (device, stream) told credit 0
         self.held = HeldCommands()
+        self.ping_held: dict[tuple[str, int], int] = {}  # ping commands: (device, seq) -> when held here (ms)
         self.counters = {
             "records_in": 0, "batches_in": 0, "resent_records": 0, "out_of_order": 0, "malformed": 0,
             "refused": 0, "throttled": 0, "commands_delivered": 0, "commands_expired": 0, "uplink_bytes": 0,
@@ -225,6 +226,8 @@ class GatewayCore:
                 ]
             case Persisted(("command", cmd), seqs):
                 self.held.add(seqs[0], cmd)
+                if cmd.name == "ping":  # its answer carries this gateway's times (per-hop timing)
+                    self.ping_held[(cmd.device_id, cmd.seq)] = int(now * 1000)
                 out = [Send(UPSTREAM, CommandAck(cmd.device_id, cmd.seq, "held", ""))]
                 peer = self.peers.get(cmd.device_id)
                 if peer is not None and peer in self.sessions:
@@ -367,6 +370,9 @@ class GatewayCore:
         if cmd is None:
             return []  # a repeated acknowledgement
         self.counters["commands_delivered"] += 1
+        held_ms = self.ping_held.pop((device_id, seq), None)
+        if cmd.name == "ping" and held_ms is not None:
+            detail = f"{detail} gateway_held_ms={held_ms} gateway_done_ms={int(now * 1000)}"
         out: list[Effect] = [self._report(device_id, "command", {"seq": seq, "status": status, "detail": detail}, now)]
         up_to = self.held.ackable()
         if up_to is not None:

@@ -100,7 +100,9 @@ def test_inventory_tags_groups_config_lifecycle_and_diagnostics(fleet, tmp_path)
     # 6. remote diagnostics: ping with hop times, a bounded log tail through store-and-forward
     pong = json.loads(cli(fleet, "devices", "ping", "dev-1", "--json").output)
     assert pong["status"] == "done" and pong["detail"].startswith("pong")
-    assert pong["hops"]["total_ms"] >= 0 and "cloud_to_device_ms" in pong["hops"]
+    assert set(pong["hops"]) == {"total_ms", "cloud_to_gateway_ms", "gateway_to_device_ms", "device_to_gateway_ms",
+                                 "gateway_to_cloud_ms"}
+    assert pong["hops"]["total_ms"] >= 0
     logs = json.loads(cli(fleet, "devices", "logs", "dev-1", "--lines", "5", "--json").output)
     assert logs["command"]["status"] == "done" and 1 <= len(logs["lines"]) <= 5
     assert all("dev-1" in line for line in logs["lines"])
