@@ -7,7 +7,7 @@ Attributes (a flat map of text and numbers, as a record's values must be):
     os                 ``platform.system() platform.release()``
     firmware_version   the version of the image the board runs
     slot.active        the slot booted; slot.A, slot.B: the version in each slot ("empty", "corrupt")
-    net.hostname, net.ip
+    net.hostname, net.ip, edgefleet (the agent's version)
     location           as configured (``--location``), or the config key ``location`` once applied
     storage_free_mb    free space where the agent keeps its data
     config_version     the layered config version the device applied last (``config`` command)
@@ -19,20 +19,16 @@ a report, not a health check). Its I/O is done by the driver, in a worker thread
 from __future__ import annotations
 
 import json
-import platform
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from common.errors import BootloaderError
 from common.fileio import write_atomic
+from common.inventory import INVENTORY_KIND, host_inventory
 
 __all__ = ["CONFIG_FILE", "INVENTORY_KIND", "AppliedConfig", "collect"]
 
-INVENTORY_KIND = "inventory"
 CONFIG_FILE = "config.json"
 
 
@@ -66,14 +62,6 @@ class AppliedConfig:
         return "done", f"config {version} applied ({len(values)} keys)"
 
 
-def _ip() -> str | None:
-    for addrs in psutil.net_if_addrs().values():
-        for a in addrs:
-            if a.family == socket.AF_INET and not a.address.startswith("127."):
-                return a.address
-    return None
-
-
 def collect(
     data_dir: Path,
     *,
@@ -85,7 +73,7 @@ def collect(
 ) -> dict[str, Any]:
     """The device's inventory now. ``running()`` gives the running image's header, ``slots()`` the booted
     slot (key "active") and each slot's version."""
-    out: dict[str, Any] = {"model": model, "os": f"{platform.system()} {platform.release()}".strip()}
+    out: dict[str, Any] = {"model": model, **host_inventory(data_dir)}
     if hw_rev:
         out["hw"] = hw_rev
     try:
@@ -94,14 +82,6 @@ def collect(
         if slots is not None:
             out.update({f"slot.{k}": v for k, v in slots().items()})
     except (OSError, ValueError, BootloaderError):
-        pass
-    out["net.hostname"] = socket.gethostname()
-    ip = _ip()
-    if ip:
-        out["net.ip"] = ip
-    try:
-        out["storage_free_mb"] = psutil.disk_usage(str(data_dir)).free // (100 << 20) * 100  # steady: 100 MB steps
-    except OSError:
         pass
     applied = AppliedConfig(data_dir).read()
     if applied.get("version"):

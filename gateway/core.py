@@ -30,6 +30,7 @@ from common.effects import (
     Append,
     Effect,
     Event,
+    InventoryTaken,
     LinkUp,
     Log,
     Malformed,
@@ -40,6 +41,7 @@ from common.effects import (
     Send,
     SetTimer,
     Start,
+    TakeInventory,
     TimerFired,
 )
 from common.errors import ProtocolError
@@ -138,9 +140,12 @@ class GatewayCore:
         link_windows: LinkWindows | None = None,
         status_interval_s: float = 5.0,
         site_alerts: SiteAlerts | None = None,
+        inventory_interval_s: float = 0.0,
     ) -> None:
         self.gateway_id = gateway_id
         self.site_alerts = site_alerts  # alerts for its own devices while the uplink is down (site_alerts.py)
+        self.inventory_interval_s = inventory_interval_s  # 0: the gateway reports no inventory of its own
+        self.inventory: dict[str, object] | None = None  # the last one reported
         self.site = site
         self.outbox = outbox
         self.commands_queue = commands
@@ -191,6 +196,8 @@ class GatewayCore:
                 out = [*self.uplink.open(now), SetTimer("heartbeat", now + self.heartbeat_s)]
                 if self.status_interval_s:
                     out.append(SetTimer("status", now + self.status_interval_s))
+                if self.inventory_interval_s:
+                    out.append(SetTimer("inventory", now))
                 if self.commands_queue is not None:
                     items = self.commands_queue.read(after=0, limit=1_000_000, max_bytes=1 << 30)
                     self.held.load([(q, decode(p)) for q, p in items], self.commands_queue.stats().next_seq)
@@ -239,6 +246,13 @@ class GatewayCore:
                 return [*self._tick(now), SetTimer("heartbeat", now + self.heartbeat_s)]
             case TimerFired("drain"):
                 return self._drain(now)
+            case TimerFired("inventory"):
+                return [TakeInventory(), SetTimer("inventory", now + self.inventory_interval_s)]
+            case InventoryTaken(values):
+                if values == self.inventory:
+                    return []  # reported on change only
+                self.inventory = dict(values)
+                return [self._report(self.gateway_id, "inventory", dict(values), now)]
             case TimerFired("status"):
                 out = [SetTimer("status", now + self.status_interval_s)]
                 if self.uplink.up:

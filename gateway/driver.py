@@ -26,7 +26,8 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import Start
+from common.effects import InventoryTaken, Start, TakeInventory
+from common.inventory import host_inventory
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
 from common.process import Periodic, stop_on_signals
@@ -62,6 +63,7 @@ class GatewayConfig:
     # rules the gateway evaluates for its devices while its uplink is down (gateway.site_alerts);
     # None: SITE_RULES, (): none
     site_alert_rules: tuple[dict[str, Any], ...] | None = None
+    inventory_interval_s: float = 60.0  # how often its own inventory is read (reported only on change)
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -92,12 +94,23 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         link_windows=LinkWindows(cfg.link_windows, cfg.timezone) if cfg.link_windows else None,
         status_interval_s=cfg.status_interval_s,
         site_alerts=_site_alerts(cfg),
+        inventory_interval_s=cfg.inventory_interval_s,
     )
     runner: NodeRunner
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding)
     link = UpstreamLink(ctx, cfg.cloud, keys, cfg.cloud_key, lambda e: runner.feed(e))
-    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log)
+    def take_inventory(_effect: TakeInventory) -> None:
+        def read() -> dict[str, object]:
+            return {"role": "gateway", "site": cfg.site, **host_inventory(cfg.data_dir)}
+
+        loop.run_in_executor(None, read).add_done_callback(
+            lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(
+                "inventory not read", extra={"error": str(f.exception())})
+        )
+
+    runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=server, upstream=link, log=log,
+                        extra={TakeInventory: take_inventory})
     loop = asyncio.get_running_loop()
     stop_on_signals(loop, stop)
     endpoint = server.start()

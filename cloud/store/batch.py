@@ -8,6 +8,7 @@ Each ``ForwardRecord`` of a batch is one of:
                      critical stream and is telemetry AND a gap; a gateway's has seq 0.
     gateway status   kind "gateway.status", seq 0: values is the sending gateway's status map
     command report   kind "command", seq 0: values ``seq``, ``status``, ``detail``
+    node inventory   kind "inventory", seq 0: a gateway's own inventory (a device's travels as telemetry)
     site alert       kind "alert", seq 0: an alert a gateway raised (or resolved) for its own devices
                      while its uplink was down (``gateway.site_alerts``): values ``event``, ``id``,
                      ``rule``, ``type``, ``subject``, ``severity``, ``opened_ms``, ``at_ms``, ``gateway``
@@ -31,6 +32,7 @@ __all__ = [
     "COMMAND_KIND",
     "FINAL_STATUSES",
     "GAP_KIND",
+    "INVENTORY_KIND",
     "STATUS_KIND",
     "BatchPlan",
     "plan_batch",
@@ -42,6 +44,7 @@ GAP_KIND = "gap"
 STATUS_KIND = "gateway.status"
 COMMAND_KIND = "command"
 ALERT_KIND = "alert"
+INVENTORY_KIND = "inventory"
 
 FINAL_STATUSES = ("done", "failed", "expired")
 # a command only moves forward: a late "held" never undoes "delivered", nothing undoes a final state
@@ -66,6 +69,7 @@ class BatchPlan:
     status: tuple[int, dict[str, Any]] | None = None  # the newest (ts_ms, status map) of the batch
     commands: list[tuple[str, int, str, str]] = field(default_factory=list)  # device, seq, status, detail
     site_alerts: list[dict[str, Any]] = field(default_factory=list)  # alert rows raised at a site
+    inventories: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # node -> newest (ts, attrs)
     reports: int = 0  # seq-0 records (never telemetry), applied or refused
     rejected: list[str] = field(default_factory=list)
 
@@ -110,8 +114,13 @@ def plan_batch(records: Sequence[ForwardRecord], now_ms: int) -> BatchPlan:
                 plan.commands.append(_command_report(r))
             elif r.kind == ALERT_KIND:
                 plan.site_alerts.append(_site_alert_row(r))
+            elif r.kind == INVENTORY_KIND:
+                if r.device_id not in plan.inventories or r.ts_ms >= plan.inventories[r.device_id][0]:
+                    plan.inventories[r.device_id] = (r.ts_ms, dict(r.values))
             else:
-                raise ValueError(f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND}, {ALERT_KIND})")
+                raise ValueError(
+                    f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND}, {ALERT_KIND}, {INVENTORY_KIND})"
+                )
         except ValueError as exc:
             plan.rejected.append(_refusal(r, str(exc)))
     return plan

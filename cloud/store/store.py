@@ -188,6 +188,8 @@ class Store(AlertRecords, ReleaseRecords, FleetRecords, MetricRecords):
                     .values(status=status, status_ts_ms=ts_ms)
                 )
             site_alerts = self._ingest_site_alerts(conn, plan.site_alerts) if plan.site_alerts else []
+            for node_id, (ts_ms, attrs) in sorted(plan.inventories.items()):  # a gateway's own inventory
+                self._put_inventory(conn, node_id, "gateway", attrs, ts_ms, now_ms)
             for device_id, seq, status_, detail in plan.commands:
                 if not self._advance_command(conn, device_id, seq, status_, detail, now_ms) and not conn.execute(
                     sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
