@@ -10,6 +10,7 @@ import pytest
 from cloud import fleet, query
 from cloud.config_push import VERSION_ARG, command_args, plan_pushes, push_configs
 from cloud.store import Store
+from tests.cloud.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from common.errors import FleetError, QueryError
 from common.protocol.messages import ForwardRecord
 
@@ -21,8 +22,8 @@ def inv(device: str, seq: int, ts: int, **attrs) -> ForwardRecord:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store.open(store_url)
     s.ingest("gw-1", "plant-7", [
         inv("d1", 1, T0, model="m100", firmware_version="2.0.1", **{"net.ip": "10.0.0.5"}),
         inv("d2", 1, T0, model="m200", firmware_version="2.10.0"),

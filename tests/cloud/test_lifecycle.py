@@ -9,6 +9,7 @@ import pytest
 
 from cloud import lifecycle
 from cloud.store import Store
+from tests.cloud.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from common.errors import FleetError, TransitionError
 from common.protocol.messages import ForwardRecord
 
@@ -16,8 +17,8 @@ T0 = 1_700_000_000_000
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store.open(store_url)
     s.ingest("gw-1", "site-a", [ForwardRecord(d, "bulk", 1, T0, "metrics", {}) for d in ("d1", "d2")], T0)
     yield s
     s.close()

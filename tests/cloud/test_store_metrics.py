@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloud.store import Store
+from tests.cloud.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from cloud.telemetry_rollup import HOUR_MS, MINUTE_MS, Retention, choose_tier
 from common.protocol.messages import ForwardRecord
 
@@ -19,8 +20,8 @@ def m(device: str, seq: int, ts: int, **values) -> ForwardRecord:
 
 
 @pytest.fixture
-def store(tmp_path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
+def store(store_url: str) -> Iterator[Store]:
+    s = Store.open(store_url)
     yield s
     s.close()
 
