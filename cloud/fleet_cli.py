@@ -1,6 +1,6 @@
 """Operator commands for knowing the fleet (they talk to the cloud's operator API, like ``cloud.ops_cli``):
 
-    edgefleet devices tag ID +canary -old | set-state ID STATE --reason R | history ID | ghosts [--silent-for 7d]
+    edgefleet devices show ID | tag ID +canary -old | set-state ID STATE --reason R | history ID | ghosts [--silent-for 7d]
     edgefleet devices ping ID | logs ID --lines N | reboot ID
     edgefleet groups list | create NAME [--where Q] | delete NAME | add NAME DEVICE... | remove NAME DEVICE...
     edgefleet config set LAYER KEY VALUE [--lock] [--dry-run] | unset LAYER KEY | explain DEVICE | status | layers
@@ -225,9 +225,36 @@ def reboot(fetch: Callable[..., Any], as_json: bool, device: str, ttl: int) -> N
     click.echo(f"reboot of {device} queued as command {made['seq']} (`edgefleet devices commands {device}` follows it)")
 
 
+@click.command("show")
+@click.argument("device")
+@api_options
+def show_device(fetch: Callable[..., Any], as_json: bool, device: str) -> None:
+    """Show DEVICE: lifecycle state, site and gateway, tags, groups, config sync and its whole inventory."""
+    where = 'id = "' + device.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    rows = fetch("/v1/fleet/devices", params={"where": where})["devices"]
+    if not rows:
+        raise OperatorError(f"No device by the id of {device!r} was found (`edgefleet devices list` shows the known ones)")
+    v = rows[0]
+    if as_json:
+        _echo_json(v)
+        return
+    cfg = v["config"]
+    lines = [
+        f"device {v['device_id']}: {v['state']}, site {v['site_id']}, gateway {v['gateway_id']}",
+        f"  last seen {_when(v['last_seen_ms'])} UTC, first seen {_when(v['first_seen_ms'])} UTC",
+        f"  tags: {', '.join(v['tags']) or '-'}; groups: {', '.join(v['groups']) or '-'}",
+        f"  config: desired {cfg['desired_version'] or '-'}, applied {cfg['applied_version'] or '-'}"
+        + (" (DRIFT)" if cfg["drift"] else ""),
+        "  inventory:" if v["inventory"] else "  inventory: none reported yet",
+    ]
+    width = max((len(k) for k in v["inventory"]), default=0)
+    lines += [f"    {k.ljust(width)}  {val}" for k, val in sorted(v["inventory"].items())]
+    click.echo("\n".join(lines))
+
+
 def register(devices: click.Group) -> None:
     """Add the fleet sub-commands to ``edgefleet devices``."""
-    for cmd in (tag_device, set_state, history, ghosts, ping, logs, reboot):
+    for cmd in (show_device, tag_device, set_state, history, ghosts, ping, logs, reboot):
         devices.add_command(cmd)
 
 
