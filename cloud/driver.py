@@ -225,7 +225,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     finally:
         for timer in timers.values():
             timer.cancel()
-        fleet_jobs.shutdown(wait=False)
+        fleet_jobs.stop()
         await runner.stop()
         await server.stop()
         await api.stop()

@@ -2,7 +2,7 @@
 
     jobs = start_fleet_jobs(FleetJobs(), store, store_thread, alerts, on_command, now_ms)
     ...
-    jobs.shutdown(wait=False)
+    jobs.stop()
 
 Jobs (each runs its store work on the cloud's one store thread, never on the loop):
 
@@ -14,6 +14,8 @@ Jobs (each runs its store work on the cloud's one store thread, never on the loo
                    ``ghost.silent_s``) and the published firmware releases (the firmware_behind rule)
 
 A job that fails logs the error and runs again at its next time (its work is idempotent).
+A retirement (``cloud.lifecycle.ON_RETIRE``) makes the alert service forget the device: its open alerts
+resolve and it raises no new ones.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from cloud import lifecycle
 from cloud.config_push import push_configs
 from cloud.fleet_api import DEFAULT_GHOST_S, DEFAULT_RETENTION
 from cloud.telemetry_rollup import Retention
@@ -36,9 +39,20 @@ if TYPE_CHECKING:
     from cloud.alerts import AlertService
     from cloud.store import Store
 
-__all__ = ["FleetJobs", "start_fleet_jobs"]
+__all__ = ["FleetJobs", "RunningJobs", "start_fleet_jobs"]
 
 log = logging.getLogger("edgefleet.cloud.fleet")
+
+
+@dataclass(frozen=True)
+class RunningJobs:
+    scheduler: AsyncIOScheduler
+    retire_hook: Callable[[dict[str, Any]], None]
+
+    def stop(self) -> None:
+        if self.retire_hook in lifecycle.ON_RETIRE:
+            lifecycle.ON_RETIRE.remove(self.retire_hook)
+        self.scheduler.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
@@ -57,8 +71,8 @@ def start_fleet_jobs(
     alerts: AlertService,
     on_command: Callable[[str, int], None],
     now_ms: Callable[[], int],
-) -> AsyncIOScheduler:
-    """Start the scheduler with the three jobs on the running loop; the caller shuts it down."""
+) -> RunningJobs:
+    """Start the scheduler with the three jobs on the running loop, and the retire hook; ``stop()`` ends both."""
     loop = asyncio.get_running_loop()
 
     async def on_store(fn: Callable[[], Any], what: str) -> Any:
@@ -98,6 +112,11 @@ def start_fleet_jobs(
             alerts.observe_silences(silent, now_ms())
             alerts.set_releases(releases)
 
+    def retired(row: dict[str, Any]) -> None:
+        """A device retired (on whichever thread committed it): its open alerts resolve, nothing new opens."""
+        loop.call_soon_threadsafe(alerts.engine.forget, row["device_id"])
+
+    lifecycle.ON_RETIRE.append(retired)
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(retention, "interval", seconds=jobs.retention_interval_s, id="retention", coalesce=True,
                       max_instances=1)
@@ -108,4 +127,4 @@ def start_fleet_jobs(
     scheduler.start()
     for job in (fleet_inputs, config_push):  # and once now, not only after the first interval
         loop.create_task(job())
-    return scheduler
+    return RunningJobs(scheduler, retired)
