@@ -27,6 +27,7 @@ __all__ = ["METRICS_KIND", "MetricRecords", "TIERS"]
 METRICS_KIND = "metrics"
 TIERS = {"minute": MINUTE_MS, "hour": HOUR_MS}
 _IN_CHUNK = 500
+_SQLITE_POINTS = "INSERT INTO metric_points (device_id, metric, ts_ms, value) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class MetricRecords:
@@ -50,13 +51,19 @@ class MetricRecords:
                     points.setdefault((s.device, s.metric, s.ts_ms), float(s.value))
         if not points:
             return 0
-        inserted = conn.execute(
-            self._insert(metric_points)
-            .on_conflict_do_nothing(index_elements=[metric_points.c.device_id, metric_points.c.metric, metric_points.c.ts_ms])
-            .returning(metric_points.c.device_id, metric_points.c.metric, metric_points.c.ts_ms),
-            [{"device_id": d, "metric": m, "ts_ms": t, "value": v} for (d, m, t), v in sorted(points.items())],
-        ).all()
-        fresh = [Sample(d, m, int(t), points[(d, m, int(t))]) for d, m, t in inserted]
+        # ``rows`` are telemetry rows this transaction inserted, so their samples are new: they are folded
+        # into the rollups whether or not a raw point of the same (device, metric, ms) is already kept
+        params = [(d, m, t, v) for (d, m, t), v in sorted(points.items())]
+        if conn.dialect.name == "sqlite":  # the hot path of every batch: the driver's executemany, no Core per row
+            conn.exec_driver_sql(_SQLITE_POINTS, params)
+        else:
+            conn.execute(
+                self._insert(metric_points).on_conflict_do_nothing(
+                    index_elements=[metric_points.c.device_id, metric_points.c.metric, metric_points.c.ts_ms]
+                ),
+                [{"device_id": d, "metric": m, "ts_ms": t, "value": v} for d, m, t, v in params],
+            )
+        fresh = [Sample(d, m, t, v) for d, m, t, v in params]
         for width in (MINUTE_MS, HOUR_MS):
             aggs = downsample(fresh, width)
             if not aggs:
