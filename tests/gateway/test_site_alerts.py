@@ -7,13 +7,12 @@ from __future__ import annotations
 import random
 
 from cloud.store import Store
-from common.alerting import parse_rules
 from common.effects import Append, Received, Start, TimerFired
 from common.memory_queue import MemoryQueue
 from common.protocol import Heartbeat, Hello, HelloAck, TelemetryBatch, TelemetryRecord, decode_record
 from common.protocol.messages import ForwardRecord
 from common.streams import GATEWAY_POLICIES
-from gateway.core import OUTBOX, GatewayCore
+from gateway.core import GatewayCore
 from gateway.site_alerts import SiteAlerts, site_rules
 
 PEER = "aa01"
