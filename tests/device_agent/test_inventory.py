@@ -77,3 +77,13 @@ def test_the_log_tail_is_bounded_and_cut_to_what_a_record_holds() -> None:
     assert [v["n"] for v in lines] == [0, 1, 2] and "line 2" in lines[0]["line"]
     assert all(len(v["line"]) <= 256 and "dev-1" in v["line"] for v in lines)
     assert [v["line"] for v in tail.tail(1)] == [lines[-1]["line"]] and LOG_KIND == "log"
+
+
+def test_the_agent_stays_lean_with_inventory_and_diagnostics() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, device_agent.driver, device_agent.cli; "
+            "print(sorted(m for m in ('fastapi', 'sqlalchemy', 'uvicorn', 'httpx', 'cloud') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
