@@ -70,6 +70,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
     from cloud.releases import ReleaseSettings
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
+    alert_settings = _ghost_threshold(alert_settings, float(cfg["ghost_after_s"]))
 
     counters = asyncio.run(
         run_cloud(
@@ -106,3 +107,18 @@ def _fleet_jobs(cfg: dict) -> object:
         config_push_s=float(cfg["config_push_s"]),
         ghost_after_s=float(cfg["ghost_after_s"]),
     )
+
+
+def _ghost_threshold(settings: object, ghost_after_s: float) -> object:
+    """The ghost_device rule fires after ``ghost_after_s`` of silence, as `devices ghosts` lists them."""
+    import dataclasses
+
+    from cloud.alerts import GHOST_METRIC
+    from common.alerting import ThresholdRule
+
+    rules = tuple(
+        dataclasses.replace(r, threshold=ghost_after_s)
+        if isinstance(r, ThresholdRule) and r.metric == GHOST_METRIC else r
+        for r in settings.rules  # type: ignore[attr-defined]
+    )
+    return dataclasses.replace(settings, rules=rules)  # type: ignore[type-var]

@@ -42,3 +42,12 @@ def test_published_releases_reach_the_firmware_rule_and_it_judges_known_devices_
     assert fleet.fired() == [("firmware_behind", "d1")]
     fleet.run(1, lambda: heartbeat(fleet, "d1", kind="inventory", firmware_version="1.2.0"))
     assert fleet.resolved() == [("firmware_behind", "d1")]
+
+
+def test_the_cloud_config_ghost_after_s_is_the_ghost_rules_threshold() -> None:
+    from cloud.alerts import AlertSettings
+    from cloud.cli import _ghost_threshold
+
+    settings = _ghost_threshold(AlertSettings(), 3600.0)
+    assert [r.threshold for r in settings.rules if r.name == "ghost_device"] == [3600.0]
+    assert [r.name for r in settings.rules] == [r.name for r in AlertSettings().rules]
