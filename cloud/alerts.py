@@ -57,7 +57,7 @@ from common.errors import ConfigError, VersionError
 from common.firmware.version import Version
 from common.protocol.messages import STREAMS, ForwardRecord
 
-__all__ = ["DEFAULT_RULES", "AlertService", "AlertSettings", "TickResult"]
+__all__ = ["DEFAULT_RULES", "AlertService", "AlertSettings", "TickResult", "site_alert_event"]
 
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"type": "offline", "name": "device_offline", "after_s": 600, "kind": "device"},
@@ -67,10 +67,13 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
     {"type": "backlog", "name": "backlog_high", "percent": 80},
     {"type": "firmware", "name": "firmware_behind", "behind": 2},
     {"type": "rate", "name": "message_rate", "window_s": 300, "factor": 5},
+    {"type": "threshold", "name": "ghost_device", "metric": "ghost.silent_s", "op": ">", "threshold": 7 * 86400,
+     "for_s": 0},
 )
 """The rules when the cloud's config names none, as the config writes them (``alert_rules = [...]``)."""
 
 FIRMWARE_KEY = "firmware_version"
+GHOST_METRIC = "ghost.silent_s"
 METRICS_KIND = "metrics"
 STATUS_KIND = "gateway.status"
 
@@ -130,6 +133,8 @@ class AlertService:
         self.engine = _Engine(settings.rules, suppressed=self._suppressed)
         self._watched = {r.metric for r in settings.rules if isinstance(r, ThresholdRule)}
         self._releases = {Version(v): v for v in settings.firmware_releases}
+        self._release_list: tuple[str, ...] = tuple(settings.firmware_releases)
+        self._firmware_of: dict[str, str] = {}  # device -> the firmware version it reported last
         self._now_ms = 0
         self._maintenance: frozenset[str] = frozenset()
         self._gateway_seen: dict[str, int] = {}
@@ -193,12 +198,35 @@ class AlertService:
                 if _number(value):
                     self.engine.observe_metric(device, metric, value, now_ms)
         version = r.values.get(FIRMWARE_KEY)
-        if isinstance(version, str) and self._releases:
+        if isinstance(version, str):
+            self._firmware_of[device] = version
+            self._judge_firmware(device, version)
+
+    def _judge_firmware(self, device: str, version: str) -> None:
+        if not self._releases:
+            return
+        try:
+            version = self._releases.get(Version(version), version)  # "2.1" is release "2.1.0"
+        except VersionError:
+            pass  # not judged: the engine only judges versions in the release list
+        self.engine.observe_firmware(device, version, self._release_list)
+
+    def set_releases(self, versions: Iterable[str]) -> None:
+        """The firmware releases now (the config's and the published ones); every device's reported
+        version is judged again against them."""
+        known = dict(self._releases)
+        for v in versions:
             try:
-                version = self._releases.get(Version(version), version)  # "2.1" is release "2.1.0"
+                known.setdefault(Version(v), v)
             except VersionError:
-                pass  # not judged: the engine only judges versions in the release list
-            self.engine.observe_firmware(device, version, self.settings.firmware_releases)
+                continue
+        if known.keys() == self._releases.keys():
+            return
+        self._releases = known
+        self._release_list = tuple(known[k] for k in sorted(known))
+        for device, version in self._firmware_of.items():
+            self._judge_firmware(device, version)
+
 
     def _observe_status(self, gateway: str, values: Mapping[str, Any], now_ms: int) -> None:
         fullest: tuple[float, int, int] | None = None
@@ -210,6 +238,12 @@ class AlertService:
                     fullest = (ratio, int(used), int(quota))
         if fullest is not None:
             self.engine.observe_backlog(gateway, fullest[1], fullest[2], now_ms)
+
+    def observe_silences(self, silent_s: Mapping[str, float], now_ms: int) -> None:
+        """How long each known, not retired device has been silent (from the store, so it holds across
+        cloud restarts): the ``ghost.silent_s`` metric the ghost_device rule watches."""
+        for device, seconds in silent_s.items():
+            self.engine.observe_metric(device, GHOST_METRIC, float(seconds), now_ms)
 
     def set_maintenance(self, devices: Collection[str]) -> None:
         """The devices in lifecycle state maintenance now: no new alert opens for them."""
@@ -359,3 +393,9 @@ def _row(stored_id: str, alert: Alert, state: str, last_event: str, now_ms: int)
 
 def _json_ready(detail: Mapping[str, Any]) -> dict[str, Any]:
     return {str(k): v if isinstance(v, (str, int, float, bool, type(None))) else str(v) for k, v in detail.items()}
+
+
+def site_alert_event(row: Mapping[str, Any]) -> AlertEvent:
+    """The event to announce for an alert row a gateway raised at its site (``IngestResult.site_alerts``)."""
+    return AlertEvent(row["last_event"], row["id"], row["rule"], row["type"], row["subject"], row["severity"],
+                      row["last_event_ms"], row["opened_ms"], dict(row["detail"]))

@@ -60,7 +60,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from cloud import query
+from cloud import fleet, query
 from cloud.store import Store
 from common.errors import ApiError, ConfigError, EdgeFleetError, QueryError, StoreError
 from common.protocol.codec import MAX_STR, MAX_VALUES
@@ -144,9 +144,9 @@ class _Refused(Exception):
 
 
 def query_view(row: dict[str, Any]) -> dict[str, Any]:
-    """A device row as the query language sees it (``id``, ``site``, ``attr.gateway`` ...). Inventory
-    attributes (hw, fw, model, os, tags, groups) join it as devices start reporting them."""
-    return {"id": row["device_id"], "site": row["site_id"], "attrs": {"gateway": row["gateway_id"], "last_seq": row["last_seq"]}}
+    """A device row as the query language sees it (``id``, ``site``, ``attr.gateway`` ...); with inventory,
+    tags, groups and state when ``row`` is a fleet view (``cloud.fleet.query_view``)."""
+    return fleet.query_view(row)
 
 
 def create_app(
@@ -161,6 +161,7 @@ def create_app(
     now_ms: Callable[[], int] = _wall_ms,
     security: SecurityService | None = None,
     on_revocations: Callable[[bytes], None] | None = None,
+    fleet_options: dict[str, Any] | None = None,
 ) -> fastapi.FastAPI:
     """The operator API over ``store``; every route but health needs ``Authorization: Bearer <token>``.
 
@@ -229,7 +230,10 @@ def create_app(
                 raise _Refused(400, "invalid_query", str(exc)) from exc
         rows = await call(store.list_devices)
         if node is not None:
-            rows = [r for r in rows if query.matches(node, query_view(r))]
+            # tags, groups, lifecycle state and inventory come from the fleet view (cloud.fleet)
+            views = await call(lambda: fleet.device_views(store.fleet_snapshot()))
+            matched = {v["device_id"] for v in views if query.matches(node, fleet.query_view(v))}
+            rows = [r for r in rows if r["device_id"] in matched]
         return {"devices": rows}
 
     @secured.get("/sites")
@@ -331,6 +335,9 @@ def create_app(
         now = now_ms()
         return {"silences": await call(lambda: store.active_silences(now))}
 
+    from cloud.fleet_api import fleet_routes  # inventory, tags, groups, lifecycle, config, metrics (issue 8)
+
+    secured.include_router(fleet_routes(store, call, now_ms, on_command=on_command, **(fleet_options or {})))
     if releases is not None:
         from cloud.releases_api import release_routes
 

@@ -31,6 +31,13 @@ DEFAULTS = {
     "enroll_rate": 0.5,  # enrollment attempts per second and gateway (then refused: no gateway floods the cloud)
     "enroll_burst": 20,
     "require_gateway_certs": False,  # only gateways with a verified certificate (edgefleet ca issue) relay enrollments
+    # fleet (cloud.fleet_jobs): metric retention per tier, ghost silence, how often jobs run (seconds)
+    "metrics_raw_s": 24 * 3600,
+    "metrics_minute_s": 7 * 24 * 3600,
+    "metrics_hour_s": 90 * 24 * 3600,
+    "retention_interval_s": 300,
+    "config_push_s": 30,
+    "ghost_after_s": 7 * 24 * 3600,
     "log_level": "info",
     "log_format": "json",
 }
@@ -76,6 +83,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
     from cloud.releases import ReleaseSettings
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
+    alert_settings = _ghost_threshold(alert_settings, float(cfg["ghost_after_s"]))
 
     counters = asyncio.run(
         run_cloud(
@@ -97,6 +105,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 enroll_rate=cfg["enroll_rate"],
                 enroll_burst=cfg["enroll_burst"],
                 require_gateway_certs=cfg["require_gateway_certs"],
+                fleet=_fleet_jobs(cfg),
             )
         )
     )
@@ -110,3 +119,35 @@ def _intermediate_passphrase() -> bytes | None:
 
     value = os.environ.get("EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE", "")
     return value.encode() if value else None
+
+
+def _fleet_jobs(cfg: dict) -> object:
+    from cloud.fleet_jobs import FleetJobs
+    from cloud.telemetry_rollup import Retention
+
+    retention = Retention(
+        raw_ms=int(cfg["metrics_raw_s"] * 1000),
+        minute_ms=int(cfg["metrics_minute_s"] * 1000),
+        hour_ms=int(cfg["metrics_hour_s"] * 1000),
+    )  # ConfigError names the tier that does not fit
+    return FleetJobs(
+        retention=retention,
+        retention_interval_s=float(cfg["retention_interval_s"]),
+        config_push_s=float(cfg["config_push_s"]),
+        ghost_after_s=float(cfg["ghost_after_s"]),
+    )
+
+
+def _ghost_threshold(settings: object, ghost_after_s: float) -> object:
+    """The ghost_device rule fires after ``ghost_after_s`` of silence, as `devices ghosts` lists them."""
+    import dataclasses
+
+    from cloud.alerts import GHOST_METRIC
+    from common.alerting import ThresholdRule
+
+    rules = tuple(
+        dataclasses.replace(r, threshold=ghost_after_s)
+        if isinstance(r, ThresholdRule) and r.metric == GHOST_METRIC else r
+        for r in settings.rules  # type: ignore[attr-defined]
+    )
+    return dataclasses.replace(settings, rules=rules)  # type: ignore[type-var]

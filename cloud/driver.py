@@ -8,6 +8,8 @@ Alerts: the alert service (``cloud.alerts``) hears every committed batch and
 every gateway session touch, is ticked every ``alert_tick_s``, and its alert
 rows are saved on the store thread before their events go to the webhooks
 (``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
+Fleet jobs (``cloud.fleet_jobs``, on apscheduler): metric retention, pushing changed desired configs,
+the ghost and lifecycle inputs of the alert service, published releases for the firmware rule.
 Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
@@ -29,12 +31,13 @@ from pathlib import Path
 import httpx
 import zmq.asyncio
 
-from cloud.alerts import AlertService, AlertSettings, TickResult
+from cloud.alerts import AlertService, AlertSettings, TickResult, site_alert_event
 from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
 from cloud.core import CloudCore
 from cloud.enrollment import EnrollRule, Enroller
 from cloud.firmware_service import FirmwareService
+from cloud.fleet_jobs import FleetJobs, start_fleet_jobs
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security import SecurityService, load_or_create_signing_key
@@ -79,6 +82,7 @@ class CloudConfig:
     enroll_burst: int = 20
     require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
     rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
+    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet_jobs)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -151,6 +155,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
             rollouts.observe_batch(effect.site, effect.records)
+            for row in result.site_alerts:  # raised by a gateway while its uplink was down: stored, now announced
+                event = site_alert_event(row)
+                log.info(f"site alert {event.event}", extra={"alert": event.alert_id, "gateway": effect.gateway_id})
+                webhooks.submit(event)
 
         call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
         on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
@@ -206,7 +214,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     def refresh_maintenance() -> None:
         timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
-        in_maintenance = lambda: store.devices_in_state("maintenance")  # noqa: E731
+        # maintenance suppresses alerts, and a retired device raises none (cloud.lifecycle.eligible_for_alerts)
+        in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 
     def enroll(effect: EnrollDecide) -> None:
@@ -244,8 +253,11 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
-    app = create_app(store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
-                     security=security, on_revocations=revocations_changed, rollouts=rollouts)
+    app = create_app(
+        store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
+        security=security, on_revocations=revocations_changed, rollouts=rollouts,
+        fleet_options={"retention": cfg.fleet.retention, "ghost_s": cfg.fleet.ghost_after_s},
+    )
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -258,12 +270,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     refresh_maintenance()
     alert_tick()
     rollout_tick()
+    fleet_jobs = start_fleet_jobs(cfg.fleet, store, store_thread, alerts, on_command, _now_ms)
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()
     finally:
         for timer in timers.values():
             timer.cancel()
+        fleet_jobs.stop()
         await runner.stop()
         await firmware.stop()
         await server.stop()

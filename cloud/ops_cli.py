@@ -90,30 +90,44 @@ def devices() -> None:
 @click.option("--where", help="""Only devices matching a query, e.g. 'site = "plant-7" and id != "dev-3"'.""")
 @api_options
 def list_devices(fetch: Callable[..., Any], as_json: bool, where: str | None) -> None:
-    """List the devices the cloud has seen (all, or those matching --where)."""
-    rows = fetch("/v1/devices", params={"where": where} if where else None)["devices"]
+    """List the devices the cloud has seen (all, or those matching --where), with lifecycle state, tags,
+    groups, firmware and config drift.
+
+    --where takes the query language: site, id, state, fw, hw, model, os, attr.NAME (inventory),
+    tag:NAME and group = "NAME", e.g. 'site = "plant-7" and fw < "2.1" and tag:canary'.
+    """
+    rows = fetch("/v1/fleet/devices", params={"where": where} if where else None)["devices"]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        click.echo("no devices yet")
+        click.echo("no devices yet" if not where else f"no device matches {where}")
         return
     click.echo(
         format_table(
-            ["DEVICE", "SITE", "GATEWAY", "LAST SEQ", "FIRST SEEN (UTC)", "LAST SEEN (UTC)"],
+            ["DEVICE", "SITE", "GATEWAY", "STATE", "FW", "TAGS", "GROUPS", "CONFIG", "LAST SEEN (UTC)"],
             [
                 [
                     r["device_id"],
                     r["site_id"],
                     r["gateway_id"],
-                    r["last_seq"],
-                    _when(r["first_seen_ms"]),
+                    r.get("state", "-"),
+                    (r.get("inventory") or {}).get("firmware_version", "-"),
+                    ",".join(r.get("tags") or ()) or "-",
+                    ",".join(r.get("groups") or ()) or "-",
+                    _config_cell(r.get("config") or {}),
                     _when(r["last_seen_ms"]),
                 ]
                 for r in rows
             ],
         )
     )
+
+
+def _config_cell(cfg: Mapping[str, Any]) -> str:
+    if not cfg.get("desired_version"):
+        return "-"
+    return f"drift ({cfg.get('applied_version') or 'none'} -> {cfg['desired_version']})" if cfg.get("drift") else "in sync"
 
 
 @devices.command("command")
@@ -231,8 +245,11 @@ def sites() -> None:
 @sites.command("list")
 @api_options
 def list_sites(fetch: Callable[..., Any], as_json: bool) -> None:
-    """List every site with its gateway and device counts."""
+    """List every site at a glance: gateways and their link, devices online/offline/total, firmware versions
+    in use, open alerts and backlog."""
     rows = fetch("/v1/sites")["sites"]
+    overview = {o["site_id"]: o for o in fetch("/v1/fleet/sites")["sites"]}
+    rows = [r | {k: v for k, v in overview.get(r["site_id"], {}).items() if k != "site_id"} for r in rows]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -241,20 +258,37 @@ def list_sites(fetch: Callable[..., Any], as_json: bool) -> None:
         return
     click.echo(
         format_table(
-            ["SITE", "GATEWAYS", "DEVICES", "FIRST SEEN (UTC)", "LAST SEEN (UTC)", "LINKS"],
+            ["SITE", "GATEWAYS (LINK)", "DEVICES ON/OFF/ALL", "FIRMWARE", "OPEN ALERTS", "BACKLOG", "LAST SEEN (UTC)"],
             [
                 [
                     r["site_id"],
-                    r["gateway_count"],
-                    r["device_count"],
-                    _when(r["first_seen_ms"]),
+                    " ".join(f"{gw}:{_value(link)}" for gw, link in sorted(r.get("links", {}).items()))
+                    or f"{r['gateway_count']} (no status yet)",
+                    _devices_cell(r),
+                    " ".join(f"{v}x{n}" for v, n in (r.get("firmware") or {}).items()) or "-",
+                    r.get("open_alerts", 0),
+                    _bytes(r.get("backlog_bytes", 0)),
                     _when(r["last_seen_ms"]),
-                    " ".join(f"{gw}:{_value(link)}" for gw, link in sorted(r.get("links", {}).items())) or "-",
                 ]
                 for r in rows
             ],
         )
     )
+
+
+def _devices_cell(row: Mapping[str, Any]) -> str:
+    d = row.get("devices")
+    if not isinstance(d, Mapping):
+        return str(row["device_count"])
+    return f"{d['online']}/{d['offline']}/{d['total']}"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
 
 
 @sites.command("show")
@@ -435,3 +469,6 @@ def _duration(ms: int) -> str:
 
 # the identity and security commands on devices (preauthorize, approve, revoke, ...) live in their own module
 import cloud.security.cli  # noqa: E402,F401
+# the fleet commands (tag, set-state, history, ghosts, ping, logs, reboot) live in cloud.fleet_cli,
+# which adds them to ``devices`` when it is imported
+import cloud.fleet_cli  # noqa: E402,F401

@@ -123,14 +123,25 @@ def _add(out: dict[tuple[str, str, int, int], Aggregate], agg: Aggregate) -> Non
 def downsample(samples: Iterable[Sample], width_ms: int = MINUTE_MS) -> list[Aggregate]:
     """Aggregate raw samples into ``width_ms`` buckets, sorted by (device, metric, start_ms)."""
     _check_width(width_ms)
-    out: dict[tuple[str, str, int, int], Aggregate] = {}
+    # plain lists per bucket, one Aggregate per bucket at the end (this runs for every ingested batch)
+    acc: dict[tuple[str, str, int], list[float]] = {}
     for s in samples:
         v = _number(s.value)
         if v is None:
             continue
-        start = bucket_start(s.ts_ms, width_ms)
-        _add(out, Aggregate(s.device, s.metric, start, width_ms, 1, v, v, v))
-    return [out[k] for k in sorted(out)]
+        key = (s.device, s.metric, s.ts_ms - s.ts_ms % width_ms)
+        a = acc.get(key)
+        if a is None:
+            acc[key] = [1, v, v, v]
+        else:
+            a[0] += 1
+            if v < a[1]:
+                a[1] = v
+            if v > a[2]:
+                a[2] = v
+            a[3] += v
+    return [Aggregate(d, m, start, width_ms, int(a[0]), a[1], a[2], a[3])
+            for (d, m, start), a in sorted(acc.items())]
 
 
 def rollup(aggregates: Iterable[Aggregate], width_ms: int = HOUR_MS) -> list[Aggregate]:

@@ -35,6 +35,7 @@ __all__ = [
     "StoreCommandStatus",
     "Effect",
     "Event",
+    "InventoryTaken",
     "Log",
     "LinkUp",
     "Malformed",
@@ -51,6 +52,7 @@ __all__ = [
     "Stored",
     "StoreIngest",
     "StoreTouch",
+    "TakeInventory",
     "TakeSample",
     "TimerFired",
 ]
@@ -150,9 +152,16 @@ class CommandsReady:
     commands: list[tuple[str, Any]]
 
 
+@dataclass(frozen=True, slots=True)
+class InventoryTaken:
+    """The node's inventory now (a flat map); the core reports it only if it changed."""
+
+    values: dict[str, Any]
+
+
 Event = (
     Start | Stop | Received | Malformed | TimerFired | LinkUp | Persisted | PersistFailed | Sampled | Stored
-    | CommandResult | CommandsReady | Buffered
+    | CommandResult | CommandsReady | Buffered | InventoryTaken
 )
 
 # -- effects -----------------------------------------------------------------------------
@@ -261,7 +270,12 @@ class Log:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class TakeInventory:
+    """Read the node's inventory; answer with InventoryTaken."""
+
+
 Effect = (
     Send | SetTimer | Append | AckQueue | Reconnect | TakeSample | StoreIngest | StoreTouch | RunCommand
-    | LoadCommands | StoreCommandStatus | Log
+    | LoadCommands | StoreCommandStatus | Log | TakeInventory
 )

@@ -10,6 +10,8 @@
     ├── ConfigError            a config file or flag that cannot be used
     ├── QueryError             a device filter query that does not parse (has .position)
     ├── AlertNotFound          an alert id that names no alert
+    ├── FleetError             a fleet record that cannot change so (unknown device or group, bad group kind)
+    │   └── TransitionError    a lifecycle transition the table forbids (names the device, from and to)
     ├── KeyFileError           a key file that is missing, unreadable or malformed
     ├── ApiError               the operator API answered with an error
     ├── TrustError             signed input that must not be trusted
@@ -53,6 +55,7 @@ __all__ = [
     "EnrollmentError",
     "ExpiredError",
     "FirmwareError",
+    "FleetError",
     "ImageError",
     "KeyFileError",
     "ManifestError",
@@ -68,6 +71,7 @@ __all__ = [
     "RolloutError",
     "SignatureError",
     "StoreError",
+    "TransitionError",
     "TrustError",
     "UpdateError",
     "UpdateRefused",
@@ -137,6 +141,14 @@ class AlertNotFound(EdgeFleetError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class FleetError(EdgeFleetError):
+    """A fleet record (device, group, tag, config layer) that cannot be changed as asked; says what to do."""
+
+
+class TransitionError(FleetError):
+    """A lifecycle transition the table does not allow: names the device, its state and the state asked for."""
 
 
 class KeyFileError(EdgeFleetError):

@@ -13,7 +13,9 @@ from common.keys import resolve_public_key
 from common.logs import setup_logging
 from common.streams import DEVICE_POLICIES, quota_defaults, with_quotas_mb
 
-__all__ = ["agent"]
+__all__ = ["REBOOT_EXIT", "agent"]
+
+REBOOT_EXIT = 75  # EX_TEMPFAIL: stopped on purpose, start me again
 
 DEFAULTS = {
     "device_id": socket.gethostname(),
@@ -103,3 +105,7 @@ def agent(config_path: str | None, **flags: object) -> None:
         click.echo(f"agent {stats['device_id']}: stopped before it was enrolled", err=True)
         return
     click.echo(f"agent {stats['device_id']}: produced {stats['produced']}, still buffered {stats['buffered']}", err=True)
+    if stats.get("reboot_requested"):
+        # `edgefleet devices reboot`: the service manager (e.g. systemd Restart=on-failure) starts it again
+        click.echo(f"agent {stats['device_id']}: reboot requested by the cloud; exiting with {REBOOT_EXIT}", err=True)
+        raise SystemExit(REBOOT_EXIT)

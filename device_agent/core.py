@@ -23,6 +23,7 @@ from common.effects import (
     Effect,
     Event,
     Firmware,
+    InventoryTaken,
     LinkUp,
     Log,
     Malformed,
@@ -37,6 +38,7 @@ from common.effects import (
     SetTimer,
     Start,
     Stop,
+    TakeInventory,
     TakeSample,
     TimerFired,
 )
@@ -98,6 +100,7 @@ class AgentCore:
         rejoin_spread_s: float = 8.0,
         command_check: Callable[[Command, int], str | None] | None = None,
         rotation: RotationSchedule | None = None,
+        inventory_interval_s: float = 60.0,
     ) -> None:
         # key and certificate rotation (common.rotation): checked on its schedule and on each session start
         self.rotation = rotation
@@ -113,6 +116,8 @@ class AgentCore:
         self.last_command = last_command  # commands up to this number were run (the driver persists it)
         self.running: set[int] = set()
         self.sample_interval_s = sample_interval_s
+        self.inventory_interval_s = inventory_interval_s
+        self.inventory: dict[str, object] | None = None  # the last inventory reported (None: none since start)
         self.heartbeat_s = heartbeat_s
         self.sampling = True
         self.produced = {s: 0 for s in STREAMS}
@@ -164,6 +169,7 @@ class AgentCore:
                     SetTimer("sample", now),
                     SetTimer("heartbeat", now + self.heartbeat_s),
                     *([SetTimer("rotate-check", self.rotation.next_check(now))] if self.rotation is not None else []),
+                    SetTimer("inventory", now),
                 ]
             case TimerFired("rotate-check") if self.rotation is not None:
                 return [*self._maybe_rotate(now), SetTimer("rotate-check", self.rotation.next_check(now))]
@@ -194,6 +200,14 @@ class AgentCore:
                 if self.uplink.up and any([snd.tick(now) for snd in self.senders.values()]):
                     out += self._pump(now)
                 return [*out, SetTimer("heartbeat", now + self.heartbeat_s)]
+            case TimerFired("inventory"):
+                return [TakeInventory(), SetTimer("inventory", now + self.inventory_interval_s)]
+            case InventoryTaken(values):
+                # reported on change only (and once per start), in the state stream
+                if values == self.inventory:
+                    return []
+                self.inventory = dict(values)
+                return self.record("state", "inventory", dict(values), now)
             case Sampled(values):
                 return self.record("bulk", "metrics", values, now) if self.sampling else []
             case Persisted(("record", stream), seqs):

@@ -25,19 +25,34 @@ import zmq.asyncio
 
 from common.clock import SteadyClock, wall_ms
 from common.durable_queue import DurableQueue
-from common.effects import UPSTREAM, Buffered, CommandResult, Firmware, Received, RunCommand, Sampled, Start, Stop, TakeSample
-from common.protocol.messages import EnrollReply
+from common.effects import (
+    UPSTREAM,
+    Buffered,
+    CommandResult,
+    Firmware,
+    InventoryTaken,
+    Received,
+    RunCommand,
+    Sampled,
+    Start,
+    Stop,
+    TakeInventory,
+    TakeSample,
+)
 from common.errors import CertificateError, KeyFileError
+from common.protocol.messages import EnrollReply
 from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.fileio import write_atomic
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
-from common.protocol import STREAMS, encode_sample
+from common.protocol import STREAMS, Command, encode_sample
 from common.runner import NodeRunner
 from common.sockets import UpstreamLink
 from common.streams import DEVICE_POLICIES, StreamPolicy
 from device_agent.commands import CommandLog, Simulation, run_command
 from device_agent.core import BUFFER, AgentCore, gap_record
+from device_agent.inventory import AppliedConfig, collect
+from device_agent.logtail import LOG_KIND, LogTail
 from device_agent.sampler import sample_metrics
 from common.transfer.fetcher import Fetcher
 from device_agent.download import FirmwareDownloader
@@ -68,6 +83,9 @@ class AgentConfig:
     serial: str = ""  # the factory serial number (default: the device id)
     cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub: commands must be signed by it
     rotation_check_s: float = 3600.0  # how often the certificate is checked for rotation (2/3 of its life)
+    hw_rev: str = ""  # hardware revision, reported in the inventory
+    location: str = ""  # reported in the inventory until a config sets ``location``
+    inventory_interval_s: float = 60.0  # how often the inventory is read (it is sent only when it changed)
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -111,7 +129,12 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         last_command=commands.last(),
         command_check=check,
         rotation=rotation,
+        inventory_interval_s=cfg.inventory_interval_s,
     )
+    tail = LogTail(node=cfg.device_id)
+    logging.getLogger().addHandler(tail)
+    applied_config = AppliedConfig(cfg.data_dir)
+    reboot_requested = False
     runner: NodeRunner
 
     def report_update(values: dict[str, object]) -> None:
@@ -145,8 +168,76 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return
-        status, detail = run_command(cmd, simulation)
+        if cmd.name == "logs":  # the append waits for a commit: off the loop
+            send_logs(cmd)
+            return
+        if cmd.name in FLEET_COMMANDS:
+            status, detail = fleet_command(cmd)
+        else:
+            status, detail = run_command(cmd, simulation)
         runner.feed(CommandResult(cmd.seq, status, detail))
+
+    FLEET_COMMANDS = ("config", "reboot", "ping")
+
+    def fleet_command(cmd: Command) -> tuple[str, str]:
+        """Remote diagnostics and config (issue 8): config, logs, reboot, and ping with the device's time."""
+        nonlocal reboot_requested
+        if cmd.name == "ping":
+            return "done", f"pong device_ms={wall_ms()}"
+        if cmd.name == "config":
+            status, detail = applied_config.apply(dict(cmd.args))
+            if status == "done":
+                take_inventory(None)  # the applied version reaches the cloud in the inventory
+            return status, detail
+        # reboot: answer first, then stop; the service manager starts the agent again (exit code 75)
+        reboot_requested = True
+        loop.call_later(1.0, stop.set)
+        return "done", "rebooting"
+
+    def send_logs(cmd: Command) -> None:
+        """The last N log lines as ``log`` records in the bulk stream (store-and-forward at bulk priority)."""
+        try:
+            n = max(0, min(int(cmd.args.get("lines", "100")), tail.lines.maxlen or 0))
+        except ValueError:
+            runner.feed(CommandResult(cmd.seq, "failed", f"logs: lines={cmd.args.get('lines')!r} is not a number"))
+            return
+        now = wall_ms()
+        payloads = [encode_sample(now, LOG_KIND, v) for v in tail.tail(n)]
+
+        def appended(fut: asyncio.Future[list[int]]) -> None:
+            if fut.exception() is not None:
+                runner.feed(CommandResult(cmd.seq, "failed", f"logs: not buffered: {fut.exception()}"))
+                return
+            seqs = fut.result()
+            if seqs:
+                core.produced["bulk"] += len(seqs)  # counted like every record the agent produced
+                core.last_seq["bulk"] = max(core.last_seq["bulk"], seqs[-1])
+                runner.feed(Buffered())
+            runner.feed(CommandResult(cmd.seq, "done", f"records={len(seqs)} lines sent at bulk priority"))
+
+        append = lambda: buffer.append_many_sync(payloads, stream="bulk") if payloads else []  # noqa: E731
+        loop.run_in_executor(None, append).add_done_callback(appended)
+
+    def take_inventory(_effect: TakeInventory | None) -> None:
+        def read() -> dict[str, object]:
+            def slots() -> dict[str, str]:
+                from device_agent import simimage
+
+                sim = updater._sim()
+                out = {"active": sim.active_slot()}
+                for slot in sim.slots:
+                    path = sim.slot_path(slot)
+                    info = simimage.info(path.read_bytes()) if path.exists() else None
+                    out[slot] = info["version"] if info else ("empty" if not path.exists() else "corrupt")
+                return out
+
+            return collect(cfg.data_dir, model=cfg.hw, hw_rev=cfg.hw_rev, location=cfg.location,
+                           running=updater.running, slots=slots)
+
+        loop.run_in_executor(None, read).add_done_callback(
+            lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(
+                "inventory not read", extra={"error": str(f.exception())})
+        )
 
     link = UpstreamLink(ctx, cfg.gateway, keys, cfg.gateway_key, lambda e: runner.feed(e))
 
@@ -187,6 +278,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             Firmware: lambda e: fetcher.on_message(e.msg),
             PrepareRotation: prepare_rotation,
             InstallRotation: install_rotation,
+            TakeInventory: take_inventory,
         },
         log=log,
     )
@@ -205,6 +297,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             await asyncio.sleep(0.05)
     finally:
         checkpoint.cancel()
+        logging.getLogger().removeHandler(tail)
         await runner.stop()
         fetcher.close()
         await link.close()
@@ -225,6 +318,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             "commands_run": core.commands_run,
             "commands_refused": {str(k): v for k, v in core.commands_refused.items()},
             "rotations": core.rotations,
+            "reboot_requested": reboot_requested,
         }
         buffer.close()
         steady.checkpoint()

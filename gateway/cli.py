@@ -30,6 +30,7 @@ DEFAULTS = {
     "timezone": "UTC",
     "status_interval": 5.0,
     "rollout_key": "",
+    "site_alert_rules": None,  # rule tables evaluated while the uplink is down (gateway.site_alerts.SITE_RULES)
     "durable": True,
     "cache_mb": 1024,
     "release_key": [],
@@ -113,6 +114,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 uplink_source=cfg["uplink_source"],
                 cert=cfg["cert"],
                 rollout_key=cfg["rollout_key"],
+                site_alert_rules=None if cfg["site_alert_rules"] is None else tuple(cfg["site_alert_rules"]),
             )
         )
     )

@@ -31,6 +31,7 @@ from common.effects import (
     Effect,
     Event,
     Firmware,
+    InventoryTaken,
     LinkUp,
     Log,
     Malformed,
@@ -41,6 +42,7 @@ from common.effects import (
     Send,
     SetTimer,
     Start,
+    TakeInventory,
     TimerFired,
 )
 from common.errors import ProtocolError
@@ -77,6 +79,7 @@ from common.uplink import QueueSender, Uplink, agreed_version, silent_peers
 from gateway.commands import HeldCommands
 from gateway.rollout_effects import GATE, DeviceOutcome, ReleaseCommands, SitePlanArrived, SiteReport
 from gateway.security import GatewaySecurity
+from gateway.site_alerts import SiteAlerts
 
 __all__ = ["COMMANDS", "GatewayCore", "OUTBOX", "gap_reports"]
 
@@ -146,11 +149,16 @@ class GatewayCore:
         status_interval_s: float = 5.0,
         security: GatewaySecurity | None = None,
         site_rollouts: bool = False,
+        site_alerts: SiteAlerts | None = None,
+        inventory_interval_s: float = 0.0,
     ) -> None:
         self.security = security  # enrollment relay, revocation and quarantine (gateway/security.py)
         self.gateway_id = gateway_id
         self.site_rollouts = site_rollouts  # run the site's part of rollouts (gateway.site_rollouts)
         self.released: dict[str, int] = {}  # device -> until when (ms) its site-gated commands may be delivered
+        self.site_alerts = site_alerts  # alerts for its own devices while the uplink is down (site_alerts.py)
+        self.inventory_interval_s = inventory_interval_s  # 0: the gateway reports no inventory of its own
+        self.inventory: dict[str, object] | None = None  # the last one reported
         self.site = site
         self.outbox = outbox
         self.commands_queue = commands
@@ -167,6 +175,7 @@ class GatewayCore:
         self.pending: dict[tuple[str, str], int] = {}  # (device, stream) -> highest sequence being appended
         self.throttled: set[tuple[str, str]] = set()  # (device, stream) told credit 0
         self.held = HeldCommands()
+        self.ping_held: dict[tuple[str, int], int] = {}  # ping commands: (device, seq) -> when held here (ms)
         self.counters = {
             "records_in": 0, "batches_in": 0, "resent_records": 0, "out_of_order": 0, "malformed": 0,
             "refused": 0, "throttled": 0, "commands_delivered": 0, "commands_expired": 0, "uplink_bytes": 0,
@@ -202,6 +211,8 @@ class GatewayCore:
                 out = [*self.uplink.open(now), SetTimer("heartbeat", now + self.heartbeat_s)]
                 if self.status_interval_s:
                     out.append(SetTimer("status", now + self.status_interval_s))
+                if self.inventory_interval_s:
+                    out.append(SetTimer("inventory", now))
                 if self.commands_queue is not None:
                     items = self.commands_queue.read(after=0, limit=1_000_000, max_bytes=1 << 30)
                     self.held.load([(q, decode(p)) for q, p in items], self.commands_queue.stats().next_seq)
@@ -237,6 +248,8 @@ class GatewayCore:
                 ]
             case Persisted(("command", cmd), seqs):
                 self.held.add(seqs[0], cmd)
+                if cmd.name == "ping":  # its answer carries this gateway's times (per-hop timing)
+                    self.ping_held[(cmd.device_id, cmd.seq)] = int(now * 1000)
                 out = [Send(UPSTREAM, CommandAck(cmd.device_id, cmd.seq, "held", ""))]
                 peer = self.peers.get(cmd.device_id)
                 if peer is not None and peer in self.sessions and self._deliverable(cmd, now):
@@ -258,6 +271,13 @@ class GatewayCore:
                 return [*self._tick(now), SetTimer("heartbeat", now + self.heartbeat_s)]
             case TimerFired("drain"):
                 return self._drain(now)
+            case TimerFired("inventory"):
+                return [TakeInventory(), SetTimer("inventory", now + self.inventory_interval_s)]
+            case InventoryTaken(values):
+                if values == self.inventory:
+                    return []  # reported on change only
+                self.inventory = dict(values)
+                return [self._report(self.gateway_id, "inventory", dict(values), now)]
             case TimerFired("status"):
                 out = [SetTimer("status", now + self.status_interval_s)]
                 if self.uplink.up:
@@ -271,6 +291,8 @@ class GatewayCore:
         session = self.sessions.get(peer)
         if session is not None:
             session.last_rx = now
+            if self.site_alerts is not None:
+                self.site_alerts.seen(session.device_id, int(now * 1000))
         match msg:
             case Hello(node_id, "device", _, low, high):
                 version = agreed_version(peer, low, high)
@@ -278,6 +300,8 @@ class GatewayCore:
                     return [version]
                 self.sessions[peer] = DeviceSession(node_id, now)
                 self.peers[node_id] = peer
+                if self.site_alerts is not None:
+                    self.site_alerts.seen(node_id, int(now * 1000))
                 out: list[Effect] = [Send(peer, HelloAck(self.gateway_id, version, int(self.heartbeat_s * 1000), self.device_window))]
                 return out + [Send(peer, c) for c in self.held.for_device(node_id) if self._deliverable(c, now)]
             case Hello(node_id=node_id, role=role):
@@ -291,6 +315,8 @@ class GatewayCore:
                     return [Send(peer, ErrorReply("wrong-device", f"session is {session.device_id!r}, batch says {device_id!r}"))]
                 if stream not in self.senders:
                     return [Send(peer, ErrorReply("bad-stream", f"unknown stream {stream!r}; streams are {', '.join(STREAMS)}"))]
+                if self.site_alerts is not None:
+                    self._observe_site(batch, now)
                 return self._accept(peer, batch)
             case CommandAck(device_id, seq, status, detail) if device_id == session.device_id:
                 return self._command_done(device_id, seq, status, detail, now)
@@ -306,6 +332,25 @@ class GatewayCore:
                         out.append(Send(peer, TelemetryAck(key[0], key[1], self.accepted.get(key, 0), credit)))
                 return out
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by a gateway"))]
+
+    def _observe_site(self, batch: TelemetryEntries, now: float) -> None:
+        """Feed the site's alert engine: counts while the cloud hears the site, decoded records while not."""
+        assert self.site_alerts is not None
+        now_ms = int(now * 1000)
+        if self.uplink.up:
+            self.site_alerts.messages(batch.device_id, len(batch.entries), now_ms)
+            return
+        for raw in batch.entries:
+            try:
+                self.site_alerts.record(decode_record(raw), now_ms)
+            except ProtocolError:
+                continue  # the outbox refuses it too; it raises nothing here
+
+    def _site_alert_reports(self, now: float) -> list[Effect]:
+        if self.site_alerts is None:
+            return []
+        reports = self.site_alerts.tick(int(now * 1000), self.uplink.up)
+        return [Append(OUTBOX, "critical", [encode_record(r)], ("report", "alert")) for r in reports]
 
     def _credit(self, key: tuple[str, str]) -> int:
         """Records the device may send beyond its acknowledgement: none while a refusing stream is full."""
@@ -380,6 +425,9 @@ class GatewayCore:
         if cmd is None:
             return []  # a repeated acknowledgement
         self.counters["commands_delivered"] += 1
+        held_ms = self.ping_held.pop((device_id, seq), None)
+        if cmd.name == "ping" and held_ms is not None:
+            detail = f"{detail} gateway_held_ms={held_ms} gateway_done_ms={int(now * 1000)}"
         out: list[Effect] = [self._report(device_id, "command", {"seq": seq, "status": status, "detail": detail}, now)]
         up_to = self.held.ackable()
         if up_to is not None:
@@ -468,6 +516,7 @@ class GatewayCore:
             out.append(self._report(cmd.device_id, "command", {"seq": cmd.seq, "status": "expired", "detail": "expired at the gateway"}, now))
         if (up_to := self.held.ackable()) is not None:
             out.append(AckQueue(COMMANDS, "default", up_to))
+        out += self._site_alert_reports(now)
         return out
 
     def status(self, now: float) -> dict[str, float | str]:

@@ -32,7 +32,8 @@ from common.revocation import RevocationCache
 from common.security_events import AdmitDevice, Admitted, ApplyRevocations, PeerKey, RevocationsApplied
 from common.signed import EnvelopeVerifier, key_id_for
 from common.durable_queue import DurableQueue
-from common.effects import Firmware, Start
+from common.effects import Firmware, InventoryTaken, Start, TakeInventory
+from common.inventory import host_inventory
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
 from cloud.ca import verify_certificate
@@ -49,6 +50,7 @@ from gateway.core import COMMANDS, OUTBOX, GatewayCore, gap_reports
 from gateway.enroll_socket import ENROLL_DOMAIN, EnrollSocket, SocketRouter
 from gateway.firmware import SiteFirmware
 from gateway.security import GatewaySecurity
+from gateway.site_alerts import SiteAlerts, site_rules
 from gateway.site_cache import SiteCache
 
 __all__ = ["GatewayConfig", "run_gateway"]
@@ -80,6 +82,10 @@ class GatewayConfig:
     uplink_source: str = ""  # the local address the uplink leaves from (its own interface); empty: the OS picks
     cert: str = ""  # this gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud
     rollout_key: str = ""  # PEM Ed25519 public key of the cloud's rollout plans; empty: no site rollouts
+    # rules the gateway evaluates for its devices while its uplink is down (gateway.site_alerts);
+    # None: SITE_RULES, (): none
+    site_alert_rules: tuple[dict[str, Any], ...] | None = None
+    inventory_interval_s: float = 60.0  # how often its own inventory is read (reported only on change)
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -119,8 +125,19 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         status_interval_s=cfg.status_interval_s,
         security=security,
         site_rollouts=bool(cfg.rollout_key),
+        site_alerts=_site_alerts(cfg),
+        inventory_interval_s=cfg.inventory_interval_s,
     )
     runner: NodeRunner
+
+    def take_inventory(_effect: TakeInventory) -> None:
+        def read() -> dict[str, object]:
+            return {"role": "gateway", "site": cfg.site, **host_inventory(cfg.data_dir)}
+
+        loop.run_in_executor(None, read).add_done_callback(
+            lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(
+                "inventory not read", extra={"error": str(f.exception())})
+        )
     loop = asyncio.get_running_loop()
     rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner)
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
@@ -172,7 +189,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         if changed:
             runner.feed(_applied(revocations))
 
-    extra: dict = {Firmware: firmware.handle, **rollout_handlers}
+    extra: dict = {Firmware: firmware.handle, TakeInventory: take_inventory, **rollout_handlers}
     if security is not None:
         extra |= {AdmitDevice: admit, ApplyRevocations: apply_revocations}
     runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=SocketRouter(server, enroll) if enroll else server,
@@ -268,6 +285,8 @@ def _uplink_endpoint(cfg: GatewayConfig) -> str:
     if not cfg.uplink_source or not cfg.cloud.startswith("tcp://"):
         return cfg.cloud
     return f"tcp://{cfg.uplink_source}:0;{cfg.cloud.removeprefix('tcp://')}"
+
+
 class _SiteRolloutDriver:
     """Wires ``gateway.site_rollouts.SiteRollouts`` to the core: its answers are fed back as events."""
 
@@ -301,3 +320,7 @@ def _site_rollouts(cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: 
     driver = _SiteRolloutDriver(cfg, loop, runner)
     return driver, driver.handlers()
 
+
+def _site_alerts(cfg: GatewayConfig) -> SiteAlerts | None:
+    rules = site_rules(cfg.site_alert_rules)
+    return SiteAlerts(cfg.gateway_id, rules) if rules else None

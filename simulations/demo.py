@@ -218,6 +218,7 @@ def _bulk_stored(summary: dict) -> int:
                    "with most wave-1 devices is cut off once it holds the wave-1 approval.")
 @click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
 @click.option("--security-drill", is_flag=True, help="Drill: enroll zero-touch, revoke a device, cut its site, forge and replay commands (simulations/security_drill.py).")
+@click.option("--fleet-drill", is_flag=True, help="Drill: inventory, tags, groups, layered config, ping, logs, lifecycle, site alerts, metrics (simulations/fleet_drill.py).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(
@@ -233,6 +234,7 @@ def demo(
     rollout_drill: bool,
     bad_release: bool,
     site_autonomy: bool,
+    fleet_drill: bool,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -265,6 +267,10 @@ def demo(
             from simulations.alert_drill import run_alert_drill
 
             result = run_alert_drill(root, sites, devices_per_site, duration)
+        elif fleet_drill:
+            from simulations.fleet_drill import run_fleet_drill
+
+            result = run_fleet_drill(root, sites, devices_per_site, duration)
         else:
             result = run_demo(root, sites, devices_per_site, duration, drills)
     finally:
@@ -273,6 +279,7 @@ def demo(
     if not workdir:
         result["logs"] = "(removed; pass --workdir to keep them)"
     ok = result["telemetry_lost"] == 0 and result["telemetry_duplicates_stored"] == 0 and result.get("updates_as_expected", True)
+    ok = ok and result.get("fleet_drill_ok", True)
     click.echo("")
     click.echo(f"devices {result['devices']} on {sites} sites, {result['duration_s']:g} s of sampling")
     click.echo(f"telemetry: sent {result['telemetry_sent']}, stored {result['telemetry_stored']}, "

@@ -32,6 +32,8 @@ from common.effects import (
     StoreTouch,
     LoadCommands,
     StoreCommandStatus,
+    InventoryTaken,
+    TakeInventory,
     TakeSample,
     TimerFired,
 )
@@ -133,6 +135,8 @@ class SimNode:
                 self.clock.call_later(delay, lambda: self.feed(LinkUp()))
             case TakeSample():
                 self.feed(Sampled({"cpu_percent": round(self.rng.uniform(0, 100), 1), "battery_percent": round(self.rng.uniform(10, 100), 1)}))
+            case TakeInventory():
+                self.feed(InventoryTaken({"model": "sim-board-1", "firmware_version": "1.0.0", "os": "sim"}))
             case StoreIngest(token, _, _, records):
                 assert self.store is not None
                 stored, dups = self.store.ingest(records)

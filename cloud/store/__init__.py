@@ -7,6 +7,9 @@
                    summary, gaps and unexplained missing ranges; downlink commands
     alerts.py      the part of ``Store`` that keeps alerts, acknowledgements and silences
     releases.py    the part of ``Store`` that keeps firmware releases and their delta outcomes
+    fleet.py       the part of ``Store`` that keeps inventory, tags, groups, lifecycle and its history,
+                   config layers and each device's desired and applied config, alerts raised at a site
+    metrics.py     the part of ``Store`` that keeps raw metric points, their minute/hour rollups, retention
 """
 
 from cloud.store.migrations import MIGRATIONS, Migration

@@ -8,6 +8,10 @@ Each ``ForwardRecord`` of a batch is one of:
                      critical stream and is telemetry AND a gap; a gateway's has seq 0.
     gateway status   kind "gateway.status", seq 0: values is the sending gateway's status map
     command report   kind "command", seq 0: values ``seq``, ``status``, ``detail``
+    node inventory   kind "inventory", seq 0: a gateway's own inventory (a device's travels as telemetry)
+    site alert       kind "alert", seq 0: an alert a gateway raised (or resolved) for its own devices
+                     while its uplink was down (``gateway.site_alerts``): values ``event``, ``id``,
+                     ``rule``, ``type``, ``subject``, ``severity``, ``opened_ms``, ``at_ms``, ``gateway``
 
 A record that is none of these, or whose report values are malformed, is refused
 with a message naming it (``BatchPlan.rejected``) and the rest of the batch is
@@ -24,9 +28,11 @@ from cloud.store.schema import COMMAND_STATUSES
 from common.protocol.messages import STREAMS, ForwardRecord
 
 __all__ = [
+    "ALERT_KIND",
     "COMMAND_KIND",
     "FINAL_STATUSES",
     "GAP_KIND",
+    "INVENTORY_KIND",
     "STATUS_KIND",
     "BatchPlan",
     "plan_batch",
@@ -38,6 +44,8 @@ GAP_KIND = "gap"
 STATUS_KIND = "gateway.status"
 COMMAND_KIND = "command"
 ROLLOUT_KIND = "rollout"  # a gateway's report of a device's state in a rollout it drives (gateway.site_rollouts)
+ALERT_KIND = "alert"
+INVENTORY_KIND = "inventory"
 
 FINAL_STATUSES = ("done", "failed", "expired")
 # a command only moves forward: a late "held" never undoes "delivered", nothing undoes a final state
@@ -61,6 +69,8 @@ class BatchPlan:
     gaps: dict[tuple[str, str, int, int, str, str], dict[str, Any]] = field(default_factory=dict)
     status: tuple[int, dict[str, Any]] | None = None  # the newest (ts_ms, status map) of the batch
     commands: list[tuple[str, int, str, str]] = field(default_factory=list)  # device, seq, status, detail
+    site_alerts: list[dict[str, Any]] = field(default_factory=list)  # alert rows raised at a site
+    inventories: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)  # node -> newest (ts, attrs)
     reports: int = 0  # seq-0 records (never telemetry), applied or refused
     rejected: list[str] = field(default_factory=list)
 
@@ -105,8 +115,16 @@ def plan_batch(records: Sequence[ForwardRecord], now_ms: int) -> BatchPlan:
                 plan.commands.append(_command_report(r))
             elif r.kind == ROLLOUT_KIND:
                 pass  # a site's rollout report: the rollout service hears it (cloud.rollouts.service), nothing to store
+            elif r.kind == ALERT_KIND:
+                plan.site_alerts.append(_site_alert_row(r))
+            elif r.kind == INVENTORY_KIND:
+                if r.device_id not in plan.inventories or r.ts_ms >= plan.inventories[r.device_id][0]:
+                    plan.inventories[r.device_id] = (r.ts_ms, dict(r.values))
             else:
-                raise ValueError(f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND}, {ROLLOUT_KIND})")
+                raise ValueError(
+                    f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND}, {ROLLOUT_KIND}, {ALERT_KIND}, "
+                    f"{INVENTORY_KIND})"
+                )
         except ValueError as exc:
             plan.rejected.append(_refusal(r, str(exc)))
     return plan
@@ -145,6 +163,22 @@ def _command_report(r: ForwardRecord) -> tuple[str, int, str, str]:
     if not isinstance(detail, str):
         raise ValueError(f"command detail must be a string, got {type(detail).__name__}")
     return (r.device_id, _count(r.values, "seq", 1), status, detail)
+
+
+def _site_alert_row(r: ForwardRecord) -> dict[str, Any]:
+    """An alerts-table row from a gateway's alert report (``cloud.store.alerts.ALERT_COLUMNS``)."""
+    v = r.values
+    event = _text(v, "event")
+    if event not in ("fired", "resolved"):
+        raise ValueError(f"alert event {event!r} is not fired or resolved")
+    at_ms, opened_ms = _count(v, "at_ms", 0), _count(v, "opened_ms", 0)
+    return {
+        "id": _text(v, "id"), "rule": _text(v, "rule"), "type": _text(v, "type"), "subject": _text(v, "subject"),
+        "severity": _text(v, "severity"), "state": "open" if event == "fired" else "resolved",
+        "opened_ms": opened_ms, "resolved_ms": at_ms if event == "resolved" else None,
+        "last_event": event, "last_event_ms": at_ms,
+        "detail": {"raised_at": "site", "gateway": _text(v, "gateway")},
+    }
 
 
 def _text(values: dict[str, Any], key: str) -> str:

@@ -376,6 +376,105 @@ def _v6_rollouts(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _v7_fleet(conn: sa.Connection) -> None:
+    """Knowing the fleet: device lifecycle state and its history, inventory, tags, static and dynamic groups,
+    layered config with each device's desired and applied version, raw metrics and their rollups."""
+    conn.execute(sa.text("ALTER TABLE devices ADD COLUMN state VARCHAR(16) DEFAULT 'active' NOT NULL"))
+    md = sa.MetaData()
+    json_values = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    row_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+    sa.Table("devices", md, sa.Column("device_id", sa.String(128), primary_key=True))  # for the foreign keys
+    sa.Table(
+        "inventory",
+        md,
+        sa.Column("node_id", sa.String(128), primary_key=True),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("attrs", json_values, nullable=False),
+        sa.Column("reported_ms", sa.BigInteger, nullable=False),
+        sa.Column("received_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "device_tags",
+        md,
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+        sa.Column("tag", sa.String(128), primary_key=True),
+        sa.Index("device_tags_tag", "tag"),
+    )
+    sa.Table(
+        "groups",
+        md,
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("query", sa.Text, nullable=True),
+        sa.Column("created_ms", sa.BigInteger, nullable=False),
+        sa.CheckConstraint("kind IN ('static', 'dynamic')", name="groups_kind"),
+    )
+    sa.Table(
+        "group_members",
+        md,
+        sa.Column("group_name", sa.String(128), sa.ForeignKey("groups.name"), primary_key=True),
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+        sa.Index("group_members_device", "device_id"),
+    )
+    sa.Table(
+        "lifecycle_history",
+        md,
+        sa.Column("id", row_id, primary_key=True, autoincrement=True),
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), nullable=False, index=True),
+        sa.Column("from_state", sa.String(16), nullable=False),
+        sa.Column("to_state", sa.String(16), nullable=False),
+        sa.Column("by", sa.String(128), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("at_ms", sa.BigInteger, nullable=False),
+    )
+    sa.Table(
+        "config_layers",
+        md,
+        sa.Column("kind", sa.String(16), primary_key=True),
+        sa.Column("name", sa.String(128), primary_key=True),
+        sa.Column("values", json_values, nullable=False),
+        sa.Column("locked", json_values, nullable=False),
+        sa.Column("updated_ms", sa.BigInteger, nullable=False),
+        sa.Column("updated_by", sa.String(128), nullable=False),
+        sa.CheckConstraint("kind IN ('global', 'site', 'group', 'device')", name="config_layers_kind"),
+    )
+    sa.Table(
+        "device_config",
+        md,
+        sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+        sa.Column("desired_version", sa.String(64), nullable=False),
+        sa.Column("desired", json_values, nullable=False),
+        sa.Column("desired_ms", sa.BigInteger, nullable=False),
+        sa.Column("applied_version", sa.String(64), nullable=True),
+        sa.Column("applied_ms", sa.BigInteger, nullable=True),
+    )
+    sa.Table(
+        "metric_points",
+        md,
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("metric", sa.String(128), primary_key=True),
+        sa.Column("ts_ms", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("value", sa.Float, nullable=False),
+        sa.Index("metric_points_ts", "ts_ms"),
+    )
+    sa.Table(
+        "metric_rollups",
+        md,
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("metric", sa.String(128), primary_key=True),
+        sa.Column("width_ms", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("start_ms", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("count", sa.BigInteger, nullable=False),
+        sa.Column("min", sa.Float, nullable=False),
+        sa.Column("max", sa.Float, nullable=False),
+        sa.Column("sum", sa.Float, nullable=False),
+        sa.Index("metric_rollups_start", "width_ms", "start_ms"),
+    )
+    for name, table in md.tables.items():
+        if name != "devices":
+            table.create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
@@ -383,6 +482,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "firmware releases and deltas", _v4_releases_and_deltas),
     Migration(5, "operators, API tokens, enrollment, identities, revocations, audit log", _v5_identity_access_audit),
     Migration(6, "rollouts and their devices", _v6_rollouts),
+    Migration(7, "fleet: lifecycle, inventory, tags, groups, layered config, metrics", _v7_fleet),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

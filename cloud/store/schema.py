@@ -18,13 +18,24 @@ __all__ = [
     "ALERT_STATES",
     "COMMAND_STATUSES",
     "DELTA_STATUSES",
+    "GROUP_KINDS",
+    "LIFECYCLE_STATES",
     "RELEASE_STATES",
     "JSON_VALUES",
     "alerts",
     "commands",
     "deltas",
+    "config_layers",
+    "device_config",
+    "device_tags",
     "devices",
     "gaps",
+    "group_members",
+    "groups",
+    "inventory",
+    "lifecycle_history",
+    "metric_points",
+    "metric_rollups",
     "gateways",
     "metadata",
     "releases",
@@ -86,6 +97,8 @@ devices = sa.Table(
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
     # the highest sequence stored in any of the device's streams (0: known only from a gap report)
     sa.Column("last_seq", sa.BigInteger, nullable=False),
+    # lifecycle (cloud.lifecycle): pending, active, maintenance, quarantined, retired
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),
 )
 
 # the primary key (device_id, stream, seq) is what makes ingest at-most-once per record
@@ -243,4 +256,111 @@ rollout_devices = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("record", JSON_VALUES, nullable=False),
     sa.Index("rollout_devices_device", "device_id"),
+)
+
+# --- knowing the fleet (issue 8): inventory, tags, groups, lifecycle, layered config, metrics -------------
+
+LIFECYCLE_STATES = ("pending", "active", "maintenance", "quarantined", "retired")
+GROUP_KINDS = ("static", "dynamic")
+
+# the newest inventory a node (device or gateway) reported: a flat map of attributes, kept per node
+inventory = sa.Table(
+    "inventory",
+    metadata,
+    sa.Column("node_id", sa.String(128), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),  # "device" or "gateway"
+    sa.Column("attrs", JSON_VALUES, nullable=False),
+    sa.Column("reported_ms", sa.BigInteger, nullable=False),  # the node's time of the report
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+)
+
+device_tags = sa.Table(
+    "device_tags",
+    metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("tag", sa.String(128), primary_key=True),
+    sa.Index("device_tags_tag", "tag"),
+)
+
+# a static group lists its members; a dynamic group is a saved query (cloud.query) evaluated when read
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("query", sa.Text, nullable=True),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("kind IN ('static', 'dynamic')", name="groups_kind"),
+)
+
+group_members = sa.Table(
+    "group_members",
+    metadata,
+    sa.Column("group_name", sa.String(128), sa.ForeignKey("groups.name"), primary_key=True),
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Index("group_members_device", "device_id"),
+)
+
+# every lifecycle transition, never deleted (a retired device keeps its history)
+lifecycle_history = sa.Table(
+    "lifecycle_history",
+    metadata,
+    sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), nullable=False, index=True),
+    sa.Column("from_state", sa.String(16), nullable=False),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("by", sa.String(128), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("at_ms", sa.BigInteger, nullable=False),
+)
+
+# layered config documents (cloud.config_layers): kind global/site/group/device, name "" for global
+config_layers = sa.Table(
+    "config_layers",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("values", JSON_VALUES, nullable=False),  # flat dotted keys
+    sa.Column("locked", JSON_VALUES, nullable=False),  # a list of keys
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_by", sa.String(128), nullable=False),
+    sa.CheckConstraint("kind IN ('global', 'site', 'group', 'device')", name="config_layers_kind"),
+)
+
+# per device: the desired config last sent (the merge and its version) and the version it applied
+device_config = sa.Table(
+    "device_config",
+    metadata,
+    sa.Column("device_id", sa.String(128), sa.ForeignKey("devices.device_id"), primary_key=True),
+    sa.Column("desired_version", sa.String(64), nullable=False),
+    sa.Column("desired", JSON_VALUES, nullable=False),
+    sa.Column("desired_ms", sa.BigInteger, nullable=False),
+    sa.Column("applied_version", sa.String(64), nullable=True),
+    sa.Column("applied_ms", sa.BigInteger, nullable=True),
+)
+
+# raw numeric metrics (one row per device, metric and sample time), kept for the raw retention
+metric_points = sa.Table(
+    "metric_points",
+    metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("metric", sa.String(128), primary_key=True),
+    sa.Column("ts_ms", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("value", sa.Float, nullable=False),
+    sa.Index("metric_points_ts", "ts_ms"),
+)
+
+# per-minute (width_ms 60000) and per-hour (3600000) aggregates (cloud.telemetry_rollup), mergeable
+metric_rollups = sa.Table(
+    "metric_rollups",
+    metadata,
+    sa.Column("device_id", sa.String(128), primary_key=True),
+    sa.Column("metric", sa.String(128), primary_key=True),
+    sa.Column("width_ms", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("start_ms", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("min", sa.Float, nullable=False),
+    sa.Column("max", sa.Float, nullable=False),
+    sa.Column("sum", sa.Float, nullable=False),
+    sa.Index("metric_rollups_start", "width_ms", "start_ms"),
 )

@@ -36,6 +36,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from cloud.store.alerts import AlertRecords
+from cloud.store.fleet import FleetRecords
+from cloud.store.metrics import MetricRecords
 from cloud.store.batch import BatchPlan, plan_batch, statuses_before, subtract_ranges
 from cloud.store.migrations import migrate
 from cloud.store.releases import ReleaseRecords
@@ -70,9 +72,10 @@ class IngestResult:
     gaps: int = 0
     reports: int = 0
     rejected: tuple[str, ...] = ()
+    site_alerts: tuple[dict[str, Any], ...] = ()  # alerts raised at a site, new to the store: to announce
 
 
-class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords):
+class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords, FleetRecords, MetricRecords):
     """The cloud store. Build it with ``Store.open(url)``; the constructor does no I/O."""
 
     def __init__(self, engine: sa.Engine, *, applied: Sequence[int] = ()) -> None:
@@ -155,10 +158,14 @@ class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords):
                 new = conn.execute(
                     self._insert(telemetry)
                     .on_conflict_do_nothing(index_elements=[telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq])
-                    .returning(telemetry.c.seq),
+                    .returning(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq),
                     [plan.telemetry[key] for key in sorted(plan.telemetry)],
                 )
-                stored = len(new.all())
+                inserted = [plan.telemetry[(d, s, int(q))] for d, s, q in new.all()]
+                stored = len(inserted)
+                # fleet records (inventory, applied config) and metrics from the rows stored just now
+                self._ingest_fleet(conn, inserted, now_ms)
+                self._ingest_metrics(conn, inserted)
             if plan.gaps:
                 new = conn.execute(
                     self._insert(gaps)
@@ -182,6 +189,9 @@ class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords):
                     )
                     .values(status=status, status_ts_ms=ts_ms)
                 )
+            site_alerts = self._ingest_site_alerts(conn, plan.site_alerts) if plan.site_alerts else []
+            for node_id, (ts_ms, attrs) in sorted(plan.inventories.items()):  # a gateway's own inventory
+                self._put_inventory(conn, node_id, "gateway", attrs, ts_ms, now_ms)
             for device_id, seq, status_, detail in plan.commands:
                 if not self._advance_command(conn, device_id, seq, status_, detail, now_ms) and not conn.execute(
                     sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
@@ -193,6 +203,7 @@ class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords):
             gaps=new_gaps,
             reports=plan.reports,
             rejected=tuple(rejected),
+            site_alerts=tuple(site_alerts),
         )
 
     def _upsert_devices(self, conn: sa.Connection, plan: BatchPlan, gateway_id: str, site: str, now_ms: int) -> None:

@@ -251,6 +251,7 @@ def test_default_rules_cover_issue_8() -> None:
     names = {r.name for r in AlertSettings().rules}
     assert names == {r["name"] for r in DEFAULT_RULES} == {
         "device_offline", "battery_low", "gateway_link_down", "backlog_high", "firmware_behind", "message_rate",
+        "ghost_device",
     }
 
 
@@ -307,10 +308,10 @@ def test_silences_are_kept_until_they_end(store: Store) -> None:
     assert [s["target"] for s in store.active_silences(T0 + 1_000)] == ["battery_low"]
 
 
-def test_no_lifecycle_state_means_no_device_in_maintenance(store: Store) -> None:
+def test_devices_in_maintenance_follow_the_lifecycle(store: Store) -> None:
+    from cloud import lifecycle
+
     store.ingest("gw-1", "site-a", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {})], T0)
     assert store.devices_in_state("maintenance") == []
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE devices ADD COLUMN state VARCHAR(16)")
-        conn.exec_driver_sql("UPDATE devices SET state = 'maintenance'")
+    lifecycle.set_state(store, "d1", "maintenance", "alice", "battery swap", T0)
     assert store.devices_in_state("maintenance") == ["d1"]

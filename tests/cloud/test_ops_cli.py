@@ -49,6 +49,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "gw-1",
         "site-a",
         [ForwardRecord("pump-1", "bulk", s, t0, "env", {}) for s in (1, 2)]
+        + [ForwardRecord("pump-1", "state", 1, t0, "inventory", {"firmware_version": "1.2.0"})]
         + [ForwardRecord("gw-1", "state", 0, t0, "gateway.status", status),
            ForwardRecord("pump-1", "critical", 0, t0, "gap", gap)],
         t0,
@@ -88,7 +89,12 @@ def free_port() -> int:
 def test_devices_list_json(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == served.store.list_devices()
+    listed = json.loads(result.output)
+    # each device row, with the fleet view's state, tags, groups, inventory and config
+    assert [{k: d[k] for k in row} for d, row in zip(listed, served.store.list_devices(), strict=True)] == (
+        served.store.list_devices()
+    )
+    assert all({"tags", "groups", "inventory", "config"} <= set(d) for d in listed)
 
 
 def test_devices_list_where(runner: CliRunner, served: Served) -> None:
@@ -109,13 +115,14 @@ def test_sites_list_json_through_the_edgefleet_command(runner: CliRunner, served
 
 
 def test_devices_list_human_table(runner: CliRunner, served: Served) -> None:
+    served.store.change_tags("pump-1", add=["canary"])
     result = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "DEVICE    SITE    GATEWAY  LAST SEQ  FIRST SEEN (UTC)     LAST SEEN (UTC)",
-        "pump-1    site-a  gw-1            6  2023-11-14 22:13:20  2023-11-14 22:13:20",
-        "pump-7    site-b  gw-2            1  2023-11-14 21:13:20  2023-11-14 21:13:20",
-        "valve-22  site-b  gw-2            9  2023-11-14 22:14:20  2023-11-14 22:14:20",
+        "DEVICE    SITE    GATEWAY  STATE   FW     TAGS    GROUPS  CONFIG  LAST SEEN (UTC)",
+        "pump-1    site-a  gw-1     active  1.2.0  canary  -       -       2023-11-14 22:13:20",
+        "pump-7    site-b  gw-2     active  -      -       -       -       2023-11-14 21:13:20",
+        "valve-22  site-b  gw-2     active  -      -       -       -       2023-11-14 22:14:20",
     ]
 
 
@@ -123,9 +130,9 @@ def test_sites_list_human_table(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(sites, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
-        "SITE    GATEWAYS  DEVICES  FIRST SEEN (UTC)     LAST SEEN (UTC)      LINKS",
-        "site-a         1        1  2023-11-14 22:13:20  2023-11-14 22:13:20  gw-1:up",
-        "site-b         1        2  2023-11-14 22:14:20  2023-11-14 22:14:20  -",
+        "SITE    GATEWAYS (LINK)    DEVICES ON/OFF/ALL  FIRMWARE  OPEN ALERTS  BACKLOG  LAST SEEN (UTC)",
+        "site-a  gw-1:up            1/0/1               1.2.0x1             0  0 B      2023-11-14 22:13:20",
+        "site-b  1 (no status yet)  1/1/2               -                   0  0 B      2023-11-14 22:14:20",
     ]
 
 

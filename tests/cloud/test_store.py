@@ -311,7 +311,7 @@ def test_devices_follow_the_newest_sighting_and_last_seq_only_grows(store: Store
     [device] = store.list_devices()
     assert device == {
         "device_id": "d1", "site_id": "site-b", "gateway_id": "gw-2",
-        "first_seen_ms": 100, "last_seen_ms": 200, "last_seq": 5,
+        "first_seen_ms": 100, "last_seen_ms": 200, "last_seq": 5, "state": "active",
     }
 
 

@@ -53,7 +53,7 @@ def test_start_says_hello_and_arms_timers():
     core, _ = make()
     effects = core.handle(Start(), 100.0)
     assert sends(effects) == [Hello("dev-1", "device", "site-1", 1, 1)]
-    assert {e.name for e in effects if isinstance(e, SetTimer)} == {"sample", "heartbeat", "hello"}
+    assert {e.name for e in effects if isinstance(e, SetTimer)} == {"sample", "heartbeat", "hello", "inventory"}
 
 
 def test_unanswered_hello_is_retried_soon_then_less_often():

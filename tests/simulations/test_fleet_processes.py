@@ -44,11 +44,12 @@ def test_telemetry_flows_end_to_end_once(fleet):
     agents = [f"dev-{i}" for i in range(3)]
     for a in agents:
         fleet.start_agent(a, "site-1", "gw-1")
-    wait_for(lambda: len(stored(fleet)["devices"]) == 3, what="all three devices to reach the cloud")
+    # one summary row per device and stream (bulk samples, the state stream its inventory): count devices
+    wait_for(lambda: len({d["device_id"] for d in stored(fleet)["devices"]}) == 3, what="all three devices to reach the cloud")
     codes = fleet.stop(agents)
     assert codes == {a: 0 for a in agents}
     produced = {a: fleet.agent_stats(a) for a in agents}
-    sent = sum(s["produced"]["bulk"] for s in produced.values())
+    sent = sum(sum(s["produced"].values()) for s in produced.values())  # samples (bulk) and inventory (state)
     summary = wait_for(lambda: (s := stored(fleet))["distinct"] >= sent and s, what="the backlog to drain")
     assert summary["distinct"] == sent and summary["duplicates_stored"] == 0
     per_device = {(d["device_id"], d["stream"]): d for d in summary["devices"]}

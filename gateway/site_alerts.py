@@ -1,0 +1,96 @@
+"""Alerts a gateway raises for its own devices while its uplink to the cloud is down (sans-IO).
+
+The cloud evaluates every rule while it hears the site. When the uplink is down the
+cloud hears nothing, so the gateway runs the same ``common.alerting.AlertEngine``
+over what its devices send it: device offline (no session traffic), metric
+thresholds for a duration (battery below 15% for 10 minutes), message-rate
+anomalies. An alert that fires while the link is down becomes an ``alert`` report
+(sequence 0, critical stream) in the outbox, and so does its resolution, whenever
+that comes; they reach the cloud when the link returns, marked ``raised_at =
+"site"`` with the gateway's id, and the cloud stores and announces them.
+
+While the link is up the engine keeps learning (so a threshold's duration and a
+rate baseline are already there when the link drops) but reports nothing: the
+cloud does that. Records are decoded for it only while the link is down.
+
+    site = SiteAlerts("gw-1", parse_rules(SITE_RULES))
+    site.seen(device, now_ms); site.record(record, now_ms)       # from the gateway core
+    reports = site.tick(now_ms, link_up)                        # ForwardRecords to append to the outbox
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from common.alerting import AlertEngine, OfflineRule, RateRule, Rule, ThresholdRule, parse_rules
+from common.protocol.messages import ForwardRecord
+
+__all__ = ["ALERT_KIND", "SITE_RULES", "SiteAlerts", "site_rules"]
+
+ALERT_KIND = "alert"
+METRICS_KIND = "metrics"
+
+SITE_RULES: tuple[dict[str, Any], ...] = (
+    {"type": "offline", "name": "device_offline", "after_s": 600, "kind": "device"},
+    {"type": "threshold", "name": "battery_low", "metric": "battery_percent", "op": "<", "threshold": 15,
+     "for_s": 600},
+    {"type": "rate", "name": "message_rate", "window_s": 300, "factor": 5},
+)
+"""The device rules a gateway evaluates (the cloud's defaults for devices; the gateway judges no firmware
+and no backlog of its own)."""
+
+
+def site_rules(rules: Iterable[Mapping[str, Any]] | None = None) -> list[Rule]:
+    """The rules a gateway can evaluate: offline (devices), threshold and rate; others are left to the cloud."""
+    parsed = parse_rules(SITE_RULES if rules is None else rules)
+    return [r for r in parsed if isinstance(r, (ThresholdRule, RateRule)) or
+            (isinstance(r, OfflineRule) and r.kind == "device")]
+
+
+class SiteAlerts:
+    """The gateway's own alert engine over its devices."""
+
+    def __init__(self, gateway_id: str, rules: Iterable[Rule]) -> None:
+        self.gateway_id = gateway_id
+        self.engine = AlertEngine(rules)
+        self.reported: set[str] = set()  # alert ids whose "fired" went into the outbox (their resolution follows)
+        self.counters = {"fired": 0, "resolved": 0}
+
+    def seen(self, device: str, now_ms: int) -> None:
+        self.engine.observe_seen(device, now_ms)
+
+    def record(self, r: ForwardRecord, now_ms: int) -> None:
+        """A record a device sent (decoded): a message for the rate baseline, metrics for thresholds."""
+        self.engine.observe_seen(r.device_id, now_ms)
+        self.engine.observe_message(r.device_id, now_ms)
+        if r.kind == METRICS_KIND:
+            for metric, value in r.values.items():
+                self.engine.observe_metric(r.device_id, metric, value, now_ms)
+
+    def messages(self, device: str, count: int, now_ms: int) -> None:
+        """``count`` records arrived from ``device`` (not decoded: the link is up)."""
+        self.engine.observe_seen(device, now_ms)
+        for _ in range(count):
+            self.engine.observe_message(device, now_ms)
+
+    def tick(self, now_ms: int, link_up: bool) -> list[ForwardRecord]:
+        """Evaluate; the ``alert`` reports to append to the outbox (critical stream, sequence 0)."""
+        out = []
+        for event in self.engine.tick(now_ms):
+            if event.event == "fired" and link_up:
+                continue  # the cloud hears the site and raises it itself
+            if event.event == "resolved" and event.alert_id not in self.reported:
+                continue
+            if event.event == "fired":
+                self.reported.add(event.alert_id)
+            else:
+                self.reported.discard(event.alert_id)
+            self.counters[event.event] += 1
+            values: dict[str, float | str] = {
+                "event": event.event, "id": f"site:{self.gateway_id}:{event.alert_id}", "rule": event.rule,
+                "type": event.type, "subject": event.subject, "severity": event.severity,
+                "opened_ms": event.opened_ms, "at_ms": event.at_ms, "raised_at": "site", "gateway": self.gateway_id,
+            }
+            out.append(ForwardRecord(event.subject, "critical", 0, now_ms, ALERT_KIND, values))
+        return out
