@@ -88,6 +88,7 @@ class ProcFleet:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # its own process group: a kill takes its delta workers with it
             )
         self.procs[name] = proc
         return proc
@@ -177,12 +178,12 @@ class ProcFleet:
         return self._start(name, proc.args)
 
     def kill(self, name: str) -> None:
-        """SIGKILL: a crash or a power cut, as far as the process can tell."""
+        """SIGKILL: a crash or a power cut, as far as the process can tell (its children die with it, as
+        on a power cut: a cloud's delta workers are not left behind)."""
         proc = self.procs[name]
         if proc.running:
             assert proc.popen is not None
-            proc.popen.kill()
-            proc.popen.wait()
+            _kill_group(proc.popen)
 
     def signal(self, name: str, sig: int) -> None:
         proc = self.procs[name]
@@ -196,8 +197,7 @@ class ProcFleet:
         try:
             return proc.popen.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            proc.popen.kill()
-            proc.popen.wait()
+            _kill_group(proc.popen)
             raise RuntimeError(f"{name} did not exit within {timeout_s} s of being told to; killed it (see {proc.log_path})") from None
 
     def stop(self, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
@@ -228,3 +228,11 @@ class ProcFleet:
 
     def agent_stats(self, name: str) -> dict[str, int]:
         return json.loads((self.dir(name) / "stats.json").read_text())
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    try:
+        os.killpg(popen.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    popen.wait()
