@@ -34,6 +34,7 @@ import zmq.asyncio
 from cloud.alerts import AlertService, AlertSettings, TickResult, site_alert_event
 from cloud.api import create_app, serve_api
 from cloud.artifacts import ArtifactStore
+from cloud import lifecycle
 from cloud.core import CloudCore
 from cloud.enrollment import EnrollRule, Enroller
 from cloud.firmware_service import FirmwareService
@@ -271,6 +272,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     alert_tick()
     rollout_tick()
     fleet_jobs = start_fleet_jobs(cfg.fleet, store, store_thread, alerts, on_command, _now_ms)
+
+    def revoke_retired(row: dict) -> None:
+        """A retired device's credentials are revoked (on the store thread, after the retirement committed);
+        the new list goes to every gateway from the loop."""
+        loop.call_soon_threadsafe(revocations_changed, security.revoke_retired(row, _now_ms()))
+
+    if security is not None:
+        lifecycle.ON_RETIRE.append(revoke_retired)
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()
@@ -278,6 +287,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         for timer in timers.values():
             timer.cancel()
         fleet_jobs.stop()
+        if revoke_retired in lifecycle.ON_RETIRE:
+            lifecycle.ON_RETIRE.remove(revoke_retired)
         await runner.stop()
         await firmware.stop()
         await server.stop()

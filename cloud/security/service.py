@@ -220,6 +220,14 @@ class SecurityService:
             self.store.save_revocation_list(rl.version, dict(rl.revoked), dict(rl.quarantined), now_ms)
             return rl, self.sign_revocations(rl, now_ms)
 
+    def revoke_retired(self, row: Mapping[str, Any], now_ms: int) -> bytes:
+        """A ``cloud.lifecycle.ON_RETIRE`` hook's work: a retired device's credentials are revoked, audited;
+        returns the signed list for the gateways."""
+        reason = f"retired by {row['by']}: {row['reason']}"[:200]
+        _, blob = self.change_revocations(row["device_id"], "revoke", reason, now_ms)
+        self.audit(Actor(str(row["by"]), "lifecycle"), "devices.revoke", row["device_id"], True, reason, now_ms)
+        return blob
+
     def sign_revocations(self, rl: RevocationList | None, now_ms: int) -> bytes:
         rl = current_list(self.store) if rl is None else rl
         return sign_revocation_list(rl, issued_ms=now_ms, expires_ms=now_ms + REVOCATION_TTL_MS,

@@ -171,3 +171,22 @@ def test_an_oversized_request_is_refused_not_stored(service) -> None:
     _, reply = enroll(service, device="d" * 200, token=token)
     assert reply.outcome == "refuse" and "longer than 128" in reply.detail
     assert service.store.list_identities() == [] and last_audit(service).result == "refused"
+
+
+def test_retiring_a_device_revokes_its_credentials_and_audits_it(service):
+    from cloud import lifecycle
+    from common.protocol import ForwardRecord
+
+    service.store.ingest("gw-1", "site-1", [ForwardRecord("dev-9", "bulk", 1, NOW, "metrics", {})], NOW)
+    blobs = []
+    lifecycle.ON_RETIRE.append(hook := lambda row: blobs.append(service.revoke_retired(row, NOW + 2)))
+    try:
+        lifecycle.set_state(service.store, "dev-9", "retired", "alice", "scrapped", NOW + 1)
+    finally:
+        lifecycle.ON_RETIRE.remove(hook)
+    (blob,) = blobs
+    _, revoked, _ = service.store.revocation_list()
+    assert "retired by alice: scrapped" in revoked["dev-9"]
+    assert b"dev-9" in blob  # the signed list the gateways get names it
+    (rec,) = [r for r in service.store.audit_records() if r.action == "devices.revoke"]
+    assert (rec.who, rec.target, rec.result) == ("alice", "dev-9", "allowed") and "scrapped" in rec.detail
