@@ -14,8 +14,8 @@ Health signals from telemetry: any record is a heartbeat; numeric values feed th
 metric rules; ``uptime_s`` going back is a reboot.
 
 ``install_command(effect, install_args)`` is the one place an install becomes a
-device command: today ``update`` with the rollout's ``install_args`` (manifest and
-image paths); with over-the-wire delivery it becomes ``{"version": X}``.
+device command: ``update`` with ``{"version": X}`` (the device fetches the release through its
+gateway's site cache), or with the rollout's ``install_args`` when they name a manifest and an image.
 """
 
 from __future__ import annotations
@@ -84,8 +84,13 @@ def _wall_ms() -> int:
 
 
 def install_command(effect: Install, install_args: Mapping[str, str], now_ms: int) -> tuple[str, dict[str, str], int]:
-    """(command name, args, expires_ms) for one install: it expires when the maintenance window closes."""
-    return "update", {**install_args, "rollout_version": effect.version}, max(effect.not_after_ms, now_ms + 1000)
+    """(command name, args, expires_ms) for one install: it expires when the maintenance window closes.
+
+    Without ``install_args`` the device fetches the release by version through its gateway (the site
+    cache, chunked and resumable: ``device_agent.download``); ``install_args`` naming a manifest and an
+    image on the device's file system are for drills and tests of the install step alone."""
+    args = dict(install_args) if "manifest" in install_args else {**install_args, "version": effect.version}
+    return "update", {**args, "rollout_version": effect.version}, max(effect.not_after_ms, now_ms + 1000)
 
 
 def revert_command(effect: Revert, rollout_id: str, now_ms: int, ttl_ms: int = 86_400_000) -> tuple[str, dict[str, str], int]:
@@ -151,7 +156,8 @@ class RolloutService:
         rid = str(body.get("id") or f"r{len(existing) + 1}")
         inventory = await self._call(self.store.list_devices)
         running = await self._call(self._running_versions)
-        devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], "")) for d in inventory]
+        devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], ""),
+                              state=d.get("state") or "active") for d in inventory]
         others = await self._call(self.store.active_rollout_devices)
         if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
             raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")

@@ -285,6 +285,16 @@ def test_versions_security_floor_and_hardware_are_refused_with_a_reason():
     assert {d for d, r in eng2.devices.items() if r.state == DeviceState.SKIPPED} == {"same", "other-hw"}
 
 
+def test_devices_in_maintenance_quarantined_retired_or_pending_are_skipped_with_their_state():
+    devs = [DeviceInfo(f"{state}-1", "s", "board-a", "1.0.0", state=state)
+            for state in ("active", "maintenance", "quarantined", "retired", "pending")]
+    eng = RolloutEngine("r1", plan())
+    eng.target(devs)
+    reasons = {d: r.reason for d, r in eng.devices.items() if r.state == DeviceState.SKIPPED}
+    assert set(reasons) == {"maintenance-1", "quarantined-1", "retired-1", "pending-1"}
+    assert "device is maintenance" in reasons["maintenance-1"]
+
+
 def test_continuous_targeting_picks_up_a_device_that_joins_while_running():
     fleet = started(plan(canary=1, waves=("100%",)), devices(1, 3))
     fleet.run(T0 + 30_000)
