@@ -139,7 +139,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
                 "inventory not read", extra={"error": str(f.exception())})
         )
     loop = asyncio.get_running_loop()
-    rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner)
+    rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner, lambda: firmware)
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
     identify = (lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))) if security is not None else None
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding, identify=identify)
@@ -290,17 +290,39 @@ def _uplink_endpoint(cfg: GatewayConfig) -> str:
 class _SiteRolloutDriver:
     """Wires ``gateway.site_rollouts.SiteRollouts`` to the core: its answers are fed back as events."""
 
-    def __init__(self, cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner]) -> None:
+    def __init__(self, cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner],
+                 firmware: Callable[[], SiteFirmware]) -> None:
         from common.firmware.keys import load_public_key
         from gateway.site_rollouts import SiteRollouts
 
         self.site = SiteRollouts(cfg.data_dir, cfg.site, load_public_key(cfg.rollout_key))
-        self.loop, self.runner = loop, runner
+        self.loop, self.runner, self.firmware = loop, runner, firmware
+        self.pinned: set[str] = set()  # rollouts whose release this site holds pinned in its cache
         self.loop.call_soon(lambda: self._feed(self.site.load(wall_ms())))
 
     def _feed(self, events: list[object]) -> None:
         for ev in events:
             self.loop.call_soon(self.runner().feed, ev)
+        self._prefetch()
+
+    def _prefetch(self) -> None:
+        """An approved rollout's release is fetched into the site cache now, before its window opens, and
+        pinned there until the rollout ends; then the pin goes (the cache may evict it by LRU)."""
+        from cloud.rollouts.states import RolloutState
+
+        for rid, eng in self.site.engines.items():
+            holder = f"rollout:{rid}"
+            over = eng.state in (RolloutState.COMPLETED, RolloutState.ABORTED)
+            if not over and rid not in self.pinned:
+                self.pinned.add(rid)
+                for hw in eng.plan.release.hardware:
+                    fut = asyncio.ensure_future(self.firmware().prefetch(eng.plan.release.version, hw, holder))
+                    fut.add_done_callback(lambda f, v=eng.plan.release.version: log.warning(
+                        "prefetch failed; devices will fetch it on demand", extra={"release": v, "error": str(f.exception())})
+                        if not f.cancelled() and f.exception() is not None else None)
+            elif over and rid in self.pinned:
+                self.pinned.discard(rid)
+                asyncio.ensure_future(self.firmware().release_pins(holder))
 
     def tick(self) -> None:
         self._feed(self.site.tick(wall_ms()))
@@ -314,10 +336,11 @@ class _SiteRolloutDriver:
         }
 
 
-def _site_rollouts(cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner]):
+def _site_rollouts(cfg: GatewayConfig, loop: asyncio.AbstractEventLoop, runner: Callable[[], NodeRunner],
+                   firmware: Callable[[], SiteFirmware]):
     if not cfg.rollout_key:
         return None, {}
-    driver = _SiteRolloutDriver(cfg, loop, runner)
+    driver = _SiteRolloutDriver(cfg, loop, runner, firmware)
     return driver, driver.handlers()
 
 
