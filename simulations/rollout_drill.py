@@ -1,7 +1,8 @@
 """``edgefleet demo --rollout [--bad-release]``: a staged rollout across a fleet of real processes.
 
-A release is signed for the run (``simulations.update_drill.make_release``), the agents
-trust its key, and the cloud's rollout service rolls it out through the operator API
+A release is made for the run and published in the cloud with a release key made for it
+(``edgefleet release create --key``); the agents trust that key and fetch the release through their
+gateway's site cache (one transfer per site). The cloud's rollout service rolls it out through the operator API
 (POST /v1/rollouts): a canary of 2, then waves to 50% and 100%, soaking a few seconds per
 stage, inside a maintenance window that opens for 45 s of every minute, at most 4
 devices installing per site. With ``--bad-release`` the image fails its self-test: the
@@ -27,7 +28,9 @@ import click
 
 from common.shaping import LinkWindows
 from simulations.fleet import ProcFleet
-from simulations.update_drill import HW, VERSION, make_release
+from device_agent import simimage
+from simulations.delivery import make_key, publish
+from simulations.update_drill import HW, VERSION
 
 __all__ = ["WINDOW", "run_rollout_drill"]
 
@@ -52,10 +55,12 @@ def run_rollout_drill(
 
     fleet = ProcFleet(root)
     started = t0 = time.monotonic()
-    release = make_release(root / "release")
-    manifest, image = release.bad if bad_release else release.good
+    key = make_key(root / "release")
+    image = root / "release" / f"fw-{VERSION}.img"
+    image.write_bytes(simimage.make(VERSION, "fail" if bad_release else "ok", 256 * 1024))
     try:
-        cloud = fleet.start_cloud()
+        cloud = fleet.start_cloud(["--release-key", str(key.public), "--release-chunk-kb", "32"])
+        publish(fleet, key, image, VERSION, HW)  # uploaded, signed with the release key, published
         gateways = []
         cut_gw = ""  # chosen once the rollout is made: the site with the most wave-1 devices
         gw_extra = ["--rollout-key", str(fleet.dir("cloud") / "rollout_signing.pub")] if site_autonomy else []
@@ -66,7 +71,7 @@ def run_rollout_drill(
         for name in agents:
             s = int(name.split("-")[1])
             fleet.start_agent(name, f"site-{s}", f"gw-{s}",
-                              extra=["--drain", "45", "--release-key", str(release.public_key), "--hw", HW])
+                              extra=["--drain", "45", "--release-key", str(key.public), "--hw", HW])
         if not quiet:
             click.echo(f"cloud up ({cloud['api']}), {sites} gateways, {len(agents)} agents; release {VERSION} signed "
                        f"({'an image that fails its self-test' if bad_release else 'a good image'})")
@@ -83,7 +88,8 @@ def run_rollout_drill(
             "windows": {"*": [list(WINDOW)]} if window else {}, "timezones": {"*": TIMEZONE},
             "timeout_s": 60, "max_retries": 2, "backoff_s": 2, "heartbeat_s": 5, "site_autonomy": site_autonomy,
         }
-        made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {"manifest": str(manifest), "image": str(image)}})
+        # no install args: each device fetches the release by version through its gateway's site cache
+        made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {}})
         rid = made["id"]
         canary = sorted(d["device_id"] for d in made["devices"] if d["stage"] == 0)
         if cut_uplink_s > 0:
