@@ -49,6 +49,8 @@ __all__ = [
     "Revert", "RolloutEngine", "Tick",
 ]
 
+MIN_WINDOW_LEFT_MS = 5_000  # an install starts only if the window stays open at least this long
+
 _D, _E = DeviceState, DeviceEvent
 MINUTE_MS = 60_000
 
@@ -515,6 +517,8 @@ class RolloutEngine:
                 if len(self.starts) >= self.plan.max_starts_per_minute:
                     break
                 closes = self.windows.closes_at_ms(rec.site, now_ms)
+                if closes and closes - now_ms < MIN_WINDOW_LEFT_MS:
+                    continue  # too late in this window to start: the next one
                 not_after = min(closes, now_ms + int(self.plan.timeout_s * 1000)) if closes else now_ms + int(self.plan.timeout_s * 1000)
                 rec.state = step_device(self.id, rec.device_id, rec.state, _E.INSTALL)
                 rec.attempts += 1

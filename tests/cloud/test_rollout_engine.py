@@ -137,6 +137,21 @@ def test_nothing_installs_outside_the_maintenance_window_on_dst_days(zone, day):
     assert fleet.downloads and fleet.downloads[0][0] < fleet.installs[0][0]
 
 
+def test_no_install_starts_in_the_last_seconds_of_a_window():
+    """An install the window closes on within MIN_WINDOW_LEFT_MS waits for the next window."""
+    from cloud.rollouts.engine import MIN_WINDOW_LEFT_MS
+
+    start = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
+    t0 = int(start.timestamp() * 1000)
+    p = plan(canary=3, waves=("100%",), soak_s=0, windows={"*": (("0 3 * * *", 60.0),)}, timezones={"*": "UTC"})
+    closes = t0 + 3_600_000 + 60_000  # 03:01 UTC
+    fleet = started(p, devices(1, 6), now=closes - MIN_WINDOW_LEFT_MS + 1)
+    fleet.run(closes + 1000, step_ms=1000)
+    assert fleet.installs == []  # too late in that window
+    fleet.run(closes + 86_400_000, step_ms=5000)
+    assert fleet.installs and all(t >= closes + 86_400_000 - 60_000 for t, _ in fleet.installs)
+
+
 def test_rate_limits_hold_per_site_and_per_minute():
     p = plan(canary=5, waves=("100%",), soak_s=0, max_installing_per_site=3, max_starts_per_minute=4)
     fleet = started(p, devices(3, 20), install_ms=90_000)
