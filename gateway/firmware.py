@@ -60,7 +60,7 @@ class SiteFirmware:
         self.verify = verify  # checks a signed manifest against the gateway's release keys, if it has any
         self.delta_budget_s = delta_budget_s
         self.counters = {"device_offers": 0, "device_chunks": 0, "device_bytes": 0, "cloud_fetches": 0,
-                         "local_deltas": 0, "rebuilt_from_delta": 0, "refused": 0}
+                         "local_deltas": 0, "rebuilt_from_delta": 0, "refused": 0, "prefetched": 0}
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache")
         self._prepared: dict[tuple[str, str], asyncio.Future[tuple[str, bytes]]] = {}
         self._deltas: dict[tuple[str, str], asyncio.Future[str | None]] = {}
@@ -274,6 +274,7 @@ class SiteFirmware:
         """Fetch release ``version`` now (before a rollout's window opens) and pin it for ``holder``."""
         sha, _ = await self.prepare(version, hw)
         await asyncio.get_running_loop().run_in_executor(self._io, self.cache.pin, sha, holder)
+        self.counters["prefetched"] += 1
         return sha
 
     async def release_pins(self, holder: str) -> int:

@@ -19,6 +19,7 @@ was closed, or allowed to start after it closed).
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,6 +157,7 @@ def run_rollout_drill(
             time.sleep(0.2)
         dropped = _dropped(fleet)
         codes |= fleet.stop(gateways)
+        gw_stats = [json.loads((fleet.dir(g) / "stats.json").read_text()) for g in gateways]
         codes |= fleet.stop(["cloud"])
     finally:
         fleet.kill_all()
@@ -191,6 +193,9 @@ def run_rollout_drill(
         "devices_failed": values.count("failed"),
         "installs_outside_canary": len((sent | set(outcomes)) - set(canary)),
         "installs_outside_window": outside_window,
+        # the release crossed each site's uplink once (the site cache served every device of the site)
+        "site_cache_fetches": sum(s.get("firmware_cloud_fetches", 0) for s in gw_stats),
+        "gateways_prefetched": sum(1 for s in gw_stats if s.get("firmware_prefetched", 0)),
         "bad_release": bad_release,
     }
     result["updates_as_expected"] = (

@@ -25,4 +25,6 @@ def test_a_site_cut_off_keeps_rolling_out_its_approved_stage_from_its_signed_pla
     assert r["converged_after_s"] is not None  # the cloud's view of the cut site came to match the gateway's
     assert r["rollout_state"] == "completed", r["rollout_reason"]
     assert r["devices_updated"] == 12
+    assert r["gateways_prefetched"] == 2  # each gateway fetched the release on its plan, before any device asked
+    assert r["site_cache_fetches"] == 2  # and the release crossed each site's uplink once
     assert r["telemetry_lost"] == 0 and r["clean_exits"] == r["processes"]
