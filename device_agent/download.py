@@ -51,6 +51,14 @@ class FirmwareDownloader:
         self._task = asyncio.ensure_future(self._update(version))
         return self._task
 
+    def download_only(self, version: str) -> asyncio.Future[str]:
+        """Fetch and check release ``version`` now, install nothing (a rollout's download ahead of its
+        maintenance window); reported as ``downloaded``. The later update finds it on disk."""
+        if self._task is not None and not self._task.done():
+            return self._task
+        self._task = asyncio.ensure_future(self._update(version, install=False))
+        return self._task
+
     def resume(self) -> asyncio.Future[str] | None:
         """At start: carry on with a download a restart interrupted."""
         try:
@@ -60,7 +68,7 @@ class FirmwareDownloader:
         log.info("resuming a firmware download", extra={"release": version})
         return self.update_to(version)
 
-    async def _update(self, version: str) -> str:
+    async def _update(self, version: str, install: bool = True) -> str:
         loop = asyncio.get_running_loop()
         self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.pending, json.dumps({"version": version}).encode(), 0o644)
@@ -91,6 +99,11 @@ class FirmwareDownloader:
             self.report({"version": version, "outcome": "download-failed", "reason": str(exc), "running_version": running})
             self._forget()
             return f"download failed: {exc}"
+        if not install:
+            self._forget()
+            self.report({"version": version, "outcome": "downloaded", "reason": f"{offer.kind} {plan.size} bytes",
+                         "running_version": running})
+            return f"release {version} downloaded ({offer.kind}, {plan.size} bytes); not installed"
         if offer.kind == "full":
             result = await loop.run_in_executor(None, self.updater.start, str(manifest_path), str(path))
         else:

@@ -155,6 +155,11 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return
+        if cmd.name == "download" and "version" in cmd.args:  # ahead of a maintenance window: fetch, do not install
+            fut = downloader.download_only(cmd.args["version"])
+            fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
+                                                                      str(f.exception() or f.result()))))
+            return
         if cmd.name == "rotate":  # rotate the key and certificate now (edgefleet devices rotate)
             runner.feed(RotateNow())
             runner.feed(CommandResult(cmd.seq, "done" if rotation is not None else "failed",

@@ -33,6 +33,7 @@ DEFAULTS = {
     "site_alert_rules": None,  # rule tables evaluated while the uplink is down (gateway.site_alerts.SITE_RULES)
     "durable": True,
     "cache_mb": 1024,
+    "firmware_window": 1,
     "release_key": [],
     "enroll_bind": "",  # enrollment socket for devices without a certificate; empty: none
     "ca_chain": "",  # fleet CA bundle (the cloud's CA dir/chain.pem)
@@ -62,6 +63,7 @@ DEFAULTS = {
 @click.option("--timezone", help="IANA timezone of the link windows, e.g. Europe/Berlin.")
 @click.option("--status-interval", type=float, help="Seconds between health reports to the cloud.")
 @click.option("--cache-mb", type=int, help="Byte budget of the site's firmware cache, in MiB (least recently used evicted, pinned kept).")
+@click.option("--firmware-window", type=int, help="Chunk requests in flight to the cloud [1]: more for long fat links; a cut resends up to this many.")
 @click.option("--release-key", multiple=True, help="A release public key (PEM): manifests are checked here before fetching (repeatable).")
 @click.option("--rollout-key", help="The cloud's rollout-plan public key (PEM, DATA_DIR/rollout_signing.pub of the "
               "cloud): run the site's part of rollouts from plans it signed, also while the uplink is down.")
@@ -107,6 +109,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],
                 cache_mb=cfg["cache_mb"],
+                firmware_window=cfg["firmware_window"],
                 release_keys=tuple(cfg["release_key"]),
                 enroll_bind=cfg["enroll_bind"],
                 ca_chain=cfg["ca_chain"],

@@ -75,7 +75,7 @@ class GatewayConfig:
     status_interval_s: float = 5.0
     cache_mb: int = 1024  # the site cache's budget for firmware images and deltas
     release_keys: tuple[str, ...] = ()  # PEM release keys: if given, manifests are checked here too
-    firmware_window: int = 4  # chunk requests in flight to the cloud (credit)
+    firmware_window: int = 1  # chunk requests in flight to the cloud (credit): a cut resends at most this many
     enroll_bind: str = ""  # the enrollment socket (any key may connect; EnrollRequest only); empty: none
     ca_chain: str = ""  # the fleet CA bundle (chain.pem) that issued certificates must verify against
     cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub (several while one replaces another)

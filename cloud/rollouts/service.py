@@ -57,7 +57,8 @@ __all__ = ["RolloutService", "install_command", "load_or_create_rollout_key", "r
 
 log = logging.getLogger("edgefleet.cloud.rollouts")
 
-OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL}
+OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL,
+            "downloaded": DeviceEvent.DOWNLOADED}
 PLAN_TTL_MS = 30 * 86_400_000
 GATED_TTL_MS = 30 * 86_400_000  # a site-gated update command waits at the gateway this long at most
 
@@ -91,6 +92,12 @@ def install_command(effect: Install, install_args: Mapping[str, str], now_ms: in
     image on the device's file system are for drills and tests of the install step alone."""
     args = dict(install_args) if "manifest" in install_args else {**install_args, "version": effect.version}
     return "update", {**args, "rollout_version": effect.version}, max(effect.not_after_ms, now_ms + 1000)
+
+
+def download_command(effect: Install, rollout_id: str, now_ms: int) -> tuple[str, dict[str, str], int]:
+    """Download-only, ahead of the window: the agent fetches and checks the release, installs nothing, and
+    reports ``downloaded``; the install command later finds it on the device."""
+    return "download", {"version": effect.version, "rollout": rollout_id}, max(effect.not_after_ms, now_ms + 60_000)
 
 
 def revert_command(effect: Revert, rollout_id: str, now_ms: int, ttl_ms: int = 86_400_000) -> tuple[str, dict[str, str], int]:
@@ -367,9 +374,13 @@ class RolloutService:
                 cargs["gate"], cargs["rollout"] = "site", rid
                 pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
             elif isinstance(e, Install):
-                if e.download_only:
-                    # the agent fetches the image when it installs (over-the-wire delivery, #4, adds download-only)
+                if e.download_only and "manifest" in args:
+                    # a drill's install from files on the device: nothing to fetch ahead
                     downloaded.append(DeviceReport(e.device_id, DeviceEvent.DOWNLOADED, "fetched at install time"))
+                    continue
+                if e.download_only:  # fetched through the gateway now, installed inside the window later
+                    name, cargs, expires = download_command(e, rid, now)
+                    pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
                     continue
                 name, cargs, expires = install_command(e, args, now)
                 pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))

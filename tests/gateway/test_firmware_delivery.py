@@ -187,3 +187,36 @@ def test_an_agent_sigkilled_mid_download_resumes_where_it_stopped_and_installs_t
     stats = json.loads((fleet.dir("dev-k") / "stats.json").read_text())
     assert stats["download"]["resumed_chunks"] >= 8  # what was durable before the kill was not fetched again
     assert stats["download"]["chunks_received"] <= SIZE // (CHUNK_KB * 1024) - stats["download"]["resumed_chunks"] + 1
+
+
+def test_download_ahead_fetches_without_installing_and_the_install_later_fetches_nothing(site):
+    """A rollout's download ahead of the window: the agent fetches and checks the release, installs
+    nothing and reports "downloaded"; the update command later installs from what is on disk."""
+    from device_agent import simimage
+
+    fleet, key, images = site
+    image = images["1.0.0"].parent / "fw-4.0.0-sim.img"
+    image.write_bytes(simimage.make("4.0.0", "ok", SIZE))
+    publish(fleet, key, image, "4.0.0", HW)
+    fleet.start_agent("dev-d", "site-1", "gw-1", extra=["--release-key", str(key.public), "--hw", HW])
+
+    def outcomes():
+        return [u["values"] for u in fleet.api("/v1/updates")["updates"] if u["device_id"] == "dev-d"]
+
+    def wait(pred, what):
+        deadline = time.monotonic() + 90
+        while not (got := pred()):
+            assert time.monotonic() < deadline, what
+            time.sleep(0.3)
+        return got
+
+    wait(lambda: "dev-d" in {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}, "agent never reached the cloud")
+    fleet.api("/v1/devices/dev-d/commands", {"name": "download", "args": {"version": "4.0.0"}, "ttl_s": 600})
+    wait(lambda: any(o.get("outcome") == "downloaded" for o in outcomes()), "no downloaded report")
+    assert not any(o.get("outcome") == "committed" for o in outcomes())  # nothing installed
+    fleet.api("/v1/devices/dev-d/commands", {"name": "update", "args": {"version": "4.0.0"}, "ttl_s": 600})
+    done = wait(lambda: [o for o in outcomes() if o.get("outcome") == "committed"], "never installed")
+    assert done[0]["running_version"] == "4.0.0"
+    fleet.stop(["dev-d"])
+    stats = json.loads((fleet.dir("dev-d") / "stats.json").read_text())
+    assert stats["download"]["chunks_received"] == SIZE // (CHUNK_KB * 1024)  # fetched once, not twice
