@@ -160,6 +160,12 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
                                                                       str(f.exception() or f.result()))))
             return
+        if cmd.name == "rollback":  # "return to the previous release" (a rollout aborted with --revert)
+            fut = loop.run_in_executor(None, updater.revert)
+            fut.add_done_callback(lambda f: runner.feed(CommandResult(
+                cmd.seq, "done" if f.exception() is None and not str(f.result()).startswith("refused") else "failed",
+                str(f.exception() or f.result()))))
+            return
         if cmd.name == "rotate":  # rotate the key and certificate now (edgefleet devices rotate)
             runner.feed(RotateNow())
             runner.feed(CommandResult(cmd.seq, "done" if rotation is not None else "failed",

@@ -52,6 +52,7 @@ class AgentUpdater:
         gateway_within_s: float = 15.0,
     ) -> None:
         self.board = data_dir / "board"
+        self.manifests = data_dir / "manifests"  # the signed manifest of each release installed (for a return to it)
         self.record_path = data_dir / "update.json"
         self.device_id = device_id
         self.hw = hw
@@ -129,6 +130,7 @@ class AgentUpdater:
                 )
                 if delta_path:
                     image_path = self._rebuild(manifest, delta_path)
+                self._keep_manifest(manifest.version, Path(manifest_path).read_bytes())
             except (FirmwareError, DeltaError, OSError) as exc:
                 from device_agent.update.core import ManifestRejected
 
@@ -138,6 +140,53 @@ class AgentUpdater:
             downgrade = allowance is not None
             self._run(lambda driver: driver.start(manifest, image_path, allow_downgrade=downgrade))
             return f"update to {manifest.version} started"
+
+    def revert(self) -> str:
+        """Return to the release in the other slot, the one before the running one (a rollout aborted with
+        "return to the previous release"). Its signed manifest, kept when it was installed, is checked again
+        (a pinned key's signature, hardware, expiry) and so is the slot's content against it; it then installs
+        as an update: trial boot, health check, commit or roll back. The security floor still holds: a release
+        below it is refused, as is a slot with no image or no kept manifest (the factory image)."""
+        from common.firmware.chunks import verify_image
+        from common.firmware.keys import load_trusted_keys
+        from common.firmware.manifest import verify_manifest
+        from device_agent.update.bootloader import other_slot
+        from device_agent.update.states import UpdateRecord
+        from device_agent.update.store import RecordStore
+
+        with self._lock:
+            sim = self._sim()
+            other = sim.slot_path(other_slot(sim.active_slot(), sim.slots))
+            info = simimage.info(other.read_bytes()) if other.exists() else None
+            if not info:
+                return "refused: the other slot holds no release to return to"
+            version = info["version"]
+            kept = self.manifests / f"{version}.manifest"
+            if not kept.exists():
+                return f"refused: no signed manifest was kept for {version} (the factory image cannot be returned to)"
+            record = RecordStore(self.record_path).load() or UpdateRecord()
+            try:
+                manifest = verify_manifest(kept.read_bytes(), load_trusted_keys(self.release_keys), hw=self.hw,
+                                           now_ms=self.now_ms(), security_floor=record.security_floor,
+                                           device_id=self.device_id)
+                image = self.board / "revert.img"
+                with open(other, "rb") as src, open(image, "wb") as dst:
+                    dst.write(src.read(manifest.size))
+                verify_image(manifest, image)
+            except (FirmwareError, OSError) as exc:
+                return f"refused: cannot return to {version}: {exc}"
+            self._run(lambda driver: driver.start(manifest, str(image), allow_downgrade=True))
+            return f"return to {version} started"
+
+    def _keep_manifest(self, version: str, signed: bytes) -> None:
+        """Keep a verified manifest (the newest few) so the device can return to that release later."""
+        from common.fileio import write_atomic
+
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.manifests / f"{version}.manifest", signed, 0o644)
+        kept = sorted(self.manifests.glob("*.manifest"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-4]:
+            old.unlink(missing_ok=True)
 
     def _rebuild(self, manifest: Any, delta_path: str) -> str:
         """The new image from the running slot and a delta, in DATA/board/incoming.img; checked against the manifest."""

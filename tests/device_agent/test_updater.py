@@ -130,3 +130,27 @@ def test_below_the_security_floor_is_refused_even_with_a_newer_version(tmp_path,
     u.start(*release(tmp_path, key, "2.0.0", security=5))
     assert u.start(*release(tmp_path, key, "2.1.0", security=4)).startswith("refused")
     assert u.running()["version"] == "2.0.0"
+
+
+def test_return_to_the_previous_release_reinstalls_it_from_the_other_slot_with_its_kept_manifest(tmp_path, key):
+    reports = []
+    u = updater(tmp_path, reports)
+    assert u.revert().startswith("refused")  # nothing but the factory image: no release to return to
+    u.start(*release(tmp_path, key, "2.0.0"))
+    assert "factory image" in u.revert()  # the other slot holds the factory image: no signed manifest kept
+    u.start(*release(tmp_path, key, "3.0.0"))
+    assert u.running()["version"] == "3.0.0"
+    assert u.revert() == "return to 2.0.0 started"
+    assert u.running()["version"] == "2.0.0"
+    assert [(r["outcome"], r["running_version"]) for r in reports][-1] == ("committed", "2.0.0")
+
+
+def test_return_to_a_release_below_the_security_floor_is_refused(tmp_path, key):
+    reports = []
+    u = updater(tmp_path, reports)
+    u.start(*release(tmp_path, key, "2.0.0", security=1))
+    u.start(*release(tmp_path, key, "3.0.0", security=2))  # raises the floor to 2
+    before = len(reports)
+    answer = u.revert()
+    assert answer.startswith("refused: cannot return to 2.0.0") and "floor" in answer, answer
+    assert u.running()["version"] == "3.0.0" and len(reports) == before  # nothing was installed
