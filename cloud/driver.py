@@ -149,6 +149,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
         loop.run_in_executor(store_thread, call).add_done_callback(done)
 
+    def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
+        from cloud.security.service import Actor
+
+        for device_id, seq, why in refused:
+            security.audit(Actor(device_id, f"via {gateway_id}"), "command.refused", f"{device_id} command {seq}", False,
+                           why, _now_ms())
+
     def ingest(effect: StoreIngest) -> None:
         def stored(result) -> None:
             for why in result.rejected:
@@ -156,6 +163,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
             rollouts.observe_batch(effect.site, effect.records)
+            if result.refused_commands and security is not None:  # a device refused a command: forged? replayed?
+                on_store(lambda: audit_refusals(effect.gateway_id, result.refused_commands), lambda _: None,
+                         "auditing refused commands failed")
             for row in result.site_alerts:  # raised by a gateway while its uplink was down: stored, now announced
                 event = site_alert_event(row)
                 log.info(f"site alert {event.event}", extra={"alert": event.alert_id, "gateway": effect.gateway_id})

@@ -73,6 +73,7 @@ class IngestResult:
     reports: int = 0
     rejected: tuple[str, ...] = ()
     site_alerts: tuple[dict[str, Any], ...] = ()  # alerts raised at a site, new to the store: to announce
+    refused_commands: tuple[tuple[str, int, str], ...] = ()  # (device, seq, why): a device refused to run it, newly
 
 
 class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords, FleetRecords, MetricRecords):
@@ -192,11 +193,17 @@ class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords, Fleet
             site_alerts = self._ingest_site_alerts(conn, plan.site_alerts) if plan.site_alerts else []
             for node_id, (ts_ms, attrs) in sorted(plan.inventories.items()):  # a gateway's own inventory
                 self._put_inventory(conn, node_id, "gateway", attrs, ts_ms, now_ms)
+            refused_commands = []
             for device_id, seq, status_, detail in plan.commands:
-                if not self._advance_command(conn, device_id, seq, status_, detail, now_ms) and not conn.execute(
+                moved = self._advance_command(conn, device_id, seq, status_, detail, now_ms)
+                if moved and status_ == "failed" and detail.startswith("refused"):
+                    refused_commands.append((device_id, seq, detail))  # forged, replayed, expired: for the audit log
+                if not moved and not conn.execute(
                     sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
                 ).first():
                     rejected.append(f"command report {status_!r} refused: device {device_id!r} has no command {seq}")
+                    if status_ == "failed" and detail.startswith("refused"):  # a command the cloud never sent
+                        refused_commands.append((device_id, seq, f"never sent by the cloud (forged on the way?); {detail}"))
         return IngestResult(
             stored=stored,
             duplicates=plan.telemetry_records - stored,
@@ -204,6 +211,7 @@ class Store(AlertRecords, ReleaseRecords, SecurityRecords, RolloutRecords, Fleet
             reports=plan.reports,
             rejected=tuple(rejected),
             site_alerts=tuple(site_alerts),
+            refused_commands=tuple(refused_commands),
         )
 
     def _upsert_devices(self, conn: sa.Connection, plan: BatchPlan, gateway_id: str, site: str, now_ms: int) -> None:

@@ -190,3 +190,28 @@ def test_retiring_a_device_revokes_its_credentials_and_audits_it(service):
     assert b"dev-9" in blob  # the signed list the gateways get names it
     (rec,) = [r for r in service.store.audit_records() if r.action == "devices.revoke"]
     assert (rec.who, rec.target, rec.result) == ("alice", "dev-9", "allowed") and "scrapped" in rec.detail
+
+
+def test_a_command_a_device_refused_is_reported_once_for_the_audit_log(service):
+    from common.protocol import ForwardRecord
+
+    store = service.store
+    store.ingest("gw-1", "site-1", [ForwardRecord("dev-7", "bulk", 1, NOW, "metrics", {})], NOW)
+    seq = store.create_command("dev-7", "reboot", {}, NOW + 60_000, NOW)
+    report = ForwardRecord("dev-7", "critical", 0, NOW + 1, "command",
+                           {"seq": seq, "status": "failed", "detail": "refused: signature by an unknown key"})
+    first = store.ingest("gw-1", "site-1", [report], NOW + 2)
+    assert first.refused_commands == (("dev-7", seq, "refused: signature by an unknown key"),)
+    assert store.ingest("gw-1", "site-1", [report], NOW + 3).refused_commands == ()  # a resend: nothing new
+
+
+def test_a_refused_command_the_cloud_never_sent_is_reported_as_such(service):
+    from common.protocol import ForwardRecord
+
+    store = service.store
+    store.ingest("gw-1", "site-1", [ForwardRecord("dev-8", "bulk", 1, NOW, "metrics", {})], NOW)
+    report = ForwardRecord("dev-8", "critical", 0, NOW + 1, "command",
+                           {"seq": 77, "status": "failed", "detail": "refused: no cloud signature"})
+    result = store.ingest("gw-1", "site-1", [report], NOW + 2)
+    ((device, seq, why),) = result.refused_commands
+    assert (device, seq) == ("dev-8", 77) and why.startswith("never sent by the cloud")
