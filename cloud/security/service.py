@@ -117,7 +117,19 @@ class SecurityService:
                                    consume_token=decision.consume_token, now_ms=now_ms)
             if not ok:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r}: claim token used up", b"", now_ms)
+            self._apply_rules(req.device_id, decision.site or gateway_site, gateway_id, decision, now_ms)
             return self._answer(actor, req, "accept", decision.reason, pem, now_ms)
+
+    def _apply_rules(self, device_id: str, site: str, gateway_id: str, decision: Any, now_ms: int) -> None:
+        """What the enrollment rules gave a new device: its static groups, and its initial config as its
+        device layer (``cloud.config_layers``: the config push job sends the merge to the device)."""
+        if not (decision.groups or decision.config):
+            return
+        self.store.register_device(device_id, site, gateway_id, now_ms)
+        if decision.groups:
+            self.store.join_groups(device_id, decision.groups, now_ms)
+        if decision.config:
+            self.store.put_layer("device", device_id, decision.config, (), "enrollment rule", now_ms)
 
     def rotate(self, req: KeyRotation, *, gateway_id: str, gateway_site: str, now_ms: int) -> EnrollReply:
         """Certify a device's next key, asked on its authenticated session at its own site's gateway.

@@ -190,6 +190,20 @@ class FleetRecords:
                 row["members"] = list(conn.execute(query.order_by(group_members.c.device_id)).scalars())
         return rows
 
+    def register_device(self, device_id: str, site: str, gateway_id: str, now_ms: int) -> None:
+        """Know a device before its first telemetry (it just enrolled through ``gateway_id``); a no-op if known."""
+        row = {"device_id": device_id, "site_id": site, "gateway_id": gateway_id, "first_seen_ms": now_ms,
+               "last_seen_ms": now_ms, "last_seq": 0}
+        with self._transaction(f"registering device {device_id!r}") as conn:
+            conn.execute(self._insert(devices).values(**row).on_conflict_do_nothing(index_elements=[devices.c.device_id]))
+
+    def join_groups(self, device_id: str, names: Iterable[str], now_ms: int) -> None:
+        """Add a device to static groups, making those that do not exist yet (enrollment rules name them)."""
+        for name in names:
+            if not any(g["name"] == name for g in self.list_groups()):
+                self.create_group(name, "static", None, now_ms)
+            self.change_members(name, add=[device_id])
+
     def change_members(self, name: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
         """Add and remove members of static group ``name``; return its members now."""
         with self._transaction(f"changing members of group {name!r}", immediate=True) as conn:

@@ -139,8 +139,14 @@ def test_enrollment_rules_from_the_config_give_groups_and_bad_ones_are_refused_a
     ca = init_ca(tmp_path / "ca", b"passphrase", now=T0 - dt.timedelta(days=1))
     service = SecurityService(store, Ed25519PrivateKey.generate(), ca=ca, enroller=Enroller(rules))
     token, _ = service.create_claim_token("site-1", 5, NOW + 3_600_000, NOW)
+    store.touch_gateway("gw-1", "site-1", NOW)  # the gateway that relays the enrollment is connected
     _, reply = enroll(service, token=token)
     assert reply.outcome == "accept" and store.identity("dev-1")["groups"] == ["line-1"]
+    # the rules took effect in the fleet: a static group (made for it) and the device's config layer
+    assert {g["name"]: g["kind"] for g in store.list_groups()} == {"line-1": "static"}
+    assert store.change_members("line-1") == ["dev-1"]
+    (layer,) = [lay for lay in store.layers() if (lay["kind"], lay["name"]) == ("device", "dev-1")]
+    assert layer["values"] == {"rate": "1s"} and layer["updated_by"] == "enrollment rule"
     store.close()
     with pytest.raises(ConfigError, match=r"enroll_rules\[0\]"):
         parse_rules([{"hw": "typo"}])
