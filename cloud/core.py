@@ -120,7 +120,7 @@ class CloudCore:
                     self.peer_keys.clear()
                 self.peer_keys[peer] = key
                 return []
-            case GatewayVerified(peer, problem):
+            case GatewayVerified(peer, problem, renewal):
                 session = self.sessions.get(peer)
                 if session is None:
                     return []
@@ -129,7 +129,11 @@ class CloudCore:
                     return [Send(peer, ErrorReply("certificate", problem[:256])),
                             Log("warning", "gateway certificate refused", {"gateway": session.gateway_id, "error": problem})]
                 session.certified = True
-                return [Log("info", "gateway certificate verified", {"gateway": session.gateway_id, "site": session.site})]
+                out = [Log("info", "gateway certificate verified", {"gateway": session.gateway_id, "site": session.site})]
+                if renewal:  # past 2/3 of its life: a fresh one for the same key
+                    out += [Send(peer, NodeCertificate(renewal)),
+                            Log("info", "gateway certificate renewed", {"gateway": session.gateway_id})]
+                return out
             case EnrollDecided(peer, reply):
                 return [Send(peer, reply)] if peer in self.sessions else []
             case RevocationsChanged(envelope):

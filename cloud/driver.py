@@ -243,9 +243,12 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed")
 
     def verify_gateway(effect: VerifyGateway) -> None:
-        call = lambda: security.verify_gateway(effect.certificate, curve_key=effect.curve_key, gateway_id=effect.gateway_id,  # noqa: E731
-                                               site=effect.site, now_ms=_now_ms())
-        on_store(call, lambda problem: runner.feed(GatewayVerified(effect.peer, problem)), "verifying a gateway failed")
+        def call() -> GatewayVerified:
+            who = {"curve_key": effect.curve_key, "gateway_id": effect.gateway_id, "site": effect.site, "now_ms": _now_ms()}
+            problem = security.verify_gateway(effect.certificate, **who)
+            return GatewayVerified(effect.peer, problem, b"" if problem else security.renew_gateway(effect.certificate, **who))
+
+        on_store(call, runner.feed, "verifying a gateway failed")
 
     # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
     identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None

@@ -26,6 +26,7 @@ __all__ = [
     "EnrollDecide",
     "EnrollDecided",
     "GatewayVerified",
+    "InstallGatewayCertificate",
     "InstallRotation",
     "PeerKey",
     "PrepareRotation",
@@ -139,3 +140,11 @@ class VerifyGateway:
 class GatewayVerified:
     peer: str
     problem: str  # "" if the certificate verified
+    renewal: bytes = b""  # a fresh certificate for the same key, when the one shown is past 2/3 of its life
+
+
+@dataclass(frozen=True, slots=True)
+class InstallGatewayCertificate:
+    """The cloud renewed this gateway's certificate (same key): check it and keep it for the next sessions."""
+
+    pem: bytes

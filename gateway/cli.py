@@ -40,6 +40,7 @@ DEFAULTS = {
     "cloud_sign_key": [],  # the cloud's signing.pub (repeat while replacing it): revocation lists must verify
     "uplink_source": "",  # local address (interface) the uplink leaves from
     "cert": "",  # this gateway's certificate (edgefleet ca issue --role gateway)
+    "cert_check": 6 * 3600.0,  # seconds between showings of the certificate (the cloud renews it at 2/3 of its life)
     "log_level": "info",
     "log_format": "json",
 }
@@ -72,6 +73,7 @@ DEFAULTS = {
 @click.option("--ca-chain", help="The fleet CA bundle (chain.pem) certificates of enrolled devices must verify against.")
 @click.option("--cloud-sign-key", multiple=True, help="The cloud's signing.pub: revocation lists must be signed by it (repeatable).")
 @click.option("--cert", help="This gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud.")
+@click.option("--cert-check", type=float, help="Seconds between showings of the certificate to the cloud, which renews it at 2/3 of its life [21600].")
 @click.option("--uplink-source", help="Local address the uplink leaves from (the site's WAN interface), apart from --bind.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["json", "text"]))
@@ -116,6 +118,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 cloud_sign_keys=tuple(cfg["cloud_sign_key"]),
                 uplink_source=cfg["uplink_source"],
                 cert=cfg["cert"],
+                cert_check_s=float(cfg["cert_check"]),
                 rollout_key=cfg["rollout_key"],
                 site_alert_rules=None if cfg["site_alert_rules"] is None else tuple(cfg["site_alert_rules"]),
             )

@@ -29,7 +29,15 @@ import zmq.asyncio
 from common.clock import SteadyClock, wall_ms
 from common.errors import CertificateError, ConfigError, KeyFileError, ProtocolError, TrustError
 from common.revocation import RevocationCache
-from common.security_events import AdmitDevice, Admitted, ApplyRevocations, PeerKey, RevocationsApplied
+from common.protocol.messages import NodeCertificate
+from common.security_events import (
+    AdmitDevice,
+    Admitted,
+    ApplyRevocations,
+    InstallGatewayCertificate,
+    PeerKey,
+    RevocationsApplied,
+)
 from common.signed import EnvelopeVerifier, key_id_for
 from common.durable_queue import DurableQueue
 from common.effects import Firmware, InventoryTaken, Start, TakeInventory
@@ -81,6 +89,7 @@ class GatewayConfig:
     cloud_sign_keys: tuple[str, ...] = ()  # the cloud's signing.pub (several while one replaces another)
     uplink_source: str = ""  # the local address the uplink leaves from (its own interface); empty: the OS picks
     cert: str = ""  # this gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud
+    cert_check_s: float = 6 * 3600.0  # how often the certificate is shown again (the cloud renews it at 2/3 of its life)
     rollout_key: str = ""  # PEM Ed25519 public key of the cloud's rollout plans; empty: no site rollouts
     # rules the gateway evaluates for its devices while its uplink is down (gateway.site_alerts);
     # None: SITE_RULES, (): none
@@ -189,9 +198,30 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         if changed:
             runner.feed(_applied(revocations))
 
+    def install_certificate(effect: InstallGatewayCertificate) -> None:
+        """A renewal from the cloud: it must certify this gateway, its site and its key (checked against the
+        CA chain when the gateway has one), then it replaces the file, atomically, and is shown from now on."""
+        assert security is not None
+        try:
+            if chain is not None:
+                ident = verify_certificate(effect.pem, chain, now=datetime.now(UTC), expected_curve_key=keys.public.decode())
+                if (ident.role, ident.subject_id, ident.site) != ("gateway", cfg.gateway_id, cfg.site):
+                    raise CertificateError(ident.subject_id, f"certifies {ident.role} {ident.subject_id!r} at {ident.site!r}")
+            if cfg.cert:
+                write_atomic(Path(cfg.cert), effect.pem, 0o644)
+        except (CertificateError, OSError) as exc:
+            log.error("renewed certificate not installed; the current one stays", extra={"error": str(exc)})
+            return
+        security.certificate = effect.pem
+        log.info("gateway certificate renewed", extra={"gateway": cfg.gateway_id})
+
+    def present_certificate() -> None:
+        if security is not None and security.certificate and core.uplink.up:
+            link.send(NodeCertificate(security.certificate))
+
     extra: dict = {Firmware: firmware.handle, TakeInventory: take_inventory, **rollout_handlers}
     if security is not None:
-        extra |= {AdmitDevice: admit, ApplyRevocations: apply_revocations}
+        extra |= {AdmitDevice: admit, ApplyRevocations: apply_revocations, InstallGatewayCertificate: install_certificate}
     runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=SocketRouter(server, enroll) if enroll else server,
                         upstream=link, log=log, extra=extra)
     stop_on_signals(loop, stop)
@@ -203,6 +233,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         0o644,
     )
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
+    cert_check = Periodic(loop, cfg.cert_check_s, present_certificate) if cfg.cert else None
     rollout_tick = Periodic(loop, 1.0, rollouts.tick) if rollouts is not None else None
     link.open()
     runner.feed(Start())
@@ -214,6 +245,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         await stop.wait()
     finally:
         checkpoint.cancel()
+        if cert_check is not None:
+            cert_check.cancel()
         if rollout_tick is not None:
             rollout_tick.cancel()
         await runner.stop()

@@ -40,7 +40,15 @@ from common.effects import UPSTREAM, Effect, Log, Received, Send
 from common.protocol import Command, ErrorReply, Hello, HelloAck, TelemetryBatch
 from common.protocol.codec import TelemetryEntries
 from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
-from common.security_events import AdmitDevice, Admitted, ApplyRevocations, EnrollAttempt, PeerKey, RevocationsApplied
+from common.security_events import (
+    AdmitDevice,
+    Admitted,
+    ApplyRevocations,
+    EnrollAttempt,
+    InstallGatewayCertificate,
+    PeerKey,
+    RevocationsApplied,
+)
 
 __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
 
@@ -81,6 +89,8 @@ class GatewaySecurity:
                 return [AdmitDevice(reply)] if reply.outcome == "accept" else self._answer(reply)
             case Admitted(reply):
                 return self._answer(reply)
+            case Received(peer, NodeCertificate(pem)) if peer == UPSTREAM and self.certificate:
+                return [InstallGatewayCertificate(pem)]  # renewed by the cloud before it expires
             case Received(peer, RevocationUpdate(envelope)) if peer == UPSTREAM:
                 return [ApplyRevocations(envelope)]
             case RevocationsApplied(version, revoked, quarantined):

@@ -207,6 +207,19 @@ class SecurityService:
             return str(exc)
         return ""
 
+    def renew_gateway(self, pem: bytes, *, curve_key: str, gateway_id: str, site: str, now_ms: int) -> bytes:
+        """A fresh certificate for the same key and the same lifetime when ``pem`` (already verified) is past
+        2/3 of its life, else b"": gateways renew at every session start and on their own schedule, long
+        before expiry, with no operator action; the old one stays valid until it expires (the overlap)."""
+        ident = self.check_certificate(pem, curve_key, now_ms)
+        life = ident.not_after - ident.not_before
+        if _utc(now_ms) < ident.not_before + life * 2 / 3:
+            return b""
+        fresh = self.issue_gateway(gateway_id, site, curve_key, now_ms, days=max(life.total_seconds() / 86_400, 1.0))
+        self.audit(Actor(f"gateway:{gateway_id}", site), "gateways.certificate.renew", gateway_id, True,
+                   f"certificate serial {ident.serial} renewed before it expires at {ident.not_after.isoformat()}", now_ms)
+        return fresh
+
     def issue_gateway(self, gateway_id: str, site: str, curve_key: str, now_ms: int, days: float = 365) -> bytes:
         assert self.ca is not None
         not_after = min(_utc(now_ms) + dt.timedelta(days=days), self.ca.cert.not_valid_after_utc)

@@ -48,3 +48,12 @@ def test_without_a_ca_a_gateway_certificate_is_ignored_not_held_against_it() -> 
     up(core)
     out = core.handle(Received(PEER, NodeCertificate(b"PEM")), 1.0)
     assert not [e for e in out if isinstance(e, (Send, VerifyGateway))] and PEER in core.sessions
+
+
+def test_a_renewed_certificate_goes_back_to_the_gateway_on_the_same_session() -> None:
+    core = CloudCore(require_gateway_certs=True)
+    up(core)
+    out = core.handle(GatewayVerified(PEER, "", b"FRESH-PEM"), 1.0)
+    assert Send(PEER, NodeCertificate(b"FRESH-PEM")) in out
+    assert core.sessions[PEER].certified
+    assert not [e for e in core.handle(GatewayVerified(PEER, ""), 2.0) if isinstance(e, Send)]  # nothing due: nothing sent

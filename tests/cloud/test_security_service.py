@@ -221,3 +221,17 @@ def test_a_refused_command_the_cloud_never_sent_is_reported_as_such(service):
     result = store.ingest("gw-1", "site-1", [report], NOW + 2)
     ((device, seq, why),) = result.refused_commands
     assert (device, seq) == ("dev-8", 77) and why.startswith("never sent by the cloud")
+
+
+def test_a_gateway_certificate_is_renewed_for_the_same_key_past_two_thirds_of_its_life(service) -> None:
+    k = key()
+    pem = service.issue_gateway("gw-1", "site-1", k, NOW, days=30)
+    early = NOW + 10 * 86_400_000
+    assert service.renew_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=early) == b""
+    late = NOW + 21 * 86_400_000  # 70% of its life
+    fresh = service.renew_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=late)
+    ident = verify_certificate(fresh, service.ca.chain, now=T0 + dt.timedelta(days=21), expected_curve_key=k)
+    assert (ident.role, ident.subject_id, ident.site) == ("gateway", "gw-1", "site-1")
+    assert ident.not_after >= T0 + dt.timedelta(days=50)  # a full new lifetime, from now
+    assert service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=late) == ""  # the overlap
+    assert service.store.audit_records()[-1].action == "gateways.certificate.renew"

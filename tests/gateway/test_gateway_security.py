@@ -103,3 +103,14 @@ def test_a_key_certified_for_one_device_cannot_say_hello_as_another() -> None:
     out = core.handle(Received(PEER, Hello("dev-1", "device", "site-1", 1, 1)), 0.2)
     assert [type(m).__name__ for m in sends(out, PEER)] == ["HelloAck"]
     assert core.security.counters["identity_mismatch"] == 1
+
+
+def test_a_certificate_renewed_by_the_cloud_is_handed_to_the_driver_to_check_and_keep() -> None:
+    from common.protocol.messages import NodeCertificate
+    from common.security_events import InstallGatewayCertificate
+
+    core = make()
+    core.security.certificate = b"OLD-PEM"
+    assert core.handle(Received(UPSTREAM, NodeCertificate(b"NEW-PEM")), 1.0) == [InstallGatewayCertificate(b"NEW-PEM")]
+    core.security.certificate = b""  # a gateway without a certificate of its own takes none
+    assert core.handle(Received(UPSTREAM, NodeCertificate(b"NEW-PEM")), 2.0) == []
