@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from common.fileio import write_atomic
 from common.protocol import Command
 
-__all__ = ["HANDLERS", "CommandLog", "Simulation", "run_command"]
+__all__ = ["HANDLERS", "CommandLog", "RunWindow", "Simulation", "run_command"]
 
 
 def _ping(cmd: Command) -> tuple[str, str]:
@@ -87,16 +87,54 @@ def run_command(cmd: Command, simulation: Simulation | None = None) -> tuple[str
     return handler(cmd)
 
 
+class RunWindow:
+    """Which command numbers have run, so each runs at most once, in whatever order they arrive.
+
+    A gateway may hold one command (a rollout's, until its window) while a later-numbered one is
+    delivered: both must run. So this is a sliding window (as IPsec's anti-replay window): the highest
+    number run, and the numbers run within ``WINDOW`` below it; anything older counts as run. Pure.
+    """
+
+    WINDOW = 1024
+
+    def __init__(self, high: int = 0, recent: Iterable[int] = (), floor: int | None = None) -> None:
+        self.high = high
+        self.floor = max(high - self.WINDOW, 0) if floor is None else floor  # numbers <= floor count as run
+        self.recent = {s for s in recent if s > self.floor}
+
+    def ran(self, seq: int) -> bool:
+        return seq <= self.floor or seq in self.recent
+
+    def add(self, seq: int) -> None:
+        self.recent.add(seq)
+        self.high = max(self.high, seq)
+        floor = max(self.high - self.WINDOW, self.floor)
+        if floor > self.floor:
+            self.floor = floor
+            self.recent = {s for s in self.recent if s > floor}
+
+    def to_dict(self) -> dict[str, object]:
+        return {"last_command": self.high, "floor": self.floor, "recent": sorted(self.recent)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunWindow:
+        if "recent" not in d:  # the first format: one number, everything up to it ran
+            return cls(int(d["last_command"]), (), floor=int(d["last_command"]))
+        return cls(int(d["last_command"]), [int(s) for s in d["recent"]], floor=int(d["floor"]))
+
+
 class CommandLog:
-    """The number of the last command run, persisted before running the next (each runs at most once)."""
+    """The run window (``RunWindow``), persisted before a command runs (each runs at most once)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.window = self.load()
 
-    def last(self) -> int:
+    def load(self) -> RunWindow:
         if not self.path.exists():
-            return 0
-        return int(json.loads(self.path.read_text())["last_command"])
+            return RunWindow()
+        return RunWindow.from_dict(json.loads(self.path.read_text()))
 
     def starting(self, seq: int) -> None:
-        write_atomic(self.path, json.dumps({"last_command": seq}).encode(), 0o644)
+        self.window.add(seq)
+        write_atomic(self.path, json.dumps(self.window.to_dict()).encode(), 0o644)

@@ -60,6 +60,7 @@ from common.protocol import (
 from common.protocol.messages import EnrollReply, KeyRotation
 from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.uplink import QueueSender, Uplink
+from device_agent.commands import RunWindow
 
 if TYPE_CHECKING:
     from common.rotation import RotationSchedule  # apscheduler and x509: loaded only by an agent that has a certificate
@@ -96,7 +97,7 @@ class AgentCore:
         ack_timeout_s: float = 5.0,
         batch_max: int = 200,
         window: int = 2000,
-        last_command: int = 0,
+        ran: RunWindow | None = None,
         rejoin_spread_s: float = 8.0,
         command_check: Callable[[Command, int], str | None] | None = None,
         rotation: RotationSchedule | None = None,
@@ -113,7 +114,7 @@ class AgentCore:
         self.commands_refused: dict[int, str] = {}  # number -> why it was not run
         self.rng = rng
         self.rejoin_spread_s = rejoin_spread_s
-        self.last_command = last_command  # commands up to this number were run (the driver persists it)
+        self.ran = ran or RunWindow()  # which command numbers have run (the driver persists its own copy first)
         self.running: set[int] = set()
         self.sample_interval_s = sample_interval_s
         self.inventory_interval_s = inventory_interval_s
@@ -222,7 +223,7 @@ class AgentCore:
                 return self._pump(now)
             case CommandResult(seq, status, detail):
                 self.running.discard(seq)
-                self.last_command = max(self.last_command, seq)
+                self.ran.add(seq)
                 return [Send(UPSTREAM, CommandAck(self.device_id, seq, status, detail))]
             case Stop():
                 self.sampling = False
@@ -267,7 +268,7 @@ class AgentCore:
                     self.commands_refused[seq] = why
                     return [Send(UPSTREAM, CommandAck(device_id, seq, "failed", f"refused: {why}"[:256])),
                             Log("warning", "command refused", {"seq": seq, "reason": why})]
-                if seq <= self.last_command:
+                if self.ran.ran(seq):
                     return [Send(UPSTREAM, CommandAck(device_id, seq, "done", "already run"))]
                 if expires_ms <= now * 1000:
                     return [Send(UPSTREAM, CommandAck(device_id, seq, "failed", "expired before it reached the device"))]

@@ -200,5 +200,21 @@ def test_commands_run_once_and_are_acknowledged():
     assert core.handle(Received(UPSTREAM, cmd), 1.1) == []  # still running: not started twice
     assert sends(core.handle(CommandResult(1, "done", "pong"), 1.2)) == [CommandAck("dev-1", 1, "done", "pong")]
     assert sends(core.handle(Received(UPSTREAM, cmd), 1.3)) == [CommandAck("dev-1", 1, "done", "already run")]
+
+
+def test_a_command_held_back_at_the_gateway_still_runs_after_a_later_numbered_one():
+    """A rollout's install waits at the gateway for its window while a ping (a higher number) gets
+    through: the install must still run when it is released, and only once."""
+    from common.effects import CommandResult, RunCommand
+    from common.protocol import Command, CommandAck
+
+    core, buf = make()
+    core.handle(Start(), 0.0)
+    ping, install = Command("dev-1", 8, "ping", {}, 10_000), Command("dev-1", 5, "update", {"version": "2.0"}, 10_000)
+    assert core.handle(Received(UPSTREAM, ping), 1.0) == [RunCommand(ping)]
+    core.handle(CommandResult(8, "done", "pong"), 1.1)
+    assert core.handle(Received(UPSTREAM, install), 1.2) == [RunCommand(install)]
+    core.handle(CommandResult(5, "done", "installed"), 1.3)
+    assert sends(core.handle(Received(UPSTREAM, install), 1.4)) == [CommandAck("dev-1", 5, "done", "already run")]
     late = Command("dev-1", 2, "ping", {}, 500)
     assert sends(core.handle(Received(UPSTREAM, late), 1.4))[0].status == "failed"

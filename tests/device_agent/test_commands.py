@@ -68,3 +68,29 @@ def test_simulate_bounds_how_many_metrics_it_overrides() -> None:
     status, detail = sim.apply({"one_more": "1"})
     assert status == "failed" and str(MAX_OVERRIDES) in detail
     assert len(sim.overrides) == MAX_OVERRIDES
+
+
+def test_each_command_number_runs_once_in_whatever_order_the_numbers_arrive():
+    from device_agent.commands import RunWindow
+
+    w = RunWindow()
+    for seq in (5, 3, 9):  # 3 and 5 arrive after 9? no matter: each runs
+        assert not w.ran(seq)
+        w.add(seq)
+    assert w.ran(3) and w.ran(5) and w.ran(9) and not w.ran(4) and not w.ran(7)
+    w.add(9 + RunWindow.WINDOW + 1)
+    assert w.ran(4)  # below the window: counted as run (a replay that old is refused)
+    again = RunWindow.from_dict(w.to_dict())
+    assert again.ran(9 + RunWindow.WINDOW + 1) and not again.ran(9 + RunWindow.WINDOW)
+
+
+def test_the_first_log_format_means_everything_up_to_its_number_ran(tmp_path):
+    import json
+
+    from device_agent.commands import CommandLog
+
+    (tmp_path / "commands.json").write_text(json.dumps({"last_command": 7}))
+    log = CommandLog(tmp_path / "commands.json")
+    assert log.load().ran(7) and log.load().ran(1) and not log.load().ran(8)
+    log.starting(8)
+    assert CommandLog(tmp_path / "commands.json").load().ran(8)
