@@ -136,15 +136,9 @@ def run_demo(
                 if o["outcome"] != "committed":
                     _say(quiet, f"  {device}: {o['outcome']} ({o['reason']}), running {o['running_version']}")
         _say(quiet, "stopping agents (each drains its buffer first)")
-        codes = fleet.stop(agents, timeout_s=90)
-        stats = {a: fleet.agent_stats(a) for a in agents}
-        sent = sum(s["produced"]["bulk"] for s in stats.values())
         # the gateways keep forwarding until the cloud holds everything the agents handed over
-        _say(quiet, f"agents stopped: {sent} samples produced; waiting for the gateways to finish forwarding")
-        deadline = time.monotonic() + 90
-        while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
-            time.sleep(0.2)
-        dropped = _dropped(fleet)
+        codes, stats, sent, summary, dropped = drain_agents(fleet, agents)
+        _say(quiet, f"agents stopped: {sent} samples produced; the cloud holds or accounts for them")
         _say(quiet, "stopping gateways and cloud")
         codes |= fleet.stop(list(gateways))
         codes |= fleet.stop(["cloud"])
@@ -189,6 +183,19 @@ def _dropped(fleet: ProcFleet) -> int:
     """Samples dropped by rule (quota or TTL) and reported as gaps, anywhere on the way."""
     totals = fleet.api("/v1/gaps")["totals"]
     return sum(t["count"] for t in totals if t["stream"] == "bulk")
+
+
+def drain_agents(fleet: ProcFleet, agents: list[str], carried: int = 0, timeout_s: float = 90.0) -> tuple[dict, dict, int, dict, int]:
+    """Stop the agents (each drains its buffer first), then wait until the cloud holds, or a gap report
+    accounts for, every bulk sample they made (plus ``carried``, made by earlier incarnations). Returns
+    ``(exit codes, agent stats, samples sent, telemetry summary, samples dropped and reported)``."""
+    codes = fleet.stop(agents, timeout_s=timeout_s)
+    stats = {a: fleet.agent_stats(a) for a in agents}
+    sent = sum(s["produced"]["bulk"] for s in stats.values()) + carried
+    deadline = time.monotonic() + timeout_s
+    while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return codes, stats, sent, summary, _dropped(fleet)
 
 
 def _accounted(fleet: ProcFleet, summary: dict) -> int:

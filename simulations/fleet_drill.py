@@ -47,7 +47,7 @@ def _toml_rules(rules: list[dict[str, Any]]) -> str:
 
 def run_fleet_drill(root: Path, sites: int, devices_per_site: int, duration: float, quiet: bool = False) -> dict[str, Any]:
     from common.cli import main
-    from simulations.demo import _accounted, _bulk_stored, _dropped
+    from simulations.demo import _bulk_stored, drain_agents
 
     t0 = started = time.monotonic()
 
@@ -170,13 +170,8 @@ def run_fleet_drill(root: Path, sites: int, devices_per_site: int, duration: flo
             time.sleep(0.2)
         sampled_s = time.monotonic() - t0
         say("stopping agents (each drains its buffer first)")
-        codes |= fleet.stop(agents, timeout_s=90)
-        stats = {a: fleet.agent_stats(a) for a in agents}
-        sent = sum(s["produced"]["bulk"] for s in stats.values()) + sum(carried.values())
-        deadline = time.monotonic() + 90
-        while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
-            time.sleep(0.2)
-        dropped = _dropped(fleet)
+        stopped, stats, sent, summary, dropped = drain_agents(fleet, agents, sum(carried.values()))
+        codes |= stopped
         codes |= fleet.stop(gateways)
         codes |= fleet.stop(["cloud"])
     finally:

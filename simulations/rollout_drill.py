@@ -48,7 +48,7 @@ def run_rollout_drill(
     (with ``site_autonomy``: once that site's gateway holds the plan approving wave 1);
     ``window``: installs only inside the maintenance window (else any time);
     ``site_autonomy``: gateways drive their sites from the cloud's signed site plans."""
-    from simulations.demo import _accounted, _bulk_stored, _dropped
+    from simulations.demo import _bulk_stored, drain_agents
 
     def say(text: str) -> None:
         if not quiet:
@@ -149,13 +149,7 @@ def run_rollout_drill(
         else:
             outside_window = _outside_window(fleet, agents)
         say("stopping agents (each drains its buffer first)")
-        codes = fleet.stop(agents, timeout_s=90)
-        stats = {a: fleet.agent_stats(a) for a in agents}
-        produced = sum(s["produced"]["bulk"] for s in stats.values())
-        deadline = time.monotonic() + 90
-        while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < produced and time.monotonic() < deadline:
-            time.sleep(0.2)
-        dropped = _dropped(fleet)
+        codes, stats, produced, summary, dropped = drain_agents(fleet, agents)
         codes |= fleet.stop(gateways)
         gw_stats = [json.loads((fleet.dir(g) / "stats.json").read_text()) for g in gateways]
         codes |= fleet.stop(["cloud"])
