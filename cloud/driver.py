@@ -3,7 +3,9 @@
 Gateways are admitted by CURVE key from ``allowed_gateways`` in the data
 directory. Every store call runs on one dedicated thread, in order, so the
 event loop never blocks on the database and commits happen in the order the
-core asked for them. The HTTP API is served by uvicorn in the same loop.
+core asked for them; the operator API's calls go ahead of queued work on that
+thread (``cloud.store_thread``), so a backlog being drained does not stall
+``sites show``. The HTTP API is served by uvicorn in the same loop.
 Alerts: the alert service (``cloud.alerts``) hears every committed batch and
 every gateway session touch, is ticked every ``alert_tick_s``, and its alert
 rows are saved on the store thread before their events go to the webhooks
@@ -20,7 +22,6 @@ the cloud's public key; ``api_token`` (0600) holds the operator token.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import secrets
@@ -43,6 +44,7 @@ from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security import SecurityService, load_or_create_signing_key
 from cloud.store import Store
+from cloud.store_thread import StoreThread
 from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
@@ -110,7 +112,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     except BaseException:
         await http.aclose()
         raise
-    store_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+    store_thread = StoreThread()  # one thread; the operator API's calls go ahead of the backlog (``.urgent``)
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
@@ -268,7 +270,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
     app = create_app(
-        store, token, executor=store_thread, on_command=on_command, on_silence=alerts.silence, releases=releases,
+        store, token, executor=store_thread.urgent, on_command=on_command, on_silence=alerts.silence, releases=releases,
         security=security, on_revocations=revocations_changed, rollouts=rollouts,
         fleet_options={"retention": cfg.fleet.retention, "ghost_s": cfg.fleet.ghost_after_s},
     )
