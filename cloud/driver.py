@@ -43,6 +43,7 @@ from cloud.fleet_jobs import FleetJobs, start_fleet_jobs
 from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security import SecurityService, load_or_create_signing_key
+from cloud.security.service import Actor
 from cloud.store import Store
 from cloud.store_thread import StoreThread
 from cloud.webhooks import WebhookSender
@@ -152,8 +153,6 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         loop.run_in_executor(store_thread, call).add_done_callback(done)
 
     def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
-        from cloud.security.service import Actor
-
         for device_id, seq, why in refused:
             security.audit(Actor(device_id, f"via {gateway_id}"), "command.refused", f"{device_id} command {seq}", False,
                            why, _now_ms())

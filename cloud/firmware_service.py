@@ -21,7 +21,7 @@ from common.effects import Firmware
 from common.errors import StoreError
 from common.firmware.chunks import hash_image
 from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest, encode
-from common.transfer.serve import check_request, read_chunk
+from common.transfer.serve import check_request, no_offer, read_chunk
 
 __all__ = ["DELTA_CHUNK", "FirmwareService", "choose_offer"]
 
@@ -87,11 +87,11 @@ class FirmwareService:
         try:
             release = await loop.run_in_executor(self.store_executor, self.store.get_release, req.version)
         except StoreError as exc:
-            return _refusal(req, f"the store could not be read ({exc}); ask again")
+            return no_offer(req, f"the store could not be read ({exc}); ask again")
         choice = choose_offer(release, req.version, req.hw, req.bases)
         if "error" in choice:
             self.counters["refused"] += 1
-            return _refusal(req, choice["error"])
+            return no_offer(req, choice["error"])
         assert release is not None
         manifest = release["signed_manifest"].encode("ascii")
         if choice["kind"] == "full":
@@ -123,6 +123,3 @@ class FirmwareService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-
-def _refusal(req: OfferRequest, why: str) -> FirmwareOffer:
-    return FirmwareOffer(req.request_id, req.version, b"", "", "", "", "", 0, 1, [], why)

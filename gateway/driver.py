@@ -157,7 +157,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     chain = _ca_chain(cfg)
     cache = SiteCache(cfg.data_dir / "cache", cfg.cache_mb << 20)
     fetcher = Fetcher(link.send, is_up=lambda: core.uplink.up, window=cfg.firmware_window)
-    firmware = SiteFirmware(cache, fetcher, server.send, verify=_manifest_check(cfg.release_keys, cfg.gateway_id))
+    firmware = SiteFirmware(cache, fetcher, server.send, verify=_manifest_check(cfg.release_keys))
 
     def admit(effect: AdmitDevice) -> None:
         """An accepted certificate: verified here (CA, key, site, revocations) before its key is admitted."""
@@ -273,7 +273,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     return stats
 
 
-def _manifest_check(paths: tuple[str, ...], gateway_id: str):  # noqa: ANN202
+def _manifest_check(paths: tuple[str, ...]):  # noqa: ANN202
     """With release keys, a manifest is checked here before anything is fetched for it (signature,
     expiry); hardware and version floors are each device's to check."""
     if not paths:

@@ -36,7 +36,7 @@ from common.firmware.manifest import SignedManifest
 from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest
 from common.transfer.fetcher import Fetcher
 from common.transfer.download import Plan
-from common.transfer.serve import check_request, read_chunk
+from common.transfer.serve import check_request, no_offer, read_chunk
 from gateway.site_cache import SiteCache
 
 __all__ = ["LOCAL_DELTA_CHUNK", "SiteFirmware"]
@@ -116,7 +116,7 @@ class SiteFirmware:
         except (FirmwareError, DeltaError, OSError) as exc:
             self.counters["refused"] += 1
             log.warning("no offer for a device", extra={"device": device_id, "release": req.version, "error": str(exc)})
-            return FirmwareOffer(req.request_id, req.version, b"", "", "", "", "", 0, 1, [], str(exc))
+            return no_offer(req, str(exc))
         m = SignedManifest.from_bytes(manifest).unverified()
         for base in req.bases:
             delta = await self._delta_to(base, req.hw, image_sha, m)

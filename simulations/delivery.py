@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq.asyncio
 
-from common.effects import UPSTREAM, Firmware, Received
+from common.effects import UPSTREAM, Received
 from common.firmware.chunks import verify_image
 from common.firmware.keys import generate_release_key, load_trusted_keys, public_key_pem, save_release_key
 from common.firmware.manifest import verify_manifest
@@ -143,7 +143,7 @@ class SimDevice:
             self.up.set()
         elif isinstance(msg, (FirmwareOffer, ChunkData)):
             assert self.fetcher is not None
-            self.fetcher.on_message(Firmware("", "", msg).msg)
+            self.fetcher.on_message(msg)
         elif getattr(msg, "code", "") == "hello-first":
             self.up.clear()
 

@@ -10,9 +10,9 @@ import os
 import re
 from pathlib import Path
 
-from common.protocol import MAX_FRAME, ChunkData, ChunkRequest
+from common.protocol import MAX_FRAME, ChunkData, ChunkRequest, FirmwareOffer, OfferRequest
 
-__all__ = ["MAX_CHUNK", "check_request", "read_chunk"]
+__all__ = ["MAX_CHUNK", "check_request", "no_offer", "read_chunk"]
 
 MAX_CHUNK = MAX_FRAME - 4096  # a chunk and its header fit one frame
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -27,6 +27,11 @@ def check_request(req: ChunkRequest) -> str:
     if req.index < 0:
         return f"chunk index {req.index} is negative"
     return ""
+
+
+def no_offer(req: OfferRequest, why: str) -> FirmwareOffer:
+    """The answer when there is nothing to offer for ``req``: ``error`` says why."""
+    return FirmwareOffer(req.request_id, req.version, b"", "", "", "", "", 0, 1, [], why)
 
 
 def read_chunk(path: Path, req: ChunkRequest) -> ChunkData:

@@ -5,6 +5,7 @@ tests/gateway/test_firmware_delivery.py.)"""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 from common.protocol import FirmwareOffer
@@ -29,9 +30,9 @@ class Upstream:
 
 def tampered(signed: bytes) -> bytes:
     doc = json.loads(signed)
-    body = bytearray(__import__("base64").b64decode(doc["body"]))
+    body = bytearray(base64.b64decode(doc["body"]))
     body[body.index(b'"size":') + 8] ^= 1  # one digit of the image size
-    doc["body"] = __import__("base64").b64encode(bytes(body)).decode()
+    doc["body"] = base64.b64encode(bytes(body)).decode()
     return json.dumps(doc).encode()
 
 
