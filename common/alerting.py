@@ -7,10 +7,10 @@ milliseconds (``now_ms``); rule durations are seconds, as operators write them.
 Rules (``name`` is the operator's id for the rule and the first part of an alert id)::
 
     OfflineRule     a subject not seen for longer than after_s          (observe_seen)
-    ThresholdRule   a metric's latest value OP threshold for for_s      (observe_metric)
+    ThresholdRule   a metric's latest value OP threshold for for_s      (observe_metric; ``metrics`` names them)
     FirmwareRule    firmware behind the newest release by >= behind     (observe_firmware)
     BacklogRule     a gateway's backlog above percent of its quota      (observe_backlog)
-    RateRule        a device's messages in the last window vs the mean  (observe_message)
+    RateRule        a device's messages in the last window vs the mean  (observe_message[s])
                     of its previous baseline_windows, by factor, up or down
 
 Every ``tick`` evaluates every rule and compares the breaching (rule, subject)
@@ -293,15 +293,26 @@ class AlertEngine:
                 self._breach(rule.name, gateway, over, now_ms)
 
     def observe_message(self, device: str, now_ms: int) -> None:
+        self.observe_messages(device, 1, now_ms)
+
+    def observe_messages(self, device: str, count: int, now_ms: int) -> None:
+        """``count`` messages from ``device`` at ``now_ms`` (a batch): as ``count`` calls of ``observe_message``."""
+        if count <= 0:
+            return
         for rule in self.rules:
             if isinstance(rule, RateRule):
                 key = (rule.name, device)
                 window = now_ms // rule.window_ms
                 counts = self._counts.setdefault(key, {})
-                counts[window] = counts.get(window, 0) + 1
+                counts[window] = counts.get(window, 0) + count
                 self._first.setdefault(key, window)
                 for old in [w for w in counts if w < window - rule.baseline_windows - 2]:
                     del counts[old]
+
+    @property
+    def metrics(self) -> frozenset[str]:
+        """The metrics some rule names: ``observe_metric`` of any other changes no alert."""
+        return frozenset(r.metric for r in self.rules if isinstance(r, ThresholdRule))
 
     def forget(self, subject: str) -> None:
         """Drop everything known about ``subject`` (retired); its open alerts resolve at the next tick."""

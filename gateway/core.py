@@ -334,17 +334,9 @@ class GatewayCore:
         return [Send(peer, ErrorReply("unexpected", f"{type(msg).__name__} is not handled by a gateway"))]
 
     def _observe_site(self, batch: TelemetryEntries, now: float) -> None:
-        """Feed the site's alert engine: counts while the cloud hears the site, decoded records while not."""
+        """Feed the site's alert engine the records the codec already checked (no decoding here)."""
         assert self.site_alerts is not None
-        now_ms = int(now * 1000)
-        if self.uplink.up:
-            self.site_alerts.messages(batch.device_id, len(batch.entries), now_ms)
-            return
-        for raw in batch.entries:
-            try:
-                self.site_alerts.record(decode_record(raw), now_ms)
-            except ProtocolError:
-                continue  # the outbox refuses it too; it raises nothing here
+        self.site_alerts.batch(batch.device_id, batch.records, int(now * 1000), self.uplink.up)
 
     def _site_alert_reports(self, now: float) -> list[Effect]:
         if self.site_alerts is None:
@@ -377,7 +369,7 @@ class GatewayCore:
             self.accepted[key] = batch.base  # acknowledged before (by this gateway before a restart, or another)
         expect = max(self.accepted.get(key, 0), self.pending.get(key, 0)) + 1
         if seqs == list(range(expect, expect + len(seqs))):
-            payloads = batch.entries  # the usual batch: exactly the next records, in order
+            payloads, records = batch.entries, batch.records  # the usual batch: exactly the next records, in order
             first, last = expect, expect + len(seqs) - 1
         else:
             taken = []
@@ -390,7 +382,7 @@ class GatewayCore:
                 else:
                     self.counters["out_of_order"] += 1
                     break
-            payloads = [batch.entries[i] for i in taken]
+            payloads, records = [batch.entries[i] for i in taken], [batch.records[i] for i in taken]
             first, last = expect - len(taken), expect - 1
         if not payloads:
             acked = self.accepted.get(key, 0)
@@ -399,13 +391,7 @@ class GatewayCore:
         self.pending[key] = last
         out: list[Effect] = [Append(OUTBOX, stream, payloads, ("device", peer, device_id, stream, first, last))]
         if self.site_rollouts and stream == "critical":  # update outcomes feed the site's rollout
-            for p in payloads:
-                try:
-                    rec = decode_record(p)
-                except ProtocolError:
-                    continue  # the cloud's store refuses it with the reason; the rollout just does not hear it
-                if rec.kind == "update":
-                    out.append(DeviceOutcome(device_id, dict(rec.values)))
+            out += [DeviceOutcome(device_id, dict(r[3])) for r in records if r[2] == "update"]
         return out
 
     # -- commands --------------------------------------------------------------------

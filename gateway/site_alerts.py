@@ -11,16 +11,19 @@ that comes; they reach the cloud when the link returns, marked ``raised_at =
 
 While the link is up the engine keeps learning (so a threshold's duration and a
 rate baseline are already there when the link drops) but reports nothing: the
-cloud does that. Records are decoded for it only while the link is down.
+cloud does that. It decodes nothing: it reads the records the codec already checked
+(``TelemetryEntries.records``), and of their values only the metrics its threshold
+rules name, and those only while the link is down.
 
-    site = SiteAlerts("gw-1", parse_rules(SITE_RULES))
-    site.seen(device, now_ms); site.record(record, now_ms)       # from the gateway core
+    site = SiteAlerts("gw-1", site_rules())
+    site.seen(device, now_ms)                                   # any frame from a device
+    site.batch(device, entries.records, now_ms, link_up)        # a telemetry batch
     reports = site.tick(now_ms, link_up)                        # ForwardRecords to append to the outbox
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from common.alerting import AlertEngine, OfflineRule, RateRule, Rule, ThresholdRule, parse_rules
@@ -54,25 +57,32 @@ class SiteAlerts:
     def __init__(self, gateway_id: str, rules: Iterable[Rule]) -> None:
         self.gateway_id = gateway_id
         self.engine = AlertEngine(rules)
+        self.metrics = tuple(sorted(self.engine.metrics))  # the only values read from records
         self.reported: set[str] = set()  # alert ids whose "fired" went into the outbox (their resolution follows)
         self.counters = {"fired": 0, "resolved": 0}
 
     def seen(self, device: str, now_ms: int) -> None:
         self.engine.observe_seen(device, now_ms)
 
-    def record(self, r: ForwardRecord, now_ms: int) -> None:
-        """A record a device sent (decoded): a message for the rate baseline, metrics for thresholds."""
-        self.engine.observe_seen(r.device_id, now_ms)
-        self.engine.observe_message(r.device_id, now_ms)
-        if r.kind == METRICS_KIND:
-            for metric, value in r.values.items():
-                self.engine.observe_metric(r.device_id, metric, value, now_ms)
+    def batch(self, device: str, records: Sequence[Sequence[Any]], now_ms: int, link_up: bool) -> None:
+        """A batch of records from ``device``, as the codec checked them (``[seq, ts_ms, kind, values]``).
 
-    def messages(self, device: str, count: int, now_ms: int) -> None:
-        """``count`` records arrived from ``device`` (not decoded: the link is up)."""
-        self.engine.observe_seen(device, now_ms)
-        for _ in range(count):
-            self.engine.observe_message(device, now_ms)
+        Each is a message for the rate baseline. While the link is down, the metrics a threshold rule names
+        are read from ``metrics`` records: only those, so a record costs a dict lookup per named metric.
+        """
+        engine = self.engine
+        engine.observe_seen(device, now_ms)
+        engine.observe_messages(device, len(records), now_ms)
+        if link_up or not self.metrics:
+            return  # the cloud judges the values while it hears the site
+        observe = engine.observe_metric
+        for r in records:
+            if r[2] == METRICS_KIND:
+                values = r[3]
+                for metric in self.metrics:
+                    value = values.get(metric)
+                    if value is not None:
+                        observe(device, metric, value, now_ms)
 
     def tick(self, now_ms: int, link_up: bool) -> list[ForwardRecord]:
         """Evaluate; the ``alert`` reports to append to the outbox (critical stream, sequence 0)."""

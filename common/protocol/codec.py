@@ -360,6 +360,9 @@ class TelemetryEntries:
 
     ``entries[i]`` is record ``seqs[i]`` as ``decode_record`` reads it back:
     ForwardRecord(device_id, stream, seq, ts_ms, kind, values). Not a wire message of its own.
+    ``records[i]`` is the same record as checked, ``[seq, ts_ms, kind, values]``: observers of the
+    batch (site alerts, rollout outcomes) read it there, so no record is decoded a second time.
+    Read-only by contract.
     """
 
     device_id: str
@@ -367,12 +370,14 @@ class TelemetryEntries:
     base: int
     seqs: list[int]
     entries: list[bytes]
+    records: list[list[Any]]
 
     @classmethod
     def of(cls, batch: TelemetryBatch) -> TelemetryEntries:
         """The same view of a TelemetryBatch already decoded (or made in-process)."""
         return cls(batch.device_id, batch.stream, batch.base, [r.seq for r in batch.records],
-                   encode_forward(batch.device_id, batch.stream, batch.records))
+                   encode_forward(batch.device_id, batch.stream, batch.records),
+                   [[r.seq, r.ts_ms, r.kind, r.values] for r in batch.records])
 
 
 _BATCH_HEAD = 0x96  # a msgpack array of 6: [kind, version, device_id, stream, base, records]
@@ -420,6 +425,7 @@ def _entries_of_frame(data: Any) -> TelemetryEntries | None:
         ok = _ok_telemetry_record
         seqs: list[int] = []
         entries: list[bytes] = []
+        records: list[list[Any]] = []
         at = tell()
         for _ in range(n):
             if data[at] != _RECORD_HEAD:
@@ -429,13 +435,14 @@ def _entries_of_frame(data: Any) -> TelemetryEntries | None:
                 return None
             end = tell()
             seqs.append(r[0])
+            records.append(r)
             entries.append(prefix + data[at + 1 : end])
             at = end
         if at != len(data):
             return None
     except Exception:  # noqa: BLE001 - msgpack raises many types on hostile input; decode() names them
         return None
-    return TelemetryEntries(device_id, stream, base, seqs, entries)
+    return TelemetryEntries(device_id, stream, base, seqs, entries, records)
 
 
 def decode_record(data: bytes) -> ForwardRecord:
