@@ -1,8 +1,12 @@
 """The gateway's part of fleet security, sans-IO: enrollment relay, revocation enforcement, quarantine.
 
-``GatewaySecurity.intercept(core, event, now)`` sees every event before the
-gateway core does and either handles it (returns effects) or lets it through
-(returns None). It holds no keys and signs nothing:
+``GatewaySecurity.intercept(view, event, now)`` sees every event before the
+gateway core does and either handles it (``Screened(effects, handled=True)``) or
+lets it through (None, or ``Screened(effects, handled=False)``: its effects go
+first, the core's follow). It sees the core only through ``gateway.ports.CoreView`` (is the
+cloud session up, which device a peer speaks for, close a session), and when the
+cloud session comes up the core asks it for what to show the cloud
+(``cloud_session_up``). It holds no keys and signs nothing:
 
 - **Enrollment.** A device with no certificate talks to the gateway's enrollment
   socket (any CurveZMQ key may connect there, and only ``EnrollRequest`` is
@@ -37,7 +41,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.effects import UPSTREAM, Effect, Log, Received, Send
-from common.protocol import Command, ErrorReply, Hello, HelloAck, TelemetryBatch
+from common.protocol import Command, ErrorReply, Hello, TelemetryBatch
 from common.protocol.codec import TelemetryEntries
 from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
 from common.security_events import (
@@ -49,6 +53,8 @@ from common.security_events import (
     PeerKey,
     RevocationsApplied,
 )
+from gateway.ports import CoreView, Screened
+from gateway.reports import report
 
 __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
 
@@ -73,39 +79,40 @@ class GatewaySecurity:
             "revoked_refused": 0, "identity_mismatch": 0, "rotations_relayed": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
         }
 
-    def intercept(self, core: Any, event: Any, now: float) -> list[Effect] | None:
+    def cloud_session_up(self) -> list[Effect]:
+        """The cloud session just came up: this gateway's certificate, if it has one, is shown at once."""
+        return [Send(UPSTREAM, NodeCertificate(self.certificate))] if self.certificate else []
+
+    def intercept(self, view: CoreView, event: Any, now: float) -> Screened | None:
         match event:
-            case Received(peer, HelloAck() as ack) if peer == UPSTREAM and self.certificate and not core.uplink.up:
-                out = core._from_cloud(ack, now)
-                return [*out, Send(UPSTREAM, NodeCertificate(self.certificate))] if core.uplink.up else out
             case PeerKey(peer, _, name):
                 if len(self.peer_names) >= 100_000:
                     self.peer_names.clear()
                 self.peer_names[peer] = name
-                return []
+                return Screened([], True)
             case EnrollAttempt(peer, key, req):
-                return self._attempt(core, peer, key, req)
+                return Screened(self._attempt(view, peer, key, req), True)
             case Received(peer, EnrollReply() as reply) if peer == UPSTREAM:
-                return [AdmitDevice(reply)] if reply.outcome == "accept" else self._answer(reply)
+                return Screened([AdmitDevice(reply)] if reply.outcome == "accept" else self._answer(reply), True)
             case Admitted(reply):
-                return self._answer(reply)
+                return Screened(self._answer(reply), True)
             case Received(peer, NodeCertificate(pem)) if peer == UPSTREAM and self.certificate:
-                return [InstallGatewayCertificate(pem)]  # renewed by the cloud before it expires
+                return Screened([InstallGatewayCertificate(pem)], True)  # renewed by the cloud before it expires
             case Received(peer, RevocationUpdate(envelope)) if peer == UPSTREAM:
-                return [ApplyRevocations(envelope)]
+                return Screened([ApplyRevocations(envelope)], True)
             case RevocationsApplied(version, revoked, quarantined):
-                return self._applied(core, version, revoked, quarantined)
+                return Screened(self._applied(view, version, revoked, quarantined), True)
             case Received(peer, Command(device_id=device_id, name=name)) if peer == UPSTREAM and device_id in self.quarantined:
                 if name not in REMEDIATION_COMMANDS:
                     self.counters["quarantine_held_commands"] += 1
-                    return [Log("warning", "command for a quarantined device not delivered",
-                                {"device": device_id, "command": name})]
+                    return Screened([Log("warning", "command for a quarantined device not delivered",
+                                         {"device": device_id, "command": name})], True)
                 return None
             case Received(peer, msg) if peer != UPSTREAM:
-                return self._from_device(core, peer, msg, now)
+                return self._from_device(view, peer, msg, now)
         return None
 
-    def _attempt(self, core: Any, peer: str, key: str, req: EnrollRequest) -> list[Effect]:
+    def _attempt(self, view: CoreView, peer: str, key: str, req: EnrollRequest) -> list[Effect]:
         self.counters["enroll_requests"] += 1
 
         def refuse(why: str) -> list[Effect]:
@@ -119,7 +126,7 @@ class GatewaySecurity:
                           f"but connected with {key[:12]}...: enroll with the key you connect with")
         if req.device_id in self.revoked:
             return refuse(f"device {req.device_id!r} is revoked; an operator must reinstate it")
-        if not core.uplink.up:
+        if not view.link_up:
             return [Send(peer, EnrollReply(req.device_id, key, "pending", "the cloud is unreachable; ask again later", b""))]
         self.enrolling[req.device_id] = peer
         return [Send(UPSTREAM, req)]
@@ -133,47 +140,44 @@ class GatewaySecurity:
         log = Log("info", "enrollment answered", {"device": reply.device_id, "outcome": reply.outcome, "detail": reply.detail})
         return [log] if peer is None else [Send(peer, reply), log]
 
-    def _applied(self, core: Any, version: int, revoked: frozenset[str], quarantined: frozenset[str]) -> list[Effect]:
+    def _applied(self, view: CoreView, version: int, revoked: frozenset[str], quarantined: frozenset[str]) -> list[Effect]:
         self.version, self.revoked, self.quarantined = version, revoked, quarantined
         self.revoked_peers = {p: d for p, d in self.revoked_peers.items() if d in revoked}  # reinstated: heard again
         out: list[Effect] = [Log("info", "revocation list in force", {"version": version, "revoked": len(revoked),
                                                                       "quarantined": len(quarantined)})]
-        for peer, session in list(core.sessions.items()):
-            if session.device_id in revoked:
-                del core.sessions[peer]
-                self.revoked_peers[peer] = session.device_id
-                if core.peers.get(session.device_id) == peer:
-                    del core.peers[session.device_id]
+        for peer, device in view.open_sessions():
+            if device in revoked:
+                view.close_session(peer)
+                self.revoked_peers[peer] = device
                 self.counters["revoked_disconnected"] += 1
-                out += [Send(peer, ErrorReply("revoked", f"device {session.device_id!r} is revoked")),
-                        Log("warning", "revoked device disconnected", {"device": session.device_id, "version": version})]
+                out += [Send(peer, ErrorReply("revoked", f"device {device!r} is revoked")),
+                        Log("warning", "revoked device disconnected", {"device": device, "version": version})]
         return out
 
-    def _from_device(self, core: Any, peer: str, msg: Any, now: float) -> list[Effect] | None:
-        session = core.sessions.get(peer)
-        device = msg.node_id if isinstance(msg, Hello) else session.device_id if session is not None else self.revoked_peers.get(peer)
+    def _from_device(self, view: CoreView, peer: str, msg: Any, now: float) -> Screened | None:
+        session_device = view.device_of(peer)
+        device = msg.node_id if isinstance(msg, Hello) else session_device if session_device is not None else self.revoked_peers.get(peer)
         if device is None:
             return None
         if isinstance(msg, Hello) and self.bind_identity and self.peer_names.get(peer, device) not in (device, ""):
             self.counters["identity_mismatch"] += 1
-            return [Send(peer, ErrorReply("identity", f"said Hello as {device!r} but its CurveZMQ key is the one "
-                                                      f"certified for {self.peer_names[peer]!r}"))]
+            return Screened([Send(peer, ErrorReply("identity", f"said Hello as {device!r} but its CurveZMQ key is the one "
+                                                               f"certified for {self.peer_names[peer]!r}"))], True)
         if device in self.revoked:
             self.counters["revoked_refused"] += 1
-            core.sessions.pop(peer, None)
+            view.close_session(peer)
             if len(self.revoked_peers) < 10_000:  # bounded: a reconnect needs a new handshake, which ZAP refuses
                 self.revoked_peers[peer] = device
-            return [Send(peer, ErrorReply("revoked", f"device {device!r} is revoked; frames refused"))]
-        if isinstance(msg, KeyRotation) and session is not None:
+            return Screened([Send(peer, ErrorReply("revoked", f"device {device!r} is revoked; frames refused"))], True)
+        if isinstance(msg, KeyRotation) and session_device is not None:
             if msg.device_id != device:
-                return [Send(peer, ErrorReply("wrong-device", f"session is {device!r}, rotation says {msg.device_id!r}"))]
-            if not core.uplink.up:
-                return [Send(peer, EnrollReply(device, msg.new_curve_key, "pending", "the cloud is unreachable", b""))]
+                return Screened([Send(peer, ErrorReply("wrong-device", f"session is {device!r}, rotation says {msg.device_id!r}"))], True)
+            if not view.link_up:
+                return Screened([Send(peer, EnrollReply(device, msg.new_curve_key, "pending", "the cloud is unreachable", b""))], True)
             self.counters["rotations_relayed"] += 1
             self.enrolling[device] = peer  # the answer goes back on this authenticated session
-            return [Send(UPSTREAM, msg)]
-        if device in self.quarantined and isinstance(msg, TelemetryBatch | TelemetryEntries) and session is not None:
+            return Screened([Send(UPSTREAM, msg)], True)
+        if device in self.quarantined and isinstance(msg, TelemetryBatch | TelemetryEntries) and session_device is not None:
             self.counters["quarantine_flagged"] += 1
-            flag = core._report(device, "security", {"event": "quarantined-telemetry", "stream": msg.stream}, now)
-            return [flag, *core._from_device(peer, msg, now)]
+            return Screened([report(device, "security", {"event": "quarantined-telemetry", "stream": msg.stream}, now)], False)
         return None

@@ -9,16 +9,16 @@ anomalies. An alert that fires while the link is down becomes an ``alert`` repor
 that comes; they reach the cloud when the link returns, marked ``raised_at =
 "site"`` with the gateway's id, and the cloud stores and announces them.
 
-While the link is up the engine keeps learning (so a threshold's duration and a
-rate baseline are already there when the link drops) but reports nothing: the
-cloud does that. It decodes nothing: it reads the records the codec already checked
+While the link is up the engine keeps counting what it hears (so a rate baseline
+and each device's last contact are there when the link drops) but reports nothing:
+the cloud does that. It decodes nothing: it reads the records the codec already checked
 (``TelemetryEntries.records``), and of their values only the metrics its threshold
 rules name, and those only while the link is down.
 
     site = SiteAlerts("gw-1", site_rules())
     site.seen(device, now_ms)                                   # any frame from a device
     site.batch(device, entries.records, now_ms, link_up)        # a telemetry batch
-    reports = site.tick(now_ms, link_up)                        # ForwardRecords to append to the outbox
+    effects = site.reports(now, link_up)                        # every heartbeat: alert reports (Append)
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from common.alerting import AlertEngine, OfflineRule, RateRule, Rule, ThresholdRule, parse_rules
+from common.effects import Effect
 from common.protocol.messages import ForwardRecord
+from gateway.reports import report_records
 
 __all__ = ["ALERT_KIND", "SITE_RULES", "SiteAlerts", "site_rules"]
 
@@ -83,6 +85,10 @@ class SiteAlerts:
                     value = values.get(metric)
                     if value is not None:
                         observe(device, metric, value, now_ms)
+
+    def reports(self, now: float, link_up: bool) -> list[Effect]:
+        """Every heartbeat: the ``alert`` reports to append to the critical outbox."""
+        return report_records(self.tick(int(now * 1000), link_up), ALERT_KIND)
 
     def tick(self, now_ms: int, link_up: bool) -> list[ForwardRecord]:
         """Evaluate; the ``alert`` reports to append to the outbox (critical stream, sequence 0)."""

@@ -252,6 +252,23 @@ def test_rate_far_above_baseline_fires_then_resolves() -> None:
     assert kinds(eng.tick(W0 + 8 * MIN)) == [("resolved", "rate_anomaly", "d1")]
 
 
+def test_a_batch_of_messages_counts_as_that_many_messages() -> None:
+    one_by_one, batched = rate_engine(), rate_engine()
+    for w, n in enumerate([4, 4, 4, 4, 4, 4, 13, 4, 0]):
+        for _ in range(n):
+            one_by_one.observe_message("d1", W0 + w * MIN)
+        batched.observe_messages("d1", n, W0 + w * MIN)
+        assert batched.tick(W0 + (w + 1) * MIN) == one_by_one.tick(W0 + (w + 1) * MIN)
+    assert [a.rule for a in batched.resolved_alerts()] == ["rate_anomaly"]
+
+
+def test_the_engine_names_the_metrics_its_rules_read() -> None:
+    eng = AlertEngine([ThresholdRule("hot", "temp_c", ">", 80), ThresholdRule("low", "battery", "<", 15),
+                       ThresholdRule("cold", "temp_c", "<", -20), RateRule("rate", 60, 3), OfflineRule("off", 10)])
+    assert eng.metrics == {"temp_c", "battery"}
+    assert AlertEngine([OfflineRule("off", 10)]).metrics == frozenset()
+
+
 def test_rate_far_below_baseline_fires() -> None:
     eng = rate_engine()
     for w in range(6):

@@ -112,6 +112,15 @@ def test_decode_forwarding_cuts_the_entries_encode_forward_makes(frame: bytes) -
     assert view.seqs == [r.seq for r in batch.records]
 
 
+@pytest.mark.parametrize("frame", _forward_frames(), ids=range(len(_forward_frames())))
+def test_decode_forwarding_shares_the_records_it_checked(frame: bytes) -> None:
+    """Observers of a batch read ``records`` (what the codec checked) instead of decoding the entries again."""
+    view = codec.decode_forwarding(frame)
+    assert view.records == [[r.seq, r.ts_ms, r.kind, r.values] for r in decode(frame).records]
+    assert [tuple(r) for r in view.records] == [
+        (f.seq, f.ts_ms, f.kind, f.values) for f in map(codec.decode_record, view.entries)]
+
+
 def test_decode_forwarding_keeps_a_non_minimal_encoding_and_the_same_values() -> None:
     # ints as int64, a float as float32, the record array as array16, a map as map16: all valid msgpack
     record = (
