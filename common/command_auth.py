@@ -19,10 +19,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from common.errors import KeyFileError, TrustError
+from common import keyfiles
+from common.errors import TrustError
 from common.signed import EnvelopeVerifier, key_id_for, sign_envelope
 
 __all__ = ["KIND", "CommandVerifier", "command_body", "load_public_key", "sign_command"]
@@ -47,15 +47,7 @@ def sign_command(
 
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """A cloud signing key's public half (PEM), e.g. the cloud's ``signing.pub``."""
-    try:
-        key = serialization.load_pem_public_key(open(path, "rb").read())
-    except OSError as exc:
-        raise KeyFileError(f"cannot read cloud signing key {str(path)!r}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise KeyFileError(f"cloud signing key {str(path)!r} is not a PEM public key: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"cloud signing key {str(path)!r} is not an Ed25519 key")
-    return key
+    return keyfiles.load_public_key(path, what="cloud signing key")
 
 
 class CommandVerifier:

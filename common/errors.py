@@ -13,6 +13,7 @@
     ├── FleetError             a fleet record that cannot change so (unknown device or group, bad group kind)
     │   └── TransitionError    a lifecycle transition the table forbids (names the device, from and to)
     ├── KeyFileError           a key file that is missing, unreadable or malformed
+    ├── FileWriteError         a file not written durably (names the path and the cause; also an OSError)
     ├── ApiError               the operator API answered with an error
     ├── TrustError             signed input that must not be trusted
     │   ├── SignatureError     malformed, unsigned, badly signed, or signed by an unknown key
@@ -54,6 +55,7 @@ __all__ = [
     "EdgeFleetError",
     "EnrollmentError",
     "ExpiredError",
+    "FileWriteError",
     "FirmwareError",
     "FleetError",
     "ImageError",
@@ -153,6 +155,18 @@ class TransitionError(FleetError):
 
 class KeyFileError(EdgeFleetError):
     """A key file is missing, unreadable, malformed or too open."""
+
+
+class FileWriteError(EdgeFleetError, OSError):
+    """A file the program writes itself (``common.fileio``) could not be written durably: names the path and
+    the cause. An ``OSError`` too, so code that handles I/O errors handles it."""
+
+    def __init__(self, path: str, cause: str) -> None:
+        super().__init__(f"cannot write {path!r}: {cause}")
+        self.path, self.cause = path, cause
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.path, self.cause))
 
 
 class ApiError(EdgeFleetError):

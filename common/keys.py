@@ -8,15 +8,15 @@ after it, whole-line ``#`` comments). The file is re-read when it changes, so ke
 be added while the server runs.
 
 Keys are made on first start in the node's data directory: ``curve.key`` (the
-public key) and ``curve.secret`` (mode 0600). Files are written to a temporary
-name, fsynced and renamed.
+public key) and ``curve.secret`` (mode 0600, refused if others may read it).
+Files are written with ``common.fileio.write_atomic`` (temporary name, fsync,
+rename, directory fsync).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import zmq.auth.asyncio
 
 from common.errors import KeyFileError
 from common.fileio import write_atomic
+from common.keyfiles import check_private_mode
 from common.protocol import MAX_FRAME
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "load_or_create_keypair",
     "read_public_key",
     "resolve_public_key",
+    "save_keypair",
     "secure_client",
     "secure_server",
     "start_authenticator",
@@ -78,21 +80,26 @@ def resolve_public_key(value: str) -> bytes:
     return read_public_key(value)
 
 
-def load_or_create_keypair(data_dir: str | os.PathLike[str]) -> KeyPair:
-    """The node's key pair, made on first start and kept in ``data_dir`` (secret at 0600)."""
+def save_keypair(data_dir: str | os.PathLike[str], keys: KeyPair, secret_name: str = SECRET_FILE,
+                 public_name: str = PUBLIC_FILE) -> None:
+    """Write a key pair into ``data_dir``: the secret at 0600, then the public key, each atomically."""
+    d = Path(data_dir)
+    write_atomic(d / secret_name, keys.secret + b"\n", 0o600)
+    write_atomic(d / public_name, keys.public + b"\n", 0o644)
+
+
+def load_or_create_keypair(data_dir: str | os.PathLike[str], secret_name: str = SECRET_FILE,
+                           public_name: str = PUBLIC_FILE) -> KeyPair:
+    """The node's key pair, made on first start and kept in ``data_dir`` (secret at 0600); another pair
+    (a rotation's next key) under other file names."""
     d = Path(data_dir)
     d.mkdir(parents=True, exist_ok=True)
-    pub_path, sec_path = d / PUBLIC_FILE, d / SECRET_FILE
+    pub_path, sec_path = d / public_name, d / secret_name
     if not sec_path.exists():
         public, secret = zmq.curve_keypair()
-        write_atomic(sec_path, secret + b"\n", 0o600)
-        write_atomic(pub_path, public + b"\n", 0o644)
+        save_keypair(d, KeyPair(public, secret), secret_name, public_name)
         return KeyPair(public, secret)
-    mode = stat.S_IMODE(sec_path.stat().st_mode)
-    if mode & 0o077:
-        raise KeyFileError(
-            f"secret key {str(sec_path)!r} is readable by others (mode {mode:04o}); run: chmod 600 {sec_path}"
-        )
+    check_private_mode(sec_path, "secret key")
     secret = _check_key(sec_path.read_bytes(), str(sec_path))
     public = zmq.curve_public(secret)
     if not pub_path.exists() or pub_path.read_bytes().strip() != public:

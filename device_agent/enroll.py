@@ -26,7 +26,7 @@ import zmq.asyncio
 from common.backoff import Backoff
 from common.errors import EnrollmentError, ProtocolError
 from common.fileio import write_atomic
-from common.keys import KeyPair, secure_client
+from common.keys import KeyPair, load_or_create_keypair, save_keypair, secure_client
 from common.protocol import decode, encode
 from common.protocol.messages import EnrollReply, EnrollRequest
 
@@ -105,14 +105,7 @@ def set_aside_if_expired(data_dir: Path, now_ms: int) -> bool:
 
 def next_keypair(data_dir: Path) -> KeyPair:
     """The key pair to rotate to, made once and kept (0600) until the cloud certified it."""
-    secret_path = data_dir / NEXT_SECRET
-    if secret_path.exists():
-        secret = secret_path.read_bytes().strip()
-        return KeyPair(zmq.curve_public(secret), secret)
-    public, secret = zmq.curve_keypair()
-    write_atomic(secret_path, secret + b"\n", 0o600)
-    write_atomic(data_dir / NEXT_PUBLIC, public + b"\n", 0o644)
-    return KeyPair(public, secret)
+    return load_or_create_keypair(data_dir, NEXT_SECRET, NEXT_PUBLIC)
 
 
 def install_next(data_dir: Path, reply: EnrollReply) -> tuple[KeyPair, tuple[int, int]]:
@@ -121,7 +114,6 @@ def install_next(data_dir: Path, reply: EnrollReply) -> tuple[KeyPair, tuple[int
     A crash in between leaves the new certificate with the old key, which the gateway still admits
     (old and new are both accepted until the old certificate expires); the next check rotates again."""
     from common.errors import CertificateError
-    from common.keys import PUBLIC_FILE, SECRET_FILE
     from common.rotation import certificate_validity
 
     nxt = next_keypair(data_dir)
@@ -130,8 +122,7 @@ def install_next(data_dir: Path, reply: EnrollReply) -> tuple[KeyPair, tuple[int
                                                 f"not this device's next key {nxt.public[:12].decode()}...")
     validity = certificate_validity(reply.certificate)
     write_atomic(data_dir / CERT_FILE, reply.certificate, 0o644)
-    write_atomic(data_dir / SECRET_FILE, nxt.secret + b"\n", 0o600)
-    write_atomic(data_dir / PUBLIC_FILE, nxt.public + b"\n", 0o644)
+    save_keypair(data_dir, nxt)
     (data_dir / NEXT_SECRET).unlink(missing_ok=True)
     (data_dir / NEXT_PUBLIC).unlink(missing_ok=True)
     return nxt, validity

@@ -24,13 +24,13 @@ import asyncio
 import concurrent.futures
 import functools
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from common.effects import Firmware
 from common.errors import CacheFull, DeltaError, FirmwareError, TransferError
+from common.fileio import replace_file
 from common.firmware.chunks import hash_image
 from common.firmware.manifest import SignedManifest
 from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest
@@ -170,7 +170,7 @@ class SiteFirmware:
 
         def admit() -> None:
             self.cache.make_room(size, keep=frozenset({base_sha, image_sha}))
-            os.replace(tmp, self.cache.path(sha))
+            replace_file(tmp, self.cache.path(sha))  # durable before the index admits it
             self.cache.admit(sha, size, kind="delta", from_sha=base_sha, to_sha=image_sha, chunks=chunks)
             self.cache.pin_like(image_sha, sha)
 
@@ -258,7 +258,7 @@ class SiteFirmware:
                 raise TransferError(m.sha256, f"the delta rebuilt {result.new_sha256[:16]}..., not release {m.version}'s image")
 
             def admit() -> None:
-                os.replace(tmp, self.cache.path(m.sha256))
+                replace_file(tmp, self.cache.path(m.sha256))  # durable before the index admits it
                 self.cache.admit(m.sha256, m.size, kind="image", version=m.version, hw=tuple(m.hw), manifest=manifest)
 
             await loop.run_in_executor(self._io, admit)

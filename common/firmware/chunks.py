@@ -12,6 +12,7 @@ import os
 from typing import TYPE_CHECKING
 
 from common.errors import ChunkError, ImageError
+from common.fileio import sha256_file
 
 if TYPE_CHECKING:
     from common.firmware.manifest import Manifest
@@ -85,16 +86,12 @@ def verify_chunk(manifest: Manifest, index: int, data: bytes | memoryview) -> No
 
 def verify_image(manifest: Manifest, path: str | os.PathLike[str]) -> None:
     """Raise ``ImageError`` unless the file at ``path`` is the manifest's full image (size and SHA-256)."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while piece := f.read(_READ):
-            h.update(piece)
-            size += len(piece)
+    size = os.stat(path).st_size
     if size != manifest.size:
         raise ImageError(f"firmware {manifest.version} image {os.fspath(path)!r}: {size} bytes, expected {manifest.size}")
-    if h.hexdigest() != manifest.sha256:
+    digest = sha256_file(path)
+    if digest != manifest.sha256:
         raise ImageError(
-            f"firmware {manifest.version} image {os.fspath(path)!r}: SHA-256 {h.hexdigest()[:16]}... "
+            f"firmware {manifest.version} image {os.fspath(path)!r}: SHA-256 {digest[:16]}... "
             f"does not match the manifest's {manifest.sha256[:16]}..."
         )

@@ -1,18 +1,16 @@
 """Ed25519 release keys: the keys that sign firmware manifests.
 
 The private key lives on disk only encrypted with a passphrase (PKCS8 PEM,
-cryptography's ``BestAvailableEncryption``), mode 0600, written atomically; the
-public key beside it as ``<file>.pub`` (SubjectPublicKeyInfo PEM). Devices pin
-public keys by key id: the first 16 hex digits of the SHA-256 of the raw
-32-byte public key.
+cryptography's ``BestAvailableEncryption``), mode 0600, written atomically by
+``common.keyfiles`` (like every key file); the public key beside it as
+``<file>.pub`` (SubjectPublicKeyInfo PEM). Devices pin public keys by key id:
+the first 16 hex digits of the SHA-256 of the raw 32-byte public key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import stat
-from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -20,8 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from common import keyfiles
 from common.errors import KeyFileError
-from common.fileio import write_atomic
+from common.keyfiles import load_private_key, public_pem, save_private_key, save_public_key
 
 __all__ = [
     "generate_release_key",
@@ -45,7 +44,7 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 
 def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_pem(public_key)
 
 
 def save_release_key(path: str | os.PathLike[str], key: Ed25519PrivateKey, passphrase: bytes) -> str:
@@ -55,47 +54,19 @@ def save_release_key(path: str | os.PathLike[str], key: Ed25519PrivateKey, passp
     """
     if not passphrase:
         raise KeyFileError(f"release key {os.fspath(path)!r}: refusing an empty passphrase")
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(passphrase),
-    )
-    write_atomic(path, pem, 0o600)
-    write_atomic(f"{os.fspath(path)}.pub", public_key_pem(key.public_key()), 0o644)
+    save_private_key(path, key, passphrase=passphrase)
+    save_public_key(f"{os.fspath(path)}.pub", key.public_key())
     return key_id(key.public_key())
 
 
 def load_release_key(path: str | os.PathLike[str], passphrase: bytes) -> Ed25519PrivateKey:
     """The private release key in ``path``; ``KeyFileError`` if unreadable, too open, not Ed25519 or the wrong passphrase."""
-    p = Path(path)
-    try:
-        mode = stat.S_IMODE(p.stat().st_mode)
-        data = p.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(f"cannot read release key {str(p)!r}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise KeyFileError(f"release key {str(p)!r} is readable by others (mode {mode:04o}); run: chmod 600 {p}")
-    try:
-        key = serialization.load_pem_private_key(data, password=passphrase or None)
-    except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"release key {str(p)!r}: wrong passphrase or not a PEM private key ({exc})") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"release key {str(p)!r} is a {type(key).__name__}, not an Ed25519 key")
-    return key
+    return load_private_key(path, passphrase=passphrase, what="release key")
 
 
 def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     """A release public key from a PEM file (e.g. ``release.key.pub``)."""
-    p = Path(path)
-    try:
-        key = serialization.load_pem_public_key(p.read_bytes())
-    except OSError as exc:
-        raise KeyFileError(f"cannot read public key {str(p)!r}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise KeyFileError(f"public key {str(p)!r} is not a PEM public key ({exc})") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"public key {str(p)!r} is a {type(key).__name__}, not an Ed25519 key")
-    return key
+    return keyfiles.load_public_key(path, what="public key")
 
 
 def load_trusted_keys(paths: list[str | os.PathLike[str]]) -> dict[str, Ed25519PublicKey]:

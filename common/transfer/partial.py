@@ -20,6 +20,7 @@ import struct
 from pathlib import Path
 
 from common.errors import TransferError
+from common.fileio import replace_file, sha256_file
 from common.transfer.download import Plan
 
 __all__ = ["PartialFile"]
@@ -81,20 +82,13 @@ class PartialFile:
         if not self.complete:
             raise TransferError(self.plan.artifact, f"{len(self.plan.chunks) - len(self.have)} chunks still missing")
         os.ftruncate(self._fd, self.plan.size)
-        h = hashlib.sha256()
-        offset = 0
-        while offset < self.plan.size:
-            piece = os.pread(self._fd, min(1 << 20, self.plan.size - offset), offset)
-            h.update(piece)
-            offset += len(piece)
-        if h.hexdigest() != self.plan.artifact:
-            raise TransferError(self.plan.artifact, f"the assembled file's SHA-256 is {h.hexdigest()[:16]}...")
-        os.fsync(self._fd)
         self.close()
+        digest = sha256_file(self.path, self.plan.size)
+        if digest != self.plan.artifact:
+            raise TransferError(self.plan.artifact, f"the assembled file's SHA-256 is {digest[:16]}...")
         final = Path(final)
-        os.replace(self.path, final)
+        replace_file(self.path, final)  # fsync, rename, directory fsync
         self.log_path.unlink(missing_ok=True)
-        _fsync_dir(final.parent)
         return final
 
     def discard(self) -> None:
@@ -110,10 +104,3 @@ class PartialFile:
                 pass
         self._fd = self._log = -1
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -15,25 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.errors import UpdateError
+from common.fileio import sha256_file as hash_file  # the one SHA-256 of a file; exported here under its old name
 
 __all__ = ["check_image", "hash_file", "write_slot"]
 
 Writer = Callable[[int, bytes], int]  # os.write's shape; the power-cut harness injects one that dies mid-block
-
-
-def hash_file(path: str | os.PathLike[str], size: int | None = None, block_size: int = 1 << 20) -> str:
-    """SHA-256 (hex) of the file's first ``size`` bytes (all of it when None)."""
-    digest = hashlib.sha256()
-    left = size
-    with open(path, "rb") as f:
-        while left is None or left > 0:
-            block = f.read(block_size if left is None else min(block_size, left))
-            if not block:
-                break
-            digest.update(block)
-            if left is not None:
-                left -= len(block)
-    return digest.hexdigest()
 
 
 def check_image(path: str | os.PathLike[str], size: int, sha256: str) -> None:
