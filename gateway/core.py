@@ -37,8 +37,8 @@ from common.effects import (
     LinkUp,
     Log,
     Malformed,
-    PersistFailed,
     Persisted,
+    PersistFailed,
     QueueReader,
     Received,
     Send,
@@ -74,7 +74,7 @@ from gateway.site_alerts import SiteAlerts
 from gateway.status import StatusReports
 from gateway.uplink_drain import FRAME_OVERHEAD, UplinkDrain
 
-__all__ = ["COMMANDS", "FRAME_OVERHEAD", "GatewayCore", "OUTBOX", "gap_reports"]
+__all__ = ["COMMANDS", "FRAME_OVERHEAD", "OUTBOX", "GatewayCore", "gap_reports"]
 
 COUNTERS = ("records_in", "batches_in", "resent_records", "out_of_order", "malformed", "refused", "throttled",
             "commands_delivered", "commands_expired", "uplink_bytes")

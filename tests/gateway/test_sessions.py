@@ -2,7 +2,7 @@
 
 from common.effects import Append, Log, Send
 from common.memory_queue import MemoryQueue
-from common.protocol import ErrorReply, Heartbeat, Hello, HelloAck, TelemetryAck, TelemetryBatch, TelemetryRecord
+from common.protocol import Heartbeat, Hello, HelloAck, TelemetryAck, TelemetryBatch, TelemetryRecord
 from common.protocol.codec import TelemetryEntries
 from common.streams import GATEWAY_POLICIES, StreamPolicy
 from gateway.sessions import DeviceSessions
@@ -50,7 +50,7 @@ def test_a_batch_for_another_device_or_an_unknown_stream_is_refused():
 
 
 def test_records_are_appended_and_acknowledged_only_once_durable():
-    s, outbox = make()
+    s, _ = make()
     opened(s)
     batch = entries(1, 2, 3)
     (append,), taken = s.accept(PEER, batch)
