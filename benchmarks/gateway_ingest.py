@@ -4,7 +4,9 @@ EdgeFleet side: a real ``edgefleet gateway`` process (``simulations.fleet.ProcFl
 GatewayCore, NodeRunner, ServerSocket, the DurableQueue outbox with fsync on
 every commit, CurveZMQ with the ZAP allowlist). Its uplink names a cloud that is
 not running, so every record stays in the outbox; the bulk quota is raised
-(``--bulk-quota-mb``) so nothing is evicted while we measure.
+(``--bulk-quota-mb``) so nothing is evicted while we measure. Site alerts run
+with the gateway's default rules (``--no-site-alerts`` turns them off), and with
+the uplink down every batch is observed for them, as at a site cut off.
 
 Load: ``--gen-procs`` separate processes holding ``--devices`` CURVE DEALER
 sockets between them, each with its own admitted key. Each device says Hello,
@@ -318,9 +320,11 @@ def _gateway_run(root: Path, keys: list[tuple[str, str, str]], args: argparse.Na
         fleet.dir("gw").mkdir(parents=True, exist_ok=True)
         for name, _, _ in keys:
             fleet.allow("gw", name)
-        # a config file, not --bulk-quota-mb: the flag is a float and the config check wants the default's int
+        # a config file, not --bulk-quota-mb: the flag is a float and the config check wants the default's int.
+        # Site alerts are on, with the rules a gateway runs by default, written out so the run says so; the
+        # uplink is down (no cloud), so every batch is observed for them: the costliest case.
         conf = fleet.dir("gw") / "bench.toml"
-        conf.write_text(f"bulk_quota_mb = {int(args.bulk_quota_mb)}\n")
+        conf.write_text(f"bulk_quota_mb = {int(args.bulk_quota_mb)}\n" + _site_alert_rules_toml(args))
         extra = ["--config", str(conf), "--log-level", "warning"]
         eps = fleet.start_gateway("gw", "bench", extra=extra)
         pid = fleet.procs["gw"].popen.pid
@@ -347,6 +351,16 @@ def _gateway_run(root: Path, keys: list[tuple[str, str, str]], args: argparse.Na
         return res
     finally:
         fleet.kill_all()
+
+
+def _site_alert_rules_toml(args: argparse.Namespace) -> str:
+    """The gateway's default site alert rules (``gateway.site_alerts.SITE_RULES``) as TOML; none when off."""
+    from gateway.site_alerts import SITE_RULES
+
+    if args.no_site_alerts:
+        return "site_alert_rules = []\n"
+    return "".join("\n[[site_alert_rules]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in rule.items())
+                   for rule in SITE_RULES)
 
 
 def _baseline_run(root: Path, keys: list[tuple[str, str, str]], curve: bool, group: bool, args: argparse.Namespace) -> dict:
@@ -389,6 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=1, help="runs of each side, alternating; medians reported")
     parser.add_argument("--bulk-quota-mb", type=int, default=8192, help="the gateway's bulk outbox quota")
     parser.add_argument("--no-baseline", action="store_true", help="measure only the gateway")
+    parser.add_argument("--no-site-alerts", action="store_true",
+                        help="run the gateway without site alerts (a gateway runs them by default; they are on here)")
     parser.add_argument("--dir", default=None, help="where to put data directories (default: a temp dir)")
     parser.add_argument("--py-spy", metavar="FILE", help="write a py-spy profile (raw) of the gateway to FILE")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
@@ -466,6 +482,7 @@ def main(argv: list[str] | None = None) -> None:
         "warmup_s": args.warmup,
         "curve": True,
         "durable": True,
+        "site_alerts": not args.no_site_alerts,  # the default rules, evaluated with the uplink down
         "gateway_cpu_percent": med(ours, "server_cpu_percent"),
         "gateway_threads_cpu_percent": ours[len(ours) // 2]["server_threads_cpu_percent"] if ours else {},
         "gateway_cpu_us_per_record": round(med(ours, "server_cpu_us_per_record"), 2),
