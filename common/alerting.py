@@ -237,7 +237,8 @@ class AlertEvent:
 
 
 class AlertEngine:
-    """Observations in, ``fired``/``resolved`` events out of ``tick``; no clock, no I/O."""
+    """Observations in, ``fired``/``resolved`` events out of ``tick``; no clock, no I/O. Its rules are
+    fixed when it is made."""
 
     def __init__(
         self,
@@ -252,6 +253,11 @@ class AlertEngine:
             if names.count(name) > 1:
                 raise ConfigError(f"alert rule name {name!r} is used by more than one rule")
         self._suppressed = suppressed if callable(suppressed) else frozenset(suppressed).__contains__
+        # metric -> (rule name, comparison, threshold) of the threshold rules on it: what observe_metric judges
+        self._thresholds: dict[str, list[tuple[str, Callable[[float, float], bool], float]]] = {}
+        for r in self.rules:
+            if isinstance(r, ThresholdRule):
+                self._thresholds.setdefault(r.metric, []).append((r.name, _OPS[r.op], r.threshold))
         self._seen: dict[str, tuple[str, int]] = {}  # subject -> (kind, last seen ms)
         self._latest: dict[tuple[str, str], float] = {}  # (device, metric) -> latest value
         self._since: dict[tuple[str, str], int] = {}  # (rule, subject) -> breaching since ms
@@ -274,9 +280,8 @@ class AlertEngine:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             return  # not a number (or NaN): nothing to compare
         self._latest[(device, metric)] = value
-        for rule in self.rules:
-            if isinstance(rule, ThresholdRule) and rule.metric == metric:
-                self._breach(rule.name, device, _OPS[rule.op](value, rule.threshold), now_ms)
+        for name, compare, threshold in self._thresholds.get(metric, ()):
+            self._breach(name, device, compare(value, threshold), now_ms)
 
     def observe_firmware(self, device: str, version: str, releases: Collection[str]) -> None:
         """``releases`` oldest first; a version not in the list is not judged."""
@@ -312,7 +317,7 @@ class AlertEngine:
     @property
     def metrics(self) -> frozenset[str]:
         """The metrics some rule names: ``observe_metric`` of any other changes no alert."""
-        return frozenset(r.metric for r in self.rules if isinstance(r, ThresholdRule))
+        return frozenset(self._thresholds)
 
     def forget(self, subject: str) -> None:
         """Drop everything known about ``subject`` (retired); its open alerts resolve at the next tick."""
