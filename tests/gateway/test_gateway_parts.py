@@ -4,6 +4,7 @@ ack path on which no record is decoded (observers read the records the codec che
 from __future__ import annotations
 
 import ast
+import importlib
 import random
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def test_no_gateway_module_reaches_into_another_ones_private_names() -> None:
             if isinstance(node, ast.ImportFrom) and any(a.name.startswith("_") for a in node.names):
                 found.append(f"{path.name}:{node.lineno}: from {node.module} import a private name")
     assert found == []
+
+
+@pytest.mark.parametrize("module", ["command_relay", "core", "ports", "reports", "rollout_relay", "sessions", "status",
+                                    "uplink_drain"])
+def test_each_part_names_its_public_interface(module: str) -> None:
+    mod = importlib.import_module(f"gateway.{module}")
+    assert mod.__all__ and all(hasattr(mod, name) for name in mod.__all__)
+    assert all(not name.startswith("_") for name in mod.__all__)
 
 
 def test_the_core_holds_its_parts_and_nothing_else_with_state() -> None:
