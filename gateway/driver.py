@@ -341,7 +341,7 @@ class _SiteRolloutDriver:
     def _prefetch(self) -> None:
         """An approved rollout's release is fetched into the site cache now, before its window opens, and
         pinned there until the rollout ends; then the pin goes (the cache may evict it by LRU)."""
-        from cloud.rollouts.states import RolloutState
+        from common.rollouts.states import RolloutState
 
         for rid, eng in self.site.engines.items():
             holder = f"rollout:{rid}"

@@ -33,24 +33,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.rollouts.conflicts import holders
-from cloud.rollouts.engine import (
+from common.errors import RolloutError
+from common.fileio import write_atomic
+from common.protocol import SitePlanEnvelope
+from common.rollouts import (
     Approve,
     Control,
+    DeviceEvent,
     DeviceHealth,
+    DeviceInfo,
     DeviceReport,
     DeviceSeen,
+    DeviceState,
     Install,
     Persist,
     Revert,
     RolloutEngine,
+    RolloutPlan,
+    RolloutState,
     Tick,
 )
-from cloud.rollouts.plan import DeviceInfo, RolloutPlan
-from cloud.rollouts.siteplan import SitePlan, sign_site_plan, site_share
-from cloud.rollouts.states import DeviceEvent, DeviceState, RolloutState
-from common.errors import RolloutError
-from common.fileio import write_atomic
-from common.protocol import SitePlanEnvelope
+from common.rollouts.siteplan import SitePlan, sign_site_plan, site_share
 from common.signed import key_id_for
 
 __all__ = ["RolloutService", "install_command", "load_or_create_rollout_key", "rollout_view"]

@@ -24,15 +24,32 @@ Health gate: a device updated by this rollout is unhealthy if, during its soak
 intervals) or breaks a metric rule (a rollback is a failure, counted apart);
 promotion needs the unhealthy share among updated devices to be no more than the
 share among devices not yet updated plus ``health_margin``.
+
+Why one module of ~470 lines: it is one class over one set of device records, and a tick is one
+pass through them (timeouts, threshold, promotion, dispatch) whose order is the contract above;
+spreading those steps over mixins would hide that order. Its events, effects and ``DeviceRecord``
+are apart, in ``common.rollouts.events``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.rollouts.plan import DeviceInfo, RolloutPlan, assign_stages, eligibility
-from cloud.rollouts.states import (
+from common.errors import RolloutError
+from common.rollouts.events import (
+    Approve,
+    Control,
+    DeviceHealth,
+    DeviceRecord,
+    DeviceReport,
+    DeviceSeen,
+    Install,
+    Persist,
+    Revert,
+    Tick,
+)
+from common.rollouts.plan import DeviceInfo, RolloutPlan, assign_stages, eligibility
+from common.rollouts.states import (
     DEVICE_ACTIVE,
     DeviceEvent,
     DeviceState,
@@ -41,135 +58,15 @@ from cloud.rollouts.states import (
     step_device,
     step_rollout,
 )
-from cloud.rollouts.windows import SiteWindows
-from common.errors import RolloutError
+from common.rollouts.windows import SiteWindows
 
-__all__ = [
-    "Approve", "Control", "DeviceHealth", "DeviceRecord", "DeviceReport", "DeviceSeen", "Install", "Persist",
-    "Revert", "RolloutEngine", "Tick",
-]
+__all__ = ["MIN_WINDOW_LEFT_MS", "RolloutEngine"]
 
 MIN_WINDOW_LEFT_MS = 5_000  # an install starts only if the window stays open at least this long
 
 _D, _E = DeviceState, DeviceEvent
 MINUTE_MS = 60_000
-
-
-# -- events ----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """Time passed; the driver ticks every second or so (the simulation at its own pace)."""
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSeen:
-    """A device in the inventory (at start, and any that joins later: continuous targeting)."""
-
-    info: DeviceInfo
-    held_by: str = ""  # another active rollout that owns this device (see ``cloud.rollouts.conflicts``)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceReport:
-    """What a device (or a site, for the coordinator) says happened: downloaded, trial, commit, rollback, fail."""
-
-    device_id: str
-    event: DeviceEvent
-    reason: str = ""
-    state: DeviceState | None = None  # a site's report carries the state it reached
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceHealth:
-    """``heartbeat``, ``reboot`` (unexpected: not during its install) or ``metrics`` ({name: value})."""
-
-    device_id: str
-    kind: str
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Control:
-    """``start`` (``at_ms``: scheduled), ``pause``, ``resume``, ``abort`` (``revert``: send updated devices back)."""
-
-    action: str
-    at_ms: int = 0
-    revert: bool = False
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Approve:
-    """As an event (to a site engine): stages up to ``stage`` may start. As an effect: the coordinator approved it."""
-
-    stage: int
-
-
-# -- effects ---------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Install:
-    """Install the release on one device (``download_only``: fetch and verify, do not install yet).
-
-    The one place a rollout touches a device: the driver turns it into the ``update``
-    command. ``not_after_ms`` is when the maintenance window closes: an install that
-    has not started by then must not start (the command expires)."""
-
-    device_id: str
-    site: str
-    version: str
-    download_only: bool
-    not_after_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class Revert:
-    """Send the device back to the release it ran before this rollout."""
-
-    device_id: str
-    site: str
-
-
-@dataclass(frozen=True, slots=True)
-class Persist:
-    """Save before acting: the rollout's header and the device records that changed."""
-
-    rollout: dict[str, Any]
-    devices: list[dict[str, Any]]
-
-
-@dataclass
-class DeviceRecord:
-    device_id: str
-    site: str
-    stage: int
-    state: DeviceState = _D.PENDING
-    reason: str = ""
-    attempts: int = 0
-    not_before_ms: int = 0
-    deadline_ms: int = 0
-    started_ms: int = 0  # the last install began (window check)
-    finished_ms: int = 0  # committed (its soak runs from here)
-    updated: bool = False  # this rollout installed the release on it
-    unhealthy: str = ""  # seen unhealthy after this rollout updated it
-    unhealthy_before: str = ""  # seen unhealthy before (the fleet's background rate)
-    last_seen_ms: int = 0
-    exhausted: bool = False  # failed or timed out with no retries left
-    reverted: bool = False  # sent back to its previous release on abort
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {f: getattr(self, f) for f in _RECORD_FIELDS}
-        d["state"] = self.state.value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DeviceRecord:
-        return cls(**{**d, "state": DeviceState(d["state"])})
-
-
 _FAILED = (_D.FAILED, _D.TIMED_OUT)
-_RECORD_FIELDS = tuple(DeviceRecord.__dataclass_fields__)
 
 
 class RolloutEngine:

@@ -22,10 +22,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.rollouts.engine import Approve, Control, RolloutEngine
-from cloud.rollouts.plan import DeviceInfo, RolloutPlan
-from cloud.rollouts.states import RolloutState
 from common.errors import RolloutError, TrustError
+from common.rollouts.engine import RolloutEngine
+from common.rollouts.events import Approve, Control
+from common.rollouts.plan import DeviceInfo, RolloutPlan
+from common.rollouts.states import RolloutState
 from common.signed import EnvelopeVerifier, sign_envelope
 
 __all__ = ["KIND", "SitePlan", "apply_site_plan", "sign_site_plan", "site_engine", "site_share", "verify_site_plan"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.rollouts.states import (
+from common.rollouts.states import (
     DEVICE_ACTIVE,
     DEVICE_TABLE,
     ROLLOUT_FINAL,

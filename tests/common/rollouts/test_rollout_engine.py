@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rollout_fakes import FakeFleet, devices
 
-from cloud.rollouts import (
+from common.rollouts import (
     Approve,
     Control,
     DeviceEvent,
@@ -27,7 +27,6 @@ from cloud.rollouts import (
     Threshold,
     Tick,
 )
-from cloud.rollouts.conflicts import holders
 from common.errors import RolloutError
 
 T0 = int(datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp() * 1000)
@@ -139,7 +138,7 @@ def test_nothing_installs_outside_the_maintenance_window_on_dst_days(zone, day):
 
 def test_no_install_starts_in_the_last_seconds_of_a_window():
     """An install the window closes on within MIN_WINDOW_LEFT_MS waits for the next window."""
-    from cloud.rollouts.engine import MIN_WINDOW_LEFT_MS
+    from common.rollouts.engine import MIN_WINDOW_LEFT_MS
 
     start = datetime(2026, 6, 1, 2, 0, tzinfo=UTC)
     t0 = int(start.timestamp() * 1000)
@@ -270,7 +269,7 @@ def test_health_gate_passes_when_the_not_yet_updated_devices_are_as_unhealthy():
 
 
 def test_metric_rule_breaks_the_gate():
-    from cloud.rollouts import MetricRule
+    from common.rollouts import MetricRule
 
     devs = devices(1, 4)
     p = plan(canary=2, waves=("100%",), soak_s=60, heartbeat_s=0, metric_rules=(MetricRule.parse("cpu < 90"),))
@@ -370,11 +369,8 @@ def test_restore_from_what_was_persisted_carries_on():
     assert {d: r.state for d, r in again.devices.items()} == {d: r.state for d, r in fleet.engine.devices.items()}
 
 
-def test_the_oldest_active_rollout_holds_a_device():
-    others = [{"id": "r1", "state": "running", "created_ms": 1, "devices": ["a", "b"]},
-              {"id": "r0", "state": "completed", "created_ms": 0, "devices": ["c"]}]
-    assert holders("r2", 5, others, ["a", "c", "d"]) == {"a": "r1"}
-    assert holders("r0b", 0, others, ["a"]) == {}  # r0b is older than r1: it wins
+def test_a_device_another_rollout_holds_is_skipped_with_the_holder_named():
+    # which rollout holds a device is the cloud's rule (tests/cloud/rollouts/test_conflicts.py)
     eng = RolloutEngine("r2", plan())
     eng.target(devices(1, 2), held={"d-1-000": "r1"})
     assert eng.devices["d-1-000"].state == DeviceState.SKIPPED and "held by rollout r1" in eng.devices["d-1-000"].reason

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cloud.rollouts import DeviceEvent, DeviceInfo, DeviceReport, Install, Persist, RolloutEngine, Tick
+from common.rollouts import DeviceEvent, DeviceInfo, DeviceReport, Install, Persist, RolloutEngine, Tick
 
 
 @dataclass

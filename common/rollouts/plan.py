@@ -154,7 +154,7 @@ class RolloutPlan:
     allow_downgrade: bool = False
     allow_below_floor: bool = False
     local_failure: Threshold | None = None  # a site on its own halts at this (default: ``failure``)
-    site_autonomy: bool = False  # gateways drive their sites from signed site plans (cloud.rollouts.siteplan)
+    site_autonomy: bool = False  # gateways drive their sites from signed site plans (common.rollouts.siteplan)
 
     def __post_init__(self) -> None:
         if self.on_failure not in ("pause", "abort"):
