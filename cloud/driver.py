@@ -326,7 +326,7 @@ def _command(row: dict, security: SecurityService | None = None) -> Command:
 
 def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
     """The signing key (made on first start) and, with ``ca_dir``, the issuing CA."""
-    from cloud.ca import load_intermediate
+    from cloud.security.ca import load_intermediate
 
     ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
     enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)

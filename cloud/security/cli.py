@@ -61,7 +61,7 @@ def ca_init(directory: str, passphrase_env: str, name: str, as_json: bool) -> No
     Start the cloud with --ca-dir DIR. The root key (DIR/root.key) is needed only to make
     the next intermediate: it can then be moved offline.
     """
-    from cloud.ca import init_ca
+    from cloud.security.ca import init_ca
     from common.errors import KeyFileError
 
     passphrase = os.environ.get(passphrase_env) or click.prompt("root CA passphrase", hide_input=True,
@@ -91,7 +91,7 @@ def ca_rotate_intermediate(directory: str, passphrase_env: str, as_json: bool) -
 
     Restart the cloud afterwards (it issues with the new one) and give gateways the new DIR/chain.pem.
     """
-    from cloud.ca import rotate_intermediate
+    from cloud.security.ca import rotate_intermediate
     from common.errors import KeyFileError
 
     passphrase = os.environ.get(passphrase_env) or click.prompt("root CA passphrase", hide_input=True)
@@ -121,7 +121,7 @@ def ca_issue(directory: str, role: str, subject_id: str, site: str, hw: str, key
     Devices get theirs by enrolling; this is for gateways, and for devices provisioned by hand.
     If the intermediate key is encrypted, its passphrase is read from EDGEFLEET_CA_INTERMEDIATE_PASSPHRASE.
     """
-    from cloud.ca import issue_certificate, load_intermediate
+    from cloud.security.ca import issue_certificate, load_intermediate
     from common.errors import KeyFileError
     from common.fileio import write_atomic
     from common.keys import resolve_public_key

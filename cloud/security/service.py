@@ -3,7 +3,7 @@ signed, commands signed, and every decision written to the audit log.
 
 Every method is blocking (it uses the store) and the time is an argument: the
 cloud calls them on its store thread, tests call them directly. Decisions come
-from the pure modules (``cloud.enrollment``, ``cloud.ca``, ``cloud.rbac``);
+from the pure modules (``cloud.enrollment``, ``cloud.security.ca``, ``common.pki``, ``cloud.rbac``);
 this class looks up their facts and records their outcome.
 """
 
@@ -17,13 +17,14 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.ca import IssuingCA, issue_certificate, verify_certificate
+from cloud.security.ca import IssuingCA, issue_certificate
 from cloud.enrollment import EnrollRequest as Claim
 from cloud.enrollment import Enroller, claim_token_id, new_claim_token
 from cloud.revocations import current_list
 from cloud.store import Store
 from common.command_auth import sign_command
 from common.errors import CertificateError
+from common.pki import verify_certificate
 from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation
 from common.revocation import RevocationList, sign_revocation_list
 from common.signed import key_id_for

@@ -10,7 +10,8 @@ import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.audit import verify_chain
-from cloud.ca import init_ca, verify_certificate
+from cloud.security.ca import init_ca
+from common.pki import verify_certificate
 from cloud.security import SecurityService
 from cloud.store import Store
 from common.errors import CertificateError
