@@ -60,15 +60,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from cloud import fleet, query
+from cloud.fleet import query
+from cloud.fleet import views as fleet
 from cloud.store import Store
 from common.errors import ApiError, ConfigError, EdgeFleetError, QueryError, StoreError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 from common.protocol.messages import STREAMS
 
 if TYPE_CHECKING:
-    from cloud.releases import ReleaseService
-    from cloud.security import SecurityService
+    from cloud.releases.service import ReleaseService
+    from cloud.security.service import SecurityService
 
 __all__ = [
     "API_PREFIX",
@@ -145,7 +146,7 @@ class _Refused(Exception):
 
 def query_view(row: dict[str, Any]) -> dict[str, Any]:
     """A device row as the query language sees it (``id``, ``site``, ``attr.gateway`` ...); with inventory,
-    tags, groups and state when ``row`` is a fleet view (``cloud.fleet.query_view``)."""
+    tags, groups and state when ``row`` is a fleet view (``cloud.fleet.views.query_view``)."""
     return fleet.query_view(row)
 
 
@@ -221,7 +222,7 @@ def create_app(
 
     @secured.get("/devices")
     async def devices(where: str | None = None) -> dict[str, Any]:
-        """Every device, or those matching ``where`` (the query language of ``cloud.query``)."""
+        """Every device, or those matching ``where`` (the query language of ``cloud.fleet.query``)."""
         node = None
         if where:
             try:
@@ -230,7 +231,7 @@ def create_app(
                 raise _Refused(400, "invalid_query", str(exc)) from exc
         rows = await call(store.list_devices)
         if node is not None:
-            # tags, groups, lifecycle state and inventory come from the fleet view (cloud.fleet)
+            # tags, groups, lifecycle state and inventory come from the fleet view (cloud.fleet.views)
             views = await call(lambda: fleet.device_views(store.fleet_snapshot()))
             matched = {v["device_id"] for v in views if query.matches(node, fleet.query_view(v))}
             rows = [r for r in rows if r["device_id"] in matched]

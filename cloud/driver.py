@@ -6,13 +6,13 @@ event loop never blocks on the database and commits happen in the order the
 core asked for them; the operator API's calls go ahead of queued work on that
 thread (``cloud.store_thread``), so a backlog being drained does not stall
 ``sites show``. The HTTP API is served by uvicorn in the same loop.
-Alerts: the alert service (``cloud.alerts``) hears every committed batch and
+Alerts: the alert service (``cloud.alerts.service``) hears every committed batch and
 every gateway session touch, is ticked every ``alert_tick_s``, and its alert
 rows are saved on the store thread before their events go to the webhooks
-(``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
-Fleet jobs (``cloud.fleet_jobs``, on apscheduler): metric retention, pushing changed desired configs,
+(``cloud.alerts.webhooks``: a down webhook delays nothing but its own deliveries).
+Fleet jobs (``cloud.fleet.jobs``, on apscheduler): metric retention, pushing changed desired configs,
 the ghost and lifecycle inputs of the alert service, published releases for the firmware rule.
-Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
+Firmware releases (``cloud.releases.service``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
@@ -32,21 +32,23 @@ from pathlib import Path
 import httpx
 import zmq.asyncio
 
-from cloud.alerts import AlertService, AlertSettings, TickResult, site_alert_event
+from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_alert_event
 from cloud.api import create_app, serve_api
-from cloud.artifacts import ArtifactStore
-from cloud import lifecycle
+from cloud.releases.artifacts import ArtifactStore
+from cloud.fleet import lifecycle
 from cloud.core import CloudCore
-from cloud.enrollment import EnrollRule, Enroller
-from cloud.firmware_service import FirmwareService
-from cloud.fleet_jobs import FleetJobs, start_fleet_jobs
-from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.security.enrollment import EnrollRule, Enroller
+from cloud.releases.firmware import FirmwareService
+from cloud.fleet.jobs import FleetJobs, start_fleet_jobs
+from cloud.releases.plan import ReleaseSettings, load_release_keys
+from cloud.releases.service import ReleaseService
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
-from cloud.security import SecurityService, load_or_create_signing_key
+from cloud.security.service import SecurityService
+from cloud.security.signing import load_or_create_signing_key
 from cloud.security.service import Actor
 from cloud.store import Store
 from cloud.store_thread import StoreThread
-from cloud.webhooks import WebhookSender
+from cloud.alerts.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
@@ -81,12 +83,12 @@ class CloudConfig:
     ca_dir: str = ""  # the fleet CA (``edgefleet ca init``); empty: no enrollment
     ca_passphrase: bytes | None = None  # only if the intermediate key was written encrypted
     cert_days: float = 90.0  # lifetime of the device certificates it issues
-    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.enrollment)
+    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.security.enrollment)
     enroll_rate: float = 0.5  # enrollment attempts per second and gateway
     enroll_burst: int = 20
     require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
     rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
-    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet_jobs)
+    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -226,7 +228,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     def refresh_maintenance() -> None:
         timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
-        # maintenance suppresses alerts, and a retired device raises none (cloud.lifecycle.eligible_for_alerts)
+        # maintenance suppresses alerts, and a retired device raises none (cloud.fleet.lifecycle.eligible_for_alerts)
         in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 

@@ -1,6 +1,6 @@
 """The operator API's fleet routes, mounted by ``cloud.api.create_app`` under ``/v1`` behind the bearer token.
 
-    GET  /v1/fleet/devices?where=Q        {"devices": [view...]} (``cloud.fleet.device_views``), filtered
+    GET  /v1/fleet/devices?where=Q        {"devices": [view...]} (``cloud.fleet.views.device_views``), filtered
     POST /v1/devices/{id}/tags            {"add": [...], "remove": [...]} -> {"device_id", "tags"}
     POST /v1/devices/{id}/state           {"state", "reason", "by"} -> the history row; 409 if the table forbids it
     GET  /v1/devices/{id}/history         {"history": [...]} every lifecycle transition, oldest first
@@ -34,11 +34,12 @@ import fastapi
 import pydantic
 from fastapi.responses import JSONResponse
 
-from cloud import config_layers, fleet, lifecycle, query
-from cloud.config_push import push_configs
+from cloud.fleet import config_layers, lifecycle, query
+from cloud.fleet import views as fleet
+from cloud.fleet.config_push import push_configs
 from cloud.store import Store
 from cloud.store.store import ONLINE_WITHIN_MS
-from cloud.telemetry_rollup import Retention, choose_tier
+from cloud.fleet.rollup import Retention, choose_tier
 from common.errors import ConfigError, FleetError, QueryError, StoreError, TransitionError
 from common.protocol.messages import STREAMS
 

@@ -25,7 +25,8 @@ from typing import Annotated, Any
 import fastapi
 from fastapi.responses import JSONResponse
 
-from cloud.releases import ReleaseRequest, ReleaseService
+from cloud.releases.plan import ReleaseRequest
+from cloud.releases.service import ReleaseService
 from common.errors import ReleaseError, StoreError
 from common.firmware.manifest import MAX_BODY
 

@@ -17,7 +17,7 @@ __all__ = ["COMMANDS", "main"]
 
 # name -> (module:attribute, short help shown by `edgefleet --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "cloud": ("cloud.cli:cloud", "Run the cloud coordinator (device registry, store, operator API)."),
+    "cloud": ("cloud.node_cli:cloud", "Run the cloud coordinator (device registry, store, operator API)."),
     "gateway": ("gateway.cli:gateway", "Run a site gateway (store-and-forward between devices and cloud)."),
     "agent": ("device_agent.cli:agent", "Run a device agent (telemetry with a durable local buffer)."),
     "devices": ("cloud.ops_cli:devices", "Operator commands on devices (list, tag, set-state, ghosts, ping, logs, reboot...)."),

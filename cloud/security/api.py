@@ -1,4 +1,4 @@
-"""Operator access on the API: who is asking (authentication), may they (``cloud.rbac.authorize``), and the
+"""Operator access on the API: who is asking (authentication), may they (``cloud.security.rbac.authorize``), and the
 audit log of every mutating request, allowed or refused; plus the identity and security routes.
 
 ``install_security(app, service, bootstrap_token, call)`` adds one HTTP middleware. For each ``/v1``
@@ -9,7 +9,7 @@ request but health it finds the principal:
 - an API token ``ef_<id>_<secret>`` (``edgefleet tokens create``): its hash is looked up and checked,
   and the principal has the lower of its own and its user's role, and the intersection of their sites.
 
-Then ``ROUTE_ACTIONS`` names the action (``cloud.rbac.PERMISSIONS``) and the site each request acts
+Then ``ROUTE_ACTIONS`` names the action (``cloud.security.rbac.PERMISSIONS``) and the site each request acts
 on; deny by default: a mutating route not in the table needs ``api.unmapped`` (admin) until it is
 added. Reads need at least viewer (a site-scoped principal reads one site at a time, ``?site=``).
 Every mutating request is audited with its principal, action, target, source address and result;
@@ -48,8 +48,8 @@ import fastapi
 import pydantic
 from fastapi.responses import JSONResponse
 
-from cloud.audit import verify_chain
-from cloud.rbac import Principal, Role, authenticate, authorize, new_token, parse_token
+from cloud.security.audit import verify_chain
+from cloud.security.rbac import Principal, Role, authenticate, authorize, new_token, parse_token
 from cloud.security.service import Actor, SecurityService
 from common.errors import AuditChainError
 

@@ -3,7 +3,7 @@ signed, commands signed, and every decision written to the audit log.
 
 Every method is blocking (it uses the store) and the time is an argument: the
 cloud calls them on its store thread, tests call them directly. Decisions come
-from the pure modules (``cloud.enrollment``, ``cloud.security.ca``, ``common.pki``, ``cloud.rbac``);
+from the pure modules (``cloud.security.enrollment``, ``cloud.security.ca``, ``common.pki``, ``cloud.security.rbac``);
 this class looks up their facts and records their outcome.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.security.ca import IssuingCA, issue_certificate
-from cloud.enrollment import EnrollRequest as Claim
-from cloud.enrollment import Enroller, claim_token_id, new_claim_token
-from cloud.revocations import current_list
+from cloud.security.enrollment import EnrollRequest as Claim
+from cloud.security.enrollment import Enroller, claim_token_id, new_claim_token
+from cloud.security.revocations import current_list
 from cloud.store import Store
 from common.command_auth import sign_command
 from common.errors import CertificateError
@@ -123,7 +123,7 @@ class SecurityService:
 
     def _apply_rules(self, device_id: str, site: str, gateway_id: str, decision: Any, now_ms: int) -> None:
         """What the enrollment rules gave a new device: its static groups, and its initial config as its
-        device layer (``cloud.config_layers``: the config push job sends the merge to the device)."""
+        device layer (``cloud.fleet.config_layers``: the config push job sends the merge to the device)."""
         if not (decision.groups or decision.config):
             return
         self.store.register_device(device_id, site, gateway_id, now_ms)
@@ -247,7 +247,7 @@ class SecurityService:
             return rl, self.sign_revocations(rl, now_ms)
 
     def revoke_retired(self, row: Mapping[str, Any], now_ms: int) -> bytes:
-        """A ``cloud.lifecycle.ON_RETIRE`` hook's work: a retired device's credentials are revoked, audited;
+        """A ``cloud.fleet.lifecycle.ON_RETIRE`` hook's work: a retired device's credentials are revoked, audited;
         returns the signed list for the gateways."""
         reason = f"retired by {row['by']}: {row['reason']}"[:200]
         _, blob = self.change_revocations(row["device_id"], "revoke", reason, now_ms)

@@ -3,7 +3,7 @@
 ``MetricRecords`` is a part of ``Store``. Ingest hands it the telemetry rows it actually
 inserted (``_ingest_metrics``, same transaction): each numeric value of a ``metrics``
 record becomes a raw point and is folded into its minute and hour buckets with an
-upsert (``cloud.telemetry_rollup``: aggregates are mergeable, so late data from a
+upsert (``cloud.fleet.rollup``: aggregates are mergeable, so late data from a
 gateway that was offline for hours just grows the old buckets). A duplicate is never
 inserted, so it is never counted twice.
 
@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from cloud.store.schema import metric_points, metric_rollups
-from cloud.telemetry_rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
+from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
 
 __all__ = ["METRICS_KIND", "MetricRecords", "TIERS"]
 

@@ -1,7 +1,7 @@
 """The store's firmware release records: releases (unsigned, then published) and their delta outcomes.
 
 ``ReleaseRecords`` is a part of ``Store`` (it needs the store's ``_transaction``),
-kept apart like ``AlertRecords``. The release workflow is ``cloud.releases``.
+kept apart like ``AlertRecords``. The release workflow is ``cloud.releases.service``.
 
     store.save_release(row, delta_rows)          # False if that version is already published
     store.publish_release(version, body, signed, now_ms)   # compare-and-set on the unsigned body

@@ -6,7 +6,7 @@ The tables are declared on ``schema.metadata`` here, so ``schema.py`` stays the 
 migration 5 creates them.
 
     store.add_user("alice", "operator", ["site-1"], now_ms)
-    store.save_api_token(record)                 # cloud.rbac.TokenRecord, hash only
+    store.save_api_token(record)                 # cloud.security.rbac.TokenRecord, hash only
     store.save_claim_token(record); store.consume_claim_token(token_id)   # False once used up
     store.preauthorize(serial, site, device_id, now_ms)
     store.save_identity(...); store.identity(device_id)
@@ -27,9 +27,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cloud.audit import AuditRecord, make_record
-from cloud.enrollment import ClaimToken, DeviceBinding, Preauthorization
-from cloud.rbac import Role, TokenRecord, User
+from cloud.security.audit import AuditRecord, make_record
+from cloud.security.enrollment import ClaimToken, DeviceBinding, Preauthorization
+from cloud.security.rbac import Role, TokenRecord, User
 from cloud.store.schema import JSON_VALUES, metadata
 
 __all__ = [

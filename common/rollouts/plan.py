@@ -118,7 +118,7 @@ class DeviceInfo:
     security_floor: int = 0
     groups: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
-    state: str = "active"  # lifecycle (cloud.lifecycle): only active devices are updated
+    state: str = "active"  # lifecycle (cloud.fleet.lifecycle): only active devices are updated
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +224,7 @@ _SCALARS = (
 
 def eligibility(d: DeviceInfo, release: ReleaseInfo, plan: RolloutPlan) -> tuple[bool, str]:
     """``(True, "")`` or ``(False, reason)``: why this device is skipped."""
-    if d.state != "active":  # cloud.lifecycle.eligible_for_rollout: maintenance, quarantined, retired, pending
+    if d.state != "active":  # cloud.fleet.lifecycle.eligible_for_rollout: maintenance, quarantined, retired, pending
         return False, f"device is {d.state} (only active devices are updated; edgefleet devices set-state)"
     if release.hardware and d.hw and d.hw not in release.hardware:  # unknown hardware: the device checks the manifest
         return False, f"hardware {d.hw or '?'!r} is not among the release's {', '.join(release.hardware)}"

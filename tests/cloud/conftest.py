@@ -16,8 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.api import create_app, serve_api
-from cloud.artifacts import ArtifactStore
-from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.releases.artifacts import ArtifactStore
+from cloud.releases.plan import ReleaseSettings, load_release_keys
+from cloud.releases.service import ReleaseService
 from cloud.store import Store
 from common.firmware import generate_release_key, save_release_key
 from device_agent.simimage import make

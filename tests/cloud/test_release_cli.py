@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from cloud.driver import CloudConfig, run_cloud
 from cloud.release_cli import check_manifest
-from cloud.releases import ReleaseSettings
+from cloud.releases.plan import ReleaseSettings
 from common.cli import main
 from common.errors import ConfigError
 from common.firmware import Manifest, build_manifest, key_id

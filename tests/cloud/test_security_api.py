@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.api import create_app
-from cloud.audit import verify_chain
-from cloud.security import SecurityService
+from cloud.security.audit import verify_chain
+from cloud.security.service import SecurityService
 from cloud.store import Store
 from common.protocol.messages import ForwardRecord
 

@@ -9,7 +9,7 @@ import pytest
 
 from cloud.store import Store
 from tests.cloud.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
-from cloud.telemetry_rollup import HOUR_MS, MINUTE_MS, Retention, choose_tier
+from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, choose_tier
 from common.protocol.messages import ForwardRecord
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % HOUR_MS  # an hour boundary

@@ -9,10 +9,10 @@ import pytest
 import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.audit import verify_chain
+from cloud.security.audit import verify_chain
 from cloud.security.ca import init_ca
 from common.pki import verify_certificate
-from cloud.security import SecurityService
+from cloud.security.service import SecurityService
 from cloud.store import Store
 from common.errors import CertificateError
 from common.protocol.messages import EnrollRequest, KeyRotation
@@ -131,7 +131,7 @@ def test_revocation_lists_are_versioned_signed_and_verify_at_a_gateway(service, 
 
 
 def test_enrollment_rules_from_the_config_give_groups_and_bad_ones_are_refused_at_start(tmp_path) -> None:
-    from cloud.enrollment import Enroller, parse_rules
+    from cloud.security.enrollment import Enroller, parse_rules
     from common.errors import ConfigError
 
     rules = parse_rules([{"hw_prefix": "sim-", "groups": ["line-1"], "config": {"rate": "1s"}},
@@ -154,7 +154,7 @@ def test_enrollment_rules_from_the_config_give_groups_and_bad_ones_are_refused_a
 
 
 def test_a_gateway_over_its_enrollment_rate_is_told_to_retry_and_it_is_audited(tmp_path) -> None:
-    from cloud.enrollment import Enroller
+    from cloud.security.enrollment import Enroller
 
     store = Store.open(f"sqlite:///{tmp_path / 'rate.db'}")
     service = SecurityService(store, Ed25519PrivateKey.generate(), enroller=Enroller(rate_per_s=0.001, burst=2))
@@ -181,7 +181,7 @@ def test_an_oversized_request_is_refused_not_stored(service) -> None:
 
 
 def test_retiring_a_device_revokes_its_credentials_and_audits_it(service):
-    from cloud import lifecycle
+    from cloud.fleet import lifecycle
     from common.protocol import ForwardRecord
 
     service.store.ingest("gw-1", "site-1", [ForwardRecord("dev-9", "bulk", 1, NOW, "metrics", {})], NOW)

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloud import fleet, query
-from cloud.config_push import VERSION_ARG, command_args, plan_pushes, push_configs
+from cloud.fleet import query
+from cloud.fleet import views as fleet
+from cloud.fleet.config_push import VERSION_ARG, command_args, plan_pushes, push_configs
 from cloud.store import Store
 from tests.cloud.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from common.errors import FleetError, QueryError
@@ -113,7 +114,7 @@ def test_push_plans_only_changed_configs_and_drift_follows_the_reported_version(
 
 
 def test_a_config_too_big_for_a_command_is_refused_by_name() -> None:
-    from cloud.config_layers import Layer, merge
+    from cloud.fleet.config_layers import Layer, merge
 
     with pytest.raises(FleetError, match="at most 63"):
         command_args(merge([Layer("global", "", {f"k{i}": i for i in range(64)})]))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any
 
-from cloud.artifacts import ArtifactStore
+from cloud.releases.artifacts import ArtifactStore
 from common.effects import Firmware
 from common.errors import StoreError
 from common.firmware.chunks import hash_image

@@ -3,7 +3,7 @@ the store) fire and resolve; published releases make the firmware rule judge aga
 
 from __future__ import annotations
 
-from tests.cloud.test_alerts import RULES, Fleet, heartbeat
+from tests.cloud.alerts.test_alert_service import RULES, Fleet, heartbeat
 
 GHOST = {"type": "threshold", "name": "ghost_device", "metric": "ghost.silent_s", "op": ">", "threshold": 3600,
          "for_s": 0}
@@ -45,8 +45,8 @@ def test_published_releases_reach_the_firmware_rule_and_it_judges_known_devices_
 
 
 def test_the_cloud_config_ghost_after_s_is_the_ghost_rules_threshold() -> None:
-    from cloud.alerts import AlertSettings
-    from cloud.cli import _ghost_threshold
+    from cloud.alerts.service import AlertSettings
+    from cloud.node_cli import _ghost_threshold
 
     settings = _ghost_threshold(AlertSettings(), 3600.0)
     assert [r.threshold for r in settings.rules if r.name == "ghost_device"] == [3600.0]

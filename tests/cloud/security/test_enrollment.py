@@ -7,8 +7,8 @@ import dataclasses
 import pytest
 import zmq
 
-import cloud.enrollment
-from cloud.enrollment import (
+import cloud.security.enrollment
+from cloud.security.enrollment import (
     ClaimToken,
     DeviceBinding,
     EnrollDecision,
@@ -49,8 +49,8 @@ def site_token() -> tuple[str, ClaimToken]:
 
 
 def test_all() -> None:
-    assert all(hasattr(cloud.enrollment, name) for name in cloud.enrollment.__all__)
-    assert {"Enroller", "EnrollDecision", "EnrollRequest", "new_claim_token"} <= set(cloud.enrollment.__all__)
+    assert all(hasattr(cloud.security.enrollment, name) for name in cloud.security.enrollment.__all__)
+    assert {"Enroller", "EnrollDecision", "EnrollRequest", "new_claim_token"} <= set(cloud.security.enrollment.__all__)
 
 
 # -- claim tokens -----------------------------------------------------------------------------
@@ -219,8 +219,8 @@ def test_rules_match_on_prefixes_and_site_in_order() -> None:
 def test_each_gateway_is_rate_limited_on_its_own(monkeypatch: pytest.MonkeyPatch, site_token) -> None:
     text, record = site_token
     hashed = []
-    real = cloud.enrollment.verify_secret
-    monkeypatch.setattr(cloud.enrollment, "verify_secret", lambda *a: hashed.append(1) or real(*a))
+    real = cloud.security.enrollment.verify_secret
+    monkeypatch.setattr(cloud.security.enrollment, "verify_secret", lambda *a: hashed.append(1) or real(*a))
     e = Enroller(rate_per_s=1.0, burst=3)
     wrong = f"ect_{record.token_id}_{'x' * 43}"
     outcomes = [decide(e, request(token=wrong), token=record).reason for _ in range(5)]

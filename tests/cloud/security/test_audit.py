@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-import cloud.audit
-from cloud.audit import GENESIS, AuditRecord, make_record, verify_chain
-from cloud.rbac import Principal, Role, authorize
+import cloud.security.audit
+from cloud.security.audit import GENESIS, AuditRecord, make_record, verify_chain
+from cloud.security.rbac import Principal, Role, authorize
 from common.errors import AuditChainError
 
 T0 = 1_900_000_000_000
@@ -33,7 +33,7 @@ def chain(n: int = 5) -> list[AuditRecord]:
 
 
 def test_all() -> None:
-    assert sorted(cloud.audit.__all__) == ["AuditRecord", "GENESIS", "RESULTS", "make_record", "verify_chain"]
+    assert sorted(cloud.security.audit.__all__) == ["AuditRecord", "GENESIS", "RESULTS", "make_record", "verify_chain"]
 
 
 def test_records_link_from_genesis() -> None:

@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-import cloud.rbac
-from cloud.rbac import (
+import cloud.security.rbac
+from cloud.security.rbac import (
     PERMISSIONS,
     Decision,
     Principal,
@@ -29,8 +29,8 @@ OLGA = User("olga", Role.OPERATOR, frozenset({"plant-7"}))
 
 
 def test_all() -> None:
-    assert all(hasattr(cloud.rbac, name) for name in cloud.rbac.__all__)
-    assert {"authorize", "Decision", "Role", "PERMISSIONS", "authenticate"} <= set(cloud.rbac.__all__)
+    assert all(hasattr(cloud.security.rbac, name) for name in cloud.security.rbac.__all__)
+    assert {"authorize", "Decision", "Role", "PERMISSIONS", "authenticate"} <= set(cloud.security.rbac.__all__)
 
 
 def test_roles_are_ordered_and_named() -> None:
@@ -121,7 +121,7 @@ def test_the_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(cloud.rbac.hmac, "compare_digest", spy)
+    monkeypatch.setattr(cloud.security.rbac.hmac, "compare_digest", spy)
     text, record = new_token(ALICE, now_ms=T0)
     authenticate(text, record, ALICE, now_ms=T0)
     assert len(calls) == 1

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import zmq.utils.z85
 
-from cloud.rbac import hash_secret, parse_token, verify_secret
+from cloud.security.rbac import hash_secret, parse_token, verify_secret
 from common.shaping import TokenBucket
 
 __all__ = [

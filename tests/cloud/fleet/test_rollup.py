@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-import cloud.telemetry_rollup
-from cloud.telemetry_rollup import (
+import cloud.fleet.rollup
+from cloud.fleet.rollup import (
     HOUR_MS,
     MINUTE_MS,
     Aggregate,
@@ -26,8 +26,8 @@ DAY_MS = 24 * HOUR_MS
 
 
 def test_all() -> None:
-    assert cloud.telemetry_rollup.__all__ == sorted(cloud.telemetry_rollup.__all__)
-    assert set(cloud.telemetry_rollup.__all__) == {
+    assert cloud.fleet.rollup.__all__ == sorted(cloud.fleet.rollup.__all__)
+    assert set(cloud.fleet.rollup.__all__) == {
         "HOUR_MS", "MINUTE_MS", "Aggregate", "Cutoffs", "Retention", "Sample", "bucket_start", "choose_tier",
         "cutoffs", "downsample", "expired", "rollup",
     }

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloud.alerts import DEFAULT_RULES, AlertService, AlertSettings, TickResult
+from cloud.alerts.service import DEFAULT_RULES, AlertService, AlertSettings, TickResult
 from cloud.store import Store
 from common.errors import ConfigError
 from common.protocol.messages import ForwardRecord
@@ -309,7 +309,7 @@ def test_silences_are_kept_until_they_end(store: Store) -> None:
 
 
 def test_devices_in_maintenance_follow_the_lifecycle(store: Store) -> None:
-    from cloud import lifecycle
+    from cloud.fleet import lifecycle
 
     store.ingest("gw-1", "site-a", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {})], T0)
     assert store.devices_in_state("maintenance") == []

@@ -31,7 +31,7 @@ DEFAULTS = {
     "enroll_rate": 0.5,  # enrollment attempts per second and gateway (then refused: no gateway floods the cloud)
     "enroll_burst": 20,
     "require_gateway_certs": False,  # only gateways with a verified certificate (edgefleet ca issue) relay enrollments
-    # fleet (cloud.fleet_jobs): metric retention per tier, ghost silence, how often jobs run (seconds)
+    # fleet (cloud.fleet.jobs): metric retention per tier, ghost silence, how often jobs run (seconds)
     "metrics_raw_s": 24 * 3600,
     "metrics_minute_s": 7 * 24 * 3600,
     "metrics_hour_s": 90 * 24 * 3600,
@@ -77,10 +77,10 @@ def cloud(config_path: str | None, **flags: object) -> None:
     flags["release_keys"] = list(flags["release_keys"]) or None  # type: ignore[call-overload]
     cfg = load_config(config_path, DEFAULTS, flags)
     setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
-    from cloud.alerts import AlertSettings
+    from cloud.alerts.service import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
-    from cloud.enrollment import parse_rules
-    from cloud.releases import ReleaseSettings
+    from cloud.security.enrollment import parse_rules
+    from cloud.releases.plan import ReleaseSettings
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
     alert_settings = _ghost_threshold(alert_settings, float(cfg["ghost_after_s"]))
@@ -122,8 +122,8 @@ def _intermediate_passphrase() -> bytes | None:
 
 
 def _fleet_jobs(cfg: dict) -> object:
-    from cloud.fleet_jobs import FleetJobs
-    from cloud.telemetry_rollup import Retention
+    from cloud.fleet.jobs import FleetJobs
+    from cloud.fleet.rollup import Retention
 
     retention = Retention(
         raw_ms=int(cfg["metrics_raw_s"] * 1000),
@@ -142,7 +142,7 @@ def _ghost_threshold(settings: object, ghost_after_s: float) -> object:
     """The ghost_device rule fires after ``ghost_after_s`` of silence, as `devices ghosts` lists them."""
     import dataclasses
 
-    from cloud.alerts import GHOST_METRIC
+    from cloud.alerts.service import GHOST_METRIC
     from common.alerting import ThresholdRule
 
     rules = tuple(

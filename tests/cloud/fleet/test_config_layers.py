@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-import cloud.config_layers
-from cloud.config_layers import (
+import cloud.fleet.config_layers
+from cloud.fleet.config_layers import (
     ExplainRow,
     Layer,
     Refused,
@@ -31,8 +31,8 @@ DEVICE = Layer("device", "dev-1", values={"telemetry": {"batch": 50}, "sensors":
 
 
 def test_all() -> None:
-    assert cloud.config_layers.__all__ == sorted(cloud.config_layers.__all__)
-    assert set(cloud.config_layers.__all__) == {
+    assert cloud.fleet.config_layers.__all__ == sorted(cloud.fleet.config_layers.__all__)
+    assert set(cloud.fleet.config_layers.__all__) == {
         "KINDS", "ExplainRow", "Layer", "Refused", "Resolved", "changed_devices", "diff", "explain", "flatten",
         "merge", "unflatten",
     }

@@ -6,7 +6,7 @@
     desired = desired_configs(snap, store.layers())   # device id -> config_layers.Resolved
 
 Groups: a static group lists its members; a dynamic group is a saved query
-(``cloud.query``) over the device view with its static groups (a dynamic group's
+(``cloud.fleet.query``) over the device view with its static groups (a dynamic group's
 query does not see other dynamic groups, so membership never loops). Retired
 devices are in no group.
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from cloud import query
-from cloud.config_layers import Layer, Resolved, merge
+from cloud.fleet import query
+from cloud.fleet.config_layers import Layer, Resolved, merge
 
 __all__ = [
     "FIRMWARE_ATTR",

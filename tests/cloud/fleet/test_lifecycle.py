@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloud import lifecycle
+from cloud.fleet import lifecycle
 from cloud.store import Store
 from tests.cloud.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from common.errors import FleetError, TransitionError

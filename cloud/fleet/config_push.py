@@ -3,7 +3,7 @@
     pushes = plan_pushes(snapshot, docs)          # no I/O: device -> (version, flat values) that changed
     made = push_configs(store, now_ms)            # store the new desired configs, queue one command each
 
-A device's desired config is the merge of its layers (``cloud.fleet.desired_configs``);
+A device's desired config is the merge of its layers (``cloud.fleet.views.desired_configs``);
 when its version differs from the one last recorded, the cloud records the new one and
 queues a ``config`` command through the ordinary command path (cloud -> gateway, held
 durably -> device). The command's args carry the version under ``VERSION_ARG`` and each
@@ -19,8 +19,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cloud.config_layers import Resolved
-from cloud.fleet import desired_configs, device_views
+from cloud.fleet.config_layers import Resolved
+from cloud.fleet.views import desired_configs, device_views
 from common.errors import FleetError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.artifacts import ArtifactStore, ArtifactTooLarge
+from cloud.releases.artifacts import ArtifactStore, ArtifactTooLarge
 
 
 async def _pieces(data: bytes, size: int) -> AsyncIterator[bytes]:

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-import cloud.webhooks
-from cloud.webhooks import WebhookSender, WebhookStats
+import cloud.alerts.webhooks
+from cloud.alerts.webhooks import WebhookSender, WebhookStats
 from common.alerting import AlertEngine, ThresholdRule
 from common.backoff import Backoff
 from common.errors import ConfigError
@@ -132,7 +132,7 @@ async def wait_for(sender: WebhookSender, url: str | None = None) -> None:
 
 
 def test_all() -> None:
-    assert cloud.webhooks.__all__ == ["WebhookSender", "WebhookStats"]
+    assert cloud.alerts.webhooks.__all__ == ["WebhookSender", "WebhookStats"]
 
 
 # --- retries -----------------------------------------------------------------------------------------

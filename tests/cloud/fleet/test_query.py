@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import cloud.query
-from cloud.query import And, Compare, In, Not, Or, Tag, format_query, matches, parse
+import cloud.fleet.query
+from cloud.fleet.query import And, Compare, In, Not, Or, Tag, format_query, matches, parse
 from common.errors import EdgeFleetError, QueryError
 
 DEV = {
@@ -23,8 +23,8 @@ DEV = {
 
 
 def test_all() -> None:
-    assert cloud.query.__all__ == sorted(cloud.query.__all__)
-    assert set(cloud.query.__all__) == {
+    assert cloud.fleet.query.__all__ == sorted(cloud.fleet.query.__all__)
+    assert set(cloud.fleet.query.__all__) == {
         "FIELDS", "And", "Compare", "In", "Node", "Not", "Or", "Tag", "format_query", "matches", "parse"
     }
 
@@ -308,7 +308,7 @@ def test_garbage_raises_only_query_error_with_a_position_inside_the_query(text: 
 
 
 def test_nesting_is_bounded_with_a_query_error_not_a_recursion_error() -> None:
-    depth = cloud.query.MAX_DEPTH
+    depth = cloud.fleet.query.syntax.MAX_DEPTH
     assert parse("(" * depth + "tag:a" + ")" * depth) == Tag("a")
     with pytest.raises(QueryError) as info:
         parse("(" * (depth + 1) + "tag:a" + ")" * (depth + 1))

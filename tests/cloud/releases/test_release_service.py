@@ -16,14 +16,9 @@ import httpx
 import pytest
 
 from cloud.api import create_app
-from cloud.artifacts import ArtifactStore
-from cloud.releases import (
-    ReleaseRequest,
-    ReleaseService,
-    ReleaseSettings,
-    check_signature,
-    plan_bases,
-)
+from cloud.releases.artifacts import ArtifactStore
+from cloud.releases.plan import ReleaseRequest, ReleaseSettings, check_signature, plan_bases
+from cloud.releases.service import ReleaseService
 from cloud.store import Store
 from common.delta import apply_delta
 from common.errors import ConfigError, ReleaseError

@@ -9,12 +9,12 @@ Jobs (each runs its store work on the cloud's one store thread, never on the loo
     retention      every ``retention_interval_s``: ``Store.apply_retention`` (raw, minute, hour tiers)
     config push    every ``config_push_s``: desired configs that changed (a layer, a group's members,
                    a device's inventory moving it into a dynamic group) are recorded and queued as
-                   ``config`` commands (``cloud.config_push``), then pushed to connected gateways
+                   ``config`` commands (``cloud.fleet.config_push``), then pushed to connected gateways
     fleet inputs   every ``refresh_s``: how long each device has been silent (the ghost_device rule's
                    ``ghost.silent_s``) and the published firmware releases (the firmware_behind rule)
 
 A job that fails logs the error and runs again at its next time (its work is idempotent).
-A retirement (``cloud.lifecycle.ON_RETIRE``) makes the alert service forget the device: its open alerts
+A retirement (``cloud.fleet.lifecycle.ON_RETIRE``) makes the alert service forget the device: its open alerts
 resolve and it raises no new ones.
 """
 
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from cloud import lifecycle
-from cloud.config_push import push_configs
+from cloud.fleet import lifecycle
+from cloud.fleet.config_push import push_configs
 from cloud.fleet_api import DEFAULT_GHOST_S, DEFAULT_RETENTION
-from cloud.telemetry_rollup import Retention
+from cloud.fleet.rollup import Retention
 from common.errors import StoreError
 
 if TYPE_CHECKING:
-    from cloud.alerts import AlertService
+    from cloud.alerts.service import AlertService
     from cloud.store import Store
 
 __all__ = ["FleetJobs", "RunningJobs", "start_fleet_jobs"]
