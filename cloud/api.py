@@ -207,7 +207,7 @@ def create_app(
         return JSONResponse({"error": "invalid_request", "detail": problems}, status_code=422)
 
     async def known_device(device_id: str) -> None:
-        if await call(lambda: store.device_gateway(device_id)) is None:
+        if await call(lambda: store.telemetry.device_gateway(device_id)) is None:
             raise _Refused(
                 404,
                 "not_found",
@@ -229,22 +229,22 @@ def create_app(
                 node = query.parse(where)
             except QueryError as exc:
                 raise _Refused(400, "invalid_query", str(exc)) from exc
-        rows = await call(store.list_devices)
+        rows = await call(store.telemetry.list_devices)
         if node is not None:
             # tags, groups, lifecycle state and inventory come from the fleet view (cloud.fleet.views)
-            views = await call(lambda: fleet.device_views(store.fleet_snapshot()))
+            views = await call(lambda: fleet.device_views(store.fleet.fleet_snapshot()))
             matched = {v["device_id"] for v in views if query.matches(node, fleet.query_view(v))}
             rows = [r for r in rows if r["device_id"] in matched]
         return {"devices": rows}
 
     @secured.get("/sites")
     async def sites() -> dict[str, Any]:
-        return {"sites": await call(store.list_sites)}
+        return {"sites": await call(store.telemetry.list_sites)}
 
     @secured.get("/sites/{site:path}")
     async def site_detail(site: str) -> dict[str, Any]:
         now = now_ms()
-        detail = await call(lambda: store.site_detail(site, now))
+        detail = await call(lambda: store.telemetry.site_detail(site, now))
         if detail is None:
             raise _Refused(
                 404,
@@ -255,14 +255,14 @@ def create_app(
 
     @secured.get("/telemetry/summary")
     async def telemetry_summary() -> dict[str, Any]:
-        return await call(store.telemetry_summary)
+        return await call(store.telemetry.telemetry_summary)
 
     @secured.get("/gaps")
     async def gaps(device: str | None = None, site: str | None = None) -> dict[str, Any]:
         def read() -> dict[str, Any]:
-            body: dict[str, Any] = {"gaps": store.gaps(device, site), "totals": store.gap_totals(device, site)}
+            body: dict[str, Any] = {"gaps": store.telemetry.gaps(device, site), "totals": store.telemetry.gap_totals(device, site)}
             if device is not None:
-                missing = {stream: store.missing_ranges(device, stream) for stream in STREAMS}
+                missing = {stream: store.telemetry.missing_ranges(device, stream) for stream in STREAMS}
                 body["missing"] = {stream: [list(r) for r in ranges] for stream, ranges in missing.items() if ranges}
             return body
 
@@ -271,14 +271,14 @@ def create_app(
     @secured.get("/updates")
     async def updates(device: str | None = None) -> dict[str, Any]:
         """Update outcomes the devices reported (committed, rolled_back, failed, with the reason)."""
-        return {"updates": await call(lambda: store.records_of_kind("update", device))}
+        return {"updates": await call(lambda: store.telemetry.records_of_kind("update", device))}
 
     @secured.post("/devices/{device_id:path}/commands", status_code=201)
     async def create_command(device_id: str, body: CommandRequest) -> dict[str, Any]:
         await known_device(device_id)
         now = now_ms()
         expires_ms = now + body.ttl_s * 1000
-        seq = await call(lambda: store.create_command(device_id, body.name, body.args, expires_ms, now))
+        seq = await call(lambda: store.commands.create_command(device_id, body.name, body.args, expires_ms, now))
         if on_command is not None:
             try:
                 on_command(device_id, seq)
@@ -291,7 +291,7 @@ def create_app(
     @secured.get("/devices/{device_id:path}/commands")
     async def list_commands(device_id: str) -> dict[str, Any]:
         await known_device(device_id)
-        return {"commands": await call(lambda: store.list_commands(device_id))}
+        return {"commands": await call(lambda: store.commands.list_commands(device_id))}
 
     @secured.get("/alerts")
     async def list_alerts(state: str = "open", subject: str | None = None, limit: int = 500) -> dict[str, Any]:
@@ -299,13 +299,13 @@ def create_app(
             raise _Refused(422, "invalid_request", f"state {state!r} is not one of open, resolved, all")
         if not 1 <= limit <= 10_000:
             raise _Refused(422, "invalid_request", f"limit {limit} is not between 1 and 10000")
-        return {"alerts": await call(lambda: store.list_alerts(state, subject=subject, limit=limit))}
+        return {"alerts": await call(lambda: store.alerts.list_alerts(state, subject=subject, limit=limit))}
 
     @secured.post("/alerts/{alert_id:path}/ack")
     async def ack_alert(alert_id: str, body: AckRequest | None = None) -> dict[str, Any]:
         by = (body or AckRequest()).by
         now = now_ms()
-        row = await call(lambda: store.ack_alert(alert_id, by, now))
+        row = await call(lambda: store.alerts.ack_alert(alert_id, by, now))
         if row is None:
             raise _Refused(
                 404,
@@ -322,7 +322,7 @@ def create_app(
             raise _Refused(422, "invalid_request", f"until_ms {until_ms} is not in the future (now is {now})")
         if until_ms > now + MAX_SILENCE_S * 1000:
             raise _Refused(422, "invalid_request", f"a silence lasts at most {MAX_SILENCE_S // 86400} days")
-        row = await call(lambda: store.add_silence(body.target, until_ms, body.by, body.reason, now))
+        row = await call(lambda: store.alerts.add_silence(body.target, until_ms, body.by, body.reason, now))
         if on_silence is not None:
             try:
                 on_silence(body.target, until_ms)
@@ -334,7 +334,7 @@ def create_app(
     @secured.get("/silences")
     async def list_silences() -> dict[str, Any]:
         now = now_ms()
-        return {"silences": await call(lambda: store.active_silences(now))}
+        return {"silences": await call(lambda: store.alerts.active_silences(now))}
 
     from cloud.fleet_api import fleet_routes  # inventory, tags, groups, lifecycle, config, metrics (issue 8)
 
@@ -348,7 +348,7 @@ def create_app(
 
         install_security(app, security, token, call, now_ms)
         denied_handler(app)
-        secured.include_router(security_routes(security, call, now_ms, on_revocations, on_command))
+        secured.include_router(security_routes(security, store, call, now_ms, on_revocations, on_command))
     if rollouts is not None:
         from cloud.rollouts.api import rollout_routes
 

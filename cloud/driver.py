@@ -119,7 +119,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
-    releases = ReleaseService(store, artifacts, release_keys, cfg.releases, store_executor=store_thread)
+    releases = ReleaseService(store.releases, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()
     security = _security_service(cfg, store)
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
@@ -256,7 +256,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
     identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
-    firmware = FirmwareService(store, artifacts, store_executor=store_thread, send=server.send)
+    firmware = FirmwareService(store.releases, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
@@ -266,7 +266,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    rollouts = RolloutService(store, store_thread, on_command, now_ms=_now_ms,
+    rollouts = RolloutService(store.rollouts, store_thread, on_command, commands=store.commands, releases=store.releases,
+                              telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
@@ -332,7 +333,7 @@ def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
 
     ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
     enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
-    return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
+    return SecurityService(store.security, store.fleet, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
                            cert_days=cfg.cert_days)
 
 

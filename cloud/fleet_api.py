@@ -38,7 +38,7 @@ from cloud.fleet import config_layers, lifecycle, query
 from cloud.fleet import views as fleet
 from cloud.fleet.config_push import push_configs
 from cloud.store import Store
-from cloud.store.store import ONLINE_WITHIN_MS
+from cloud.store.telemetry import ONLINE_WITHIN_MS
 from cloud.fleet.rollup import Retention, choose_tier
 from common.errors import ConfigError, FleetError, QueryError, StoreError, TransitionError
 from common.protocol.messages import STREAMS
@@ -132,7 +132,7 @@ def fleet_routes(
     async def fleet_devices(where: str | None = None) -> Any:
         def read() -> dict[str, Any]:
             node = query.parse(where) if where else None
-            views = fleet.device_views(store.fleet_snapshot())
+            views = fleet.device_views(store.fleet.fleet_snapshot())
             if node is not None:
                 views = [v for v in views if query.matches(node, fleet.query_view(v))]
             return {"devices": views}
@@ -141,21 +141,21 @@ def fleet_routes(
 
     @router.post("/devices/{device_id:path}/tags", response_model=None)
     async def tags(device_id: str, body: TagsRequest) -> Any:
-        return await answer(lambda: {"device_id": device_id, "tags": store.change_tags(device_id, body.add, body.remove)})
+        return await answer(lambda: {"device_id": device_id, "tags": store.fleet.change_tags(device_id, body.add, body.remove)})
 
     @router.post("/devices/{device_id:path}/state", response_model=None)
     async def set_state(device_id: str, body: StateRequest) -> Any:
         now = now_ms()
-        return await answer(lambda: lifecycle.set_state(store, device_id, body.state, body.by, body.reason, now))
+        return await answer(lambda: lifecycle.set_state(store.fleet, device_id, body.state, body.by, body.reason, now))
 
     @router.get("/devices/{device_id:path}/history", response_model=None)
     async def history(device_id: str) -> Any:
-        return await answer(lambda: {"history": store.lifecycle_history(device_id)})
+        return await answer(lambda: {"history": store.fleet.lifecycle_history(device_id)})
 
     @router.get("/devices/{device_id:path}/logs", response_model=None)
     async def logs(device_id: str, after_ms: int = 0) -> Any:
         def read() -> dict[str, Any]:
-            rows = [r for r in store.records_of_kind("log", device_id) if r["ts_ms"] >= after_ms]
+            rows = [r for r in store.telemetry.records_of_kind("log", device_id) if r["ts_ms"] >= after_ms]
             return {"logs": rows}
 
         return await answer(read)
@@ -164,13 +164,13 @@ def fleet_routes(
     async def ghosts(silent_s: float | None = None) -> Any:
         seconds = ghost_s if silent_s is None else silent_s
         now = now_ms()
-        return await answer(lambda: {"silent_s": seconds, "ghosts": store.ghosts(int(seconds * 1000), now)})
+        return await answer(lambda: {"silent_s": seconds, "ghosts": store.fleet.ghosts(int(seconds * 1000), now)})
 
     @router.get("/groups", response_model=None)
     async def list_groups() -> Any:
         def read() -> dict[str, Any]:
-            rows = store.list_groups()
-            dynamic = fleet.dynamic_members(store.fleet_snapshot())
+            rows = store.fleet.list_groups()
+            dynamic = fleet.dynamic_members(store.fleet.fleet_snapshot())
             for row in rows:
                 if row["kind"] == "dynamic":
                     row["members"] = dynamic.get(row["name"], [])
@@ -183,14 +183,14 @@ def fleet_routes(
         def make() -> dict[str, Any]:
             if body.query:
                 query.parse(body.query)  # QueryError (400, with the position) before anything is saved
-            return store.create_group(body.name, body.kind, body.query, now_ms())
+            return store.fleet.create_group(body.name, body.kind, body.query, now_ms())
 
         return await answer(make)
 
     @router.delete("/groups/{name}", response_model=None)
     async def delete_group(name: str) -> Any:
         def delete() -> dict[str, Any]:
-            if not store.delete_group(name):
+            if not store.fleet.delete_group(name):
                 raise FleetError(f"no group by the name of {name!r} (`edgefleet groups list` shows them)")
             return {"deleted": name}
 
@@ -198,11 +198,11 @@ def fleet_routes(
 
     @router.post("/groups/{name}/members", response_model=None)
     async def members(name: str, body: MembersRequest) -> Any:
-        return await answer(lambda: {"name": name, "members": store.change_members(name, body.add, body.remove)})
+        return await answer(lambda: {"name": name, "members": store.fleet.change_members(name, body.add, body.remove)})
 
     @router.get("/config/layers", response_model=None)
     async def layers() -> Any:
-        return await answer(lambda: {"layers": store.layers()})
+        return await answer(lambda: {"layers": store.fleet.layers()})
 
     @router.post("/config/set", response_model=None)
     async def config_set(body: ConfigSetRequest) -> Any:
@@ -210,7 +210,7 @@ def fleet_routes(
 
         def run() -> dict[str, Any]:
             kind, name = parse_layer(body.layer)
-            docs = store.layers()
+            docs = store.fleet.layers()
             old = next((d for d in docs if (d["kind"], d["name"]) == (kind, name)), None)
             layer = config_layers.Layer(kind, name, (old or {}).get("values") or {}, frozenset((old or {}).get("locked") or ()))
             if body.unset:
@@ -226,7 +226,7 @@ def fleet_routes(
                 locked.discard(body.key)
             new_doc = {"kind": kind, "name": name, "values": dict(layer.values), "locked": sorted(locked)}
             new_docs = [d for d in docs if (d["kind"], d["name"]) != (kind, name)] + [new_doc]
-            snap = store.fleet_snapshot()
+            snap = store.fleet.fleet_snapshot()
             views = fleet.device_views(snap)
             before = fleet.desired_configs(snap, docs, views)
             after = fleet.desired_configs(snap, new_docs, views)
@@ -240,8 +240,8 @@ def fleet_routes(
             }
             if body.dry_run:
                 return out
-            store.put_layer(kind, name, new_doc["values"], new_doc["locked"], body.by, now)
-            made, problems = push_configs(store, now)
+            store.fleet.put_layer(kind, name, new_doc["values"], new_doc["locked"], body.by, now)
+            made, problems = push_configs(store.fleet, store.commands, now)
             out["queued"] = [{"device_id": d, "seq": s} for d, s in made]
             out["problems"] = problems
             return out
@@ -254,11 +254,11 @@ def fleet_routes(
     @router.get("/config/explain/{device_id:path}", response_model=None)
     async def explain(device_id: str) -> Any:
         def read() -> dict[str, Any]:
-            snap = store.fleet_snapshot()
+            snap = store.fleet.fleet_snapshot()
             views = {v["device_id"]: v for v in fleet.device_views(snap)}
             if device_id not in views:
                 raise FleetError(f"no device by the id of {device_id!r} (`edgefleet devices list` shows the known ones)")
-            resolved = config_layers.merge(fleet.device_layers(views[device_id], store.layers()))
+            resolved = config_layers.merge(fleet.device_layers(views[device_id], store.fleet.layers()))
             rows = [r._asdict() | {"refused": list(r.refused)} for r in config_layers.explain(resolved)]
             cfg = views[device_id]["config"]
             return {"device_id": device_id, "version": resolved.version, "applied_version": cfg["applied_version"],
@@ -270,7 +270,7 @@ def fleet_routes(
     @router.get("/config/status", response_model=None)
     async def config_status() -> Any:
         def read() -> dict[str, Any]:
-            views = fleet.device_views(store.fleet_snapshot())
+            views = fleet.device_views(store.fleet.fleet_snapshot())
             return {"devices": [{"device_id": v["device_id"], **v["config"]} for v in views]}
 
         return await answer(read)
@@ -295,10 +295,10 @@ def fleet_routes(
                 raise ConfigError("name a device (device=ID) or a site (site=NAME)")
             chosen = choose_tier(since, now, retention) if tier == "auto" else tier
             ids = [device] if device is not None else [
-                d["device_id"] for d in store.list_devices() if d["site_id"] == site
+                d["device_id"] for d in store.telemetry.list_devices() if d["site_id"] == site
             ]
             return {"tier": chosen, "since_ms": since, "until_ms": until,
-                    "points": store.metric_series(ids, since, until, chosen, metric=metric)}
+                    "points": store.metrics.metric_series(ids, since, until, chosen, metric=metric)}
 
         return await answer(read)
 
@@ -307,10 +307,10 @@ def fleet_routes(
         now = now_ms()
 
         def read() -> dict[str, Any]:
-            snap = store.fleet_snapshot()
-            sites = store.list_sites()
-            statuses = store.gateway_statuses()
-            open_alerts = store.list_alerts("open", limit=10_000)
+            snap = store.fleet.fleet_snapshot()
+            sites = store.telemetry.list_sites()
+            statuses = store.fleet.gateway_statuses()
+            open_alerts = store.alerts.list_alerts("open", limit=10_000)
             return {"sites": site_overview(sites, snap, statuses, open_alerts, now)}
 
         return await answer(read)

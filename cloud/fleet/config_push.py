@@ -1,7 +1,7 @@
 """Desired config per device, and the ``config`` commands that deliver it (plan, then execute).
 
     pushes = plan_pushes(snapshot, docs)          # no I/O: device -> (version, flat values) that changed
-    made = push_configs(store, now_ms)            # store the new desired configs, queue one command each
+    made = push_configs(store.fleet, store.commands, now_ms)   # record the new desired configs, queue a command each
 
 A device's desired config is the merge of its layers (``cloud.fleet.views.desired_configs``);
 when its version differs from the one last recorded, the cloud records the new one and
@@ -25,7 +25,8 @@ from common.errors import FleetError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 
 if TYPE_CHECKING:
-    from cloud.store import Store
+    from cloud.store.commands import CommandRecords
+    from cloud.store.fleet import FleetRecords
 
 __all__ = ["CONFIG_COMMAND", "CONFIG_TTL_MS", "VERSION_ARG", "command_args", "plan_pushes", "push_configs"]
 
@@ -66,9 +67,11 @@ def plan_pushes(
     return out
 
 
-def push_configs(store: Store, now_ms: int) -> tuple[list[tuple[str, int]], list[str]]:
+def push_configs(
+    fleet: FleetRecords, commands: CommandRecords, now_ms: int
+) -> tuple[list[tuple[str, int]], list[str]]:
     """Record and queue every changed desired config; returns ((device, command seq) queued, problems)."""
-    plan = plan_pushes(store.fleet_snapshot(), store.layers())
+    plan = plan_pushes(fleet.fleet_snapshot(), fleet.layers())
     made: list[tuple[str, int]] = []
     problems: list[str] = []
     ready: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -80,8 +83,8 @@ def push_configs(store: Store, now_ms: int) -> tuple[list[tuple[str, int]], list
             problems.append(f"device {device_id!r}: {exc}")
             continue
         ready[device_id] = (resolved.version, resolved.values)
-    store.set_desired(ready, now_ms)
+    fleet.set_desired(ready, now_ms)
     for device_id in sorted(ready):
-        seq = store.create_command(device_id, CONFIG_COMMAND, args_of[device_id], now_ms + CONFIG_TTL_MS, now_ms)
+        seq = commands.create_command(device_id, CONFIG_COMMAND, args_of[device_id], now_ms + CONFIG_TTL_MS, now_ms)
         made.append((device_id, seq))
     return made, problems

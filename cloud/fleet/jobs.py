@@ -6,7 +6,7 @@
 
 Jobs (each runs its store work on the cloud's one store thread, never on the loop):
 
-    retention      every ``retention_interval_s``: ``Store.apply_retention`` (raw, minute, hour tiers)
+    retention      every ``retention_interval_s``: ``MetricRecords.apply_retention`` (raw, minute, hour tiers)
     config push    every ``config_push_s``: desired configs that changed (a layer, a group's members,
                    a device's inventory moving it into a dynamic group) are recorded and queued as
                    ``config`` commands (``cloud.fleet.config_push``), then pushed to connected gateways
@@ -83,12 +83,12 @@ def start_fleet_jobs(
             return None
 
     async def retention() -> None:
-        deleted = await on_store(lambda: store.apply_retention(jobs.retention, now_ms()), "metric retention failed")
+        deleted = await on_store(lambda: store.metrics.apply_retention(jobs.retention, now_ms()), "metric retention failed")
         if deleted and any(deleted.values()):
             log.info("metric retention", extra={f"deleted_{k}": v for k, v in deleted.items()})
 
     async def config_push() -> None:
-        result = await on_store(lambda: push_configs(store, now_ms()), "config push failed")
+        result = await on_store(lambda: push_configs(store.fleet, store.commands, now_ms()), "config push failed")
         if result is None:
             return
         made, problems = result
@@ -102,9 +102,9 @@ def start_fleet_jobs(
     async def fleet_inputs() -> None:
         def read() -> tuple[dict[str, float], list[str]]:
             now = now_ms()
-            silent = {d["device_id"]: (now - d["last_seen_ms"]) / 1000 for d in store.list_devices()
+            silent = {d["device_id"]: (now - d["last_seen_ms"]) / 1000 for d in store.telemetry.list_devices()
                       if d.get("state") != "retired"}
-            return silent, [r["version"] for r in store.list_releases("published")]
+            return silent, [r["version"] for r in store.releases.list_releases("published")]
 
         result = await on_store(read, "reading fleet inputs failed")
         if result is not None:

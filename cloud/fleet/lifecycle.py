@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import TransitionError
 
 if TYPE_CHECKING:
-    from cloud.store import Store
+    from cloud.store.fleet import FleetRecords
 
 __all__ = [
     "FINAL_STATES",
@@ -83,10 +83,10 @@ def eligible_for_alerts(state: str) -> bool:
     return state not in ("maintenance", "retired")
 
 
-def set_state(store: Store, device_id: str, to_state: str, by: str, reason: str, now_ms: int) -> dict[str, Any]:
+def set_state(fleet: FleetRecords, device_id: str, to_state: str, by: str, reason: str, now_ms: int) -> dict[str, Any]:
     """Move ``device_id`` to ``to_state`` (validated by the table, committed with its history row), then run
     the hooks. Returns the history row (``id, device_id, from_state, to_state, by, reason, at_ms``)."""
-    row = store.transition(
+    row = fleet.transition(
         device_id, to_state, by, reason, now_ms, check=lambda a, b: check(a, b, device_id)
     )
     for hook in ON_TRANSITION:

@@ -1,9 +1,9 @@
-"""The fleet as operators see it, computed with no I/O from one store snapshot (``Store.fleet_snapshot``).
+"""The fleet as operators see it, computed with no I/O from one store snapshot (``FleetRecords.fleet_snapshot``).
 
-    snap = store.fleet_snapshot()
+    snap = store.fleet.fleet_snapshot()
     views = device_views(snap)                 # each device row + state, tags, groups, inventory, config
     [v for v in views if query.matches(node, query_view(v))]
-    desired = desired_configs(snap, store.layers())   # device id -> config_layers.Resolved
+    desired = desired_configs(snap, store.fleet.layers())   # device id -> config_layers.Resolved
 
 Groups: a static group lists its members; a dynamic group is a saved query
 (``cloud.fleet.query``) over the device view with its static groups (a dynamic group's

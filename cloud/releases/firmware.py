@@ -17,6 +17,7 @@ from concurrent.futures import Executor
 from typing import Any
 
 from cloud.releases.artifacts import ArtifactStore
+from cloud.store.releases import ReleaseRecords
 from common.effects import Firmware
 from common.errors import StoreError
 from common.firmware.chunks import hash_image
@@ -49,13 +50,13 @@ def choose_offer(release: Mapping[str, Any] | None, version: str, hw: str, bases
 class FirmwareService:
     def __init__(
         self,
-        store: Any,
+        releases: ReleaseRecords,
         artifacts: ArtifactStore,
         *,
         store_executor: Executor,
         send: Callable[[str, Message], bool],
     ) -> None:
-        self.store, self.artifacts, self.store_executor, self._send = store, artifacts, store_executor, send
+        self.releases, self.artifacts, self.store_executor, self._send = releases, artifacts, store_executor, send
         self.counters = {"offers": 0, "chunks_sent": 0, "bytes_sent": 0, "refused": 0}
         self.sent_by_gateway: dict[str, int] = {}
         self._delta_chunks: dict[str, list[str]] = {}
@@ -85,7 +86,7 @@ class FirmwareService:
     async def _offer(self, req: OfferRequest) -> FirmwareOffer:
         loop = asyncio.get_running_loop()
         try:
-            release = await loop.run_in_executor(self.store_executor, self.store.get_release, req.version)
+            release = await loop.run_in_executor(self.store_executor, self.releases.get_release, req.version)
         except StoreError as exc:
             return no_offer(req, f"the store could not be read ({exc}); ask again")
         choice = choose_offer(release, req.version, req.hw, req.bases)

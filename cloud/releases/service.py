@@ -1,6 +1,6 @@
 """Firmware releases in the cloud: upload an image, compute deltas, build the manifest, publish when signed.
 
-    service = ReleaseService(store, ArtifactStore(data_dir / "artifacts"), trusted_keys, ReleaseSettings())
+    service = ReleaseService(store.releases, ArtifactStore(data_dir / "artifacts"), trusted_keys, ReleaseSettings())
     service.start()                                   # artifact directories
     made = await service.create(request, body_stream, now_ms)    # -> unsigned manifest and delta outcomes
     await service.publish("1.2.0", signed_manifest_bytes, now_ms)
@@ -47,7 +47,7 @@ from cloud.releases.plan import (
     release_view,
     version_or_none,
 )
-from cloud.store import Store
+from cloud.store.releases import ReleaseRecords
 from common.delta import DeltaResult, make_delta_in_pool
 from common.errors import DeltaError, DeltaNotWorthIt, ImageError, ManifestError, ReleaseError
 from common.firmware.manifest import MAX_NAME, DeltaInfo, SignedManifest, build_manifest
@@ -59,7 +59,7 @@ T = TypeVar("T")
 
 
 class ReleaseService:
-    """The release workflow over a store, an artifact store and the trusted release public keys.
+    """The release workflow over the release records, an artifact store and the trusted release public keys.
 
     Store calls run on ``store_executor`` (the cloud's one store thread) or, without one, in
     ``asyncio.to_thread``; file work on the loop's default executor; deltas in ``pool`` (a
@@ -68,7 +68,7 @@ class ReleaseService:
 
     def __init__(
         self,
-        store: Store,
+        records: ReleaseRecords,
         artifacts: ArtifactStore,
         trusted_keys: Mapping[str, Ed25519PublicKey],
         settings: ReleaseSettings = ReleaseSettings(),
@@ -77,7 +77,7 @@ class ReleaseService:
         pool: Executor | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.store = store
+        self.records = records
         self.artifacts = artifacts
         self.trusted_keys = dict(trusted_keys)
         self.settings = settings
@@ -113,7 +113,7 @@ class ReleaseService:
 
     async def _create(self, req: ReleaseRequest, body: AsyncIterable[bytes], now_ms: int) -> dict[str, Any]:
         t0 = self._clock()
-        for row in await self._call(self.store.list_releases):
+        for row in await self._call(self.records.list_releases):
             if version_or_none(row["version"]) != Version(req.version):
                 continue
             if row["state"] == "published":
@@ -131,7 +131,7 @@ class ReleaseService:
         if image.size == 0:  # no release can hold the empty artifact: drop it
             await asyncio.get_running_loop().run_in_executor(None, lambda: image.path.unlink(missing_ok=True))
             raise ReleaseError(req.version, "empty", "the image is empty (send it as the request body)")
-        published = await self._call(self.store.published_releases)
+        published = await self._call(self.records.published_releases)
         bases = plan_bases(req.version, req.hw, published, self.settings.delta_bases)
         outcomes = list(await asyncio.gather(*(self._delta(base, image.path) for base in bases)))
         offered = [
@@ -168,9 +168,9 @@ class ReleaseService:
             "security_version": req.security_version,
             "created_ms": now_ms,
         }
-        if not await self._call(lambda: self.store.save_release(row, [o.to_row() for o in outcomes])):
+        if not await self._call(lambda: self.records.save_release(row, [o.to_row() for o in outcomes])):
             raise ReleaseError(req.version, "exists", "it was published while this upload ran")
-        saved = await self._call(lambda: self.store.get_release(req.version))
+        saved = await self._call(lambda: self.records.get_release(req.version))
         return {**release_view(saved, full=True), "seconds": round(self._clock() - t0, 3)}
 
     async def _delta(self, base: Mapping[str, Any], new_path: Any) -> DeltaOutcome:
@@ -236,15 +236,15 @@ class ReleaseService:
             row["manifest_body"].encode("ascii"), signed, self.trusted_keys, now_ms=now_ms, version=name
         )
         text = good.to_bytes().decode("ascii")
-        if not await self._call(lambda: self.store.publish_release(name, row["manifest_body"], text, now_ms)):
+        if not await self._call(lambda: self.records.publish_release(name, row["manifest_body"], text, now_ms)):
             raise ReleaseError(
                 name, "body-differs", "the release was replaced or published while the signature was checked"
             )
-        return release_view(await self._call(lambda: self.store.get_release(name)), full=True)
+        return release_view(await self._call(lambda: self.records.get_release(name)), full=True)
 
     async def list(self) -> list[dict[str, Any]]:
         """Every release, by version order (oldest first)."""
-        rows = await self._call(self.store.list_releases)
+        rows = await self._call(self.records.list_releases)
         rows.sort(key=lambda r: (version_or_none(r["version"]) or Version("0"), r["version"]))
         return [release_view(r) for r in rows]
 
@@ -253,15 +253,15 @@ class ReleaseService:
 
     async def _find(self, version: str) -> dict[str, Any]:
         """The release named ``version``, or the one whose version equals it as a version (2.1 = 2.1.0)."""
-        row = await self._call(lambda: self.store.get_release(version))
+        row = await self._call(lambda: self.records.get_release(version))
         if row is None and (wanted := version_or_none(version)) is not None:
             same = [
                 r["version"]
-                for r in await self._call(self.store.list_releases)
+                for r in await self._call(self.records.list_releases)
                 if version_or_none(r["version"]) == wanted
             ]
             if same:
-                row = await self._call(lambda: self.store.get_release(same[0]))
+                row = await self._call(lambda: self.records.get_release(same[0]))
         if row is None:
             raise ReleaseError(version[:MAX_NAME], "not-found", "no such release (`edgefleet release list` shows them)")
         return row

@@ -51,6 +51,7 @@ from fastapi.responses import JSONResponse
 from cloud.security.audit import verify_chain
 from cloud.security.rbac import Principal, Role, authenticate, authorize, new_token, parse_token
 from cloud.security.service import Actor, SecurityService
+from cloud.store import Store
 from common.errors import AuditChainError
 
 __all__ = ["BOOTSTRAP_PRINCIPAL", "ROUTE_ACTIONS", "install_security", "security_routes"]
@@ -116,8 +117,8 @@ def install_security(
         hit = cache.get(digest)
         if hit is not None and hit[0] > time.monotonic() and parsed[0] not in revoked_ids:
             return hit[1], "cached"
-        record = await call(lambda: service.store.api_token(parsed[0]))
-        user = await call(lambda: service.store.user(record.user_id)) if record is not None else None
+        record = await call(lambda: service.records.api_token(parsed[0]))
+        user = await call(lambda: service.records.user(record.user_id)) if record is not None else None
         principal, why = await call(lambda: authenticate(given, record, user, now_ms=now_ms()))
         if principal is not None:
             cache[digest] = (time.monotonic() + TOKEN_CACHE_S, principal)
@@ -126,7 +127,7 @@ def install_security(
     async def site_of(request: fastapi.Request, source: str | None, match: re.Match[str]) -> str | None:
         if source == "device":
             device = match.group(1)
-            return await call(lambda: service.store.device_site(device))
+            return await call(lambda: service.records.device_site(device))
         if source == "path":
             return match.group(1)
         if source == "query":
@@ -220,6 +221,7 @@ class _Denied(Exception):
 
 def security_routes(
     service: SecurityService,
+    store: Store,
     call: Call[Any],
     now_ms: Callable[[], int],
     on_revocations: Callable[[bytes], None] | None = None,
@@ -241,7 +243,7 @@ def security_routes(
         await call(lambda: service.audit(actor, action, target, True, detail, now_ms()))
 
     async def device_site(device_id: str) -> str:
-        site = await call(lambda: service.store.device_site(device_id))
+        site = await call(lambda: service.records.device_site(device_id))
         if site is None:
             raise _Denied(404, "not_found", f"No device by the id of {device_id!r} was found "
                                             "(`edgefleet devices identities` lists enrolled and pending devices)")
@@ -258,11 +260,11 @@ def security_routes(
 
     @router.post("/enroll-tokens/{token_id}/revoke")
     async def revoke_enroll_token(request: fastapi.Request, token_id: str) -> dict[str, Any]:
-        site = await call(lambda: service.store.claim_token(token_id))
+        site = await call(lambda: service.records.claim_token(token_id))
         if site is None:
             raise _Denied(404, "not_found", f"No claim token by the id of {token_id!r}")
         actor = await guard(request, "enroll_tokens.revoke", site.site, token_id)
-        await call(lambda: service.store.revoke_claim_token(token_id))
+        await call(lambda: service.records.revoke_claim_token(token_id))
         await done(actor, "enroll_tokens.revoke", token_id, f"claim token of site {site.site} revoked")
         return {"token_id": token_id, "revoked": True}
 
@@ -273,7 +275,7 @@ def security_routes(
 
         def save() -> None:
             for d in body.devices:
-                service.store.preauthorize(d.serial, d.site, d.device_id, now)
+                service.records.preauthorize(d.serial, d.site, d.device_id, now)
 
         await call(save)
         for site, actor in actors.items():
@@ -283,7 +285,7 @@ def security_routes(
 
     @router.get("/identities")
     async def identities(site: str | None = None) -> dict[str, Any]:
-        return {"identities": await call(lambda: service.store.list_identities(site))}
+        return {"identities": await call(lambda: service.records.list_identities(site))}
 
     @router.post("/devices/{device_id}/approve")
     async def approve(request: fastapi.Request, device_id: str) -> dict[str, Any]:
@@ -318,7 +320,7 @@ def security_routes(
     @router.post("/devices/{device_id}/reprovision")
     async def reprovision(request: fastapi.Request, device_id: str) -> dict[str, Any]:
         actor = await guard(request, "devices.approve", await device_site(device_id), device_id)
-        await call(lambda: service.store.set_reprovision(device_id, True, now_ms()))
+        await call(lambda: service.records.set_reprovision(device_id, True, now_ms()))
         await done(actor, "devices.reprovision", device_id, "may enroll once with a new key")
         return {"device_id": device_id, "reprovision": True}
 
@@ -327,7 +329,7 @@ def security_routes(
         now = now_ms()
 
         def queue() -> list[tuple[str, int]]:
-            return [(d, service.store.create_command(d, "rotate", {}, now + 24 * 3600 * 1000, now)) for d in devices]
+            return [(d, store.commands.create_command(d, "rotate", {}, now + 24 * 3600 * 1000, now)) for d in devices]
 
         made = await call(queue)
         for device, seq in made:
@@ -344,19 +346,19 @@ def security_routes(
     @router.post("/sites/{site}/rotate")
     async def rotate_site(request: fastapi.Request, site: str) -> dict[str, Any]:
         actor = await guard(request, "devices.rotate", site, site)
-        rows = await call(lambda: service.store.list_identities(site))
-        known = {d["device_id"] for d in await call(service.store.list_devices)}
+        rows = await call(lambda: service.records.list_identities(site))
+        known = {d["device_id"] for d in await call(store.telemetry.list_devices)}
         return await rotate_devices(actor, [r["device_id"] for r in rows if r["status"] == "enrolled"
                                             and r["device_id"] in known], site)
 
     @router.get("/revocations")
     async def revocations() -> dict[str, Any]:
-        version, revoked, quarantined = await call(service.store.revocation_list)
+        version, revoked, quarantined = await call(service.records.revocation_list)
         return {"version": version, "revoked": revoked, "quarantined": quarantined}
 
     @router.get("/audit")
     async def audit(after: int = -1, limit: int = 1000) -> dict[str, Any]:
-        records = await call(lambda: service.store.audit_records(-1, 1_000_000))
+        records = await call(lambda: service.records.audit_records(-1, 1_000_000))
         try:
             head, verified, problem = verify_chain(records), True, ""
         except AuditChainError as exc:
@@ -372,14 +374,14 @@ def security_routes(
             Role.parse(body.role)
         except ValueError as exc:
             raise _Denied(422, "invalid_request", str(exc)) from exc
-        user = await call(lambda: service.store.add_user(body.user_id, body.role, body.sites, now_ms()))
+        user = await call(lambda: service.records.add_user(body.user_id, body.role, body.sites, now_ms()))
         await done(actor, "users.manage", body.user_id, f"role {user.role.label}, sites {sorted(user.sites) if user.sites is not None else 'all'}")
         return {"user_id": user.user_id, "role": user.role.label, "sites": sorted(user.sites) if user.sites is not None else None}
 
     @router.post("/tokens", status_code=201)
     async def create_token(request: fastapi.Request, body: ApiTokenRequest) -> dict[str, Any]:
         actor = await guard(request, "tokens.manage", None, body.user_id)
-        user = await call(lambda: service.store.user(body.user_id))
+        user = await call(lambda: service.records.user(body.user_id))
         if user is None:
             raise _Denied(404, "not_found", f"No user by the id of {body.user_id!r} (create it with `edgefleet users add`)")
         now = now_ms()
@@ -389,7 +391,7 @@ def security_routes(
                                   expires_ms=now + body.expires_s * 1000 if body.expires_s else None)
         except ValueError as exc:
             raise _Denied(422, "invalid_request", str(exc)) from exc
-        await call(lambda: service.store.save_api_token(rec))
+        await call(lambda: service.records.save_api_token(rec))
         await done(actor, "tokens.manage", body.user_id, f"token {rec.token_id}, role {rec.role.label}")
         return {"token": text, "token_id": rec.token_id, "user_id": user.user_id, "role": rec.role.label,
                 "sites": sorted(rec.sites) if rec.sites is not None else None, "expires_ms": rec.expires_ms}
@@ -397,7 +399,7 @@ def security_routes(
     @router.post("/tokens/{token_id}/revoke")
     async def revoke_token(request: fastapi.Request, token_id: str) -> dict[str, Any]:
         actor = await guard(request, "tokens.manage", None, token_id)
-        if not await call(lambda: service.store.revoke_api_token(token_id)):
+        if not await call(lambda: service.records.revoke_api_token(token_id)):
             raise _Denied(404, "not_found", f"No API token by the id of {token_id!r}")
         service.revoked_api_tokens.add(token_id)
         await done(actor, "tokens.manage", token_id, "API token revoked")

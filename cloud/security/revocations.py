@@ -1,13 +1,13 @@
-"""The fleet's current revocation list as the store holds it (one row per version)."""
+"""The fleet's current revocation list as the security records hold it (one row per version)."""
 
 from __future__ import annotations
 
-from cloud.store import Store
+from cloud.store.security import SecurityRecords
 from common.revocation import RevocationList
 
 __all__ = ["current_list"]
 
 
-def current_list(store: Store) -> RevocationList:
-    version, revoked, quarantined = store.revocation_list()
+def current_list(records: SecurityRecords) -> RevocationList:
+    version, revoked, quarantined = records.revocation_list()
     return RevocationList(version, revoked, quarantined)

@@ -86,7 +86,7 @@ def release_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseC
     store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
     pool = CountingPool(2)
     service = ReleaseService(
-        store,
+        store.releases,
         ArtifactStore(d / "artifacts"),
         load_release_keys([str(d / "release.key.pub"), str(d / "second.key.pub")]),
         ReleaseSettings(delta_isolate=False, delta_workers=2, chunk_size=64 << 10),

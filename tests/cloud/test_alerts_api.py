@@ -37,7 +37,7 @@ LINK = _alert("gateway_link_down", "gw-1", T0 - 120_000, "resolved")
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
     s = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
-    s.save_alerts([OFFLINE, LINK])
+    s.alerts.save_alerts([OFFLINE, LINK])
     yield s
     s.close()
 
@@ -87,7 +87,7 @@ async def test_ack_an_alert(client: httpx.AsyncClient, store: Store) -> None:
     response = await client.post(f"/v1/alerts/{OFFLINE['id']}/ack", json={"by": "alice"})
     assert response.status_code == 200
     assert (response.json()["acked_by"], response.json()["acked_ms"]) == ("alice", T0 + 1_000)
-    assert store.get_alert(OFFLINE["id"])["acked_by"] == "alice"
+    assert store.alerts.get_alert(OFFLINE["id"])["acked_by"] == "alice"
     anonymous = await client.post(f"/v1/alerts/{LINK['id']}/ack")  # no body: "operator"; resolved ones too
     assert anonymous.json()["acked_by"] == "operator"
     missing = await client.post("/v1/alerts/device_offline:ghost:1/ack", json={})
@@ -106,7 +106,7 @@ async def test_silence_for_a_while_or_until_and_the_engine_is_told(
     assert until.status_code == 201
     assert silenced.calls == [("battery_low", T0 + 3_601_000), ("gw-1", T0 + 5_000)]
     listed = (await client.get("/v1/silences")).json()["silences"]
-    assert [s["target"] for s in listed] == ["battery_low", "gw-1"] == [s["target"] for s in store.active_silences(T0)]
+    assert [s["target"] for s in listed] == ["battery_low", "gw-1"] == [s["target"] for s in store.alerts.active_silences(T0)]
 
 
 @pytest.mark.anyio
@@ -163,7 +163,7 @@ def test_alerts_list_table_and_json(runner: CliRunner, store: Store) -> None:
     ]
     result = runner.invoke(alerts, ["list", "--state", "all", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == store.list_alerts("all")
+    assert json.loads(result.output) == store.alerts.list_alerts("all")
     result = runner.invoke(alerts, ["list", "--state", "resolved", "--subject", "pump-1"])
     assert result.output == "no resolved alerts\n"
 
@@ -172,7 +172,7 @@ def test_alerts_ack(runner: CliRunner, store: Store) -> None:
     result = runner.invoke(alerts, ["ack", OFFLINE["id"], "--by", "alice"])
     assert result.exit_code == 0, result.output
     assert result.output == f"alert {OFFLINE['id']} acknowledged by alice (open)\n"
-    assert store.get_alert(OFFLINE["id"])["acked_by"] == "alice"
+    assert store.alerts.get_alert(OFFLINE["id"])["acked_by"] == "alice"
     missing = runner.invoke(alerts, ["ack", "no:such:alert"])
     assert missing.exit_code == 2 and "No alert by the id of 'no:such:alert'" in missing.output
 

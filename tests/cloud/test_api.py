@@ -32,8 +32,8 @@ def store(tmp_path) -> Iterator[Store]:
     status = {"link": "up", "backlog.bulk": 120}
     records += [ForwardRecord("d1", "critical", 0, 1500, "gap", gap), ForwardRecord("gw-1", "state", 0, 1600,
                 "gateway.status", status)]
-    s.ingest("gw-1", "site-a", records, NOW_MS - 1_000)
-    s.ingest("gw-2", "site-b", [ForwardRecord("d2", "bulk", 1, 1001, "env", {})], 600)
+    s.telemetry.ingest("gw-1", "site-a", records, NOW_MS - 1_000)
+    s.telemetry.ingest("gw-2", "site-b", [ForwardRecord("d2", "bulk", 1, 1001, "env", {})], 600)
     yield s
     s.close()
 
@@ -102,13 +102,13 @@ async def test_routes_refuse_a_missing_or_wrong_token(
 async def test_devices_lists_what_the_store_holds(client: httpx.AsyncClient, store: Store) -> None:
     response = await client.get("/v1/devices", headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"devices": store.list_devices()}
+    assert response.json() == {"devices": store.telemetry.list_devices()}
     assert [d["device_id"] for d in response.json()["devices"]] == ["d1", "d2"]
 
 
 @pytest.mark.anyio
 async def test_devices_filtered_with_the_query_language(client: httpx.AsyncClient, store: Store) -> None:
-    sites = {d["device_id"]: d["site_id"] for d in store.list_devices()}
+    sites = {d["device_id"]: d["site_id"] for d in store.telemetry.list_devices()}
     response = await client.get("/v1/devices", params={"where": 'id = "d2" or site = "nowhere"'}, headers=AUTH)
     assert [d["device_id"] for d in response.json()["devices"]] == ["d2"]
     where = f'site = "{sites["d1"]}" and not id = "d2"'
@@ -127,7 +127,7 @@ async def test_a_bad_query_is_a_400_showing_where_the_mistake_is(client: httpx.A
 @pytest.mark.anyio
 async def test_sites_lists_what_the_store_holds(client: httpx.AsyncClient, store: Store) -> None:
     body = (await client.get("/v1/sites", headers=AUTH)).json()
-    assert body == {"sites": store.list_sites()}
+    assert body == {"sites": store.telemetry.list_sites()}
     assert [(s["site_id"], s["gateway_count"], s["device_count"], s["links"]) for s in body["sites"]] == [
         ("site-a", 1, 1, {"gw-1": "up"}),
         ("site-b", 1, 1, {}),
@@ -146,7 +146,7 @@ async def test_site_detail(client: httpx.AsyncClient, store: Store) -> None:
     response = await client.get("/v1/sites/site-a", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
-    assert body == store.site_detail("site-a", NOW_MS)
+    assert body == store.telemetry.site_detail("site-a", NOW_MS)
     assert body["gateways"][0]["status"] == {"link": "up", "backlog.bulk": 120}
     assert body["devices"] == {"total": 1, "online": 1, "online_within_ms": 300_000}
 
@@ -164,7 +164,7 @@ async def test_an_unknown_site_is_a_404_naming_it(client: httpx.AsyncClient) -> 
 @pytest.mark.anyio
 async def test_gaps_with_totals_and_a_device_s_unexplained_ranges(client: httpx.AsyncClient, store: Store) -> None:
     everything = (await client.get("/v1/gaps", headers=AUTH)).json()
-    assert everything == {"gaps": store.gaps(), "totals": store.gap_totals()}
+    assert everything == {"gaps": store.telemetry.gaps(), "totals": store.telemetry.gap_totals()}
     assert [(g["device_id"], g["first_seq"], g["last_seq"]) for g in everything["gaps"]] == [("d1", 4, 5)]
     one = (await client.get("/v1/gaps", params={"device": "d1"}, headers=AUTH)).json()
     assert one["missing"] == {"bulk": [[6, 6]]}  # 4..5 were reported dropped; 6 is unexplained
@@ -186,7 +186,7 @@ async def test_create_and_list_commands(client: httpx.AsyncClient, store: Store,
     assert pushed.calls == [("d1", 1), ("d1", 2)]
     assert pushed.loops == [asyncio.get_running_loop()] * 2
     body = (await client.get("/v1/devices/d1/commands", headers=AUTH)).json()
-    assert body == {"commands": store.list_commands("d1")}
+    assert body == {"commands": store.commands.list_commands("d1")}
     assert [(c["seq"], c["name"], c["args"], c["status"]) for c in body["commands"]] == [
         (1, "reboot", {"delay": "5"}, "queued"),
         (2, "ping", {}, "queued"),
@@ -221,7 +221,7 @@ async def test_a_bad_command_body_is_a_422_naming_the_field(
     assert response.status_code == 422
     assert response.json()["error"] == "invalid_request"
     assert problem in response.json()["detail"]
-    assert store.list_commands("d1") == []
+    assert store.commands.list_commands("d1") == []
 
 
 @pytest.mark.anyio
@@ -233,7 +233,7 @@ async def test_a_failing_push_hook_does_not_fail_the_stored_command(store: Store
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         response = await c.post("/v1/devices/d1/commands", json={"name": "reboot"}, headers=AUTH)
     assert response.status_code == 201
-    assert [c["status"] for c in store.list_commands("d1")] == ["queued"]
+    assert [c["status"] for c in store.commands.list_commands("d1")] == ["queued"]
 
 
 @pytest.mark.anyio

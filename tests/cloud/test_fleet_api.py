@@ -21,12 +21,12 @@ NOW_MS = 1_700_000_000_000
 def store(tmp_path) -> Iterator[Store]:
     s = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
     status = {"link": "down", "backlog.bulk.bytes": 4096, "backlog.critical.bytes": 1024}
-    s.ingest("gw-1", "site-a", [
+    s.telemetry.ingest("gw-1", "site-a", [
         ForwardRecord("d1", "state", 1, NOW_MS - 5_000, "inventory", {"firmware_version": "1.0.0", "model": "m1"}),
         ForwardRecord("d1", "bulk", 1, NOW_MS - 5_000, "metrics", {"cpu_percent": 5.0}),
         ForwardRecord("gw-1", "state", 0, NOW_MS, "gateway.status", status),
     ], NOW_MS - 1_000)
-    s.ingest("gw-1", "site-a", [ForwardRecord("d2", "bulk", 1, NOW_MS, "metrics", {})], NOW_MS - 900_000)
+    s.telemetry.ingest("gw-1", "site-a", [ForwardRecord("d2", "bulk", 1, NOW_MS, "metrics", {})], NOW_MS - 900_000)
     yield s
     s.close()
 
@@ -73,10 +73,10 @@ async def test_refusals_are_typed_and_say_what_to_do(client: httpx.AsyncClient) 
 @pytest.mark.anyio
 async def test_a_dry_run_changes_nothing_and_a_set_queues_config(client: httpx.AsyncClient, store: Store) -> None:
     r = await client.post("/v1/config/set", json={"layer": "site:site-a", "key": "rate", "value": 2, "dry_run": True})
-    assert r.json()["changed"] == {"d1": ["rate"], "d2": ["rate"]} and store.layers() == []
+    assert r.json()["changed"] == {"d1": ["rate"], "d2": ["rate"]} and store.fleet.layers() == []
     r = await client.post("/v1/config/set", json={"layer": "site:site-a", "key": "rate", "value": 2})
     assert [q["device_id"] for q in r.json()["queued"]] == ["d1", "d2"]
-    assert [c["name"] for c in store.list_commands("d1")] == ["config"]
+    assert [c["name"] for c in store.commands.list_commands("d1")] == ["config"]
     explain = (await client.get("/v1/config/explain/d1")).json()
     assert explain["keys"] == [{"key": "rate", "value": 2, "layer": "site:site-a", "locked_by": None, "refused": []}]
     assert explain["drift"] is True and explain["applied_version"] is None

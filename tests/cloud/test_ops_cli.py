@@ -45,7 +45,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     status = {"link": "up", "backlog.bulk": 1200, "backlog.critical": 0, "disk.used_bytes": 5_000_000,
               "disk.quota_bytes": 50_000_000, "oldest_age_s.bulk": 42.5, "dropped.bulk.quota": 2}
     gap = {"stream": "bulk", "reason": "quota", "first": 3, "last": 4, "count": 2, "reporter": "gw-1"}
-    store.ingest(
+    store.telemetry.ingest(
         "gw-1",
         "site-a",
         [ForwardRecord("pump-1", "bulk", s, t0, "env", {}) for s in (1, 2)]
@@ -54,9 +54,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
            ForwardRecord("pump-1", "critical", 0, t0, "gap", gap)],
         t0,
     )
-    store.ingest("gw-1", "site-a", [ForwardRecord("pump-1", "bulk", 6, t0, "env", {})], t0 - 3_600_000)
-    store.ingest("gw-2", "site-b", [ForwardRecord("valve-22", "bulk", 9, t0, "env", {})], t0 + 60_000)
-    store.ingest("gw-2", "site-b", [ForwardRecord("pump-7", "bulk", 1, t0, "env", {})], t0 - 3_600_000)
+    store.telemetry.ingest("gw-1", "site-a", [ForwardRecord("pump-1", "bulk", 6, t0, "env", {})], t0 - 3_600_000)
+    store.telemetry.ingest("gw-2", "site-b", [ForwardRecord("valve-22", "bulk", 9, t0, "env", {})], t0 + 60_000)
+    store.telemetry.ingest("gw-2", "site-b", [ForwardRecord("pump-7", "bulk", 1, t0, "env", {})], t0 - 3_600_000)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
     thread.start()
@@ -91,14 +91,14 @@ def test_devices_list_json(runner: CliRunner, served: Served) -> None:
     assert result.exit_code == 0, result.output
     listed = json.loads(result.output)
     # each device row, with the fleet view's state, tags, groups, inventory and config
-    assert [{k: d[k] for k in row} for d, row in zip(listed, served.store.list_devices(), strict=True)] == (
-        served.store.list_devices()
+    assert [{k: d[k] for k in row} for d, row in zip(listed, served.store.telemetry.list_devices(), strict=True)] == (
+        served.store.telemetry.list_devices()
     )
     assert all({"tags", "groups", "inventory", "config"} <= set(d) for d in listed)
 
 
 def test_devices_list_where(runner: CliRunner, served: Served) -> None:
-    first = served.store.list_devices()[0]["device_id"]
+    first = served.store.telemetry.list_devices()[0]["device_id"]
     args = ["list", "--api", served.url, "--token", TOKEN, "--json", "--where", f'id = "{first}"']
     result = runner.invoke(devices, args)
     assert result.exit_code == 0, result.output
@@ -115,7 +115,7 @@ def test_sites_list_json_through_the_edgefleet_command(runner: CliRunner, served
 
 
 def test_devices_list_human_table(runner: CliRunner, served: Served) -> None:
-    served.store.change_tags("pump-1", add=["canary"])
+    served.store.fleet.change_tags("pump-1", add=["canary"])
     result = runner.invoke(devices, ["list", "--api", served.url, "--token", TOKEN])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
@@ -162,7 +162,7 @@ def test_sites_show_human_block(runner: CliRunner, served: Served) -> None:
 def test_sites_show_json_and_a_site_without_status(runner: CliRunner, served: Served) -> None:
     result = runner.invoke(sites, ["show", "site-b", "--api", served.url, "--token", TOKEN, "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == served.store.site_detail("site-b", T0 + 120_000)
+    assert json.loads(result.output) == served.store.telemetry.site_detail("site-b", T0 + 120_000)
     human = runner.invoke(sites, ["show", "site-b", "--api", served.url, "--token", TOKEN])
     assert "devices: 1 online of 2 (records within the last 5 min)" in human.output
     assert "  no status reported yet" in human.output
@@ -197,7 +197,7 @@ def test_devices_command_then_commands(runner: CliRunner, served: Served) -> Non
     assert made.output == "command 1 for pump-7 queued: reboot (expires 2023-11-14 23:15:20 UTC)\n"
     as_json = runner.invoke(devices, ["command", "pump-7", "ping", "--ttl", "60", "--json", *opts])
     assert json.loads(as_json.output) == {"device_id": "pump-7", "seq": 2, "expires_ms": T0 + 180_000}
-    served.store.mark_command("pump-7", 1, "done", "rebooted", T0 + 150_000)
+    served.store.commands.mark_command("pump-7", 1, "done", "rebooted", T0 + 150_000)
     listed = runner.invoke(devices, ["commands", "pump-7", *opts])
     assert listed.exit_code == 0, listed.output
     assert listed.output.splitlines() == [
@@ -206,7 +206,7 @@ def test_devices_command_then_commands(runner: CliRunner, served: Served) -> Non
         "  2  ping    -            queued  -         2023-11-14 22:15:20  2023-11-14 22:16:20  2023-11-14 22:15:20",
     ]
     listed_json = runner.invoke(devices, ["commands", "pump-7", "--json", *opts])
-    assert json.loads(listed_json.output) == served.store.list_commands("pump-7")
+    assert json.loads(listed_json.output) == served.store.commands.list_commands("pump-7")
 
 
 def test_devices_commands_of_a_device_without_any(runner: CliRunner, served: Served) -> None:
@@ -224,7 +224,7 @@ def test_devices_command_refuses_bad_args_and_unknown_devices(runner: CliRunner,
     assert unknown.exit_code == 2
     assert "POST /v1/devices/ghost/commands failed" in unknown.output
     assert "No device by the id of 'ghost'" in unknown.output
-    assert served.store.list_commands("ghost") == []
+    assert served.store.commands.list_commands("ghost") == []
 
 
 def test_data_dir_supplies_token_and_url(runner: CliRunner, served: Served, tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ def test_a_wrong_passphrase_fails_before_anything_is_uploaded(
         ],
     )
     assert result.exit_code == 2 and "wrong passphrase" in result.output
-    assert release_cloud.store.get_release("13.0.0") is None
+    assert release_cloud.store.releases.get_release("13.0.0") is None
 
 
 def test_check_manifest_refuses_a_manifest_for_other_bytes(tmp_path: Path) -> None:

@@ -23,8 +23,8 @@ NOW_MS = 1_700_000_000_000
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
     s = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
-    s.ingest("gw-1", "site-a", [ForwardRecord("d1", "bulk", 1, 1001, "env", {})], NOW_MS - 1000)
-    s.ingest("gw-2", "site-b", [ForwardRecord("d2", "bulk", 1, 1001, "env", {})], NOW_MS - 1000)
+    s.telemetry.ingest("gw-1", "site-a", [ForwardRecord("d1", "bulk", 1, 1001, "env", {})], NOW_MS - 1000)
+    s.telemetry.ingest("gw-2", "site-b", [ForwardRecord("d2", "bulk", 1, 1001, "env", {})], NOW_MS - 1000)
     yield s
     s.close()
 
@@ -38,7 +38,7 @@ def anyio_backend() -> str:
 async def client(store: Store) -> AsyncIterator[tuple[httpx.AsyncClient, list[bytes]]]:
     pushed: list[bytes] = []
     executor = ThreadPoolExecutor(1, thread_name_prefix="store")
-    service = SecurityService(store, Ed25519PrivateKey.generate())
+    service = SecurityService(store.security, store.fleet, Ed25519PrivateKey.generate())
     app = create_app(store, BOOT, executor=executor, now_ms=lambda: NOW_MS, security=service,
                      on_revocations=pushed.append)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
@@ -85,9 +85,9 @@ async def test_roles_and_sites_are_enforced_and_every_mutation_is_audited(client
     assert r.status_code == 200 and r.json()["revoked"] == {"d1": "stolen"} and len(pushed) == 1
     # the token is stored hashed: the secret appears nowhere in the store
     secret = op_a.split("_", 2)[2]
-    assert secret not in repr(store.api_token(op_a.split("_")[1]))
+    assert secret not in repr(store.security.api_token(op_a.split("_")[1]))
 
-    records = store.audit_records()
+    records = store.security.audit_records()
     verify_chain(records)
     seen = [(r.who, r.action, r.result) for r in records]
     assert ("vera", "devices.command", "refused") in seen
@@ -115,7 +115,7 @@ async def test_a_request_allowed_by_role_but_refused_by_its_route_is_audited_as_
     c, _ = client
     r = await c.post("/v1/devices/d1/commands", json={"name": ""}, headers=auth(BOOT))  # invalid body
     assert r.status_code == 422
-    rec = store.audit_records()[-1]
+    rec = store.security.audit_records()[-1]
     assert (rec.who, rec.action, rec.result) == ("bootstrap-admin", "devices.command", "refused")
     assert "HTTP 422" in rec.detail
 

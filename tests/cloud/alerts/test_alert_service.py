@@ -281,37 +281,37 @@ def store(tmp_path) -> Iterator[Store]:
 def test_rows_round_trip_through_the_store_and_acks_survive_updates(fleet: Fleet, store: Store) -> None:
     fleet.run(2, lambda: heartbeat(fleet, "d1"))
     fleet.run(12, lambda: heartbeat(fleet))
-    store.save_alerts(fleet.rows)
-    [row] = store.list_alerts("open")
+    store.alerts.save_alerts(fleet.rows)
+    [row] = store.alerts.list_alerts("open")
     assert row == {**fleet.rows[0], "acked_by": None, "acked_ms": None}
-    acked = store.ack_alert(row["id"], "alice", fleet.now)
+    acked = store.alerts.ack_alert(row["id"], "alice", fleet.now)
     assert (acked["acked_by"], acked["acked_ms"]) == ("alice", fleet.now)
     fleet.run(1, lambda: heartbeat(fleet, "d1"))
-    store.save_alerts(fleet.rows[1:])
-    assert store.list_alerts("open") == []
-    [done] = store.list_alerts("resolved")
+    store.alerts.save_alerts(fleet.rows[1:])
+    assert store.alerts.list_alerts("open") == []
+    [done] = store.alerts.list_alerts("resolved")
     assert (done["state"], done["acked_by"], done["resolved_ms"]) == ("resolved", "alice", fleet.now)
-    store.save_alerts([{**fleet.rows[0], "last_event_ms": 1}])  # a late "open" never reopens it
-    assert store.get_alert(row["id"])["state"] == "resolved"
-    assert store.ack_alert("no-such-alert", "bob", fleet.now) is None
+    store.alerts.save_alerts([{**fleet.rows[0], "last_event_ms": 1}])  # a late "open" never reopens it
+    assert store.alerts.get_alert(row["id"])["state"] == "resolved"
+    assert store.alerts.ack_alert("no-such-alert", "bob", fleet.now) is None
     # a restarted service reads what the store holds and picks up where it was
     restarted = AlertService(AlertSettings.from_config(RULES), liveness_ms=LIVENESS_MS)
-    restarted.restore(store.list_alerts("open"), store.active_silences(fleet.now), fleet.now)
+    restarted.restore(store.alerts.list_alerts("open"), store.alerts.active_silences(fleet.now), fleet.now)
     assert restarted.tick(fleet.now) == TickResult([], [])
 
 
 def test_silences_are_kept_until_they_end(store: Store) -> None:
-    a = store.add_silence("battery_low", T0 + 10_000, "alice", "swap day", T0)
-    b = store.add_silence("gw-1", T0 + 1_000, "bob", "", T0)
+    a = store.alerts.add_silence("battery_low", T0 + 10_000, "alice", "swap day", T0)
+    b = store.alerts.add_silence("gw-1", T0 + 1_000, "bob", "", T0)
     assert a["id"] != b["id"]
-    assert [s["target"] for s in store.active_silences(T0)] == ["battery_low", "gw-1"]
-    assert [s["target"] for s in store.active_silences(T0 + 1_000)] == ["battery_low"]
+    assert [s["target"] for s in store.alerts.active_silences(T0)] == ["battery_low", "gw-1"]
+    assert [s["target"] for s in store.alerts.active_silences(T0 + 1_000)] == ["battery_low"]
 
 
 def test_devices_in_maintenance_follow_the_lifecycle(store: Store) -> None:
     from cloud.fleet import lifecycle
 
-    store.ingest("gw-1", "site-a", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {})], T0)
-    assert store.devices_in_state("maintenance") == []
-    lifecycle.set_state(store, "d1", "maintenance", "alice", "battery swap", T0)
-    assert store.devices_in_state("maintenance") == ["d1"]
+    store.telemetry.ingest("gw-1", "site-a", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {})], T0)
+    assert store.fleet.devices_in_state("maintenance") == []
+    lifecycle.set_state(store.fleet, "d1", "maintenance", "alice", "battery swap", T0)
+    assert store.fleet.devices_in_state("maintenance") == ["d1"]

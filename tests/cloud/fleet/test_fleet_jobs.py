@@ -35,9 +35,9 @@ async def _until(predicate, what: str) -> None:
 @pytest.mark.anyio
 async def test_jobs_push_config_feed_alerts_apply_retention_and_forget_retired(tmp_path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
-    store.ingest("gw-1", "s", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {"t": 1.0}),
+    store.telemetry.ingest("gw-1", "s", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {"t": 1.0}),
                                ForwardRecord("d2", "bulk", 1, T0, "metrics", {})], T0)
-    store.put_layer("global", "", {"rate": 2}, [], "ops", T0)
+    store.fleet.put_layer("global", "", {"rate": 2}, [], "ops", T0)
     alerts = AlertService(AlertSettings(), liveness_ms=3000)
     pushed: list[tuple[str, int]] = []
     now = [T0 + 8 * 86400_000]  # a week and a day later: both devices are ghosts
@@ -47,15 +47,15 @@ async def test_jobs_push_config_feed_alerts_apply_retention_and_forget_retired(t
     running = start_fleet_jobs(jobs, store, thread, alerts, lambda d, s: pushed.append((d, s)), lambda: now[0])
     try:
         await _until(lambda: sorted(d for d, _ in pushed) == ["d1", "d2"], "config pushed to both devices")
-        assert [c["name"] for c in store.list_commands("d1")] == ["config"]
-        await _until(lambda: store.metric_series(["d1"], 0, now[0], "raw") == [], "raw retention")
+        assert [c["name"] for c in store.commands.list_commands("d1")] == ["config"]
+        await _until(lambda: store.metrics.metric_series(["d1"], 0, now[0], "raw") == [], "raw retention")
 
         def ghosts() -> set[str]:
             alerts.tick(now[0])  # the cloud's alert timer does this every second
             return {a.subject for a in alerts.engine.open_alerts() if a.rule == "ghost_device"}
 
         await _until(lambda: ghosts() == {"d1", "d2"}, "ghost_device for both")
-        lifecycle.set_state(store, "d1", "retired", "ops", "gone", now[0])
+        lifecycle.set_state(store.fleet, "d1", "retired", "ops", "gone", now[0])
         await _until(lambda: ghosts() == {"d2"}, "the retired device forgotten")
     finally:
         running.stop()

@@ -296,7 +296,7 @@ def test_an_image_over_the_limit_is_refused_and_nothing_kept(tmp_path: Path) -> 
     async def run() -> tuple[int, dict[str, Any]]:
         store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
         service = ReleaseService(
-            store, ArtifactStore(tmp_path / "artifacts"), {}, ReleaseSettings(max_image_bytes=1000)
+            store.releases, ArtifactStore(tmp_path / "artifacts"), {}, ReleaseSettings(max_image_bytes=1000)
         )
         service.start()
 

@@ -30,7 +30,7 @@ class Clock:
 
 def _fleet(store: Store) -> None:
     for s in (1, 2):
-        store.ingest(f"gw-{s}", f"site-{s}",
+        store.telemetry.ingest(f"gw-{s}", f"site-{s}",
                      [ForwardRecord(f"d-{s}-{i}", "bulk", 1, 1000, "env", {"t": 1.0}) for i in range(5)], 1000)
 
 
@@ -64,7 +64,8 @@ def test_service_drives_a_rollout_through_commands_and_outcomes(env):
     pushed: list[tuple[str, int]] = []
 
     async def run():
-        svc = RolloutService(store, ex, lambda d, s: pushed.append((d, s)), now_ms=clock)
+        svc = RolloutService(store.rollouts, ex, lambda d, s: pushed.append((d, s)), commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock)
         app = create_app(store, TOKEN, executor=ex, rollouts=svc)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             r = await http.post("/v1/rollouts", json={"plan": _plan(), "install_args": {"manifest": "/m", "image": "/i"}},
@@ -75,7 +76,7 @@ def test_service_drives_a_rollout_through_commands_and_outcomes(env):
             canary = [d["device_id"] for d in view["devices"] if d["stage"] == 0]
             await _settle(ex)
             assert sorted(d for d, _ in pushed) == sorted(canary)  # commands were created, then pushed
-            cmds = store.list_commands(canary[0])
+            cmds = store.commands.list_commands(canary[0])
             assert cmds[-1]["name"] == "update" and cmds[-1]["args"]["manifest"] == "/m"
             # outcomes arrive as committed update records
             seq = 10
@@ -115,7 +116,8 @@ def test_failing_canary_pauses_and_abort_reverts_and_a_second_rollout_is_held_of
     pushed: list[tuple[str, int]] = []
 
     async def run():
-        svc = RolloutService(store, ex, lambda d, s: pushed.append((d, s)), now_ms=clock)
+        svc = RolloutService(store.rollouts, ex, lambda d, s: pushed.append((d, s)), commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock)
         first = await svc.create({"plan": _plan(canary=3, failure="2")})
         canary = [d["device_id"] for d in first["devices"] if d["stage"] == 0]
         svc.observe_batch("site-1", [_outcome(canary[0], 50, "committed")])
@@ -135,8 +137,8 @@ def test_failing_canary_pauses_and_abort_reverts_and_a_second_rollout_is_held_of
         aborted = await svc.control("r1", "abort", revert=True)
         assert aborted["state"] == "aborted" and aborted["counters"]["reverts"] == 1
         await _settle(ex)
-        assert pushed[n:] == [(canary[0], store.list_commands(canary[0])[-1]["seq"])]
-        assert store.list_commands(canary[0])[-1]["name"] == "rollback"
+        assert pushed[n:] == [(canary[0], store.commands.list_commands(canary[0])[-1]["seq"])]
+        assert store.commands.list_commands(canary[0])[-1]["name"] == "rollback"
 
     asyncio.run(run())
 
@@ -148,7 +150,8 @@ def test_cli_create_show_list_pause_resume_abort(env, monkeypatch):
     async def serve(port_box, stop):
         from cloud.api import serve_api
 
-        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock)
         app = create_app(store, TOKEN, executor=ex, rollouts=svc)
         api = await serve_api(app, "127.0.0.1", 0)
         port_box.append(api.port)
@@ -194,12 +197,13 @@ def test_a_restarted_service_carries_on_and_versions_reported_by_devices_are_res
     store, ex = env
     clock = Clock()
     # d-1-0 already reported running 3.0.0: a rollout of 2.0.0 must not take it back
-    store.ingest("gw-1", "site-1", [ForwardRecord("d-1-0", "critical", 5, 1500, "update",
+    store.telemetry.ingest("gw-1", "site-1", [ForwardRecord("d-1-0", "critical", 5, 1500, "update",
                                                   {"version": "3.0.0", "outcome": "committed", "reason": "",
                                                    "running_version": "3.0.0"})], 1500)
 
     async def first():
-        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock)
         view = await svc.create({"plan": _plan(canary=1)})
         skipped = {d["device_id"]: d["reason"] for d in view["devices"] if d["state"] == "skipped"}
         assert list(skipped) == ["d-1-0"] and "newer than 2.0.0" in skipped["d-1-0"]
@@ -208,7 +212,8 @@ def test_a_restarted_service_carries_on_and_versions_reported_by_devices_are_res
     canary = asyncio.run(first())
 
     async def second():  # the cloud restarted: the engine comes back from the store and goes on
-        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock)
         assert await svc.restore() == 1
         svc.observe_batch("site-x", [_outcome(canary[0], 60, "committed")])
         await _settle(ex)
@@ -234,11 +239,12 @@ def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_repo
     sent: list[tuple[str, object]] = []
 
     async def run():
-        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock, signing_key=key,
+        svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock, signing_key=key,
                              send_to_gateway=lambda gw, msg: sent.append((gw, msg)))
         view = await svc.create({"plan": _plan(site_autonomy=True), "install_args": {"manifest": "/m"}})
         await _settle(ex)
-        cmds = {d: store.list_commands(d)[-1] for d in (f"d-{s}-{i}" for s in (1, 2) for i in range(5))}
+        cmds = {d: store.commands.list_commands(d)[-1] for d in (f"d-{s}-{i}" for s in (1, 2) for i in range(5))}
         assert all(c["name"] == "update" and c["args"]["gate"] == "site" for c in cmds.values())
         assert view["totals"] == {"pending": 10}  # the coordinator drives nothing itself
         by_gw = {gw: m for gw, m in sent}
@@ -264,12 +270,12 @@ def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_repo
         latest = verify_site_plan(verifier, sent[-1][1].blob, "site-2" if sent[-1][0] == "gw-2" else "site-1", clock.ms)
         assert latest.approved_stage == 1
         # a newcomer joins: its gated command is made and it is in the next plans
-        store.ingest("gw-2", "site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})], 4000)
+        store.telemetry.ingest("gw-2", "site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})], 4000)
         svc.observe_batch("site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})])
         await _settle(ex)
         await asyncio.sleep(0.05)
         await _settle(ex)
-        assert store.list_commands("d-2-new")[-1]["args"]["gate"] == "site"
+        assert store.commands.list_commands("d-2-new")[-1]["args"]["gate"] == "site"
 
     asyncio.run(run())
 
@@ -279,7 +285,8 @@ def test_telemetry_feeds_the_health_gate_metric_rules_and_reboots(env):
     clock = Clock()
 
     async def run():
-        svc = RolloutService(store, ex, lambda d, s: None, now_ms=clock)
+        svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=clock)
         view = await svc.create({"plan": _plan(canary=2, soak_s=60, metric_rules=["cpu_percent < 90"])})
         canary = [d["device_id"] for d in view["devices"] if d["stage"] == 0]
         for i, d in enumerate(canary):

@@ -28,11 +28,16 @@ def key() -> str:
 
 
 @pytest.fixture
-def service(tmp_path):
+def store(tmp_path):
     store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
-    ca = init_ca(tmp_path / "ca", b"passphrase", now=T0 - dt.timedelta(days=1))
-    yield SecurityService(store, Ed25519PrivateKey.generate(), ca=ca, cert_days=30)
+    yield store
     store.close()
+
+
+@pytest.fixture
+def service(tmp_path, store):
+    ca = init_ca(tmp_path / "ca", b"passphrase", now=T0 - dt.timedelta(days=1))
+    return SecurityService(store.security, store.fleet, Ed25519PrivateKey.generate(), ca=ca, cert_days=30)
 
 
 def enroll(service, device="dev-1", k=None, token="", serial="SN-1", site="site-1", now=NOW):
@@ -41,7 +46,7 @@ def enroll(service, device="dev-1", k=None, token="", serial="SN-1", site="site-
 
 
 def last_audit(service):
-    records = service.store.audit_records()
+    records = service.records.audit_records()
     verify_chain(records)
     return records[-1]
 
@@ -107,7 +112,7 @@ def test_rotation_certifies_a_new_key_but_not_for_an_expired_or_revoked_device(s
     enroll(service, token=token)
     new = key()
     reply = service.rotate(KeyRotation("dev-1", new), gateway_id="gw-1", gateway_site="site-1", now_ms=NOW + 1000)
-    assert reply.outcome == "accept" and service.store.identity("dev-1")["curve_key"] == new
+    assert reply.outcome == "accept" and service.records.identity("dev-1")["curve_key"] == new
     late = NOW + 31 * 86_400_000
     reply = service.rotate(KeyRotation("dev-1", key()), gateway_id="gw-1", gateway_site="site-1", now_ms=late)
     assert reply.outcome == "refuse" and "must enroll again" in reply.detail
@@ -116,7 +121,7 @@ def test_rotation_certifies_a_new_key_but_not_for_an_expired_or_revoked_device(s
     service.change_revocations("dev-1", "revoke", "", NOW)
     reply = service.rotate(KeyRotation("dev-1", key()), gateway_id="gw-1", gateway_site="site-1", now_ms=NOW)
     assert reply.outcome == "refuse" and "revoked" in reply.detail
-    assert [r.action for r in service.store.audit_records()].count("devices.rotate") == 4
+    assert [r.action for r in service.records.audit_records()].count("devices.rotate") == 4
 
 
 def test_revocation_lists_are_versioned_signed_and_verify_at_a_gateway(service, tmp_path) -> None:
@@ -138,15 +143,15 @@ def test_enrollment_rules_from_the_config_give_groups_and_bad_ones_are_refused_a
                          {"site": "site-2", "groups": ["south"]}])
     store = Store.open(f"sqlite:///{tmp_path / 'rules.db'}")
     ca = init_ca(tmp_path / "ca", b"passphrase", now=T0 - dt.timedelta(days=1))
-    service = SecurityService(store, Ed25519PrivateKey.generate(), ca=ca, enroller=Enroller(rules))
+    service = SecurityService(store.security, store.fleet, Ed25519PrivateKey.generate(), ca=ca, enroller=Enroller(rules))
     token, _ = service.create_claim_token("site-1", 5, NOW + 3_600_000, NOW)
-    store.touch_gateway("gw-1", "site-1", NOW)  # the gateway that relays the enrollment is connected
+    store.telemetry.touch_gateway("gw-1", "site-1", NOW)  # the gateway that relays the enrollment is connected
     _, reply = enroll(service, token=token)
-    assert reply.outcome == "accept" and store.identity("dev-1")["groups"] == ["line-1"]
+    assert reply.outcome == "accept" and store.security.identity("dev-1")["groups"] == ["line-1"]
     # the rules took effect in the fleet: a static group (made for it) and the device's config layer
-    assert {g["name"]: g["kind"] for g in store.list_groups()} == {"line-1": "static"}
-    assert store.change_members("line-1") == ["dev-1"]
-    (layer,) = [lay for lay in store.layers() if (lay["kind"], lay["name"]) == ("device", "dev-1")]
+    assert {g["name"]: g["kind"] for g in store.fleet.list_groups()} == {"line-1": "static"}
+    assert store.fleet.change_members("line-1") == ["dev-1"]
+    (layer,) = [lay for lay in store.fleet.layers() if (lay["kind"], lay["name"]) == ("device", "dev-1")]
     assert layer["values"] == {"rate": "1s"} and layer["updated_by"] == "enrollment rule"
     store.close()
     with pytest.raises(ConfigError, match=r"enroll_rules\[0\]"):
@@ -157,10 +162,10 @@ def test_a_gateway_over_its_enrollment_rate_is_told_to_retry_and_it_is_audited(t
     from cloud.security.enrollment import Enroller
 
     store = Store.open(f"sqlite:///{tmp_path / 'rate.db'}")
-    service = SecurityService(store, Ed25519PrivateKey.generate(), enroller=Enroller(rate_per_s=0.001, burst=2))
+    service = SecurityService(store.security, store.fleet, Ed25519PrivateKey.generate(), enroller=Enroller(rate_per_s=0.001, burst=2))
     outcomes = [enroll(service, device=f"dev-{i}", serial=f"SN-{i}")[1].outcome for i in range(4)]
     assert outcomes == ["pending", "pending", "retry", "retry"]
-    assert "rate limit" in store.audit_records()[-1].detail
+    assert "rate limit" in store.security.audit_records()[-1].detail
     store.close()
 
 
@@ -170,56 +175,54 @@ def test_a_gateway_certificate_must_name_its_id_site_and_key(service) -> None:
     assert service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=NOW) == ""
     assert "not gateway 'gw-1' at 'site-2'" in service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-2", now_ms=NOW)
     assert "key mismatch" in service.verify_gateway(pem, curve_key=key(), gateway_id="gw-1", site="site-1", now_ms=NOW)
-    assert [r.action for r in service.store.audit_records()] == ["gateways.certificate"] * 2
+    assert [r.action for r in service.records.audit_records()] == ["gateways.certificate"] * 2
 
 
 def test_an_oversized_request_is_refused_not_stored(service) -> None:
     token, _ = service.create_claim_token("site-1", 5, NOW + 3_600_000, NOW)
     _, reply = enroll(service, device="d" * 200, token=token)
     assert reply.outcome == "refuse" and "longer than 128" in reply.detail
-    assert service.store.list_identities() == [] and last_audit(service).result == "refused"
+    assert service.records.list_identities() == [] and last_audit(service).result == "refused"
 
 
-def test_retiring_a_device_revokes_its_credentials_and_audits_it(service):
+def test_retiring_a_device_revokes_its_credentials_and_audits_it(service, store):
     from cloud.fleet import lifecycle
     from common.protocol import ForwardRecord
 
-    service.store.ingest("gw-1", "site-1", [ForwardRecord("dev-9", "bulk", 1, NOW, "metrics", {})], NOW)
+    store.telemetry.ingest("gw-1", "site-1", [ForwardRecord("dev-9", "bulk", 1, NOW, "metrics", {})], NOW)
     blobs = []
     lifecycle.ON_RETIRE.append(hook := lambda row: blobs.append(service.revoke_retired(row, NOW + 2)))
     try:
-        lifecycle.set_state(service.store, "dev-9", "retired", "alice", "scrapped", NOW + 1)
+        lifecycle.set_state(store.fleet, "dev-9", "retired", "alice", "scrapped", NOW + 1)
     finally:
         lifecycle.ON_RETIRE.remove(hook)
     (blob,) = blobs
-    _, revoked, _ = service.store.revocation_list()
+    _, revoked, _ = service.records.revocation_list()
     assert "retired by alice: scrapped" in revoked["dev-9"]
     assert b"dev-9" in blob  # the signed list the gateways get names it
-    (rec,) = [r for r in service.store.audit_records() if r.action == "devices.revoke"]
+    (rec,) = [r for r in service.records.audit_records() if r.action == "devices.revoke"]
     assert (rec.who, rec.target, rec.result) == ("alice", "dev-9", "allowed") and "scrapped" in rec.detail
 
 
-def test_a_command_a_device_refused_is_reported_once_for_the_audit_log(service):
+def test_a_command_a_device_refused_is_reported_once_for_the_audit_log(store):
     from common.protocol import ForwardRecord
 
-    store = service.store
-    store.ingest("gw-1", "site-1", [ForwardRecord("dev-7", "bulk", 1, NOW, "metrics", {})], NOW)
-    seq = store.create_command("dev-7", "reboot", {}, NOW + 60_000, NOW)
+    store.telemetry.ingest("gw-1", "site-1", [ForwardRecord("dev-7", "bulk", 1, NOW, "metrics", {})], NOW)
+    seq = store.commands.create_command("dev-7", "reboot", {}, NOW + 60_000, NOW)
     report = ForwardRecord("dev-7", "critical", 0, NOW + 1, "command",
                            {"seq": seq, "status": "failed", "detail": "refused: signature by an unknown key"})
-    first = store.ingest("gw-1", "site-1", [report], NOW + 2)
+    first = store.telemetry.ingest("gw-1", "site-1", [report], NOW + 2)
     assert first.refused_commands == (("dev-7", seq, "refused: signature by an unknown key"),)
-    assert store.ingest("gw-1", "site-1", [report], NOW + 3).refused_commands == ()  # a resend: nothing new
+    assert store.telemetry.ingest("gw-1", "site-1", [report], NOW + 3).refused_commands == ()  # a resend: nothing new
 
 
-def test_a_refused_command_the_cloud_never_sent_is_reported_as_such(service):
+def test_a_refused_command_the_cloud_never_sent_is_reported_as_such(store):
     from common.protocol import ForwardRecord
 
-    store = service.store
-    store.ingest("gw-1", "site-1", [ForwardRecord("dev-8", "bulk", 1, NOW, "metrics", {})], NOW)
+    store.telemetry.ingest("gw-1", "site-1", [ForwardRecord("dev-8", "bulk", 1, NOW, "metrics", {})], NOW)
     report = ForwardRecord("dev-8", "critical", 0, NOW + 1, "command",
                            {"seq": 77, "status": "failed", "detail": "refused: no cloud signature"})
-    result = store.ingest("gw-1", "site-1", [report], NOW + 2)
+    result = store.telemetry.ingest("gw-1", "site-1", [report], NOW + 2)
     ((device, seq, why),) = result.refused_commands
     assert (device, seq) == ("dev-8", 77) and why.startswith("never sent by the cloud")
 
@@ -235,4 +238,4 @@ def test_a_gateway_certificate_is_renewed_for_the_same_key_past_two_thirds_of_it
     assert (ident.role, ident.subject_id, ident.site) == ("gateway", "gw-1", "site-1")
     assert ident.not_after >= T0 + dt.timedelta(days=50)  # a full new lifetime, from now
     assert service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=late) == ""  # the overlap
-    assert service.store.audit_records()[-1].action == "gateways.certificate.renew"
+    assert service.records.audit_records()[-1].action == "gateways.certificate.renew"

@@ -88,7 +88,7 @@ def command_report(device: str, seq: int, status_: str, detail: str = "") -> For
 
 
 def test_public_names_exist() -> None:
-    assert sorted(cloud.store.__all__) == ["COMMAND_STATUSES", "IngestResult", "MIGRATIONS", "Migration", "Store"]
+    assert sorted(cloud.store.__all__) == ["COMMAND_STATUSES", "Database", "IngestResult", "MIGRATIONS", "Migration", "Store"]
     assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
 
 
@@ -155,16 +155,16 @@ def test_migration_2_upgrades_a_version_1_store_with_rows(store_url: str) -> Non
         ]
         assert tuple(gateway) == ("KEY-1", None, None)
         # the new key: an old row is a duplicate in bulk, the same seq in critical is a new record
-        assert store.ingest("gw-1", "site-a", [rec("d1", 3), rec("d1", 3, "critical"), rec("d1", 4)], 30) == (
+        assert store.telemetry.ingest("gw-1", "site-a", [rec("d1", 3), rec("d1", 3, "critical"), rec("d1", 4)], 30) == (
             IngestResult(stored=2, duplicates=1)
         )
-        assert store.list_devices()[0]["last_seq"] == 4
-        store.create_command("d1", "reboot", {}, expires_ms=1_000, now_ms=30)
-        store.ingest("gw-1", "site-a", [gap("d1", "bulk", 5, 6)], 40)
-        assert store.gaps()[0]["first_seq"] == 5
+        assert store.telemetry.list_devices()[0]["last_seq"] == 4
+        store.commands.create_command("d1", "reboot", {}, expires_ms=1_000, now_ms=30)
+        store.telemetry.ingest("gw-1", "site-a", [gap("d1", "bulk", 5, 6)], 40)
+        assert store.telemetry.gaps()[0]["first_seq"] == 5
     with Store.open(store_url) as again:
         assert again.applied_migrations == ()
-        assert again.telemetry_summary()["rows"] == 5
+        assert again.telemetry.telemetry_summary()["rows"] == 5
 
 
 def test_a_failed_upgrade_leaves_the_version_1_store_untouched(store_url: str, monkeypatch) -> None:
@@ -172,7 +172,7 @@ def test_a_failed_upgrade_leaves_the_version_1_store_untouched(store_url: str, m
         conn.exec_driver_sql("SELECT no_such_column FROM telemetry")
 
     steps = (*MIGRATIONS, Migration(len(MIGRATIONS) + 1, "a step that fails", boom))
-    monkeypatch.setattr("cloud.store.store.migrate", lambda conn: migrate(conn, steps))
+    monkeypatch.setattr("cloud.store.database.migrate", lambda conn: migrate(conn, steps))
     _at_version_1(store_url).dispose()
     with pytest.raises(StoreError, match=f"migration {len(steps)} \\(a step that fails\\) failed"):
         Store.open(store_url)
@@ -201,55 +201,55 @@ def test_store_newer_than_code_is_refused(open_store, store_url) -> None:
 
 def test_data_survives_reopen(open_store) -> None:
     s = open_store()
-    s.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=10)
+    s.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=10)
     s.close()
-    assert open_store().telemetry_summary()["rows"] == 1
+    assert open_store().telemetry.telemetry_summary()["rows"] == 1
 
 
 # -- ingest ------------------------------------------------------------------------------
 
 
 def test_ingest_stores_each_record(store: Store) -> None:
-    result = store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d1", 2), rec("d2", 1)], now_ms=100)
+    result = store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1), rec("d1", 2), rec("d2", 1)], now_ms=100)
     assert result == IngestResult(stored=3, duplicates=0)
-    summary = store.telemetry_summary()
+    summary = store.telemetry.telemetry_summary()
     assert (summary["rows"], summary["distinct"], summary["duplicates_stored"]) == (3, 3, 0)
 
 
 def test_resent_batch_is_all_duplicates(store: Store) -> None:
     batch = [rec("d1", s) for s in range(1, 6)]
-    assert store.ingest("gw-1", "site-a", batch, now_ms=100) == IngestResult(5, 0)
-    assert store.ingest("gw-1", "site-a", batch, now_ms=200) == IngestResult(0, 5)
-    assert store.telemetry_summary()["rows"] == 5
+    assert store.telemetry.ingest("gw-1", "site-a", batch, now_ms=100) == IngestResult(5, 0)
+    assert store.telemetry.ingest("gw-1", "site-a", batch, now_ms=200) == IngestResult(0, 5)
+    assert store.telemetry.telemetry_summary()["rows"] == 5
 
 
 def test_partly_resent_batch_counts_only_the_new_records(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", s) for s in (1, 2, 3)], now_ms=100)
-    result = store.ingest("gw-1", "site-a", [rec("d1", s) for s in (2, 3, 4, 5)], now_ms=200)
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", s) for s in (1, 2, 3)], now_ms=100)
+    result = store.telemetry.ingest("gw-1", "site-a", [rec("d1", s) for s in (2, 3, 4, 5)], now_ms=200)
     assert result == IngestResult(stored=2, duplicates=2)
-    assert store.telemetry_summary()["devices"] == [
+    assert store.telemetry.telemetry_summary()["devices"] == [
         {"device_id": "d1", "stream": "bulk", "count": 5, "min_seq": 1, "max_seq": 5}
     ]
 
 
 def test_repeats_within_one_batch_count_as_duplicates_and_the_first_wins(store: Store) -> None:
     batch = [rec("d1", 1, t=1.0), rec("d1", 1, t=2.0), rec("d1", 2), rec("d1", 1, t=3.0)]
-    assert store.ingest("gw-1", "site-a", batch, now_ms=100) == IngestResult(stored=2, duplicates=2)
+    assert store.telemetry.ingest("gw-1", "site-a", batch, now_ms=100) == IngestResult(stored=2, duplicates=2)
     with store.engine.connect() as conn:
         stored = conn.execute(sa.select(telemetry.c["values"]).where(telemetry.c.seq == 1)).scalar_one()
     assert stored == {"t": 1.0}
 
 
 def test_same_seq_on_different_devices_is_not_a_duplicate(store: Store) -> None:
-    assert store.ingest("gw-1", "site-a", [rec("d1", 7), rec("d2", 7)], now_ms=1) == IngestResult(2, 0)
+    assert store.telemetry.ingest("gw-1", "site-a", [rec("d1", 7), rec("d2", 7)], now_ms=1) == IngestResult(2, 0)
 
 
 def test_each_stream_is_its_own_sequence_space(store: Store) -> None:
     batch = [rec("d1", 1, "critical"), rec("d1", 1, "state"), rec("d1", 1, "bulk"), rec("d1", 2, "bulk")]
-    assert store.ingest("gw-1", "site-a", batch, now_ms=1) == IngestResult(4, 0)
+    assert store.telemetry.ingest("gw-1", "site-a", batch, now_ms=1) == IngestResult(4, 0)
     again = [rec("d1", 1, "state"), rec("d1", 2, "critical"), rec("d1", 2, "bulk")]
-    assert store.ingest("gw-1", "site-a", again, now_ms=2) == IngestResult(stored=1, duplicates=2)
-    summary = store.telemetry_summary()
+    assert store.telemetry.ingest("gw-1", "site-a", again, now_ms=2) == IngestResult(stored=1, duplicates=2)
+    summary = store.telemetry.telemetry_summary()
     assert (summary["rows"], summary["distinct"], summary["duplicates_stored"]) == (5, 5, 0)
     assert [(d["stream"], d["count"], d["max_seq"]) for d in summary["devices"]] == [
         ("bulk", 2, 2), ("critical", 2, 2), ("state", 1, 1)
@@ -258,7 +258,7 @@ def test_each_stream_is_its_own_sequence_space(store: Store) -> None:
 
 def test_telemetry_row_holds_the_record(store: Store) -> None:
     record = ForwardRecord("d1", "state", 3, 1234, "power", {"v": 230.5, "a": 2, "unit": "V"})
-    store.ingest("gw-1", "site-a", [record], now_ms=99)
+    store.telemetry.ingest("gw-1", "site-a", [record], now_ms=99)
     with store.engine.connect() as conn:
         row = conn.execute(sa.select(telemetry)).mappings().one()
     assert dict(row) == {
@@ -277,7 +277,7 @@ def test_records_the_store_cannot_use_are_refused_by_name_and_the_rest_is_commit
         gap("d1", "bulk", 9, 3),
         command_report("d1", 1, "exploded"),
     ]
-    result = store.ingest("gw-1", "site-a", batch, now_ms=1)
+    result = store.telemetry.ingest("gw-1", "site-a", batch, now_ms=1)
     assert (result.stored, result.duplicates, result.gaps, result.reports) == (1, 0, 0, 4)
     assert len(result.rejected) == 6
     assert result.rejected[0] == (
@@ -286,29 +286,29 @@ def test_records_the_store_cannot_use_are_refused_by_name_and_the_rest_is_commit
     assert "values['first'] must be an integer >= 1, got None" in result.rejected[3]
     assert "gap range 9..3 is empty" in result.rejected[4]
     assert "command status 'exploded' is not one of" in result.rejected[5]
-    assert store.telemetry_summary()["rows"] == 1
+    assert store.telemetry.telemetry_summary()["rows"] == 1
 
 
 def test_empty_batch_still_records_the_gateway(store: Store) -> None:
-    assert store.ingest("gw-1", "site-a", [], now_ms=50) == IngestResult(0, 0)
-    assert [s["gateway_count"] for s in store.list_sites()] == [1]
+    assert store.telemetry.ingest("gw-1", "site-a", [], now_ms=50) == IngestResult(0, 0)
+    assert [s["gateway_count"] for s in store.telemetry.list_sites()] == [1]
 
 
 def test_ingest_of_a_20k_record_batch_stores_each_once(store: Store) -> None:
     # speed is a benchmark's business (docs/BENCHMARKS.md), never a test's
     batch = [rec(f"d{i % 100}", i // 100 + 1) for i in range(20_000)]
-    assert store.ingest("gw-1", "site-a", batch, now_ms=1) == IngestResult(20_000, 0)
-    assert store.ingest("gw-1", "site-a", batch[:500], now_ms=2) == IngestResult(0, 500)
-    assert store.telemetry_summary()["distinct"] == 20_000
+    assert store.telemetry.ingest("gw-1", "site-a", batch, now_ms=1) == IngestResult(20_000, 0)
+    assert store.telemetry.ingest("gw-1", "site-a", batch[:500], now_ms=2) == IngestResult(0, 500)
+    assert store.telemetry.telemetry_summary()["distinct"] == 20_000
 
 
 # -- upserts -----------------------------------------------------------------------------
 
 
 def test_devices_follow_the_newest_sighting_and_last_seq_only_grows(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 5), rec("d1", 3)], now_ms=100)
-    store.ingest("gw-2", "site-b", [rec("d1", 2)], now_ms=200)  # the device moved; an old record arrives late
-    [device] = store.list_devices()
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 5), rec("d1", 3)], now_ms=100)
+    store.telemetry.ingest("gw-2", "site-b", [rec("d1", 2)], now_ms=200)  # the device moved; an old record arrives late
+    [device] = store.telemetry.list_devices()
     assert device == {
         "device_id": "d1", "site_id": "site-b", "gateway_id": "gw-2",
         "first_seen_ms": 100, "last_seen_ms": 200, "last_seq": 5, "state": "active",
@@ -316,36 +316,36 @@ def test_devices_follow_the_newest_sighting_and_last_seq_only_grows(store: Store
 
 
 def test_last_seen_never_goes_back(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=500)
-    store.ingest("gw-1", "site-a", [rec("d1", 2)], now_ms=400)
-    [device] = store.list_devices()
-    [site] = store.list_sites()
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=500)
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 2)], now_ms=400)
+    [device] = store.telemetry.list_devices()
+    [site] = store.telemetry.list_sites()
     assert (device["last_seen_ms"], device["last_seq"], site["last_seen_ms"]) == (500, 2, 500)
 
 
 def test_touch_gateway_creates_keeps_and_replaces_the_key(store: Store) -> None:
-    store.touch_gateway("gw-1", "site-a", now_ms=10, public_key="KEY-1")
-    store.touch_gateway("gw-1", "site-a", now_ms=20)  # no key given: the stored one stays
+    store.telemetry.touch_gateway("gw-1", "site-a", now_ms=10, public_key="KEY-1")
+    store.telemetry.touch_gateway("gw-1", "site-a", now_ms=20)  # no key given: the stored one stays
     with store.engine.connect() as conn:
         row = conn.execute(sa.text("SELECT public_key, first_seen_ms, last_seen_ms FROM gateways")).one()
     assert tuple(row) == ("KEY-1", 10, 20)
-    store.touch_gateway("gw-1", "site-a", now_ms=30, public_key="KEY-2")
+    store.telemetry.touch_gateway("gw-1", "site-a", now_ms=30, public_key="KEY-2")
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT public_key FROM gateways")).scalar_one() == "KEY-2"
 
 
 def test_ingest_keeps_the_gateway_key(store: Store) -> None:
-    store.touch_gateway("gw-1", "site-a", now_ms=10, public_key="KEY-1")
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=20)
+    store.telemetry.touch_gateway("gw-1", "site-a", now_ms=10, public_key="KEY-1")
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=20)
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT public_key FROM gateways")).scalar_one() == "KEY-1"
 
 
 def test_list_sites_counts_gateways_and_devices(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1)], now_ms=100)
-    store.ingest("gw-2", "site-a", [rec("d3", 1)], now_ms=150)
-    store.touch_gateway("gw-3", "site-b", now_ms=300)
-    assert store.list_sites() == [
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1)], now_ms=100)
+    store.telemetry.ingest("gw-2", "site-a", [rec("d3", 1)], now_ms=150)
+    store.telemetry.touch_gateway("gw-3", "site-b", now_ms=300)
+    assert store.telemetry.list_sites() == [
         {"site_id": "site-a", "first_seen_ms": 100, "last_seen_ms": 150, "gateway_count": 2, "device_count": 3,
          "links": {}},
         {"site_id": "site-b", "first_seen_ms": 300, "last_seen_ms": 300, "gateway_count": 1, "device_count": 0,
@@ -354,12 +354,12 @@ def test_list_sites_counts_gateways_and_devices(store: Store) -> None:
 
 
 def test_summary_of_an_empty_store(store: Store) -> None:
-    assert store.telemetry_summary() == {"rows": 0, "distinct": 0, "duplicates_stored": 0, "devices": []}
+    assert store.telemetry.telemetry_summary() == {"rows": 0, "distinct": 0, "duplicates_stored": 0, "devices": []}
 
 
 def test_summary_per_device(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d2", s) for s in (4, 5, 6)] + [rec("d1", 1)], now_ms=1)
-    summary = store.telemetry_summary()
+    store.telemetry.ingest("gw-1", "site-a", [rec("d2", s) for s in (4, 5, 6)] + [rec("d1", 1)], now_ms=1)
+    summary = store.telemetry.telemetry_summary()
     assert summary == {
         "rows": 4,
         "distinct": 4,
@@ -380,13 +380,13 @@ def test_gap_reports_are_recorded_once_however_often_they_arrive(store: Store) -
         gap("d1", "bulk", 4, 5, reason="ttl"),  # same range, another reason: its own row
         gap("d1", "state", 7, 7, reason="quota", reporter="d1", seq=1),  # the device's own: also telemetry
     ]
-    assert store.ingest("gw-1", "site-a", batch, now_ms=100) == IngestResult(
+    assert store.telemetry.ingest("gw-1", "site-a", batch, now_ms=100) == IngestResult(
         stored=1, duplicates=0, gaps=3, reports=2
     )
-    assert store.ingest("gw-1", "site-a", batch + batch, now_ms=200) == IngestResult(
+    assert store.telemetry.ingest("gw-1", "site-a", batch + batch, now_ms=200) == IngestResult(
         stored=0, duplicates=2, gaps=0, reports=4
     )
-    rows = store.gaps()
+    rows = store.telemetry.gaps()
     assert [(g["reporter"], g["stream"], g["first_seq"], g["last_seq"], g["reason"], g["count"]) for g in rows] == [
         ("gw-1", "bulk", 4, 5, "quota", 2),
         ("gw-1", "bulk", 4, 5, "ttl", 2),
@@ -397,13 +397,13 @@ def test_gap_reports_are_recorded_once_however_often_they_arrive(store: Store) -
         "count": 2, "ts_ms": 5_000, "received_ms": 100,
     }
     # the device's own report is in its critical stream; the gateway's reports are never telemetry
-    assert [(d["stream"], d["count"]) for d in store.telemetry_summary()["devices"]] == [("critical", 1)]
+    assert [(d["stream"], d["count"]) for d in store.telemetry.telemetry_summary()["devices"]] == [("critical", 1)]
 
 
 def test_a_device_known_only_from_a_gap_report_is_registered_but_not_seen(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=100)
-    store.ingest("gw-1", "site-a", [gap("d1", "bulk", 2, 9), gap("d9", "bulk", 1, 50)], now_ms=500)
-    assert [(d["device_id"], d["last_seen_ms"], d["last_seq"]) for d in store.list_devices()] == [
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=100)
+    store.telemetry.ingest("gw-1", "site-a", [gap("d1", "bulk", 2, 9), gap("d9", "bulk", 1, 50)], now_ms=500)
+    assert [(d["device_id"], d["last_seen_ms"], d["last_seq"]) for d in store.telemetry.list_devices()] == [
         ("d1", 100, 1),
         ("d9", 500, 0),
     ]
@@ -411,52 +411,52 @@ def test_a_device_known_only_from_a_gap_report_is_registered_but_not_seen(store:
 
 def test_a_record_reported_dropped_that_arrived_anyway_is_not_counted_lost(store: Store) -> None:
     # a gateway evicted records it had forwarded before its acknowledgement was lost
-    store.ingest("gw-1", "site-a", [rec("d1", 4), rec("d1", 5)], now_ms=1)
-    store.ingest("gw-1", "site-a", [gap("d1", "bulk", 3, 6)], now_ms=2)
-    [total] = store.gap_totals("d1")
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 4), rec("d1", 5)], now_ms=1)
+    store.telemetry.ingest("gw-1", "site-a", [gap("d1", "bulk", 3, 6)], now_ms=2)
+    [total] = store.telemetry.gap_totals("d1")
     assert (total["reported"], total["count"]) == (4, 2)
 
 
 def test_gap_totals_and_filters(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [gap("d1", "bulk", 1, 10), gap("d1", "bulk", 20, 24), gap("d1", "state", 3, 3,
+    store.telemetry.ingest("gw-1", "site-a", [gap("d1", "bulk", 1, 10), gap("d1", "bulk", 20, 24), gap("d1", "state", 3, 3,
                  reason="ttl")], now_ms=1)
-    store.ingest("gw-2", "site-b", [gap("d2", "bulk", 1, 2, reporter="gw-2")], now_ms=2)
-    assert store.gap_totals() == [
+    store.telemetry.ingest("gw-2", "site-b", [gap("d2", "bulk", 1, 2, reporter="gw-2")], now_ms=2)
+    assert store.telemetry.gap_totals() == [
         {"device_id": "d1", "stream": "bulk", "reason": "quota", "ranges": 2, "reported": 15, "count": 15},
         {"device_id": "d1", "stream": "state", "reason": "ttl", "ranges": 1, "reported": 1, "count": 1},
         {"device_id": "d2", "stream": "bulk", "reason": "quota", "ranges": 1, "reported": 2, "count": 2},
     ]
-    assert [t["device_id"] for t in store.gap_totals(site="site-b")] == ["d2"]
-    assert [t["stream"] for t in store.gap_totals(device_id="d1")] == ["bulk", "state"]
-    assert [g["device_id"] for g in store.gaps(site="site-a")] == ["d1", "d1", "d1"]
-    assert [g["first_seq"] for g in store.gaps(device_id="d1", site="site-a")] == [1, 20, 3]
-    assert store.gaps(device_id="d2", site="site-a") == []
-    assert store.gaps(device_id="nobody") == []
+    assert [t["device_id"] for t in store.telemetry.gap_totals(site="site-b")] == ["d2"]
+    assert [t["stream"] for t in store.telemetry.gap_totals(device_id="d1")] == ["bulk", "state"]
+    assert [g["device_id"] for g in store.telemetry.gaps(site="site-a")] == ["d1", "d1", "d1"]
+    assert [g["first_seq"] for g in store.telemetry.gaps(device_id="d1", site="site-a")] == [1, 20, 3]
+    assert store.telemetry.gaps(device_id="d2", site="site-a") == []
+    assert store.telemetry.gaps(device_id="nobody") == []
 
 
 def test_missing_ranges_are_the_holes_no_gap_report_explains(store: Store) -> None:
     stored = [1, 2, 3, 7, 8, 12, 20]
-    store.ingest("gw-1", "site-a", [rec("d1", s) for s in stored], now_ms=1)
-    assert store.missing_ranges("d1", "bulk") == [(4, 6), (9, 11), (13, 19)]
-    store.ingest(
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", s) for s in stored], now_ms=1)
+    assert store.telemetry.missing_ranges("d1", "bulk") == [(4, 6), (9, 11), (13, 19)]
+    store.telemetry.ingest(
         "gw-1", "site-a",
         [gap("d1", "bulk", 4, 6), gap("d1", "bulk", 10, 10, reporter="d1", seq=1), gap("d1", "bulk", 14, 15),
          gap("d1", "bulk", 15, 16, reason="ttl"), gap("d1", "state", 17, 19)],
         now_ms=2,
     )
-    assert store.missing_ranges("d1", "bulk") == [(9, 9), (11, 11), (13, 13), (17, 19)]
-    assert store.missing_ranges("d1", "critical") == []  # only the gap report itself: nothing missing
-    assert store.missing_ranges("nobody", "bulk") == []
+    assert store.telemetry.missing_ranges("d1", "bulk") == [(9, 9), (11, 11), (13, 13), (17, 19)]
+    assert store.telemetry.missing_ranges("d1", "critical") == []  # only the gap report itself: nothing missing
+    assert store.telemetry.missing_ranges("nobody", "bulk") == []
 
 
 def test_missing_ranges_over_100k_rows(store: Store) -> None:
     holes = {5_000, 5_001, 50_000, 99_999}
-    store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1), rec("d2", 100_000)], now_ms=1)  # d2 beside it
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1), rec("d2", 100_000)], now_ms=1)  # d2 beside it
     row = {"device_id": "d1", "stream": "bulk", "ts_ms": 1, "kind": "env", "values": {}, "received_ms": 1}
     with store.engine.begin() as conn:  # straight in: the test is about reading them
         conn.execute(sa.insert(telemetry), [row | {"seq": s} for s in range(2, 100_001) if s not in holes])
-    store.ingest("gw-1", "site-a", [gap("d1", "bulk", 50_000, 50_000)], now_ms=2)
-    assert store.missing_ranges("d1", "bulk") == [(5_000, 5_001), (99_999, 99_999)]
+    store.telemetry.ingest("gw-1", "site-a", [gap("d1", "bulk", 50_000, 50_000)], now_ms=2)
+    assert store.telemetry.missing_ranges("d1", "bulk") == [(5_000, 5_001), (99_999, 99_999)]
 
 
 def test_subtract_ranges() -> None:
@@ -481,28 +481,28 @@ def test_plan_batch_takes_whole_floats_as_integers_and_the_newest_status() -> No
 
 
 def test_gateway_status_newest_wins_and_shows_in_sites(store: Store) -> None:
-    assert store.ingest("gw-1", "site-a", [status(2_000, link="up", **{"backlog.bulk": 12})], now_ms=10) == (
+    assert store.telemetry.ingest("gw-1", "site-a", [status(2_000, link="up", **{"backlog.bulk": 12})], now_ms=10) == (
         IngestResult(stored=0, duplicates=0, gaps=0, reports=1)
     )
-    store.ingest("gw-1", "site-a", [status(1_000, link="down")], now_ms=20)  # older: ignored
-    store.touch_gateway("gw-2", "site-a", now_ms=20)  # no status yet
-    [site] = store.list_sites()
+    store.telemetry.ingest("gw-1", "site-a", [status(1_000, link="down")], now_ms=20)  # older: ignored
+    store.telemetry.touch_gateway("gw-2", "site-a", now_ms=20)  # no status yet
+    [site] = store.telemetry.list_sites()
     assert site["links"] == {"gw-1": "up"}
-    detail = store.site_detail("site-a", now_ms=30)
+    detail = store.telemetry.site_detail("site-a", now_ms=30)
     assert [(g["gateway_id"], g["status"], g["status_ts_ms"]) for g in detail["gateways"]] == [
         ("gw-1", {"link": "up", "backlog.bulk": 12}, 2_000),
         ("gw-2", None, None),
     ]
-    store.ingest("gw-1", "site-a", [status(3_000, link="down")], now_ms=40)
-    assert store.list_sites()[0]["links"] == {"gw-1": "down"}
-    assert store.telemetry_summary()["rows"] == 0
+    store.telemetry.ingest("gw-1", "site-a", [status(3_000, link="down")], now_ms=40)
+    assert store.telemetry.list_sites()[0]["links"] == {"gw-1": "down"}
+    assert store.telemetry.telemetry_summary()["rows"] == 0
 
 
 def test_site_detail(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1)], now_ms=1_000)
-    store.ingest("gw-2", "site-a", [rec("d3", 1), gap("d3", "bulk", 2, 4, reporter="gw-2")], now_ms=400_000)
-    store.ingest("gw-9", "site-b", [rec("d9", 1), gap("d9", "bulk", 2, 4, reporter="gw-9")], now_ms=400_000)
-    detail = store.site_detail("site-a", now_ms=500_000)
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1)], now_ms=1_000)
+    store.telemetry.ingest("gw-2", "site-a", [rec("d3", 1), gap("d3", "bulk", 2, 4, reporter="gw-2")], now_ms=400_000)
+    store.telemetry.ingest("gw-9", "site-b", [rec("d9", 1), gap("d9", "bulk", 2, 4, reporter="gw-9")], now_ms=400_000)
+    detail = store.telemetry.site_detail("site-a", now_ms=500_000)
     assert detail == {
         "site_id": "site-a",
         "first_seen_ms": 1_000,
@@ -516,85 +516,85 @@ def test_site_detail(store: Store) -> None:
         "devices": {"total": 3, "online": 1, "online_within_ms": 300_000},
         "gap_totals": [{"device_id": "d3", "stream": "bulk", "reason": "quota", "ranges": 1, "reported": 3, "count": 3}],
     }
-    assert store.site_detail("site-a")["devices"]["online"] is None
-    assert store.site_detail("nowhere", now_ms=1) is None
+    assert store.telemetry.site_detail("site-a")["devices"]["online"] is None
+    assert store.telemetry.site_detail("nowhere", now_ms=1) is None
 
 
 # -- commands ----------------------------------------------------------------------------
 
 
 def test_commands_are_numbered_per_device_and_need_a_known_device(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1)], now_ms=1)
-    assert [store.create_command("d1", "reboot", {}, 5_000, 10) for _ in range(3)] == [1, 2, 3]
-    assert store.create_command("d2", "set", {"rate": "5"}, 6_000, 20) == 1
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1)], now_ms=1)
+    assert [store.commands.create_command("d1", "reboot", {}, 5_000, 10) for _ in range(3)] == [1, 2, 3]
+    assert store.commands.create_command("d2", "set", {"rate": "5"}, 6_000, 20) == 1
     with pytest.raises(StoreError, match="creating command 'reboot' for device 'd404' failed on .*no device by the id"):
-        store.create_command("d404", "reboot", {}, 5_000, 10)
-    assert store.list_commands("d2") == [
+        store.commands.create_command("d404", "reboot", {}, 5_000, 10)
+    assert store.commands.list_commands("d2") == [
         {"device_id": "d2", "seq": 1, "name": "set", "args": {"rate": "5"}, "created_ms": 20, "expires_ms": 6_000,
          "status": "queued", "detail": "", "updated_ms": 20}
     ]
-    assert store.list_commands("d404") == []
-    assert (store.device_gateway("d1"), store.device_gateway("d404")) == ("gw-1", None)
+    assert store.commands.list_commands("d404") == []
+    assert (store.telemetry.device_gateway("d1"), store.telemetry.device_gateway("d404")) == ("gw-1", None)
 
 
 def test_command_lifecycle_only_moves_forward(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
-    seq = store.create_command("d1", "reboot", {}, 5_000, 10)
-    assert store.mark_command("d1", seq, "held", "", 20)
-    assert not store.mark_command("d1", seq, "held", "again", 21)  # already there
-    assert not store.mark_command("d1", seq, "queued", "", 22)  # never back
-    result = store.ingest("gw-1", "site-a", [command_report("d1", seq, "delivered")], now_ms=30)
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
+    seq = store.commands.create_command("d1", "reboot", {}, 5_000, 10)
+    assert store.commands.mark_command("d1", seq, "held", "", 20)
+    assert not store.commands.mark_command("d1", seq, "held", "again", 21)  # already there
+    assert not store.commands.mark_command("d1", seq, "queued", "", 22)  # never back
+    result = store.telemetry.ingest("gw-1", "site-a", [command_report("d1", seq, "delivered")], now_ms=30)
     assert (result.reports, result.rejected) == (1, ())
-    assert not store.mark_command("d1", seq, "held", "a late ack", 35)  # "delivered" stays
-    store.ingest("gw-1", "site-a", [command_report("d1", seq, "done", "rebooted in 4s")], now_ms=40)
+    assert not store.commands.mark_command("d1", seq, "held", "a late ack", 35)  # "delivered" stays
+    store.telemetry.ingest("gw-1", "site-a", [command_report("d1", seq, "done", "rebooted in 4s")], now_ms=40)
     # done is final: a late "delivered", a second outcome and the cloud's expiry all leave it
-    store.ingest("gw-1", "site-a", [command_report("d1", seq, "delivered"), command_report("d1", seq, "failed")], 50)
-    assert not store.mark_command("d1", seq, "expired", "", 60)
-    [cmd] = store.list_commands("d1")
+    store.telemetry.ingest("gw-1", "site-a", [command_report("d1", seq, "delivered"), command_report("d1", seq, "failed")], 50)
+    assert not store.commands.mark_command("d1", seq, "expired", "", 60)
+    [cmd] = store.commands.list_commands("d1")
     assert (cmd["status"], cmd["detail"], cmd["updated_ms"]) == ("done", "rebooted in 4s", 40)
-    assert not store.mark_command("d1", 99, "held", "", 70)  # unknown command
+    assert not store.commands.mark_command("d1", 99, "held", "", 70)  # unknown command
     with pytest.raises(ValueError, match="unknown command status 'lost'"):
-        store.mark_command("d1", seq, "lost", "", 80)
+        store.commands.mark_command("d1", seq, "lost", "", 80)
 
 
 def test_a_report_on_an_unknown_command_is_refused_by_name(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
-    result = store.ingest("gw-1", "site-a", [command_report("d1", 7, "done")], now_ms=2)
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
+    result = store.telemetry.ingest("gw-1", "site-a", [command_report("d1", 7, "done")], now_ms=2)
     assert result.rejected == ("command report 'done' refused: device 'd1' has no command 7",)
 
 
 def test_commands_for_and_expiry(store: Store) -> None:
-    store.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1), rec("d3", 1)], now_ms=1)
-    store.create_command("d1", "a", {}, 1_000, 10)
-    store.create_command("d1", "b", {}, 9_000, 10)
-    store.create_command("d2", "c", {}, 1_000, 10)
-    store.create_command("d3", "d", {}, 1_000, 10)
-    store.mark_command("d2", 1, "held", "", 20)
-    assert [(c["device_id"], c["seq"]) for c in store.commands_for(["d2", "d1"])] == [("d1", 1), ("d1", 2)]
-    assert [(c["device_id"], c["status"]) for c in store.commands_for(["d1", "d2"], ("held", "delivered"))] == [
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1), rec("d2", 1), rec("d3", 1)], now_ms=1)
+    store.commands.create_command("d1", "a", {}, 1_000, 10)
+    store.commands.create_command("d1", "b", {}, 9_000, 10)
+    store.commands.create_command("d2", "c", {}, 1_000, 10)
+    store.commands.create_command("d3", "d", {}, 1_000, 10)
+    store.commands.mark_command("d2", 1, "held", "", 20)
+    assert [(c["device_id"], c["seq"]) for c in store.commands.commands_for(["d2", "d1"])] == [("d1", 1), ("d1", 2)]
+    assert [(c["device_id"], c["status"]) for c in store.commands.commands_for(["d1", "d2"], ("held", "delivered"))] == [
         ("d2", "held")
     ]
-    assert store.commands_for([]) == []
-    assert [(c["device_id"], c["seq"]) for c in store.commands_for_gateway("gw-1")] == [("d1", 1), ("d1", 2), ("d3", 1)]
-    assert store.commands_for_gateway("gw-9") == []
-    assert store.commands_for([f"x{i}" for i in range(1_200)] + ["d3"]) == store.list_commands("d3")
+    assert store.commands.commands_for([]) == []
+    assert [(c["device_id"], c["seq"]) for c in store.commands.commands_for_gateway("gw-1")] == [("d1", 1), ("d1", 2), ("d3", 1)]
+    assert store.commands.commands_for_gateway("gw-9") == []
+    assert store.commands.commands_for([f"x{i}" for i in range(1_200)] + ["d3"]) == store.commands.list_commands("d3")
     # only queued commands expire in the cloud: a held one is its gateway's to expire and report
-    assert store.expire_commands(now_ms=2_000) == [("d1", 1), ("d3", 1)]
-    assert store.expire_commands(now_ms=2_000) == []
-    assert [c["status"] for c in store.list_commands("d1")] == ["expired", "queued"]
-    assert store.list_commands("d2")[0]["status"] == "held"
+    assert store.commands.expire_commands(now_ms=2_000) == [("d1", 1), ("d3", 1)]
+    assert store.commands.expire_commands(now_ms=2_000) == []
+    assert [c["status"] for c in store.commands.list_commands("d1")] == ["expired", "queued"]
+    assert store.commands.list_commands("d2")[0]["status"] == "held"
 
 
 def test_concurrent_command_creation_never_reuses_a_number(open_store) -> None:
     first = open_store()
-    first.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
+    first.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
     stores = [first] + [open_store() for _ in range(3)]  # separate engines, as separate processes would have
     made: list[int] = []
     lock = threading.Lock()
 
     def create(s: Store) -> None:
         for _ in range(10):
-            seq = s.create_command("d1", "ping", {}, 9_000, 2)
+            seq = s.commands.create_command("d1", "ping", {}, 9_000, 2)
             with lock:
                 made.append(seq)
 
@@ -604,7 +604,7 @@ def test_concurrent_command_creation_never_reuses_a_number(open_store) -> None:
     for t in threads:
         t.join()
     assert sorted(made) == list(range(1, 41))
-    assert [c["seq"] for c in first.list_commands("d1")] == list(range(1, 41))
+    assert [c["seq"] for c in first.commands.list_commands("d1")] == list(range(1, 41))
 
 
 def test_command_statuses_rank_forward() -> None:
@@ -621,18 +621,18 @@ def test_closed_store_refuses_calls(store: Store) -> None:
     store.close()
     store.close()  # idempotent
     with pytest.raises(StoreError, match="listing devices failed .*closed"):
-        store.list_devices()
+        store.telemetry.list_devices()
 
 
 def test_failed_ingest_rolls_back_everything(store: Store) -> None:
     # the last record breaks a NOT NULL constraint after the site, gateway and devices were upserted
     bad = ForwardRecord("d1", "bulk", 2, None, "env", {})  # type: ignore[arg-type]
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=100)
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=100)
     with pytest.raises(StoreError, match=r"(?i)ingest of 2 records from gateway 'gw-9' failed on .*: \w+: .*not.null"):
-        store.ingest("gw-9", "site-z", [rec("d1", 9), bad], now_ms=200)
-    assert [s["site_id"] for s in store.list_sites()] == ["site-a"]
-    assert store.list_devices()[0]["last_seq"] == 1
-    assert store.telemetry_summary()["rows"] == 1
+        store.telemetry.ingest("gw-9", "site-z", [rec("d1", 9), bad], now_ms=200)
+    assert [s["site_id"] for s in store.telemetry.list_sites()] == ["site-a"]
+    assert store.telemetry.list_devices()[0]["last_seq"] == 1
+    assert store.telemetry.telemetry_summary()["rows"] == 1
 
 
 def test_unusable_urls_raise_store_error(tmp_path) -> None:
@@ -660,26 +660,26 @@ def _alert(alert_id: str, state: str = "open", last_event: str = "fired", at: in
 
 
 def test_alerts_upsert_list_ack_and_never_reopen(store: Store) -> None:
-    store.save_alerts([_alert("device_offline:d1:100"), _alert("device_offline:d2:100", last_event="silenced")])
-    assert [a["id"] for a in store.list_alerts("open")] == ["device_offline:d1:100", "device_offline:d2:100"]
-    assert store.ack_alert("device_offline:d1:100", "alice", 150)["acked_by"] == "alice"
-    store.save_alerts([_alert("device_offline:d1:100", "resolved", "resolved", 200)])
-    [done] = store.list_alerts("resolved")
+    store.alerts.save_alerts([_alert("device_offline:d1:100"), _alert("device_offline:d2:100", last_event="silenced")])
+    assert [a["id"] for a in store.alerts.list_alerts("open")] == ["device_offline:d1:100", "device_offline:d2:100"]
+    assert store.alerts.ack_alert("device_offline:d1:100", "alice", 150)["acked_by"] == "alice"
+    store.alerts.save_alerts([_alert("device_offline:d1:100", "resolved", "resolved", 200)])
+    [done] = store.alerts.list_alerts("resolved")
     assert (done["id"], done["resolved_ms"], done["acked_by"], done["detail"]) == (
         "device_offline:d1:100", 200, "alice", {"silent_s": 12.5}
     )
-    store.save_alerts([_alert("device_offline:d1:100", at=300)])  # an "open" after "resolved" changes nothing
-    assert store.get_alert("device_offline:d1:100")["state"] == "resolved"
-    assert len(store.list_alerts("all")) == 2 and store.list_alerts("all", subject="d2")[0]["subject"] == "d2"
-    assert store.ack_alert("nope", "bob", 1) is None and store.get_alert("nope") is None
+    store.alerts.save_alerts([_alert("device_offline:d1:100", at=300)])  # an "open" after "resolved" changes nothing
+    assert store.alerts.get_alert("device_offline:d1:100")["state"] == "resolved"
+    assert len(store.alerts.list_alerts("all")) == 2 and store.alerts.list_alerts("all", subject="d2")[0]["subject"] == "d2"
+    assert store.alerts.ack_alert("nope", "bob", 1) is None and store.alerts.get_alert("nope") is None
     with pytest.raises(ValueError):
-        store.list_alerts("closed")
+        store.alerts.list_alerts("closed")
 
 
 def test_silences_and_devices_in_maintenance(store: Store) -> None:
-    store.add_silence("gw-1", 1_000, "alice", "", 10)
-    store.add_silence("battery_low", 5_000, "bob", "swap day", 10)
-    assert [s["target"] for s in store.active_silences(999)] == ["battery_low", "gw-1"]
-    assert [s["target"] for s in store.active_silences(1_000)] == ["battery_low"]
-    store.ingest("gw-1", "site-a", [rec("d1", 1)], 10)
-    assert store.devices_in_state("maintenance") == []  # no lifecycle states in this schema
+    store.alerts.add_silence("gw-1", 1_000, "alice", "", 10)
+    store.alerts.add_silence("battery_low", 5_000, "bob", "swap day", 10)
+    assert [s["target"] for s in store.alerts.active_silences(999)] == ["battery_low", "gw-1"]
+    assert [s["target"] for s in store.alerts.active_silences(1_000)] == ["battery_low"]
+    store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], 10)
+    assert store.fleet.devices_in_state("maintenance") == []  # no lifecycle states in this schema
