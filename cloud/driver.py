@@ -33,7 +33,7 @@ import httpx
 import zmq.asyncio
 
 from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_alert_event
-from cloud.api import create_app, serve_api
+from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
 from cloud.core import CloudCore
@@ -271,11 +271,11 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
-    app = create_app(
-        store, token, executor=store_thread.urgent, on_command=on_command, on_silence=alerts.silence, releases=releases,
-        security=security, on_revocations=revocations_changed, rollouts=rollouts,
-        fleet_options={"retention": cfg.fleet.retention, "ghost_s": cfg.fleet.ghost_after_s},
-    )
+    app = create_app(ApiContext(
+        store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
+        hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed),
+        fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s),
+    ))
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(

@@ -31,8 +31,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from cloud.fleet import lifecycle
 from cloud.fleet.config_push import push_configs
-from cloud.fleet_api import DEFAULT_GHOST_S, DEFAULT_RETENTION
-from cloud.fleet.rollup import Retention
+from cloud.fleet.lifecycle import DEFAULT_GHOST_S
+from cloud.fleet.rollup import DEFAULT_RETENTION, Retention
 from common.errors import StoreError
 
 if TYPE_CHECKING:

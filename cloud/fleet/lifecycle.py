@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from cloud.store.fleet import FleetRecords
 
 __all__ = [
+    "DEFAULT_GHOST_S",
     "FINAL_STATES",
     "ON_RETIRE",
     "ON_TRANSITION",
@@ -51,6 +52,9 @@ TRANSITIONS: Mapping[str, frozenset[str]] = {
 }
 """state -> the states it may move to. A test proves every state reachable from pending and every
 non-final state able to reach retired."""
+
+DEFAULT_GHOST_S = 7 * 24 * 3600
+"""A device not retired and silent longer than this is a ghost (``edgefleet devices ghosts``, ``ghost_after_s``)."""
 
 Hook = Callable[[dict[str, Any]], None]
 ON_TRANSITION: list[Hook] = []

@@ -37,6 +37,7 @@ from common.errors import ConfigError
 __all__ = [
     "Aggregate",
     "Cutoffs",
+    "DEFAULT_RETENTION",
     "HOUR_MS",
     "MINUTE_MS",
     "Retention",
@@ -182,6 +183,10 @@ class Retention:
                 "telemetry retention must keep coarser data at least as long as finer data: "
                 f"raw {self.raw_ms} <= minute {self.minute_ms} <= hour {self.hour_ms} ms does not hold"
             )
+
+
+DEFAULT_RETENTION = Retention(raw_ms=24 * 3600_000, minute_ms=7 * 24 * 3600_000, hour_ms=90 * 24 * 3600_000)
+"""Raw points a day, minute aggregates a week, hour aggregates 90 days (the cloud's ``metrics_*_s``)."""
 
 
 class Cutoffs(NamedTuple):

@@ -13,6 +13,9 @@ devices are in no group.
 Inventory attributes a device reports (``device_agent.inventory``): model, hw,
 os, firmware_version, slot.*, net.*, location, storage_free_mb, config_version.
 In queries they are ``model``, ``hw``, ``os``, ``fw`` and ``attr.NAME``.
+
+``site_overview`` is every site at a glance (gateways and links, devices online, firmware in
+use, open alerts, backlog) from the same snapshot, the sites, gateway statuses and open alerts.
 """
 
 from __future__ import annotations
@@ -22,17 +25,22 @@ from typing import Any
 
 from cloud.fleet import query
 from cloud.fleet.config_layers import Layer, Resolved, merge
+from common.protocol.messages import STREAMS
 
 __all__ = [
     "FIRMWARE_ATTR",
+    "ONLINE_WITHIN_MS",
     "desired_configs",
     "device_layers",
     "device_views",
     "dynamic_members",
     "query_view",
+    "site_overview",
 ]
 
 FIRMWARE_ATTR = "firmware_version"
+ONLINE_WITHIN_MS = 300_000
+"""A device whose records reached the cloud within this long counts as online (site health, overview)."""
 
 
 def query_view(view: Mapping[str, Any]) -> dict[str, Any]:
@@ -124,3 +132,43 @@ def desired_configs(
     docs = list(docs)
     views = list(views) if views is not None else device_views(snap)
     return {v["device_id"]: merge(device_layers(v, docs)) for v in views if v.get("state") != "retired"}
+
+
+def site_overview(
+    sites: list[dict[str, Any]],
+    snap: dict[str, Any],
+    statuses: list[dict[str, Any]],
+    open_alerts: list[dict[str, Any]],
+    now_ms: int,
+    online_within_ms: int = ONLINE_WITHIN_MS,
+) -> list[dict[str, Any]]:
+    """Per site: gateways (id, link, backlog bytes), devices online/offline/total, firmware versions in use
+    (version -> devices), open alerts about its devices and gateways, total backlog bytes."""
+    out = []
+    for site in sites:
+        sid = site["site_id"]
+        devs = [d for d in snap["devices"] if d["site_id"] == sid and d.get("state") != "retired"]
+        online = sum(1 for d in devs if d["last_seen_ms"] >= now_ms - online_within_ms)
+        firmware: dict[str, int] = {}
+        for d in devs:
+            version = snap["inventory"].get(d["device_id"], {}).get(FIRMWARE_ATTR)
+            if version is not None:
+                firmware[str(version)] = firmware.get(str(version), 0) + 1
+        gws = []
+        for g in statuses:
+            if g["site_id"] != sid:
+                continue
+            status = g["status"] or {}
+            backlog = sum(int(status.get(f"backlog.{s}.bytes", 0) or 0) for s in STREAMS)
+            gws.append({"gateway_id": g["gateway_id"], "link": status.get("link"), "backlog_bytes": backlog,
+                        "last_seen_ms": g["last_seen_ms"]})
+        subjects = {d["device_id"] for d in devs} | {g["gateway_id"] for g in gws}
+        out.append({
+            "site_id": sid,
+            "gateways": gws,
+            "devices": {"total": len(devs), "online": online, "offline": len(devs) - online},
+            "firmware": dict(sorted(firmware.items())),
+            "open_alerts": sum(1 for a in open_alerts if a["subject"] in subjects),
+            "backlog_bytes": sum(g["backlog_bytes"] for g in gws),
+        })
+    return out

@@ -49,7 +49,16 @@ from cloud.releases.plan import (
 )
 from cloud.store.releases import ReleaseRecords
 from common.delta import DeltaResult, make_delta_in_pool
-from common.errors import DeltaError, DeltaNotWorthIt, ImageError, ManifestError, ReleaseError
+from common.errors import (
+    DeltaError,
+    DeltaNotWorthIt,
+    ImageError,
+    ManifestError,
+    ReleaseConflict,
+    ReleaseError,
+    ReleaseNotFound,
+    ReleaseTooLarge,
+)
 from common.firmware.manifest import MAX_NAME, DeltaInfo, SignedManifest, build_manifest
 from common.firmware.version import Version
 
@@ -104,7 +113,7 @@ class ReleaseService:
         with ``manifest`` (the JSON), ``manifest_body`` (the exact text to sign) and ``seconds``."""
         key = Version(req.version)
         if key in self._busy:
-            raise ReleaseError(req.version, "busy", "this version is being created right now; wait for that to finish")
+            raise ReleaseConflict(req.version, "busy", "this version is being created right now; wait for that to finish")
         self._busy.add(key)
         try:
             return await self._create(req, body, now_ms)
@@ -117,9 +126,9 @@ class ReleaseService:
             if version_or_none(row["version"]) != Version(req.version):
                 continue
             if row["state"] == "published":
-                raise ReleaseError(req.version, "exists", f"release {row['version']} is already published")
+                raise ReleaseConflict(req.version, "exists", f"release {row['version']} is already published")
             if row["version"] != req.version:
-                raise ReleaseError(
+                raise ReleaseConflict(
                     req.version,
                     "exists",
                     f"the same version exists unsigned as {row['version']!r}; create that to replace it",
@@ -127,7 +136,7 @@ class ReleaseService:
         try:
             image = await self.artifacts.ingest(body, limit=self.settings.max_image_bytes)
         except ArtifactTooLarge as exc:
-            raise ReleaseError(req.version, "too-large", f"the image is over the limit of {exc.limit} bytes") from exc
+            raise ReleaseTooLarge(req.version, f"the image is over the limit of {exc.limit} bytes") from exc
         if image.size == 0:  # no release can hold the empty artifact: drop it
             await asyncio.get_running_loop().run_in_executor(None, lambda: image.path.unlink(missing_ok=True))
             raise ReleaseError(req.version, "empty", "the image is empty (send it as the request body)")
@@ -169,7 +178,7 @@ class ReleaseService:
             "created_ms": now_ms,
         }
         if not await self._call(lambda: self.records.save_release(row, [o.to_row() for o in outcomes])):
-            raise ReleaseError(req.version, "exists", "it was published while this upload ran")
+            raise ReleaseConflict(req.version, "exists", "it was published while this upload ran")
         saved = await self._call(lambda: self.records.get_release(req.version))
         return {**release_view(saved, full=True), "seconds": round(self._clock() - t0, 3)}
 
@@ -231,7 +240,7 @@ class ReleaseService:
                 same = False
             if same:
                 return release_view(row, full=True)
-            raise ReleaseError(name, "published", "it is already published with another signed manifest")
+            raise ReleaseConflict(name, "published", "it is already published with another signed manifest")
         good = check_signature(
             row["manifest_body"].encode("ascii"), signed, self.trusted_keys, now_ms=now_ms, version=name
         )
@@ -263,7 +272,7 @@ class ReleaseService:
             if same:
                 row = await self._call(lambda: self.records.get_release(same[0]))
         if row is None:
-            raise ReleaseError(version[:MAX_NAME], "not-found", "no such release (`edgefleet release list` shows them)")
+            raise ReleaseNotFound(version[:MAX_NAME], "no such release (`edgefleet release list` shows them)")
         return row
 
     async def _call(self, fn: Callable[[], T]) -> T:

@@ -36,7 +36,7 @@ from cloud.store.commands import CommandRecords
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
 from cloud.store.telemetry import TelemetryRecords
-from common.errors import RolloutError
+from common.errors import RolloutConflict, RolloutError, RolloutNotFound
 from common.fileio import write_atomic
 from common.protocol import SitePlanEnvelope
 from common.rollouts import (
@@ -218,8 +218,8 @@ class RolloutService:
         if engine is None or engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
             row = await self._call(lambda: self.rollouts.get_rollout(rid))
             if row is None:
-                raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
-            raise RolloutError(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
+                raise RolloutNotFound(rid, f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+            raise RolloutConflict(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
         effects = engine.handle(Control(action, revert=revert, reason=f"{action} by the operator"), self.now_ms())
         await self._run(rid, effects)
         return await self.show(rid)
@@ -227,7 +227,7 @@ class RolloutService:
     async def show(self, rid: str) -> dict[str, Any]:
         row = await self._call(lambda: self.rollouts.get_rollout(rid))
         if row is None:
-            raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+            raise RolloutNotFound(rid, f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
         devices = await self._call(lambda: self.rollouts.rollout_devices(rid))
         return rollout_view(row, devices)
 

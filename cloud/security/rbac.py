@@ -92,7 +92,7 @@ PERMISSIONS: Mapping[str, Role] = {
     "users.manage": Role.ADMIN,
     "tokens.manage": Role.ADMIN,
     "ca.rotate": Role.ADMIN,
-    "api.unmapped": Role.ADMIN,  # a mutating route the access table does not name yet (cloud.security.api)
+    "api.unmapped": Role.ADMIN,  # a mutating route the access table does not name yet (cloud.http.access)
 }
 
 

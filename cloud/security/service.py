@@ -25,7 +25,7 @@ from cloud.security.revocations import current_list
 from cloud.store.fleet import FleetRecords
 from cloud.store.security import SecurityRecords
 from common.command_auth import sign_command
-from common.errors import CertificateError
+from common.errors import CertificateError, NotFound
 from common.pki import verify_certificate
 from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation
 from common.revocation import RevocationList, sign_revocation_list
@@ -67,7 +67,7 @@ class SecurityService:
         self.ca = ca
         self.enroller = enroller or Enroller()
         self.cert_lifetime = dt.timedelta(days=cert_days)
-        self.revoked_api_tokens: set[str] = set()  # the API's token cache consults it (cloud.security.api)
+        self.revoked_api_tokens: set[str] = set()  # the API's token cache consults it (cloud.http.access)
         self._lock = threading.Lock()  # one revocation version at a time; enroll decisions in order
 
     # -- audit -------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class SecurityService:
         """Approve a pending device: preauthorize its serial for its site, so its next attempt is accepted."""
         row = self.records.identity(device_id)
         if row is None or row["status"] != "pending":
-            raise LookupError(f"No pending device by the id of {device_id!r} (`edgefleet devices pending` lists them)")
+            raise NotFound(f"No pending device by the id of {device_id!r} (`edgefleet devices pending` lists them)")
         self.records.preauthorize(row["serial"], row["site"], device_id, now_ms)
         return {"device_id": device_id, "serial": row["serial"], "site": row["site"]}
 

@@ -35,7 +35,7 @@ from cloud.store.schema import (
     inventory,
     lifecycle_history,
 )
-from common.errors import FleetError
+from common.errors import FleetError, FleetNotFound
 
 __all__ = ["INVENTORY_KIND", "FleetRecords"]
 
@@ -191,7 +191,7 @@ class FleetRecords:
         with self._db.transaction(f"changing members of group {name!r}", immediate=True) as conn:
             kind = conn.execute(sa.select(groups.c.kind).where(groups.c.name == name)).scalar_one_or_none()
             if kind is None:
-                raise FleetError(f"no group by the name of {name!r} (`edgefleet groups create {name}` makes one)")
+                raise FleetNotFound(f"no group by the name of {name!r} (`edgefleet groups create {name}` makes one)")
             if kind != "static":
                 raise FleetError(f"group {name!r} is dynamic: its members follow its query; edit the query instead")
             new = sorted(set(add))
@@ -300,5 +300,5 @@ class FleetRecords:
             query = query.with_for_update()
         state = conn.execute(query).scalar_one_or_none()
         if state is None:
-            raise FleetError(f"no device by the id of {device_id!r} (`edgefleet devices list` shows the known ones)")
+            raise FleetNotFound(f"no device by the id of {device_id!r} (`edgefleet devices list` shows the known ones)")
         return state

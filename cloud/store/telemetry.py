@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cloud.fleet.views import ONLINE_WITHIN_MS
 from cloud.store.alerts import AlertRecords
 from cloud.store.batch import BatchPlan, plan_batch, subtract_ranges
 from cloud.store.commands import CommandRecords
@@ -30,10 +31,8 @@ from cloud.store.metrics import MetricRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
 from common.protocol.messages import ForwardRecord
 
-__all__ = ["ONLINE_WITHIN_MS", "IngestResult", "TelemetryRecords"]
+__all__ = ["IngestResult", "TelemetryRecords"]
 
-ONLINE_WITHIN_MS = 300_000
-"""A device whose records reached the cloud within this long counts as online in ``site_detail``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The rollout's two state machines as tables: the rollout's own, and each device's within it.
 
 Every step goes through ``step_rollout`` / ``step_device``, which look the pair
-``(state, event)`` up in its table and raise ``RolloutError("transition")`` for a
+``(state, event)`` up in its table and raise ``RolloutConflict("transition")`` for a
 pair the table does not hold: nothing changes state by assignment elsewhere.
 ``tests/cloud/test_rollout_states.py`` proves every state reachable from the
 start, every final state final, and every non-final state able to fail or stop.
@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from common.errors import RolloutError
+from common.errors import RolloutConflict
 
 __all__ = [
     "DEVICE_FINAL",
@@ -150,7 +150,7 @@ def step_rollout(rollout_id: str, state: RolloutState, event: RolloutEvent) -> R
     try:
         return ROLLOUT_TABLE[(state, event)]
     except KeyError:
-        raise RolloutError(
+        raise RolloutConflict(
             rollout_id, "transition", f"cannot {event.value} a rollout that is {state.value}"
         ) from None
 
@@ -159,6 +159,6 @@ def step_device(rollout_id: str, device_id: str, state: DeviceState, event: Devi
     try:
         return DEVICE_TABLE[(state, event)]
     except KeyError:
-        raise RolloutError(
+        raise RolloutConflict(
             rollout_id, "transition", f"device {device_id!r}: no step {event.value!r} from {state.value!r}"
         ) from None

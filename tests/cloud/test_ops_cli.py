@@ -14,7 +14,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloud.api import create_app, serve_api
+from cloud.http import ApiContext, create_app, serve_api
 from cloud.api_client import DEFAULT_API_URL, ApiClient, Endpoint, resolve_endpoint
 from cloud.ops_cli import devices, format_table, sites
 from cloud.store import Store
@@ -60,7 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
     thread.start()
-    app = create_app(store, TOKEN, now_ms=lambda: T0 + 120_000)
+    app = create_app(ApiContext(store, TOKEN, now_ms=lambda: T0 + 120_000))
     api = asyncio.run_coroutine_threadsafe(serve_api(app, "127.0.0.1", 0), loop).result(10)
     try:
         yield Served(url=f"http://127.0.0.1:{api.port}", store=store)

@@ -28,7 +28,7 @@ DAY_MS = 24 * HOUR_MS
 def test_all() -> None:
     assert cloud.fleet.rollup.__all__ == sorted(cloud.fleet.rollup.__all__)
     assert set(cloud.fleet.rollup.__all__) == {
-        "HOUR_MS", "MINUTE_MS", "Aggregate", "Cutoffs", "Retention", "Sample", "bucket_start", "choose_tier",
+        "DEFAULT_RETENTION", "HOUR_MS", "MINUTE_MS", "Aggregate", "Cutoffs", "Retention", "Sample", "bucket_start", "choose_tier",
         "cutoffs", "downsample", "expired", "rollup",
     }
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from cloud.api import create_app
+from cloud.http import ApiContext, create_app
 from cloud.releases.artifacts import ArtifactStore
 from cloud.releases.plan import ReleaseRequest, ReleaseSettings, check_signature, plan_bases
 from cloud.releases.service import ReleaseService
@@ -304,7 +304,7 @@ def test_an_image_over_the_limit_is_refused_and_nothing_kept(tmp_path: Path) -> 
             for _ in range(10):
                 yield b"x" * 300
 
-        app = create_app(store, "t", releases=service)
+        app = create_app(ApiContext(store, "t", releases=service))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://api", headers={"Authorization": "Bearer t"}
         ) as client:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloud.api import create_app
+from cloud.http import ApiContext, create_app
 from cloud.rollouts.cli import rollout
 from cloud.rollouts.service import RolloutService
 from cloud.store import Store
@@ -66,7 +66,7 @@ def test_service_drives_a_rollout_through_commands_and_outcomes(env):
     async def run():
         svc = RolloutService(store.rollouts, ex, lambda d, s: pushed.append((d, s)), commands=store.commands,
                              releases=store.releases, telemetry=store.telemetry, now_ms=clock)
-        app = create_app(store, TOKEN, executor=ex, rollouts=svc)
+        app = create_app(ApiContext(store, TOKEN, executor=ex, rollouts=svc))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
             r = await http.post("/v1/rollouts", json={"plan": _plan(), "install_args": {"manifest": "/m", "image": "/i"}},
                                 headers=AUTH)
@@ -148,11 +148,11 @@ def test_cli_create_show_list_pause_resume_abort(env, monkeypatch):
     clock = Clock()
 
     async def serve(port_box, stop):
-        from cloud.api import serve_api
+        from cloud.http import serve_api
 
         svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
                              releases=store.releases, telemetry=store.telemetry, now_ms=clock)
-        app = create_app(store, TOKEN, executor=ex, rollouts=svc)
+        app = create_app(ApiContext(store, TOKEN, executor=ex, rollouts=svc))
         api = await serve_api(app, "127.0.0.1", 0)
         port_box.append(api.port)
         while not stop.is_set():

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloud.api import create_app, serve_api
+from cloud.http import ApiContext, ApiHooks, create_app, serve_api
 from cloud.ops_cli import alerts, parse_duration
 from cloud.store import Store
 from common.cli import main
@@ -62,7 +62,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def client(store: Store, silenced: Silenced) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(store, TOKEN, on_silence=silenced, now_ms=lambda: T0 + 1_000)
+    app = create_app(ApiContext(store, TOKEN, now_ms=lambda: T0 + 1_000, hooks=ApiHooks(on_silence=silenced)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=AUTH) as c:
         yield c
 
@@ -135,7 +135,7 @@ def served(store: Store, silenced: Silenced) -> Iterator[str]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="api-loop", daemon=True)
     thread.start()
-    app = create_app(store, TOKEN, on_silence=silenced, now_ms=lambda: T0 + 1_000)
+    app = create_app(ApiContext(store, TOKEN, now_ms=lambda: T0 + 1_000, hooks=ApiHooks(on_silence=silenced)))
     api = asyncio.run_coroutine_threadsafe(serve_api(app, "127.0.0.1", 0), loop).result(10)
     try:
         yield f"http://127.0.0.1:{api.port}"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.api import create_app
+from cloud.http import ApiContext, ApiHooks, create_app
 from cloud.security.audit import verify_chain
 from cloud.security.service import SecurityService
 from cloud.store import Store
@@ -39,8 +39,8 @@ async def client(store: Store) -> AsyncIterator[tuple[httpx.AsyncClient, list[by
     pushed: list[bytes] = []
     executor = ThreadPoolExecutor(1, thread_name_prefix="store")
     service = SecurityService(store.security, store.fleet, Ed25519PrivateKey.generate())
-    app = create_app(store, BOOT, executor=executor, now_ms=lambda: NOW_MS, security=service,
-                     on_revocations=pushed.append)
+    app = create_app(ApiContext(store, BOOT, executor=executor, now_ms=lambda: NOW_MS, security=service,
+                                hooks=ApiHooks(on_revocations=pushed.append)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         yield c, pushed
     executor.shutdown()

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from cloud.api import create_app
+from cloud.http import ApiContext, create_app
 from cloud.store import Store
 from common.protocol.messages import ForwardRecord
 
@@ -38,14 +38,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(store, TOKEN, now_ms=lambda: NOW_MS)
+    app = create_app(ApiContext(store, TOKEN, now_ms=lambda: NOW_MS))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api", headers=AUTH) as c:
         yield c
 
 
 @pytest.mark.anyio
 async def test_fleet_routes_need_the_token(store: Store) -> None:
-    app = create_app(store, TOKEN, now_ms=lambda: NOW_MS)
+    app = create_app(ApiContext(store, TOKEN, now_ms=lambda: NOW_MS))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         assert (await c.get("/v1/fleet/devices")).status_code == 401
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from cloud.api import create_app, serve_api
+from cloud.http import ApiContext, ApiHooks, create_app, serve_api
 from cloud.store import Store
 from common.errors import ConfigError
 from common.protocol.messages import ForwardRecord
@@ -64,7 +64,8 @@ def anyio_backend() -> str:
 async def client(request: pytest.FixtureRequest, store: Store, pushed: Pushed) -> AsyncIterator[httpx.AsyncClient]:
     """The app with store calls in anyio's thread pool, or on one dedicated store thread."""
     executor = ThreadPoolExecutor(1, thread_name_prefix="store") if request.param == "executor" else None
-    app = create_app(store, TOKEN, executor=executor, on_command=pushed, now_ms=lambda: NOW_MS)
+    app = create_app(ApiContext(store, TOKEN, executor=executor, now_ms=lambda: NOW_MS,
+                                hooks=ApiHooks(on_command=pushed)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         yield c
     if executor is not None:
@@ -229,7 +230,7 @@ async def test_a_failing_push_hook_does_not_fail_the_stored_command(store: Store
     def broken(_device_id: str, _seq: int) -> None:
         raise RuntimeError("gateway socket closed")
 
-    app = create_app(store, TOKEN, on_command=broken)
+    app = create_app(ApiContext(store, TOKEN, hooks=ApiHooks(on_command=broken)))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         response = await c.post("/v1/devices/d1/commands", json={"name": "reboot"}, headers=AUTH)
     assert response.status_code == 201
@@ -247,7 +248,7 @@ async def test_store_failure_is_a_503_naming_the_cause(client: httpx.AsyncClient
 
 def test_an_empty_token_is_refused(store: Store) -> None:
     with pytest.raises(ConfigError, match="non-empty token"):
-        create_app(store, "")
+        create_app(ApiContext(store, ""))
 
 
 # -- a real uvicorn in the current event loop ------------------------------------------------
@@ -255,7 +256,7 @@ def test_an_empty_token_is_refused(store: Store) -> None:
 
 @pytest.mark.anyio
 async def test_serve_api_binds_port_0_answers_and_stops(store: Store) -> None:
-    api = await serve_api(create_app(store, TOKEN), "127.0.0.1", 0)
+    api = await serve_api(create_app(ApiContext(store, TOKEN)), "127.0.0.1", 0)
     server, task, port = api  # also unpacks as a tuple
     assert port > 0 and server.started and not task.done()
     assert task.get_loop() is asyncio.get_running_loop()
@@ -277,4 +278,4 @@ async def test_serve_api_on_a_busy_port_raises_config_error(store: Store) -> Non
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ConfigError, match=f"cannot serve the operator API on 127.0.0.1:{port}"):
-            await serve_api(create_app(store, TOKEN), "127.0.0.1", port)
+            await serve_api(create_app(ApiContext(store, TOKEN)), "127.0.0.1", port)
