@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from cloud.http import ApiContext, ApiHooks, create_app, serve_api
-from cloud.ops_cli import alerts, parse_duration
+from cloud.cli.alerts import alerts
+from cloud.cli.helpers import parse_duration
 from cloud.store import Store
 from common.cli import main
 

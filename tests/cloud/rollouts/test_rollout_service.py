@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cloud.http import ApiContext, create_app
-from cloud.rollouts.cli import rollout
+from cloud.cli.rollouts import rollout
 from cloud.rollouts.service import RolloutService
 from cloud.store import Store
 from common.protocol.messages import ForwardRecord

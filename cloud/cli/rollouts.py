@@ -6,15 +6,13 @@ rollout ends (``rich``: several live bars at once, which ``click.progressbar`` c
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import click
 
-from cloud.ops_cli import api_options, format_table
+from cloud.cli.helpers import api_options, emit, format_table, q
 
 __all__ = ["rollout"]
 
@@ -28,7 +26,7 @@ def rollout() -> None:
 
 
 def _path(rid: str, tail: str = "") -> str:
-    return f"/v1/rollouts/{quote(rid, safe='')}{tail}"
+    return f"/v1/rollouts/{q(rid)}{tail}"
 
 
 @rollout.command("create")
@@ -80,14 +78,14 @@ def create(fetch: Callable[..., Any], as_json: bool, version: str, rid: str | No
         plan["timezones"][site or "*"] = zone
     args = dict(a.split("=", 1) for a in install_args if "=" in a)
     body = {"plan": plan, "install_args": args, "draft": draft, **({"id": rid} if rid else {})}
-    made = fetch("/v1/rollouts", "POST", body)
-    if as_json:
-        click.echo(json.dumps(made, sort_keys=True))
-        return
+    emit(fetch("/v1/rollouts", "POST", body), as_json, _created_text)
+
+
+def _created_text(made: dict[str, Any]) -> str:
     t = made.get("totals", {})
-    click.echo(f"rollout {made['id']} of release {made['release']}: {made['state']}, {sum(t.values())} devices targeted "
-               f"({t.get('skipped', 0)} skipped); stages {', '.join(made['stages'])}")
-    click.echo(f"follow it with: edgefleet rollout show {made['id']} --watch")
+    return (f"rollout {made['id']} of release {made['release']}: {made['state']}, {sum(t.values())} devices targeted "
+            f"({t.get('skipped', 0)} skipped); stages {', '.join(made['stages'])}\n"
+            f"follow it with: edgefleet rollout show {made['id']} --watch")
 
 
 @rollout.command("list")
@@ -95,14 +93,10 @@ def create(fetch: Callable[..., Any], as_json: bool, version: str, rid: str | No
 def list_(fetch: Callable[..., Any], as_json: bool) -> None:
     """Every rollout, oldest first."""
     rows = fetch("/v1/rollouts")["rollouts"]
-    if as_json:
-        click.echo(json.dumps(rows, sort_keys=True))
-        return
-    if not rows:
-        click.echo("no rollouts (create one with `edgefleet rollout create --release VERSION`)")
-        return
-    click.echo(format_table(["ID", "RELEASE", "STATE", "STAGE", "REASON"],
-                            [[r["id"], r["release"], r["state"], r["stage"], r["reason"][:60]] for r in rows]))
+    emit(rows, as_json, lambda rows: format_table(
+        ["ID", "RELEASE", "STATE", "STAGE", "REASON"],
+        [[r["id"], r["release"], r["state"], r["stage"], r["reason"][:60]] for r in rows],
+    ) if rows else "no rollouts (create one with `edgefleet rollout create --release VERSION`)")
 
 
 def _render_text(view: dict[str, Any]) -> str:
@@ -161,10 +155,7 @@ def _watch(fetch: Callable[..., Any], rid: str, interval: float, console: Any = 
 def show(fetch: Callable[..., Any], as_json: bool, rid: str, watch: bool, interval: float) -> None:
     """A rollout's state, why, and its progress per stage and site (devices that failed or were skipped, why)."""
     view = _watch(fetch, rid, interval) if watch and not as_json else fetch(_path(rid))
-    if as_json:
-        click.echo(json.dumps(view, sort_keys=True))
-    else:
-        click.echo(_render_text(view))
+    emit(view, as_json, _render_text)
 
 
 def _control(action: str, help_text: str) -> click.Command:
@@ -173,15 +164,17 @@ def _control(action: str, help_text: str) -> click.Command:
     def cmd(fetch: Callable[..., Any], as_json: bool, rid: str, **kw: Any) -> None:
         body = {"revert": bool(kw.get("revert"))}
         view = fetch(_path(rid, f"/{action}"), "POST", body)
-        if as_json:
-            click.echo(json.dumps(view, sort_keys=True))
-            return
-        click.echo(f"rollout {view['id']}: {view['state']} ({view['reason']})")
-        if action == "abort":
+
+        def human(view: dict[str, Any]) -> str:
+            line = f"rollout {view['id']}: {view['state']} ({view['reason']})"
+            if action != "abort":
+                return line
             n = view.get("counters", {}).get("reverts", 0)
-            click.echo(f"no new installs will start; {n} updated devices sent back to their previous release"
-                       if kw.get("revert") else "no new installs will start; updated devices keep the release "
-                       "(--revert sends them back)")
+            return line + "\n" + (f"no new installs will start; {n} updated devices sent back to their previous release"
+                                   if kw.get("revert") else "no new installs will start; updated devices keep the "
+                                   "release (--revert sends them back)")
+
+        emit(view, as_json, human)
 
     cmd.__doc__ = help_text
     return cmd

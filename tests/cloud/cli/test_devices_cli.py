@@ -15,8 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from cloud.http import ApiContext, create_app, serve_api
-from cloud.api_client import DEFAULT_API_URL, ApiClient, Endpoint, resolve_endpoint
-from cloud.ops_cli import devices, format_table, sites
+from cloud.cli.client import DEFAULT_API_URL, ApiClient, Endpoint, resolve_endpoint
+from cloud.cli.devices import devices
+from cloud.cli.helpers import format_table
+from cloud.cli.sites import sites
 from cloud.store import Store
 from common.cli import main
 from common.errors import ApiError, ConfigError

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from cloud.ops_cli import devices
-from tests.cloud.test_ops_cli import TOKEN, Served, runner, served  # noqa: F401  (fixtures)
+from cloud.cli.devices import devices
+from tests.cloud.cli.test_devices_cli import TOKEN, Served, runner, served  # noqa: F401  (fixtures)
 
 
 def test_devices_show_prints_state_tags_groups_config_and_the_inventory(runner: CliRunner, served: Served) -> None:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from cloud.driver import CloudConfig, run_cloud
-from cloud.release_cli import check_manifest
+from cloud.cli.releases import check_manifest
 from cloud.releases.plan import ReleaseSettings
 from common.cli import main
 from common.errors import ConfigError

@@ -14,30 +14,28 @@ file it uploaded (size, SHA-256, every chunk hash) and the options it was given,
 so a cloud that built a manifest for other bytes gets no signature. The release
 key is decrypted in memory only; the cloud never sees it.
 
-The commands join the ``release`` group of ``common.firmware.cli`` (keygen, sign).
+The ``release`` group here is built from these commands and the offline ones of
+``common.firmware.cli`` (``keygen``, ``sign``: no cloud needed); no module adds to another's group.
 Exit codes: 0 done; 2 an error (the API refused or is unreachable, a bad key).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import click
 
-from cloud.ops_cli import OperatorError, api_options, format_table, parse_duration
+from cloud.cli.helpers import OperatorError, api_options, emit, format_table, human_bytes, parse_duration, q, when
 from common.errors import KeyFileError, ManifestError
 from common.fileio import write_atomic
 from common.firmware.chunks import hash_image
-from common.firmware.cli import ReleaseCommandError, read_passphrase, release
+from common.firmware.cli import ReleaseCommandError, keygen, read_passphrase, sign
 from common.firmware.keys import key_id, load_release_key
 from common.firmware.manifest import Manifest, sign_manifest
 from common.firmware.version import Version
@@ -46,6 +44,15 @@ __all__ = ["check_manifest", "release"]
 
 _PIECE = 1 << 20
 _OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def release() -> None:
+    """Firmware releases: create, publish, list, show; signing keys and offline manifest signing."""
+
+
+release.add_command(keygen)
+release.add_command(sign)
 
 
 @release.command("create")
@@ -138,20 +145,16 @@ def create(
     if manifest_out is not None:
         write_atomic(manifest_out, made["manifest_body"].encode("ascii") + b"\n", 0o644)
     if key is None:
-        if as_json:
-            click.echo(json.dumps({**_without_texts(made), "seconds": round(time.monotonic() - t0, 3)}, indent=2))
-            return
-        click.echo(_summary(made, None, time.monotonic() - t0))
+        seconds = time.monotonic() - t0
         hint = f" --manifest-json {manifest_out}" if manifest_out else ""
-        click.echo(
-            f"not signed: sign it offline (`edgefleet release sign --key KEY{hint} --out SIGNED`), "
-            f"then `edgefleet release publish {made['version']} --signed SIGNED`"
-        )
+        emit({**_without_texts(made), "seconds": round(seconds, 3)}, as_json, lambda m: (
+            _summary(m, None, seconds) + f"\nnot signed: sign it offline (`edgefleet release sign --key KEY{hint} "
+            f"--out SIGNED`), then `edgefleet release publish {m['version']} --signed SIGNED`"))
         return
     signed = sign_manifest(manifest, key)
     try:
         published = fetch(
-            f"/v1/releases/{quote(made['version'], safe='')}/signature",
+            f"/v1/releases/{q(made['version'])}/signature",
             "POST",
             content=signed.to_bytes(),
             headers=_OCTETS,
@@ -159,10 +162,8 @@ def create(
     except OperatorError as exc:
         raise OperatorError(f"release {made['version']} was uploaded but NOT published: {exc.message}") from exc
     seconds = time.monotonic() - t0
-    if as_json:
-        click.echo(json.dumps({**_without_texts(published), "seconds": round(seconds, 3)}, indent=2))
-        return
-    click.echo(_summary(published, key_id(key.public_key()), seconds))
+    signer = key_id(key.public_key())
+    emit({**_without_texts(published), "seconds": round(seconds, 3)}, as_json, lambda p: _summary(p, signer, seconds))
 
 
 def _upload(path: str, size: int, digest: Any) -> Iterator[bytes]:
@@ -212,11 +213,8 @@ def check_manifest(
 def publish(fetch: Callable[..., Any], as_json: bool, version: str, signed_path: str) -> None:
     """Publish an unsigned release with a manifest signed offline."""
     data = Path(signed_path).read_bytes().strip()
-    published = fetch(f"/v1/releases/{quote(version, safe='')}/signature", "POST", content=data, headers=_OCTETS)
-    if as_json:
-        click.echo(json.dumps(_without_texts(published), indent=2))
-        return
-    click.echo(_summary(published, ", ".join(published.get("signed_by", [])) or None, None))
+    published = fetch(f"/v1/releases/{q(version)}/signature", "POST", content=data, headers=_OCTETS)
+    emit(_without_texts(published), as_json, lambda p: _summary(p, ", ".join(p.get("signed_by", [])) or None, None))
 
 
 @release.command("list")
@@ -224,30 +222,12 @@ def publish(fetch: Callable[..., Any], as_json: bool, version: str, signed_path:
 def list_releases(fetch: Callable[..., Any], as_json: bool) -> None:
     """List the releases, oldest version first."""
     rows = fetch("/v1/releases")["releases"]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo("no releases yet")
-        return
-    click.echo(
-        format_table(
-            ["VERSION", "STATE", "HW", "SIZE", "SHA256", "SEC", "DELTAS FROM", "CREATED (UTC)"],
-            [
-                [
-                    r["version"],
-                    r["state"],
-                    ",".join(r["hw"]),
-                    r["size"],
-                    r["sha256"][:12],
-                    r["security_version"],
-                    ", ".join(f"{d['from_version']} ({_bytes(d['size'])})" for d in _offered(r)) or "-",
-                    _utc(r["created_ms"]),
-                ]
-                for r in rows
-            ],
-        )
-    )
+    emit(rows, as_json, lambda rows: format_table(
+        ["VERSION", "STATE", "HW", "SIZE", "SHA256", "SEC", "DELTAS FROM", "CREATED (UTC)"],
+        [[r["version"], r["state"], ",".join(r["hw"]), r["size"], r["sha256"][:12], r["security_version"],
+          ", ".join(f"{d['from_version']} ({human_bytes(d['size'])})" for d in _offered(r)) or "-",
+          when(r["created_ms"])] for r in rows],
+    ) if rows else "no releases yet")
 
 
 @release.command("show")
@@ -255,10 +235,10 @@ def list_releases(fetch: Callable[..., Any], as_json: bool) -> None:
 @api_options
 def show_release(fetch: Callable[..., Any], as_json: bool, version: str) -> None:
     """Show one release: its manifest, signatures and every delta tried."""
-    r = fetch(f"/v1/releases/{quote(version, safe='')}")
-    if as_json:
-        click.echo(json.dumps(r, indent=2))
-        return
+    emit(fetch(f"/v1/releases/{q(version)}"), as_json, _release_text)
+
+
+def _release_text(r: Mapping[str, Any]) -> str:
     m = r["manifest"]
     lines = [
         f"release {r['version']}: {r['state']}",
@@ -267,20 +247,19 @@ def show_release(fetch: Callable[..., Any], as_json: bool, version: str) -> None
         f"  chunks            {len(m['chunks'])} of {m['chunk_size']} bytes",
         f"  security version  {r['security_version']}",
         f"  min version       {m['min_version'] or '-'}",
-        f"  created           {_utc(r['created_ms'])} UTC",
-        f"  expires           {_utc(m['expires_ms'])} UTC",
+        f"  created           {when(r['created_ms'])} UTC",
+        f"  expires           {when(m['expires_ms'])} UTC",
     ]
     if r["published_ms"] is not None:
-        lines.append(f"  published         {_utc(r['published_ms'])} UTC, signed by {', '.join(r['signed_by'])}")
-    click.echo("\n".join(lines))
-    click.echo(_deltas(r["deltas"]))
+        lines.append(f"  published         {when(r['published_ms'])} UTC, signed by {', '.join(r['signed_by'])}")
+    return "\n".join([*lines, _deltas(r["deltas"])])
 
 
 def _summary(r: Mapping[str, Any], signer: str | None, seconds: float | None) -> str:
     state = f"published, signed by key {signer}" if r["state"] == "published" and signer else r["state"]
     lines = [
         f"release {r['version']} ({', '.join(r['hw'])}): {state}",
-        f"  image  {r['size']} bytes ({_bytes(r['size'])}), sha256 {r['sha256']}",
+        f"  image  {r['size']} bytes ({human_bytes(r['size'])}), sha256 {r['sha256']}",
         _deltas(r["deltas"]),
     ]
     if seconds is not None:
@@ -296,7 +275,7 @@ def _deltas(deltas: Sequence[Mapping[str, Any]]) -> str:
             d["from_version"],
             d["status"],
             d["method"] or "-",
-            _bytes(d["size"]) if d["size"] is not None else "-",
+            human_bytes(d["size"]) if d["size"] is not None else "-",
             f"{d['detail']['ratio']:.1%}" if "ratio" in d["detail"] else "-",
             (d["sha256"] or "")[:12] or d["detail"].get("note", "")[:80],
         ]
@@ -312,15 +291,3 @@ def _offered(r: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def _without_texts(r: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in r.items() if k not in ("manifest_body", "signed_manifest")}
-
-
-def _bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1 << 20:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / (1 << 20):.1f} MiB"
-
-
-def _utc(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")

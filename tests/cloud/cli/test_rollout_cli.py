@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from cloud.rollouts import cli
+from cloud.cli import rollouts as cli
 
 
 def _view(state: str, done: int) -> dict:
