@@ -1,14 +1,15 @@
-"""``edgefleet cloud``: run the cloud coordinator from a TOML config file and flags."""
+"""``edgefleet cloud``: run the cloud coordinator from a TOML config file and flags.
+
+The flags every node shares, the config file and logging are ``common.nodecli``'s.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
 
-from common.config import load_config
-from common.logs import setup_logging
+from common.nodecli import node_config, node_options, run_node
 
 __all__ = ["cloud"]
 
@@ -44,8 +45,7 @@ DEFAULTS = {
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), help="TOML file; flags override it.")
-@click.option("--data-dir", help="Where keys, the API token, allowed_gateways and the SQLite store live.")
+@node_options("Where keys, the API token, allowed_gateways and the SQLite store live.")
 @click.option("--bind", help="Gateway-facing endpoint to bind, e.g. tcp://0.0.0.0:7700 (port * for any).")
 @click.option("--api-host", help="Address of the operator HTTP API.")
 @click.option("--api-port", type=int, help="Port of the operator HTTP API (0 for any).")
@@ -58,8 +58,6 @@ DEFAULTS = {
 @click.option("--cert-days", type=float, help="Lifetime in days of the device certificates it issues [90].")
 @click.option("--require-gateway-certs", is_flag=True, default=None,
               help="Only gateways that presented a verified certificate (edgefleet ca issue) may relay enrollments.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", type=click.Choice(["json", "text"]))
 def cloud(config_path: str | None, **flags: object) -> None:
     """Run the cloud coordinator: gateway sessions, the store, the operator API.
 
@@ -73,10 +71,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
     DATA_DIR/allowed_gateways. The operator token is in DATA_DIR/api_token;
     `edgefleet devices list --data-dir DATA_DIR` uses it.
     """
-    flags["webhooks"] = list(flags["webhooks"]) or None  # type: ignore[call-overload]  # none given: the file's
-    flags["release_keys"] = list(flags["release_keys"]) or None  # type: ignore[call-overload]
-    cfg = load_config(config_path, DEFAULTS, flags)
-    setup_logging(cfg["log_level"], cfg["log_format"], node="cloud")
+    cfg = node_config(config_path, DEFAULTS, flags, repeatable=("webhooks", "release_keys"), node="cloud")
     from cloud.alerts.service import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
     from cloud.security.enrollment import parse_rules
@@ -85,7 +80,8 @@ def cloud(config_path: str | None, **flags: object) -> None:
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
     alert_settings = _ghost_threshold(alert_settings, float(cfg["ghost_after_s"]))
 
-    counters = asyncio.run(
+    counters = run_node(
+        "cloud",
         run_cloud(
             CloudConfig(
                 data_dir=Path(cfg["data_dir"]),
