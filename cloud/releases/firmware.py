@@ -3,7 +3,8 @@
 A gateway asks for a release with the versions it holds full images of (``OfferRequest.bases``).
 ``choose_offer`` answers with the smallest published delta from one of them, or else the full
 image; the offer carries the signed manifest, so the gateway (and each device after it) can check
-everything it then fetches. Chunks are read from the artifact store on a thread. ``counters``
+everything it then fetches. Chunks are read from the artifact store on a thread. The requests are
+taken and answered by the responder every hop shares (``common.transfer.responder``); ``counters``
 count what crossed to gateways (``bytes_sent`` is the encoded size of every offer and chunk sent):
 the WAN traffic firmware costs.
 """
@@ -21,8 +22,10 @@ from cloud.store.releases import ReleaseRecords
 from common.effects import Firmware
 from common.errors import StoreError
 from common.firmware.chunks import hash_image
-from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest, encode
-from common.transfer.serve import check_request, no_offer, read_chunk
+from common.firmware.manifest import SignedManifest
+from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest
+from common.transfer.responder import Responder
+from common.transfer.serve import no_offer, read_chunk
 
 __all__ = ["DELTA_CHUNK", "FirmwareService", "choose_offer"]
 
@@ -48,6 +51,9 @@ def choose_offer(release: Mapping[str, Any] | None, version: str, hw: str, bases
 
 
 class FirmwareService:
+    """The cloud's ``OfferSource``: offers from the release records, chunks from the artifact store; the
+    shared ``common.transfer.responder.Responder`` answers the gateways with them."""
+
     def __init__(
         self,
         releases: ReleaseRecords,
@@ -56,34 +62,28 @@ class FirmwareService:
         store_executor: Executor,
         send: Callable[[str, Message], bool],
     ) -> None:
-        self.releases, self.artifacts, self.store_executor, self._send = releases, artifacts, store_executor, send
-        self.counters = {"offers": 0, "chunks_sent": 0, "bytes_sent": 0, "refused": 0}
-        self.sent_by_gateway: dict[str, int] = {}
+        self.releases, self.artifacts, self.store_executor = releases, artifacts, store_executor
+        self.responder = Responder(self, send, count_frames=True)
+        self.refused_offers = 0
         self._delta_chunks: dict[str, list[str]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
 
     def handle(self, effect: Firmware) -> None:
         """A request from a gateway: answered on the loop once its store read or file read is done."""
-        task = asyncio.get_running_loop().create_task(self._answer(effect))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.responder.handle(effect)
 
-    async def _answer(self, effect: Firmware) -> None:
-        match effect.msg:
-            case OfferRequest() as req:
-                reply: Message = await self._offer(req)
-            case ChunkRequest() as req:
-                reply = await self._chunk(req)
-            case _:
-                return
-        frame = len(encode(reply))
-        if self._send(effect.peer, reply):
-            key = "chunks_sent" if isinstance(reply, ChunkData) else "offers"
-            self.counters[key] += 1
-            self.counters["bytes_sent"] += frame
-            self.sent_by_gateway[effect.node_id] = self.sent_by_gateway.get(effect.node_id, 0) + frame
+    @property
+    def counters(self) -> dict[str, int]:
+        """``offers`` and ``chunks_sent`` (answers sent), ``bytes_sent`` (their encoded size), ``refused``."""
+        r = self.responder.counters
+        return {"offers": r["offers"], "chunks_sent": r["chunks"] + r["chunk_errors"], "bytes_sent": r["frame_bytes"],
+                "refused": self.refused_offers + r["malformed"]}
 
-    async def _offer(self, req: OfferRequest) -> FirmwareOffer:
+    @property
+    def sent_by_gateway(self) -> dict[str, int]:
+        """Encoded bytes of the answers sent to each gateway."""
+        return self.responder.by_node
+
+    async def offer(self, node_id: str, req: OfferRequest) -> FirmwareOffer:
         loop = asyncio.get_running_loop()
         try:
             release = await loop.run_in_executor(self.store_executor, self.releases.get_release, req.version)
@@ -91,13 +91,11 @@ class FirmwareService:
             return no_offer(req, f"the store could not be read ({exc}); ask again")
         choice = choose_offer(release, req.version, req.hw, req.bases)
         if "error" in choice:
-            self.counters["refused"] += 1
+            self.refused_offers += 1
             return no_offer(req, choice["error"])
         assert release is not None
         manifest = release["signed_manifest"].encode("ascii")
         if choice["kind"] == "full":
-            from common.firmware.manifest import SignedManifest
-
             m = SignedManifest.from_bytes(manifest).unverified()
             chunk_size, chunks = m.chunk_size, list(m.chunks)
         else:
@@ -112,15 +110,8 @@ class FirmwareService:
             self._delta_chunks[sha256] = chunks
         return self._delta_chunks[sha256]
 
-    async def _chunk(self, req: ChunkRequest) -> ChunkData:
-        why = check_request(req)
-        if why:
-            self.counters["refused"] += 1
-            return ChunkData(req.artifact, req.index, b"", why)
+    async def chunk(self, req: ChunkRequest) -> ChunkData:
         return await asyncio.get_running_loop().run_in_executor(None, read_chunk, self.artifacts.path(req.artifact), req)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
+        await self.responder.stop()
