@@ -74,8 +74,8 @@ def cloud(config_path: str | None, **flags: object) -> None:
     cfg = node_config(config_path, DEFAULTS, flags, repeatable=("webhooks", "release_keys"), node="cloud")
     from cloud.alerts.service import AlertSettings
     from cloud.driver import CloudConfig, run_cloud
-    from cloud.security.enrollment import parse_rules
     from cloud.releases.plan import ReleaseSettings
+    from cloud.security.enrollment import parse_rules
 
     alert_settings = AlertSettings.from_config(cfg["alert_rules"], cfg["firmware_releases"])
     alert_settings = _ghost_threshold(alert_settings, float(cfg["ghost_after_s"]))

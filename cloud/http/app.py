@@ -28,7 +28,14 @@ import hmac
 
 import fastapi
 
-from cloud.http import access, alerts, devices, errors, fleet, releases, rollouts, security
+import cloud.http.access as access
+import cloud.http.alerts as alerts
+import cloud.http.devices as devices
+import cloud.http.errors as errors
+import cloud.http.fleet as fleet
+import cloud.http.releases as releases
+import cloud.http.rollouts as rollouts
+import cloud.http.security as security
 from cloud.http.context import API_PREFIX, ApiContext
 from common.errors import ConfigError, Unauthenticated
 

@@ -19,8 +19,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.security.ca import IssuingCA, issue_certificate
-from cloud.security.enrollment import EnrollRequest as Claim
 from cloud.security.enrollment import Enroller, claim_token_id, new_claim_token
+from cloud.security.enrollment import EnrollRequest as Claim
 from cloud.security.revocations import current_list
 from cloud.store.fleet import FleetRecords
 from cloud.store.security import SecurityRecords

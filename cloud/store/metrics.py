@@ -18,9 +18,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
 from cloud.store.database import IN_CHUNK, Database
 from cloud.store.schema import metric_points, metric_rollups
-from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
 
 __all__ = ["METRICS_KIND", "MetricRecords", "TIERS"]
 

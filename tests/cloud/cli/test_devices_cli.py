@@ -14,11 +14,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloud.http import ApiContext, create_app, serve_api
 from cloud.cli.client import DEFAULT_API_URL, ApiClient, Endpoint, resolve_endpoint
 from cloud.cli.devices import devices
 from cloud.cli.helpers import format_table
 from cloud.cli.sites import sites
+from cloud.http import ApiContext, create_app, serve_api
 from cloud.store import Store
 from common.cli import main
 from common.errors import ApiError, ConfigError

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import pytest
 from click.testing import CliRunner
 
-from cloud.driver import CloudConfig, run_cloud
 from cloud.cli.releases import check_manifest
+from cloud.driver import CloudConfig, run_cloud
 from cloud.releases.plan import ReleaseSettings
 from common.cli import main
 from common.errors import ConfigError

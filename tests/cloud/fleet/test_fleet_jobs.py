@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cloud.fleet import lifecycle
 from cloud.alerts.service import AlertService, AlertSettings
+from cloud.fleet import lifecycle
 from cloud.fleet.jobs import FleetJobs, start_fleet_jobs
-from cloud.store import Store
 from cloud.fleet.rollup import Retention
+from cloud.store import Store
 from common.protocol.messages import ForwardRecord
 
 T0 = 1_700_000_000_000

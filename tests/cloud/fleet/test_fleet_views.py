@@ -11,9 +11,9 @@ from cloud.fleet import query
 from cloud.fleet import views as fleet
 from cloud.fleet.config_push import VERSION_ARG, command_args, plan_pushes, push_configs
 from cloud.store import Store
-from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from common.errors import FleetError, QueryError
 from common.protocol.messages import ForwardRecord
+from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 
 T0 = 1_700_000_000_000
 

@@ -9,9 +9,9 @@ import pytest
 
 from cloud.fleet import lifecycle
 from cloud.store import Store
-from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from common.errors import FleetError, TransitionError
 from common.protocol.messages import ForwardRecord
+from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 
 T0 = 1_700_000_000_000
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloud.http import ApiContext, ApiHooks, create_app, serve_api
 from cloud.cli.alerts import alerts
 from cloud.cli.helpers import parse_duration
+from cloud.http import ApiContext, ApiHooks, create_app, serve_api
 from cloud.store import Store
 from common.cli import main
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from cloud.http import ApiContext, create_app
 from cloud.cli.rollouts import rollout
+from cloud.http import ApiContext, create_app
 from cloud.rollouts.service import RolloutService
 from cloud.store import Store
 from common.protocol.messages import ForwardRecord
@@ -229,8 +229,8 @@ def test_a_restarted_service_carries_on_and_versions_reported_by_devices_are_res
 def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_reports(env, tmp_path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from common.rollouts.siteplan import verify_site_plan
     from common.protocol import SitePlanEnvelope
+    from common.rollouts.siteplan import verify_site_plan
     from common.signed import EnvelopeVerifier, key_id_for
 
     store, ex = env

@@ -11,10 +11,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.security.audit import verify_chain
 from cloud.security.ca import init_ca
-from common.pki import verify_certificate
 from cloud.security.service import SecurityService
 from cloud.store import Store
 from common.errors import CertificateError
+from common.pki import verify_certificate
 from common.protocol.messages import EnrollRequest, KeyRotation
 from common.revocation import RevocationCache
 from common.signed import EnvelopeVerifier

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloud.store import Store
-from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, choose_tier
+from cloud.store import Store
 from common.protocol.messages import ForwardRecord
+from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 
 T0 = 1_700_000_040_000 - 1_700_000_040_000 % HOUR_MS  # an hour boundary
 

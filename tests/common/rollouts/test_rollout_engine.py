@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from rollout_fakes import FakeFleet, devices
 
+from common.errors import RolloutError
 from common.rollouts import (
     Approve,
     Control,
@@ -27,7 +28,6 @@ from common.rollouts import (
     Threshold,
     Tick,
 )
-from common.errors import RolloutError
 
 T0 = int(datetime(2026, 6, 1, 12, 0, tzinfo=UTC).timestamp() * 1000)
 REL = ReleaseInfo("2.0.0", ("board-a",), security_version=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from common.errors import RolloutError
 from common.rollouts.states import (
     DEVICE_ACTIVE,
     DEVICE_TABLE,
@@ -16,7 +17,6 @@ from common.rollouts.states import (
     step_device,
     step_rollout,
 )
-from common.errors import RolloutError
 
 
 def _reachable(table, start):
