@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import grimp
-import pytest
-
 import importlinter.api  # noqa: F401  (configures import-linter's adapters: option readers, graph builder)
+import pytest
 from importlinter.application import output, use_cases
 from importlinter.application.app_config import settings
 
