@@ -33,8 +33,9 @@ Quieting, from strongest to weakest:
 
 Which subjects exist is what was observed: a device never seen cannot be offline
 (the cloud feeds ``observe_seen(device, enrolled_ms)`` at enrollment so a device
-that never speaks becomes a ghost). ``forget(subject)`` drops a retired subject;
-its open alerts resolve at the next tick.
+that never speaks becomes a ghost). ``forget(subject)`` drops a retired subject:
+its open alerts resolve at the next tick, and observations of it from then on are
+ignored (one read before the retirement and fed after it must not bring it back).
 """
 
 from __future__ import annotations
@@ -262,17 +263,22 @@ class AlertEngine:
         self._silences: dict[str, int] = {}  # rule name or subject -> until ms
         self._open: dict[tuple[str, str], Alert] = {}
         self._resolved: deque[Alert] = deque(maxlen=history)
+        self._forgotten: set[str] = set()  # retired subjects: observations of them are ignored
 
     # --- observations -------------------------------------------------------------------------
 
     def observe_seen(self, subject: str, now_ms: int, *, kind: str = "device") -> None:
         """``subject`` was heard from at ``now_ms`` (call for every message, connect or enrollment)."""
+        if subject in self._forgotten:
+            return
         old = self._seen.get(subject)
         self._seen[subject] = (kind, now_ms if old is None else max(old[1], now_ms))
 
     def observe_metric(self, device: str, metric: str, value: float, now_ms: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             return  # not a number (or NaN): nothing to compare
+        if device in self._forgotten:
+            return
         self._latest[(device, metric)] = value
         for rule in self.rules:
             if isinstance(rule, ThresholdRule) and rule.metric == metric:
@@ -280,12 +286,16 @@ class AlertEngine:
 
     def observe_firmware(self, device: str, version: str, releases: Collection[str]) -> None:
         """``releases`` oldest first; a version not in the list is not judged."""
+        if device in self._forgotten:
+            return
         ordered = list(releases)
         behind = len(ordered) - 1 - ordered.index(version) if version in ordered else None
         latest = ordered[-1] if ordered else None
         self._firmware[device] = {"version": version, "latest": latest, "behind": behind}
 
     def observe_backlog(self, gateway: str, used: int, quota: int, now_ms: int) -> None:
+        if gateway in self._forgotten:
+            return
         self._backlog[gateway] = (used, quota)
         for rule in self.rules:
             if isinstance(rule, BacklogRule):
@@ -293,6 +303,8 @@ class AlertEngine:
                 self._breach(rule.name, gateway, over, now_ms)
 
     def observe_message(self, device: str, now_ms: int) -> None:
+        if device in self._forgotten:
+            return
         for rule in self.rules:
             if isinstance(rule, RateRule):
                 key = (rule.name, device)
@@ -304,7 +316,9 @@ class AlertEngine:
                     del counts[old]
 
     def forget(self, subject: str) -> None:
-        """Drop everything known about ``subject`` (retired); its open alerts resolve at the next tick."""
+        """Drop everything known about ``subject`` (retired) and ignore what is observed of it from now on
+        (retirement is final); its open alerts resolve at the next tick."""
+        self._forgotten.add(subject)
         self._seen.pop(subject, None)
         self._firmware.pop(subject, None)
         self._backlog.pop(subject, None)
