@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
@@ -29,6 +28,7 @@ from cloud.ca import (
     verify_certificate,
 )
 from common.errors import CertificateError, KeyFileError, TrustError
+from tests.real_tools import requires
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -217,7 +217,7 @@ def test_issuing_refuses_bad_requests(ca: IssuingCA, change: dict, match: str) -
         issue_certificate(ca, **args)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl binary")
+@requires("openssl")
 def test_openssl_verifies_the_chain(tmp_path: Path) -> None:
     # openssl checks validity against the real clock: issue around it (the CA itself starts in 2030)
     real_now = dt.datetime.now(dt.UTC).replace(microsecond=0)
