@@ -55,13 +55,20 @@ async def until_signalled(predicate: Callable[[], T], what: str, *, signal: asyn
             raise _hung(what, guard_s, value) from None
 
 
-def until_true(predicate: Callable[[], T], what: str, *, every_s: float = 0.1, guard_s: float = HANG_GUARD_S) -> T:
+def until_true(predicate: Callable[[], T], what: str, *, every_s: float = 0.1, guard_s: float = HANG_GUARD_S,
+               tolerate: tuple[type[BaseException], ...] = ()) -> T:
     """Poll ``predicate`` (state held by real processes, which cannot notify the test) every ``every_s``;
-    return its first true value. Fails only when it stayed false for the whole hang guard."""
+    return its first true value. An exception in ``tolerate`` counts as "not yet" (a cloud restarting refuses
+    connections). Fails only when it stayed false for the whole hang guard."""
     deadline = time.monotonic() + guard_s
     while True:
-        if value := predicate():
-            return value
+        try:
+            value = predicate()
+        except tolerate as exc:
+            value = exc  # type: ignore[assignment]
+        else:
+            if value:
+                return value
         if time.monotonic() > deadline:
             raise _hung(what, guard_s, value)
         time.sleep(every_s)

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from simulations.fleet import ProcFleet
+from tests.waits import until_true
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +23,9 @@ def fleet(tmp_path):
     f.kill_all()
 
 
-def wait_for(predicate, timeout_s=30.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate, what):
+    """Poll the real fleet until ``predicate`` holds, bounded only by the hang guard (tests/waits.py)."""
+    return until_true(predicate, what)
 
 
 def views(fleet, where=None):
