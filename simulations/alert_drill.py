@@ -32,7 +32,7 @@ import click
 import httpx
 
 from simulations.drill_steps import bulk_stored, drain_agents, step_waiter
-from simulations.fleet import ProcFleet
+from simulations.fleet import API_TIMEOUT_S, ProcFleet
 
 __all__ = ["DRILL_RULES", "WebhookReceiver", "run_alert_drill", "write_cloud_config"]
 
@@ -253,7 +253,7 @@ def _command(fleet: ProcFleet, device: str, args: dict[str, str]) -> dict[str, A
         f"{api}/v1/devices/{device}/commands",
         json={"name": "simulate", "args": args, "ttl_s": 120},
         headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
+        timeout=API_TIMEOUT_S,
     )
     response.raise_for_status()
     return response.json()
