@@ -85,7 +85,7 @@ INJECTED = [
     ("cores", "common.transfer.download", "asyncio"),
     ("lean-agent", "device_agent.driver", "fastapi"),
     ("acyclic", "common.errors", "common.config"),  # common.config imports common.errors
-    ("acyclic", "simulations.virtual", "simulations.demo"),
+    ("acyclic", "simulations.fleet", "simulations.demo"),  # simulations.demo imports simulations.fleet
 ]
 
 
