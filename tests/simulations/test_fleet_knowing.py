@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from simulations.fleet import ProcFleet
-from tests.waits import until_true
+from tests.waits import HANG_GUARD_S, until_true
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +124,6 @@ def test_inventory_tags_groups_config_lifecycle_and_diagnostics(fleet, tmp_path)
     # 6. reboot: the command is answered, then the agent exits for its service manager to start it again
     queued = cli(fleet, "devices", "reboot", "dev-0")
     assert queued.exit_code == 0 and "reboot of dev-0 queued as command" in queued.output
-    assert fleet.wait("dev-0", timeout_s=30) == 75
+    assert fleet.wait("dev-0", timeout_s=HANG_GUARD_S) == 75
     done = fleet.api("/v1/devices/dev-0/commands")["commands"][-1]
     assert (done["name"], done["status"], done["detail"]) == ("reboot", "done", "rebooting")
