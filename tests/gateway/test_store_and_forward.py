@@ -383,7 +383,9 @@ def quota_outage(tmp_path_factory):
     The quota is a fraction of a MiB given as a flag (`--bulk-quota-mb 0.5`): it fills in a few seconds.
     """
     root = tmp_path_factory.mktemp("quota")
-    fleet = ProcFleet(root / "fleet", heartbeat_s=HEARTBEAT_S, sample_interval_s=0.005)
+    # the default heartbeat (1 s, dead after 3): while the cloud ingests the backlog, a loaded machine can
+    # starve its process for longer than 1.5 s, and with 0.5 s the gateway dropped and resent forever
+    fleet = ProcFleet(root / "fleet", heartbeat_s=1.0, sample_interval_s=0.005)
     try:
         quota_mb = 0.5
         quota = int(quota_mb * 1024 * 1024)
