@@ -22,8 +22,7 @@ from cloud.fleet.views import desired_configs, device_layers, device_views
 from common.errors import ConfigError, FleetNotFound
 
 if TYPE_CHECKING:
-    from cloud.store.commands import CommandRecords
-    from cloud.store.fleet import FleetRecords
+    from cloud.fleet.ports import CommandRecords, FleetRecords
 
 __all__ = ["ConfigChange", "change_config", "explain_config", "parse_layer"]
 

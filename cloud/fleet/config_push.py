@@ -25,8 +25,7 @@ from common.errors import FleetError
 from common.protocol.codec import MAX_STR, MAX_VALUES
 
 if TYPE_CHECKING:
-    from cloud.store.commands import CommandRecords
-    from cloud.store.fleet import FleetRecords
+    from cloud.fleet.ports import CommandRecords, FleetRecords
 
 __all__ = ["CONFIG_COMMAND", "CONFIG_TTL_MS", "VERSION_ARG", "command_args", "plan_pushes", "push_configs"]
 

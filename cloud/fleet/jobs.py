@@ -37,7 +37,7 @@ from common.errors import StoreError
 
 if TYPE_CHECKING:
     from cloud.alerts.service import AlertService
-    from cloud.store import Store
+    from cloud.fleet.ports import Stores
 
 __all__ = ["FleetJobs", "RunningJobs", "start_fleet_jobs"]
 
@@ -66,7 +66,7 @@ class FleetJobs:
 
 def start_fleet_jobs(
     jobs: FleetJobs,
-    store: Store,
+    store: Stores,
     store_thread: Executor,
     alerts: AlertService,
     on_command: Callable[[str, int], None],

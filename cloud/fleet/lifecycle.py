@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from common.errors import TransitionError
 
 if TYPE_CHECKING:
-    from cloud.store.fleet import FleetRecords
+    from cloud.fleet.ports import FleetRecords
 
 __all__ = [
     "DEFAULT_GHOST_S",

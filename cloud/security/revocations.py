@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud.store.security import SecurityRecords
+from cloud.security.ports import SecurityRecords
 from common.revocation import RevocationList
 
 __all__ = ["current_list"]

@@ -22,8 +22,8 @@ from cloud.security.ca import IssuingCA, issue_certificate
 from cloud.security.enrollment import Enroller, claim_token_id, new_claim_token
 from cloud.security.enrollment import EnrollRequest as Claim
 from cloud.security.revocations import current_list
-from cloud.store.fleet import FleetRecords
-from cloud.store.security import SecurityRecords
+from cloud.fleet.ports import FleetRecords
+from cloud.security.ports import SecurityRecords
 from common.command_auth import sign_command
 from common.errors import CertificateError, NotFound
 from common.pki import verify_certificate

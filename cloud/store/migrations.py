@@ -16,6 +16,7 @@ Why one module of ~520 lines: it is the database's history, one frozen step afte
 another, read top to bottom like a changelog; the runner at the end is a few lines.
 Spreading the steps over modules would only hide their order.
 """
+# one-piece: the database's history, one frozen step after another, read top to bottom (see the docstring)
 
 from __future__ import annotations
 

@@ -30,6 +30,7 @@ pass through them (timeouts, threshold, promotion, dispatch) whose order is the 
 spreading those steps over mixins would hide that order. Its events, effects and ``DeviceRecord``
 are apart, in ``common.rollouts.events``.
 """
+# one-piece: one class over one set of device records, a tick is one ordered pass (see the docstring)
 
 from __future__ import annotations
 

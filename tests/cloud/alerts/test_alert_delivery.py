@@ -4,13 +4,14 @@ gateway_link_down, its return resolves it; a silence set through the API holds a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from simulations.alert_drill import WebhookReceiver, write_cloud_config
 from simulations.fleet import ProcFleet
+from tests.waits import until_true
 
 pytestmark = pytest.mark.integration
 
@@ -35,13 +36,9 @@ def fleet(tmp_path, receiver: WebhookReceiver) -> Iterator[ProcFleet]:
     f.kill_all()
 
 
-def wait_for(predicate: Callable[[], object], what: str, timeout_s: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate, what):
+    """Poll the real fleet until ``predicate`` holds, bounded only by the hang guard (tests/waits.py)."""
+    return until_true(predicate, what)
 
 
 def events(receiver: WebhookReceiver, rule: str) -> list[tuple[str, str]]:

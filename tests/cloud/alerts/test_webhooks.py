@@ -16,8 +16,9 @@ from cloud.alerts.webhooks import WebhookSender, WebhookStats
 from common.alerting import AlertEngine, ThresholdRule
 from common.backoff import Backoff
 from common.errors import ConfigError
+from tests.waits import HANG_GUARD_S
 
-WAIT_S = 10  # an upper bound for waits on conditions, never a sleep
+WAIT_S = HANG_GUARD_S  # the bound of waits on conditions: the one hang guard (tests/waits.py), never a sleep
 
 
 class Receiver:

@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import json
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ from cloud.releases.plan import ReleaseSettings
 from common.cli import main
 from common.errors import ConfigError
 from common.firmware import Manifest, build_manifest, key_id
+from tests.waits import until_true
 
 if TYPE_CHECKING:
     from conftest import ReleaseCloud
@@ -238,10 +238,8 @@ def test_the_cloud_trusts_its_configured_release_keys_and_the_cli_finds_it_by_da
     thread.start()
     done = asyncio.run_coroutine_threadsafe(run_cloud(cfg, stop), loop)
     try:
-        for _ in range(200):
-            if (data / "endpoints.json").exists() or done.done():
-                break
-            time.sleep(0.05)
+        until_true(lambda: (data / "endpoints.json").exists() or done.done(), "the cloud to bind (endpoints.json)",
+                   every_s=0.05)
         assert not done.done(), done.result()
         key = ["--key", str(release_cloud.key_path), "--passphrase-file", str(release_cloud.passphrase_file)]
         for version, blocks in (("14.0.0", ()), ("14.1.0", (1,))):

@@ -44,6 +44,14 @@ async def _settle(executor: ThreadPoolExecutor) -> None:
     await asyncio.sleep(0)
 
 
+async def _settle_chains(executor: ThreadPoolExecutor, rounds: int = 10) -> None:
+    """Let chains of store-thread work and loop callbacks (a step's commit, then its plans signed and sent)
+    run to their end: each round drains the store thread's queue and runs what became ready. Rounds, not
+    a clock: a loaded machine makes them slower, never fewer."""
+    for _ in range(rounds):
+        await _settle(executor)
+
+
 def _plan(**kw):
     return {"release": {"version": "2.0.0"}, "canary": 2, "waves": ["50%", "100%"], "soak_s": 5, **kw}
 
@@ -261,9 +269,7 @@ def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_repo
         clock.ms += 6_000
         n = len(sent)
         svc.tick()
-        await _settle(ex)
-        await asyncio.sleep(0.05)
-        await _settle(ex)
+        await _settle_chains(ex)
         shown = await svc.show("r1")
         assert shown["stage"] == "wave 1" and shown["totals"]["succeeded"] == 2
         assert len(sent) > n  # the approval of wave 1 went out as new signed plans
@@ -272,9 +278,7 @@ def test_coordinated_rollout_gates_commands_signs_site_plans_and_takes_site_repo
         # a newcomer joins: its gated command is made and it is in the next plans
         store.telemetry.ingest("gw-2", "site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})], 4000)
         svc.observe_batch("site-2", [ForwardRecord("d-2-new", "bulk", 1, 4000, "env", {})])
-        await _settle(ex)
-        await asyncio.sleep(0.05)
-        await _settle(ex)
+        await _settle_chains(ex)
         assert store.commands.list_commands("d-2-new")[-1]["args"]["gate"] == "site"
 
     asyncio.run(run())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +21,7 @@ import cloud.security.ca
 from cloud.security.ca import IssuingCA, init_ca, issue_certificate, load_intermediate, rotate_intermediate
 from common.errors import CertificateError, KeyFileError
 from common.pki import load_chain, verify_certificate
+from tests.real_tools import requires
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -208,7 +208,7 @@ def test_issuing_refuses_bad_requests(ca: IssuingCA, change: dict, match: str) -
         issue_certificate(ca, **args)
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl binary")
+@requires("openssl")
 def test_openssl_verifies_the_chain(tmp_path: Path) -> None:
     # openssl checks validity against the real clock: issue around it (the CA itself starts in 2030)
     real_now = dt.datetime.now(dt.UTC).replace(microsecond=0)
