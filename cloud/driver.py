@@ -6,13 +6,13 @@ event loop never blocks on the database and commits happen in the order the
 core asked for them; the operator API's calls go ahead of queued work on that
 thread (``cloud.store_thread``), so a backlog being drained does not stall
 ``sites show``. The HTTP API is served by uvicorn in the same loop.
-Alerts: the alert service (``cloud.alerts``) hears every committed batch and
+Alerts: the alert service (``cloud.alerts.service``) hears every committed batch and
 every gateway session touch, is ticked every ``alert_tick_s``, and its alert
 rows are saved on the store thread before their events go to the webhooks
-(``cloud.webhooks``: a down webhook delays nothing but its own deliveries).
-Fleet jobs (``cloud.fleet_jobs``, on apscheduler): metric retention, pushing changed desired configs,
+(``cloud.alerts.webhooks``: a down webhook delays nothing but its own deliveries).
+Fleet jobs (``cloud.fleet.jobs``, on apscheduler): metric retention, pushing changed desired configs,
 the ghost and lifecycle inputs of the alert service, published releases for the firmware rule.
-Firmware releases (``cloud.releases``): images and deltas under DATA_DIR/artifacts,
+Firmware releases (``cloud.releases.service``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
@@ -32,21 +32,23 @@ from pathlib import Path
 import httpx
 import zmq.asyncio
 
-from cloud.alerts import AlertService, AlertSettings, TickResult, site_alert_event
-from cloud.api import create_app, serve_api
-from cloud.artifacts import ArtifactStore
-from cloud import lifecycle
+from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_alert_event
+from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
+from cloud.releases.artifacts import ArtifactStore
+from cloud.fleet import lifecycle
 from cloud.core import CloudCore
-from cloud.enrollment import EnrollRule, Enroller
-from cloud.firmware_service import FirmwareService
-from cloud.fleet_jobs import FleetJobs, start_fleet_jobs
-from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.security.enrollment import EnrollRule, Enroller
+from cloud.releases.firmware import FirmwareService
+from cloud.fleet.jobs import FleetJobs, start_fleet_jobs
+from cloud.releases.plan import ReleaseSettings, load_release_keys
+from cloud.releases.service import ReleaseService
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
-from cloud.security import SecurityService, load_or_create_signing_key
+from cloud.security.service import SecurityService
+from cloud.security.signing import load_or_create_signing_key
 from cloud.security.service import Actor
 from cloud.store import Store
 from cloud.store_thread import StoreThread
-from cloud.webhooks import WebhookSender
+from cloud.alerts.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
@@ -81,12 +83,12 @@ class CloudConfig:
     ca_dir: str = ""  # the fleet CA (``edgefleet ca init``); empty: no enrollment
     ca_passphrase: bytes | None = None  # only if the intermediate key was written encrypted
     cert_days: float = 90.0  # lifetime of the device certificates it issues
-    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.enrollment)
+    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.security.enrollment)
     enroll_rate: float = 0.5  # enrollment attempts per second and gateway
     enroll_burst: int = 20
     require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
     rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
-    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet_jobs)
+    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -117,7 +119,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
-    releases = ReleaseService(store, artifacts, release_keys, cfg.releases, store_executor=store_thread)
+    releases = ReleaseService(store.releases, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()
     security = _security_service(cfg, store)
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
@@ -226,7 +228,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     def refresh_maintenance() -> None:
         timers["maintenance"] = loop.call_later(cfg.maintenance_refresh_s, refresh_maintenance)
-        # maintenance suppresses alerts, and a retired device raises none (cloud.lifecycle.eligible_for_alerts)
+        # maintenance suppresses alerts, and a retired device raises none (cloud.fleet.lifecycle.eligible_for_alerts)
         in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
 
@@ -254,7 +256,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
     identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
-    firmware = FirmwareService(store, artifacts, store_executor=store_thread, send=server.send)
+    firmware = FirmwareService(store.releases, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
@@ -264,15 +266,16 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    rollouts = RolloutService(store, store_thread, on_command, now_ms=_now_ms,
+    rollouts = RolloutService(store.rollouts, store_thread, on_command, commands=store.commands, releases=store.releases,
+                              telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
-    app = create_app(
-        store, token, executor=store_thread.urgent, on_command=on_command, on_silence=alerts.silence, releases=releases,
-        security=security, on_revocations=revocations_changed, rollouts=rollouts,
-        fleet_options={"retention": cfg.fleet.retention, "ghost_s": cfg.fleet.ghost_after_s},
-    )
+    app = create_app(ApiContext(
+        store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
+        hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed),
+        fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s),
+    ))
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
@@ -326,11 +329,11 @@ def _command(row: dict, security: SecurityService | None = None) -> Command:
 
 def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
     """The signing key (made on first start) and, with ``ca_dir``, the issuing CA."""
-    from cloud.ca import load_intermediate
+    from cloud.security.ca import load_intermediate
 
     ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
     enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
-    return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
+    return SecurityService(store.security, store.fleet, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
                            cert_days=cfg.cert_days)
 
 

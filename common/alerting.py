@@ -4,7 +4,8 @@ Drivers feed observations, then call ``tick(now_ms)`` and deliver the events it
 returns; the engine never reads a clock and does no I/O. Times are integer
 milliseconds (``now_ms``); rule durations are seconds, as operators write them.
 
-Rules (``name`` is the operator's id for the rule and the first part of an alert id)::
+Rules (``name`` is the operator's id for the rule and the first part of an alert id; they are
+declared in ``common.alert_rules`` and re-exported here)::
 
     OfflineRule     a subject not seen for longer than after_s          (observe_seen)
     ThresholdRule   a metric's latest value OP threshold for for_s      (observe_metric; ``metrics`` names them)
@@ -33,18 +34,28 @@ Quieting, from strongest to weakest:
 
 Which subjects exist is what was observed: a device never seen cannot be offline
 (the cloud feeds ``observe_seen(device, enrolled_ms)`` at enrollment so a device
-that never speaks becomes a ghost). ``forget(subject)`` drops a retired subject;
-its open alerts resolve at the next tick.
+that never speaks becomes a ghost). ``forget(subject)`` drops a retired subject:
+its open alerts resolve at the next tick, and observations of it from then on are
+ignored (one read before the retirement and fed after it must not bring it back).
 """
 
 from __future__ import annotations
 
-import operator
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
+from common.alert_rules import (
+    _OPS,
+    BacklogRule,
+    FirmwareRule,
+    OfflineRule,
+    RateRule,
+    Rule,
+    ThresholdRule,
+    parse_rules,
+)
 from common.errors import AlertNotFound, ConfigError
 
 __all__ = [
@@ -59,137 +70,6 @@ __all__ = [
     "ThresholdRule",
     "parse_rules",
 ]
-
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-
-
-def _positive(rule: str, name: str, value: float, *, zero_ok: bool = False) -> None:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not (value >= 0 if zero_ok else value > 0):
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ConfigError(f"alert rule {rule!r}: {name} must be a number {bound}, got {value!r}")
-
-
-def _named(name: str) -> None:
-    if not isinstance(name, str) or not name or ":" in name:
-        raise ConfigError(f"alert rule name {name!r} must be a non-empty string without ':'")
-
-
-@dataclass(frozen=True)
-class OfflineRule:
-    name: str
-    after_s: float
-    kind: str = "device"  # which subjects: those observed with observe_seen(..., kind=kind)
-    severity: str = "warning"
-    type = "offline"
-
-    def __post_init__(self) -> None:
-        _named(self.name)
-        _positive(self.name, "after_s", self.after_s)
-
-
-@dataclass(frozen=True)
-class ThresholdRule:
-    name: str
-    metric: str
-    op: str  # < <= > >= == !=
-    threshold: float
-    for_s: float = 0
-    severity: str = "warning"
-    type = "threshold"
-
-    def __post_init__(self) -> None:
-        _named(self.name)
-        if self.op not in _OPS:
-            raise ConfigError(f"alert rule {self.name!r}: op {self.op!r} is not one of {' '.join(_OPS)}")
-        _positive(self.name, "for_s", self.for_s, zero_ok=True)
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise ConfigError(f"alert rule {self.name!r}: threshold must be a number, got {self.threshold!r}")
-
-
-@dataclass(frozen=True)
-class FirmwareRule:
-    name: str
-    behind: int  # fire when this many or more releases are newer than the device's
-    severity: str = "warning"
-    type = "firmware"
-
-    def __post_init__(self) -> None:
-        _named(self.name)
-        if not isinstance(self.behind, int) or isinstance(self.behind, bool) or self.behind < 1:
-            raise ConfigError(f"alert rule {self.name!r}: behind must be an integer >= 1, got {self.behind!r}")
-
-
-@dataclass(frozen=True)
-class BacklogRule:
-    name: str
-    percent: float  # fire when used / quota is above this percentage
-    for_s: float = 0
-    severity: str = "warning"
-    type = "backlog"
-
-    def __post_init__(self) -> None:
-        _named(self.name)
-        _positive(self.name, "percent", self.percent)
-        _positive(self.name, "for_s", self.for_s, zero_ok=True)
-
-
-@dataclass(frozen=True)
-class RateRule:
-    name: str
-    window_s: float
-    factor: float  # fire when the last window's count is > mean * factor or < mean / factor
-    baseline_windows: int = 6
-    min_baseline: int = 10  # judge only when the baseline windows hold at least this many messages
-    direction: str = "both"  # "high", "low" or "both"
-    severity: str = "warning"
-    type = "rate"
-
-    def __post_init__(self) -> None:
-        _named(self.name)
-        _positive(self.name, "window_s", self.window_s)
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or not self.factor > 1:
-            raise ConfigError(f"alert rule {self.name!r}: factor must be a number > 1, got {self.factor!r}")
-        if not isinstance(self.baseline_windows, int) or self.baseline_windows < 1:
-            raise ConfigError(f"alert rule {self.name!r}: baseline_windows must be an integer >= 1")
-        if not isinstance(self.min_baseline, int) or self.min_baseline < 1:
-            raise ConfigError(f"alert rule {self.name!r}: min_baseline must be an integer >= 1")
-        if self.direction not in ("high", "low", "both"):
-            raise ConfigError(f"alert rule {self.name!r}: direction must be high, low or both")
-
-    @property
-    def window_ms(self) -> int:
-        return max(1, round(self.window_s * 1000))
-
-
-Rule = Union[OfflineRule, ThresholdRule, FirmwareRule, BacklogRule, RateRule]
-_RULE_TYPES: dict[str, Any] = {
-    cls.type: cls for cls in (OfflineRule, ThresholdRule, FirmwareRule, BacklogRule, RateRule)
-}
-
-
-def parse_rules(items: Iterable[Mapping[str, Any]]) -> list[Rule]:
-    """Rules from config tables: ``{"type": "threshold", "name": "battery_low", "metric": ..., ...}``."""
-    rules: list[Rule] = []
-    for item in items:
-        fields = dict(item)
-        kind = fields.pop("type", None)
-        if kind not in _RULE_TYPES:
-            known = ", ".join(_RULE_TYPES)
-            raise ConfigError(f"alert rule {fields.get('name')!r}: type {kind!r} is not one of {known}")
-        try:
-            rules.append(_RULE_TYPES[kind](**fields))
-        except TypeError as exc:
-            raise ConfigError(f"alert rule {fields.get('name')!r} ({kind}): {exc}") from exc
-    return rules
-
 
 @dataclass
 class Alert:
@@ -268,29 +148,38 @@ class AlertEngine:
         self._silences: dict[str, int] = {}  # rule name or subject -> until ms
         self._open: dict[tuple[str, str], Alert] = {}
         self._resolved: deque[Alert] = deque(maxlen=history)
+        self._forgotten: set[str] = set()  # retired subjects: observations of them are ignored
 
     # --- observations -------------------------------------------------------------------------
 
     def observe_seen(self, subject: str, now_ms: int, *, kind: str = "device") -> None:
         """``subject`` was heard from at ``now_ms`` (call for every message, connect or enrollment)."""
+        if subject in self._forgotten:
+            return
         old = self._seen.get(subject)
         self._seen[subject] = (kind, now_ms if old is None else max(old[1], now_ms))
 
     def observe_metric(self, device: str, metric: str, value: float, now_ms: int) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
             return  # not a number (or NaN): nothing to compare
+        if device in self._forgotten:
+            return
         self._latest[(device, metric)] = value
         for name, compare, threshold in self._thresholds.get(metric, ()):
             self._breach(name, device, compare(value, threshold), now_ms)
 
     def observe_firmware(self, device: str, version: str, releases: Collection[str]) -> None:
         """``releases`` oldest first; a version not in the list is not judged."""
+        if device in self._forgotten:
+            return
         ordered = list(releases)
         behind = len(ordered) - 1 - ordered.index(version) if version in ordered else None
         latest = ordered[-1] if ordered else None
         self._firmware[device] = {"version": version, "latest": latest, "behind": behind}
 
     def observe_backlog(self, gateway: str, used: int, quota: int, now_ms: int) -> None:
+        if gateway in self._forgotten:
+            return
         self._backlog[gateway] = (used, quota)
         for rule in self.rules:
             if isinstance(rule, BacklogRule):
@@ -302,7 +191,7 @@ class AlertEngine:
 
     def observe_messages(self, device: str, count: int, now_ms: int) -> None:
         """``count`` messages from ``device`` at ``now_ms`` (a batch): as ``count`` calls of ``observe_message``."""
-        if count <= 0:
+        if count <= 0 or device in self._forgotten:
             return
         for rule in self.rules:
             if isinstance(rule, RateRule):
@@ -320,7 +209,9 @@ class AlertEngine:
         return frozenset(self._thresholds)
 
     def forget(self, subject: str) -> None:
-        """Drop everything known about ``subject`` (retired); its open alerts resolve at the next tick."""
+        """Drop everything known about ``subject`` (retired) and ignore what is observed of it from now on
+        (retirement is final); its open alerts resolve at the next tick."""
+        self._forgotten.add(subject)
         self._seen.pop(subject, None)
         self._firmware.pop(subject, None)
         self._backlog.pop(subject, None)

@@ -9,8 +9,18 @@
     ├── StoreError             the cloud store (database)
     ├── ConfigError            a config file or flag that cannot be used
     ├── QueryError             a device filter query that does not parse (has .position)
-    ├── AlertNotFound          an alert id that names no alert
-    ├── FleetError             a fleet record that cannot change so (unknown device or group, bad group kind)
+    ├── NotFound               an id that names nothing (also a LookupError); the operator API answers 404
+    │   ├── AlertNotFound      an alert id that names no alert (also a KeyError)
+    │   ├── FleetNotFound      no such device or group (also a FleetError)
+    │   ├── ReleaseNotFound    no such release (also a ReleaseError, reason ``not-found``)
+    │   └── RolloutNotFound    no such rollout (also a RolloutError, reason ``not-found``)
+    ├── Conflict               the object's present state does not allow the change; the API answers 409
+    │   ├── ReleaseConflict    a release that exists, is being created or is published (also a ReleaseError)
+    │   └── RolloutConflict    a rollout whose state does not allow it (also a RolloutError)
+    ├── AccessError            an operator request refused by access control
+    │   ├── Unauthenticated    no valid credentials (the API answers 401)
+    │   └── Forbidden          the principal's role or sites do not allow the action (403)
+    ├── FleetError             a fleet record that cannot change so (bad group kind, retired device...)
     │   └── TransitionError    a lifecycle transition the table forbids (names the device, from and to)
     ├── KeyFileError           a key file that is missing, unreadable or malformed
     ├── FileWriteError         a file not written durably (names the path and the cause; also an OSError)
@@ -32,8 +42,14 @@
     │   ├── ChunkError         a chunk whose size or SHA-256 does not match its manifest (names the index)
     │   ├── ImageError         a full image whose size or SHA-256 does not match its manifest
     │   └── ReleaseError       a release the cloud refuses to create or publish (names the version; ``reason``)
-    └── DeltaError             a binary delta that cannot be made or applied (corrupt patch, wrong base)
-        └── DeltaNotWorthIt    the best delta is not clearly smaller than the compressed full image
+    │       └── ReleaseTooLarge  an image or signed manifest over the size limit (the API answers 413)
+    ├── DeltaError             a binary delta that cannot be made or applied (corrupt patch, wrong base)
+    │   └── DeltaNotWorthIt    the best delta is not clearly smaller than the compressed full image
+    └── RolloutError           a rollout the cloud refuses to create or change, or a site plan a gateway refuses
+
+``NotFound`` and ``Conflict`` say what kind of refusal an error is, across features: the
+cloud's one HTTP error handler (``cloud.http.errors``) chooses the status from the class,
+never from the message.
 
 Every message names the object and the cause. Library errors are translated at
 the adapter with ``raise Mapped(...) from exc``.
@@ -42,6 +58,7 @@ the adapter with ``raise Mapped(...) from exc``.
 from __future__ import annotations
 
 __all__ = [
+    "AccessError",
     "AlertNotFound",
     "ApiError",
     "AuditChainError",
@@ -50,6 +67,7 @@ __all__ = [
     "CacheFull",
     "ChunkError",
     "ConfigError",
+    "Conflict",
     "DeltaError",
     "DeltaNotWorthIt",
     "EdgeFleetError",
@@ -58,23 +76,32 @@ __all__ = [
     "FileWriteError",
     "FirmwareError",
     "FleetError",
+    "FleetNotFound",
+    "Forbidden",
     "ImageError",
     "KeyFileError",
     "ManifestError",
     "MisdirectedError",
+    "NotFound",
     "ProtocolError",
     "QueryError",
     "QueueClosedError",
     "QueueError",
     "QueueFullError",
+    "ReleaseConflict",
     "ReleaseError",
+    "ReleaseNotFound",
+    "ReleaseTooLarge",
     "TransferError",
     "ReplayError",
+    "RolloutConflict",
     "RolloutError",
+    "RolloutNotFound",
     "SignatureError",
     "StoreError",
     "TransitionError",
     "TrustError",
+    "Unauthenticated",
     "UpdateError",
     "UpdateRefused",
     "VersionError",
@@ -134,7 +161,28 @@ class QueryError(EdgeFleetError, ValueError):
         self.query, self.position, self.cause = query, position, cause
 
 
-class AlertNotFound(EdgeFleetError, KeyError):
+class NotFound(EdgeFleetError, LookupError):
+    """An id that names nothing: a device, site, group, alert, release, rollout, token. The message names
+    the id and where to see the known ones."""
+
+
+class Conflict(EdgeFleetError):
+    """The object exists, but its present state does not allow the change asked for."""
+
+
+class AccessError(EdgeFleetError):
+    """An operator request refused by access control; the message says what to do next."""
+
+
+class Unauthenticated(AccessError):
+    """No valid credentials: a missing, malformed, unknown, expired or revoked token."""
+
+
+class Forbidden(AccessError):
+    """Authenticated, but the principal's role or sites do not allow the action."""
+
+
+class AlertNotFound(NotFound, KeyError):
     """An alert id that names no alert (open or resolved) the engine knows."""
 
     def __init__(self, alert_id: str) -> None:
@@ -144,6 +192,9 @@ class AlertNotFound(EdgeFleetError, KeyError):
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.alert_id,))
+
 
 class FleetError(EdgeFleetError):
     """A fleet record (device, group, tag, config layer) that cannot be changed as asked; says what to do."""
@@ -151,6 +202,10 @@ class FleetError(EdgeFleetError):
 
 class TransitionError(FleetError):
     """A lifecycle transition the table does not allow: names the device, its state and the state asked for."""
+
+
+class FleetNotFound(FleetError, NotFound):
+    """No device or group by that id (the message says how to list the known ones)."""
 
 
 class KeyFileError(EdgeFleetError):
@@ -323,6 +378,30 @@ class ReleaseError(FirmwareError):
         return (type(self), (self.version, self.reason, self.cause))
 
 
+class ReleaseNotFound(ReleaseError, NotFound):
+    """No release by that version (reason ``not-found``)."""
+
+    def __init__(self, version: str | None, cause: str) -> None:
+        super().__init__(version, "not-found", cause)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.version, self.cause))
+
+
+class ReleaseConflict(ReleaseError, Conflict):
+    """A release whose state refuses the change: reason ``exists``, ``busy`` or ``published``."""
+
+
+class ReleaseTooLarge(ReleaseError):
+    """An image or a signed manifest over its size limit (reason ``too-large``)."""
+
+    def __init__(self, version: str | None, cause: str) -> None:
+        super().__init__(version, "too-large", cause)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.version, self.cause))
+
+
 class DeltaError(EdgeFleetError):
     """A binary delta that cannot be made or applied: a corrupt patch, the wrong old image."""
 
@@ -352,3 +431,17 @@ class RolloutError(EdgeFleetError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.rollout_id, self.reason, self.cause))
+
+
+class RolloutNotFound(RolloutError, NotFound):
+    """No rollout by that id (reason ``not-found``)."""
+
+    def __init__(self, rollout_id: str | None, cause: str) -> None:
+        super().__init__(rollout_id, "not-found", cause)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.rollout_id, self.cause))
+
+
+class RolloutConflict(RolloutError, Conflict):
+    """A rollout whose state does not allow the change: reason ``state`` or ``transition``."""

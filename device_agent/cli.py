@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
 import click
 
-from common.config import load_config
 from common.keys import resolve_public_key
-from common.logs import setup_logging
+from common.nodecli import node_config, node_options, run_node
 from common.streams import DEVICE_POLICIES, quota_defaults, with_quotas_mb
 
 __all__ = ["REBOOT_EXIT", "agent"]
@@ -41,10 +39,9 @@ DEFAULTS = {
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), help="TOML file; flags override it.")
+@node_options("Where keys, the telemetry buffer and stats live.")
 @click.option("--device-id", help="This device's id (default: the host name).")
 @click.option("--site", help="The site this device belongs to.")
-@click.option("--data-dir", help="Where keys, the telemetry buffer and stats live.")
 @click.option("--gateway", help="The gateway's device endpoint, e.g. tcp://10.0.0.2:7701.")
 @click.option("--gateway-key", help="The gateway's CURVE public key: 40 Z85 characters or a file holding them.")
 @click.option("--sample-interval", type=float, help="Seconds between telemetry samples.")
@@ -61,8 +58,6 @@ DEFAULTS = {
 @click.option("--claim-token", envvar="EDGEFLEET_CLAIM_TOKEN", help="Site claim token [env EDGEFLEET_CLAIM_TOKEN]; none: claim by serial.")
 @click.option("--serial", help="Factory serial number (default: the device id).")
 @click.option("--cloud-sign-key", multiple=True, help="The cloud's signing.pub: run only commands it signed (repeatable).")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", type=click.Choice(["json", "text"]))
 def agent(config_path: str | None, **flags: object) -> None:
     """Run a device agent: sample metrics, buffer them durably, stream them to the gateway.
 
@@ -70,15 +65,13 @@ def agent(config_path: str | None, **flags: object) -> None:
     half to give the gateway). SIGTERM stops sampling, drains the buffer for up
     to --drain seconds and writes stats.json.
     """
-    flags["release_key"] = list(flags["release_key"]) or None
-    flags["cloud_sign_key"] = list(flags["cloud_sign_key"]) or None
-    cfg = load_config(config_path, DEFAULTS, flags)
-    setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["device_id"])
+    cfg = node_config(config_path, DEFAULTS, flags, repeatable=("release_key", "cloud_sign_key"), node_key="device_id")
     if not cfg["gateway_key"]:
         raise click.UsageError("the gateway's public key is needed: pass --gateway-key KEY|FILE or set gateway_key in the config")
     from device_agent.driver import AgentConfig, run_agent
 
-    stats = asyncio.run(
+    stats = run_node(
+        "agent",
         run_agent(
             AgentConfig(
                 device_id=cfg["device_id"],

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from pathlib import Path
 
 import click
 
-from common.config import load_config
 from common.keys import resolve_public_key
-from common.logs import setup_logging
+from common.nodecli import node_config, node_options, run_node
 from common.streams import GATEWAY_POLICIES, quota_defaults, with_quotas_mb
 
 __all__ = ["gateway"]
@@ -47,10 +45,9 @@ DEFAULTS = {
 
 
 @click.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), help="TOML file; flags override it.")
+@node_options("Where keys, the outbox, allowed_devices and stats live.")
 @click.option("--gateway-id", help="This gateway's id (default: the host name).")
 @click.option("--site", help="The site this gateway serves.")
-@click.option("--data-dir", help="Where keys, the outbox, allowed_devices and stats live.")
 @click.option("--bind", help="Device-facing endpoint to bind, e.g. tcp://0.0.0.0:7701 (port * for any).")
 @click.option("--cloud", help="The cloud's gateway endpoint, e.g. tcp://cloud.example:7700.")
 @click.option("--cloud-key", help="The cloud's CURVE public key: 40 Z85 characters or a file holding them.")
@@ -75,8 +72,6 @@ DEFAULTS = {
 @click.option("--cert", help="This gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud.")
 @click.option("--cert-check", type=float, help="Seconds between showings of the certificate to the cloud, which renews it at 2/3 of its life [21600].")
 @click.option("--uplink-source", help="Local address the uplink leaves from (the site's WAN interface), apart from --bind.")
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", type=click.Choice(["json", "text"]))
 def gateway(config_path: str | None, **flags: object) -> None:
     """Run a site gateway: accept device telemetry durably, forward it to the cloud.
 
@@ -84,16 +79,14 @@ def gateway(config_path: str | None, **flags: object) -> None:
     DATA_DIR/allowed_devices (re-read when it changes). After binding, the
     gateway writes DATA_DIR/endpoints.json with its endpoint and public key.
     """
-    flags["link_windows"] = list(flags["link_windows"]) or None
-    flags["release_key"] = list(flags["release_key"]) or None
-    flags["cloud_sign_key"] = list(flags["cloud_sign_key"]) or None
-    cfg = load_config(config_path, DEFAULTS, flags)
-    setup_logging(cfg["log_level"], cfg["log_format"], node=cfg["gateway_id"])
+    cfg = node_config(config_path, DEFAULTS, flags, repeatable=("link_windows", "release_key", "cloud_sign_key"),
+                      node_key="gateway_id")
     if not cfg["cloud_key"]:
         raise click.UsageError("the cloud's public key is needed: pass --cloud-key KEY|FILE or set cloud_key in the config")
     from gateway.driver import GatewayConfig, run_gateway
 
-    stats = asyncio.run(
+    stats = run_node(
+        "gateway",
         run_gateway(
             GatewayConfig(
                 gateway_id=cfg["gateway_id"],

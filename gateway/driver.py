@@ -44,7 +44,7 @@ from common.effects import Firmware, InventoryTaken, Start, TakeInventory
 from common.inventory import host_inventory
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
-from cloud.ca import verify_certificate
+from common.pki import verify_certificate
 from common.process import Periodic, stop_on_signals
 from common.protocol import STREAMS
 from common.protocol.codec import decode_forwarding
@@ -305,7 +305,7 @@ def _applied(cache: RevocationCache) -> RevocationsApplied:
 def _ca_chain(cfg: GatewayConfig):
     if not cfg.ca_chain:
         return None
-    from cloud.ca import Chain
+    from common.pki import Chain
 
     try:
         return Chain.from_pem(Path(cfg.ca_chain).read_bytes())
@@ -341,7 +341,7 @@ class _SiteRolloutDriver:
     def _prefetch(self) -> None:
         """An approved rollout's release is fetched into the site cache now, before its window opens, and
         pinned there until the rollout ends; then the pin goes (the cache may evict it by LRU)."""
-        from cloud.rollouts.states import RolloutState
+        from common.rollouts.states import RolloutState
 
         for rid, eng in self.site.engines.items():
             holder = f"rollout:{rid}"

@@ -13,7 +13,9 @@ Then it answers the device with the smallest thing that rebuilds V from what the
 cloud's delta if it holds that one, else a delta it makes itself from its cached full images (on a
 worker thread, once per pair, kept in the cache), else the full image. Whatever a device gets, it
 checks the rebuilt image against the signed manifest before installing: a delta the gateway made
-is no more trusted than the gateway. Chunks are served from the cache (``ChunkRequest``).
+is no more trusted than the gateway. Chunks are served from the cache (``ChunkRequest``). The
+requests are taken and answered by the responder every hop shares (``common.transfer.responder``);
+this class is its ``OfferSource`` at a site.
 
 ``prefetch`` fetches a release ahead of a rollout's window and pins it for that rollout.
 """
@@ -36,7 +38,8 @@ from common.firmware.manifest import SignedManifest
 from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest
 from common.transfer.fetcher import Fetcher
 from common.transfer.download import Plan
-from common.transfer.serve import check_request, no_offer, read_chunk
+from common.transfer.responder import Responder
+from common.transfer.serve import no_offer, read_chunk
 from gateway.site_cache import SiteCache
 
 __all__ = ["LOCAL_DELTA_CHUNK", "SiteFirmware"]
@@ -56,15 +59,21 @@ class SiteFirmware:
         verify: Callable[[bytes, str], Any] | None = None,
         delta_budget_s: float = 110.0,
     ) -> None:
-        self.cache, self.fetcher, self.send_down = cache, fetcher, send_down
+        self.cache, self.fetcher = cache, fetcher
         self.verify = verify  # checks a signed manifest against the gateway's release keys, if it has any
         self.delta_budget_s = delta_budget_s
-        self.counters = {"device_offers": 0, "device_chunks": 0, "device_bytes": 0, "cloud_fetches": 0,
-                         "local_deltas": 0, "rebuilt_from_delta": 0, "refused": 0, "prefetched": 0}
+        self._counters = {"cloud_fetches": 0, "local_deltas": 0, "rebuilt_from_delta": 0, "refused": 0, "prefetched": 0}
+        self.responder = Responder(self, send_down)
         self._io = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache")
         self._prepared: dict[tuple[str, str], asyncio.Future[tuple[str, bytes]]] = {}
         self._deltas: dict[tuple[str, str], asyncio.Future[str | None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """What devices were sent (offers, chunks and their bytes) and what the site cache did."""
+        r = self.responder.counters
+        return {"device_offers": r["offers"], "device_chunks": r["chunks"], "device_bytes": r["chunk_bytes"],
+                **self._counters}
 
     # -- messages ------------------------------------------------------------------------------
 
@@ -72,28 +81,9 @@ class SiteFirmware:
         if not effect.peer:  # from the cloud: the fetcher's
             self.fetcher.on_message(effect.msg)
             return
-        task = asyncio.get_running_loop().create_task(self._answer(effect))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.responder.handle(effect)  # from a device: answered by the shared responder, with offer() and chunk()
 
-    async def _answer(self, effect: Firmware) -> None:
-        match effect.msg:
-            case OfferRequest() as req:
-                reply: Message = await self.offer_for(effect.node_id, req)
-                self.counters["device_offers"] += 1
-            case ChunkRequest() as req:
-                reply = await self._chunk(req)
-                if not reply.error:
-                    self.counters["device_chunks"] += 1
-                    self.counters["device_bytes"] += len(reply.data)
-            case _:
-                return
-        self.send_down(effect.peer, reply)
-
-    async def _chunk(self, req: ChunkRequest) -> ChunkData:
-        why = check_request(req)
-        if why:
-            return ChunkData(req.artifact, req.index, b"", why)
+    async def chunk(self, req: ChunkRequest) -> ChunkData:
         loop = asyncio.get_running_loop()
         self.cache.readers[req.artifact] = self.cache.readers.get(req.artifact, 0) + 1
         try:
@@ -110,11 +100,11 @@ class SiteFirmware:
 
     # -- offers to devices -------------------------------------------------------------------------
 
-    async def offer_for(self, device_id: str, req: OfferRequest) -> FirmwareOffer:
+    async def offer(self, device_id: str, req: OfferRequest) -> FirmwareOffer:
         try:
             image_sha, manifest = await self.prepare(req.version, req.hw)
         except (FirmwareError, DeltaError, OSError) as exc:
-            self.counters["refused"] += 1
+            self._counters["refused"] += 1
             log.warning("no offer for a device", extra={"device": device_id, "release": req.version, "error": str(exc)})
             return no_offer(req, str(exc))
         m = SignedManifest.from_bytes(manifest).unverified()
@@ -179,7 +169,7 @@ class SiteFirmware:
         except CacheFull:
             tmp.unlink(missing_ok=True)
             return None
-        self.counters["local_deltas"] += 1
+        self._counters["local_deltas"] += 1
         log.info("made a local delta", extra={"method": result.method, "bytes": size, "image_bytes": result.new_size})
         return sha
 
@@ -207,7 +197,7 @@ class SiteFirmware:
             m = self.verify(offer.manifest, hw)  # ManifestError: refused before a byte is fetched
         if m.version != version or hw not in m.hw:
             raise TransferError(offer.artifact, f"the cloud offered manifest {m.version} for {version}/{hw}")
-        self.counters["cloud_fetches"] += 1
+        self._counters["cloud_fetches"] += 1
         if offer.kind == "delta":
             base_sha = await loop.run_in_executor(self._io, self.cache.image_for, offer.from_version, hw)
             signed = m.delta_from(offer.from_version)
@@ -217,7 +207,7 @@ class SiteFirmware:
             delta_path = await self._download(plan, keep=frozenset({base_sha}))
             image_sha = await self._rebuild(base_sha, delta_path, m, offer.manifest)
             await loop.run_in_executor(self._io, self._admit_delta, offer, base_sha, image_sha)
-            self.counters["rebuilt_from_delta"] += 1
+            self._counters["rebuilt_from_delta"] += 1
             return image_sha, offer.manifest
         if offer.artifact != m.sha256 or tuple(offer.chunks) != tuple(m.chunks) or offer.chunk_size != m.chunk_size:
             raise TransferError(offer.artifact, "the cloud's offer does not match its signed manifest")
@@ -274,15 +264,13 @@ class SiteFirmware:
         """Fetch release ``version`` now (before a rollout's window opens) and pin it for ``holder``."""
         sha, _ = await self.prepare(version, hw)
         await asyncio.get_running_loop().run_in_executor(self._io, self.cache.pin, sha, holder)
-        self.counters["prefetched"] += 1
+        self._counters["prefetched"] += 1
         return sha
 
     async def release_pins(self, holder: str) -> int:
         return await asyncio.get_running_loop().run_in_executor(self._io, self.cache.unpin_all, holder)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.responder.stop()
         self.fetcher.close()
         self._io.shutdown(wait=True)

@@ -1,6 +1,6 @@
 """The gateway's part of rollouts: verify the cloud's signed site plans and drive the site with the same engine.
 
-``SiteRollouts`` takes a site plan blob (``cloud.rollouts.siteplan``), verifies it
+``SiteRollouts`` takes a site plan blob (``common.rollouts.siteplan``), verifies it
 against the cloud's rollout key (``--rollout-key``; a forged, misdirected, expired or
 replayed plan is refused and logged), and runs ``RolloutEngine(execute=True,
 approved_stage=N)`` for the site's devices: inside the site's windows, under its rate
@@ -26,12 +26,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from cloud.rollouts.engine import DeviceReport, Install, Persist, RolloutEngine, Tick
-from cloud.rollouts.plan import DeviceInfo
-from cloud.rollouts.siteplan import SitePlan, apply_site_plan, site_engine, verify_site_plan
-from cloud.rollouts.states import DeviceEvent, DeviceState
 from common.errors import RolloutError
 from common.fileio import write_atomic
+from common.rollouts import DeviceEvent, DeviceInfo, DeviceReport, DeviceState, Install, Persist, RolloutEngine, Tick
+from common.rollouts.siteplan import SitePlan, apply_site_plan, site_engine, verify_site_plan
 from common.signed import EnvelopeVerifier, key_id_for
 from gateway.rollout_effects import ReleaseCommands, SiteReport
 

@@ -24,7 +24,6 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from typing import Any
 import click
 import httpx
 
-from simulations.fleet import ProcFleet
+from simulations.drill_steps import bulk_stored, drain_agents, step_waiter
+from simulations.fleet import API_TIMEOUT_S, ProcFleet
 
 __all__ = ["DRILL_RULES", "WebhookReceiver", "run_alert_drill", "write_cloud_config"]
 
@@ -47,7 +47,6 @@ DRILL_RULES: list[dict[str, Any]] = [
     {"type": "rate", "name": "message_rate", "window_s": 60, "factor": 5},
 ]
 EXPECTED = ("device_offline", "battery_low", "gateway_link_down")
-STEP_TIMEOUT_S = 60.0
 
 
 class WebhookReceiver:
@@ -120,8 +119,6 @@ def write_cloud_config(path: Path, rules: list[dict[str, Any]] = DRILL_RULES) ->
 def run_alert_drill(
     root: Path, sites: int, devices_per_site: int, duration: float, quiet: bool = False
 ) -> dict[str, Any]:
-    from simulations.demo import _bulk_stored, drain_agents
-
     def say(text: str) -> None:
         if not quiet:
             click.echo(f"  t={time.monotonic() - t0:5.1f}s  {text}")
@@ -131,7 +128,7 @@ def run_alert_drill(
     receiver = WebhookReceiver().start()
     carried: dict[str, int] = {}  # bulk samples an agent produced before it was restarted
     missed: list[str] = []
-    _wait = _waiter(missed, lambda text: say(text))
+    _wait = step_waiter(missed, lambda text: say(text))
     t0 = time.monotonic()
     outage_s = 0.0
     try:
@@ -207,7 +204,7 @@ def run_alert_drill(
     finally:
         fleet.kill_all()
         receiver.close()
-    stored = _bulk_stored(summary)
+    stored = bulk_stored(summary)
     fired_rules = sorted(a["rule"] for a in announced)
     resolved_rules = sorted(a["rule"] for a in resolved)
     result: dict[str, Any] = {
@@ -256,23 +253,7 @@ def _command(fleet: ProcFleet, device: str, args: dict[str, str]) -> dict[str, A
         f"{api}/v1/devices/{device}/commands",
         json={"name": "simulate", "args": args, "ttl_s": 120},
         headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
+        timeout=API_TIMEOUT_S,
     )
     response.raise_for_status()
     return response.json()
-
-
-def _waiter(missed: list[str], say: Callable[[str], None]) -> Callable[[Callable[[], bool], str], bool]:
-    """``wait(predicate, what)``: poll until true; past the step's deadline note ``what`` in ``missed``."""
-
-    def wait(predicate: Callable[[], bool], what: str) -> bool:
-        deadline = time.monotonic() + STEP_TIMEOUT_S
-        while not predicate():
-            if time.monotonic() > deadline:
-                missed.append(what)
-                say(f"MISSED: no {what} within {STEP_TIMEOUT_S:g} s; the drill goes on")
-                return False
-            time.sleep(0.25)
-        return True
-
-    return wait

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from simulations.drill_steps import bulk_stored, drain_agents
 from simulations.fleet import ProcFleet
 from simulations.update_drill import HW, make_release, roll_out, wait_for_outcomes
 
@@ -121,7 +122,7 @@ def run_demo(
             if now >= next_report:
                 summary = fleet.api("/v1/telemetry/summary")
                 devices = len({d["device_id"] for d in summary["devices"]})
-                _say(quiet, f"  t={now:5.1f}s  cloud holds {_bulk_stored(summary):>7} samples from {devices} devices")
+                _say(quiet, f"  t={now:5.1f}s  cloud holds {bulk_stored(summary):>7} samples from {devices} devices")
                 next_report += 2.0
             time.sleep(0.1)
         if cut_at is not None:  # an outage longer than the run ends with it
@@ -144,7 +145,7 @@ def run_demo(
         codes |= fleet.stop(["cloud"])
     finally:
         fleet.kill_all()
-    stored = _bulk_stored(summary)
+    stored = bulk_stored(summary)
     result = {
         "devices": len(agents),
         "sites": sites,
@@ -177,34 +178,6 @@ def run_demo(
                 outcomes.get(d, {}).get("outcome") == ("rolled_back" if d in bad else "committed") for d in agents),
         }
     return result
-
-
-def _dropped(fleet: ProcFleet) -> int:
-    """Samples dropped by rule (quota or TTL) and reported as gaps, anywhere on the way."""
-    totals = fleet.api("/v1/gaps")["totals"]
-    return sum(t["count"] for t in totals if t["stream"] == "bulk")
-
-
-def drain_agents(fleet: ProcFleet, agents: list[str], carried: int = 0, timeout_s: float = 90.0) -> tuple[dict, dict, int, dict, int]:
-    """Stop the agents (each drains its buffer first), then wait until the cloud holds, or a gap report
-    accounts for, every bulk sample they made (plus ``carried``, made by earlier incarnations). Returns
-    ``(exit codes, agent stats, samples sent, telemetry summary, samples dropped and reported)``."""
-    codes = fleet.stop(agents, timeout_s=timeout_s)
-    stats = {a: fleet.agent_stats(a) for a in agents}
-    sent = sum(s["produced"]["bulk"] for s in stats.values()) + carried
-    deadline = time.monotonic() + timeout_s
-    while _accounted(fleet, summary := fleet.api("/v1/telemetry/summary")) < sent and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return codes, stats, sent, summary, _dropped(fleet)
-
-
-def _accounted(fleet: ProcFleet, summary: dict) -> int:
-    return _bulk_stored(summary) + _dropped(fleet)
-
-
-def _bulk_stored(summary: dict) -> int:
-    """Telemetry samples (the bulk stream) the cloud holds, each (device, seq) once."""
-    return sum(d["count"] for d in summary["devices"] if d["stream"] == "bulk")
 
 
 @click.command()

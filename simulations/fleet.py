@@ -22,7 +22,12 @@ import httpx
 from common.keys import Allowlist, load_or_create_keypair
 from simulations.faultproxy import FaultProxy
 
-__all__ = ["ProcFleet", "Proc"]
+__all__ = ["API_TIMEOUT_S", "ProcFleet", "Proc"]
+
+API_TIMEOUT_S = 120.0
+"""How long a call to the cloud's operator API (or an operator command) may take before it fails: a hang
+guard, not a budget. On a loaded machine the cloud's one store thread may be ingesting a backlog, and a
+read queues behind it for many seconds; a cloud that never answers still fails the caller."""
 
 
 @dataclass
@@ -156,7 +161,7 @@ class ProcFleet:
 
     def cli(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``edgefleet ARGS`` as an operator would (operator commands get ``--data-dir`` of the cloud)."""
-        done = subprocess.run([self.python, "-m", "common", *args], capture_output=True, text=True, timeout=60,
+        done = subprocess.run([self.python, "-m", "common", *args], capture_output=True, text=True, timeout=API_TIMEOUT_S,
                               env={**os.environ, **(env or {})})
         if check and done.returncode != 0:
             raise RuntimeError(f"edgefleet {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
@@ -220,9 +225,9 @@ class ProcFleet:
         token = (self.dir("cloud") / "api_token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         if body is None:
-            r = httpx.get(ep["api"] + path, headers=headers, timeout=10)
+            r = httpx.get(ep["api"] + path, headers=headers, timeout=API_TIMEOUT_S)
         else:
-            r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=10)
+            r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=API_TIMEOUT_S)
         r.raise_for_status()
         return r.json()
 

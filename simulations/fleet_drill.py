@@ -31,7 +31,7 @@ from typing import Any
 import click
 from click.testing import CliRunner
 
-from simulations.alert_drill import _waiter
+from simulations.drill_steps import bulk_stored, drain_agents, step_waiter
 from simulations.fleet import ProcFleet
 
 __all__ = ["SITE_DRILL_RULES", "run_fleet_drill"]
@@ -47,7 +47,6 @@ def _toml_rules(rules: list[dict[str, Any]]) -> str:
 
 def run_fleet_drill(root: Path, sites: int, devices_per_site: int, duration: float, quiet: bool = False) -> dict[str, Any]:
     from common.cli import main
-    from simulations.demo import _bulk_stored, drain_agents
 
     t0 = started = time.monotonic()
 
@@ -56,7 +55,7 @@ def run_fleet_drill(root: Path, sites: int, devices_per_site: int, duration: flo
             click.echo(f"  t={time.monotonic() - t0:5.1f}s  {text}")
 
     missed: list[str] = []
-    wait = _waiter(missed, say)
+    wait = step_waiter(missed, say)
     fleet = ProcFleet(root)
     runner = CliRunner()
 
@@ -176,7 +175,7 @@ def run_fleet_drill(root: Path, sites: int, devices_per_site: int, duration: flo
         codes |= fleet.stop(["cloud"])
     finally:
         fleet.kill_all()
-    stored = _bulk_stored(summary)
+    stored = bulk_stored(summary)
     ok = (
         not missed
         and counters.get("inventory_reported") == len(agents)

@@ -28,9 +28,10 @@ from typing import Any
 import click
 
 from common.shaping import LinkWindows
-from simulations.fleet import ProcFleet
 from device_agent import simimage
 from simulations.delivery import make_key, publish
+from simulations.drill_steps import bulk_stored, drain_agents
+from simulations.fleet import ProcFleet
 from simulations.update_drill import HW, VERSION
 
 __all__ = ["WINDOW", "run_rollout_drill"]
@@ -48,8 +49,6 @@ def run_rollout_drill(
     (with ``site_autonomy``: once that site's gateway holds the plan approving wave 1);
     ``window``: installs only inside the maintenance window (else any time);
     ``site_autonomy``: gateways drive their sites from the cloud's signed site plans."""
-    from simulations.demo import _bulk_stored, drain_agents
-
     def say(text: str) -> None:
         if not quiet:
             click.echo(f"  t={time.monotonic() - t0:5.1f}s  {text}")
@@ -155,7 +154,7 @@ def run_rollout_drill(
         codes |= fleet.stop(["cloud"])
     finally:
         fleet.kill_all()
-    stored = _bulk_stored(summary)
+    stored = bulk_stored(summary)
     values = list(outcomes.values())
     result: dict[str, Any] = {
         "devices": len(agents),

@@ -1,7 +1,7 @@
 """``edgefleet sim rollout``: a staged rollout across many sites in virtual time, under random uplink outages.
 
 The real cores: the cloud runs the rollout engine as coordinator (``execute=False``);
-each gateway gets its site's part as a signed site plan (``cloud.rollouts.siteplan``,
+each gateway gets its site's part as a signed site plan (``common.rollouts.siteplan``,
 Ed25519 envelope verified with ``common.signed.EnvelopeVerifier``) and drives its
 devices with the same engine (``execute=True``), inside its maintenance windows
 (cron + duration in the site's IANA zone; the run crosses Europe's DST change), under
@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.rollouts import (
+from common.errors import RolloutError
+from common.rollouts import (
     Approve,
     Control,
     DeviceEvent,
@@ -44,8 +45,7 @@ from cloud.rollouts import (
     Threshold,
     Tick,
 )
-from cloud.rollouts.siteplan import SitePlan, apply_site_plan, sign_site_plan, site_engine, site_share, verify_site_plan
-from common.errors import RolloutError
+from common.rollouts.siteplan import SitePlan, apply_site_plan, sign_site_plan, site_engine, site_share, verify_site_plan
 from common.shaping import LinkWindows
 from common.signed import EnvelopeVerifier, key_id_for
 from simulations.virtual import VirtualClock

@@ -25,32 +25,38 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.rollouts.conflicts import holders
-from cloud.rollouts.engine import (
+from cloud.store.commands import CommandRecords
+from cloud.store.releases import ReleaseRecords
+from cloud.store.rollouts import RolloutRecords
+from cloud.store.telemetry import TelemetryRecords
+from common.errors import RolloutConflict, RolloutError, RolloutNotFound
+from common.fileio import write_atomic
+from common.protocol import SitePlanEnvelope
+from common.rollouts import (
     Approve,
     Control,
+    DeviceEvent,
     DeviceHealth,
+    DeviceInfo,
     DeviceReport,
     DeviceSeen,
+    DeviceState,
     Install,
     Persist,
     Revert,
     RolloutEngine,
+    RolloutPlan,
+    RolloutState,
     Tick,
 )
-from cloud.rollouts.plan import DeviceInfo, RolloutPlan
-from cloud.rollouts.siteplan import SitePlan, sign_site_plan, site_share
-from cloud.rollouts.states import DeviceEvent, DeviceState, RolloutState
-from common.errors import RolloutError
-from common.fileio import write_atomic
-from common.protocol import SitePlanEnvelope
+from common.rollouts.siteplan import SitePlan, sign_site_plan, site_share
 from common.signed import key_id_for
 
 __all__ = ["RolloutService", "install_command", "load_or_create_rollout_key", "rollout_view"]
@@ -106,17 +112,24 @@ def revert_command(effect: Revert, rollout_id: str, now_ms: int, ttl_ms: int = 8
 
 
 class RolloutService:
+    """The engines of the active rollouts. It is handed the records it uses: its own (``rollouts``), the
+    devices' commands (installs), the releases (what a plan's release is) and telemetry (the devices,
+    what each runs)."""
+
     def __init__(
         self,
-        store: Any,
+        rollouts: RolloutRecords,
         executor: Executor,
         on_command: Callable[[str, int], None],
         *,
+        commands: CommandRecords,
+        releases: ReleaseRecords,
+        telemetry: TelemetryRecords,
         now_ms: Callable[[], int] = _wall_ms,
         signing_key: Ed25519PrivateKey | None = None,
         send_to_gateway: Callable[[str, object], None] | None = None,
     ) -> None:
-        self.store = store
+        self.rollouts, self.commands, self.releases, self.telemetry = rollouts, commands, releases, telemetry
         self.signing_key = signing_key
         self.send_to_gateway = send_to_gateway
         self._plan_seq = 0
@@ -135,9 +148,9 @@ class RolloutService:
     async def restore(self) -> int:
         """Load the active rollouts from the store (after a restart); returns how many."""
         self._loop = asyncio.get_running_loop()
-        rows = await self._call(lambda: self.store.list_rollouts(("scheduled", "running", "paused")))
+        rows = await self._call(lambda: self.rollouts.list_rollouts(("scheduled", "running", "paused")))
         for row in rows:
-            devices = await self._call(lambda r=row: self.store.rollout_devices(r["rollout_id"]))
+            devices = await self._call(lambda r=row: self.rollouts.rollout_devices(r["rollout_id"]))
             plan = RolloutPlan.from_dict(row["plan"])
             self.engines[row["rollout_id"]] = RolloutEngine.restore(plan, row["header"], devices,
                                                                     execute=not plan.site_autonomy)
@@ -154,18 +167,18 @@ class RolloutService:
         release = dict(plan_json.get("release") or {})
         if not release.get("version"):
             raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
-        known = await self._call(lambda: self.store.get_release(release["version"]))
+        known = await self._call(lambda: self.releases.get_release(release["version"]))
         if known is not None:  # the store's release record is authoritative
             release |= {"hardware": list(known["hw"]), "security_version": known["security_version"]}
         plan = RolloutPlan.from_dict({**plan_json, "release": release})
         now = self.now_ms()
-        existing = await self._call(lambda: self.store.list_rollouts())
+        existing = await self._call(lambda: self.rollouts.list_rollouts())
         rid = str(body.get("id") or f"r{len(existing) + 1}")
-        inventory = await self._call(self.store.list_devices)
+        inventory = await self._call(self.telemetry.list_devices)
         running = await self._call(self._running_versions)
         devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], ""),
                               state=d.get("state") or "active") for d in inventory]
-        others = await self._call(self.store.active_rollout_devices)
+        others = await self._call(self.rollouts.active_rollout_devices)
         if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
             raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")
         engine = RolloutEngine(rid, plan, execute=not plan.site_autonomy)
@@ -177,7 +190,7 @@ class RolloutService:
         args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
         row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
                "header": engine.header(), "install_args": args, "created_ms": now}
-        if not await self._call(lambda: self.store.create_rollout(row)):
+        if not await self._call(lambda: self.rollouts.create_rollout(row)):
             raise RolloutError(rid, "invalid", f"a rollout with the id {rid!r} exists; choose another --id")
         self.engines[rid] = engine
         self.install_args[rid] = args
@@ -195,7 +208,7 @@ class RolloutService:
     def _running_versions(self) -> dict[str, str]:
         """What each device last said it runs (its latest update record); unknown devices are left out."""
         out: dict[str, str] = {}
-        for r in self.store.records_of_kind("update"):
+        for r in self.telemetry.records_of_kind("update"):
             if r["values"].get("running_version"):
                 out[r["device_id"]] = str(r["values"]["running_version"])
         return out
@@ -203,23 +216,23 @@ class RolloutService:
     async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
         engine = self.engines.get(rid)
         if engine is None or engine.state in (RolloutState.COMPLETED, RolloutState.ABORTED):
-            row = await self._call(lambda: self.store.get_rollout(rid))
+            row = await self._call(lambda: self.rollouts.get_rollout(rid))
             if row is None:
-                raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
-            raise RolloutError(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
+                raise RolloutNotFound(rid, f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+            raise RolloutConflict(rid, "state", f"rollout {rid} is {row['state']}: it cannot {action}")
         effects = engine.handle(Control(action, revert=revert, reason=f"{action} by the operator"), self.now_ms())
         await self._run(rid, effects)
         return await self.show(rid)
 
     async def show(self, rid: str) -> dict[str, Any]:
-        row = await self._call(lambda: self.store.get_rollout(rid))
+        row = await self._call(lambda: self.rollouts.get_rollout(rid))
         if row is None:
-            raise RolloutError(rid, "not-found", f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
-        devices = await self._call(lambda: self.store.rollout_devices(rid))
+            raise RolloutNotFound(rid, f"no rollout by the id of {rid!r} (`edgefleet rollout list`)")
+        devices = await self._call(lambda: self.rollouts.rollout_devices(rid))
         return rollout_view(row, devices)
 
     async def list(self) -> list[dict[str, Any]]:
-        rows = await self._call(self.store.list_rollouts)
+        rows = await self._call(self.rollouts.list_rollouts)
         return [rollout_view(r, None) for r in rows]
 
     # -- driver inputs -----------------------------------------------------------------
@@ -303,7 +316,7 @@ class RolloutService:
         engine = self.engines.get(rid)
         if engine is None or engine.execute or self.signing_key is None or self.send_to_gateway is None:
             return 0
-        gateway_sites = await self._call(self.store.gateway_sites)
+        gateway_sites = await self._call(self.rollouts.gateway_sites)
         by_site: dict[str, dict[str, int]] = {}
         for r in engine.devices.values():
             if r.state != DeviceState.SKIPPED:
@@ -363,7 +376,7 @@ class RolloutService:
         gated = engine is not None and not engine.execute
         for e in effects:
             if isinstance(e, Persist):
-                self.store.save_rollout_step(rid, e.rollout, e.devices, now)
+                self.rollouts.save_rollout_step(rid, e.rollout, e.devices, now)
                 if gated and self._loop is not None:  # the sites hear of every approval, pause, resume or abort
                     self._loop.call_soon_threadsafe(self._plans_soon, rid)
             elif isinstance(e, Approve):
@@ -372,7 +385,7 @@ class RolloutService:
             elif isinstance(e, Install) and gated:
                 name, cargs, expires = install_command(e, args, now)
                 cargs["gate"], cargs["rollout"] = "site", rid
-                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
+                pushed.append((e.device_id, self.commands.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
             elif isinstance(e, Install):
                 if e.download_only and "manifest" in args:
                     # a drill's install from files on the device: nothing to fetch ahead
@@ -380,13 +393,13 @@ class RolloutService:
                     continue
                 if e.download_only:  # fetched through the gateway now, installed inside the window later
                     name, cargs, expires = download_command(e, rid, now)
-                    pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+                    pushed.append((e.device_id, self.commands.create_command(e.device_id, name, cargs, expires, now)))
                     continue
                 name, cargs, expires = install_command(e, args, now)
-                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+                pushed.append((e.device_id, self.commands.create_command(e.device_id, name, cargs, expires, now)))
             elif isinstance(e, Revert):
                 name, cargs, expires = revert_command(e, rid, now)
-                pushed.append((e.device_id, self.store.create_command(e.device_id, name, cargs, expires, now)))
+                pushed.append((e.device_id, self.commands.create_command(e.device_id, name, cargs, expires, now)))
         if downloaded and self._loop is not None:
             engine = self.engines.get(rid)
             if engine is not None:

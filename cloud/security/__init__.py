@@ -1,13 +1,12 @@
-"""The cloud's identity and security service: enrollment, certificates, revocation, signed commands,
-operator access (RBAC) and the audit log, wired into the running cloud.
+"""The cloud's identity and security: enrollment, certificates, revocation, signed commands, operator
+access (RBAC) and the audit log.
 
-- ``signing``: the cloud's online signing key (commands, revocation lists), not the firmware release key;
-- ``service``: ``SecurityService``, the decisions and their records (runs on the store thread);
-- ``api``: the operator routes and the access check every request passes (``install_security``);
-- ``cli``: ``edgefleet ca|enroll-token|audit|users|tokens`` and the ``devices`` security commands.
+- ``ca``: the fleet CA's issuing side (checking certificates is ``common.pki``);
+- ``enrollment``: the pure enrollment decision (claims, rate limit, rules);
+- ``rbac``: roles, permissions and API tokens; ``audit``: the hash-chained audit log's records;
+- ``revocations``: the current revocation list; ``signing``: the cloud's online signing key;
+- ``service``: ``SecurityService``, the decisions and their records (runs on the store thread).
+
+Their records are kept by ``cloud.store.security``; routes ``cloud.http.security`` (with the access
+check every request passes, ``cloud.http.access``); commands ``cloud.cli.security``.
 """
-
-from cloud.security.service import SecurityService
-from cloud.security.signing import load_or_create_signing_key
-
-__all__ = ["SecurityService", "load_or_create_signing_key"]

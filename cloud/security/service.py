@@ -1,9 +1,10 @@
 """``SecurityService``: enrollment decisions applied, certificates issued, the revocation list kept and
 signed, commands signed, and every decision written to the audit log.
 
-Every method is blocking (it uses the store) and the time is an argument: the
+Every method is blocking (it uses the security records, and the fleet's for enrollment rules) and the
+time is an argument: the
 cloud calls them on its store thread, tests call them directly. Decisions come
-from the pure modules (``cloud.enrollment``, ``cloud.ca``, ``cloud.rbac``);
+from the pure modules (``cloud.security.enrollment``, ``cloud.security.ca``, ``common.pki``, ``cloud.security.rbac``);
 this class looks up their facts and records their outcome.
 """
 
@@ -17,13 +18,15 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.ca import IssuingCA, issue_certificate, verify_certificate
-from cloud.enrollment import EnrollRequest as Claim
-from cloud.enrollment import Enroller, claim_token_id, new_claim_token
-from cloud.revocations import current_list
-from cloud.store import Store
+from cloud.security.ca import IssuingCA, issue_certificate
+from cloud.security.enrollment import Enroller, claim_token_id, new_claim_token
+from cloud.security.enrollment import EnrollRequest as Claim
+from cloud.security.revocations import current_list
+from cloud.fleet.ports import FleetRecords
+from cloud.security.ports import SecurityRecords
 from common.command_auth import sign_command
-from common.errors import CertificateError
+from common.errors import CertificateError, NotFound
+from common.pki import verify_certificate
 from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation
 from common.revocation import RevocationList, sign_revocation_list
 from common.signed import key_id_for
@@ -49,26 +52,28 @@ class Actor:
 class SecurityService:
     def __init__(
         self,
-        store: Store,
+        records: SecurityRecords,
+        fleet: FleetRecords,
         signing_key: Ed25519PrivateKey,
         *,
         ca: IssuingCA | None = None,
         enroller: Enroller | None = None,
         cert_days: float = DEFAULT_CERT_DAYS,
     ) -> None:
-        self.store = store
+        self.records = records
+        self.fleet = fleet  # enrollment rules put new devices in groups and give them config
         self.signing_key = signing_key
         self.key_id = key_id_for(signing_key.public_key())
         self.ca = ca
         self.enroller = enroller or Enroller()
         self.cert_lifetime = dt.timedelta(days=cert_days)
-        self.revoked_api_tokens: set[str] = set()  # the API's token cache consults it (cloud.security.api)
+        self.revoked_api_tokens: set[str] = set()  # the API's token cache consults it (cloud.http.access)
         self._lock = threading.Lock()  # one revocation version at a time; enroll decisions in order
 
     # -- audit -------------------------------------------------------------------------
 
     def audit(self, actor: Actor, action: str, target: str, allowed: bool, detail: str, now_ms: int) -> None:
-        self.store.append_audit(who=actor.who, action=action, target=target, when_ms=now_ms, source=actor.source,
+        self.records.append_audit(who=actor.who, action=action, target=target, when_ms=now_ms, source=actor.source,
                                 result=allowed, detail=detail)
 
     # -- enrollment --------------------------------------------------------------------
@@ -76,7 +81,7 @@ class SecurityService:
     def create_claim_token(self, site: str, uses: int, expires_ms: int, now_ms: int) -> tuple[str, str]:
         """A new site claim token: (text to hand out once, token id)."""
         text, record = new_claim_token(site, uses=uses, expires_ms=expires_ms)
-        self.store.save_claim_token(record, now_ms)
+        self.records.save_claim_token(record, now_ms)
         return text, record.token_id
 
     def enroll(self, req: EnrollRequest, *, gateway_id: str, gateway_site: str, now_ms: int) -> EnrollReply:
@@ -90,28 +95,28 @@ class SecurityService:
             token_id = claim_token_id(req.claim_token) if req.claim_token else None
             decision = self.enroller.decide(
                 claim, gateway_id=gateway_id, gateway_site=gateway_site, now_ms=now_ms,
-                preauth=None if req.claim_token else self.store.preauthorization(req.serial),
-                token=self.store.claim_token(token_id) if token_id else None,
-                binding=self.store.binding(req.device_id),
+                preauth=None if req.claim_token else self.records.preauthorization(req.serial),
+                token=self.records.claim_token(token_id) if token_id else None,
+                binding=self.records.binding(req.device_id),
             )
             if decision.outcome == "refuse":
                 # over the gateway's rate limit: not a verdict on the device, which asks again later
                 outcome = "retry" if "rate limit" in decision.reason else "refuse"
                 return self._answer(actor, req, outcome, decision.reason, b"", now_ms)
             if decision.outcome == "pending":
-                self.store.enroll(device_id=req.device_id, site=gateway_site, hw=req.hw, serial=req.serial,
+                self.records.enroll(device_id=req.device_id, site=gateway_site, hw=req.hw, serial=req.serial,
                                   curve_key=req.curve_key, status="pending", gateway_id=gateway_id, cert_serial=None,
                                   not_after_ms=None, groups=(), consume_token=None, now_ms=now_ms)
                 return self._answer(actor, req, "pending", decision.reason, b"", now_ms)
             if self.ca is None:
                 return self._answer(actor, req, "refuse", "the cloud has no CA (start it with --ca-dir)", b"", now_ms)
-            if req.device_id in self.store.revocation_list()[1]:
+            if req.device_id in self.records.revocation_list()[1]:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r} is revoked", b"", now_ms)
             try:
                 pem, serial, not_after_ms = self.issue(req.device_id, decision.site or gateway_site, req.hw, req.curve_key, now_ms)
             except (ValueError, CertificateError) as exc:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r}: no certificate: {exc}", b"", now_ms)
-            ok = self.store.enroll(device_id=req.device_id, site=decision.site or gateway_site, hw=req.hw,
+            ok = self.records.enroll(device_id=req.device_id, site=decision.site or gateway_site, hw=req.hw,
                                    serial=req.serial, curve_key=req.curve_key, status="enrolled", gateway_id=gateway_id,
                                    cert_serial=serial, not_after_ms=not_after_ms, groups=decision.groups,
                                    consume_token=decision.consume_token, now_ms=now_ms)
@@ -122,14 +127,14 @@ class SecurityService:
 
     def _apply_rules(self, device_id: str, site: str, gateway_id: str, decision: Any, now_ms: int) -> None:
         """What the enrollment rules gave a new device: its static groups, and its initial config as its
-        device layer (``cloud.config_layers``: the config push job sends the merge to the device)."""
+        device layer (``cloud.fleet.config_layers``: the config push job sends the merge to the device)."""
         if not (decision.groups or decision.config):
             return
-        self.store.register_device(device_id, site, gateway_id, now_ms)
+        self.fleet.register_device(device_id, site, gateway_id, now_ms)
         if decision.groups:
-            self.store.join_groups(device_id, decision.groups, now_ms)
+            self.fleet.join_groups(device_id, decision.groups, now_ms)
         if decision.config:
-            self.store.put_layer("device", device_id, decision.config, (), "enrollment rule", now_ms)
+            self.fleet.put_layer("device", device_id, decision.config, (), "enrollment rule", now_ms)
 
     def rotate(self, req: KeyRotation, *, gateway_id: str, gateway_site: str, now_ms: int) -> EnrollReply:
         """Certify a device's next key, asked on its authenticated session at its own site's gateway.
@@ -144,12 +149,12 @@ class SecurityService:
             return EnrollReply(dev, req.new_curve_key, outcome, detail[:256], pem)
 
         with self._lock:
-            row = self.store.identity(dev)
+            row = self.records.identity(dev)
             if row is None or row["status"] != "enrolled":
                 return answer("refuse", f"device {dev!r} is not enrolled; enroll it with a claim first")
             if row["site"] != gateway_site:
                 return answer("refuse", f"device {dev!r} belongs to site {row['site']!r}, not {gateway_site!r}")
-            if dev in self.store.revocation_list()[1]:
+            if dev in self.records.revocation_list()[1]:
                 return answer("refuse", f"device {dev!r} is revoked")
             if row["not_after_ms"] is not None and now_ms >= row["not_after_ms"]:
                 return answer("refuse", f"device {dev!r}: certificate expired; it must enroll again with a claim")
@@ -159,7 +164,7 @@ class SecurityService:
                 pem, serial, not_after_ms = self.issue(dev, row["site"], row["hw"], req.new_curve_key, now_ms)
             except (ValueError, CertificateError) as exc:
                 return answer("refuse", f"device {dev!r}: {exc}")
-            self.store.enroll(device_id=dev, site=row["site"], hw=row["hw"], serial=row["serial"],
+            self.records.enroll(device_id=dev, site=row["site"], hw=row["hw"], serial=row["serial"],
                               curve_key=req.new_curve_key, status="enrolled", gateway_id=gateway_id, cert_serial=serial,
                               not_after_ms=not_after_ms, groups=row["groups"] or (), consume_token=None, now_ms=now_ms)
             return answer("accept", f"device {dev!r}: key rotated (old key accepted until its certificate expires)", pem)
@@ -180,17 +185,17 @@ class SecurityService:
 
     def approve(self, device_id: str, now_ms: int) -> dict[str, Any]:
         """Approve a pending device: preauthorize its serial for its site, so its next attempt is accepted."""
-        row = self.store.identity(device_id)
+        row = self.records.identity(device_id)
         if row is None or row["status"] != "pending":
-            raise LookupError(f"No pending device by the id of {device_id!r} (`edgefleet devices pending` lists them)")
-        self.store.preauthorize(row["serial"], row["site"], device_id, now_ms)
+            raise NotFound(f"No pending device by the id of {device_id!r} (`edgefleet devices pending` lists them)")
+        self.records.preauthorize(row["serial"], row["site"], device_id, now_ms)
         return {"device_id": device_id, "serial": row["serial"], "site": row["site"]}
 
     def check_certificate(self, pem: bytes, curve_key: str, now_ms: int):
         """The identity ``pem`` proves for a peer connected with ``curve_key``, against revocations too."""
         if self.ca is None:
             raise CertificateError("<any>", "the cloud has no CA (start it with --ca-dir)")
-        _, revoked, _ = self.store.revocation_list()
+        _, revoked, _ = self.records.revocation_list()
         return verify_certificate(pem, self.ca.chain, now=_utc(now_ms), expected_curve_key=curve_key,
                                   revoked_subjects=revoked)
 
@@ -233,7 +238,7 @@ class SecurityService:
     def change_revocations(self, device_id: str, change: str, reason: str, now_ms: int) -> tuple[RevocationList, bytes]:
         """``change`` is "revoke", "quarantine" or "reinstate"; the next version, saved and signed."""
         with self._lock:
-            rl = current_list(self.store)
+            rl = current_list(self.records)
             if change == "revoke":
                 rl = rl.with_revoked(device_id, reason or "revoked by an operator")
             elif change == "quarantine":
@@ -242,11 +247,11 @@ class SecurityService:
                 rl = rl.without(device_id)
             else:
                 raise ValueError(f"unknown revocation change {change!r}")
-            self.store.save_revocation_list(rl.version, dict(rl.revoked), dict(rl.quarantined), now_ms)
+            self.records.save_revocation_list(rl.version, dict(rl.revoked), dict(rl.quarantined), now_ms)
             return rl, self.sign_revocations(rl, now_ms)
 
     def revoke_retired(self, row: Mapping[str, Any], now_ms: int) -> bytes:
-        """A ``cloud.lifecycle.ON_RETIRE`` hook's work: a retired device's credentials are revoked, audited;
+        """A ``cloud.fleet.lifecycle.ON_RETIRE`` hook's work: a retired device's credentials are revoked, audited;
         returns the signed list for the gateways."""
         reason = f"retired by {row['by']}: {row['reason']}"[:200]
         _, blob = self.change_revocations(row["device_id"], "revoke", reason, now_ms)
@@ -254,7 +259,7 @@ class SecurityService:
         return blob
 
     def sign_revocations(self, rl: RevocationList | None, now_ms: int) -> bytes:
-        rl = current_list(self.store) if rl is None else rl
+        rl = current_list(self.records) if rl is None else rl
         return sign_revocation_list(rl, issued_ms=now_ms, expires_ms=now_ms + REVOCATION_TTL_MS,
                                     key=self.signing_key, key_id=self.key_id)
 

@@ -1,19 +1,27 @@
 """The cloud's state store (SQLAlchemy Core; SQLite by default, PostgreSQL by URL).
 
+    database.py    ``Database``: the engine, migrations applied at open, transactions, ``StoreError``
     schema.py      the tables as they are now
     migrations.py  the ordered schema steps applied at open, recorded in ``schema_version``
     batch.py       a forwarded batch sorted into telemetry rows, gap, status and command reports (no I/O)
-    store.py       ``Store``: open, ingest, touch_gateway; devices, sites and site health; telemetry
-                   summary, gaps and unexplained missing ranges; downlink commands
-    alerts.py      the part of ``Store`` that keeps alerts, acknowledgements and silences
-    releases.py    the part of ``Store`` that keeps firmware releases and their delta outcomes
-    fleet.py       the part of ``Store`` that keeps inventory, tags, groups, lifecycle and its history,
-                   config layers and each device's desired and applied config, alerts raised at a site
-    metrics.py     the part of ``Store`` that keeps raw metric points, their minute/hour rollups, retention
+    store.py       ``Store``: the database and one repository per feature, opened together
+
+One repository per feature, each handed to the service that uses it:
+
+    telemetry.py   ingest; sites, gateways, devices; telemetry summary, gaps, unexplained missing ranges
+    commands.py    downlink commands and their statuses
+    alerts.py      alerts, acknowledgements, silences; alerts a site raised while offline
+    releases.py    firmware releases and their delta outcomes
+    rollouts.py    rollouts and the devices they target
+    fleet.py       inventory, tags, groups, lifecycle and its history, layered and desired/applied config
+    metrics.py     raw metric points, their minute/hour rollups, retention
+    security.py    operators, tokens, claims, identities, revocation lists, the audit log (and their tables)
 """
 
+from cloud.store.database import Database
 from cloud.store.migrations import MIGRATIONS, Migration
 from cloud.store.schema import COMMAND_STATUSES
-from cloud.store.store import IngestResult, Store
+from cloud.store.store import Store
+from cloud.store.telemetry import IngestResult
 
-__all__ = ["COMMAND_STATUSES", "MIGRATIONS", "IngestResult", "Migration", "Store"]
+__all__ = ["COMMAND_STATUSES", "MIGRATIONS", "Database", "IngestResult", "Migration", "Store"]

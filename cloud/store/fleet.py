@@ -1,32 +1,30 @@
 """The store's fleet records: inventory, tags, groups, lifecycle and its history, layered config documents
 and each device's desired and applied config.
 
-``FleetRecords`` is a part of ``Store`` (it needs the store's ``_transaction`` and ``_insert``).
+    fleet.inventory()                                  # node id -> {"role", "attrs", "reported_ms", ...}
+    fleet.change_tags("d1", add=["canary"], remove=["old"])
+    fleet.create_group("line-a", "static", None, now_ms); fleet.change_members("line-a", add=["d1"])
+    fleet.create_group("canaries", "dynamic", "tag:canary", now_ms)
+    fleet.transition("d1", "maintenance", "alice", "swap", now_ms, check=lifecycle.check)
+    fleet.devices_in_state("maintenance")
+    fleet.put_layer("site", "plant-7", values, locked, "alice", now_ms); fleet.layers()
+    fleet.set_desired({"d1": (version, doc)}, now_ms)
 
-    store.inventory()                                  # node id -> {"role", "attrs", "reported_ms", ...}
-    store.change_tags("d1", add=["canary"], remove=["old"])
-    store.create_group("line-a", "static", None, now_ms); store.add_members("line-a", ["d1"])
-    store.create_group("canaries", "dynamic", "tag:canary", now_ms)
-    store.transition("d1", "maintenance", "alice", "swap", now_ms, check=lifecycle.check)
-    store.put_layer("site", "plant-7", values, locked, "alice", now_ms); store.layers()
-    store.set_desired({"d1": (version, doc)}, now_ms)
-
-Ingest hands the telemetry rows it actually inserted to ``_ingest_fleet``, in the
-same transaction: an ``inventory`` record replaces the node's inventory if it is
+Ingest hands the telemetry rows it actually inserted to ``ingest_in``, in its own
+transaction: an ``inventory`` record replaces the node's inventory if it is
 newer; its ``config_version`` attribute is the version the device applied.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 import sqlalchemy as sa
 
+from cloud.store.database import Database
 from cloud.store.schema import (
     GROUP_KINDS,
-    alerts,
     config_layers,
     device_config,
     device_tags,
@@ -37,7 +35,7 @@ from cloud.store.schema import (
     inventory,
     lifecycle_history,
 )
-from common.errors import FleetError
+from common.errors import FleetError, FleetNotFound
 
 __all__ = ["INVENTORY_KIND", "FleetRecords"]
 
@@ -46,14 +44,15 @@ CONFIG_VERSION_ATTR = "config_version"
 
 
 class FleetRecords:
-    """Inventory, tag, group, lifecycle and config methods of ``Store``."""
+    """Inventory, tags, groups, lifecycle and its history, layered config, desired and applied config."""
 
-    _transaction: Callable[..., AbstractContextManager[sa.Connection]]
-    _insert: Any
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
 
     # -- ingest hook ---------------------------------------------------------------------
 
-    def _ingest_fleet(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]], now_ms: int) -> None:
+    def ingest_in(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]], now_ms: int) -> None:
         """Newly stored telemetry rows: keep each device's newest inventory and the config version it applied."""
         newest: dict[str, Mapping[str, Any]] = {}
         for row in rows:
@@ -62,7 +61,7 @@ class FleetRecords:
                 if old is None or row["ts_ms"] >= old["ts_ms"]:
                     newest[row["device_id"]] = row
         for device_id, row in sorted(newest.items()):
-            self._put_inventory(conn, device_id, "device", dict(row["values"]), row["ts_ms"], now_ms)
+            self.put_inventory_in(conn, device_id, "device", dict(row["values"]), row["ts_ms"], now_ms)
             applied = row["values"].get(CONFIG_VERSION_ATTR)
             if isinstance(applied, str) and applied:
                 conn.execute(
@@ -71,10 +70,10 @@ class FleetRecords:
                     .values(applied_version=applied, applied_ms=row["ts_ms"])
                 )
 
-    def _put_inventory(
+    def put_inventory_in(
         self, conn: sa.Connection, node_id: str, role: str, attrs: dict[str, Any], reported_ms: int, now_ms: int
     ) -> None:
-        ins = self._insert(inventory).values(
+        ins = self._db.insert(inventory).values(
             node_id=node_id, role=role, attrs=attrs, reported_ms=reported_ms, received_ms=now_ms
         )
         conn.execute(
@@ -88,38 +87,21 @@ class FleetRecords:
 
     def put_inventory(self, node_id: str, role: str, attrs: Mapping[str, Any], reported_ms: int, now_ms: int) -> None:
         """Keep ``attrs`` as the node's inventory unless a newer report is already held (gateways' own)."""
-        with self._transaction(f"saving the inventory of {node_id!r}") as conn:
-            self._put_inventory(conn, node_id, role, dict(attrs), reported_ms, now_ms)
-
-    def _ingest_site_alerts(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Alerts a gateway raised while its uplink was down; returns the rows that changed something (a new
-        alert, or an open one resolved), to announce once. A resolved alert is final; a resend changes nothing."""
-        changed = []
-        for row in sorted(rows, key=lambda r: (r["last_event_ms"], r["state"] == "resolved", r["id"])):
-            old = conn.execute(sa.select(alerts.c.state).where(alerts.c.id == row["id"])).scalar_one_or_none()
-            if old == "resolved" or (old == "open" and row["state"] == "open"):
-                continue
-            if old is None:
-                conn.execute(sa.insert(alerts).values(**row))
-            else:
-                conn.execute(sa.update(alerts).where(alerts.c.id == row["id"]).values(
-                    state="resolved", resolved_ms=row["resolved_ms"], last_event="resolved",
-                    last_event_ms=row["last_event_ms"]))
-            changed.append(dict(row))
-        return changed
+        with self._db.transaction(f"saving the inventory of {node_id!r}") as conn:
+            self.put_inventory_in(conn, node_id, role, dict(attrs), reported_ms, now_ms)
 
     # -- reads for the device views ------------------------------------------------------
 
     def inventory(self) -> dict[str, dict[str, Any]]:
         """node id -> role, attrs, reported_ms, received_ms."""
-        with self._transaction("reading inventory", snapshot=True) as conn:
+        with self._db.transaction("reading inventory", snapshot=True) as conn:
             rows = conn.execute(sa.select(inventory).order_by(inventory.c.node_id)).mappings()
             return {r["node_id"]: {k: r[k] for k in ("role", "attrs", "reported_ms", "received_ms")} for r in rows}
 
     def fleet_snapshot(self) -> dict[str, Any]:
         """Everything a device view needs, read in one snapshot: devices, inventory, tags, groups, members,
         config (desired and applied per device)."""
-        with self._transaction("reading the fleet", snapshot=True) as conn:
+        with self._db.transaction("reading the fleet", snapshot=True) as conn:
             devs = [dict(r) for r in conn.execute(sa.select(devices).order_by(devices.c.device_id)).mappings()]
             inv = {r["node_id"]: dict(r["attrs"] or {}) for r in conn.execute(sa.select(inventory)).mappings()}
             tags: dict[str, list[str]] = {}
@@ -140,14 +122,14 @@ class FleetRecords:
         """Every gateway: gateway_id, site_id, last_seen_ms, status (its newest map or None), status_ts_ms."""
         cols = (gateways.c.gateway_id, gateways.c.site_id, gateways.c.last_seen_ms, gateways.c.status,
                 gateways.c.status_ts_ms)
-        with self._transaction("reading gateway statuses", snapshot=True) as conn:
+        with self._db.transaction("reading gateway statuses", snapshot=True) as conn:
             return [dict(r) for r in conn.execute(sa.select(*cols).order_by(gateways.c.gateway_id)).mappings()]
 
     # -- tags ----------------------------------------------------------------------------
 
     def change_tags(self, device_id: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
         """Add and remove tags of a known device in one transaction; return its tags now (sorted)."""
-        with self._transaction(f"tagging device {device_id!r}", immediate=True) as conn:
+        with self._db.transaction(f"tagging device {device_id!r}", immediate=True) as conn:
             self._known_device(conn, device_id)
             gone = sorted(set(remove))
             if gone:
@@ -155,7 +137,7 @@ class FleetRecords:
             new = sorted(set(add) - set(gone))
             if new:
                 conn.execute(
-                    self._insert(device_tags).on_conflict_do_nothing(),
+                    self._db.insert(device_tags).on_conflict_do_nothing(),
                     [{"device_id": device_id, "tag": t} for t in new],
                 )
             query = sa.select(device_tags.c.tag).where(device_tags.c.device_id == device_id).order_by(device_tags.c.tag)
@@ -169,21 +151,21 @@ class FleetRecords:
         if (kind == "dynamic") != bool(query):
             raise FleetError(f"group {name!r}: a dynamic group needs a query, a static one takes none")
         row = {"name": name, "kind": kind, "query": query, "created_ms": now_ms}
-        with self._transaction(f"creating group {name!r}", immediate=True) as conn:
+        with self._db.transaction(f"creating group {name!r}", immediate=True) as conn:
             if conn.execute(sa.select(groups.c.name).where(groups.c.name == name)).first() is not None:
                 raise FleetError(f"group {name!r} already exists (`edgefleet groups list` shows it; delete it first)")
             conn.execute(sa.insert(groups).values(**row))
         return row
 
     def delete_group(self, name: str) -> bool:
-        with self._transaction(f"deleting group {name!r}") as conn:
+        with self._db.transaction(f"deleting group {name!r}") as conn:
             conn.execute(sa.delete(group_members).where(group_members.c.group_name == name))
             return conn.execute(sa.delete(groups).where(groups.c.name == name)).rowcount > 0
 
     def list_groups(self) -> list[dict[str, Any]]:
         """Every group (name, kind, query, created_ms) with ``members`` of a static one (dynamic: computed by
         the caller, who evaluates the query)."""
-        with self._transaction("listing groups", snapshot=True) as conn:
+        with self._db.transaction("listing groups", snapshot=True) as conn:
             rows = [dict(r) for r in conn.execute(sa.select(groups).order_by(groups.c.name)).mappings()]
             for row in rows:
                 query = sa.select(group_members.c.device_id).where(group_members.c.group_name == row["name"])
@@ -194,8 +176,8 @@ class FleetRecords:
         """Know a device before its first telemetry (it just enrolled through ``gateway_id``); a no-op if known."""
         row = {"device_id": device_id, "site_id": site, "gateway_id": gateway_id, "first_seen_ms": now_ms,
                "last_seen_ms": now_ms, "last_seq": 0}
-        with self._transaction(f"registering device {device_id!r}") as conn:
-            conn.execute(self._insert(devices).values(**row).on_conflict_do_nothing(index_elements=[devices.c.device_id]))
+        with self._db.transaction(f"registering device {device_id!r}") as conn:
+            conn.execute(self._db.insert(devices).values(**row).on_conflict_do_nothing(index_elements=[devices.c.device_id]))
 
     def join_groups(self, device_id: str, names: Iterable[str], now_ms: int) -> None:
         """Add a device to static groups, making those that do not exist yet (enrollment rules name them)."""
@@ -206,10 +188,10 @@ class FleetRecords:
 
     def change_members(self, name: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> list[str]:
         """Add and remove members of static group ``name``; return its members now."""
-        with self._transaction(f"changing members of group {name!r}", immediate=True) as conn:
+        with self._db.transaction(f"changing members of group {name!r}", immediate=True) as conn:
             kind = conn.execute(sa.select(groups.c.kind).where(groups.c.name == name)).scalar_one_or_none()
             if kind is None:
-                raise FleetError(f"no group by the name of {name!r} (`edgefleet groups create {name}` makes one)")
+                raise FleetNotFound(f"no group by the name of {name!r} (`edgefleet groups create {name}` makes one)")
             if kind != "static":
                 raise FleetError(f"group {name!r} is dynamic: its members follow its query; edit the query instead")
             new = sorted(set(add))
@@ -224,7 +206,7 @@ class FleetRecords:
                 )
             if new:
                 conn.execute(
-                    self._insert(group_members).on_conflict_do_nothing(),
+                    self._db.insert(group_members).on_conflict_do_nothing(),
                     [{"group_name": name, "device_id": d} for d in new],
                 )
             query = sa.select(group_members.c.device_id).where(group_members.c.group_name == name)
@@ -237,7 +219,7 @@ class FleetRecords:
     ) -> dict[str, Any]:
         """Move a device to ``to_state`` in ONE transaction: ``check(from, to)`` (raises if the table forbids
         it), the new state, its history row; retiring also leaves every static group. Returns the history row."""
-        with self._transaction(f"moving device {device_id!r} to {to_state}", immediate=True) as conn:
+        with self._db.transaction(f"moving device {device_id!r} to {to_state}", immediate=True) as conn:
             from_state = self._known_device(conn, device_id, lock=True)
             check(from_state, to_state)
             conn.execute(sa.update(devices).where(devices.c.device_id == device_id).values(state=to_state))
@@ -252,8 +234,17 @@ class FleetRecords:
     def lifecycle_history(self, device_id: str) -> list[dict[str, Any]]:
         """Every transition of a device, oldest first."""
         query = sa.select(lifecycle_history).where(lifecycle_history.c.device_id == device_id)
-        with self._transaction(f"history of device {device_id!r}", snapshot=True) as conn:
+        with self._db.transaction(f"history of device {device_id!r}", snapshot=True) as conn:
             return [dict(r) for r in conn.execute(query.order_by(lifecycle_history.c.id)).mappings()]
+
+    def devices_in_state(self, state: str) -> list[str]:
+        """Devices whose lifecycle ``state`` column equals ``state``; [] while devices have no such column."""
+        with self._db.transaction(f"devices in state {state!r}", snapshot=True) as conn:
+            if "state" not in {c["name"] for c in sa.inspect(conn).get_columns(devices.name)}:
+                return []
+            lifecycle = sa.table(devices.name, sa.column("device_id"), sa.column("state"))
+            query = sa.select(lifecycle.c.device_id).where(lifecycle.c.state == state).order_by(lifecycle.c.device_id)
+            return list(conn.execute(query).scalars())
 
     def ghosts(self, silent_ms: int, now_ms: int) -> list[dict[str, Any]]:
         """Devices not retired whose last record reached the cloud more than ``silent_ms`` before ``now_ms``."""
@@ -262,14 +253,14 @@ class FleetRecords:
             .where(devices.c.state != "retired", devices.c.last_seen_ms < now_ms - silent_ms)
             .order_by(devices.c.last_seen_ms, devices.c.device_id)
         )
-        with self._transaction("listing ghost devices", snapshot=True) as conn:
+        with self._db.transaction("listing ghost devices", snapshot=True) as conn:
             return [dict(r) | {"silent_ms": now_ms - r["last_seen_ms"]} for r in conn.execute(query).mappings()]
 
     # -- layered config ------------------------------------------------------------------
 
     def layers(self) -> list[dict[str, Any]]:
         """Every config document: kind, name, values (flat), locked (list), updated_ms, updated_by."""
-        with self._transaction("reading config layers", snapshot=True) as conn:
+        with self._db.transaction("reading config layers", snapshot=True) as conn:
             rows = conn.execute(sa.select(config_layers).order_by(config_layers.c.kind, config_layers.c.name)).mappings()
             return [dict(r) for r in rows]
 
@@ -279,26 +270,26 @@ class FleetRecords:
         """Replace the document of layer (kind, name)."""
         row = {"kind": kind, "name": name, "values": dict(values), "locked": sorted(set(locked)),
                "updated_ms": now_ms, "updated_by": by}
-        ins = self._insert(config_layers).values(**row)
+        ins = self._db.insert(config_layers).values(**row)
         stmt = ins.on_conflict_do_update(
             index_elements=[config_layers.c.kind, config_layers.c.name],
             set_={k: ins.excluded[k] for k in ("values", "locked", "updated_ms", "updated_by")},
         )
-        with self._transaction(f"saving config layer {kind}:{name}") as conn:
+        with self._db.transaction(f"saving config layer {kind}:{name}") as conn:
             conn.execute(stmt)
 
     def set_desired(self, desired: Mapping[str, tuple[str, Mapping[str, Any]]], now_ms: int) -> None:
         """Record each device's new desired config (version, flat values); the applied version stays."""
         if not desired:
             return
-        ins = self._insert(device_config)
+        ins = self._db.insert(device_config)
         stmt = ins.on_conflict_do_update(
             index_elements=[device_config.c.device_id],
             set_={k: ins.excluded[k] for k in ("desired_version", "desired", "desired_ms")},
         )
         rows = [{"device_id": d, "desired_version": v, "desired": dict(doc), "desired_ms": now_ms,
                  "applied_version": None, "applied_ms": None} for d, (v, doc) in sorted(desired.items())]
-        with self._transaction(f"saving the desired config of {len(rows)} devices") as conn:
+        with self._db.transaction(f"saving the desired config of {len(rows)} devices") as conn:
             conn.execute(stmt, rows)
 
     # -- plumbing ------------------------------------------------------------------------
@@ -309,5 +300,5 @@ class FleetRecords:
             query = query.with_for_update()
         state = conn.execute(query).scalar_one_or_none()
         if state is None:
-            raise FleetError(f"no device by the id of {device_id!r} (`edgefleet devices list` shows the known ones)")
+            raise FleetNotFound(f"no device by the id of {device_id!r} (`edgefleet devices list` shows the known ones)")
         return state

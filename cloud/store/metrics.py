@@ -1,42 +1,42 @@
 """The store's metrics: raw numeric samples, their per-minute and per-hour rollups, and retention.
 
-``MetricRecords`` is a part of ``Store``. Ingest hands it the telemetry rows it actually
-inserted (``_ingest_metrics``, same transaction): each numeric value of a ``metrics``
+Ingest hands it the telemetry rows it actually
+inserted (``ingest_in``, in ingest's transaction): each numeric value of a ``metrics``
 record becomes a raw point and is folded into its minute and hour buckets with an
-upsert (``cloud.telemetry_rollup``: aggregates are mergeable, so late data from a
+upsert (``cloud.fleet.rollup``: aggregates are mergeable, so late data from a
 gateway that was offline for hours just grows the old buckets). A duplicate is never
 inserted, so it is never counted twice.
 
-    store.metric_series(["d1"], since_ms, until_ms, "minute", metric="cpu_percent")
-    store.apply_retention(Retention(...), now_ms)      # {"raw": n, "minute": n, "hour": n} rows deleted
+    metrics.metric_series(["d1"], since_ms, until_ms, "minute", metric="cpu_percent")
+    metrics.apply_retention(Retention(...), now_ms)      # {"raw": n, "minute": n, "hour": n} rows deleted
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
+from cloud.store.database import IN_CHUNK, Database
 from cloud.store.schema import metric_points, metric_rollups
-from cloud.telemetry_rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
 
 __all__ = ["METRICS_KIND", "MetricRecords", "TIERS"]
 
 METRICS_KIND = "metrics"
 TIERS = {"minute": MINUTE_MS, "hour": HOUR_MS}
-_IN_CHUNK = 500
 _SQLITE_POINTS = "INSERT INTO metric_points (device_id, metric, ts_ms, value) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class MetricRecords:
-    """Metric methods of ``Store``."""
+    """Raw metric points, their rollups, and retention."""
 
-    _transaction: Callable[..., AbstractContextManager[sa.Connection]]
-    _insert: Any
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    def _ingest_metrics(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+
+    def ingest_in(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
         """Raw points and rollups of the newly stored ``metrics`` rows; returns the points inserted."""
         samples = [
             Sample(row["device_id"], str(metric), int(row["ts_ms"]), value)
@@ -58,7 +58,7 @@ class MetricRecords:
             conn.exec_driver_sql(_SQLITE_POINTS, params)
         else:
             conn.execute(
-                self._insert(metric_points).on_conflict_do_nothing(
+                self._db.insert(metric_points).on_conflict_do_nothing(
                     index_elements=[metric_points.c.device_id, metric_points.c.metric, metric_points.c.ts_ms]
                 ),
                 [{"device_id": d, "metric": m, "ts_ms": t, "value": v} for d, m, t, v in params],
@@ -68,7 +68,7 @@ class MetricRecords:
             aggs = downsample(fresh, width)
             if not aggs:
                 continue
-            ins = self._insert(metric_rollups)
+            ins = self._db.insert(metric_rollups)
             col, new = metric_rollups.c, ins.excluded
             conn.execute(
                 ins.on_conflict_do_update(
@@ -101,9 +101,9 @@ class MetricRecords:
         """
         ids = sorted(set(device_ids))
         out: list[dict[str, Any]] = []
-        with self._transaction(f"reading {tier} metrics of {len(ids)} devices", snapshot=True) as conn:
-            for i in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[i : i + _IN_CHUNK]
+        with self._db.transaction(f"reading {tier} metrics of {len(ids)} devices", snapshot=True) as conn:
+            for i in range(0, len(ids), IN_CHUNK):
+                chunk = ids[i : i + IN_CHUNK]
                 if tier == "raw":
                     t = metric_points.c
                     query = sa.select(t.device_id, t.metric, t.ts_ms, t.value).where(
@@ -129,7 +129,7 @@ class MetricRecords:
     def apply_retention(self, retention: Retention, now_ms: int) -> dict[str, int]:
         """Delete what ``retention`` no longer keeps at ``now_ms``; the rows deleted per tier."""
         c = cutoffs(retention, now_ms)
-        with self._transaction("applying metric retention") as conn:
+        with self._db.transaction("applying metric retention") as conn:
             raw = conn.execute(sa.delete(metric_points).where(metric_points.c.ts_ms < c.raw)).rowcount
             minute = conn.execute(
                 sa.delete(metric_rollups).where(metric_rollups.c.width_ms == MINUTE_MS, metric_rollups.c.start_ms < c.minute)

@@ -11,7 +11,12 @@ Each step keeps its own frozen table shapes (never ``schema.metadata``): the
 current shape lives in ``schema.py`` and may move on; a step, once released,
 never changes. To change the schema, append a ``Migration`` and update
 ``schema.py`` to match.
+
+Why one module of ~520 lines: it is the database's history, one frozen step after
+another, read top to bottom like a changelog; the runner at the end is a few lines.
+Spreading the steps over modules would only hide their order.
 """
+# one-piece: the database's history, one frozen step after another, read top to bottom (see the docstring)
 
 from __future__ import annotations
 

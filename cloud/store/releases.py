@@ -1,21 +1,20 @@
 """The store's firmware release records: releases (unsigned, then published) and their delta outcomes.
 
-``ReleaseRecords`` is a part of ``Store`` (it needs the store's ``_transaction``),
-kept apart like ``AlertRecords``. The release workflow is ``cloud.releases``.
+The release workflow is ``cloud.releases.service``; it is handed these records.
 
-    store.save_release(row, delta_rows)          # False if that version is already published
-    store.publish_release(version, body, signed, now_ms)   # compare-and-set on the unsigned body
-    store.get_release(version); store.list_releases(); store.published_releases()
+    releases.save_release(row, delta_rows)          # False if that version is already published
+    releases.publish_release(version, body, signed, now_ms)   # compare-and-set on the unsigned body
+    releases.get_release(version); releases.list_releases(); releases.published_releases()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from cloud.store.database import Database
 from cloud.store.schema import DELTA_STATUSES, RELEASE_STATES, deltas, releases
 
 __all__ = ["DELTA_COLUMNS", "RELEASE_COLUMNS", "ReleaseRecords"]
@@ -29,9 +28,11 @@ _SUMMARY = [c for c in releases.c if c.name not in ("manifest_body", "signed_man
 
 
 class ReleaseRecords:
-    """Release and delta methods of ``Store``."""
+    """Firmware releases and their delta outcomes."""
 
-    _transaction: Callable[..., AbstractContextManager[sa.Connection]]
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
 
     def save_release(self, row: Mapping[str, Any], delta_rows: Sequence[Mapping[str, Any]]) -> bool:
         """Record a new unsigned release and its delta outcomes in one transaction.
@@ -43,7 +44,7 @@ class ReleaseRecords:
         for d in delta_rows:
             if d["status"] not in DELTA_STATUSES:
                 raise ValueError(f"release {version!r}: delta status {d['status']!r} is not one of {DELTA_STATUSES}")
-        with self._transaction(f"saving release {version!r}", immediate=True) as conn:
+        with self._db.transaction(f"saving release {version!r}", immediate=True) as conn:
             state = conn.execute(sa.select(releases.c.state).where(releases.c.version == version)).scalar()
             if state == "published":
                 return False
@@ -64,7 +65,7 @@ class ReleaseRecords:
     def publish_release(self, version: str, manifest_body: str, signed_manifest: str, now_ms: int) -> bool:
         """Mark the release published with its signed manifest, only if it is still unsigned with exactly
         ``manifest_body`` (it may have been replaced meanwhile). Returns whether it was."""
-        with self._transaction(f"publishing release {version!r}") as conn:
+        with self._db.transaction(f"publishing release {version!r}") as conn:
             done = conn.execute(
                 sa.update(releases)
                 .where(
@@ -78,7 +79,7 @@ class ReleaseRecords:
 
     def get_release(self, version: str) -> dict[str, Any] | None:
         """The release row (manifest texts included) with ``deltas`` (a list of rows), or None."""
-        with self._transaction(f"reading release {version!r}", snapshot=True) as conn:
+        with self._db.transaction(f"reading release {version!r}", snapshot=True) as conn:
             row = conn.execute(sa.select(releases).where(releases.c.version == version)).mappings().first()
             if row is None:
                 return None
@@ -94,7 +95,7 @@ class ReleaseRecords:
         query = sa.select(*_SUMMARY).order_by(releases.c.created_ms, releases.c.version)
         if state is not None:
             query = query.where(releases.c.state == state)
-        with self._transaction("listing releases", snapshot=True) as conn:
+        with self._db.transaction("listing releases", snapshot=True) as conn:
             rows = [dict(r) for r in conn.execute(query).mappings()]
             by_version: dict[str, list[dict[str, Any]]] = {r["version"]: [] for r in rows}
             for d in conn.execute(
@@ -109,5 +110,5 @@ class ReleaseRecords:
         query = sa.select(
             releases.c.version, releases.c.hw, releases.c.image_sha256, releases.c.size, releases.c.security_version
         ).where(releases.c.state == "published")
-        with self._transaction("listing published releases", snapshot=True) as conn:
+        with self._db.transaction("listing published releases", snapshot=True) as conn:
             return [dict(r) for r in conn.execute(query).mappings()]

@@ -97,7 +97,7 @@ devices = sa.Table(
     sa.Column("last_seen_ms", sa.BigInteger, nullable=False),
     # the highest sequence stored in any of the device's streams (0: known only from a gap report)
     sa.Column("last_seq", sa.BigInteger, nullable=False),
-    # lifecycle (cloud.lifecycle): pending, active, maintenance, quarantined, retired
+    # lifecycle (cloud.fleet.lifecycle): pending, active, maintenance, quarantined, retired
     sa.Column("state", sa.String(16), nullable=False, server_default="active"),
 )
 
@@ -194,7 +194,7 @@ silences = sa.Table(
 RELEASE_STATES = ("unsigned", "published")
 DELTA_STATUSES = ("offered", "not-worth-it", "failed")
 
-# firmware releases (cloud.releases): the manifest the cloud built, and once a trusted key signed exactly
+# firmware releases (cloud.releases.service): the manifest the cloud built, and once a trusted key signed exactly
 # that body, the signed manifest; ``version`` is the text the release was created with
 releases = sa.Table(
     "releases",
@@ -282,7 +282,7 @@ device_tags = sa.Table(
     sa.Index("device_tags_tag", "tag"),
 )
 
-# a static group lists its members; a dynamic group is a saved query (cloud.query) evaluated when read
+# a static group lists its members; a dynamic group is a saved query (cloud.fleet.query) evaluated when read
 groups = sa.Table(
     "groups",
     metadata,
@@ -314,7 +314,7 @@ lifecycle_history = sa.Table(
     sa.Column("at_ms", sa.BigInteger, nullable=False),
 )
 
-# layered config documents (cloud.config_layers): kind global/site/group/device, name "" for global
+# layered config documents (cloud.fleet.config_layers): kind global/site/group/device, name "" for global
 config_layers = sa.Table(
     "config_layers",
     metadata,
@@ -350,7 +350,7 @@ metric_points = sa.Table(
     sa.Index("metric_points_ts", "ts_ms"),
 )
 
-# per-minute (width_ms 60000) and per-hour (3600000) aggregates (cloud.telemetry_rollup), mergeable
+# per-minute (width_ms 60000) and per-hour (3600000) aggregates (cloud.fleet.rollup), mergeable
 metric_rollups = sa.Table(
     "metric_rollups",
     metadata,

@@ -1,18 +1,17 @@
 """The store's identity and access records: operators, API tokens, claim tokens, preauthorized serials,
 device identities (enrollment and certificates), revocation list versions, and the audit log.
 
-``SecurityRecords`` is a part of ``Store`` (it needs ``_transaction``), kept apart like ``AlertRecords``.
-The tables are declared on ``schema.metadata`` here, so ``schema.py`` stays the other tiers' merge point;
-migration 5 creates them.
+The tables are declared on ``schema.metadata`` here, beside the records that use them; migration 5
+creates them. ``cloud.security.service`` is handed these records.
 
-    store.add_user("alice", "operator", ["site-1"], now_ms)
-    store.save_api_token(record)                 # cloud.rbac.TokenRecord, hash only
-    store.save_claim_token(record); store.consume_claim_token(token_id)   # False once used up
-    store.preauthorize(serial, site, device_id, now_ms)
-    store.save_identity(...); store.identity(device_id)
-    store.revocation_list() -> (version, revoked, quarantined); store.save_revocation_list(...)
-    store.append_audit(who=..., action=..., ...) -> AuditRecord   # serialized, hash-chained
-    store.audit_records(after=-1, limit=1000)
+    security.add_user("alice", "operator", ["site-1"], now_ms)
+    security.save_api_token(record)                 # cloud.security.rbac.TokenRecord, hash only
+    security.save_claim_token(record, now_ms); security.claim_token(token_id)
+    security.preauthorize(serial, site, device_id, now_ms)
+    security.enroll(...); security.identity(device_id)
+    security.revocation_list() -> (version, revoked, quarantined); security.save_revocation_list(...)
+    security.append_audit(who=..., action=..., ...) -> AuditRecord   # serialized, hash-chained
+    security.audit_records(after=-1, limit=1000)
 
 Appending to the audit log reads the head and inserts its successor in one
 write transaction (SQLite's BEGIN IMMEDIATE, PostgreSQL's table lock), and the
@@ -21,16 +20,16 @@ primary key on ``seq`` makes a racing second insert fail: the chain never forks.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
-from cloud.audit import AuditRecord, make_record
-from cloud.enrollment import ClaimToken, DeviceBinding, Preauthorization
-from cloud.rbac import Role, TokenRecord, User
-from cloud.store.schema import JSON_VALUES, metadata
+from cloud.security.audit import AuditRecord, make_record
+from cloud.security.enrollment import ClaimToken, DeviceBinding, Preauthorization
+from cloud.security.rbac import Role, TokenRecord, User
+from cloud.store.database import Database
+from cloud.store.schema import JSON_VALUES, devices, metadata
 
 __all__ = [
     "IDENTITY_STATUSES",
@@ -137,36 +136,37 @@ def _site_list(sites: Iterable[str] | None) -> list[str] | None:
 
 
 class SecurityRecords:
-    """Identity, access and audit methods of ``Store``."""
+    """Operators, tokens, claims, device identities, revocation lists, the audit log."""
 
-    _transaction: Callable[..., AbstractContextManager[sa.Connection]]
-    _engine: sa.Engine
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
 
     # -- operators and API tokens ----------------------------------------------------------
 
     def add_user(self, user_id: str, role: str, sites: Iterable[str] | None, now_ms: int) -> User:
         r = Role.parse(role)
-        with self._transaction(f"adding user {user_id!r}") as conn:
+        with self._db.transaction(f"adding user {user_id!r}") as conn:
             conn.execute(sa.delete(users).where(users.c.user_id == user_id))
             conn.execute(sa.insert(users).values(user_id=user_id, role=r.label, sites=_site_list(sites),
                                                  disabled=False, created_ms=now_ms))
         return User(user_id, r, _sites(_site_list(sites)))
 
     def user(self, user_id: str) -> User | None:
-        with self._transaction(f"reading user {user_id!r}") as conn:
+        with self._db.transaction(f"reading user {user_id!r}") as conn:
             row = conn.execute(sa.select(users).where(users.c.user_id == user_id)).mappings().first()
         if row is None:
             return None
         return User(row["user_id"], Role.parse(row["role"]), _sites(row["sites"]), bool(row["disabled"]))
 
     def save_api_token(self, rec: TokenRecord) -> None:
-        with self._transaction(f"saving API token {rec.token_id}") as conn:
+        with self._db.transaction(f"saving API token {rec.token_id}") as conn:
             conn.execute(sa.insert(api_tokens).values(
                 token_id=rec.token_id, user_id=rec.user_id, secret_hash=rec.secret_hash, role=rec.role.label,
                 sites=_site_list(rec.sites), created_ms=rec.created_ms, expires_ms=rec.expires_ms, revoked=rec.revoked))
 
     def api_token(self, token_id: str) -> TokenRecord | None:
-        with self._transaction(f"reading API token {token_id}") as conn:
+        with self._db.transaction(f"reading API token {token_id}") as conn:
             row = conn.execute(sa.select(api_tokens).where(api_tokens.c.token_id == token_id)).mappings().first()
         if row is None:
             return None
@@ -174,13 +174,13 @@ class SecurityRecords:
                            _sites(row["sites"]), row["created_ms"], row["expires_ms"], bool(row["revoked"]))
 
     def revoke_api_token(self, token_id: str) -> bool:
-        with self._transaction(f"revoking API token {token_id}") as conn:
+        with self._db.transaction(f"revoking API token {token_id}") as conn:
             return conn.execute(sa.update(api_tokens).where(api_tokens.c.token_id == token_id)
                                 .values(revoked=True)).rowcount == 1
 
     def revoke_claim_token(self, token_id: str) -> str | None:
         """The token's site if it was found (and is now revoked), else None."""
-        with self._transaction(f"revoking claim token {token_id}") as conn:
+        with self._db.transaction(f"revoking claim token {token_id}") as conn:
             site = conn.execute(sa.select(claim_tokens.c.site).where(claim_tokens.c.token_id == token_id)).scalar_one_or_none()
             if site is not None:
                 conn.execute(sa.update(claim_tokens).where(claim_tokens.c.token_id == token_id).values(revoked=True))
@@ -189,13 +189,13 @@ class SecurityRecords:
     # -- claims ------------------------------------------------------------------------
 
     def save_claim_token(self, rec: ClaimToken, now_ms: int) -> None:
-        with self._transaction(f"saving claim token {rec.token_id}") as conn:
+        with self._db.transaction(f"saving claim token {rec.token_id}") as conn:
             conn.execute(sa.insert(claim_tokens).values(
                 token_id=rec.token_id, site=rec.site, secret_hash=rec.secret_hash, expires_ms=rec.expires_ms,
                 max_uses=rec.max_uses, uses=rec.uses, revoked=rec.revoked, created_ms=now_ms))
 
     def claim_token(self, token_id: str) -> ClaimToken | None:
-        with self._transaction(f"reading claim token {token_id}") as conn:
+        with self._db.transaction(f"reading claim token {token_id}") as conn:
             row = conn.execute(sa.select(claim_tokens).where(claim_tokens.c.token_id == token_id)).mappings().first()
         if row is None:
             return None
@@ -203,20 +203,20 @@ class SecurityRecords:
                           row["uses"], bool(row["revoked"]))
 
     def preauthorize(self, serial: str, site: str, device_id: str | None, now_ms: int) -> None:
-        with self._transaction(f"preauthorizing serial {serial!r}") as conn:
+        with self._db.transaction(f"preauthorizing serial {serial!r}") as conn:
             conn.execute(sa.delete(preauthorizations).where(preauthorizations.c.serial == serial))
             conn.execute(sa.insert(preauthorizations).values(serial=serial, site=site, device_id=device_id,
                                                              created_ms=now_ms))
 
     def preauthorization(self, serial: str) -> Preauthorization | None:
-        with self._transaction(f"reading preauthorization {serial!r}") as conn:
+        with self._db.transaction(f"reading preauthorization {serial!r}") as conn:
             row = conn.execute(sa.select(preauthorizations).where(preauthorizations.c.serial == serial)).mappings().first()
         return None if row is None else Preauthorization(row["serial"], row["site"], row["device_id"])
 
     # -- identities --------------------------------------------------------------------
 
     def identity(self, device_id: str) -> dict[str, Any] | None:
-        with self._transaction(f"reading identity of {device_id!r}") as conn:
+        with self._db.transaction(f"reading identity of {device_id!r}") as conn:
             row = conn.execute(sa.select(identities).where(identities.c.device_id == device_id)).mappings().first()
         return None if row is None else dict(row)
 
@@ -230,7 +230,7 @@ class SecurityRecords:
         query = sa.select(identities).order_by(identities.c.device_id)
         if site is not None:
             query = query.where(identities.c.site == site)
-        with self._transaction("listing identities", snapshot=True) as conn:
+        with self._db.transaction("listing identities", snapshot=True) as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
 
     def enroll(
@@ -239,7 +239,7 @@ class SecurityRecords:
     ) -> bool:
         """Record an enrollment decision; with ``consume_token``, one use of it in the same transaction.
         False (nothing written) if the token was used up meanwhile."""
-        with self._transaction(f"enrolling {device_id!r}", immediate=True) as conn:
+        with self._db.transaction(f"enrolling {device_id!r}", immediate=True) as conn:
             if consume_token is not None:
                 done = conn.execute(
                     sa.update(claim_tokens)
@@ -256,7 +256,7 @@ class SecurityRecords:
         return True
 
     def set_reprovision(self, device_id: str, allowed: bool, now_ms: int) -> bool:
-        with self._transaction(f"re-provision flag of {device_id!r}") as conn:
+        with self._db.transaction(f"re-provision flag of {device_id!r}") as conn:
             done = conn.execute(sa.update(identities).where(identities.c.device_id == device_id)
                                 .values(reprovision=allowed, updated_ms=now_ms))
             return done.rowcount == 1
@@ -264,7 +264,7 @@ class SecurityRecords:
     # -- revocation --------------------------------------------------------------------
 
     def revocation_list(self) -> tuple[int, dict[str, str], dict[str, str]]:
-        with self._transaction("reading the revocation list") as conn:
+        with self._db.transaction("reading the revocation list") as conn:
             row = conn.execute(sa.select(revocation_lists).order_by(revocation_lists.c.version.desc()).limit(1)).mappings().first()
         if row is None:
             return 0, {}, {}
@@ -272,7 +272,7 @@ class SecurityRecords:
 
     def save_revocation_list(self, version: int, revoked: dict[str, str], quarantined: dict[str, str], now_ms: int) -> None:
         """Versions only go up: a second writer of the same version fails on the primary key."""
-        with self._transaction(f"saving revocation list {version}") as conn:
+        with self._db.transaction(f"saving revocation list {version}") as conn:
             conn.execute(sa.insert(revocation_lists).values(version=version, revoked=revoked, quarantined=quarantined,
                                                             created_ms=now_ms))
 
@@ -280,7 +280,7 @@ class SecurityRecords:
 
     def append_audit(self, *, who: str, action: str, target: str, when_ms: int, source: str, result: str | bool,
                      detail: str = "") -> AuditRecord:
-        with self._transaction(f"appending audit record {action}", immediate=True) as conn:
+        with self._db.transaction(f"appending audit record {action}", immediate=True) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("LOCK TABLE audit_log IN EXCLUSIVE MODE"))
             row = conn.execute(sa.select(audit_log).order_by(audit_log.c.seq.desc()).limit(1)).mappings().first()
@@ -292,14 +292,12 @@ class SecurityRecords:
 
     def audit_records(self, after: int = -1, limit: int = 1000) -> list[AuditRecord]:
         query = sa.select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq).limit(limit)
-        with self._transaction("reading the audit log", snapshot=True) as conn:
+        with self._db.transaction("reading the audit log", snapshot=True) as conn:
             return [AuditRecord(**dict(r)) for r in conn.execute(query).mappings()]
 
     def device_site(self, device_id: str) -> str | None:
         """The site a device belongs to: its identity's, else the site it was last seen at."""
-        from cloud.store.schema import devices
-
-        with self._transaction(f"site of device {device_id!r}") as conn:
+        with self._db.transaction(f"site of device {device_id!r}") as conn:
             site = conn.execute(sa.select(identities.c.site).where(identities.c.device_id == device_id)).scalar_one_or_none()
             if site is None:
                 site = conn.execute(sa.select(devices.c.site_id).where(devices.c.device_id == device_id)).scalar_one_or_none()

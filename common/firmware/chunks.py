@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 from common.errors import ChunkError, ImageError
 from common.fileio import sha256_file
 
-if TYPE_CHECKING:
-    from common.firmware.manifest import Manifest
-
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
+    "ChunkedImage",
     "chunk_count",
     "chunk_range",
     "hash_image",
@@ -30,6 +29,21 @@ __all__ = [
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 64 << 20
 _READ = 1 << 20
+
+
+class ChunkedImage(Protocol):
+    """What the checks read of an image's description: ``common.firmware.manifest.Manifest`` is one."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def chunk_size(self) -> int: ...
+    @property
+    def chunks(self) -> Sequence[str]: ...
 
 
 def chunk_count(size: int, chunk_size: int) -> int:
@@ -63,7 +77,7 @@ def hash_image(path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_SIZ
     return size, whole.hexdigest(), chunks
 
 
-def chunk_range(manifest: Manifest, index: int) -> tuple[int, int]:
+def chunk_range(manifest: ChunkedImage, index: int) -> tuple[int, int]:
     """``(offset, length)`` of chunk ``index`` in the image (the last one may be short)."""
     n = len(manifest.chunks)
     if not 0 <= index < n:
@@ -72,7 +86,7 @@ def chunk_range(manifest: Manifest, index: int) -> tuple[int, int]:
     return offset, min(manifest.chunk_size, manifest.size - offset)
 
 
-def verify_chunk(manifest: Manifest, index: int, data: bytes | memoryview) -> None:
+def verify_chunk(manifest: ChunkedImage, index: int, data: bytes | memoryview) -> None:
     """Raise ``ChunkError`` naming the chunk unless ``data`` is exactly chunk ``index`` of the image."""
     _, length = chunk_range(manifest, index)
     if len(data) != length:
@@ -84,7 +98,7 @@ def verify_chunk(manifest: Manifest, index: int, data: bytes | memoryview) -> No
         )
 
 
-def verify_image(manifest: Manifest, path: str | os.PathLike[str]) -> None:
+def verify_image(manifest: ChunkedImage, path: str | os.PathLike[str]) -> None:
     """Raise ``ImageError`` unless the file at ``path`` is the manifest's full image (size and SHA-256)."""
     size = os.stat(path).st_size
     if size != manifest.size:

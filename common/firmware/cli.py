@@ -8,8 +8,8 @@ public key to ``<out>.pub`` (pin that on devices). ``sign`` signs a manifest
 JSON offline, so the signing key never has to be on a networked machine; given
 an already signed manifest it adds a signature (for thresholds or key rotation).
 
-Commands that talk to the cloud (``create``, ``list``, ``show``) are added to
-this group by ``@release.command`` in their own module.
+The operator's ``edgefleet release`` group (``cloud.cli.releases``) offers these two
+beside the commands that talk to the cloud (``create``, ``publish``, ``list``, ``show``).
 
 Exit codes: 0 done; 2 an error (unreadable key, wrong passphrase, bad manifest).
 """

@@ -21,16 +21,12 @@ and not a downgrade unless a signed ``Allowance`` permits it. Each failure is a
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -43,12 +39,23 @@ from common.firmware.chunks import (
     chunk_count,
     hash_image,
 )
+from common.firmware.envelope import (
+    MAX_BODY,
+    MAX_NAME,
+    canonical_json,
+    check_signatures,
+    claimed_version,
+    load_body,
+    signed_from_bytes,
+    signed_to_bytes,
+)
 from common.firmware.keys import key_id
 from common.firmware.version import Version
 
 __all__ = [
     "ALLOWANCE_DOMAIN",
     "DOMAIN",
+    "MAX_BODY",
     "Allowance",
     "DeltaInfo",
     "Manifest",
@@ -67,17 +74,9 @@ KIND = "firmware-manifest"
 ALLOWANCE_KIND = "firmware-allowance"
 DOMAIN = b"edgefleet-firmware-manifest-v1\x00"
 ALLOWANCE_DOMAIN = b"edgefleet-firmware-allowance-v1\x00"
-MAX_BODY = 8 << 20  # bytes of canonical JSON; a 10 GiB image at 1 MiB chunks needs ~0.7 MiB
-MAX_SIGNATURES = 16
-MAX_NAME = 64
 MAX_LIST = 256
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one byte form of a JSON value: sorted keys, compact separators, ASCII, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +144,16 @@ class SignedManifest:
         object.__setattr__(self, "signatures", tuple((k, bytes(s)) for k, s in self.signatures))
 
     def to_bytes(self) -> bytes:
-        return _signed_to_bytes(self.body, self.signatures)
+        return signed_to_bytes(self.body, self.signatures)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedManifest:
-        body, sigs = _signed_from_bytes(data, "manifest")
+        body, sigs = signed_from_bytes(data, "manifest")
         return cls(body, sigs)
 
     def unverified(self) -> Manifest:
         """The manifest *without* checking any signature: for display and tooling only."""
-        return _parse(_load_body(self.body, None))
+        return _parse(load_body(self.body, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,11 +174,11 @@ class SignedAllowance:
     signatures: tuple[tuple[str, bytes], ...]
 
     def to_bytes(self) -> bytes:
-        return _signed_to_bytes(self.body, self.signatures)
+        return signed_to_bytes(self.body, self.signatures)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedAllowance:
-        body, sigs = _signed_from_bytes(data, "allowance")
+        body, sigs = signed_from_bytes(data, "allowance")
         return cls(body, sigs)
 
 
@@ -250,9 +249,9 @@ def verify_manifest(
     """
     if isinstance(signed, (bytes, bytearray)):
         signed = SignedManifest.from_bytes(bytes(signed))
-    claimed = _claimed_version(signed.body)
-    _check_signatures(signed.body, signed.signatures, trusted_public_keys, DOMAIN, threshold, claimed)
-    m = _parse(_load_body(signed.body, claimed))
+    claimed = claimed_version(signed.body)
+    check_signatures(signed.body, signed.signatures, trusted_public_keys, DOMAIN, threshold, claimed)
+    m = _parse(load_body(signed.body, claimed))
 
     def refuse(reason: str, cause: str) -> ManifestError:
         return ManifestError(m.version, reason, cause)
@@ -280,9 +279,9 @@ def verify_allowance(
     signed: SignedAllowance, trusted_public_keys: Mapping[str, Ed25519PublicKey], *, now_ms: int
 ) -> Allowance:
     """The allowance, if signed by a trusted key and not expired; ``ManifestError`` otherwise."""
-    claimed = _claimed_version(signed.body)
-    _check_signatures(signed.body, signed.signatures, trusted_public_keys, ALLOWANCE_DOMAIN, 1, claimed)
-    d = _load_body(signed.body, claimed)
+    claimed = claimed_version(signed.body)
+    check_signatures(signed.body, signed.signatures, trusted_public_keys, ALLOWANCE_DOMAIN, 1, claimed)
+    d = load_body(signed.body, claimed)
     if (
         not isinstance(d, dict)
         or set(d) != {"kind", "v", "target", "version", "expires_ms"}
@@ -320,90 +319,6 @@ def _allowance_refusal(
     if a.target not in targets:
         return f"the allowance is for {a.target!r}"
     return None
-
-
-def _signed_to_bytes(body: bytes, sigs: Iterable[tuple[str, bytes]]) -> bytes:
-    return canonical_json(
-        {
-            "body": base64.b64encode(body).decode(),
-            "signatures": [{"key_id": k, "sig": base64.b64encode(s).decode()} for k, s in sigs],
-        }
-    )
-
-
-def _signed_from_bytes(data: bytes, what: str) -> tuple[bytes, tuple[tuple[str, bytes], ...]]:
-    def bad(why: str) -> ManifestError:
-        return ManifestError(None, "malformed", f"signed {what} {why}")
-
-    if len(data) > 2 * MAX_BODY:
-        raise bad(f"of {len(data)} bytes is over the limit")
-    try:
-        d = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad(f"is not JSON ({exc})") from exc
-    if not isinstance(d, dict) or set(d) != {"body", "signatures"} or not isinstance(d["signatures"], list):
-        raise bad("must be an object with exactly 'body' and 'signatures'")
-    if len(d["signatures"]) > MAX_SIGNATURES:
-        raise bad(f"has {len(d['signatures'])} signatures, over {MAX_SIGNATURES}")
-    try:
-        body = base64.b64decode(d["body"], validate=True)
-        sigs = []
-        for s in d["signatures"]:
-            if not isinstance(s, dict) or set(s) != {"key_id", "sig"} or not isinstance(s["key_id"], str):
-                raise bad("has a signature entry without exactly 'key_id' and 'sig'")
-            sigs.append((s["key_id"], base64.b64decode(s["sig"], validate=True)))
-    except (TypeError, binascii.Error) as exc:
-        raise bad(f"has bad base64 ({exc})") from exc
-    return body, tuple(sigs)
-
-
-def _claimed_version(body: bytes) -> str | None:
-    """The version a body claims, to name it in errors before it is trusted (None if unreadable)."""
-    try:
-        v = json.loads(body).get("version") if len(body) <= MAX_BODY else None
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        return None
-    return v[:MAX_NAME] if isinstance(v, str) else None
-
-
-def _check_signatures(
-    body: bytes,
-    sigs: tuple[tuple[str, bytes], ...],
-    trusted: Mapping[str, Ed25519PublicKey],
-    domain: bytes,
-    threshold: int,
-    claimed: str | None,
-) -> None:
-    if not sigs:
-        raise ManifestError(claimed, "unsigned", "has no signature")
-    good: set[str] = set()
-    bad: list[str] = []
-    unknown: list[str] = []
-    for kid, sig in sigs:
-        key = trusted.get(kid)
-        if key is None:
-            unknown.append(kid[:MAX_NAME])
-            continue
-        try:
-            key.verify(sig, domain + body)
-            good.add(kid)
-        except InvalidSignature:
-            bad.append(kid)
-    if bad:
-        raise ManifestError(claimed, "bad-signature", f"signature by key {bad[0]} does not verify (tampered?)")
-    if len(good) < threshold:
-        if not good:
-            raise ManifestError(claimed, "unknown-key", f"signed only by untrusted key(s) {', '.join(unknown)}")
-        raise ManifestError(claimed, "unknown-key", f"signed by {len(good)} trusted key(s), {threshold} needed")
-
-
-def _load_body(body: bytes, claimed: str | None) -> Any:
-    if len(body) > MAX_BODY:
-        raise ManifestError(claimed, "malformed", f"body of {len(body)} bytes is over {MAX_BODY}")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError(claimed, "malformed", f"body is not JSON ({exc})") from exc
 
 
 def _is_int(v: Any, lo: int = 0, hi: int = 2**63 - 1) -> bool:

@@ -9,7 +9,7 @@ is ignored in comparisons (semver-like, any number of release parts)::
     2.1.1-rc.1 < 2.1.1    a pre-release sorts before its release
     2.1.1-alpha < 2.1.1-alpha.1 < 2.1.1-beta    semver's pre-release rules
 
-This orders ordinary versions as ``cloud/query.py``'s lenient device filter
+This orders ordinary versions as ``cloud/fleet/query/match.py``'s lenient device filter
 does; unlike it, a string that does not parse raises ``VersionError`` naming it.
 """
 

@@ -7,6 +7,9 @@ another exception). The checks are derived once from the field annotations in
 ``messages.py``.
 """
 
+# one-piece: the house rule is that only this module touches msgpack (STYLE.md 1); the frame, record and
+# sample encoders and the hostile-input checks share one set of limits and must change together.
+
 from __future__ import annotations
 
 import dataclasses

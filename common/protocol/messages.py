@@ -360,7 +360,7 @@ class NodeCertificate(Message):
 class SitePlanEnvelope(Message):
     """Cloud to gateway: the site's part of rollout ``rollout_id``, an Ed25519-signed envelope
     (``common.signed``, kind ``rollout-site-plan``) the gateway verifies before acting on it
-    (``cloud.rollouts.siteplan``). A newer one (higher envelope seq) supersedes it."""
+    (``common.rollouts.siteplan``). A newer one (higher envelope seq) supersedes it."""
 
     KIND: ClassVar[int] = 50
     rollout_id: str

@@ -1,8 +1,9 @@
 """Chunked, resumable, verified firmware transfer on every hop (cloud -> gateway -> device).
 
 ``download`` is the sans-IO core (credit window, per-chunk hash check, resume, backoff),
-``partial`` the download's file on disk, ``fetcher`` the asking side on asyncio, ``serve`` the
-answering side's reads.
+``partial`` the download's file on disk, ``fetcher`` the asking side on asyncio, ``responder``
+the answering side on asyncio (the cloud and each gateway give it their offers and chunks),
+``serve`` the answering side's reads and checks.
 """
 
 from common.transfer.download import Download, Plan, Verdict

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.api import create_app, serve_api
-from cloud.artifacts import ArtifactStore
-from cloud.releases import ReleaseService, ReleaseSettings, load_release_keys
+from cloud.http import ApiContext, create_app, serve_api
+from cloud.releases.artifacts import ArtifactStore
+from cloud.releases.plan import ReleaseSettings, load_release_keys
+from cloud.releases.service import ReleaseService
 from cloud.store import Store
 from common.firmware import generate_release_key, save_release_key
 from device_agent.simimage import make
@@ -85,7 +86,7 @@ def release_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseC
     store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
     pool = CountingPool(2)
     service = ReleaseService(
-        store,
+        store.releases,
         ArtifactStore(d / "artifacts"),
         load_release_keys([str(d / "release.key.pub"), str(d / "second.key.pub")]),
         ReleaseSettings(delta_isolate=False, delta_workers=2, chunk_size=64 << 10),
@@ -96,7 +97,7 @@ def release_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReleaseC
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="release-api-loop", daemon=True)
     thread.start()
-    app = create_app(store, RELEASE_TOKEN, executor=store_thread, releases=service)
+    app = create_app(ApiContext(store, RELEASE_TOKEN, executor=store_thread, releases=service))
     api = asyncio.run_coroutine_threadsafe(serve_api(app, "127.0.0.1", 0), loop).result(10)
     try:
         yield ReleaseCloud(

@@ -1,5 +1,6 @@
 """The cloud core, fed events by hand (no I/O)."""
 
+from cloud.core import CloudCore
 from common.effects import CommandsReady, LoadCommands, Received, Send, StoreCommandStatus, Stored, StoreIngest
 from common.protocol import (
     Command,
@@ -14,7 +15,6 @@ from common.protocol import (
     encode_record,
     pack_entries,
 )
-from cloud.core import CloudCore
 
 GW = "bb02"
 

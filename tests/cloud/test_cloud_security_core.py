@@ -1,10 +1,17 @@
 """The cloud core's security events (no I/O): gateway certificates, enrollment relay, revocation pushes."""
 
+from cloud.core import CloudCore
 from common.effects import Received, Send
 from common.protocol import ErrorReply, Hello
 from common.protocol.messages import EnrollReply, EnrollRequest, NodeCertificate, RevocationUpdate
-from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
-from cloud.core import CloudCore
+from common.security_events import (
+    EnrollDecide,
+    EnrollDecided,
+    GatewayVerified,
+    PeerKey,
+    RevocationsChanged,
+    VerifyGateway,
+)
 
 PEER, KEY = "0a0b", "G" * 40
 REQ = EnrollRequest("dev-1", "K" * 40, "hw", "SN", "ect_00_x")

@@ -492,6 +492,26 @@ def test_forget_resolves_a_retired_subjects_alerts() -> None:
     assert eng.tick(T0 + 10**7) == []
 
 
+def test_observations_of_a_forgotten_subject_after_its_retirement_do_not_bring_it_back() -> None:
+    # the cloud reads the devices' silences on its store thread; a read taken before a retirement can be fed
+    # after the retirement's forget(): the stale observation must not reopen (nor keep open) the alert
+    eng = AlertEngine([ThresholdRule("ghost", "silent_s", ">", 100), OfflineRule("off", 10),
+                       FirmwareRule("fw", 1), BacklogRule("backlog", 80), RateRule("rate", 60, 3)])
+    eng.observe_metric("d", "silent_s", 500, T0)
+    assert kinds(eng.tick(T0)) == [("fired", "ghost", "d")]
+    eng.forget("d")
+    eng.observe_metric("d", "silent_s", 500, T0 + S)  # the stale read, fed late
+    eng.observe_seen("d", T0 + S)
+    eng.observe_firmware("d", "1.0", ["1.0", "2.0", "3.0"])
+    eng.observe_backlog("d", 90, 100, T0 + S)
+    for i in range(10):
+        eng.observe_message("d", T0 + i)
+    assert kinds(eng.tick(T0 + S)) == [("resolved", "ghost", "d")]
+    assert eng.tick(T0 + 10**7) == [] and eng.open_alerts() == []
+    eng.observe_metric("e", "silent_s", 500, T0 + 2 * S)  # others are watched as before
+    assert kinds(eng.tick(T0 + 2 * S)) == [("fired", "ghost", "e")]
+
+
 # --- rules and events ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
+import click
 import pytest
 
 import common.config
@@ -150,3 +152,39 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
 def test_config_error_is_a_value_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         load_config(None, DEFAULTS, {"port": "x"})
+
+
+# -- every value a node's flags take, the loader takes for that key ------------------------------------------
+# (the gateway's --*-quota-mb flags are click floats: `--bulk-quota-mb 0.25` once exited with ConfigError
+# because the quota defaults were ints; the type of each default must be what its flag gives)
+
+NODE_COMMANDS = [("cloud.node_cli", "cloud"), ("gateway.cli", "gateway"), ("device_agent.cli", "agent")]
+SAMPLES = {click.FLOAT: 0.25, click.INT: 3, click.STRING: "x", click.BOOL: True}
+
+
+def _sample(option: click.Option) -> object:
+    if option.is_flag:
+        return True
+    value = option.type.choices[0] if isinstance(option.type, click.Choice) else SAMPLES[option.type]
+    return [value] if option.multiple else value
+
+
+@pytest.mark.parametrize(("module", "command"), NODE_COMMANDS)
+def test_the_loader_accepts_every_value_a_nodes_flags_take(module: str, command: str) -> None:
+    mod = importlib.import_module(module)
+    options = [p for p in getattr(mod, command).params if isinstance(p, click.Option) and p.name != "config_path"]
+    assert options
+    for option in options:
+        assert option.name in mod.DEFAULTS, f"{module}: flag {option.opts[0]} has no config key"
+        value = _sample(option)
+        assert load_config(None, mod.DEFAULTS, {option.name: value})[option.name] == value, option.opts[0]
+
+
+def test_fractional_quotas_from_flags_and_files_reach_the_gateways_stream_policies(tmp_path: Path) -> None:
+    from common.streams import GATEWAY_POLICIES, MIB, with_quotas_mb
+    from gateway.cli import DEFAULTS as GATEWAY
+
+    cfg = load_config(write(tmp_path, "state_quota_mb = 0.5\ncritical_quota_mb = 2\n"), GATEWAY,
+                      {"bulk_quota_mb": 0.25})
+    policies = with_quotas_mb(GATEWAY_POLICIES, cfg)
+    assert [policies[s].max_bytes for s in ("critical", "state", "bulk")] == [2 * MIB, MIB // 2, MIB // 4]

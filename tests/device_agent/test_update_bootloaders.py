@@ -7,7 +7,6 @@ boot again, and check which slot comes up.
 """
 
 import hashlib
-import shutil
 import subprocess
 
 import pytest
@@ -27,9 +26,10 @@ from device_agent.update import (
 )
 from device_agent.update.grub import grub_boot
 from device_agent.update.uboot import uboot_boot
+from tests.real_tools import requires
 
-GRUB_MISSING = shutil.which("grub-editenv") is None
-UBOOT_MISSING = any(shutil.which(t) is None for t in ("fw_printenv", "fw_setenv", "mkenvimage"))
+GRUB = requires("grub-editenv")
+UBOOT = requires("fw_printenv", "fw_setenv", "mkenvimage")
 
 
 class Device:
@@ -73,15 +73,8 @@ class Device:
 @pytest.fixture(
     params=[
         "sim",
-        pytest.param(
-            "grub", marks=pytest.mark.skipif(GRUB_MISSING, reason="grub-editenv not installed (Debian grub-common)")
-        ),
-        pytest.param(
-            "uboot",
-            marks=pytest.mark.skipif(
-                UBOOT_MISSING, reason="fw_setenv/mkenvimage not installed (Debian u-boot-tools, libubootenv-tool)"
-            ),
-        ),
+        pytest.param("grub", marks=GRUB),
+        pytest.param("uboot", marks=UBOOT),
     ]
 )
 def dev(request, tmp_path):
@@ -152,14 +145,14 @@ def test_sim_with_no_good_slot_is_bricked(tmp_path):
         sim.power_on()
 
 
-@pytest.mark.skipif(GRUB_MISSING, reason="grub-editenv not installed (Debian grub-common)")
+@GRUB
 def test_grub_tool_failure_is_translated_naming_the_slot(tmp_path):
     bl = GrubBootloader(tmp_path / "missing-dir" / "grubenv", booted="A")
     with pytest.raises(BootloaderError, match=r"Failed marking slot B as good: grub-editenv exited with \d+"):
         bl.mark_good("B")
 
 
-@pytest.mark.skipif(GRUB_MISSING, reason="grub-editenv not installed (Debian grub-common)")
+@GRUB
 def test_grub_environment_is_the_rauc_scheme(tmp_path):
     bl = GrubBootloader.create(tmp_path / "grubenv", booted="A")
     bl.set_try_once("B")
@@ -170,7 +163,7 @@ def test_grub_environment_is_the_rauc_scheme(tmp_path):
     assert env == {"ORDER": "B A", "A_OK": "1", "A_TRY": "0", "B_OK": "1", "B_TRY": "0"}
 
 
-@pytest.mark.skipif(UBOOT_MISSING, reason="fw_setenv/mkenvimage not installed (Debian u-boot-tools)")
+@UBOOT
 def test_uboot_environment_is_the_rauc_scheme(tmp_path):
     bl = UBootBootloader.create(tmp_path / "fw_env.config", tmp_path / "uboot.env", booted="A")
     assert (tmp_path / "uboot.env").stat().st_size == 0x4000
@@ -182,7 +175,7 @@ def test_uboot_environment_is_the_rauc_scheme(tmp_path):
     assert env == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}
 
 
-@pytest.mark.skipif(UBOOT_MISSING, reason="fw_setenv/mkenvimage not installed (Debian u-boot-tools)")
+@UBOOT
 def test_uboot_tool_failure_is_translated_naming_the_slot(tmp_path):
     (tmp_path / "fw_env.config").write_text(f"{tmp_path / 'nothing.env'} 0x0000 0x4000\n")
     bl = UBootBootloader(tmp_path / "fw_env.config", booted="A")

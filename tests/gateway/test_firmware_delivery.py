@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import json
 import random
-import time
 
 import pytest
 import zmq.asyncio
@@ -19,6 +18,7 @@ import zmq.asyncio
 from simulations.delivery import SimDevice, make_key, make_versions, publish
 from simulations.faultproxy import FaultProxy
 from simulations.fleet import ProcFleet
+from tests.waits import HANG_GUARD_S, until_true
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ async def devices_update(fleet, key, images, names, base, target, **kw):
             for n in names]
     try:
         await asyncio.gather(*(d.start(ctx) for d in devs))
-        return await asyncio.wait_for(asyncio.gather(*(d.update(target) for d in devs)), 120)
+        return await asyncio.wait_for(asyncio.gather(*(d.update(target) for d in devs)), HANG_GUARD_S)
     finally:
         await asyncio.gather(*(d.close() for d in devs))
         ctx.destroy(linger=0)
@@ -139,7 +139,7 @@ def test_a_tampered_chunk_is_caught_reported_and_fetched_again_and_the_image_ins
                 await asyncio.sleep(0.05)
             assert not task.done(), "the tampered chunk was not caught"
             cached.write_bytes(good)  # the site cache is repaired; the device asks again after its backoff
-            return await asyncio.wait_for(task, 60), list(dev.failures)
+            return await asyncio.wait_for(task, HANG_GUARD_S), list(dev.failures)
         finally:
             await dev.close()
             ctx.destroy(linger=0)
@@ -162,25 +162,18 @@ def test_an_agent_sigkilled_mid_download_resumes_where_it_stopped_and_installs_t
     publish(fleet, key, image, "3.0.0", HW)
     fleet.start_agent("dev-k", "site-1", "gw-1",
                       extra=["--release-key", str(key.public), "--hw", HW, "--download-rate", str(64 * 1024)])
-    deadline = time.monotonic() + 60
-    while "dev-k" not in {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}:
-        assert time.monotonic() < deadline, "the agent never reached the cloud"
-        time.sleep(0.2)
+    until_true(lambda: "dev-k" in {d["device_id"] for d in fleet.api("/v1/devices")["devices"]},
+               "the agent to reach the cloud", every_s=0.2)
     fleet.api("/v1/devices/dev-k/commands", {"name": "update", "args": {"version": "3.0.0"}, "ttl_s": 600})
     progress = fleet.dir("dev-k") / "downloads"
-    deadline = time.monotonic() + 60
-    while not any(p.name.endswith(".progress") and p.stat().st_size >= 4 * 8 for p in progress.glob("*")):
-        assert time.monotonic() < deadline, "the download never started"
-        time.sleep(0.05)
+    until_true(lambda: any(p.name.endswith(".progress") and p.stat().st_size >= 4 * 8 for p in progress.glob("*")),
+               "the download to start (its progress log)", every_s=0.05)
     fleet.kill("dev-k")
     fleet.restart("dev-k")
-    deadline = time.monotonic() + 90
-    outcome = None
-    while outcome is None:
-        assert time.monotonic() < deadline, "no update outcome reported"
-        ups = [u["values"] for u in fleet.api("/v1/updates")["updates"] if u["device_id"] == "dev-k"]
-        outcome = next((u for u in ups if u.get("outcome") == "committed"), None)
-        time.sleep(0.3)
+    outcome = until_true(
+        lambda: next((u["values"] for u in fleet.api("/v1/updates")["updates"]
+                      if u["device_id"] == "dev-k" and u["values"].get("outcome") == "committed"), None),
+        "the committed update reported", every_s=0.3)
     assert outcome["running_version"] == "3.0.0"
     fleet.stop(["dev-k"])
     stats = json.loads((fleet.dir("dev-k") / "stats.json").read_text())
@@ -203,11 +196,7 @@ def test_download_ahead_fetches_without_installing_and_the_install_later_fetches
         return [u["values"] for u in fleet.api("/v1/updates")["updates"] if u["device_id"] == "dev-d"]
 
     def wait(pred, what):
-        deadline = time.monotonic() + 90
-        while not (got := pred()):
-            assert time.monotonic() < deadline, what
-            time.sleep(0.3)
-        return got
+        return until_true(pred, what, every_s=0.3)
 
     wait(lambda: "dev-d" in {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}, "agent never reached the cloud")
     fleet.api("/v1/devices/dev-d/commands", {"name": "download", "args": {"version": "4.0.0"}, "ttl_s": 600})

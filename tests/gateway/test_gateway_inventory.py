@@ -29,9 +29,9 @@ def test_the_gateway_reports_its_inventory_on_change_and_the_cloud_keeps_it(tmp_
     records = [decode_record(p) for a in (first, second) for p in a.payloads]
     assert [(r.device_id, r.seq, r.kind) for r in records] == [("gw-1", 0, "inventory")] * 2
     with Store.open(f"sqlite:///{tmp_path / 'cloud.db'}") as store:
-        result = store.ingest("gw-1", "site-1", list(reversed(records)), 200_000)  # the newer one wins
+        result = store.telemetry.ingest("gw-1", "site-1", list(reversed(records)), 200_000)  # the newer one wins
         assert result.rejected == ()
-        got = store.inventory()["gw-1"]
+        got = store.fleet.inventory()["gw-1"]
         assert (got["role"], got["attrs"]["os"]) == ("gateway", "Linux 6.2")
 
 

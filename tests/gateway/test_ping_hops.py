@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud.fleet_cli import _hops
+from cloud.cli.fleet import _hops
 from common.effects import UPSTREAM, Append, Persisted, Received
 from common.protocol import Command, CommandAck, decode_record
 from tests.gateway.test_gateway_core import PEER, cloud_up, hello, make

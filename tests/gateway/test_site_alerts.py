@@ -116,12 +116,12 @@ def test_the_cloud_stores_a_site_alert_once_and_resolves_it(tmp_path) -> None:
     site.seconds(2, lambda: site.send(battery_percent=60.0))
     fired, resolved = site.reports
     with Store.open(f"sqlite:///{tmp_path / 'cloud.db'}") as store:
-        store.ingest("gw-1", "site-1", [ForwardRecord("dev-1", "bulk", 1, 1, "metrics", {})], 1)
-        first = store.ingest("gw-1", "site-1", [fired], 2_000)
+        store.telemetry.ingest("gw-1", "site-1", [ForwardRecord("dev-1", "bulk", 1, 1, "metrics", {})], 1)
+        first = store.telemetry.ingest("gw-1", "site-1", [fired], 2_000)
         assert [r["last_event"] for r in first.site_alerts] == ["fired"]
-        assert store.ingest("gw-1", "site-1", [fired], 2_001).site_alerts == ()  # resent: nothing new
-        [row] = store.list_alerts("open")
+        assert store.telemetry.ingest("gw-1", "site-1", [fired], 2_001).site_alerts == ()  # resent: nothing new
+        [row] = store.alerts.list_alerts("open")
         assert row["detail"] == {"raised_at": "site", "gateway": "gw-1"} and row["subject"] == "dev-1"
-        assert [r["last_event"] for r in store.ingest("gw-1", "site-1", [resolved, fired], 3_000).site_alerts] == [
+        assert [r["last_event"] for r in store.telemetry.ingest("gw-1", "site-1", [resolved, fired], 3_000).site_alerts] == [
             "resolved"]
-        assert store.list_alerts("open") == [] and store.list_alerts("resolved")[0]["id"] == row["id"]
+        assert store.alerts.list_alerts("open") == [] and store.alerts.list_alerts("resolved")[0]["id"] == row["id"]

@@ -7,8 +7,8 @@ import random
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cloud.rollouts.plan import ReleaseInfo, RolloutPlan
-from cloud.rollouts.siteplan import SitePlan, sign_site_plan
+from common.rollouts.plan import ReleaseInfo, RolloutPlan
+from common.rollouts.siteplan import SitePlan, sign_site_plan
 from common.effects import UPSTREAM, Persisted, Received, Send, Start
 from common.memory_queue import MemoryQueue
 from common.protocol import Command, Hello, HelloAck, SitePlanEnvelope, TelemetryBatch, TelemetryRecord, decode_record

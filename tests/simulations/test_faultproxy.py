@@ -14,19 +14,16 @@ import zmq
 
 import simulations.faultproxy
 from simulations.faultproxy import FaultProxy
+from tests.waits import until_true
 
 pytestmark = pytest.mark.integration
 
 SILENCE_S = 0.3  # how long "nothing arrives" is watched for; a timeout, never an assertion on time
 
 
-def wait_for(predicate: Callable[[], object], timeout_s: float = 10.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate: Callable[[], object], what: str) -> object:
+    """Poll the proxy's counters (its own thread updates them) until ``predicate`` holds; the hang guard bounds it."""
+    return until_true(predicate, what, every_s=0.01)
 
 
 def recv_exactly(sock: socket.socket, n: int, timeout_s: float = 10.0) -> bytes:

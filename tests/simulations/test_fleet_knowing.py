@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from simulations.fleet import ProcFleet
+from tests.waits import HANG_GUARD_S, until_true
 
 pytestmark = pytest.mark.integration
 
@@ -22,14 +23,9 @@ def fleet(tmp_path):
     f.kill_all()
 
 
-def wait_for(predicate, timeout_s=30.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate, what):
+    """Poll the real fleet until ``predicate`` holds, bounded only by the hang guard (tests/waits.py)."""
+    return until_true(predicate, what)
 
 
 def views(fleet, where=None):
@@ -128,6 +124,6 @@ def test_inventory_tags_groups_config_lifecycle_and_diagnostics(fleet, tmp_path)
     # 6. reboot: the command is answered, then the agent exits for its service manager to start it again
     queued = cli(fleet, "devices", "reboot", "dev-0")
     assert queued.exit_code == 0 and "reboot of dev-0 queued as command" in queued.output
-    assert fleet.wait("dev-0", timeout_s=30) == 75
+    assert fleet.wait("dev-0", timeout_s=HANG_GUARD_S) == 75
     done = fleet.api("/v1/devices/dev-0/commands")["commands"][-1]
     assert (done["name"], done["status"], done["detail"]) == ("reboot", "done", "rebooting")

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import zmq
@@ -13,6 +12,7 @@ import zmq
 from common.keys import load_or_create_keypair, secure_client
 from common.protocol import ErrorReply, Hello, HelloAck, decode, encode
 from simulations.fleet import ProcFleet
+from tests.waits import until_true
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +24,9 @@ def fleet(tmp_path):
     f.kill_all()
 
 
-def wait_for(predicate, timeout_s=30.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate, what):
+    """Poll the real fleet until ``predicate`` holds, bounded only by the hang guard (tests/waits.py)."""
+    return until_true(predicate, what)
 
 
 def stored(fleet):

@@ -8,18 +8,14 @@ import time
 import pytest
 
 from simulations.fleet import ProcFleet
+from tests.waits import until_true
 
 pytestmark = pytest.mark.integration
 
 
-def wait_for(predicate, timeout_s=45.0, what="condition"):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(predicate, what):
+    """Poll the real fleet until ``predicate`` holds, bounded only by the hang guard (tests/waits.py)."""
+    return until_true(predicate, what)
 
 
 @pytest.fixture
@@ -56,7 +52,7 @@ def test_enroll_refuse_rotate_and_revoke_offline(fleet: ProcFleet) -> None:
     wait_for(lambda: identity("dev-a")["curve_key"] != old_key, what="dev-a's key to rotate")
     new_key = identity("dev-a")["curve_key"]
     wait_for(lambda: (fleet.dir("dev-a") / "curve.key").read_text().strip() == new_key, what="dev-a to use its new key")
-    count = lambda: sum(d["count"] for d in fleet.api("/v1/telemetry/summary")["devices"] if d["device_id"] == "dev-a")  # noqa: E731
+    count = lambda: sum(d["count"] for d in fleet.api("/v1/telemetry/summary")["devices"] if d["device_id"] == "dev-a")
     before = count()
     wait_for(lambda: count() > before + 5, what="telemetry under the rotated key")
 

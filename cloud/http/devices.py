@@ -1,0 +1,116 @@
+"""The operator API's routes on devices, sites and what they sent (mounted under ``/v1``, behind the token).
+
+    GET  /v1/devices?where=Q              {"devices": [...]}   every device, or those matching the query
+    GET  /v1/sites                        {"sites": [...]}
+    GET  /v1/sites/{site}                 one site's health (gateways, statuses, devices online, gaps)
+    GET  /v1/telemetry/summary            rows, distinct keys, duplicates stored, per device and stream
+    GET  /v1/updates?device=D             {"updates": [...]} update outcomes reported by devices
+    GET  /v1/gaps?device=D&site=S         {"gaps": [...], "totals": [...]}, with a device also
+                                          "missing": {stream: [[first, last]...]} (unexplained gaps)
+    POST /v1/devices/{device}/commands    {"name", "args": {k: v}, "ttl_s"} -> 201 {"device_id", "seq", "expires_ms"}
+    GET  /v1/devices/{device}/commands    {"commands": [...]}
+
+An unknown device or site is a 404 (``NotFound``); after a command is stored the cloud is told
+(``ApiContext.commanded``) so it goes to the device's gateway at once.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import fastapi
+import pydantic
+
+from cloud.fleet import query
+from cloud.fleet.views import device_views, query_view
+from cloud.http.context import ApiContext
+from common.errors import NotFound
+from common.protocol.codec import MAX_STR, MAX_VALUES
+from common.protocol.messages import STREAMS
+
+__all__ = ["MAX_TTL_S", "CommandRequest", "routes"]
+
+MAX_TTL_S = 366 * 24 * 3600  # a command's time to live is at most a year
+
+_WireStr = Annotated[str, pydantic.StringConstraints(max_length=MAX_STR)]  # what the wire's Command can carry
+
+
+class CommandRequest(pydantic.BaseModel):
+    """The body of POST /v1/devices/{device}/commands."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    name: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=MAX_STR)]
+    args: Annotated[dict[_WireStr, _WireStr], pydantic.Field(max_length=MAX_VALUES)] = {}
+    ttl_s: Annotated[int, pydantic.Field(gt=0, le=MAX_TTL_S)] = 3600
+
+
+def routes(ctx: ApiContext) -> fastapi.APIRouter:
+    router = fastapi.APIRouter()
+    telemetry, commands = ctx.store.telemetry, ctx.store.commands
+
+    async def known_device(device_id: str) -> None:
+        if await ctx.call(lambda: telemetry.device_gateway(device_id)) is None:
+            raise NotFound(
+                f"No device by the id of {device_id!r} was found (`edgefleet devices list` shows the known ones)"
+            )
+
+    @router.get("/devices")
+    async def devices(where: str | None = None) -> dict[str, Any]:
+        """Every device, or those matching ``where`` (the query language of ``cloud.fleet.query``)."""
+        node = query.parse(where) if where else None  # QueryError: 400 with the position
+        rows = await ctx.call(telemetry.list_devices)
+        if node is not None:
+            # tags, groups, lifecycle state and inventory come from the fleet view (cloud.fleet.views)
+            views = await ctx.call(lambda: device_views(ctx.store.fleet.fleet_snapshot()))
+            matched = {v["device_id"] for v in views if query.matches(node, query_view(v))}
+            rows = [r for r in rows if r["device_id"] in matched]
+        return {"devices": rows}
+
+    @router.get("/sites")
+    async def sites() -> dict[str, Any]:
+        return {"sites": await ctx.call(telemetry.list_sites)}
+
+    @router.get("/sites/{site:path}")
+    async def site_detail(site: str) -> dict[str, Any]:
+        now = ctx.now_ms()
+        detail = await ctx.call(lambda: telemetry.site_detail(site, now))
+        if detail is None:
+            raise NotFound(f"No site by the id of {site!r} was found (`edgefleet sites list` shows the known ones)")
+        return detail
+
+    @router.get("/telemetry/summary")
+    async def telemetry_summary() -> dict[str, Any]:
+        return await ctx.call(telemetry.telemetry_summary)
+
+    @router.get("/gaps")
+    async def gaps(device: str | None = None, site: str | None = None) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            body: dict[str, Any] = {"gaps": telemetry.gaps(device, site), "totals": telemetry.gap_totals(device, site)}
+            if device is not None:
+                missing = {stream: telemetry.missing_ranges(device, stream) for stream in STREAMS}
+                body["missing"] = {stream: [list(r) for r in ranges] for stream, ranges in missing.items() if ranges}
+            return body
+
+        return await ctx.call(read)
+
+    @router.get("/updates")
+    async def updates(device: str | None = None) -> dict[str, Any]:
+        """Update outcomes the devices reported (committed, rolled_back, failed, with the reason)."""
+        return {"updates": await ctx.call(lambda: telemetry.records_of_kind("update", device))}
+
+    @router.post("/devices/{device_id:path}/commands", status_code=201)
+    async def create_command(device_id: str, body: CommandRequest) -> dict[str, Any]:
+        await known_device(device_id)
+        now = ctx.now_ms()
+        expires_ms = now + body.ttl_s * 1000
+        seq = await ctx.call(lambda: commands.create_command(device_id, body.name, body.args, expires_ms, now))
+        ctx.commanded([(device_id, seq)])
+        return {"device_id": device_id, "seq": seq, "expires_ms": expires_ms}
+
+    @router.get("/devices/{device_id:path}/commands")
+    async def list_commands(device_id: str) -> dict[str, Any]:
+        await known_device(device_id)
+        return {"commands": await ctx.call(lambda: commands.list_commands(device_id))}
+
+    return router

@@ -1,0 +1,407 @@
+"""The store's telemetry records: what gateways forward, and the sites, gateways and devices it makes known.
+
+    result = telemetry.ingest("gw-1", "site-a", records, now_ms)   # ONE transaction per batch
+    telemetry.touch_gateway("gw-1", "site-a", now_ms)
+    telemetry.list_devices(); telemetry.list_sites(); telemetry.site_detail("site-a", now_ms)
+    telemetry.telemetry_summary(); telemetry.gaps(); telemetry.gap_totals(); telemetry.missing_ranges("d1", "bulk")
+    telemetry.records_of_kind("update"); telemetry.device_gateway("d1")
+
+``ingest`` sorts a batch (``cloud.store.batch``) and writes it in one transaction: the
+site, gateway and devices seen, telemetry and gap rows (each (device, stream, seq) once),
+the gateway's newest status, and the rows the other features keep from it, in the same
+transaction: inventory and applied config (``fleet``), metric points and rollups
+(``metrics``), alerts a site raised offline (``alerts``), command reports (``commands``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from cloud.fleet.views import ONLINE_WITHIN_MS
+from cloud.store.alerts import AlertRecords
+from cloud.store.batch import BatchPlan, plan_batch, subtract_ranges
+from cloud.store.commands import CommandRecords
+from cloud.store.database import Database, greatest
+from cloud.store.fleet import FleetRecords
+from cloud.store.metrics import MetricRecords
+from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
+from common.protocol.messages import ForwardRecord
+
+__all__ = ["IngestResult", "TelemetryRecords"]
+
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    """What one batch did.
+
+    ``stored`` telemetry rows were new; ``duplicates`` telemetry records were
+    already held or repeated in the batch; ``gaps`` gap ranges were newly
+    recorded; ``reports`` records had seq 0 (gap, status and command reports,
+    never telemetry). ``rejected`` says, per record (or report part), what the
+    store could not use; the rest of the batch is committed regardless.
+    """
+
+    stored: int
+    duplicates: int
+    gaps: int = 0
+    reports: int = 0
+    rejected: tuple[str, ...] = ()
+    site_alerts: tuple[dict[str, Any], ...] = ()  # alerts raised at a site, new to the store: to announce
+    refused_commands: tuple[tuple[str, int, str], ...] = ()  # (device, seq, why): a device refused to run it, newly
+
+
+class TelemetryRecords:
+    """Ingest, sites, gateways, devices, gaps. ``ingest`` writes into the other features' records too,
+    in its own transaction, through the methods they offer for it (``*_in(conn, ...)``)."""
+
+    def __init__(
+        self, db: Database, *, commands: CommandRecords, fleet: FleetRecords, metrics: MetricRecords, alerts: AlertRecords
+    ) -> None:
+        self._db = db
+        self._commands, self._fleet, self._metrics, self._alerts = commands, fleet, metrics, alerts
+
+    # -- writes --------------------------------------------------------------------------
+
+    def ingest(self, gateway_id: str, site: str, records: Sequence[ForwardRecord], now_ms: int) -> IngestResult:
+        """Store a forwarded batch in ONE transaction; each (device_id, stream, seq) is kept once.
+
+        Upserts the site, the gateway and every device seen (``last_seq`` only grows),
+        inserts telemetry (seq > 0) and gap reports with ``ON CONFLICT DO NOTHING``,
+        keeps the gateway's newest status, and moves reported commands forward (never
+        out of a final state). See ``cloud.store.batch`` for how records are sorted.
+        """
+        plan = plan_batch(records, now_ms)
+        rejected = plan.rejected
+        with self._db.transaction(f"ingest of {len(records)} records from gateway {gateway_id!r}") as conn:
+            self._upsert_site(conn, site, now_ms)
+            self._upsert_gateway(conn, gateway_id, site, now_ms, None)
+            self._upsert_devices(conn, plan, gateway_id, site, now_ms)
+            stored = new_gaps = 0
+            if plan.telemetry:
+                # executemany; RETURNING yields only the rows actually inserted, on both dialects
+                new = conn.execute(
+                    self._db.insert(telemetry)
+                    .on_conflict_do_nothing(index_elements=[telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq])
+                    .returning(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq),
+                    [plan.telemetry[key] for key in sorted(plan.telemetry)],
+                )
+                inserted = [plan.telemetry[(d, s, int(q))] for d, s, q in new.all()]
+                stored = len(inserted)
+                # fleet records (inventory, applied config) and metrics from the rows stored just now
+                self._fleet.ingest_in(conn, inserted, now_ms)
+                self._metrics.ingest_in(conn, inserted)
+            if plan.gaps:
+                new = conn.execute(
+                    self._db.insert(gaps)
+                    .on_conflict_do_nothing(
+                        index_elements=[
+                            gaps.c.device_id, gaps.c.stream, gaps.c.first_seq, gaps.c.last_seq, gaps.c.reason,
+                            gaps.c.reporter,
+                        ]
+                    )
+                    .returning(gaps.c.id),
+                    [plan.gaps[key] for key in sorted(plan.gaps)],
+                )
+                new_gaps = len(new.all())
+            if plan.status is not None:
+                ts_ms, status = plan.status
+                conn.execute(
+                    sa.update(gateways)
+                    .where(
+                        gateways.c.gateway_id == gateway_id,
+                        sa.or_(gateways.c.status_ts_ms.is_(None), gateways.c.status_ts_ms < ts_ms),
+                    )
+                    .values(status=status, status_ts_ms=ts_ms)
+                )
+            site_alerts = self._alerts.ingest_site_alerts_in(conn, plan.site_alerts) if plan.site_alerts else []
+            for node_id, (ts_ms, attrs) in sorted(plan.inventories.items()):  # a gateway's own inventory
+                self._fleet.put_inventory_in(conn, node_id, "gateway", attrs, ts_ms, now_ms)
+            refused_commands = []
+            for device_id, seq, status_, detail in plan.commands:
+                moved = self._commands.advance_in(conn, device_id, seq, status_, detail, now_ms)
+                if moved and status_ == "failed" and detail.startswith("refused"):
+                    refused_commands.append((device_id, seq, detail))  # forged, replayed, expired: for the audit log
+                if not moved and not conn.execute(
+                    sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
+                ).first():
+                    rejected.append(f"command report {status_!r} refused: device {device_id!r} has no command {seq}")
+                    if status_ == "failed" and detail.startswith("refused"):  # a command the cloud never sent
+                        refused_commands.append((device_id, seq, f"never sent by the cloud (forged on the way?); {detail}"))
+        return IngestResult(
+            stored=stored,
+            duplicates=plan.telemetry_records - stored,
+            gaps=new_gaps,
+            reports=plan.reports,
+            rejected=tuple(rejected),
+            site_alerts=tuple(site_alerts),
+            refused_commands=tuple(refused_commands),
+        )
+
+    def _upsert_devices(self, conn: sa.Connection, plan: BatchPlan, gateway_id: str, site: str, now_ms: int) -> None:
+        def row(device_id: str, seq: int) -> dict[str, Any]:
+            return {
+                "device_id": device_id,
+                "site_id": site,
+                "gateway_id": gateway_id,
+                "first_seen_ms": now_ms,
+                "last_seen_ms": now_ms,
+                "last_seq": seq,
+            }
+
+        if plan.last_seq:
+            ins = self._db.insert(devices)
+            conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[devices.c.device_id],
+                    set_={
+                        "site_id": ins.excluded.site_id,
+                        "gateway_id": ins.excluded.gateway_id,
+                        "last_seen_ms": greatest(devices.c.last_seen_ms, ins.excluded.last_seen_ms),
+                        "last_seq": greatest(devices.c.last_seq, ins.excluded.last_seq),
+                    },
+                ),
+                # sorted: concurrent writers on PostgreSQL take row locks in one order (no deadlock)
+                [row(device_id, seq) for device_id, seq in sorted(plan.last_seq.items())],
+            )
+        # a device known only from a gateway's gap report: registered, but not "seen"
+        reported = sorted({key[0] for key in plan.gaps} - plan.last_seq.keys())
+        if reported:
+            conn.execute(
+                self._db.insert(devices).on_conflict_do_nothing(index_elements=[devices.c.device_id]),
+                [row(device_id, 0) for device_id in reported],
+            )
+
+    def touch_gateway(self, gateway_id: str, site: str, now_ms: int, public_key: str | None = None) -> None:
+        """Record that a gateway was seen (e.g. at Hello); a ``None`` key keeps the stored one."""
+        with self._db.transaction(f"touch of gateway {gateway_id!r}") as conn:
+            self._upsert_site(conn, site, now_ms)
+            self._upsert_gateway(conn, gateway_id, site, now_ms, public_key)
+
+    def _upsert_site(self, conn: sa.Connection, site: str, now_ms: int) -> None:
+        ins = self._db.insert(sites).values(site_id=site, first_seen_ms=now_ms, last_seen_ms=now_ms)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[sites.c.site_id],
+                set_={"last_seen_ms": greatest(sites.c.last_seen_ms, ins.excluded.last_seen_ms)},
+            )
+        )
+
+    def _upsert_gateway(
+        self, conn: sa.Connection, gateway_id: str, site: str, now_ms: int, public_key: str | None
+    ) -> None:
+        ins = self._db.insert(gateways).values(
+            gateway_id=gateway_id, site_id=site, public_key=public_key, first_seen_ms=now_ms, last_seen_ms=now_ms
+        )
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[gateways.c.gateway_id],
+                set_={
+                    "site_id": ins.excluded.site_id,
+                    "public_key": sa.func.coalesce(ins.excluded.public_key, gateways.c.public_key),
+                    "last_seen_ms": greatest(gateways.c.last_seen_ms, ins.excluded.last_seen_ms),
+                },
+            )
+        )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        """Every device: device_id, site_id, gateway_id, first_seen_ms, last_seen_ms, last_seq
+        (the highest sequence stored in any of its streams; ``telemetry_summary`` has them per stream)."""
+        with self._db.transaction("listing devices", snapshot=True) as conn:
+            result = conn.execute(sa.select(devices).order_by(devices.c.device_id))
+            return [dict(row) for row in result.mappings()]
+
+    def list_sites(self) -> list[dict[str, Any]]:
+        """Every site: site_id, first_seen_ms, last_seen_ms, gateway_count, device_count, and ``links``:
+        gateway_id -> the ``link`` entry of that gateway's newest status (gateways without one are left out)."""
+        gateway_count = (
+            sa.select(sa.func.count()).select_from(gateways).where(gateways.c.site_id == sites.c.site_id)
+        ).scalar_subquery()
+        device_count = (
+            sa.select(sa.func.count()).select_from(devices).where(devices.c.site_id == sites.c.site_id)
+        ).scalar_subquery()
+        query = sa.select(
+            sites, gateway_count.label("gateway_count"), device_count.label("device_count")
+        ).order_by(sites.c.site_id)
+        statuses = sa.select(gateways.c.site_id, gateways.c.gateway_id, gateways.c.status).where(
+            gateways.c.status.is_not(None)
+        )
+        with self._db.transaction("listing sites", snapshot=True) as conn:
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+            links: dict[str, dict[str, Any]] = {}
+            for site_id, gateway_id, status in conn.execute(statuses.order_by(gateways.c.gateway_id)):
+                if isinstance(status, dict) and "link" in status:
+                    links.setdefault(site_id, {})[gateway_id] = status["link"]
+        for row in rows:
+            row["links"] = links.get(row["site_id"], {})
+        return rows
+
+    def site_detail(
+        self, site: str, now_ms: int | None = None, *, online_within_ms: int = ONLINE_WITHIN_MS
+    ) -> dict[str, Any] | None:
+        """One site's health, or None if the store has never seen ``site``.
+
+        ``gateways``: gateway_id, first_seen_ms, last_seen_ms, status (the gateway's newest
+        status map, or None), status_ts_ms and devices (how many it serves). ``devices``:
+        total, and online (records arrived within ``online_within_ms`` of ``now_ms``;
+        None when no ``now_ms`` is given). ``gap_totals``: as ``gap_totals(site=site)``.
+        """
+        per_gateway = (
+            sa.select(sa.func.count()).select_from(devices).where(devices.c.gateway_id == gateways.c.gateway_id)
+        ).scalar_subquery()
+        with self._db.transaction(f"detail of site {site!r}", snapshot=True) as conn:
+            row = conn.execute(sa.select(sites).where(sites.c.site_id == site)).mappings().first()
+            if row is None:
+                return None
+            gws = conn.execute(
+                sa.select(
+                    gateways.c.gateway_id,
+                    gateways.c.first_seen_ms,
+                    gateways.c.last_seen_ms,
+                    gateways.c.status,
+                    gateways.c.status_ts_ms,
+                    per_gateway.label("devices"),
+                )
+                .where(gateways.c.site_id == site)
+                .order_by(gateways.c.gateway_id)
+            ).mappings()
+            detail = dict(row) | {"gateways": [dict(g) for g in gws]}
+            of_site = devices.c.site_id == site
+            total = conn.execute(sa.select(sa.func.count()).select_from(devices).where(of_site)).scalar_one()
+            online = None
+            if now_ms is not None:
+                online = conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(devices)
+                    .where(of_site, devices.c.last_seen_ms >= now_ms - online_within_ms)
+                ).scalar_one()
+            detail["devices"] = {"total": total, "online": online, "online_within_ms": online_within_ms}
+            detail["gap_totals"] = self._gap_totals(conn, None, site)
+        return detail
+
+    def telemetry_summary(self) -> dict[str, Any]:
+        """Totals ``rows``, ``distinct`` (device_id, stream, seq) and ``duplicates_stored``, and ``devices``.
+
+        ``devices`` lists device_id, stream, count, min_seq and max_seq per device and
+        stream. The primary key keeps ``duplicates_stored`` at 0; it is reported so that
+        an end-to-end test can prove it rather than assume it.
+        """
+        keys = sa.select(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq).distinct().subquery()
+        per_stream = (
+            sa.select(
+                telemetry.c.device_id,
+                telemetry.c.stream,
+                sa.func.count().label("count"),
+                sa.func.min(telemetry.c.seq).label("min_seq"),
+                sa.func.max(telemetry.c.seq).label("max_seq"),
+            )
+            .group_by(telemetry.c.device_id, telemetry.c.stream)
+            .order_by(telemetry.c.device_id, telemetry.c.stream)
+        )
+        with self._db.transaction("telemetry summary", snapshot=True) as conn:
+            rows = conn.execute(sa.select(sa.func.count()).select_from(telemetry)).scalar_one()
+            distinct = conn.execute(sa.select(sa.func.count()).select_from(keys)).scalar_one()
+            per = [dict(row) for row in conn.execute(per_stream).mappings()]
+        return {"rows": rows, "distinct": distinct, "duplicates_stored": rows - distinct, "devices": per}
+
+    # -- gaps ----------------------------------------------------------------------------
+
+    def gaps(self, device_id: str | None = None, site: str | None = None) -> list[dict[str, Any]]:
+        """Reported gaps (of one device, of the devices of one site, or all), by device, stream and range:
+        reporter, device_id, stream, first_seq, last_seq, reason, count, ts_ms, received_ms."""
+        columns = [c for c in gaps.c if c.name != "id"]
+        query = _gap_filter(sa.select(*columns), device_id, site).order_by(
+            gaps.c.device_id, gaps.c.stream, gaps.c.first_seq, gaps.c.last_seq, gaps.c.reason, gaps.c.reporter
+        )
+        with self._db.transaction("listing gaps", snapshot=True) as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def gap_totals(self, device_id: str | None = None, site: str | None = None) -> list[dict[str, Any]]:
+        """Per device, stream and reason: ``ranges`` reported and ``count`` of records they dropped."""
+        with self._db.transaction("gap totals", snapshot=True) as conn:
+            return self._gap_totals(conn, device_id, site)
+
+    def _gap_totals(self, conn: sa.Connection, device_id: str | None, site: str | None) -> list[dict[str, Any]]:
+        # A gateway may evict a record it had already forwarded (its acknowledgement was lost in a cut):
+        # the record is reported dropped yet stored. ``count`` is what was really lost (reported and not
+        # stored), ``reported`` what the reports said, so stored + count == sent holds exactly.
+        arrived = (
+            sa.select(sa.func.count())
+            .where(
+                telemetry.c.device_id == gaps.c.device_id,
+                telemetry.c.stream == gaps.c.stream,
+                telemetry.c.seq.between(gaps.c.first_seq, gaps.c.last_seq),
+            )
+            .scalar_subquery()
+        )
+        query = _gap_filter(
+            sa.select(
+                gaps.c.device_id,
+                gaps.c.stream,
+                gaps.c.reason,
+                sa.func.count().label("ranges"),
+                sa.func.sum(gaps.c.count).label("reported"),
+                sa.func.sum(gaps.c.count - arrived).label("count"),
+            ),
+            device_id,
+            site,
+        ).group_by(gaps.c.device_id, gaps.c.stream, gaps.c.reason)
+        rows = conn.execute(query.order_by(gaps.c.device_id, gaps.c.stream, gaps.c.reason)).mappings()
+        # SUM is NUMERIC on PostgreSQL
+        return [dict(row) | {"count": int(row["count"]), "reported": int(row["reported"])} for row in rows]
+
+    def missing_ranges(self, device_id: str, stream: str) -> list[tuple[int, int]]:
+        """Unexplained gaps: ranges between the device's lowest and highest stored ``seq`` in ``stream``
+        that are neither stored nor covered by a reported gap. Empty is the promise kept."""
+        # the holes come from one ordered scan of the primary key (LAG over seq), never a row per record
+        ordered = (
+            sa.select(telemetry.c.seq, sa.func.lag(telemetry.c.seq).over(order_by=telemetry.c.seq).label("prev"))
+            .where(telemetry.c.device_id == device_id, telemetry.c.stream == stream)
+            .subquery()
+        )
+        holes = (
+            sa.select(ordered.c.prev + 1, ordered.c.seq - 1)
+            .where(ordered.c.seq > ordered.c.prev + 1)
+            .order_by(ordered.c.seq)
+        )
+        covered = sa.select(gaps.c.first_seq, gaps.c.last_seq).where(
+            gaps.c.device_id == device_id, gaps.c.stream == stream
+        )
+        with self._db.transaction(f"missing ranges of {device_id!r} {stream}", snapshot=True) as conn:
+            found = [(int(a), int(b)) for a, b in conn.execute(holes)]
+            if not found:
+                return []
+            reported = [(int(a), int(b)) for a, b in conn.execute(covered)]
+        return subtract_ranges(found, reported)
+
+    def records_of_kind(self, kind: str, device_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored records of one ``kind`` (e.g. "update": update outcomes), oldest first: device_id, stream,
+        seq, ts_ms, values."""
+        query = sa.select(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq, telemetry.c.ts_ms,
+                          telemetry.c["values"]).where(telemetry.c.kind == kind)
+        if device_id is not None:
+            query = query.where(telemetry.c.device_id == device_id)
+        with self._db.transaction(f"reading {kind!r} records", snapshot=True) as conn:
+            rows = conn.execute(query.order_by(telemetry.c.ts_ms, telemetry.c.device_id, telemetry.c.seq)).mappings()
+            return [dict(row) for row in rows]
+
+    def device_gateway(self, device_id: str) -> str | None:
+        """The gateway a device was last seen through, or None for a device the store does not know."""
+        with self._db.transaction(f"gateway of device {device_id!r}") as conn:
+            return conn.execute(
+                sa.select(devices.c.gateway_id).where(devices.c.device_id == device_id)
+            ).scalar_one_or_none()
+
+
+def _gap_filter(query: sa.Select[Any], device_id: str | None, site: str | None) -> sa.Select[Any]:
+    if device_id is not None:
+        query = query.where(gaps.c.device_id == device_id)
+    if site is not None:
+        query = query.join(devices, devices.c.device_id == gaps.c.device_id).where(devices.c.site_id == site)
+    return query
