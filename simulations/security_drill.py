@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from common.command_auth import sign_command
 from common.durable_queue import DurableQueue
+from common.keyfiles import load_private_key
 from common.keys import load_or_create_keypair
 from common.protocol import Command, encode
 from simulations.fleet import ProcFleet
@@ -65,8 +65,7 @@ def _revocation_version(fleet: ProcFleet, gateway: str) -> int:
 
 def _forge(fleet: ProcFleet, gateway: str, victim: str, real: dict[str, Any]) -> dict[str, set[int]]:
     """Write forged and replayed commands into the (stopped) gateway's held-command queue."""
-    cloud_key = serialization.load_pem_private_key((fleet.dir("cloud") / "signing.key").read_bytes(), None)
-    assert isinstance(cloud_key, Ed25519PrivateKey)
+    cloud_key = load_private_key(fleet.dir("cloud") / "signing.key", what="the cloud's signing key")
     # the signed command as it passed through this gateway (signing is deterministic: the same bytes)
     captured = sign_command(victim, real["seq"], real["name"], dict(real["args"] or {}),
                             issued_ms=real["created_ms"], expires_ms=real["expires_ms"], key=cloud_key)
