@@ -82,6 +82,7 @@ from common.protocol import (  # noqa: E402
 from common.streams import GATEWAY_POLICIES  # noqa: E402
 from gateway.core import FRAME_OVERHEAD  # noqa: E402
 from simulations.fleet import ProcFleet  # noqa: E402
+from simulations.teardown import exit_on_signals  # noqa: E402
 
 GATEWAY, SITE, PROBE = "gw-1", "site-1", "probe-1"
 BATCH_MAX, BATCH_BYTES = 1000, 512 * 1024  # what the gateway's QueueSender reads per ForwardBatch
@@ -450,6 +451,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+    exit_on_signals()  # SIGTERM/SIGINT unwind to run()'s finally, which stops the cloud and the gateway
 
     def say(line: str) -> None:
         if not args.json_only:

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from simulations.fleet import ProcFleet
+from simulations.teardown import exit_on_signals
 from simulations.update_drill import HW, make_release, roll_out, wait_for_outcomes
 
 __all__ = ["demo", "run_demo"]
@@ -251,6 +252,7 @@ def demo(
     summary compares what the agents produced with what the cloud stored.
     Exit status 1 if anything was lost or stored twice.
     """
+    exit_on_signals()  # SIGTERM/SIGINT unwind to each drill's finally, which stops every node it started
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     if security_drill:
         from simulations.security_drill import report, run_security_drill
