@@ -142,6 +142,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         (what it concerned is retried by its protocol: an unacknowledged batch is resent)."""
 
         def done(fut: asyncio.Future) -> None:
+            if fut.cancelled():  # the cloud is stopping: it never ran, so nothing is acknowledged
+                return
             exc = fut.exception()
             if exc is None:
                 then(fut.result())
@@ -206,7 +208,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         out = alerts.tick(_now_ms())
         if out.rows or out.events:
             loop.run_in_executor(store_thread, store.save_alerts, out.rows).add_done_callback(
-                lambda fut: deliver(out, fut.exception())
+                lambda fut: None if fut.cancelled() else deliver(out, fut.exception())
             )
 
     def deliver(out: TickResult, exc: BaseException | None) -> None:
@@ -298,12 +300,16 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     try:
         await stop.wait()
     finally:
+        log.info("cloud stopping")
         for timer in timers.values():
             timer.cancel()
         fleet_jobs.stop()
         if revoke_retired in lifecycle.ON_RETIRE:
             lifecycle.ON_RETIRE.remove(revoke_retired)
         await runner.stop()
+        # the store thread takes no new work: the transaction in hand commits, queued batches are dropped
+        # unacknowledged (their gateways send them again), then the store closes on that thread
+        store_thread.shutdown(wait=False, cancel_futures=True, last=store.close)
         await firmware.stop()
         await server.stop()
         await api.stop()
@@ -312,10 +318,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         await http.aclose()
         auth.stop()
         ctx.destroy(linger=0)
-        store_thread.submit(store.close).result()
-        store_thread.shutdown()
+        await asyncio.to_thread(store_thread.join)  # the call in hand, without blocking the loop
         firmware_counters = {f"firmware_{k}": v for k, v in firmware.counters.items()}
-        log.info("cloud stopped", extra=core.counters | firmware_counters | {f"alerts_{k}": v for k, v in alerts.counters.items()})
+        log.info("cloud stopped", extra=core.counters | firmware_counters | {f"alerts_{k}": v for k, v in alerts.counters.items()}
+                 | {"store_calls_dropped": store_thread.cancelled})
     return dict(core.counters) | firmware_counters
 
 
