@@ -15,7 +15,7 @@ Candidates, each a patch format (``_format.METHOD_CODES``):
   which is fast and small in memory on any image size;
 - ``bsdiff4``: plain BSDIFF40, only for small images (RAM, quadratic on zero runs);
 - ``zstd-patch-from``: zstd with the old image as a dictionary, window
-  covering old + new, at the strongest settings the budget allows
+  covering old + new, at the strongest settings a quarter of the budget allows
   (``/ultra``: level 22 with long-distance matching, two frames tried;
   ``/ultra-stream``: one; ``/19``: level 19).
 
@@ -183,13 +183,13 @@ def _local_candidate(old_size: int, new_size: int, memory_budget_bytes: int, tim
 
 
 def _zstd_candidate(old_size: int, new_size: int, memory_budget_bytes: int, time_budget_s: float) -> Candidate:
-    """The strongest zstd settings whose estimate fits half the time budget and the memory budget; else
-    level 19, skipped if even that does not fit."""
+    """The strongest zstd settings whose estimate fits a quarter of the time budget (the other candidates
+    share it) and the memory budget; else level 19, skipped if even that does not fit."""
     for settings, (level, _ldm, frames) in _methods.ZSTD_SETTINGS.items():
         ultra = level > _methods.ZSTD_LEVEL
         est_bytes = 2 * (old_size + new_size) + (768 if ultra else 128) * MiB + _BASE_RSS
         est_s = _S_PER_MIB["zstd-22" if ultra else ZSTD] * len(frames) * new_size / MiB
-        if ultra and (new_size > ULTRA_LIMIT or est_s > time_budget_s / 2 or est_bytes > memory_budget_bytes):
+        if ultra and (new_size > ULTRA_LIMIT or est_s > time_budget_s / 4 or est_bytes > memory_budget_bytes):
             continue
         skip = _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)
         return Candidate(ZSTD, f"{ZSTD}/{settings}", {"settings": settings}, est_bytes, est_s, skip)

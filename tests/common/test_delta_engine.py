@@ -197,10 +197,10 @@ def test_plan_is_pure_and_respects_budgets():
     assert all(c.est_bytes < 2 << 30 for c in big if c.skip is None)
     small = plan_candidates(MiB, MiB, time_budget_s=110, memory_budget_bytes=2 << 30)
     assert [c.label for c in small if c.skip is None] == ["bsdiff4-blocks/whole", "zstd-patch-from/ultra", "bsdiff4"]
-    # the strongest zstd settings that fit half the time budget, level 19 when none of the ultra ones do
-    assert [c.label for c in plan_candidates(8 * MiB, 8 * MiB, time_budget_s=30, memory_budget_bytes=2 << 30,
+    # the strongest zstd settings that fit a quarter of the time budget, level 19 when none of the ultra ones do
+    assert [c.label for c in plan_candidates(8 * MiB, 8 * MiB, time_budget_s=60, memory_budget_bytes=2 << 30,
                                              methods=[ZSTD])] == ["zstd-patch-from/ultra-stream"]
-    assert [c.label for c in plan_candidates(8 * MiB, 8 * MiB, time_budget_s=16, memory_budget_bytes=2 << 30,
+    assert [c.label for c in plan_candidates(8 * MiB, 8 * MiB, time_budget_s=32, memory_budget_bytes=2 << 30,
                                              methods=[ZSTD])] == ["zstd-patch-from/19"]
     tight = plan_candidates(64 * MiB, 64 * MiB, time_budget_s=110, memory_budget_bytes=1 << 30)
     assert tight[0].label == "bsdiff4-blocks/local" and tight[0].skip is None  # whole: 19 x 64 MiB > 1 GiB
