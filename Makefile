@@ -21,8 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# every benchmark in its quick mode against benchmarks/floors.toml; exits 1 if a floor is not met (not in CI)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/queue.py
+	$(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

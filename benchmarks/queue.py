@@ -18,7 +18,7 @@ stdout; the last line is one JSON object.
 run, started and stopped by this script, so anyone can reproduce "busy". The
 floor is 0.35 quiet and 0.33 with ``--busy`` (``floor`` in the JSON). The load
 average and CPU pressure at the start and end are reported either way, to say
-how quiet "quiet" was. ``--quick`` runs 3 x 100,000 records (``make bench``).
+how quiet "quiet" was. ``--quick`` runs 5 x 200,000 records (``make bench``).
 
     .venv/bin/python benchmarks/queue.py [--records N] [--runs R] [--busy [N]] [--quick] [--json-only]
 """
@@ -122,16 +122,16 @@ def _baseline_run(path: str, records: int, payload: bytes, *, cursor: bool = Tru
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=None, help="appends per run (default 400000; --quick 100000)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per side; the best is reported (default 5; --quick 3)")
+    parser.add_argument("--records", type=int, default=None, help="appends per run (default 400000; --quick 200000)")
+    parser.add_argument("--runs", type=int, default=None, help="runs per side; the best is reported (default 5 and --quick)")
     parser.add_argument("--busy", type=int, nargs="?", const=1, default=0,
                         help="keep N cores busy (default 1) with a spinning process each while measuring")
-    parser.add_argument("--quick", action="store_true", help="3 runs of 100,000 records (make bench)")
+    parser.add_argument("--quick", action="store_true", help="5 runs of 200,000 records (make bench)")
     parser.add_argument("--dir", default=None, help="where to put the LMDB files (default: a temp dir)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args(argv)
-    args.records = args.records or (100_000 if args.quick else 400_000)
-    args.runs = args.runs or (3 if args.quick else 5)
+    args.records = args.records or (200_000 if args.quick else 400_000)
+    args.runs = args.runs or 5
     exit_on_signals()  # a SIGTERM still stops the spinners and removes the temp dir
 
     def say(line: str) -> None:
