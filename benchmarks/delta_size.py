@@ -56,7 +56,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 from debian_pairs import PairUnavailable, released_pair
 from fsimage import build_fs_pair, source_files
 
-from simulations.teardown import exit_on_signals
+from simulations.teardown import exit_on_signals, stop_at_exit
 
 CACHE = HERE / ".cache"
 MiB = 1 << 20
@@ -132,7 +132,9 @@ def run_measured(cmd: list[str], timeout: float, stdin: bytes | None = None) -> 
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV,
+        start_new_session=True,  # its own group: an interrupted run kills it with its children (our candidates)
     )
+    stop_at_exit(proc)
     if stdin is not None:
         proc.stdin.write(stdin)
         proc.stdin.close()

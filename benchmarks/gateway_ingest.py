@@ -243,7 +243,9 @@ def _child(role: str, cfg: dict) -> subprocess.Popen[str]:
     assert p.stdin is not None
     p.stdin.write(json.dumps(cfg))
     p.stdin.close()
-    return p
+    from simulations.teardown import stop_at_exit
+
+    return stop_at_exit(p)  # killed at exit if an interrupted run left it
 
 
 def _drive(endpoint: str, server_key: str, keys: list[tuple[str, str, str]], args: argparse.Namespace,

@@ -157,6 +157,9 @@ class LoadGen:
             [sys.executable, os.path.abspath(__file__), "--loadgen", str(spec_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
+        from simulations.teardown import stop_at_exit
+
+        stop_at_exit(self.popen)  # killed at exit if an interrupted run left it
         self.state = {"hello": 0, "ready": 0}
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
