@@ -312,8 +312,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         store_thread.shutdown(wait=False, cancel_futures=True, last=store.close)
         await firmware.stop()
         await server.stop()
-        await api.stop()
         await releases.stop()
+        _end_children()  # a delta still being made is abandoned (its temp file goes at the next start), not awaited
+        await api.stop()  # after: a release request waiting on that delta now fails at once instead of holding it
         await webhooks.stop(drain_s=2.0)
         await http.aclose()
         auth.stop()
@@ -338,6 +339,18 @@ def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
     enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
     return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
                            cert_days=cfg.cert_days)
+
+
+def _end_children() -> None:
+    """SIGKILL this process's children and theirs: the delta pool's workers and their candidates. Waiting for
+    them (the interpreter joins a process pool at exit) held a stopping cloud for a delta's whole time budget."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def _now_ms() -> int:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from common.clock import SteadyClock
@@ -168,3 +170,39 @@ def test_an_agent_stops_within_its_drain_and_the_bound_and_keeps_its_buffer(flee
         q.close()
     assert held == stats["buffered"]  # everything it took is still there, durable
     assert sum(stats["produced"].values()) == sum(held.values()) + sum(stats["acked"].values())
+
+
+def test_the_cloud_stops_within_the_bound_while_making_a_delta_and_leaves_no_worker_behind(fleet: ProcFleet) -> None:
+    from simulations.delivery import make_key, make_versions, publish
+
+    key = make_key(fleet.root / "key")
+    images = make_versions(fleet.root / "images", ["1.0.0", "1.1.0"], 32 << 20)  # a delta of a minute or so
+    fleet.start_cloud(["--release-key", str(key.public)])
+    publish(fleet, key, images["1.0.0"], "1.0.0", "hw-1")
+    def second() -> None:
+        try:
+            publish(fleet, key, images["1.1.0"], "1.1.0", "hw-1")
+        except RuntimeError:  # the stop cuts it short: expected
+            pass
+
+    threading.Thread(target=second, daemon=True).start()
+    cloud = psutil.Process(fleet.procs["cloud"].popen.pid)
+    wait_for(lambda: any("multiprocessing" in " ".join(c.cmdline()) for c in cloud.children(recursive=True)), 60,
+             "the cloud to start computing the delta")
+    code, took = sigterm_and_time(fleet, "cloud")
+    assert code == 0
+    assert took < STOP_BOUND_S, f"the cloud took {took:.1f} s to stop while making a delta"
+    wait_for(lambda: not fleet_processes(fleet), 5, "no process of the fleet to be left")
+
+
+def fleet_processes(fleet: ProcFleet) -> list[int]:
+    """Live processes carrying this fleet's EDGEFLEET_FLEET marker (nodes and anything they started)."""
+    marker = f"EDGEFLEET_FLEET={fleet.root}".encode()
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and marker in Path(f"/proc/{p.pid}/environ").read_bytes().split(b"\0"):
+                out.append(p.pid)
+        except (psutil.Error, OSError):
+            pass
+    return out
