@@ -50,7 +50,7 @@ from cloud.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
-from common.process import stop_on_signals
+from common.process import kill_children, stop_on_signals
 from common.protocol import Command
 from common.protocol.messages import KeyRotation
 from common.runner import NodeRunner
@@ -313,7 +313,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         await firmware.stop()
         await server.stop()
         await releases.stop()
-        _end_children()  # a delta still being made is abandoned (its temp file goes at the next start), not awaited
+        kill_children()  # a delta still being made is abandoned (its temp file goes at the next start), not awaited
         await api.stop()  # after: a release request waiting on that delta now fails at once instead of holding it
         await webhooks.stop(drain_s=2.0)
         await http.aclose()
@@ -339,18 +339,6 @@ def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
     enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
     return SecurityService(store, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
                            cert_days=cfg.cert_days)
-
-
-def _end_children() -> None:
-    """SIGKILL this process's children and theirs: the delta pool's workers and their candidates. Waiting for
-    them (the interpreter joins a process pool at exit) held a stopping cloud for a delta's whole time budget."""
-    import psutil
-
-    for child in psutil.Process().children(recursive=True):
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
 
 
 def _now_ms() -> int:

@@ -383,6 +383,9 @@ def make_delta(
                     if cand.label == "bsdiff4-blocks/whole" and blocks_window == "auto":
                         # fall back to local windows: fast and small on any image
                         queue.appendleft(_local_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
+        if not made:  # raised without waiting for the full image's size (a daemon thread): nothing to compare
+            notes = "; ".join(f"{a.label}: {a.note}" for a in attempts)
+            raise DeltaError(f"no delta from {old!r} to {new!r}: no candidate finished ({notes})")
         full_thread.join()
         if "error" in full:
             raise DeltaError(f"cannot compress {new!r} to size the full image: {full['error']}") from full["error"]
@@ -397,9 +400,6 @@ def make_delta(
             "new_sha256": new_sha,
             "attempts": tuple(attempts),
         }
-        if not made:
-            notes = "; ".join(f"{a.label}: {a.note}" for a in attempts)
-            raise DeltaError(f"no delta from {old!r} to {new!r}: no candidate finished ({notes})")
         best_label = min(made, key=lambda k: made[k][0])
         best_size, best_path = made[best_label]
         method = _method_of(best_label)
