@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 from collections.abc import Callable
 
 __all__ = ["Periodic", "kill_children", "stop_on_signals"]
@@ -21,7 +22,14 @@ def stop_on_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> Non
 
 def kill_children() -> int:
     """SIGKILL this process's child processes and theirs (a node's delta workers and their candidates) so that
-    a stopping node does not wait for work it has given up; returns how many there were."""
+    a stopping node does not wait for work it has given up; returns how many there were.
+
+    Only from the main thread, where a node's CLI runs it and the process is the node; a node run in a thread
+    of another program (tests run the cloud so) leaves that program's children alone, as ``stop_on_signals``
+    leaves its signals.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return 0
     import psutil  # only a stopping node pays for the import
 
     children = psutil.Process().children(recursive=True)
