@@ -33,6 +33,7 @@ from pathlib import Path  # noqa: E402
 import psutil  # noqa: E402
 
 from simulations.fleet import ProcFleet  # noqa: E402
+from simulations.teardown import exit_on_signals  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -83,8 +84,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to watch the agent (default 10)")
     parser.add_argument("--sample-interval", type=float, default=1.0, help="agent's telemetry interval (default 1 s)")
+    parser.add_argument("--quick", action="store_true", help="watch 5 s (make bench)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 5.0)
+    exit_on_signals()  # SIGTERM/SIGINT unwind to measure()'s finally, which stops the fleet
 
     def say(line: str) -> None:
         if not args.json_only:

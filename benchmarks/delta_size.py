@@ -1,7 +1,11 @@
 """Delta size, time and memory: EdgeFleet's delta engine against bsdiff4, zstd patch-from, xdelta3 and zstd full.
 
-Pairs (issue 4's acceptance):
+Pairs (issue 4's acceptance, and issue 13's: never larger than the bare zstd tool):
 
+- real binaries of two released versions of Debian packages (``openssh-client``'s
+  ``ssh`` and ``ssh-keysign``, ``libssl3``'s ``libcrypto.so.3``, and the package's
+  gzipped changelog, which nothing compresses), fetched once with ``apt-get
+  download`` into ``benchmarks/.cache/deb/`` (``benchmarks/debian_pairs.py``);
 - real shared libraries from two released versions of a PyPI wheel, downloaded
   once with ``pip download`` into ``benchmarks/.cache/`` (git-ignored):
   cryptography's ``_rust.abi3.so`` 44.0.3 -> 45.0.5 and 45.0.4 -> 45.0.5,
@@ -20,10 +24,15 @@ full image while a candidate runs). bsdiff4 and xdelta3 get ``--tool-timeout`` s
 recorded as ``"timeout"`` past it. zstd patch-from is python-zstandard at
 level 19 with the old image as a raw-content dictionary and the window set to
 cover old + new; zstd full is level 19 with a window covering the image.
+``zstd --patch-from`` is the zstd command itself (``zstd -19`` and ``zstd --ultra
+-22``, each with ``--long`` over old + new; the smaller counts): the bare tool
+our patch must never be larger than (``ours_over_zstd_cli`` <= 1.0).
 
-    .venv/bin/python benchmarks/delta_size.py [--large] [--only NAME] [--tool-timeout S] [--json-only]
+    .venv/bin/python benchmarks/delta_size.py [--quick] [--large] [--only NAME] [--tool-timeout S] [--json-only]
 
-Progress goes to stdout; the last line is one JSON object ``{"pairs": [...]}``.
+``--quick`` (``make bench``) runs only the openssh-client pairs, without plain
+bsdiff4 and xdelta3. Progress goes to stdout; the last line is one JSON object
+``{"pairs": [...], "ours_over_zstd_cli_max": ..., "ours_le_zstd_cli": ...}``.
 """
 
 from __future__ import annotations
@@ -44,7 +53,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(HERE)]
 
+from debian_pairs import PairUnavailable, released_pair
 from fsimage import build_fs_pair, source_files
+
+from simulations.teardown import exit_on_signals, stop_at_exit
 
 CACHE = HERE / ".cache"
 MiB = 1 << 20
@@ -55,6 +67,15 @@ WHEEL_PAIRS = [
     ("cryptography-so-45.0.4-45.0.5", "cryptography", "45.0.4", "45.0.5", "cryptography/hazmat/bindings/_rust.abi3.so"),
     ("libzmq-so-pyzmq-26.2.0-27.1.0", "pyzmq", "26.2.0", "27.1.0", "pyzmq.libs/libzmq-"),
 ]
+
+# (pair name, Debian package, file in the package); the oldest and newest version apt offers
+DEB_PAIRS = [
+    ("deb-ssh-openssh-client", "openssh-client", "usr/bin/ssh"),
+    ("deb-ssh-keysign-openssh-client", "openssh-client", "usr/lib/openssh/ssh-keysign"),
+    ("deb-changelog-gz-openssh-client", "openssh-client", "usr/share/doc/openssh-client/changelog.Debian.gz"),
+    ("deb-libcrypto-libssl3", "libssl3", "usr/lib/x86_64-linux-gnu/libcrypto.so.3"),
+]
+QUICK_PAIRS = ("deb-ssh-openssh-client", "deb-ssh-keysign-openssh-client", "deb-changelog-gz-openssh-client")
 
 _ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
 
@@ -111,7 +132,9 @@ def run_measured(cmd: list[str], timeout: float, stdin: bytes | None = None) -> 
     proc = subprocess.Popen(
         cmd, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_ENV,
+        start_new_session=True,  # its own group: an interrupted run kills it with its children (our candidates)
     )
+    stop_at_exit(proc)
     if stdin is not None:
         proc.stdin.write(stdin)
         proc.stdin.close()
@@ -194,7 +217,27 @@ def child_rss_mb(r: dict) -> int:
         return r["rss_mb"]
 
 
-def measure_pair(name: str, old: Path, new: Path, work: Path, *, tool_timeout: float, budget: float) -> dict:
+def zstd_cli(old: Path, new: Path, out: Path, timeout: float) -> dict:
+    """The zstd command's own patch-from (-19 and --ultra -22, --long over old + new): the smaller, its time."""
+    tool = shutil.which("zstd")
+    if tool is None:
+        return {"bytes": None, "seconds": None, "note": "not installed (apt-get install zstd)"}
+    wlog = min(31, max(10, (old.stat().st_size + new.stat().st_size - 1).bit_length()))
+    best: dict = {"bytes": None, "seconds": None}
+    for level in (["-19"], ["--ultra", "-22"]):
+        r = run_measured([tool, "-q", "-f", *level, f"--long={wlog}", f"--patch-from={old}", str(new), "-o", str(out)],
+                         timeout=timeout)
+        if r["timeout"]:
+            continue
+        size = out.stat().st_size
+        if best["bytes"] is None or size < best["bytes"]:
+            best = {"bytes": size, "seconds": r["seconds"], "args": " ".join([*level, f"--long={wlog}"])}
+    return best
+
+
+def measure_pair(
+    name: str, old: Path, new: Path, work: Path, *, tool_timeout: float, budget: float, quick: bool = False
+) -> dict:
     log(f"== {name}: old {old.stat().st_size / MiB:.2f} MiB, new {new.stat().st_size / MiB:.2f} MiB")
     row: dict = {"name": name, "old_bytes": old.stat().st_size, "new_bytes": new.stat().st_size}
 
@@ -224,6 +267,21 @@ def measure_pair(name: str, old: Path, new: Path, work: Path, *, tool_timeout: f
         out.unlink()
     else:
         row.update(ours_apply_s=None, ours_apply_peak_rss_mb=None)
+
+    # the zstd command itself: the bare tool our patch must never be larger than
+    cli = zstd_cli(old, new, work / f"{name}.cli.zst", max(tool_timeout, 300))
+    row["zstd_cli_bytes"], row["zstd_cli_args"] = cli["bytes"], cli.get("args")
+    # ours where no delta was worth it: the smallest candidate it made (it ships the full image instead)
+    made = [a["patch_size"] for a in ours["attempts"] if a["patch_size"]]
+    ours_any = row["ours_bytes"] if row["ours_bytes"] is not None else (min(made) if made else None)
+    row["ours_over_zstd_cli"] = round(ours_any / cli["bytes"], 5) if ours_any and cli["bytes"] else None
+    row["ours_minus_zstd_cli_bytes"] = ours_any - cli["bytes"] if ours_any and cli["bytes"] else None
+    log(f"  zstd --patch-from ({cli.get('args') or cli.get('note')}): {cli['bytes']} B; "
+        f"ours {ours_any} B: ratio {row['ours_over_zstd_cli']}")
+    if quick:
+        for f in work.glob(f"{name}.*"):
+            f.unlink()
+        return row
 
     # plain bsdiff4
     out = work / f"{name}.bsdiff4"
@@ -270,31 +328,60 @@ def main() -> None:
     ap.add_argument("--only", action="append", default=[], help="run only pairs whose name contains this")
     ap.add_argument("--tool-timeout", type=float, default=60.0, help="seconds for bsdiff4 and xdelta3 [60]")
     ap.add_argument("--budget", type=float, default=110.0, help="our engine's time budget in seconds [110]")
+    ap.add_argument("--quick", action="store_true", help="only the openssh-client pairs, against the zstd tool")
     ap.add_argument("--json-only", action="store_true", help="print only the JSON line")
     a = ap.parse_args()
+    exit_on_signals()  # a SIGTERM still ends the tool processes (run_measured) and removes the work directory
     if a.json_only:
         global log
         log = lambda msg: None
+    if a.quick:
+        a.only = a.only or list(QUICK_PAIRS)
+
+    def wanted(name: str) -> bool:
+        return not a.only or any(s in name for s in a.only)
 
     inputs: list[tuple[str, Path, Path]] = []
-    for name, pkg, v_old, v_new, member in WHEEL_PAIRS:
-        if a.only and not any(s in name for s in a.only):
+    skipped: dict[str, str] = {}
+    for name, pkg, member in DEB_PAIRS:
+        if not wanted(name):
             continue
-        inputs.append((name, wheel_binary(pkg, v_old, member), wheel_binary(pkg, v_new, member)))
+        try:
+            d_old, d_new = released_pair(pkg, CACHE / "deb")
+        except PairUnavailable as exc:
+            skipped[name] = str(exc)
+            log(f"== {name}: skipped: {exc}")
+            continue
+        inputs.append((f"{name}-{(d_old / '.done').read_text()}-{(d_new / '.done').read_text()}",
+                       d_old / "root" / member, d_new / "root" / member))
+    for name, pkg, v_old, v_new, member in WHEEL_PAIRS:
+        if wanted(name):
+            inputs.append((name, wheel_binary(pkg, v_old, member), wheel_binary(pkg, v_new, member)))
     fs = [("fs-image-32MiB-2pct", 32, [])]
     if a.large:
         fs.append(("fs-image-256MiB-2pct", 256, [Path("/usr/lib/x86_64-linux-gnu"), Path(sysconfig.get_paths()["purelib"])]))
     for name, size, extra in fs:
-        if a.only and not any(s in name for s in a.only):
-            continue
-        inputs.append((name, *fs_pair(size, extra)))
+        if wanted(name):
+            inputs.append((name, *fs_pair(size, extra)))
 
     rows = []
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as work:
         for name, old, new in inputs:
-            rows.append(measure_pair(name, old, new, Path(work), tool_timeout=a.tool_timeout, budget=a.budget))
-    print(json.dumps({"pairs": rows}), flush=True)
+            rows.append(measure_pair(name, old, new, Path(work), tool_timeout=a.tool_timeout, budget=a.budget,
+                                     quick=a.quick))
+    ratios = [r["ours_over_zstd_cli"] for r in rows if r.get("ours_over_zstd_cli") is not None]
+    for r in rows:
+        log(f"{r['name']}: ours {r['ours_bytes'] or r['ours_method']} vs zstd --patch-from {r.get('zstd_cli_bytes')}: "
+            f"ratio {r.get('ours_over_zstd_cli')}")
+    print(json.dumps({
+        "benchmark": "delta_size",
+        "pairs": rows,
+        "skipped": skipped,
+        "ours_over_zstd_cli_max": max(ratios) if ratios else None,
+        "ours_le_zstd_cli": bool(ratios) and all(r["ours_minus_zstd_cli_bytes"] <= 0 for r in rows
+                                                 if r.get("ours_minus_zstd_cli_bytes") is not None),
+    }), flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ Progress goes to stdout; the last line is one JSON object with ``drain_seconds``
 the cap; target >= 0.90), ``max_1s_over_cap`` (the largest wire bytes in any 1 s
 sliding window over the cap; target <= 1.05), ``critical_p99_ms`` and ``records``.
 
-    .venv/bin/python benchmarks/drain.py [--records 1000000] [--target-seconds 60] [--cap B/S] [--burst B]
+    .venv/bin/python benchmarks/drain.py [--records 1000000] [--target-seconds 60] [--cap B/S] [--burst B] [--quick]
+                                         [--max-seconds S]
                                          [--renice -10] [--dump samples.json] [--json-only]
 """
 
@@ -82,6 +83,7 @@ from common.protocol import (  # noqa: E402
 from common.streams import GATEWAY_POLICIES  # noqa: E402
 from gateway.core import FRAME_OVERHEAD  # noqa: E402
 from simulations.fleet import ProcFleet  # noqa: E402
+from simulations.teardown import exit_on_signals  # noqa: E402
 
 GATEWAY, SITE, PROBE = "gw-1", "site-1", "probe-1"
 BATCH_MAX, BATCH_BYTES = 1000, 512 * 1024  # what the gateway's QueueSender reads per ForwardBatch
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace, say) -> dict[str, object]:
             renice(procs.values(), args.renice)
         cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in procs.items()}
 
-        deadline = t_first + max(600.0, 10 * charged / cap)
+        deadline = t_first + (args.max_seconds or max(600.0, 10 * charged / cap))
         last_print = t_first
         while True:
             time.sleep(0.05)
@@ -448,8 +450,15 @@ def main() -> int:
                         help="nice value for the cloud and gateway processes, e.g. -10 on a machine shared with other work")
     parser.add_argument("--dump", help="write the raw samples (uplink bytes, stored rows, alert times) to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")
+    parser.add_argument("--max-seconds", type=float, default=0.0,
+                        help="give up if the drain has not finished after this long (default max(600, 10x expected))")
+    parser.add_argument("--quick", action="store_true", help="100,000 records, a 20 s drain, give up after 120 s (make bench)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args()
+    if args.quick:
+        args.records, args.target_seconds = min(args.records, 100_000), min(args.target_seconds, 20.0)
+        args.max_seconds = args.max_seconds or 120.0
+    exit_on_signals()  # SIGTERM/SIGINT unwind to run()'s finally, which stops the cloud and the gateway
 
     def say(line: str) -> None:
         if not args.json_only:

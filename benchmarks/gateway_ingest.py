@@ -245,7 +245,9 @@ def _child(role: str, cfg: dict) -> subprocess.Popen[str]:
     assert p.stdin is not None
     p.stdin.write(json.dumps(cfg))
     p.stdin.close()
-    return p
+    from simulations.teardown import stop_at_exit
+
+    return stop_at_exit(p)  # killed at exit if an interrupted run left it
 
 
 def _drive(endpoint: str, server_key: str, keys: list[tuple[str, str, str]], args: argparse.Namespace,
@@ -407,6 +409,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="run the gateway without site alerts (a gateway runs them by default; they are on here)")
     parser.add_argument("--dir", default=None, help="where to put data directories (default: a temp dir)")
     parser.add_argument("--py-spy", metavar="FILE", help="write a py-spy profile (raw) of the gateway to FILE")
+    parser.add_argument("--quick", action="store_true", help="2 s warm-up, 5 s counted, one run per side (make bench)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -417,6 +420,11 @@ def main(argv: list[str] | None = None) -> None:
         else:
             run_baseline_server(cfg)
         return
+    if args.quick:
+        args.warmup, args.seconds, args.runs = min(args.warmup, 2.0), min(args.seconds, 5.0), 1
+    from simulations.teardown import exit_on_signals
+
+    exit_on_signals()  # SIGTERM/SIGINT unwind to the finally blocks that stop the gateway and the baselines
 
     def say(line: str) -> None:
         if not args.json_only:

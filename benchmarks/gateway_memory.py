@@ -157,6 +157,9 @@ class LoadGen:
             [sys.executable, os.path.abspath(__file__), "--loadgen", str(spec_path)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
+        from simulations.teardown import stop_at_exit
+
+        stop_at_exit(self.popen)  # killed at exit if an interrupted run left it
         self.state = {"hello": 0, "ready": 0}
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
@@ -309,12 +312,18 @@ def main() -> int:
     parser.add_argument("--loadgens", type=int, default=2, help="load-generator processes (default 2)")
     parser.add_argument("--connect-rate", type=int, default=200, help="new connections per second (default 200)")
     parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")
+    parser.add_argument("--quick", action="store_true", help="a 200,000-record backlog, 5 s of sampling (make bench)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loadgen:
         asyncio.run(_loadgen(json.loads(Path(args.loadgen).read_text())))
         return 0
+    if args.quick:
+        args.records, args.seconds, args.drain_seconds = min(args.records, 200_000), min(args.seconds, 5.0), 0.0
+    from simulations.teardown import exit_on_signals
+
+    exit_on_signals()  # SIGTERM/SIGINT unwind to run()'s finally: load generators and fleet stopped
 
     def say(line: str) -> None:
         if not args.json_only:

@@ -35,6 +35,7 @@ import zmq.asyncio  # noqa: E402
 
 from simulations.delivery import SimDevice, make_key, make_versions, publish  # noqa: E402
 from simulations.fleet import ProcFleet  # noqa: E402
+from simulations.teardown import exit_on_signals  # noqa: E402
 
 HW = "sim-board-1"
 
@@ -58,7 +59,12 @@ def main() -> None:
     ap.add_argument("--sites", type=int, default=3)
     ap.add_argument("--devices-per-site", type=int, default=20)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--quick", action="store_true", help="4 devices per site (make bench); WAN bytes do not depend on it")
+    ap.add_argument("--json-only", action="store_true", help="accepted for make bench; progress still goes to stdout")
     args = ap.parse_args()
+    if args.quick:
+        args.devices_per_site = min(args.devices_per_site, 4)
+    exit_on_signals()  # SIGTERM/SIGINT unwind to the finally below, which stops the fleet
     root = args.workdir or Path(tempfile.mkdtemp(prefix="wan-bytes-"))
     fleet = ProcFleet(root / "fleet", heartbeat_s=1.0)
     t0 = time.monotonic()

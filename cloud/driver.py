@@ -52,7 +52,7 @@ from cloud.alerts.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
-from common.process import stop_on_signals
+from common.process import kill_children, stop_on_signals
 from common.protocol import Command
 from common.protocol.messages import KeyRotation
 from common.runner import NodeRunner
@@ -144,6 +144,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         (what it concerned is retried by its protocol: an unacknowledged batch is resent)."""
 
         def done(fut: asyncio.Future) -> None:
+            if fut.cancelled():  # the cloud is stopping: it never ran, so nothing is acknowledged
+                return
             exc = fut.exception()
             if exc is None:
                 then(fut.result())
@@ -208,7 +210,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         out = alerts.tick(_now_ms())
         if out.rows or out.events:
             loop.run_in_executor(store_thread, store.save_alerts, out.rows).add_done_callback(
-                lambda fut: deliver(out, fut.exception())
+                lambda fut: None if fut.cancelled() else deliver(out, fut.exception())
             )
 
     def deliver(out: TickResult, exc: BaseException | None) -> None:
@@ -301,24 +303,29 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     try:
         await stop.wait()
     finally:
+        log.info("cloud stopping")
         for timer in timers.values():
             timer.cancel()
         fleet_jobs.stop()
         if revoke_retired in lifecycle.ON_RETIRE:
             lifecycle.ON_RETIRE.remove(revoke_retired)
         await runner.stop()
+        # the store thread takes no new work: the transaction in hand commits, queued batches are dropped
+        # unacknowledged (their gateways send them again), then the store closes on that thread
+        store_thread.shutdown(wait=False, cancel_futures=True, last=store.close)
         await firmware.stop()
         await server.stop()
-        await api.stop()
         await releases.stop()
+        kill_children()  # a delta still being made is abandoned (its temp file goes at the next start), not awaited
+        await api.stop()  # after: a release request waiting on that delta now fails at once instead of holding it
         await webhooks.stop(drain_s=2.0)
         await http.aclose()
         auth.stop()
         ctx.destroy(linger=0)
-        store_thread.submit(store.close).result()
-        store_thread.shutdown()
+        await asyncio.to_thread(store_thread.join)  # the call in hand, without blocking the loop
         firmware_counters = {f"firmware_{k}": v for k, v in firmware.counters.items()}
-        log.info("cloud stopped", extra=core.counters | firmware_counters | {f"alerts_{k}": v for k, v in alerts.counters.items()})
+        log.info("cloud stopped", extra=core.counters | firmware_counters | {f"alerts_{k}": v for k, v in alerts.counters.items()}
+                 | {"store_calls_dropped": store_thread.cancelled})
     return dict(core.counters) | firmware_counters
 
 

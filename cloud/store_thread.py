@@ -6,6 +6,13 @@ an operator's ``sites show`` waited behind all of it. ``StoreThread`` keeps two 
 thread: ``urgent`` (the operator API) is taken before the ``submit``-ted work (the core's ingests,
 jobs), each queue in its own order. Nothing runs concurrently, so nothing about the store's
 single-writer assumptions changes; only who waits.
+
+Shutting down: ``shutdown()`` runs everything queued first (an executor's contract);
+``shutdown(cancel_futures=True)`` is the node's stop: it takes no new work, the call
+in hand (one transaction) finishes, everything still queued is cancelled (its caller
+sees a cancelled future, so an ingest that never ran is never acknowledged and its
+gateway sends it again), then ``last`` (e.g. closing the store) runs on the thread
+and the thread ends. A stop therefore waits for at most one call, not the backlog.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 
 __all__ = ["StoreThread"]
 
-_URGENT, _NORMAL, _STOP = 0, 1, 2
+_STOP_NOW, _URGENT, _NORMAL, _STOP = -1, 0, 1, 2
 
 
 class StoreThread(concurrent.futures.Executor):
@@ -27,6 +34,7 @@ class StoreThread(concurrent.futures.Executor):
         self._queue: queue.PriorityQueue[tuple[int, int, Any, Any, tuple, dict]] = queue.PriorityQueue()
         self._order = itertools.count()
         self._stopped = False
+        self.cancelled = 0  # calls dropped unrun by a shutdown(cancel_futures=True)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self.urgent: concurrent.futures.Executor = _Urgent(self)
@@ -44,7 +52,11 @@ class StoreThread(concurrent.futures.Executor):
     def _run(self) -> None:
         while True:
             priority, _, fut, fn, args, kwargs = self._queue.get()
-            if priority == _STOP:
+            if priority == _STOP_NOW:
+                self._cancel_queued()
+            if priority in (_STOP, _STOP_NOW):
+                if fn is not None:
+                    fn()
                 return
             if not fut.set_running_or_notify_cancel():
                 continue
@@ -53,12 +65,29 @@ class StoreThread(concurrent.futures.Executor):
             except BaseException as exc:  # handed to the caller through its future, as ThreadPoolExecutor does
                 fut.set_exception(exc)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def _cancel_queued(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item[2] is not None and item[2].cancel():
+                self.cancelled += 1
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False, last: Callable[[], Any] | None = None) -> None:
+        """Stop taking work; with ``cancel_futures`` cancel what is queued and stop after the call in hand, else
+        after everything queued. ``last`` runs on the thread before it ends."""
         if not self._stopped:
             self._stopped = True
-            self._queue.put((_STOP, next(self._order), None, None, (), {}))  # after everything queued
+            # _STOP sorts after everything queued, _STOP_NOW before it
+            self._queue.put((_STOP_NOW if cancel_futures else _STOP, next(self._order), None, last, (), {}))
         if wait:
             self._thread.join()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end (after ``shutdown``); False if it is still running after ``timeout``."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 class _Urgent(concurrent.futures.Executor):

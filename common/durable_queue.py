@@ -25,6 +25,14 @@ commit are resolved with one ``call_soon_threadsafe`` per event loop, not one
 per record. If a commit fails, every request of its group fails with
 ``QueueError`` and the writer goes on serving the next group.
 
+Single appends (``append``) made on one event loop are handed to the writer
+together, once per turn of that loop (a ``call_soon``), as one request: the
+writer stores such a run with one ``putmulti`` when it fits its stream's quota,
+and the loop resolves its futures in one pass. Any other request made on that
+loop (``append_many``, ``ack``, a blocking call, ``close``) hands the pending
+appends over first, so requests from one loop keep their order. Nothing about
+durability changes: a future still resolves only after its commit.
+
 Each stream has a byte quota. When an append would pass it, a stream whose
 policy says ``evict`` drops its oldest records first; any other stream refuses
 the append with ``QueueFullError`` (backpressure). A stream with ``ttl_ms``
@@ -36,11 +44,17 @@ drop is never silent and never separated from its report by a crash. Those
 reports are not held to their stream's quota: they are small and must not be
 lost.
 
+One module (over the usual length) on purpose: the request tuples, the writer's
+transaction and the resolution of futures are one protocol between two threads,
+and its invariants (order per loop, an acknowledgement only after the commit,
+a request after close refused, never dropped) are easier to check in one place.
+
 ``durable=False`` is the ``fast`` mode: commits skip fsync and the writer
 flushes at most every ``fast_sync_s`` seconds; a power cut may lose up to that
 window of acknowledged appends (a process crash loses nothing: the OS has the
 pages).
 """
+# one-piece: the request tuples, the writer thread and the loop-side batching share one protocol; apart they would hide the ordering and durability argument (see the docstring)
 
 from __future__ import annotations
 
@@ -50,7 +64,9 @@ import queue
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import starmap
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,15 +83,17 @@ FORMAT = 2  # the on-disk layout: a named database per stream, values prefixed w
 _KEY = struct.Struct(">Q")
 _STAMP = struct.Struct(">Q")  # the clock reading at enqueue, in front of every stored value
 _PREFIX = _STAMP.size
-_ONE, _MANY, _ACK, _CLOSE, _EXPIRE = 0, 1, 2, 3, 4  # request kinds: (kind, stream, arg, future, loop or None)
+_RUN, _MANY, _ACK, _CLOSE, _EXPIRE = 0, 1, 2, 3, 4  # request kinds: (kind, stream, arg, future, loop or None)
+# _RUN: single appends from one loop, arg a list of payloads and future the list of their futures
 _MAX_GROUP = 4096  # requests taken into one transaction
 # an evicting stream frees 1/EVICT_SLACK of its quota beyond what the append needs, so evictions (and
 # their gap reports) come in ranges, not one record at a time
 EVICT_SLACK = 64
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
-# per event loop (None: blocking callers): ([(future, result)], [(future, error)])
-_Outcomes = dict[Any, tuple[list[tuple[Any, Any]], list[tuple[Any, BaseException]]]]
+# per event loop (None: blocking callers): ([(future, result)], [(future, error)], [([future], [result])])
+_Outcome = tuple[list[tuple[Any, Any]], list[tuple[Any, BaseException]], list[tuple[list[Any], list[Any]]]]
+_Outcomes = dict[Any, _Outcome]
 DropHook = Callable[[str, str, list[tuple[int, bytes]]], list[tuple[str, bytes]]]
 
 
@@ -154,6 +172,8 @@ class DurableQueue:
         self._writer_done = False  # the writer has exited; nothing will serve the request queue
         self._streams: dict[str, _Stream] = {}  # snapshots for readers, replaced as a whole per commit
         self._commits = 0
+        # single appends not yet handed to the writer, per event loop: [stream, [payload], [future]]
+        self._pending: dict[Any, list[Any]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -216,6 +236,13 @@ class DurableQueue:
         was_open, self._open, self._closed = self._open, False, True
         if not was_open:
             return
+        # appends made before close() on this thread's loop, or on a loop that is not running (so not
+        # appending), are finished; a loop running on another thread hands its own over on its next turn,
+        # after the close, and they are refused
+        here = asyncio._get_running_loop()
+        for loop in list(self._pending):
+            if loop is here or not loop.is_running():
+                self._hand_over(loop)
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._put((_CLOSE, None, None, done, None))
         done.result()
@@ -245,10 +272,29 @@ class DurableQueue:
             raise QueueClosedError(f"queue {self.path!r} is not open")
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._put((_ONE, stream, payload, fut, loop))
-        if self._writer_done:  # close() finished between the check and the put
-            self._refuse_leftovers()
+        run = self._pending.get(loop)
+        if run is None or run[0] != stream:
+            run = self._new_run(loop, stream)
+        run[1].append(payload)
+        run[2].append(fut)
         return fut
+
+    def _new_run(self, loop: asyncio.AbstractEventLoop, stream: str) -> list[Any]:
+        """Start collecting single appends of ``loop`` to ``stream``; a run of another stream goes first."""
+        if loop in self._pending:
+            self._hand_over(loop)  # keeps the order of appends across streams
+        else:
+            loop.call_soon(self._hand_over, loop)  # once per turn of the loop
+        run = self._pending[loop] = [stream, [], []]
+        return run
+
+    def _hand_over(self, loop: Any) -> None:
+        """Give the writer the single appends ``loop`` has collected, as one request."""
+        run = self._pending.pop(loop, None)
+        if run is not None:
+            self._put((_RUN, run[0], run[1], run[2], loop))
+            if self._writer_done:  # close() finished meanwhile: refused, not lost silently
+                self._refuse_leftovers()
 
     def append_many(self, payloads: Sequence[bytes], *, stream: str = DEFAULT) -> asyncio.Future[list[int]]:
         """Append records; the future gives their sequences once they are committed."""
@@ -300,6 +346,10 @@ class DurableQueue:
     def _submit(self, req: tuple[Any, ...]) -> None:
         if not self._open:
             raise QueueClosedError(f"queue {self.path!r} is not open")
+        if self._pending:  # single appends made earlier on this loop go first
+            here = req[4] or asyncio._get_running_loop()
+            if here in self._pending:
+                self._hand_over(here)
         self._put(req)
         if self._writer_done:  # close() finished between the check and the put
             self._refuse_leftovers()
@@ -310,8 +360,13 @@ class DurableQueue:
         try:
             while True:
                 req = self._requests.get_nowait()
-                if req[3] is not None:
-                    outcomes.setdefault(req[4], ([], []))[1].append((req[3], err))
+                if req[3] is None:
+                    continue
+                errors = outcomes.setdefault(req[4], ([], [], []))[1]
+                if req[0] == _RUN:
+                    errors.extend((fut, err) for fut in req[3])
+                else:
+                    errors.append((req[3], err))
         except queue.Empty:
             pass
         _resolve(outcomes)
@@ -397,48 +452,32 @@ class DurableQueue:
         now = self.clock()
         stamp = _STAMP.pack(now)
         key = _KEY.pack
-        env = self._env
         last_loop: Any = outcomes  # a key no request has
-        hot_name: Any = None  # the stream of the last single append, its working copy and cursor put
-        hot: Any = None
-        hot_put: Any = None
-        puts: dict[str, Any] = {}
         try:
-            with env.begin(write=True) as txn:
+            with self._env.begin(write=True) as txn:
                 for op, name, arg, fut, loop in group:
                     if loop is not last_loop:
-                        oks, errors = outcomes.setdefault(loop, ([], []))
+                        oks, errors, runs = outcomes.setdefault(loop, ([], [], []))
                         last_loop = loop
-                    if op == _ONE:
-                        if name != hot_name:
-                            hot, hot_name = streams[name], name
-                            hot_put = puts.get(name) or puts.setdefault(name, txn.cursor(db=hot.db).put)
-                            touched.add(name)
-                        if hot.size + len(arg) <= hot.policy.max_bytes:
-                            # the hot path, inlined: the same as oks.append((fut, self._put_all(txn, hot, (arg,), stamp)))
-                            seq = hot.next
-                            hot_put(key(seq), stamp + arg, append=True)
-                            if hot.count == 0:
-                                hot.first_ts = now
-                            hot.next = seq + 1
-                            hot.size += len(arg)
-                            hot.count += 1
-                            hot.appended += 1
-                            oks.append((fut, [seq]))
-                            continue
-                    if op == _ONE or op == _MANY:
-                        payloads = (arg,) if op == _ONE else arg
+                    if op == _RUN:
                         st = streams[name]
-                        incoming = sum(map(len, payloads))
-                        if st.size + incoming > st.policy.max_bytes:
-                            if st.policy.evict and incoming <= st.policy.max_bytes:
-                                fit = max(0, st.policy.max_bytes - incoming - st.policy.max_bytes // EVICT_SLACK)
-                                self._drop_front(txn, streams, st, "evicted", fit, now, touched)
-                            else:
-                                errors.append((fut, QueueFullError(f"{self.path}:{name}", st.size, st.policy.max_bytes, incoming)))
-                                continue
-                        oks.append((fut, self._put_all(txn, st, payloads, stamp)))
                         touched.add(name)
+                        if st.size + sum(map(len, arg)) <= st.policy.max_bytes:  # the hot path: the whole run fits
+                            first = self._put_all(txn, st, arg, stamp)
+                            runs.append((fut, [[seq] for seq in range(first, st.next)]))
+                            continue
+                        for payload, one in zip(arg, fut):  # as one append each: each may evict or be refused
+                            outcome = self._append(txn, streams, st, (payload,), now, stamp, touched)
+                            if isinstance(outcome, QueueFullError):
+                                errors.append((one, outcome))
+                            else:
+                                oks.append((one, outcome))
+                    elif op == _MANY:
+                        outcome = self._append(txn, streams, streams[name], arg, now, stamp, touched)
+                        if isinstance(outcome, QueueFullError):
+                            errors.append((fut, outcome))
+                        else:
+                            oks.append((fut, outcome))
                     elif op == _ACK:
                         st = streams[name]
                         dropped = self._delete_front(txn, st, lambda s, v: s <= arg)
@@ -466,25 +505,40 @@ class DurableQueue:
             return _all_failed(group, err, exc), _has_close(group)
         self._streams = streams
         self._commits += 1
-        return {k: v for k, v in outcomes.items() if k is not None or v != ([], [])}, closing
+        return {k: v for k, v in outcomes.items() if k is not None or v != ([], [], [])}, closing
 
-    @staticmethod
-    def _put_all(txn: Any, st: _Stream, payloads: Sequence[bytes], stamp: bytes) -> list[int]:
-        put = txn.put
-        db = st.db
-        key = _KEY.pack
+    def _append(
+        self, txn: Any, streams: dict[str, _Stream], st: _Stream, payloads: Sequence[bytes], now: int, stamp: bytes,
+        touched: set[str],
+    ) -> list[int] | QueueFullError:
+        """Append ``payloads`` to ``st`` within its quota (evicting if its policy says so): their sequences,
+        or the refusal."""
+        incoming = sum(map(len, payloads))
+        if st.size + incoming > st.policy.max_bytes:
+            if st.policy.evict and incoming <= st.policy.max_bytes:
+                fit = max(0, st.policy.max_bytes - incoming - st.policy.max_bytes // EVICT_SLACK)
+                self._drop_front(txn, streams, st, "evicted", fit, now, touched)
+            else:
+                return QueueFullError(f"{self.path}:{st.name}", st.size, st.policy.max_bytes, incoming)
+        touched.add(st.name)
+        first = self._put_all(txn, st, payloads, stamp)
+        return list(range(first, st.next))
+
+    def _put_all(self, txn: Any, st: _Stream, payloads: Sequence[bytes], stamp: bytes) -> int:
+        """Store ``payloads`` at the end of ``st`` in one ``putmulti``; returns the first sequence."""
         first = st.next
-        size = 0
-        for i, payload in enumerate(payloads):
-            put(key(first + i), stamp + payload, db=db, append=True)
-            size += len(payload)
+        n = len(payloads)
+        items = zip(map(_KEY.pack, range(first, first + n)), map(stamp.__add__, payloads))
+        added = txn.cursor(db=st.db).putmulti(items, append=True)[1]
+        if added != n:  # append=True skips a key that is not past the last one: the stored sequence is behind
+            raise QueueError(f"queue {self.path!r}: stream {st.name!r} already holds sequence {first + added}")
         if st.count == 0:
             st.first_ts = _STAMP.unpack(stamp)[0]
-        st.next += len(payloads)
-        st.size += size
-        st.count += len(payloads)
-        st.appended += len(payloads)
-        return list(range(first, st.next))
+        st.next = first + n
+        st.size += sum(map(len, payloads))
+        st.count += n
+        st.appended += n
+        return first
 
     @staticmethod
     def _delete_front(txn: Any, st: _Stream, drop: Callable[[int, bytes], bool]) -> list[tuple[int, bytes]]:
@@ -530,9 +584,11 @@ def _all_failed(group: list[tuple[Any, ...]], err: QueueError, cause: BaseExcept
     for op, _stream, _arg, fut, loop in group:
         if fut is None:
             continue
-        oks, errors = outcomes.setdefault(loop, ([], []))
+        oks, errors, _runs = outcomes.setdefault(loop, ([], [], []))
         if op == _CLOSE:
             oks.append((fut, None))
+        elif op == _RUN:
+            errors.extend((one, err) for one in fut)
         else:
             errors.append((fut, err))
     return outcomes
@@ -540,26 +596,39 @@ def _all_failed(group: list[tuple[Any, ...]], err: QueueError, cause: BaseExcept
 
 def _resolve(outcomes: _Outcomes) -> None:
     """Complete futures: one wake-up per event loop per commit."""
-    for loop, (oks, errors) in outcomes.items():
+    for loop, outcome in outcomes.items():
         if loop is None:
-            _complete(oks, errors)
+            _complete(*outcome)
             continue
         try:
-            loop.call_soon_threadsafe(_complete, oks, errors)
+            loop.call_soon_threadsafe(_complete, *outcome)
         except RuntimeError:  # the loop was closed: nobody is waiting any more
             pass
 
 
-def _complete(oks: list[tuple[Any, Any]], errors: list[tuple[Any, BaseException]]) -> None:
+_CANCELLED = (asyncio.InvalidStateError, concurrent.futures.InvalidStateError)  # set on a future its caller cancelled
+_drain = deque(maxlen=0).extend  # runs an iterator to its end in C
+
+
+def _complete(
+    oks: list[tuple[Any, Any]], errors: list[tuple[Any, BaseException]], runs: list[tuple[list[Any], list[Any]]]
+) -> None:
+    for futs, results in runs:  # a run's futures all come from one loop's create_future: one type
+        pairs = zip(futs, results)
+        set_result = type(futs[0]).set_result
+        while True:
+            try:
+                _drain(starmap(set_result, pairs))
+                break
+            except _CANCELLED:  # that one was cancelled by its caller; the rest still get theirs
+                continue
     for fut, result in oks:
-        if fut is None:
-            continue
         try:
             fut.set_result(result)
-        except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):  # cancelled by its caller
+        except _CANCELLED:
             pass
     for fut, err in errors:
         try:
             fut.set_exception(err)
-        except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
+        except _CANCELLED:
             pass

@@ -45,7 +45,7 @@ from common.inventory import host_inventory
 from common.fileio import write_atomic
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator
 from common.pki import verify_certificate
-from common.process import Periodic, stop_on_signals
+from common.process import Periodic, kill_children, stop_on_signals
 from common.protocol import STREAMS
 from common.protocol.codec import decode_forwarding
 from common.runner import NodeRunner
@@ -250,6 +250,7 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         if rollout_tick is not None:
             rollout_tick.cancel()
         await runner.stop()
+        kill_children()  # a local delta being made for devices is abandoned, not awaited (its candidates run as children)
         await firmware.stop()
         await server.stop()
         if enroll is not None:

@@ -22,6 +22,7 @@ import click
 
 from simulations.drill_steps import bulk_stored, drain_agents
 from simulations.fleet import ProcFleet
+from simulations.teardown import exit_on_signals
 from simulations.update_drill import HW, make_release, roll_out, wait_for_outcomes
 
 __all__ = ["demo", "run_demo"]
@@ -224,6 +225,7 @@ def demo(
     summary compares what the agents produced with what the cloud stored.
     Exit status 1 if anything was lost or stored twice.
     """
+    exit_on_signals()  # SIGTERM/SIGINT unwind to each drill's finally, which stops every node it started
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     if security_drill:
         from simulations.security_drill import report, run_security_drill

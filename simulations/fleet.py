@@ -4,6 +4,12 @@
 (so each server's allowlist can name its clients before they start), starts
 ``edgefleet cloud|gateway|agent`` as separate OS processes with ephemeral
 ports, and stops them with SIGTERM (clean) or SIGKILL (crash).
+
+Each node runs in a session of its own and carries ``EDGEFLEET_FLEET=<root>`` in
+its environment (so a test or an operator can find every process of a fleet).
+A script that owns a fleet stops it in a ``finally`` (``kill_all``) and calls
+``simulations.teardown.exit_on_signals()`` so that SIGTERM and SIGINT unwind to
+it; nodes a ``finally`` missed are killed at interpreter exit.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import httpx
 
 from common.keys import Allowlist, load_or_create_keypair
 from simulations.faultproxy import FaultProxy
+from simulations.teardown import stop_at_exit
 
 __all__ = ["API_TIMEOUT_S", "ProcFleet", "Proc"]
 
@@ -92,9 +99,10 @@ class ProcFleet:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "EDGEFLEET_FLEET": str(self.root)},
                 start_new_session=True,  # its own process group: a kill takes its delta workers with it
             )
+            stop_at_exit(proc.popen)  # the backstop if no ``finally`` stops it
         self.procs[name] = proc
         return proc
 

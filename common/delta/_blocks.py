@@ -13,11 +13,14 @@ new image in aligned blocks (4 KiB, a filesystem's block):
   when it is small, otherwise the old regions the neighbouring copies point at
   (where a moved file came from) and the same offset (a file edited in place).
 
-Payload, after the common header::
+Payload, after the container's header (format 2; lengths are unsigned varints)::
 
-    u32 block size, u8 section count (4),
-    4 x (u64 raw length, u64 compressed length, u8 log2 LZMA2 dictionary),
+    varint block size, u8 section count (4),
+    4 x (varint raw length, varint compressed length, u8 log2 LZMA2 dictionary),
     sections: ops, bsdiff control, bsdiff diff, bsdiff extra (each raw LZMA2)
+
+(Format 1 wrote the block size as a u32 and the two lengths as u64s: 68 bytes
+of table where format 2 takes 13-30; it is still read.)
 
 The ops section is a sequence of unsigned varints::
 
@@ -30,6 +33,7 @@ Applying reads the sections as streams and runs bspatch's instructions as a
 stream too, reading the old image where they point: it buffers a few MiB
 (pieces and one group's control block), never an image.
 """
+# one-piece: one patch format, its writer and its reader side by side, so the two cannot drift apart
 
 from __future__ import annotations
 
@@ -45,7 +49,7 @@ from typing import BinaryIO
 
 import bsdiff4.core
 
-from common.delta._format import VarintReader
+from common.delta._format import VarintReader, put_varints
 from common.errors import DeltaError
 
 __all__ = ["BLOCK", "apply_blocks", "blocks_memory_estimate", "make_blocks"]
@@ -316,20 +320,20 @@ def make_blocks(
         for spill in [ops_spill, *spills.values()]:
             z = temp()
             packed.append((spill.size, z, _compress_into(spill.f, spill.size, z)))
-        out.write(_PARAMS.pack(BLOCK, len(SECTIONS)))
-        out.write(b"".join(_SECTION.pack(raw_len, z_len, _dict_log(raw_len)) for raw_len, _, z_len in packed))
+        table = bytearray()
+        put_varints(table, BLOCK)
+        table.append(len(SECTIONS))
+        for raw_len, _, z_len in packed:
+            put_varints(table, raw_len, z_len)
+            table.append(_dict_log(raw_len))
+        out.write(table)
         for _, z, _ in packed:
             z.seek(0)
             while piece := z.read(READ):
                 out.write(piece)
 
 
-def _put(buf: bytearray, *values: int) -> None:
-    for n in values:
-        while n >= 0x80:
-            buf.append((n & 0x7F) | 0x80)
-            n >>= 7
-        buf.append(n)
+_put = put_varints
 
 
 class _Section:
@@ -465,6 +469,33 @@ class _GroupReader:
                 n -= k
 
 
+def _read_table(patch_fd: int, payload_off: int, version: int, where: str) -> tuple[int, list[tuple[int, int, int]]]:
+    """The section table at ``payload_off``: where the first section starts, and (raw length, compressed
+    length, dictionary log) of each."""
+    if version == 1:
+        head = os.pread(patch_fd, _PARAMS.size + _SECTION.size * len(SECTIONS), payload_off)
+        if len(head) < _PARAMS.size:
+            raise DeltaError(f"patch {where!r}: truncated block parameters")
+        n_sections = _PARAMS.unpack_from(head)[1]
+        if n_sections != len(SECTIONS):
+            raise DeltaError(f"patch {where!r}: expected {len(SECTIONS)} sections, found {n_sections}")
+        if len(head) < _PARAMS.size + _SECTION.size * n_sections:
+            raise DeltaError(f"patch {where!r}: truncated section table")
+        table = [_SECTION.unpack_from(head, _PARAMS.size + i * _SECTION.size) for i in range(n_sections)]
+        return payload_off + len(head), table
+    head = os.pread(patch_fd, 11 + len(SECTIONS) * 21, payload_off)  # the longest varints
+    reader = VarintReader(head, where, what="section table")
+    reader.read()  # the block size: the ops carry their own lengths
+    n_sections = reader.read()
+    if n_sections != len(SECTIONS):
+        raise DeltaError(f"patch {where!r}: expected {len(SECTIONS)} sections, found {n_sections}")
+    table = []
+    for _ in range(n_sections):
+        raw_len, z_len, dict_log = reader.read(), reader.read(), reader.read()
+        table.append((raw_len, z_len, dict_log))
+    return payload_off + reader.pos, table
+
+
 def apply_blocks(
     old_fd: int,
     old_size: int,
@@ -475,27 +506,18 @@ def apply_blocks(
     *,
     where: str,
     max_control: int,
+    version: int = 2,
 ) -> None:
-    """Rebuild the new image from a ``bsdiff4-blocks`` payload, handing it to ``write`` in order.
+    """Rebuild the new image from a ``bsdiff4-blocks`` payload (of container format ``version``), handing it
+    to ``write`` in order.
 
     Memory is bounded by ``READ``-sized pieces and one group's control block
     (at most ``max_control`` bytes, 24 per bsdiff instruction): the old image is
     read where the instructions point, never loaded whole.
     """
-    head = os.pread(patch_fd, _PARAMS.size, payload_off)
-    if len(head) < _PARAMS.size:
-        raise DeltaError(f"patch {where!r}: truncated block parameters")
-    _, n_sections = _PARAMS.unpack(head)
-    if n_sections != len(SECTIONS):
-        raise DeltaError(f"patch {where!r}: expected {len(SECTIONS)} sections, found {n_sections}")
-    table_off = payload_off + _PARAMS.size
-    table = os.pread(patch_fd, _SECTION.size * n_sections, table_off)
-    if len(table) < _SECTION.size * n_sections:
-        raise DeltaError(f"patch {where!r}: truncated section table")
-    pos = table_off + len(table)
+    pos, table = _read_table(patch_fd, payload_off, version, where)
     sections = []
-    for i, name in enumerate(SECTIONS):
-        raw_len, z_len, dict_log = _SECTION.unpack_from(table, i * _SECTION.size)
+    for name, (raw_len, z_len, dict_log) in zip(SECTIONS, table):
         if pos + z_len > patch_size:
             raise DeltaError(f"patch {where!r}: {name} section runs past the end of the file")
         sections.append(_Section(patch_fd, pos, z_len, raw_len, dict_log, name, where))

@@ -3,7 +3,10 @@
 ``apply_delta`` checks the old image against the patch header before writing
 anything, streams the new image to a temporary file beside the target, checks
 its size and SHA-256 against the header, then fsyncs and renames it into place.
-A failure at any point leaves no partial file.
+A failure at any point leaves no partial file. A bare patch (a zstd frame or a
+BSDIFF40 file, ``_format``) declares no base or result: the zstd frame's own
+checksum still proves the output, and the result carries the SHA-256 for the
+caller to check against its manifest (every caller in EdgeFleet does).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from common.delta import _blocks, _methods
 from common.delta._format import (
     BLOCKS,
     BSDIFF4,
-    HEADER_SIZE,
     ZSTD,
     PatchHeader,
     file_digest,
@@ -41,6 +43,7 @@ class ApplyResult:
     patch_size: int
     seconds: float
     new_sha256: str
+    bare: bool = False  # a bare patch declares no hash: the caller checks new_sha256 against its manifest
 
 
 def apply_delta(
@@ -65,7 +68,7 @@ def apply_delta(
         header = read_header(fp, where)
         old_fd = fo.fileno()
         old_size, old_sha = file_digest(old_path)
-        if (old_size, old_sha) != (header.old_size, header.old_sha256):
+        if not header.bare and (old_size, old_sha) != (header.old_size, header.old_sha256):
             raise DeltaError(
                 f"patch {where!r}: {os.fspath(old_path)!r} is not its old image "
                 f"(expected {header.old_size} bytes with SHA-256 {header.old_sha256[:16]}..., "
@@ -80,15 +83,15 @@ def apply_delta(
             def write(data: bytes | memoryview) -> None:
                 nonlocal written
                 written += len(data)
-                if written > header.new_size:
+                if header.new_size is not None and written > header.new_size:
                     raise DeltaError(f"patch {where!r}: produces more than the {header.new_size} bytes it declares")
                 h.update(data)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
 
-            _apply_payload(header, old_fd, fp, patch_size, write, where, max_memory_bytes)
-            if written != header.new_size or h.hexdigest() != header.new_sha256:
+            _apply_payload(header, old_size, old_fd, fp, patch_size, write, where, max_memory_bytes)
+            if not header.bare and (written != header.new_size or h.hexdigest() != header.new_sha256):
                 raise DeltaError(
                     f"patch {where!r}: output does not match ({written} bytes with SHA-256 {h.hexdigest()[:16]}..., "
                     f"declared {header.new_size} bytes with {header.new_sha256[:16]}...)"
@@ -105,11 +108,12 @@ def apply_delta(
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    return ApplyResult(header.method, old_size, written, patch_size, time.monotonic() - t0, h.hexdigest())
+    return ApplyResult(header.method, old_size, written, patch_size, time.monotonic() - t0, h.hexdigest(), header.bare)
 
 
 def _apply_payload(
     header: PatchHeader,
+    old_size: int,
     old_fd: int,
     fp: Any,
     patch_size: int,
@@ -119,17 +123,21 @@ def _apply_payload(
 ) -> None:
     if header.method == BLOCKS:
         _blocks.apply_blocks(
-            old_fd, header.old_size, fp.fileno(), HEADER_SIZE, patch_size, write, where=where, max_control=max_memory
+            old_fd, old_size, fp.fileno(), header.size, patch_size, write, where=where, max_control=max_memory,
+            version=header.version,
         )
     elif header.method == ZSTD:
         _methods.apply_zstd(
-            old_fd, header.old_size, fp, write, where=where, max_window_log=max(10, max_memory.bit_length() - 1)
+            old_fd, old_size, fp, write, where=where, max_window_log=max(10, max_memory.bit_length() - 1),
+            bare=header.bare,
         )
     elif header.method == BSDIFF4:
-        need = header.old_size + header.new_size + patch_size
+        payload = fp.read()
+        new_size = header.new_size if header.new_size is not None else _methods.bsdiff4_new_size(payload, where=where)
+        need = old_size + new_size + patch_size
         if need > max_memory:
             raise DeltaError(f"patch {where!r}: plain bsdiff4 needs {need} bytes in memory, over the limit of {max_memory}")
-        _methods.apply_bsdiff4(old_fd, header.old_size, fp.read(), write, where=where)
+        _methods.apply_bsdiff4(old_fd, old_size, payload, write, where=where)
     else:  # read_header only returns known methods
         raise DeltaError(f"patch {where!r}: method {header.method!r} cannot be applied")
 

@@ -116,11 +116,19 @@ def apply_cmd(old: str, patch: str, new: str, memory_mib: int, as_json: bool) ->
         "new_size": r.new_size,
         "seconds": round(r.seconds, 3),
         "new_sha256": r.new_sha256,
+        "bare": r.bare,
     }
     if as_json:
         click.echo(json.dumps(out))
     else:
         click.echo(
             f"wrote {new}: {r.method}, old {_human(r.old_size)} + patch {_human(r.patch_size)} -> "
-            f"new {_human(r.new_size)} in {r.seconds:.2f} s (SHA-256 {r.new_sha256[:16]}... verified)"
+            f"new {_human(r.new_size)} in {r.seconds:.2f} s " + _verdict(r)
         )
+
+
+def _verdict(r: Any) -> str:
+    if not r.bare:
+        return f"(SHA-256 {r.new_sha256[:16]}... verified)"
+    checked = "verified by the frame's checksum; " if r.method == "zstd-patch-from" else ""
+    return f"({checked}SHA-256 {r.new_sha256}: a bare {r.method} patch declares no hash, compare it with the release's)"

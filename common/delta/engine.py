@@ -15,10 +15,18 @@ Candidates, each a patch format (``_format.METHOD_CODES``):
   which is fast and small in memory on any image size;
 - ``bsdiff4``: plain BSDIFF40, only for small images (RAM, quadratic on zero runs);
 - ``zstd-patch-from``: zstd with the old image as a dictionary, window
-  covering old + new.
+  covering old + new, at the strongest settings a quarter of the budget allows
+  (``/ultra``: level 22 with long-distance matching, two frames tried;
+  ``/ultra-stream``: one; ``/19``: level 19).
+
+A patch in a format of ours (``bsdiff4-blocks``) is written in the compact
+container (``_format``); one in another tool's format is written bare, exactly
+as that tool would (a zstd frame, a BSDIFF40 file), so the engine's output is
+never larger than its best candidate's bare output.
 
 Applying is ``common.delta.apply``.
 """
+# one-piece: the candidate race (run, time budget, pick the smallest, bare or framed) is one decision read top to bottom
 
 from __future__ import annotations
 
@@ -65,7 +73,8 @@ PLAIN_BSDIFF_LIMIT = 16 * MiB  # plain bsdiff4 only up to here: RAM ~19x, quadra
 WORTH_RATIO = 0.8  # a delta must be at most this fraction of the compressed full image
 
 # Rates measured on the project's 2-vCPU machines (ANCHORS.md, benchmarks/delta_size.py), rounded up.
-_S_PER_MIB = {"blocks-whole": 0.9, "blocks-local": 0.15, BSDIFF4: 0.8, ZSTD: 1.0}
+_S_PER_MIB = {"blocks-whole": 0.9, "blocks-local": 0.15, BSDIFF4: 0.8, ZSTD: 1.0, "zstd-22": 1.3}  # zstd: per frame
+ULTRA_LIMIT = 64 * MiB  # level 22 only up to here: its tables and time grow with the window
 _FULL_S_PER_MIB = {19: 0.35, 12: 0.03}
 _BASE_RSS = 64 * MiB  # an interpreter with bsdiff4 and zstandard loaded
 
@@ -107,6 +116,7 @@ class DeltaResult:
     old_sha256: str
     new_sha256: str
     attempts: tuple[Attempt, ...] = field(default=())
+    container_bytes: int = 0  # the patch's header in EdgeFleet's container; 0 when written bare
 
     @property
     def ratio(self) -> float:
@@ -160,9 +170,7 @@ def plan_candidates(
             )
             out.append(Candidate(BSDIFF4, BSDIFF4, {}, est_bytes, est_s, skip))
         elif method == ZSTD:
-            est_bytes = 2 * (old_size + new_size) + 128 * MiB + _BASE_RSS
-            est_s = _S_PER_MIB[ZSTD] * new_size / MiB
-            out.append(Candidate(ZSTD, ZSTD, {}, est_bytes, est_s, _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)))
+            out.append(_zstd_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
         else:
             raise ValueError(f"unknown delta method {method!r}; known: {', '.join(DEFAULT_METHODS)}")
     return out
@@ -173,6 +181,20 @@ def _local_candidate(old_size: int, new_size: int, memory_budget_bytes: int, tim
     est_s = _S_PER_MIB["blocks-local"] * max(old_size, new_size) / MiB
     skip = _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)
     return Candidate(BLOCKS, "bsdiff4-blocks/local", {"whole_limit": -1}, est_bytes, est_s, skip)
+
+
+def _zstd_candidate(old_size: int, new_size: int, memory_budget_bytes: int, time_budget_s: float) -> Candidate:
+    """The strongest zstd settings whose estimate fits a quarter of the time budget (the other candidates
+    share it) and the memory budget; else level 19, skipped if even that does not fit."""
+    for settings, (level, _ldm, frames) in _methods.ZSTD_SETTINGS.items():
+        ultra = level > _methods.ZSTD_LEVEL
+        est_bytes = 2 * (old_size + new_size) + (768 if ultra else 128) * MiB + _BASE_RSS
+        est_s = _S_PER_MIB["zstd-22" if ultra else ZSTD] * len(frames) * new_size / MiB
+        if ultra and (new_size > ULTRA_LIMIT or est_s > time_budget_s / 4 or est_bytes > memory_budget_bytes):
+            continue
+        skip = _over(est_bytes, est_s, memory_budget_bytes, time_budget_s)
+        return Candidate(ZSTD, f"{ZSTD}/{settings}", {"settings": settings}, est_bytes, est_s, skip)
+    raise AssertionError("ZSTD_SETTINGS ends with a setting that always applies")
 
 
 def _over(est_bytes: int, est_s: float, mem: int, budget_s: float) -> str | None:
@@ -188,16 +210,17 @@ def _full_level(new_size: int) -> int:
 
 
 def _write_candidate(method: str, params: dict[str, Any], old: str, new: str, out_path: str, header: bytes) -> int:
-    """Write one complete patch (header and payload) to ``out_path``; return its size."""
+    """Write one complete patch to ``out_path``: the container ``header`` and a payload of ours, or another
+    tool's format bare; return its size."""
     with open(out_path, "wb") as out:
-        out.write(header)
         if method == BLOCKS:
+            out.write(header)
             limit = params.get("whole_limit", -1)
             _blocks.make_blocks(old, new, out, whole_limit=limit, tmpdir=os.path.dirname(out_path) or None)
         elif method == BSDIFF4:
             _methods.make_bsdiff4(old, new, out)
         elif method == ZSTD:
-            _methods.make_zstd(old, new, out)
+            _methods.make_zstd(old, new, out, settings=params.get("settings", "19"))
         else:
             raise ValueError(f"unknown delta method {method!r}")
         out.flush()
@@ -361,6 +384,9 @@ def make_delta(
                     if cand.label == "bsdiff4-blocks/whole" and blocks_window == "auto":
                         # fall back to local windows: fast and small on any image
                         queue.appendleft(_local_candidate(old_size, new_size, memory_budget_bytes, time_budget_s))
+        if not made:  # raised without waiting for the full image's size (a daemon thread): nothing to compare
+            notes = "; ".join(f"{a.label}: {a.note}" for a in attempts)
+            raise DeltaError(f"no delta from {old!r} to {new!r}: no candidate finished ({notes})")
         full_thread.join()
         if "error" in full:
             raise DeltaError(f"cannot compress {new!r} to size the full image: {full['error']}") from full["error"]
@@ -375,13 +401,12 @@ def make_delta(
             "new_sha256": new_sha,
             "attempts": tuple(attempts),
         }
-        if not made:
-            notes = "; ".join(f"{a.label}: {a.note}" for a in attempts)
-            raise DeltaError(f"no delta from {old!r} to {new!r}: no candidate finished ({notes})")
         best_label = min(made, key=lambda k: made[k][0])
         best_size, best_path = made[best_label]
+        method = _method_of(best_label)
+        container = len(PatchHeader(method, old_size, new_size, old_sha, new_sha).pack()) if method == BLOCKS else 0
         result = DeltaResult(
-            method=_method_of(best_label), patch_size=best_size, seconds=time.monotonic() - t0, **result_args
+            method=method, patch_size=best_size, seconds=time.monotonic() - t0, container_bytes=container, **result_args
         )
         if best_size > worth_ratio * result.full_size:
             raise DeltaNotWorthIt(

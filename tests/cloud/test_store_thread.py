@@ -36,3 +36,27 @@ def test_errors_reach_the_caller_and_shutdown_runs_what_was_queued():
     assert done == [0, 1, 2]
     with pytest.raises(RuntimeError, match="shut down"):
         st.submit(print)
+
+
+def test_shutdown_with_cancel_finishes_the_call_in_hand_cancels_the_queue_and_runs_last():
+    st = StoreThread()
+    started, gate = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def in_hand() -> str:
+        started.set()
+        gate.wait(5)
+        ran.append("in hand")
+        return "committed"
+
+    first = st.submit(in_hand)
+    started.wait(5)
+    queued = [st.submit(ran.append, f"ingest-{i}") for i in range(3)] + [st.urgent.submit(ran.append, "api")]
+    st.shutdown(wait=False, cancel_futures=True, last=lambda: ran.append("closed"))
+    with pytest.raises(RuntimeError, match="shut down"):
+        st.submit(print)  # no new work once stopping
+    gate.set()
+    assert st.join(5)
+    assert first.result(timeout=0) == "committed"  # the call in hand finished and its caller hears so
+    assert all(f.cancelled() for f in queued)  # nothing queued ran, and each caller is told so
+    assert ran == ["in hand", "closed"] and st.cancelled == 4

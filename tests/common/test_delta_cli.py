@@ -62,7 +62,10 @@ def test_errors_exit_non_zero_with_a_clear_message(tmp_path, pair):
     patch.write_bytes(data)
     r = run("apply", old, patch, tmp_path / "o")
     assert r.exit_code == 2 and "Error: patch" in r.output and str(patch) in r.output
-    r = run("apply", new, patch, tmp_path / "o")
+    r = run("apply", new, patch, tmp_path / "o")  # a bare zstd frame cannot tell the base; its checksum fails
+    assert r.exit_code == 2 and "not its old image" in r.output
+    assert run("make", old, new, patch, "--method", "bsdiff4-blocks").exit_code == 0
+    r = run("apply", new, patch, tmp_path / "o")  # our container refuses the wrong base before writing anything
     assert r.exit_code == 2 and "is not its old image" in r.output
     r = run("make", old, tmp_path / "missing", patch)
     assert r.exit_code == 2 and "does not exist" in r.output

@@ -122,7 +122,7 @@ def test_other_build_of_the_same_library_round_trips(tmp_path):
         ([BLOCKS], "whole", "bsdiff4-blocks/whole"),
         ([BLOCKS], "local", "bsdiff4-blocks/local"),
         ([BSDIFF4], "auto", BSDIFF4),
-        ([ZSTD], "auto", ZSTD),
+        ([ZSTD], "auto", f"{ZSTD}/ultra"),
     ],
 )
 def test_each_method_round_trips_on_fs_image(tmp_path, fs_pair, methods, window, label):
@@ -191,12 +191,17 @@ def test_plan_is_pure_and_respects_budgets():
     big = plan_candidates(256 * MiB, 256 * MiB, time_budget_s=110, memory_budget_bytes=2 << 30)
     assert [(c.label, c.skip is None) for c in big] == [
         ("bsdiff4-blocks/local", True),
-        ("zstd-patch-from", False),
+        ("zstd-patch-from/19", False),
         ("bsdiff4", False),
     ]
     assert all(c.est_bytes < 2 << 30 for c in big if c.skip is None)
     small = plan_candidates(MiB, MiB, time_budget_s=110, memory_budget_bytes=2 << 30)
-    assert [c.label for c in small if c.skip is None] == ["bsdiff4-blocks/whole", "zstd-patch-from", "bsdiff4"]
+    assert [c.label for c in small if c.skip is None] == ["bsdiff4-blocks/whole", "zstd-patch-from/ultra", "bsdiff4"]
+    # the strongest zstd settings that fit a quarter of the time budget, level 19 when none of the ultra ones do
+    assert [c.label for c in plan_candidates(8 * MiB, 8 * MiB, time_budget_s=60, memory_budget_bytes=2 << 30,
+                                             methods=[ZSTD])] == ["zstd-patch-from/ultra-stream"]
+    assert [c.label for c in plan_candidates(8 * MiB, 8 * MiB, time_budget_s=32, memory_budget_bytes=2 << 30,
+                                             methods=[ZSTD])] == ["zstd-patch-from/19"]
     tight = plan_candidates(64 * MiB, 64 * MiB, time_budget_s=110, memory_budget_bytes=1 << 30)
     assert tight[0].label == "bsdiff4-blocks/local" and tight[0].skip is None  # whole: 19 x 64 MiB > 1 GiB
     with pytest.raises(ValueError, match="unknown delta method"):
@@ -246,3 +251,71 @@ def test_not_worth_it_crosses_a_process_pool_with_its_numbers(tmp_path):
     with pytest.raises(DeltaNotWorthIt) as e:
         asyncio.run(run())
     assert e.value.result.full_size > 0 and e.value.result.attempts  # candidates ran as children of the worker
+
+
+# -- patch forms: a compact container for our format, the others bare ----------------------------
+
+
+def test_each_patch_form_and_the_container_overhead(tmp_path, so_pair):
+    old, new = so_pair
+    r = roundtrip(tmp_path, old, new, methods=[BLOCKS])
+    head = (tmp_path / "p.delta").read_bytes()[:8]
+    assert head[:4] == b"EFD\x02" and head[4] == 2  # format 2, method code 2
+    assert r.container_bytes == 69 + len(_varints(r.old_size, r.new_size)) == read_patch_header(tmp_path / "p.delta").size
+    r = roundtrip(tmp_path, old, new, methods=[ZSTD])
+    assert (tmp_path / "p.delta").read_bytes()[:4] == b"\x28\xb5\x2f\xfd" and r.container_bytes == 0  # a bare frame
+    assert read_patch_header(tmp_path / "p.delta").bare
+    r = roundtrip(tmp_path, old, new, methods=[BSDIFF4])
+    assert (tmp_path / "p.delta").read_bytes()[:8] == b"BSDIFF40" and r.container_bytes == 0
+
+
+def _varints(*values: int) -> bytes:
+    from common.delta._format import put_varints
+
+    out = bytearray()
+    put_varints(out, *values)
+    return bytes(out)
+
+
+def test_a_bare_zstd_patch_is_what_the_zstd_tool_applies(tmp_path, so_pair):
+    import shutil
+    import subprocess
+
+    if shutil.which("zstd") is None:
+        pytest.skip("the zstd command is not installed (apt-get install zstd)")
+    old, new = so_pair
+    make_delta(old, new, tmp_path / "p.zst", methods=[ZSTD], isolate=False)
+    subprocess.run(["zstd", "-q", "-d", "--long=31", f"--patch-from={old}", str(tmp_path / "p.zst"), "-o",
+                    str(tmp_path / "out")], check=True)
+    assert (tmp_path / "out").read_bytes() == new.read_bytes()
+
+
+def test_format_1_patches_still_apply(tmp_path, so_pair):
+    """Patches made before format 2 (in site caches, in artifacts) apply unchanged."""
+    import struct
+
+    from common.delta._format import PatchHeader, VarintReader
+
+    old, new = so_pair
+    for method in (BLOCKS, ZSTD, BSDIFF4):
+        patch = tmp_path / f"{method}.delta"
+        r = make_delta(old, new, patch, methods=[method], isolate=False, worth_ratio=100.0)
+        h = PatchHeader(method, r.old_size, r.new_size, r.old_sha256, r.new_sha256)
+        v1 = struct.pack(">8sBB2xQQ32s32s", b"EFDELTA\x00", 1, {BLOCKS: 2, ZSTD: 3, BSDIFF4: 1}[method],
+                         h.old_size, h.new_size, bytes.fromhex(h.old_sha256), bytes.fromhex(h.new_sha256))
+        data = patch.read_bytes()
+        if method == BLOCKS:  # format 1's section table: u32 block size, u8 count, 4 x (u64, u64, u8)
+            payload = data[len(h.pack()):]
+            reader = VarintReader(payload, "t")
+            block, count = reader.read(), reader.read()
+            rows = [(reader.read(), reader.read(), reader.read()) for _ in range(count)]
+            v1 += struct.pack(">IB", block, count) + b"".join(struct.pack(">QQB", *row) for row in rows)
+            v1 += payload[reader.pos:]
+        elif method == ZSTD:  # format 1: a window-log byte, then the frame
+            v1 += bytes([max(r.old_size + r.new_size - 1, 1).bit_length()]) + data
+        else:
+            v1 += data
+        (tmp_path / "v1.delta").write_bytes(v1)
+        applied = apply_delta(old, tmp_path / "v1.delta", tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == new.read_bytes() and applied.method == method
+        assert read_patch_header(tmp_path / "v1.delta").version == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import random
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -245,7 +246,56 @@ def test_cancelling_a_future_does_not_withdraw_the_append(make_queue: MakeQueue)
     assert q.read() == [(1, b"first"), (2, b"second")]
 
 
+def test_writes_made_on_one_loop_keep_their_order_across_streams_and_kinds(make_queue: MakeQueue) -> None:
+    policies = {"a": StreamPolicy(1 << 20), "b": StreamPolicy(1 << 20)}
+    q = make_queue(streams=policies)
+
+    async def main() -> list[object]:
+        futs = [q.append(b"a1", stream="a"), q.append(b"b1", stream="b"), q.append(b"a2", stream="a"),
+                q.ack(1, stream="a"), q.append(b"a3", stream="a"), q.append_many([b"b2", b"b3"], stream="b"),
+                q.append(b"b4", stream="b")]
+        # a blocking call on the loop's own thread: the appends before it are handed over first, no deadlock
+        sync = q.append_many_sync([b"a4"], stream="a")
+        return [*(await asyncio.gather(*futs)), sync]
+
+    assert asyncio.run(main()) == [[1], [1], [2], 1, [3], [2, 3], [4], [4]]
+    assert q.read(stream="a") == [(2, b"a2"), (3, b"a3"), (4, b"a4")]
+    assert q.read(stream="b") == [(1, b"b1"), (2, b"b2"), (3, b"b3"), (4, b"b4")]
+
+
+def test_cancelled_futures_among_many_leave_the_others_resolved(make_queue: MakeQueue) -> None:
+    q = make_queue()
+
+    async def main() -> dict[int, object]:
+        futs = [q.append(b"%d" % i) for i in range(20)]
+        for fut in futs[::3]:
+            fut.cancel()  # (a MemoryQueue's futures are settled already: nothing to cancel)
+        return {i: await f for i, f in enumerate(futs) if not f.cancelled()}
+
+    got = asyncio.run(main())
+    assert set(range(20)) - set(got) <= set(range(0, 20, 3)) and got == {i: [i + 1] for i in got}
+    assert len(q.read()) == 20  # a cancelled future does not withdraw its append
+
+
 # -- DurableQueue only -------------------------------------------------------------------
+
+
+def test_appends_pending_on_a_loop_when_another_thread_closes_the_queue_are_refused_not_lost(tmp_path: Path) -> None:
+    q = DurableQueue(str(tmp_path / "q")).start()
+    closed = threading.Event()
+
+    async def main() -> list[object]:
+        futs = [q.append(b"%d" % i) for i in range(10)]  # collected, handed over at the loop's next turn
+        threading.Thread(target=lambda: (q.close(), closed.set())).start()
+        await asyncio.to_thread(closed.wait, 10)
+        return await asyncio.gather(*futs, return_exceptions=True)
+
+    outcomes = asyncio.run(asyncio.wait_for(main(), 20))
+    # each either committed before the close or is refused with QueueClosedError; none is left hanging
+    committed = [o for o in outcomes if isinstance(o, list)]
+    assert all(isinstance(o, QueueClosedError) for o in outcomes if not isinstance(o, list))
+    with DurableQueue(str(tmp_path / "q")) as reopened:
+        assert len(reopened) == len(committed)
 
 
 def test_records_and_next_seq_survive_reopen(tmp_path: Path) -> None:
