@@ -26,6 +26,7 @@ from typing import Any
 from common.errors import BootloaderError
 from common.fileio import write_atomic
 from common.inventory import INVENTORY_KIND, host_inventory
+from device_agent import simimage
 
 __all__ = ["CONFIG_FILE", "INVENTORY_KIND", "AppliedConfig", "collect"]
 
@@ -74,6 +75,9 @@ def collect(
     """The device's inventory now. ``running()`` gives the running image's header, ``slots()`` the booted
     slot (key "active") and each slot's version."""
     out: dict[str, Any] = {"model": model, **host_inventory(data_dir)}
+    # the update modules this board installs (a release's manifest names one); a list, carried as "a,b"
+    # because record values are numbers or strings
+    out["update_modules"] = ",".join(simimage.UPDATE_MODULES)
     if hw_rev:
         out["hw"] = hw_rev
     try:

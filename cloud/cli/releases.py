@@ -66,6 +66,9 @@ release.add_command(sign)
     "--security-version", type=click.IntRange(min=0), default=0, show_default=True, help="Anti-rollback floor."
 )
 @click.option("--expires", default="90d", show_default=True, help="How long the manifest is valid (90d, 12h, 3600).")
+@click.option("--module", default="rootfs-image", show_default=True,
+              help="The update module that installs the image: rootfs-image (A/B), swupdate (the image is a .swu, "
+                   "for SWUpdate devices polling their gateway over DDI: docs/DDI.md), ...")
 @click.option(
     "--key",
     "key_path",
@@ -95,6 +98,7 @@ def create(
     min_version: str | None,
     security_version: int,
     expires: str,
+    module: str,
     key_path: str | None,
     passphrase_file: str | None,
     manifest_out: str | None,
@@ -120,6 +124,8 @@ def create(
         "security_version": security_version,
         "expires_s": expires_s,
     }
+    if module != "rootfs-image":
+        params["module"] = module
     if min_version is not None:
         params["min_version"] = min_version
     made = fetch(
@@ -197,6 +203,8 @@ def check_manifest(
         problems.append(f"it is for {manifest.version} on {', '.join(manifest.hw)}")
     if manifest.security_version != params["security_version"] or manifest.min_version != params.get("min_version"):
         problems.append(f"security version {manifest.security_version}, min version {manifest.min_version}")
+    if manifest.module != params.get("module", "rootfs-image"):
+        problems.append(f"it is for the update module {manifest.module!r}")
     return problems
 
 

@@ -1,6 +1,6 @@
 """The operator API's release routes, mounted with ``ApiContext.releases`` under ``/v1`` behind the token:
 
-    POST /v1/releases?version=V&hw=M[&hw=M2][&min_version=Y][&security_version=N][&expires_s=S]
+    POST /v1/releases?version=V&hw=M[&hw=M2][&min_version=Y][&security_version=N][&expires_s=S][&module=swupdate]
          body: the image, raw (application/octet-stream), streamed to disk as it arrives
          -> 201 the unsigned release: {"version", "state": "unsigned", "size", "sha256", "hw", ...,
             "deltas": [{"from_version", "status", "method", "size", "sha256", "detail"}],
@@ -25,7 +25,7 @@ import fastapi
 from cloud.http.context import ApiContext
 from cloud.releases.plan import ReleaseRequest
 from common.errors import ReleaseTooLarge
-from common.firmware.manifest import MAX_BODY
+from common.firmware.manifest import DEFAULT_MODULE, MAX_BODY
 
 __all__ = ["MAX_SIGNED", "routes"]
 
@@ -46,10 +46,11 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         min_version: str | None = None,
         security_version: int = 0,
         expires_s: int | None = None,
+        module: str = DEFAULT_MODULE,
     ) -> dict[str, Any]:
         req = ReleaseRequest.parse(
             version, hw, min_version=min_version, security_version=security_version, expires_s=expires_s,
-            settings=service.settings,
+            settings=service.settings, module=module,
         )
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > service.settings.max_image_bytes:

@@ -22,7 +22,7 @@ from common.delta.engine import WORTH_RATIO
 from common.errors import ConfigError, KeyFileError, ManifestError, ReleaseError, VersionError
 from common.firmware.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.firmware.keys import load_trusted_keys
-from common.firmware.manifest import MAX_NAME, SignedManifest, verify_manifest
+from common.firmware.manifest import DEFAULT_MODULE, MAX_NAME, SignedManifest, verify_manifest
 from common.firmware.version import Version
 
 __all__ = [
@@ -71,6 +71,7 @@ class ReleaseRequest:
     min_version: str | None
     security_version: int
     expires_s: int
+    module: str = DEFAULT_MODULE  # the update module that installs the image (the manifest's ``module``)
 
     @classmethod
     def parse(
@@ -82,6 +83,7 @@ class ReleaseRequest:
         security_version: int = 0,
         expires_s: int | None = None,
         settings: ReleaseSettings = ReleaseSettings(),
+        module: str = DEFAULT_MODULE,
     ) -> ReleaseRequest:
         """Check everything a manifest will need before any upload; ``ReleaseError`` (``invalid``) names the field.
 
@@ -113,7 +115,9 @@ class ReleaseRequest:
         expires = settings.default_expires_s if expires_s is None else expires_s
         if type(expires) is not int or not 0 < expires <= settings.max_expires_s:
             raise invalid(f"expires_s {expires!r} must be 1..{settings.max_expires_s} seconds")
-        return cls(version, tuple(models), min_version, security_version, expires)
+        if not isinstance(module, str) or not 0 < len(module) <= MAX_NAME or not module.isprintable():
+            raise invalid(f"module {str(module)[:MAX_NAME]!r} must be 1..{MAX_NAME} printable characters")
+        return cls(version, tuple(models), min_version, security_version, expires, module)
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,6 +161,7 @@ class ReleaseService:
                 min_version=req.min_version,
                 deltas=offered,
                 chunk_size=self.settings.chunk_size,
+                module=req.module,
             ),
         )
         if (manifest.size, manifest.sha256) != (image.size, image.sha256):

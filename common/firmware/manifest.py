@@ -54,6 +54,7 @@ from common.firmware.version import Version
 
 __all__ = [
     "ALLOWANCE_DOMAIN",
+    "DEFAULT_MODULE",
     "DOMAIN",
     "MAX_BODY",
     "Allowance",
@@ -75,6 +76,7 @@ ALLOWANCE_KIND = "firmware-allowance"
 DOMAIN = b"edgefleet-firmware-manifest-v1\x00"
 ALLOWANCE_DOMAIN = b"edgefleet-firmware-allowance-v1\x00"
 MAX_LIST = 256
+DEFAULT_MODULE = "rootfs-image"  # the manifest's ``module`` when it names none
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -104,6 +106,7 @@ class Manifest:
     expires_ms: int
     deltas: tuple[DeltaInfo, ...]
     issued_ms: int
+    module: str = DEFAULT_MODULE  # the update module that installs the artifact (rootfs-image, swupdate, ...)
 
     def __post_init__(self) -> None:
         for name in ("hw", "chunks", "deltas"):
@@ -113,6 +116,8 @@ class Manifest:
         d = dataclasses.asdict(self)
         d["hw"], d["chunks"] = list(self.hw), list(self.chunks)
         d["deltas"] = [dataclasses.asdict(x) for x in self.deltas]
+        if self.module == DEFAULT_MODULE:
+            del d["module"]  # absent means the default: bodies signed before the field existed stay the same bytes
         return {"kind": KIND, "v": FORMAT, **d}
 
     def to_bytes(self) -> bytes:
@@ -193,6 +198,7 @@ def build_manifest(
     min_version: str | None = None,
     deltas: Iterable[DeltaInfo] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    module: str = DEFAULT_MODULE,
 ) -> Manifest:
     """The manifest of the image at ``image_path``, hashing it in one streaming pass."""
     size, sha, chunks = hash_image(image_path, chunk_size)
@@ -208,6 +214,7 @@ def build_manifest(
         expires_ms=expires_ms,
         deltas=tuple(deltas),
         issued_ms=issued_ms,
+        module=module,
     )
     return _parse(manifest.to_dict())  # the same checks a device makes, before anyone signs it
 
@@ -341,6 +348,7 @@ def _version_or_refuse(text: Any, name: str | None, what: str) -> Version:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Manifest)} | {"kind", "v"}
+_OPTIONAL = {"module"}
 
 
 def _parse(d: Any) -> Manifest:
@@ -352,8 +360,8 @@ def _parse(d: Any) -> Manifest:
 
     if not isinstance(d, dict):
         raise bad("body is not a JSON object")
-    if set(d) != _FIELDS:
-        missing, extra = sorted(_FIELDS - set(d)), sorted(set(d) - _FIELDS)
+    if not _FIELDS - _OPTIONAL <= set(d) <= _FIELDS:
+        missing, extra = sorted(_FIELDS - _OPTIONAL - set(d)), sorted(set(d) - _FIELDS)
         raise bad(f"fields differ from format {FORMAT} (missing {missing}, unexpected {extra})")
     if d["kind"] != KIND or d["v"] != FORMAT:
         raise bad(f"is a {d['kind']!r} of format {d['v']!r}, not a {KIND!r} of format {FORMAT}")
@@ -385,6 +393,9 @@ def _parse(d: Any) -> Manifest:
         if not _is_name(x["method"]) or not _is_int(x["size"]) or not _is_hex64(x["sha256"]):
             raise bad(f"delta from {x['from_version']} has a bad method, size or sha256")
         deltas.append(DeltaInfo(**x))
+    module = d.get("module", DEFAULT_MODULE)
+    if not _is_name(module) or module == DEFAULT_MODULE and "module" in d:
+        raise bad(f"module must be an update module's name other than the default {DEFAULT_MODULE!r} (absent means it)")
     return Manifest(
         version=version,
         hw=tuple(hw),
@@ -397,4 +408,5 @@ def _parse(d: Any) -> Manifest:
         expires_ms=d["expires_ms"],
         deltas=tuple(deltas),
         issued_ms=d["issued_ms"],
+        module=module,
     )
