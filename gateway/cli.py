@@ -39,6 +39,12 @@ DEFAULTS = {
     "uplink_source": "",  # local address (interface) the uplink leaves from
     "cert": "",  # this gateway's certificate (edgefleet ca issue --role gateway)
     "cert_check": 6 * 3600.0,  # seconds between showings of the certificate (the cloud renews it at 2/3 of its life)
+    "ddi_bind": "",  # hawkBit DDI for SWUpdate devices (docs/DDI.md): HOST:PORT; empty: not served
+    "ddi_tenant": "default",
+    "ddi_poll": 60.0,
+    "ddi_tls_cert": "",
+    "ddi_tls_key": "",
+    "ddi_gateway_token_file": "",
     "log_level": "info",
     "log_format": "json",
 }
@@ -72,6 +78,14 @@ DEFAULTS = {
 @click.option("--cert", help="This gateway's certificate (edgefleet ca issue --role gateway), shown to the cloud.")
 @click.option("--cert-check", type=float, help="Seconds between showings of the certificate to the cloud, which renews it at 2/3 of its life [21600].")
 @click.option("--uplink-source", help="Local address the uplink leaves from (the site's WAN interface), apart from --bind.")
+@click.option("--ddi-bind", help="Serve hawkBit's DDI API here (HOST:PORT) for devices running SWUpdate's suricatta "
+                                 "(docs/DDI.md); off unless given.")
+@click.option("--ddi-tenant", help="The DDI tenant devices name in their URL [default].")
+@click.option("--ddi-poll", type=float, help="Seconds between polls DDI devices are told [60].")
+@click.option("--ddi-tls-cert", help="The site's TLS certificate chain (PEM) for DDI over HTTPS (with --ddi-tls-key).")
+@click.option("--ddi-tls-key", help="The key of --ddi-tls-cert (PEM).")
+@click.option("--ddi-gateway-token-file", help="A file holding the site's DDI GatewayToken (optional; TargetTokens "
+                                               "are issued per device: edgefleet devices ddi-token).")
 def gateway(config_path: str | None, **flags: object) -> None:
     """Run a site gateway: accept device telemetry durably, forward it to the cloud.
 
@@ -114,6 +128,12 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 cert_check_s=float(cfg["cert_check"]),
                 rollout_key=cfg["rollout_key"],
                 site_alert_rules=None if cfg["site_alert_rules"] is None else tuple(cfg["site_alert_rules"]),
+                ddi_bind=cfg["ddi_bind"],
+                ddi_tenant=cfg["ddi_tenant"],
+                ddi_poll_s=float(cfg["ddi_poll"]),
+                ddi_tls_cert=cfg["ddi_tls_cert"],
+                ddi_tls_key=cfg["ddi_tls_key"],
+                ddi_gateway_token_file=cfg["ddi_gateway_token_file"],
             )
         )
     )

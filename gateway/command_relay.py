@@ -14,6 +14,7 @@ bookkeeping of the queue.
     relay.from_cloud(cmd)                          # Append (token ("command", cmd)), or "held" again
     relay.persisted(cmd, qseq, now)                # "held" to the cloud; delivered if its device is here
     relay.deliverable(device, peer, now)           # a device said Hello: its held commands
+    relay.ready(device, now)                       # the held commands it may run now (DDI devices poll)
     relay.done(device, seq, status, detail, now)   # the device answered: a report, the queue acknowledged
     relay.release(device_ids, not_after_ms, now)   # the site's rollout opened the gate
     relay.tick(now)                                # expiry
@@ -74,6 +75,10 @@ class CommandRelay:
         if peer is not None and self._deliverable(cmd, now):
             out.append(Send(peer, cmd))
         return out
+
+    def ready(self, device_id: str, now: float) -> list[Command]:
+        """The held commands ``device_id`` may run now, oldest first (what a DDI device is offered)."""
+        return [c for c in self.held.for_device(device_id) if self._deliverable(c, now)]
 
     def deliverable(self, device_id: str, peer: str, now: float) -> list[Effect]:
         """``device_id`` just connected on ``peer``: the held commands it may run now."""

@@ -15,6 +15,8 @@ The parts, each sans-IO in its own module with its own tests:
   site's rollout runner, and its reports for the cloud;
 - ``gateway.site_alerts.SiteAlerts``: the site's own alerts while the uplink is down;
 - ``gateway.status.StatusReports``: the gateway's status and inventory;
+- ``gateway.ddi.core.DdiDevices`` (optional): devices that poll over hawkBit's DDI API, their records
+  made here, their actions the command relay's held update commands;
 - ``gateway.security.GatewaySecurity`` (optional): sees every event first, and the
   core only through ``CoreView`` (the four methods below under "the security view").
 
@@ -51,6 +53,7 @@ from common.protocol import (
     ChunkRequest,
     Command,
     CommandAck,
+    DdiCredentials,
     ErrorReply,
     FirmwareOffer,
     ForwardAck,
@@ -65,6 +68,9 @@ from common.protocol.codec import TelemetryEntries
 from common.shaping import LinkWindows, TokenBucket
 from common.uplink import QueueSender, Uplink
 from gateway.command_relay import CommandRelay
+from gateway.ddi.core import DdiDevices
+from gateway.ddi.events import ArtifactFailed, ArtifactReady, DdiRequest, DdiTokensApplied, StoreDdiTokens
+from gateway.ddi.tokens import DdiTokens
 from gateway.reports import COMMANDS, OUTBOX, gap_reports
 from gateway.rollout_effects import ReleaseCommands, SiteReport
 from gateway.rollout_relay import RolloutRelay
@@ -108,6 +114,9 @@ class GatewayCore:
         site_rollouts: bool = False,
         site_alerts: SiteAlerts | None = None,
         inventory_interval_s: float = 0.0,
+        ddi_tokens: DdiTokens | None = None,
+        ddi_tenant: str = "default",
+        ddi_poll_s: float = 60.0,
     ) -> None:
         self.gateway_id = gateway_id
         self.site = site
@@ -122,6 +131,10 @@ class GatewayCore:
         self.reports = StatusReports(gateway_id, outbox, status_interval_s=status_interval_s,
                                      inventory_interval_s=inventory_interval_s)
         self.malformed = 0
+        self.ddi = (DdiDevices(gateway_id, site, self.commands, ddi_tokens, tenant=ddi_tenant, poll_s=ddi_poll_s,
+                               revoked=lambda: security.revoked if security is not None else frozenset(),
+                               site_rollouts=site_rollouts, seen=self._seen)
+                    if ddi_tokens is not None else None)  # devices polling over hawkBit's DDI (gateway/ddi/)
 
     # -- what drivers, tests and simulations read ----------------------------------------
 
@@ -179,7 +192,26 @@ class GatewayCore:
             return screened.effects + self._dispatch(event, now)
         return self._dispatch(event, now)
 
+    def _seen(self, device_id: str, now_ms: int) -> None:
+        if self.site_alerts is not None:
+            self.site_alerts.seen(device_id, now_ms)
+
     def _dispatch(self, event: Event, now: float) -> list[Effect]:
+        if self.ddi is not None:
+            match event:
+                case DdiRequest():
+                    return self.ddi.request(event, now)
+                case Persisted(("ddi", *_) as token, _):
+                    return self.ddi.persisted(token) + self.drain.drain(now)
+                case PersistFailed(("ddi", *_) as token, error):
+                    return self.ddi.persist_failed(token, str(error))
+                case ArtifactReady():
+                    return self.ddi.artifact_ready(event)
+                case ArtifactFailed():
+                    return self.ddi.artifact_failed(event)
+                case DdiTokensApplied(msg):
+                    self.ddi.tokens = DdiTokens.from_message(msg, self.ddi.tokens.gateway_token_hash)
+                    return [Log("info", "DDI credentials in force", {"version": msg.version, "devices": len(msg.devices)})]
         match event:
             case Received(peer, msg) if peer == UPSTREAM:
                 return self._from_cloud(msg, now)
@@ -224,6 +256,8 @@ class GatewayCore:
 
     def _tick(self, now: float) -> list[Effect]:
         out = self.drain.tick(now) + self.downstream.close_silent(now) + self.commands.tick(now)
+        if self.ddi is not None:
+            out += self.ddi.expired(now)
         if self.site_alerts is not None:
             out += self.site_alerts.reports(now, self.drain.up)
         return out
@@ -274,6 +308,10 @@ class GatewayCore:
                 return [Firmware("", "", msg)]
             case SitePlanEnvelope():
                 return self.rollouts.plan(msg)
+            case DdiCredentials() if self.ddi is not None:
+                if msg.site != self.site or not self.ddi.tokens.newer(msg):
+                    return []
+                return [StoreDdiTokens(msg)]  # on disk first (the driver), then in force (DdiTokensApplied)
             case ErrorReply("hello-first", _):
                 return self.drain.open(now)
             case ErrorReply(code, detail):

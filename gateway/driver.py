@@ -95,6 +95,13 @@ class GatewayConfig:
     # None: SITE_RULES, (): none
     site_alert_rules: tuple[dict[str, Any], ...] | None = None
     inventory_interval_s: float = 60.0  # how often its own inventory is read (reported only on change)
+    # hawkBit's DDI API for devices running SWUpdate's suricatta (docs/DDI.md); "" (default): not served
+    ddi_bind: str = ""  # HOST:PORT
+    ddi_tenant: str = "default"
+    ddi_poll_s: float = 60.0  # the polling interval DDI devices are told
+    ddi_tls_cert: str = ""  # the site's TLS certificate chain (PEM) and key: DDI over HTTPS
+    ddi_tls_key: str = ""
+    ddi_gateway_token_file: str = ""  # a file holding the site's GatewayToken (optional)
 
 
 async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -136,7 +143,11 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         site_rollouts=bool(cfg.rollout_key),
         site_alerts=_site_alerts(cfg),
         inventory_interval_s=cfg.inventory_interval_s,
+        **_ddi_options(cfg),
     )
+    if core.ddi is not None:
+        state = cfg.data_dir / "ddi" / "state.json"
+        core.ddi.load(state.read_bytes() if state.exists() else b"")
     runner: NodeRunner
 
     def take_inventory(_effect: TakeInventory) -> None:
@@ -220,6 +231,13 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
             link.send(NodeCertificate(security.certificate))
 
     extra: dict = {Firmware: firmware.handle, TakeInventory: take_inventory, **rollout_handlers}
+    ddi = None
+    if core.ddi is not None:
+        from gateway.ddi.driver import DdiDriver
+
+        ddi = DdiDriver(cfg.data_dir, cfg.ddi_bind, lambda e: runner.feed(e), firmware, cache,
+                        tls=(cfg.ddi_tls_cert, cfg.ddi_tls_key) if cfg.ddi_tls_cert else None)
+        extra |= ddi.handlers()
     if security is not None:
         extra |= {AdmitDevice: admit, ApplyRevocations: apply_revocations, InstallGatewayCertificate: install_certificate}
     runner = NodeRunner(core, queues={OUTBOX: outbox, COMMANDS: held}, server=SocketRouter(server, enroll) if enroll else server,
@@ -227,9 +245,11 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     stop_on_signals(loop, stop)
     endpoint = server.start()
     enroll_endpoint = enroll.start() if enroll is not None else ""
+    ddi_url = await ddi.start() if ddi is not None else ""
     write_atomic(
         cfg.data_dir / "endpoints.json",
-        json.dumps({"devices": endpoint, "public_key": keys.public.decode(), "enroll": enroll_endpoint}).encode(),
+        json.dumps({"devices": endpoint, "public_key": keys.public.decode(), "enroll": enroll_endpoint,
+                    "ddi": ddi_url}).encode(),
         0o644,
     )
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
@@ -249,6 +269,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
             cert_check.cancel()
         if rollout_tick is not None:
             rollout_tick.cancel()
+        if ddi is not None:
+            await ddi.stop()
         await runner.stop()
         kill_children()  # a local delta being made for devices is abandoned, not awaited (its candidates run as children)
         await firmware.stop()
@@ -264,7 +286,8 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
                  "cache_bytes": cache.used_bytes(), "cache_evicted": cache.evicted,
                  "auth_refused_revoked": admission.refused_revoked,
                  "auth_refused_expired": admission.refused_expired, **(security.counters if security is not None else {}),
-                 "revocation_version": revocations.version if revocations is not None else 0}
+                 "revocation_version": revocations.version if revocations is not None else 0,
+                 **(core.ddi.counters if core.ddi is not None else {}), **(ddi.counters if ddi is not None else {})}
         cache.close()
         outbox.close()
         held.close()
@@ -272,6 +295,24 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         write_atomic(cfg.data_dir / "stats.json", json.dumps(stats).encode(), 0o644)
         log.info("gateway stopped", extra={"records_in": core.counters["records_in"]})
     return stats
+
+
+def _ddi_options(cfg: GatewayConfig) -> dict[str, Any]:
+    """The core's DDI options: the credential table in force (``DATA/ddi_tokens.json``), tenant, interval."""
+    if not cfg.ddi_bind:
+        return {}
+    from gateway.ddi.tokens import DdiTokens, token_hash
+
+    gw_hash = ""
+    if cfg.ddi_gateway_token_file:
+        gw_hash = token_hash(Path(cfg.ddi_gateway_token_file).read_text().strip())
+    path = cfg.data_dir / "ddi_tokens.json"
+    try:
+        tokens = DdiTokens.from_json(path.read_bytes(), gw_hash) if path.exists() else DdiTokens(cfg.site, 0, {}, gw_hash)
+    except (ValueError, KeyError, TypeError) as exc:  # a corrupt table would fail open or shut: say so, do not guess
+        raise ConfigError(f"gateway {cfg.gateway_id!r}: {path} is not a DDI credential table ({exc}); move it away "
+                          "and the cloud sends the current one at the next session") from exc
+    return {"ddi_tokens": tokens, "ddi_tenant": cfg.ddi_tenant, "ddi_poll_s": cfg.ddi_poll_s}
 
 
 def _manifest_check(paths: tuple[str, ...]):  # noqa: ANN202

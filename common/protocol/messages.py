@@ -32,6 +32,7 @@ __all__ = [
     "HelloAck",
     "KeyRotation",
     "MESSAGE_TYPES",
+    "DdiCredentials",
     "SitePlanEnvelope",
     "Message",
     "NodeCertificate",
@@ -337,6 +338,21 @@ class RevocationUpdate(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class DdiCredentials(Message):
+    """Cloud to gateway: the DDI devices of the gateway's site and their TargetTokens as SHA-256 hashes
+    (hex; the tokens themselves are shown once, to the operator who issued them), with each device's
+    hardware model; on every session start and whenever one is issued or revoked. ``version`` only grows:
+    a gateway keeps the newest it holds (``gateway.ddi.tokens``)."""
+
+    KIND: ClassVar[int] = 70
+    site: str
+    version: int
+    devices: list[str]
+    token_hashes: list[str]
+    hw: list[str]
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRotation(Message):
     """Device to gateway on its authenticated session, gateway to cloud: certify ``new_curve_key`` for
     ``device_id`` (the old key stays admitted until its certificate expires). Answered by ``EnrollReply``."""
@@ -391,5 +407,6 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         KeyRotation,
         NodeCertificate,
         SitePlanEnvelope,
+        DdiCredentials,
     )
 }
