@@ -52,7 +52,14 @@ from common.protocol import (
     decode_record,
     unpack_entries,
 )
-from common.protocol.messages import EnrollReply, EnrollRequest, KeyRotation, NodeCertificate, RevocationUpdate
+from common.protocol.messages import (
+    DdiCredentials,
+    EnrollReply,
+    EnrollRequest,
+    KeyRotation,
+    NodeCertificate,
+    RevocationUpdate,
+)
 from common.security_events import (
     EnrollDecide,
     EnrollDecided,
@@ -63,7 +70,15 @@ from common.security_events import (
 )
 from common.uplink import agreed_version, silent_peers
 
-__all__ = ["CloudCore"]
+__all__ = ["CloudCore", "DdiCredentialsChanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class DdiCredentialsChanged:
+    """A site's DDI token table now (after an issue or revocation, and at start): sent to its gateways, and
+    to each of them again at every session start."""
+
+    msg: DdiCredentials
 
 
 @dataclass(slots=True)
@@ -94,6 +109,7 @@ class CloudCore:
         self.command_retry_s = command_retry_s
         self.sessions: dict[str, GatewaySession] = {}
         self.revocations = b""  # the current signed revocation list, sent to every gateway
+        self.ddi: dict[str, DdiCredentials] = {}  # site -> its DDI devices' token hashes, sent to its gateways
         self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "commands_sent": 0}
 
     def peer_of(self, gateway_id: str) -> str | None:
@@ -136,6 +152,9 @@ class CloudCore:
                 return out
             case EnrollDecided(peer, reply):
                 return [Send(peer, reply)] if peer in self.sessions else []
+            case DdiCredentialsChanged(msg):
+                self.ddi[msg.site] = msg
+                return [Send(peer, msg) for peer, s in self.sessions.items() if s.site == msg.site]
             case RevocationsChanged(envelope):
                 self.revocations = envelope
                 return [Send(peer, RevocationUpdate(envelope)) for peer in self.sessions]
@@ -175,6 +194,7 @@ class CloudCore:
                     Log("info", "gateway session up", {"gateway": node_id, "site": site}),
                     LoadCommands(node_id),
                     *([Send(peer, RevocationUpdate(self.revocations))] if self.revocations else []),
+                    *([Send(peer, self.ddi[site])] if site in self.ddi else []),
                 ]
             case Hello(node_id=node_id, role=role):
                 return [Send(peer, ErrorReply("role", f"{node_id!r} said role {role!r}; the cloud serves gateways"))]

@@ -36,7 +36,7 @@ from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_a
 from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
-from cloud.core import CloudCore
+from cloud.core import CloudCore, DdiCredentialsChanged
 from cloud.security.enrollment import EnrollRule, Enroller
 from cloud.releases.firmware import FirmwareService
 from cloud.fleet.jobs import FleetJobs, start_fleet_jobs
@@ -54,7 +54,7 @@ from common.errors import StoreError
 from common.keys import Allowlist, load_or_create_keypair, start_authenticator, write_atomic
 from common.process import kill_children, stop_on_signals
 from common.protocol import Command
-from common.protocol.messages import KeyRotation
+from common.protocol.messages import DdiCredentials, KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
 from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
@@ -242,6 +242,15 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     def revocations_changed(blob: bytes) -> None:
         runner.feed(RevocationsChanged(blob))
 
+    def ddi_tokens_changed(site: str) -> None:
+        """A site's DDI tokens changed (or the cloud starts): its gateways get the live table."""
+        def load() -> DdiCredentials:
+            version, rows = store.ddi.site_credentials(site)
+            return DdiCredentials(site, version, [r["device_id"] for r in rows], [r["token_sha256"] for r in rows],
+                                  [r["hw"] for r in rows])
+
+        on_store(load, lambda msg: runner.feed(DdiCredentialsChanged(msg)), "reading DDI tokens failed")
+
     def resign_revocations() -> None:
         """The list's signature expires (so a gateway cannot be fed a stale one forever): sign it afresh daily."""
         timers["revocations"] = loop.call_later(REVOCATION_RESIGN_S, resign_revocations)
@@ -275,7 +284,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     await rollouts.restore()
     app = create_app(ApiContext(
         store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
-        hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed),
+        hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed,
+                       on_ddi_tokens=ddi_tokens_changed),
         fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s),
     ))
     api = await serve_api(app, cfg.api_host, cfg.api_port)
@@ -286,6 +296,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         0o644,
     )
     runner.feed(Start())
+    on_store(store.ddi.sites, lambda sites: [ddi_tokens_changed(s) for s in sites], "reading DDI sites failed")
     resign_revocations()
     refresh_maintenance()
     alert_tick()

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from cloud.cli import fleet, security
+from cloud.cli import ddi, fleet, security
 from cloud.cli.helpers import api_options, emit, format_table, q, when
 
 __all__ = ["COMMANDS", "devices"]
@@ -136,6 +136,6 @@ COMMANDS: tuple[click.Command, ...] = (list_devices, command_device, list_comman
 
 devices = click.Group(
     "devices",
-    commands=[*COMMANDS, *fleet.DEVICE_COMMANDS, *security.DEVICE_COMMANDS],
+    commands=[*COMMANDS, *fleet.DEVICE_COMMANDS, *security.DEVICE_COMMANDS, *ddi.DEVICE_COMMANDS],
     help="Operator commands on devices.",
 )

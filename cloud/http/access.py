@@ -62,7 +62,7 @@ ROUTE_ACTIONS: list[tuple[str, re.Pattern[str], str, str | None]] = [
 ]
 SELF_CHECKED = re.compile(
     r"/v1/(enroll-tokens(/.+/revoke)?|preauthorizations|users|tokens(/.+/revoke)?|sites/.+/rotate"
-    r"|devices/.+/(approve|revoke|quarantine|reinstate|reprovision|rotate))"
+    r"|devices/.+/(approve|revoke|quarantine|reinstate|reprovision|rotate)|ddi-tokens(/.+/revoke)?)"
 )
 
 

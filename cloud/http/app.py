@@ -14,6 +14,7 @@
     fleet.py      fleet views, tags, lifecycle, groups, layered config, metrics, site overview
     releases.py   firmware releases (with ``ctx.releases``)
     security.py   enrollment, identities, revocation, users and tokens, the audit log (with ``ctx.security``)
+    ddi.py        DDI devices' TargetTokens (with ``ctx.security``)
     rollouts.py   rollouts (with ``ctx.rollouts``)
 
 Who may do what: without ``ctx.security`` only the bootstrap token is accepted; with it,
@@ -30,6 +31,7 @@ import fastapi
 
 import cloud.http.access as access
 import cloud.http.alerts as alerts
+import cloud.http.ddi as ddi
 import cloud.http.devices as devices
 import cloud.http.errors as errors
 import cloud.http.fleet as fleet
@@ -62,6 +64,7 @@ def create_app(ctx: ApiContext) -> fastapi.FastAPI:
     if ctx.security is not None:
         access.install(app, ctx)
         secured.include_router(security.routes(ctx))
+        secured.include_router(ddi.routes(ctx))
     if ctx.rollouts is not None:
         secured.include_router(rollouts.routes(ctx))
     app.include_router(secured)

@@ -53,6 +53,7 @@ class ApiHooks:
     on_command: Callable[[str, int], None] | None = None  # (device_id, seq): a command was queued
     on_silence: Callable[[str, int], None] | None = None  # (target, until_ms): a silence was added
     on_revocations: Callable[[bytes], None] | None = None  # the newly signed revocation list
+    on_ddi_tokens: Callable[[str], None] | None = None  # a site's DDI tokens changed: send its gateway the table
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,12 @@ class ApiContext:
         if self.executor is None:
             return await run_in_threadpool(fn)
         return await asyncio.wrap_future(self.executor.submit(fn))
+
+    def ddi_changed(self, site: str) -> None:
+        """A DDI token of ``site`` was issued or revoked: its gateway hears the new table now (or at its next
+        session, which always sends the current one)."""
+        if self.hooks.on_ddi_tokens is not None:
+            self.hooks.on_ddi_tokens(site)
 
     def commanded(self, made: list[tuple[str, int]]) -> None:
         """Tell the cloud about commands just queued, so they go to their gateways now.

@@ -83,6 +83,8 @@ PERMISSIONS: Mapping[str, Role] = {
     "alerts.ack": Role.OPERATOR,
     "alerts.silence": Role.OPERATOR,
     "enroll_tokens.create": Role.OPERATOR,
+    "ddi_tokens.issue": Role.OPERATOR,  # a DDI device's TargetToken (cloud/http/ddi.py)
+    "ddi_tokens.revoke": Role.OPERATOR,
     "enroll_tokens.revoke": Role.OPERATOR,
     "release.create": Role.RELEASE_MANAGER,
     "rollout.start": Role.RELEASE_MANAGER,

@@ -480,6 +480,24 @@ def _v7_fleet(conn: sa.Connection) -> None:
             table.create(conn)
 
 
+def _v8_ddi_tokens(conn: sa.Connection) -> None:
+    """DDI devices' TargetTokens (SHA-256 only), per device and site, revocable (gateway/ddi, docs/DDI.md)."""
+    md = sa.MetaData()
+    sa.Table(
+        "ddi_tokens",
+        md,
+        sa.Column("device_id", sa.String(128), primary_key=True),
+        sa.Column("site_id", sa.String(128), nullable=False),
+        sa.Column("hw", sa.String(128), nullable=False),
+        sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+        sa.Column("issued_ms", sa.BigInteger, nullable=False),
+        sa.Column("revoked_ms", sa.BigInteger, nullable=True),
+        sa.Column("changed_ms", sa.BigInteger, nullable=False),
+        sa.Index("ddi_tokens_site", "site_id"),
+    )
+    md.create_all(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
@@ -488,6 +506,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "operators, API tokens, enrollment, identities, revocations, audit log", _v5_identity_access_audit),
     Migration(6, "rollouts and their devices", _v6_rollouts),
     Migration(7, "fleet: lifecycle, inventory, tags, groups, layered config, metrics", _v7_fleet),
+    Migration(8, "DDI devices' TargetTokens", _v8_ddi_tokens),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

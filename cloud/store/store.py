@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from cloud.store.alerts import AlertRecords
 from cloud.store.commands import CommandRecords
 from cloud.store.database import Database
+from cloud.store.ddi import DdiRecords
 from cloud.store.fleet import FleetRecords
 from cloud.store.metrics import MetricRecords
 from cloud.store.releases import ReleaseRecords
@@ -50,6 +51,7 @@ class Store:
         self.fleet = FleetRecords(db)
         self.metrics = MetricRecords(db)
         self.security = SecurityRecords(db)
+        self.ddi = DdiRecords(db)
         self.telemetry = TelemetryRecords(
             db, commands=self.commands, fleet=self.fleet, metrics=self.metrics, alerts=self.alerts
         )
