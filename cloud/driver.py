@@ -161,6 +161,12 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             security.audit(Actor(device_id, f"via {gateway_id}"), "command.refused", f"{device_id} command {seq}", False,
                            why, _now_ms())
 
+    def audit_ddi(gateway_id: str, records: list) -> None:
+        for r in records:
+            v = r.values
+            security.audit(Actor(f"ddi:{v.get('source', '?')}", f"via {gateway_id}"), "ddi.refused", r.device_id, False,
+                           f"{v.get('count', 1)} refused in a minute: {v.get('reason', '')}", r.ts_ms)
+
     def ingest(effect: StoreIngest) -> None:
         def stored(result) -> None:
             for why in result.rejected:
@@ -168,6 +174,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
             rollouts.observe_batch(effect.site, effect.records)
+            refused_ddi = [r for r in effect.records if r.seq == 0 and r.kind == "ddi.refused"]
+            if refused_ddi and security is not None:  # a gateway refused DDI requests: unknown or revoked tokens
+                on_store(lambda: audit_ddi(effect.gateway_id, refused_ddi), lambda _: None, "auditing DDI refusals failed")
             if result.refused_commands and security is not None:  # a device refused a command: forged? replayed?
                 on_store(lambda: audit_refusals(effect.gateway_id, result.refused_commands), lambda _: None,
                          "auditing refused commands failed")

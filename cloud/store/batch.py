@@ -46,6 +46,7 @@ COMMAND_KIND = "command"
 ROLLOUT_KIND = "rollout"  # a gateway's report of a device's state in a rollout it drives (gateway.site_rollouts)
 ALERT_KIND = "alert"
 INVENTORY_KIND = "inventory"
+DDI_REFUSED_KIND = "ddi.refused"  # a gateway refused DDI requests (bad or revoked token): for the audit log
 
 FINAL_STATUSES = ("done", "failed", "expired")
 # a command only moves forward: a late "held" never undoes "delivered", nothing undoes a final state
@@ -117,13 +118,15 @@ def plan_batch(records: Sequence[ForwardRecord], now_ms: int) -> BatchPlan:
                 pass  # a site's rollout report: the rollout service hears it (cloud.rollouts.service), nothing to store
             elif r.kind == ALERT_KIND:
                 plan.site_alerts.append(_site_alert_row(r))
+            elif r.kind == DDI_REFUSED_KIND:
+                pass  # nothing stored: the cloud's driver appends it to the audit log
             elif r.kind == INVENTORY_KIND:
                 if r.device_id not in plan.inventories or r.ts_ms >= plan.inventories[r.device_id][0]:
                     plan.inventories[r.device_id] = (r.ts_ms, dict(r.values))
             else:
                 raise ValueError(
                     f"seq 0 carries only reports ({GAP_KIND}, {STATUS_KIND}, {COMMAND_KIND}, {ROLLOUT_KIND}, {ALERT_KIND}, "
-                    f"{INVENTORY_KIND})"
+                    f"{INVENTORY_KIND}, {DDI_REFUSED_KIND})"
                 )
         except ValueError as exc:
             plan.rejected.append(_refusal(r, str(exc)))

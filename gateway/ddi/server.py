@@ -100,7 +100,8 @@ class DdiServer:
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
-        except (h11.ProtocolError, ConnectionError, asyncio.TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
+        except (h11.ProtocolError, ConnectionError, asyncio.TimeoutError, ssl.SSLError, asyncio.IncompleteReadError,
+                asyncio.CancelledError):
             return
         finally:
             self._conns.discard(task)
