@@ -82,7 +82,8 @@ def make_versions(root: Path, versions: list[str], size: int, seed: int = 1, cha
     return out
 
 
-def publish(fleet: ProcFleet, key: ReleaseKey, image: Path, version: str, hw: str) -> dict[str, Any]:
+def publish(fleet: ProcFleet, key: ReleaseKey, image: Path, version: str, hw: str, module: str = "rootfs-image"
+            ) -> dict[str, Any]:
     """``edgefleet release create`` with the key: uploaded, deltas made, signed, published."""
     import json
 
@@ -91,7 +92,7 @@ def publish(fleet: ProcFleet, key: ReleaseKey, image: Path, version: str, hw: st
     out = subprocess.run(
         [sys.executable, "-m", "common", "release", "create", "--image", str(image), "--version", version, "--hw", hw,
          "--key", str(key.private), "--passphrase-file", str(key.passphrase_file), "--api", ep["api"], "--token", token,
-         "--json"],
+         "--module", module, "--json"],
         capture_output=True, text=True, timeout=600,
     )
     if out.returncode != 0:

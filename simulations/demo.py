@@ -194,6 +194,9 @@ def run_demo(
               help="Drill: roll a signed release 2.0.0 out through a canary and two waves inside a maintenance window "
                    "(simulations/rollout_drill.py).")
 @click.option("--bad-release", is_flag=True, help="With --rollout: the release's image fails its self-test.")
+@click.option("--ddi-devices", type=click.IntRange(min=0), default=0,
+              help="With --rollout: also N devices running Debian's swupdate (suricatta) that poll their gateway over "
+                   "hawkBit's DDI; the release is a signed .swu (docs/DDI.md).")
 @click.option("--site-autonomy", is_flag=True,
               help="With --rollout: gateways drive their sites from signed site plans; with --uplink-outage, the site "
                    "with most wave-1 devices is cut off once it holds the wave-1 approval.")
@@ -214,6 +217,7 @@ def demo(
     security_drill: bool,
     rollout_drill: bool,
     bad_release: bool,
+    ddi_devices: int,
     site_autonomy: bool,
     fleet_drill: bool,
     workdir: str | None,
@@ -244,7 +248,7 @@ def demo(
             from simulations.rollout_drill import run_rollout_drill
 
             result = run_rollout_drill(root, sites, devices_per_site, bad_release, cut_uplink_s=uplink_outage,
-                                       site_autonomy=site_autonomy)
+                                       site_autonomy=site_autonomy, ddi_devices=ddi_devices)
         elif alert_drill:
             from simulations.alert_drill import run_alert_drill
 

@@ -15,6 +15,13 @@ commands the cloud created, not from the engine's own view:
 canary that were sent the release or reported an outcome for it),
 ``installs_outside_window`` (update commands created while the window, evaluated afresh,
 was closed, or allowed to start after it closed).
+
+With ``--ddi-devices N`` the release is a signed ``.swu`` (update module ``swupdate``, for the agents'
+hardware and ``ddi-board``) and N devices running Debian's real ``swupdate`` (suricatta, hawkBit's DDI)
+poll their site gateway's DDI endpoint with TargetTokens the cloud issued (``simulations.ddi_devices``);
+the same rollout updates agents and DDI devices through the site cache: ``ddi_devices_updated`` counts
+the DDI devices whose latest outcome is committed, ``devices_updated`` every device's, ``wan_transfers``
+how often a release crossed a site's uplink (the gateways' fetches from the cloud).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from device_agent import simimage
 from simulations.delivery import make_key, publish
 from simulations.drill_steps import bulk_stored, drain_agents
 from simulations.fleet import ProcFleet
+from simulations.ddi_devices import SwupdateDevice
 from simulations.update_drill import HW, VERSION
 
 __all__ = ["WINDOW", "run_rollout_drill"]
@@ -44,6 +52,7 @@ FINAL = ("completed", "aborted")
 def run_rollout_drill(
     root: Path, sites: int, devices_per_site: int, bad_release: bool, quiet: bool = False, *,
     cut_uplink_s: float = 0.0, window: bool = True, site_autonomy: bool = False, max_installing_per_site: int = 4,
+    ddi_devices: int = 0,
 ) -> dict[str, Any]:
     """``cut_uplink_s``: the last site's uplink (through a fault proxy) is cut for this long once wave 1 starts
     (with ``site_autonomy``: once that site's gateway holds the plan approving wave 1);
@@ -57,13 +66,31 @@ def run_rollout_drill(
     started = t0 = time.monotonic()
     key = make_key(root / "release")
     image = root / "release" / f"fw-{VERSION}.img"
-    image.write_bytes(simimage.make(VERSION, "fail" if bad_release else "ok", 256 * 1024))
+    health = "fail" if bad_release else "ok"
+    ddi: list[Any] = []
+    if ddi_devices:  # one release for both: a .swu whose image a simulated board runs too
+        from simulations.ddi_devices import make_signing_cert, make_swu, swupdate_missing
+
+        if why := swupdate_missing():
+            raise click.ClickException(f"--ddi-devices: {why}")
+        signer = make_signing_cert(root / "release")
+        image = make_swu(root / "release" / f"fw-{VERSION}.swu", VERSION, signer,
+                         image=simimage.make(VERSION, health, 256 * 1024), broken=bad_release)
+    else:
+        image.write_bytes(simimage.make(VERSION, health, 256 * 1024))
     try:
         cloud = fleet.start_cloud(["--release-key", str(key.public), "--release-chunk-kb", "32"])
-        publish(fleet, key, image, VERSION, HW)  # uploaded, signed with the release key, published
+        if ddi_devices:
+            from simulations.ddi_devices import DDI_HW
+
+            publish(fleet, key, image, VERSION, f"{HW},{DDI_HW}", module="swupdate")
+        else:
+            publish(fleet, key, image, VERSION, HW)  # uploaded, signed with the release key, published
         gateways = []
         cut_gw = ""  # chosen once the rollout is made: the site with the most wave-1 devices
         gw_extra = ["--rollout-key", str(fleet.dir("cloud") / "rollout_signing.pub")] if site_autonomy else []
+        if ddi_devices:
+            gw_extra += ["--ddi-bind", "127.0.0.1:0", "--ddi-poll", "1"]
         for s in range(1, sites + 1):
             fleet.start_gateway(f"gw-{s}", f"site-{s}", proxy=cut_uplink_s > 0, extra=gw_extra)
             gateways.append(f"gw-{s}")
@@ -72,11 +99,15 @@ def run_rollout_drill(
             s = int(name.split("-")[1])
             fleet.start_agent(name, f"site-{s}", f"gw-{s}",
                               extra=["--drain", "45", "--release-key", str(key.public), "--hw", HW])
+        if ddi_devices:
+            ddi = _start_ddi_devices(fleet, root, ddi_devices, sites, signer.cert)
         if not quiet:
-            click.echo(f"cloud up ({cloud['api']}), {sites} gateways, {len(agents)} agents; release {VERSION} signed "
+            click.echo(f"cloud up ({cloud['api']}), {sites} gateways, {len(agents)} agents, {len(ddi)} SWUpdate devices "
+                       f"(DDI); release {VERSION} signed "
                        f"({'an image that fails its self-test' if bad_release else 'a good image'})")
         deadline = time.monotonic() + 60
-        while not set(agents) <= {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}:
+        every = set(agents) | {d.device_id for d in ddi}
+        while not every <= {d["device_id"] for d in fleet.api("/v1/devices")["devices"]}:
             if time.monotonic() > deadline:
                 raise TimeoutError("not every device reached the cloud within 60 s; see the logs")
             time.sleep(0.2)
@@ -128,9 +159,11 @@ def run_rollout_drill(
                 last = line
             if (view["state"] in FINAL or view["state"] == "paused") and (restored_at is not None or not cut_at):
                 break
+            for d in ddi:
+                d.step()  # a DDI device that installed "reboots", checks itself and confirms
             time.sleep(0.05 if cut_gw and cut_at is None else 0.5)
         if view["state"] == "paused":  # halted: the canary's other devices finish; nothing more may start
-            time.sleep(3.0)
+            SwupdateDevice.settle(ddi, time.monotonic() + 3.0)
             view = fleet.api(f"/v1/rollouts/{rid}")
             say(f"halted: {view['reason']}")
         outcomes = _latest_outcomes(fleet, VERSION)
@@ -147,17 +180,23 @@ def run_rollout_drill(
             outside_window = _outside_window_sites(fleet, gateways)
         else:
             outside_window = _outside_window(fleet, agents)
+        for d in ddi:
+            d.stop()
         say("stopping agents (each drains its buffer first)")
         codes, stats, produced, summary, dropped = drain_agents(fleet, agents)
         codes |= fleet.stop(gateways)
         gw_stats = [json.loads((fleet.dir(g) / "stats.json").read_text()) for g in gateways]
         codes |= fleet.stop(["cloud"])
     finally:
+        for d in ddi:
+            d.stop()
         fleet.kill_all()
     stored = bulk_stored(summary)
     values = list(outcomes.values())
+    every = agents + [d.device_id for d in ddi]
     result: dict[str, Any] = {
-        "devices": len(agents),
+        "devices": len(every),
+        "ddi_devices": len(ddi),
         "sites": sites,
         "duration_s": round(time.monotonic() - t0, 1),
         "telemetry_sent": produced,
@@ -189,19 +228,44 @@ def run_rollout_drill(
         # the release crossed each site's uplink once (the site cache served every device of the site)
         "site_cache_fetches": sum(s.get("firmware_cloud_fetches", 0) for s in gw_stats),
         "gateways_prefetched": sum(1 for s in gw_stats if s.get("firmware_prefetched", 0)),
+        "wan_transfers": sum(s.get("firmware_cloud_fetches", 0) for s in gw_stats),
+        "ddi_devices_updated": sum(1 for d in ddi if outcomes.get(d.device_id) == "committed"),
+        "ddi_devices_failed": sum(1 for d in ddi if outcomes.get(d.device_id) == "failed"),
         "bad_release": bad_release,
     }
     result["updates_as_expected"] = (
         result["rollout_state"] in ("paused", "aborted") and result["devices_updated"] == 0
         and result["devices_rolled_back"] == result["canary_size"] and result["installs_outside_canary"] == 0
         if bad_release else
-        result["rollout_state"] == "completed" and result["devices_updated"] == len(agents)
+        result["rollout_state"] == "completed" and result["devices_updated"] == len(every)
     ) and outside_window == 0
     if not quiet:
         click.echo(f"rollout {rid}: {view['state']} ({view['reason']}); {result['devices_updated']} updated, "
                    f"{result['devices_rolled_back']} rolled back, canary {len(canary)}, "
                    f"{result['installs_outside_canary']} installs outside the canary, {outside_window} outside the window")
     return result
+
+
+def _start_ddi_devices(fleet: ProcFleet, root: Path, n: int, sites: int, cert: Path) -> list[Any]:
+    """N SWUpdate devices, round robin over the sites: a TargetToken issued by the cloud for each, in force
+    at its gateway (on disk there), then ``swupdate -u`` pointed at the gateway's DDI URL."""
+    from simulations.ddi_devices import DDI_HW, SwupdateDevice
+
+    out = []
+    for i in range(1, n + 1):
+        s = (i - 1) % sites + 1
+        name, gw = f"ddi-{s}-{i:03d}", f"gw-{s}"
+        token = fleet.api("/v1/ddi-tokens", {"device_id": name, "site": f"site-{s}", "hw": DDI_HW})["token"]
+        table = fleet.dir(gw) / "ddi_tokens.json"
+        deadline = time.monotonic() + 30
+        while not (table.exists() and name in json.loads(table.read_text())["devices"]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway {gw} did not receive the DDI token of {name} within 30 s")
+            time.sleep(0.1)
+        dev = SwupdateDevice(root / name, name, fleet.endpoints(gw)["ddi"], token, cert, log=root / "logs" / f"{name}.log")
+        dev.start()
+        out.append(dev)
+    return out
 
 
 def _wave_1_reached(fleet: ProcFleet, gateway: str, view: dict[str, Any], site_autonomy: bool) -> bool:
