@@ -235,7 +235,9 @@ def run_rollout_drill(
     }
     result["updates_as_expected"] = (
         result["rollout_state"] in ("paused", "aborted") and result["devices_updated"] == 0
-        and result["devices_rolled_back"] == result["canary_size"] and result["installs_outside_canary"] == 0
+        # an agent rolls back a bad release; a DDI device whose install fails reports it failed
+        and result["devices_rolled_back"] + result["ddi_devices_failed"] == result["canary_size"]
+        and result["installs_outside_canary"] == 0
         if bad_release else
         result["rollout_state"] == "completed" and result["devices_updated"] == len(every)
     ) and outside_window == 0

@@ -72,8 +72,8 @@ class DdiDevices:
         self.devices: dict[str, dict[str, Any]] = {}  # the saved state: device -> seqs, actions, installed, ...
         self.artifacts: dict[tuple[str, str], ArtifactInfo | str] = {}  # (version, hw) -> info, or why it cannot be
         self.preparing: set[tuple[str, str]] = set()
-        # record token -> (request waiting for it or -1, effects once it is durable, the action it closes or None)
-        self.waiting: dict[tuple[str, str, str, int], tuple[int, list[Effect], int | None]] = {}
+        # record token -> (request waiting for it or -1, what follows once it is durable, the action it closes or None)
+        self.waiting: dict[tuple[str, str, str, int], tuple[int, Callable[[], list[Effect]], int | None]] = {}
         self._refusals: dict[str, list[float]] = {}  # source -> [minute start, count, last report at, count reported]
         self.counters = {"ddi_polls": 0, "ddi_refused": 0, "ddi_throttled": 0, "ddi_feedback": 0, "ddi_downloads": 0,
                          "ddi_updated": 0, "ddi_failed": 0}
@@ -314,23 +314,27 @@ class DdiDevices:
         values = {"version": version, "outcome": outcome, "reason": f"ddi: {reason}"[:256], "module": DDI_MODULE,
                   "running_version": version if outcome == "committed" else prev or "?", "action": action}
         append, token = self._record(device, "critical", "update", values, now)
-        after: list[Effect] = []
-        if cmd is not None:
-            after += self.relay.done(device, cmd.seq, status, f"ddi {outcome}: {reason}"[:256], now)
-        if self.site_rollouts:
-            after.append(DeviceOutcome(device, values))
+
+        def after() -> list[Effect]:  # once the record is durable: the command finished, the site's runner told
+            out: list[Effect] = []
+            if cmd is not None:
+                out += self.relay.done(device, cmd.seq, status, f"ddi {outcome}: {reason}"[:256], now)
+            if self.site_rollouts:
+                out.append(DeviceOutcome(device, values))
+            return out
+
         self.waiting[token] = (rid if rid is not None else -1, after, action)
         return [self._save(), append]
 
     def persisted(self, token: tuple) -> list[Effect]:
         """A record is durable in the outbox: the request waiting for it is answered, the command finished."""
-        rid, after, _ = self.waiting.pop(tuple(token), (-1, [], None))
-        return ([DdiResponse(rid, 200, fine())] if rid >= 0 else []) + after
+        rid, after, _ = self.waiting.pop(tuple(token), (-1, list, None))
+        return ([DdiResponse(rid, 200, fine())] if rid >= 0 else []) + after()
 
     def persist_failed(self, token: tuple, error_text: str) -> list[Effect]:
         """The outbox refused the record: the action it closed is open again and the device is told to send its
         feedback again (503); nothing was acknowledged that is not stored."""
-        rid, _, action = self.waiting.pop(tuple(token), (-1, [], None))
+        rid, _, action = self.waiting.pop(tuple(token), (-1, list, None))
         device = token[1]
         act = self._device(device)["actions"].get(str(action)) if action is not None else None
         if act is not None:
@@ -350,7 +354,7 @@ class DdiDevices:
         if dev["installed"]:
             values["firmware_version"] = dev["installed"]["version"]
         append, token = self._record(device, "state", "inventory", values, now)
-        self.waiting[token] = (req.rid, [], None)
+        self.waiting[token] = (req.rid, list, None)
         return [self._save(), append]
 
     def expired(self, now: float) -> list[Effect]:
