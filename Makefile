@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the real tools the tests run: COMMAND PACKAGE per line, also read by tests/real_tools.py
 TOOLS_LIST := tests/tools.txt
 
-.PHONY: demo test test-fast tools contracts venv bench clean
+.PHONY: demo test test-fast tools contracts venv bench clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ contracts: $(STAMP)
 # every benchmark in its quick mode against benchmarks/floors.toml; exits 1 if a floor is not met (not in CI)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
+
+# the console's screenshots in docs/img (the browser tests take them; the README shows two)
+screenshots: $(STAMP) tools
+	EDGEFLEET_SCREENSHOTS=docs/img $(BIN)/python -m pytest tests/cloud/console/test_console_browser.py -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -33,6 +33,9 @@ import httpx
 import zmq.asyncio
 
 from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_alert_event
+from cloud.console import mount as mount_console
+from cloud.metrics import CloudMetrics
+from cloud.http.prometheus import serve_metrics
 from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
@@ -89,6 +92,8 @@ class CloudConfig:
     require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
     rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
     fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
+    console: bool = True  # the operator console (cloud.console) on the API's port
+    metrics_bind: str = ""  # HOST:PORT: Prometheus metrics on a listener of their own, no token (cloud.metrics.server)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -115,6 +120,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     except BaseException:
         await http.aclose()
         raise
+    metrics = CloudMetrics()
     store_thread = StoreThread()  # one thread; the operator API's calls go ahead of the backlog (``.urgent``)
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
@@ -168,7 +174,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                            f"{v.get('count', 1)} refused in a minute: {v.get('reason', '')}", r.ts_ms)
 
     def ingest(effect: StoreIngest) -> None:
+        arrived = time.monotonic()
+
         def stored(result) -> None:
+            metrics.observe_ingest(time.monotonic() - arrived, effect.records, result.stored, result.duplicates)
             for why in result.rejected:
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
@@ -291,17 +300,21 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
     await rollouts.restore()
-    app = create_app(ApiContext(
+    api_ctx = ApiContext(
         store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
         hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed,
                        on_ddi_tokens=ddi_tokens_changed),
-        fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s),
-    ))
+        fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s), metrics=metrics,
+    )
+    app = create_app(api_ctx, mounts=[mount_console] if cfg.console else [])
     api = await serve_api(app, cfg.api_host, cfg.api_port)
+    metrics_api = await serve_metrics(api_ctx, cfg.metrics_bind) if cfg.metrics_bind else None
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
         cfg.data_dir / "endpoints.json",
-        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode()}).encode(),
+        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode(),
+                    **({"metrics": f"http://{cfg.metrics_bind.rsplit(':', 1)[0]}:{metrics_api.port}/metrics"}
+                       if metrics_api is not None else {})}).encode(),
         0o644,
     )
     runner.feed(Start())
@@ -338,6 +351,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         await releases.stop()
         kill_children()  # a delta still being made is abandoned (its temp file goes at the next start), not awaited
         await api.stop()  # after: a release request waiting on that delta now fails at once instead of holding it
+        if metrics_api is not None:
+            await metrics_api.stop()
         await webhooks.stop(drain_s=2.0)
         await http.aclose()
         auth.stop()

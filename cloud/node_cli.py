@@ -39,6 +39,8 @@ DEFAULTS = {
     "retention_interval_s": 300,
     "config_push_s": 30,
     "ghost_after_s": 7 * 24 * 3600,
+    "console": True,  # the operator console on the API's port
+    "metrics_bind": "",  # HOST:PORT: Prometheus metrics with no token on a listener of their own
     "log_level": "info",
     "log_format": "json",
 }
@@ -58,6 +60,9 @@ DEFAULTS = {
 @click.option("--cert-days", type=float, help="Lifetime in days of the device certificates it issues [90].")
 @click.option("--require-gateway-certs", is_flag=True, default=None,
               help="Only gateways that presented a verified certificate (edgefleet ca issue) may relay enrollments.")
+@click.option("--console/--no-console", default=None, help="Serve the operator console on the API's port [on].")
+@click.option("--metrics-bind", metavar="HOST:PORT",
+              help="Also serve Prometheus metrics with no token on this address (GET /metrics on the API needs one).")
 def cloud(config_path: str | None, **flags: object) -> None:
     """Run the cloud coordinator: gateway sessions, the store, the operator API.
 
@@ -102,6 +107,8 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 enroll_burst=cfg["enroll_burst"],
                 require_gateway_certs=cfg["require_gateway_certs"],
                 fleet=_fleet_jobs(cfg),
+                console=bool(cfg["console"]),
+                metrics_bind=str(cfg["metrics_bind"] or ""),
             )
         )
     )

@@ -31,6 +31,7 @@ DEFAULTS = {
     "site_alert_rules": None,  # rule tables evaluated while the uplink is down (gateway.site_alerts.SITE_RULES)
     "durable": True,
     "cache_mb": 1024,
+    "metrics_bind": "",  # HOST:PORT: serve Prometheus metrics (opt-in)
     "firmware_window": 1,
     "release_key": [],
     "enroll_bind": "",  # enrollment socket for devices without a certificate; empty: none
@@ -86,6 +87,7 @@ DEFAULTS = {
 @click.option("--ddi-tls-key", help="The key of --ddi-tls-cert (PEM).")
 @click.option("--ddi-gateway-token-file", help="A file holding the site's DDI GatewayToken (optional; TargetTokens "
                                                "are issued per device: edgefleet devices ddi-token).")
+@click.option("--metrics-bind", metavar="HOST:PORT", help="Serve Prometheus metrics (GET /metrics) on this address; off unless given.")
 def gateway(config_path: str | None, **flags: object) -> None:
     """Run a site gateway: accept device telemetry durably, forward it to the cloud.
 
@@ -118,6 +120,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 timezone=cfg["timezone"],
                 status_interval_s=cfg["status_interval"],
                 cache_mb=cfg["cache_mb"],
+                metrics_bind=str(cfg["metrics_bind"] or ""),
                 firmware_window=cfg["firmware_window"],
                 release_keys=tuple(cfg["release_key"]),
                 enroll_bind=cfg["enroll_bind"],

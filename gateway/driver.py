@@ -82,6 +82,7 @@ class GatewayConfig:
     timezone: str = "UTC"
     status_interval_s: float = 5.0
     cache_mb: int = 1024  # the site cache's budget for firmware images and deltas
+    metrics_bind: str = ""  # HOST:PORT: Prometheus metrics (gateway.metrics), opt-in
     release_keys: tuple[str, ...] = ()  # PEM release keys: if given, manifests are checked here too
     firmware_window: int = 1  # chunk requests in flight to the cloud (credit): a cut resends at most this many
     enroll_bind: str = ""  # the enrollment socket (any key may connect; EnrollRequest only); empty: none
@@ -151,8 +152,12 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     runner: NodeRunner
 
     def take_inventory(_effect: TakeInventory) -> None:
+        fw = firmware.counters  # the site cache as the cloud's site page shows it (read here, on the loop)
+        site_cache = {"cache.bytes": cache.used_bytes(), "cache.evicted": cache.evicted,
+                      "cache.hits": max(0, fw["device_offers"] - fw["cloud_fetches"]), "cache.misses": fw["cloud_fetches"]}
+
         def read() -> dict[str, object]:
-            return {"role": "gateway", "site": cfg.site, **host_inventory(cfg.data_dir)}
+            return {"role": "gateway", "site": cfg.site, **host_inventory(cfg.data_dir), **site_cache}
 
         loop.run_in_executor(None, read).add_done_callback(
             lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(
@@ -253,6 +258,16 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         0o644,
     )
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
+    exporter = None
+    if cfg.metrics_bind:
+        from gateway.metrics import MetricsExporter
+
+        exporter = MetricsExporter.start(cfg.metrics_bind)
+        exporter_tick = Periodic(loop, 1.0, lambda: exporter.update(
+            {**core.counters, **core.status(loop.time()), "cache_bytes": cache.used_bytes(),
+             **{f"firmware_{k}": v for k, v in firmware.counters.items()}}))
+        write_atomic(cfg.data_dir / "metrics.json", json.dumps({"metrics": f"http://{cfg.metrics_bind.rsplit(':', 1)[0]}:"
+                                                                         f"{exporter.port}/metrics"}).encode(), 0o644)
     cert_check = Periodic(loop, cfg.cert_check_s, present_certificate) if cfg.cert else None
     rollout_tick = Periodic(loop, 1.0, rollouts.tick) if rollouts is not None else None
     link.open()
@@ -265,6 +280,9 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
         await stop.wait()
     finally:
         checkpoint.cancel()
+        if exporter is not None:
+            exporter_tick.cancel()
+            exporter.stop()
         if cert_check is not None:
             cert_check.cancel()
         if rollout_tick is not None:

@@ -203,6 +203,10 @@ def run_demo(
 @click.option("--alert-drill", is_flag=True, help="Drill: stop an agent, drain a battery, cut a site's uplink; report the alerts (simulations/alert_drill.py).")
 @click.option("--security-drill", is_flag=True, help="Drill: enroll zero-touch, revoke a device, cut its site, forge and replay commands (simulations/security_drill.py).")
 @click.option("--fleet-drill", is_flag=True, help="Drill: inventory, tags, groups, layered config, ping, logs, lifecycle, site alerts, metrics (simulations/fleet_drill.py).")
+@click.option("--console", "console", is_flag=True,
+              help="A small fleet with a rollout in progress for the operator console: prints its address and a login "
+                   "token, then runs until Ctrl-C (simulations/console_demo.py).")
+@click.option("--console-port", type=int, default=0, show_default=True, help="With --console: the API and console port (0: any free one).")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(
@@ -220,6 +224,8 @@ def demo(
     ddi_devices: int,
     site_autonomy: bool,
     fleet_drill: bool,
+    console: bool,
+    console_port: int,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -231,6 +237,15 @@ def demo(
     """
     exit_on_signals()  # SIGTERM/SIGINT unwind to each drill's finally, which stops every node it started
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
+    if console:
+        from simulations.console_demo import run_console_demo
+
+        try:
+            run_console_demo(root, port=console_port, as_json=as_json)
+        finally:
+            if not workdir:
+                shutil.rmtree(root, ignore_errors=True)
+        return
     if security_drill:
         from simulations.security_drill import report, run_security_drill
 

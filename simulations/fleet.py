@@ -156,13 +156,15 @@ class ProcFleet:
                 "--cloud-sign-key", str(self.dir("cloud") / "signing.pub")]
 
     def enroll_agent(self, name: str, site: str, gateway: str, claim_token: str, extra: list[str] | None = None) -> Proc:
-        """Start an agent that is in no allowlist: it enrolls zero-touch through ``gateway`` with ``claim_token``."""
+        """Start an agent that is in no allowlist: it enrolls zero-touch through ``gateway`` with ``claim_token``
+        (empty: by its serial, ``SN-<name>``, so an unknown one waits as pending until an operator approves it)."""
         gw = self.endpoints(gateway)
+        claim = ["--claim-token", claim_token] if claim_token else []
         return self._start(
             name,
             ["agent", "--device-id", name, "--site", site, "--data-dir", str(self.dir(name)),
              "--gateway", gw["devices"], "--gateway-key", str(self.dir(gateway) / "curve.key"),
-             "--enroll-endpoint", gw["enroll"], "--claim-token", claim_token, "--serial", f"SN-{name}",
+             "--enroll-endpoint", gw["enroll"], *claim, "--serial", f"SN-{name}",
              "--cloud-sign-key", str(self.dir("cloud") / "signing.pub"),
              "--sample-interval", str(self.sample_interval_s), "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )

@@ -142,8 +142,9 @@ def site_overview(
     now_ms: int,
     online_within_ms: int = ONLINE_WITHIN_MS,
 ) -> list[dict[str, Any]]:
-    """Per site: gateways (id, link, backlog bytes), devices online/offline/total, firmware versions in use
-    (version -> devices), open alerts about its devices and gateways, total backlog bytes."""
+    """Per site: gateways (id, link, backlog bytes, backlog per stream with its oldest record's age), devices
+    online/offline/total, firmware versions in use (version -> devices), open alerts about its devices and
+    gateways, total backlog bytes, backlog per stream (records, bytes) and the oldest record's age."""
     out = []
     for site in sites:
         sid = site["site_id"]
@@ -160,8 +161,11 @@ def site_overview(
                 continue
             status = g["status"] or {}
             backlog = sum(int(status.get(f"backlog.{s}.bytes", 0) or 0) for s in STREAMS)
+            per_stream = {s: {"records": int(status.get(f"backlog.{s}.records", 0) or 0),
+                              "bytes": int(status.get(f"backlog.{s}.bytes", 0) or 0),
+                              "oldest_age_s": float(status.get(f"oldest_age_s.{s}", 0) or 0)} for s in STREAMS}
             gws.append({"gateway_id": g["gateway_id"], "link": status.get("link"), "backlog_bytes": backlog,
-                        "last_seen_ms": g["last_seen_ms"]})
+                        "last_seen_ms": g["last_seen_ms"], "backlog": per_stream})
         subjects = {d["device_id"] for d in devs} | {g["gateway_id"] for g in gws}
         out.append({
             "site_id": sid,
@@ -170,5 +174,8 @@ def site_overview(
             "firmware": dict(sorted(firmware.items())),
             "open_alerts": sum(1 for a in open_alerts if a["subject"] in subjects),
             "backlog_bytes": sum(g["backlog_bytes"] for g in gws),
+            "backlog": {s: {"records": sum(g["backlog"][s]["records"] for g in gws),
+                            "bytes": sum(g["backlog"][s]["bytes"] for g in gws)} for s in STREAMS},
+            "oldest_age_s": max((g["backlog"][s]["oldest_age_s"] for g in gws for s in STREAMS), default=0.0),
         })
     return out

@@ -48,7 +48,7 @@ ROUTE_ACTIONS: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("POST", re.compile(r"/v1/alerts/(.+)/ack"), "alerts.ack", None),
     ("POST", re.compile(r"/v1/silences"), "alerts.silence", None),
     ("POST", re.compile(r"/v1/releases(/.*)?"), "release.create", None),
-    ("POST", re.compile(r"/v1/rollouts"), "rollout.start", None),
+    ("POST", re.compile(r"/v1/rollouts(/dry-run)?"), "rollout.start", None),
     ("POST", re.compile(r"/v1/rollouts/(.+)/pause"), "rollout.pause", None),
     ("POST", re.compile(r"/v1/rollouts/(.+)/(abort|resume)"), "rollout.abort", None),
     ("POST", re.compile(r"/v1/devices/(.+)/tags"), "devices.tag", "device"),
@@ -58,11 +58,12 @@ ROUTE_ACTIONS: list[tuple[str, re.Pattern[str], str, str | None]] = [
     ("DELETE", re.compile(r"/v1/groups/(.+)"), "groups.manage", None),
     ("GET", re.compile(r"/v1/sites/(.+)"), "sites.list", "path"),
     ("GET", re.compile(r"/v1/audit"), "audit.read", None),
+    ("GET", re.compile(r"/metrics"), "metrics.read", None),
     ("GET", re.compile(r"/v1/.*"), "devices.list", "query"),
 ]
 SELF_CHECKED = re.compile(
-    r"/v1/(enroll-tokens(/.+/revoke)?|preauthorizations|users|tokens(/.+/revoke)?|sites/.+/rotate"
-    r"|devices/.+/(approve|revoke|quarantine|reinstate|reprovision|rotate)|ddi-tokens(/.+/revoke)?)"
+    r"/v1/(me|enroll-tokens(/.+/revoke)?|preauthorizations|users|tokens(/.+/revoke)?|sites/.+/rotate"
+    r"|devices/.+/(approve|reject|revoke|quarantine|reinstate|reprovision|rotate)|ddi-tokens(/.+/revoke)?)"
 )
 
 
@@ -116,7 +117,7 @@ def install(app: fastapi.FastAPI, ctx: ApiContext) -> None:
     @app.middleware("http")
     async def access(request: fastapi.Request, call_next: Callable[[fastapi.Request], Awaitable[Any]]) -> Any:
         path, method = request.url.path, request.method
-        if not path.startswith("/v1/") or path == "/v1/health":
+        if not (path.startswith("/v1/") or path == "/metrics") or path == "/v1/health":
             return await call_next(request)
         mutating = method in MUTATING
         principal, why = await principal_of(request.headers.get("authorization"))

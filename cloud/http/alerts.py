@@ -1,6 +1,6 @@
 """The operator API's alert routes (mounted under ``/v1``, behind the token).
 
-    GET  /v1/alerts?state=open|resolved|all&subject=S&limit=N   {"alerts": [...]} newest first
+    GET  /v1/alerts?state=open|resolved|all&subject=S&limit=N&cursor=C   {"alerts": [...], "next_cursor"} newest first
     POST /v1/alerts/{id}/ack              {"by": NAME} (optional) -> the alert; 404 for an unknown id
     POST /v1/silences                     {"target", "until_ms" | "for_s", "by", "reason"} -> 201 the silence;
                                           ``target`` is a rule name or a subject
@@ -20,6 +20,8 @@ import pydantic
 
 from cloud.http.context import ApiContext
 from cloud.http.errors import invalid
+from cloud.http.models.operations import AlertRow, AlertsPage, SilenceRow, SilencesPage
+from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
 from common.errors import EdgeFleetError, NotFound
 
 __all__ = ["MAX_SILENCE_S", "AckRequest", "SilenceRequest", "routes"]
@@ -61,15 +63,22 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
     router = fastapi.APIRouter()
     alerts = ctx.store.alerts
 
-    @router.get("/alerts")
+    @router.get("/alerts", response_model=AlertsPage)
     async def list_alerts(
-        state: Literal["open", "resolved", "all"] = "open",
+        state: Literal["open", "resolved", "all", "acknowledged"] = "open",
         subject: str | None = None,
         limit: Annotated[int, fastapi.Query(ge=1, le=10_000)] = 500,
+        cursor: Cursor = None,
     ) -> dict[str, Any]:
-        return {"alerts": await ctx.call(lambda: alerts.list_alerts(state, subject=subject, limit=limit))}
+        """Alerts newest first; ``acknowledged``: the open ones someone acknowledged."""
+        stored = "open" if state == "acknowledged" else state
+        rows = await ctx.call(lambda: alerts.list_alerts(stored, subject=subject, limit=10_000))
+        if state == "acknowledged":
+            rows = [r for r in rows if r.get("acked_by")]
+        page, nxt = paginate(rows, key=lambda r: (r["opened_ms"], r["id"]), limit=limit, cursor=cursor, descending=True)
+        return {"alerts": page, "next_cursor": nxt}
 
-    @router.post("/alerts/{alert_id:path}/ack")
+    @router.post("/alerts/{alert_id:path}/ack", response_model=AlertRow)
     async def ack_alert(alert_id: str, body: AckRequest | None = None) -> dict[str, Any]:
         by = (body or AckRequest()).by
         now = ctx.now_ms()
@@ -80,7 +89,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
             )
         return row
 
-    @router.post("/silences", status_code=201)
+    @router.post("/silences", status_code=201, response_model=SilenceRow)
     async def create_silence(body: SilenceRequest) -> dict[str, Any]:
         now = ctx.now_ms()
         until_ms = body.until_ms if body.until_ms is not None else now + round((body.for_s or 0) * 1000)
@@ -97,9 +106,11 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
                 log.exception("applying a new silence failed", extra={"target": body.target})
         return row
 
-    @router.get("/silences")
-    async def list_silences() -> dict[str, Any]:
+    @router.get("/silences", response_model=SilencesPage)
+    async def list_silences(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
         now = ctx.now_ms()
-        return {"silences": await ctx.call(lambda: alerts.active_silences(now))}
+        rows = await ctx.call(lambda: alerts.active_silences(now))
+        page, nxt = paginate(rows, key=lambda r: (r["id"],), limit=limit, cursor=cursor)
+        return {"silences": page, "next_cursor": nxt}
 
     return router

@@ -30,6 +30,7 @@ from cloud.store import Store
 from common.errors import EdgeFleetError
 
 if TYPE_CHECKING:
+    from cloud.metrics import CloudMetrics
     from cloud.releases.service import ReleaseService
     from cloud.rollouts.service import RolloutService
     from cloud.security.service import SecurityService
@@ -75,6 +76,7 @@ class ApiContext:
     releases: ReleaseService | None = None
     rollouts: RolloutService | None = None
     security: SecurityService | None = None
+    metrics: CloudMetrics | None = None  # GET /metrics (cloud.http.prometheus) when given
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run a blocking store function off the event loop; its ``StoreError`` reaches the error handler."""

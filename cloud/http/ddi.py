@@ -2,7 +2,8 @@
 
     POST /v1/ddi-tokens {"device_id", "site", "hw"}   -> 201 {"token": shown once, "device_id", "site", "hw"}
     POST /v1/ddi-tokens/{device_id}/revoke            -> {"device_id", "revoked": true}
-    GET  /v1/ddi-tokens[?site=S]                      -> {"tokens": [{"device_id", "site_id", "hw", "issued_ms", "revoked_ms"}]}
+    GET  /v1/ddi-tokens[?site=S&limit=N&cursor=C]     -> {"tokens": [{"device_id", "site_id", "hw", "issued_ms", "revoked_ms"}],
+                                                          "next_cursor"}
 
 Issuing is the DDI device's enrollment by preauthorization: the operator names the device, its site and
 its hardware model, and the device may poll that site's gateway with the token from then on (issuing
@@ -22,6 +23,8 @@ import pydantic
 
 from cloud.http.access import source_of
 from cloud.http.context import ApiContext
+from cloud.http.models.operations import DdiTokenIssued, DdiTokenRevoked, DdiTokensPage
+from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
 from cloud.security.rbac import Principal, authorize
 from cloud.security.service import Actor
 from common.errors import Forbidden, NotFound
@@ -58,7 +61,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
             raise Forbidden(f"{decision.reason}; ask an admin for a token with that role or site")
         return actor
 
-    @router.post("/ddi-tokens", status_code=201)
+    @router.post("/ddi-tokens", status_code=201, response_model=DdiTokenIssued)
     async def issue(request: fastapi.Request, body: IssueRequest) -> dict[str, Any]:
         actor = await guard(request, "ddi_tokens.issue", body.site, body.device_id)
         token = new_target_token()
@@ -69,7 +72,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         ctx.ddi_changed(body.site)
         return {"token": token, "device_id": body.device_id, "site": body.site, "hw": body.hw}
 
-    @router.post("/ddi-tokens/{device_id}/revoke")
+    @router.post("/ddi-tokens/{device_id}/revoke", response_model=DdiTokenRevoked)
     async def revoke(request: fastapi.Request, device_id: str) -> dict[str, Any]:
         rows = await ctx.call(lambda: records.list_tokens())
         row = next((r for r in rows if r["device_id"] == device_id and r["revoked_ms"] is None), None)
@@ -82,12 +85,15 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         ctx.ddi_changed(row["site_id"])
         return {"device_id": device_id, "revoked": True}
 
-    @router.get("/ddi-tokens")
-    async def list_tokens(request: fastapi.Request, site: str | None = None) -> dict[str, Any]:
+    @router.get("/ddi-tokens", response_model=DdiTokensPage)
+    async def list_tokens(request: fastapi.Request, site: str | None = None, limit: Limit = DEFAULT_LIMIT,
+                          cursor: Cursor = None) -> dict[str, Any]:
         principal: Principal = request.state.principal
         decision = authorize(principal, "devices.list", site)
         if not decision:
             raise Forbidden(f"{decision.reason}; name a site of yours with ?site=")
-        return {"tokens": await ctx.call(lambda: records.list_tokens(site))}
+        rows = await ctx.call(lambda: records.list_tokens(site))
+        page, next_cursor = paginate(rows, key=lambda r: (r["device_id"],), limit=limit, cursor=cursor)
+        return {"tokens": page, "next_cursor": next_cursor}
 
     return router

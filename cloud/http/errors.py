@@ -20,20 +20,30 @@ the first class the error is an instance of decides (so the more specific come f
 An error with a ``reason`` code (``ReleaseError``, ``RolloutError``) gives that code, with
 underscores (``not-found`` -> ``not_found``, ``bad-signature`` -> ``bad_signature``).
 
-``install(app)`` registers ``handle`` for the two roots, ``EdgeFleetError`` and FastAPI's
+Starlette's own ``HTTPException`` (an unknown path, a method a route does not take) keeps its status,
+with the code of that status (``not_found``, ``method_not_allowed``), and anything else that escapes a
+route is a 500 ``error`` in the same body: every answer of the API is JSON of one shape.
+
+``install(app, html=...)`` registers ``handle`` for those roots, ``EdgeFleetError`` and FastAPI's
 ``RequestValidationError``; the access middleware (``cloud.http.access``), which runs outside
-the handlers, renders its refusals with ``error_response``.
+the handlers, renders its refusals with ``error_response``. The status and code are decided here, once;
+An ``ApiError`` with a status (an API answer the console relayed) keeps that status and code. ``html``
+(the console's page renderer) only chooses how a request outside the JSON API (``/v1``,
+``/metrics``) sees them.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import fastapi
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from common.errors import (
+    ApiError,
     ConfigError,
     Conflict,
     EdgeFleetError,
@@ -49,7 +59,11 @@ from common.errors import (
     Unauthenticated,
 )
 
-__all__ = ["STATUS", "error_response", "handle", "install", "invalid"]
+__all__ = ["STATUS", "HtmlRenderer", "error_response", "handle", "install", "invalid", "resolve"]
+
+HtmlRenderer = Callable[[fastapi.Request, int, str, str], Awaitable[Response]]
+HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type"}
 
 log = logging.getLogger("edgefleet.api")
 
@@ -76,27 +90,46 @@ def invalid(field: str, message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": ("body", field), "msg": message, "type": "value_error"}])
 
 
-def error_response(exc: Exception) -> JSONResponse:
-    """The response for ``exc``: status and code from ``STATUS``, detail from the message."""
+def resolve(exc: Exception) -> tuple[int, str, str]:
+    """(status, code, detail) of ``exc``: status and code from ``STATUS`` by its class, detail from the message."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code, HTTP_CODES.get(exc.status_code, "error"), str(exc.detail)
+    if isinstance(exc, ApiError) and exc.status is not None:  # an API answer relayed (the console): as it was
+        return exc.status, str(getattr(exc, "code", "") or HTTP_CODES.get(exc.status, "error")), str(exc)
     status, code = next(((s, c) for cls, s, c in STATUS if isinstance(exc, cls)), (500, "error"))
     reason = getattr(exc, "reason", None)
     if isinstance(exc, (ReleaseError, RolloutError)) and isinstance(reason, str) and reason:
         code = reason.replace("-", "_")
     if isinstance(exc, RequestValidationError):
         detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    else:
+    elif isinstance(exc, EdgeFleetError):
         detail = str(exc)
+    else:  # not an error EdgeFleet raised on purpose: its text is not for the caller
+        detail = f"internal error ({type(exc).__name__}); the cloud's log has the details"
     if status == 500:
-        log.error("operator API request failed", extra={"error": detail, "type": type(exc).__name__})
+        log.error("operator API request failed", extra={"error": str(exc), "type": type(exc).__name__})
+    return status, code, detail
+
+
+def error_response(exc: Exception) -> JSONResponse:
+    """The JSON response for ``exc``: ``{"error": code, "detail": message}`` with the status of its class."""
+    status, code, detail = resolve(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
-async def handle(_request: fastapi.Request, exc: Exception) -> JSONResponse:
+async def handle(request: fastapi.Request, exc: Exception) -> Response:
+    html: HtmlRenderer | None = getattr(request.app.state, "render_error", None)
+    path = request.url.path
+    if html is not None and not (path == "/v1" or path.startswith("/v1/") or path == "/metrics"):
+        status, code, detail = resolve(exc)
+        return await html(request, status, code, detail)
     return error_response(exc)
 
 
-def install(app: fastapi.FastAPI) -> None:
-    """The one handler, for the one tree of EdgeFleet errors and for request validation."""
-    app.add_exception_handler(EdgeFleetError, handle)
-    app.add_exception_handler(RequestValidationError, handle)
+def install(app: fastapi.FastAPI, html: HtmlRenderer | None = None) -> None:
+    """The one handler, for the one tree of EdgeFleet errors, request validation, Starlette's HTTP errors and
+    anything else; ``html`` renders errors of requests outside the JSON API (the console's pages)."""
+    app.state.render_error = html
+    for root in (EdgeFleetError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(root, handle)

@@ -23,6 +23,8 @@ from typing import Annotated, Any
 import fastapi
 
 from cloud.http.context import ApiContext
+from cloud.http.models.operations import ReleaseRow, ReleasesPage
+from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
 from cloud.releases.plan import ReleaseRequest
 from common.errors import ReleaseTooLarge
 from common.firmware.manifest import DEFAULT_MODULE, MAX_BODY
@@ -30,6 +32,11 @@ from common.firmware.manifest import DEFAULT_MODULE, MAX_BODY
 __all__ = ["MAX_SIGNED", "routes"]
 
 MAX_SIGNED = 2 * MAX_BODY + (64 << 10)  # what SignedManifest.from_bytes accepts, and some room
+# the raw bodies these routes stream, as the OpenAPI document shows them
+IMAGE_BODY = {"requestBody": {"required": True, "description": "The firmware image, raw",
+                              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+SIGNED_BODY = {"requestBody": {"required": True, "description": "The signed manifest (SignedManifest.to_bytes())",
+                               "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
 
 def routes(ctx: ApiContext) -> fastapi.APIRouter:
@@ -38,7 +45,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
     assert service is not None
     router = fastapi.APIRouter()
 
-    @router.post("/releases", status_code=201)
+    @router.post("/releases", status_code=201, response_model=ReleaseRow, openapi_extra=IMAGE_BODY)
     async def create_release(
         request: fastapi.Request,
         version: str,
@@ -59,7 +66,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
             )
         return await service.create(req, request.stream(), ctx.now_ms())
 
-    @router.post("/releases/{version}/signature")
+    @router.post("/releases/{version}/signature", response_model=ReleaseRow, openapi_extra=SIGNED_BODY)
     async def sign_release(version: str, request: fastapi.Request) -> dict[str, Any]:
         data = bytearray()
         async for piece in request.stream():
@@ -68,11 +75,12 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
                 raise ReleaseTooLarge(version, f"a signed manifest is at most {MAX_SIGNED} bytes")
         return await service.publish(version, bytes(data), ctx.now_ms())
 
-    @router.get("/releases")
-    async def list_releases() -> dict[str, Any]:
-        return {"releases": await service.list()}
+    @router.get("/releases", response_model=ReleasesPage)
+    async def list_releases(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        page, nxt = paginate(await service.list(), key=None, limit=limit, cursor=cursor)  # version order
+        return {"releases": page, "next_cursor": nxt}
 
-    @router.get("/releases/{version}")
+    @router.get("/releases/{version}", response_model=ReleaseRow)
     async def show_release(version: str) -> dict[str, Any]:
         return await service.show(version)
 

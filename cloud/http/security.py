@@ -8,8 +8,9 @@ Routes (JSON; errors ``{"error", "detail"}`` like the rest of the API):
 
     POST /v1/enroll-tokens            {site, uses, expires_s}        -> 201 {token, token_id, site, uses, expires_ms}
     POST /v1/preauthorizations        {devices: [{serial, site, device_id?}]} -> 201 {preauthorized}
-    GET  /v1/identities?site=S        {identities: [...]}  (enrolled and pending devices)
+    GET  /v1/identities?site=S&status=pending   {identities: [...], next_cursor}  (enrolled, pending, rejected)
     POST /v1/devices/{id}/approve     a pending device: its serial is preauthorized for its site
+    POST /v1/devices/{id}/reject      a pending device: refused, and its serial stays refused until approved
     POST /v1/devices/{id}/revoke      {reason}  -> {version, revoked, quarantined} (pushed to every gateway)
     POST /v1/devices/{id}/quarantine  {reason}  -> likewise
     POST /v1/devices/{id}/reinstate             -> likewise
@@ -17,7 +18,7 @@ Routes (JSON; errors ``{"error", "detail"}`` like the rest of the API):
     POST /v1/devices/{id}/rotate                a signed "rotate" command: new key and certificate now
     POST /v1/sites/{site}/rotate                likewise for every enrolled device of the site
     GET  /v1/revocations              the current list
-    GET  /v1/audit?after=N&limit=N    {records: [...], head, verified}
+    GET  /v1/audit?after=N&limit=N&cursor=C&action=A&who=W   {records: [...], head, verified, total, next_cursor}
     POST /v1/enroll-tokens/{id}/revoke
     POST /v1/tokens/{id}/revoke
     POST /v1/users                    {user_id, role, sites?}
@@ -34,6 +35,20 @@ import pydantic
 from cloud.http.access import source_of
 from cloud.http.context import ApiContext
 from cloud.http.errors import invalid
+from cloud.http.models.operations import (
+    ApproveResult,
+    AuditPage,
+    ClaimToken,
+    IdentitiesPage,
+    Preauthorized,
+    Reprovisioned,
+    Revocations,
+    Revoked,
+    Rotating,
+    TokenMade,
+    UserMade,
+)
+from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
 from cloud.security.audit import verify_chain
 from cloud.security.rbac import Principal, Role, authorize, new_token
 from cloud.security.service import Actor
@@ -109,7 +124,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
                            "(`edgefleet devices identities` lists enrolled and pending devices)")
         return site
 
-    @router.post("/enroll-tokens", status_code=201)
+    @router.post("/enroll-tokens", status_code=201, response_model=ClaimToken)
     async def create_enroll_token(request: fastapi.Request, body: TokenRequest) -> dict[str, Any]:
         actor = await guard(request, "enroll_tokens.create", body.site, body.site)
         now = now_ms()
@@ -118,7 +133,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         await done(actor, "enroll_tokens.create", body.site, f"claim token {token_id}: {body.uses} uses until {expires_ms}")
         return {"token": text, "token_id": token_id, "site": body.site, "uses": body.uses, "expires_ms": expires_ms}
 
-    @router.post("/enroll-tokens/{token_id}/revoke")
+    @router.post("/enroll-tokens/{token_id}/revoke", response_model=Revoked)
     async def revoke_enroll_token(request: fastapi.Request, token_id: str) -> dict[str, Any]:
         site = await ctx.call(lambda: records.claim_token(token_id))
         if site is None:
@@ -128,7 +143,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         await done(actor, "enroll_tokens.revoke", token_id, f"claim token of site {site.site} revoked")
         return {"token_id": token_id, "revoked": True}
 
-    @router.post("/preauthorizations", status_code=201)
+    @router.post("/preauthorizations", status_code=201, response_model=Preauthorized)
     async def preauthorize(request: fastapi.Request, body: PreauthRequest) -> dict[str, Any]:
         actors = {site: await guard(request, "devices.preauthorize", site, site) for site in {d.site for d in body.devices}}
         now = now_ms()
@@ -143,15 +158,27 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
             await done(actor, "devices.preauthorize", site, f"{len(serials)} serials: {', '.join(serials[:20])}")
         return {"preauthorized": len(body.devices)}
 
-    @router.get("/identities")
-    async def identities(site: str | None = None) -> dict[str, Any]:
-        return {"identities": await ctx.call(lambda: records.list_identities(site))}
+    @router.get("/identities", response_model=IdentitiesPage)
+    async def identities(site: str | None = None, status: str | None = None, limit: Limit = DEFAULT_LIMIT,
+                         cursor: Cursor = None) -> dict[str, Any]:
+        rows = await ctx.call(lambda: records.list_identities(site))
+        if status is not None:
+            rows = [r for r in rows if r["status"] == status]
+        page, nxt = paginate(rows, key=lambda r: (r["device_id"],), limit=limit, cursor=cursor)
+        return {"identities": page, "next_cursor": nxt}
 
-    @router.post("/devices/{device_id}/approve")
+    @router.post("/devices/{device_id}/approve", response_model=ApproveResult)
     async def approve(request: fastapi.Request, device_id: str) -> dict[str, Any]:
         actor = await guard(request, "devices.approve", await device_site(device_id), device_id)
         out = await ctx.call(lambda: service.approve(device_id, now_ms()))  # NotFound: no pending device
         await done(actor, "devices.approve", device_id, f"serial {out['serial']} preauthorized for {out['site']}")
+        return out
+
+    @router.post("/devices/{device_id}/reject", response_model=ApproveResult)
+    async def reject(request: fastapi.Request, device_id: str) -> dict[str, Any]:
+        actor = await guard(request, "devices.approve", await device_site(device_id), device_id)
+        out = await ctx.call(lambda: service.reject(device_id, now_ms()))  # NotFound: no pending device
+        await done(actor, "devices.reject", device_id, f"serial {out['serial']} refused at {out['site']}")
         return out
 
     async def change(request: fastapi.Request, device_id: str, kind: str, action: str, reason: str) -> dict[str, Any]:
@@ -162,19 +189,19 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         await done(actor, action, device_id, f"{kind}: revocation list version {rl.version}" + (f" ({reason})" if reason else ""))
         return {"version": rl.version, "revoked": dict(rl.revoked), "quarantined": dict(rl.quarantined)}
 
-    @router.post("/devices/{device_id}/revoke")
+    @router.post("/devices/{device_id}/revoke", response_model=Revocations)
     async def revoke(request: fastapi.Request, device_id: str, body: ReasonRequest | None = None) -> dict[str, Any]:
         return await change(request, device_id, "revoke", "devices.revoke", (body or ReasonRequest()).reason)
 
-    @router.post("/devices/{device_id}/quarantine")
+    @router.post("/devices/{device_id}/quarantine", response_model=Revocations)
     async def quarantine(request: fastapi.Request, device_id: str, body: ReasonRequest | None = None) -> dict[str, Any]:
         return await change(request, device_id, "quarantine", "devices.quarantine", (body or ReasonRequest()).reason)
 
-    @router.post("/devices/{device_id}/reinstate")
+    @router.post("/devices/{device_id}/reinstate", response_model=Revocations)
     async def reinstate(request: fastapi.Request, device_id: str) -> dict[str, Any]:
         return await change(request, device_id, "reinstate", "devices.revoke", "")
 
-    @router.post("/devices/{device_id}/reprovision")
+    @router.post("/devices/{device_id}/reprovision", response_model=Reprovisioned)
     async def reprovision(request: fastapi.Request, device_id: str) -> dict[str, Any]:
         actor = await guard(request, "devices.approve", await device_site(device_id), device_id)
         await ctx.call(lambda: records.set_reprovision(device_id, True, now_ms()))
@@ -193,12 +220,12 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         await done(actor, "devices.rotate", target, f"rotate command sent to {len(made)} devices")
         return {"rotating": [d for d, _ in made]}
 
-    @router.post("/devices/{device_id}/rotate")
+    @router.post("/devices/{device_id}/rotate", response_model=Rotating)
     async def rotate_device(request: fastapi.Request, device_id: str) -> dict[str, Any]:
         actor = await guard(request, "devices.rotate", await device_site(device_id), device_id)
         return await rotate_devices(actor, [device_id], device_id)
 
-    @router.post("/sites/{site}/rotate")
+    @router.post("/sites/{site}/rotate", response_model=Rotating)
     async def rotate_site(request: fastapi.Request, site: str) -> dict[str, Any]:
         actor = await guard(request, "devices.rotate", site, site)
         rows = await ctx.call(lambda: records.list_identities(site))
@@ -206,23 +233,28 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return await rotate_devices(actor, [r["device_id"] for r in rows if r["status"] == "enrolled"
                                             and r["device_id"] in known], site)
 
-    @router.get("/revocations")
+    @router.get("/revocations", response_model=Revocations)
     async def revocations() -> dict[str, Any]:
         version, revoked, quarantined = await ctx.call(records.revocation_list)
         return {"version": version, "revoked": revoked, "quarantined": quarantined}
 
-    @router.get("/audit")
-    async def audit(after: int = -1, limit: int = 1000) -> dict[str, Any]:
+    @router.get("/audit", response_model=AuditPage)
+    async def audit(after: Annotated[int, fastapi.Query(ge=-1)] = -1,
+                    limit: Annotated[int, fastapi.Query(ge=1, le=100_000)] = 1000, cursor: Cursor = None,
+                    action: str | None = None, who: str | None = None, newest_first: bool = False) -> dict[str, Any]:
+        """The log with its hash chain verified; ``action`` (a prefix, e.g. ``devices.``) and ``who`` filter it."""
         chain = await ctx.call(lambda: records.audit_records(-1, 1_000_000))
         try:
             head, verified, problem = verify_chain(chain), True, ""
         except AuditChainError as exc:
             head, verified, problem = "", False, str(exc)
-        shown = [r for r in chain if r.seq > after][: max(1, min(limit, 100_000))]
-        return {"records": [{f: getattr(r, f) for f in r.__slots__} for r in shown], "head": head,
-                "verified": verified, "problem": problem, "total": len(chain)}
+        shown = [r for r in chain if r.seq > after and (action is None or r.action.startswith(action))
+                 and (who is None or r.who == who)]
+        page, nxt = paginate(shown, key=lambda r: (r.seq,), limit=limit, cursor=cursor, descending=newest_first)
+        return {"records": [{f: getattr(r, f) for f in r.__slots__} for r in page], "head": head,
+                "verified": verified, "problem": problem, "total": len(chain), "next_cursor": nxt}
 
-    @router.post("/users", status_code=201)
+    @router.post("/users", status_code=201, response_model=UserMade)
     async def add_user(request: fastapi.Request, body: UserRequest) -> dict[str, Any]:
         actor = await guard(request, "users.manage", None, body.user_id)
         try:
@@ -233,7 +265,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         await done(actor, "users.manage", body.user_id, f"role {user.role.label}, sites {sorted(user.sites) if user.sites is not None else 'all'}")
         return {"user_id": user.user_id, "role": user.role.label, "sites": sorted(user.sites) if user.sites is not None else None}
 
-    @router.post("/tokens", status_code=201)
+    @router.post("/tokens", status_code=201, response_model=TokenMade)
     async def create_token(request: fastapi.Request, body: ApiTokenRequest) -> dict[str, Any]:
         actor = await guard(request, "tokens.manage", None, body.user_id)
         user = await ctx.call(lambda: records.user(body.user_id))
@@ -251,7 +283,7 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return {"token": text, "token_id": rec.token_id, "user_id": user.user_id, "role": rec.role.label,
                 "sites": sorted(rec.sites) if rec.sites is not None else None, "expires_ms": rec.expires_ms}
 
-    @router.post("/tokens/{token_id}/revoke")
+    @router.post("/tokens/{token_id}/revoke", response_model=Revoked)
     async def revoke_token(request: fastapi.Request, token_id: str) -> dict[str, Any]:
         actor = await guard(request, "tokens.manage", None, token_id)
         if not await ctx.call(lambda: records.revoke_api_token(token_id)):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.rollouts.conflicts import holders
+from cloud.rollouts.dry_run import dry_run_view
 from cloud.store.commands import CommandRecords
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
@@ -159,11 +160,15 @@ class RolloutService:
 
     # -- operator ----------------------------------------------------------------------
 
-    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """A new rollout from the API's JSON: ``plan`` (RolloutPlan.to_dict shape, partial), ``install_args``,
-        optional ``id``, ``start_at_ms``, ``draft``."""
-        self._loop = asyncio.get_running_loop()
+    async def _targeted(self, body: Mapping[str, Any], only: Collection[str] | None) -> tuple[str, RolloutPlan, RolloutEngine]:
+        """The plan of ``body`` and its engine with every matching device targeted (nothing stored).
+        ``only``: the devices a target query or group resolved to (None: the plan's selector alone); they become
+        the selector's ``devices``, so the rollout keeps to them (continuous targeting adds no one else)."""
         plan_json = dict(body.get("plan") or {})
+        if only is not None:  # the devices a query or group named now: the target, kept with the plan (no newcomers)
+            selector = dict(plan_json.get("selector") or {})
+            named = set(only) & set(selector["devices"]) if selector.get("devices") else set(only)
+            plan_json["selector"] = {**selector, "devices": sorted(named) or ["<none>"]}
         release = dict(plan_json.get("release") or {})
         if not release.get("version"):
             raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
@@ -187,6 +192,20 @@ class RolloutService:
         if held:  # re-target with the holders known: those devices are skipped with the reason
             engine = RolloutEngine(rid, plan, execute=not plan.site_autonomy)
             engine.target(devices, held=held)
+        return rid, plan, engine
+
+    async def preview(self, body: Mapping[str, Any], only: Collection[str] | None = None) -> dict[str, Any]:
+        """A dry run of ``create``: who each stage would take, who is left out and why, and when each site's
+        first install could start (its next maintenance window). Nothing is stored or sent."""
+        _, plan, engine = await self._targeted(body, only)
+        return dry_run_view(plan, engine, max(self.now_ms(), int(body.get("start_at_ms") or 0)))
+
+    async def create(self, body: Mapping[str, Any], only: Collection[str] | None = None) -> dict[str, Any]:
+        """A new rollout from the API's JSON: ``plan`` (RolloutPlan.to_dict shape, partial), ``install_args``,
+        optional ``id``, ``start_at_ms``, ``draft``; ``only``: the devices a target query or group resolved to."""
+        self._loop = asyncio.get_running_loop()
+        rid, plan, engine = await self._targeted(body, only)
+        now = self.now_ms()
         args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
         row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
                "header": engine.header(), "install_args": args, "created_ms": now}

@@ -69,6 +69,7 @@ PERMISSIONS: Mapping[str, Role] = {
     "devices.show": Role.VIEWER,
     "sites.list": Role.VIEWER,
     "telemetry.read": Role.VIEWER,
+    "metrics.read": Role.VIEWER,  # GET /metrics (Prometheus): fleet-wide, so an unscoped principal
     "audit.read": Role.OPERATOR,
     "devices.preauthorize": Role.OPERATOR,
     "devices.approve": Role.OPERATOR,

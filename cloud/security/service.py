@@ -103,6 +103,9 @@ class SecurityService:
                 # over the gateway's rate limit: not a verdict on the device, which asks again later
                 outcome = "retry" if "rate limit" in decision.reason else "refuse"
                 return self._answer(actor, req, outcome, decision.reason, b"", now_ms)
+            if decision.outcome == "pending" and self._rejected(req):
+                return self._answer(actor, req, "refuse", f"device {req.device_id!r}: serial {req.serial!r} was rejected "
+                                    "by an operator", b"", now_ms)
             if decision.outcome == "pending":
                 self.records.enroll(device_id=req.device_id, site=gateway_site, hw=req.hw, serial=req.serial,
                                   curve_key=req.curve_key, status="pending", gateway_id=gateway_id, cert_serial=None,
@@ -124,6 +127,10 @@ class SecurityService:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r}: claim token used up", b"", now_ms)
             self._apply_rules(req.device_id, decision.site or gateway_site, gateway_id, decision, now_ms)
             return self._answer(actor, req, "accept", decision.reason, pem, now_ms)
+
+    def _rejected(self, req: EnrollRequest) -> bool:
+        row = self.records.identity(req.device_id)
+        return row is not None and row["status"] == "rejected" and row["serial"] == req.serial
 
     def _apply_rules(self, device_id: str, site: str, gateway_id: str, decision: Any, now_ms: int) -> None:
         """What the enrollment rules gave a new device: its static groups, and its initial config as its
@@ -184,11 +191,21 @@ class SecurityService:
         return EnrollReply(req.device_id, req.curve_key, outcome, detail[:256], pem)
 
     def approve(self, device_id: str, now_ms: int) -> dict[str, Any]:
-        """Approve a pending device: preauthorize its serial for its site, so its next attempt is accepted."""
+        """Approve a pending (or rejected) device: preauthorize its serial for its site, so its next attempt is
+        accepted."""
         row = self.records.identity(device_id)
-        if row is None or row["status"] != "pending":
+        if row is None or row["status"] not in ("pending", "rejected"):
             raise NotFound(f"No pending device by the id of {device_id!r} (`edgefleet devices pending` lists them)")
         self.records.preauthorize(row["serial"], row["site"], device_id, now_ms)
+        self.records.set_identity_status(device_id, "pending", ("rejected",))
+        return {"device_id": device_id, "serial": row["serial"], "site": row["site"]}
+
+    def reject(self, device_id: str, now_ms: int) -> dict[str, Any]:
+        """Reject a pending device: its identity is marked ``rejected`` and its serial is refused (not queued
+        again) until an operator approves it."""
+        row = self.records.identity(device_id)
+        if row is None or not self.records.set_identity_status(device_id, "rejected", ("pending",)):
+            raise NotFound(f"No pending device by the id of {device_id!r} (`edgefleet devices pending` lists them)")
         return {"device_id": device_id, "serial": row["serial"], "site": row["site"]}
 
     def check_certificate(self, pem: bytes, curve_key: str, now_ms: int):

@@ -220,6 +220,13 @@ class SecurityRecords:
             row = conn.execute(sa.select(identities).where(identities.c.device_id == device_id)).mappings().first()
         return None if row is None else dict(row)
 
+    def set_identity_status(self, device_id: str, status: str, expect: tuple[str, ...]) -> bool:
+        """Set an identity's status if it is one of ``expect`` now; False (nothing written) otherwise."""
+        with self._db.transaction(f"setting identity of {device_id!r} {status}") as conn:
+            done = conn.execute(sa.update(identities).where(identities.c.device_id == device_id,
+                                                            identities.c.status.in_(expect)).values(status=status))
+        return done.rowcount == 1
+
     def binding(self, device_id: str) -> DeviceBinding | None:
         row = self.identity(device_id)
         if row is None or row["status"] != "enrolled":

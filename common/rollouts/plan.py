@@ -98,10 +98,12 @@ class Selector:
     tags: tuple[str, ...] = ()  # the device must carry every tag
     hardware: tuple[str, ...] = ()
     versions: tuple[str, ...] = ()  # current versions
+    devices: tuple[str, ...] = ()  # these devices only (what a target query or group named when the rollout was made)
 
     def matches(self, d: DeviceInfo) -> bool:
         return (
-            (not self.sites or d.site in self.sites)
+            (not self.devices or d.device_id in self.devices)
+            and (not self.sites or d.site in self.sites)
             and (not self.groups or bool(set(self.groups) & set(d.groups)))
             and set(self.tags) <= set(d.tags)
             and (not self.hardware or d.hw in self.hardware)

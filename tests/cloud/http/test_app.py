@@ -103,7 +103,7 @@ async def test_routes_refuse_a_missing_or_wrong_token(
 async def test_devices_lists_what_the_store_holds(client: httpx.AsyncClient, store: Store) -> None:
     response = await client.get("/v1/devices", headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"devices": store.telemetry.list_devices()}
+    assert response.json() == {"devices": store.telemetry.list_devices(), "next_cursor": None}
     assert [d["device_id"] for d in response.json()["devices"]] == ["d1", "d2"]
 
 
@@ -128,7 +128,7 @@ async def test_a_bad_query_is_a_400_showing_where_the_mistake_is(client: httpx.A
 @pytest.mark.anyio
 async def test_sites_lists_what_the_store_holds(client: httpx.AsyncClient, store: Store) -> None:
     body = (await client.get("/v1/sites", headers=AUTH)).json()
-    assert body == {"sites": store.telemetry.list_sites()}
+    assert body == {"sites": store.telemetry.list_sites(), "next_cursor": None}
     assert [(s["site_id"], s["gateway_count"], s["device_count"], s["links"]) for s in body["sites"]] == [
         ("site-a", 1, 1, {"gw-1": "up"}),
         ("site-b", 1, 1, {}),
@@ -147,6 +147,7 @@ async def test_site_detail(client: httpx.AsyncClient, store: Store) -> None:
     response = await client.get("/v1/sites/site-a", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
+    assert [g.pop("inventory") for g in body["gateways"]] == [None]  # the gateway reported no inventory here
     assert body == store.telemetry.site_detail("site-a", NOW_MS)
     assert body["gateways"][0]["status"] == {"link": "up", "backlog.bulk": 120}
     assert body["devices"] == {"total": 1, "online": 1, "online_within_ms": 300_000}
@@ -165,12 +166,12 @@ async def test_an_unknown_site_is_a_404_naming_it(client: httpx.AsyncClient) -> 
 @pytest.mark.anyio
 async def test_gaps_with_totals_and_a_device_s_unexplained_ranges(client: httpx.AsyncClient, store: Store) -> None:
     everything = (await client.get("/v1/gaps", headers=AUTH)).json()
-    assert everything == {"gaps": store.telemetry.gaps(), "totals": store.telemetry.gap_totals()}
+    assert everything == {"gaps": store.telemetry.gaps(), "totals": store.telemetry.gap_totals(), "next_cursor": None}
     assert [(g["device_id"], g["first_seq"], g["last_seq"]) for g in everything["gaps"]] == [("d1", 4, 5)]
     one = (await client.get("/v1/gaps", params={"device": "d1"}, headers=AUTH)).json()
     assert one["missing"] == {"bulk": [[6, 6]]}  # 4..5 were reported dropped; 6 is unexplained
     site_b = (await client.get("/v1/gaps", params={"site": "site-b"}, headers=AUTH)).json()
-    assert site_b == {"gaps": [], "totals": []}
+    assert site_b == {"gaps": [], "totals": [], "next_cursor": None}
     assert (await client.get("/v1/gaps", params={"device": "d2"}, headers=AUTH)).json()["missing"] == {}
 
 
@@ -187,7 +188,7 @@ async def test_create_and_list_commands(client: httpx.AsyncClient, store: Store,
     assert pushed.calls == [("d1", 1), ("d1", 2)]
     assert pushed.loops == [asyncio.get_running_loop()] * 2
     body = (await client.get("/v1/devices/d1/commands", headers=AUTH)).json()
-    assert body == {"commands": store.commands.list_commands("d1")}
+    assert body == {"commands": store.commands.list_commands("d1"), "next_cursor": None}
     assert [(c["seq"], c["name"], c["args"], c["status"]) for c in body["commands"]] == [
         (1, "reboot", {"delay": "5"}, "queued"),
         (2, "ping", {}, "queued"),

@@ -85,6 +85,9 @@ async def test_a_dry_run_changes_nothing_and_a_set_queues_config(client: httpx.A
 @pytest.mark.anyio
 async def test_sites_at_a_glance_and_metrics(client: httpx.AsyncClient) -> None:
     [site] = (await client.get("/v1/fleet/sites")).json()["sites"]
+    per_stream = {s: site["backlog"][s]["bytes"] for s in ("critical", "state", "bulk")}
+    assert sum(per_stream.values()) == 5120 and site["gateways"][0].pop("backlog")["bulk"]["bytes"] == per_stream["bulk"]
+    assert site.pop("backlog") and site.pop("oldest_age_s") >= 0
     assert site == {
         "site_id": "site-a",
         "gateways": [{"gateway_id": "gw-1", "link": "down", "backlog_bytes": 5120, "last_seen_ms": NOW_MS - 1_000}],

@@ -113,7 +113,7 @@ def test_service_drives_a_rollout_through_commands_and_outcomes(env):
             r = await http.get("/v1/rollouts/nope", headers=AUTH)
             assert r.status_code == 404 and r.json()["error"] == "not_found"
             r = await http.post("/v1/rollouts", json={"plan": {"release": {}}}, headers=AUTH)
-            assert r.status_code == 400 and "release.version" in r.json()["detail"]
+            assert r.status_code == 422 and "release.version" in r.json()["detail"]  # the request model says so
 
     asyncio.run(run())
 
