@@ -147,6 +147,8 @@ def agent(config_path: str | None, **flags: object) -> None:
         return
     click.echo(f"agent {stats['device_id']}: produced {stats['produced']}, still buffered {stats['buffered']}", err=True)
     if stats.get("reboot_requested"):
-        # `edgefleet devices reboot`: the service manager (e.g. systemd Restart=on-failure) starts it again
-        click.echo(f"agent {stats['device_id']}: reboot requested by the cloud; exiting with {REBOOT_EXIT}", err=True)
+        # `edgefleet devices reboot`, or an update's reboot: the service manager (systemd Restart=on-failure)
+        # starts it again, or the board's reboot command reboots the device under it
+        click.echo(f"agent {stats['device_id']}: reboot requested (by the cloud or an update); exiting with "
+                   f"{REBOOT_EXIT}", err=True)
         raise SystemExit(REBOOT_EXIT)
