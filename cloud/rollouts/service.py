@@ -21,6 +21,7 @@ gateway's site cache), or with the rollout's ``install_args`` when they name a m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -174,15 +175,18 @@ class RolloutService:
             raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
         known = await self._call(lambda: self.releases.get_release(release["version"]))
         if known is not None:  # the store's release record is authoritative
-            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"]}
+            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"],
+                        "module": json.loads(known["manifest_body"]).get("module") or "rootfs-image"}
         plan = RolloutPlan.from_dict({**plan_json, "release": release})
         now = self.now_ms()
         existing = await self._call(lambda: self.rollouts.list_rollouts())
         rid = str(body.get("id") or f"r{len(existing) + 1}")
         inventory = await self._call(self.telemetry.list_devices)
         running = await self._call(self._running_versions)
+        modules = await self._call(self._update_modules)
         devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], ""),
-                              state=d.get("state") or "active") for d in inventory]
+                              state=d.get("state") or "active", update_modules=modules.get(d["device_id"]))
+                   for d in inventory]
         others = await self._call(self.rollouts.active_rollout_devices)
         if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
             raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")
@@ -223,6 +227,15 @@ class RolloutService:
         if plan.site_autonomy:
             await self.send_plans(rid)
         return await self.show(rid)
+
+    def _update_modules(self) -> dict[str, tuple[str, ...]]:
+        """The update modules each device's latest inventory lists (``update_modules``: "a,b"); unreported: left out."""
+        out: dict[str, tuple[str, ...]] = {}
+        for r in self.telemetry.records_of_kind("inventory"):
+            listed = r["values"].get("update_modules")
+            if isinstance(listed, str):
+                out[r["device_id"]] = tuple(m for m in listed.split(",") if m)
+        return out
 
     def _running_versions(self) -> dict[str, str]:
         """What each device last said it runs (its latest update record); unknown devices are left out."""
