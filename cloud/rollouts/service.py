@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.rollouts.conflicts import holders
 from cloud.rollouts.dry_run import dry_run_view
+from cloud.rollouts.facts import running_versions, update_modules
 from cloud.store.commands import CommandRecords
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
@@ -182,8 +183,8 @@ class RolloutService:
         existing = await self._call(lambda: self.rollouts.list_rollouts())
         rid = str(body.get("id") or f"r{len(existing) + 1}")
         inventory = await self._call(self.telemetry.list_devices)
-        running = await self._call(self._running_versions)
-        modules = await self._call(self._update_modules)
+        running = await self._call(lambda: running_versions(self.telemetry))
+        modules = await self._call(lambda: update_modules(self.telemetry))
         devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], ""),
                               state=d.get("state") or "active", update_modules=modules.get(d["device_id"]))
                    for d in inventory]
@@ -227,23 +228,6 @@ class RolloutService:
         if plan.site_autonomy:
             await self.send_plans(rid)
         return await self.show(rid)
-
-    def _update_modules(self) -> dict[str, tuple[str, ...]]:
-        """The update modules each device's latest inventory lists (``update_modules``: "a,b"); unreported: left out."""
-        out: dict[str, tuple[str, ...]] = {}
-        for r in self.telemetry.records_of_kind("inventory"):
-            listed = r["values"].get("update_modules")
-            if isinstance(listed, str):
-                out[r["device_id"]] = tuple(m for m in listed.split(",") if m)
-        return out
-
-    def _running_versions(self) -> dict[str, str]:
-        """What each device last said it runs (its latest update record); unknown devices are left out."""
-        out: dict[str, str] = {}
-        for r in self.telemetry.records_of_kind("update"):
-            if r["values"].get("running_version"):
-                out[r["device_id"]] = str(r["values"]["running_version"])
-        return out
 
     async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
         engine = self.engines.get(rid)
