@@ -317,7 +317,8 @@ class ManifestError(FirmwareError):
 
     ``reason`` is one of: ``malformed``, ``unsigned``, ``unknown-key``,
     ``bad-signature``, ``expired``, ``wrong-hardware``, ``below-floor``,
-    ``below-min-version``, ``downgrade``.
+    ``below-min-version``, ``downgrade``, ``unsupported-module`` (the device's board does not install
+    the release's update module).
     """
 
     def __init__(self, version: str | None, reason: str, cause: str) -> None:

@@ -24,8 +24,7 @@ import zmq
 import zmq.auth.asyncio
 
 from common.errors import KeyFileError
-from common.fileio import write_atomic
-from common.keyfiles import check_private_mode
+from common.fileio import check_private_mode, write_atomic
 from common.protocol import MAX_FRAME
 
 __all__ = [
