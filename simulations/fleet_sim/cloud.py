@@ -123,7 +123,7 @@ class CloudNode(SimNode):
             if eng.devices[d.device_id].state == DeviceState.SKIPPED:
                 continue
             self.command_seq[d.device_id] += 1
-            cmd = Command(d.device_id, self.command_seq[d.device_id], "update", {"version": version, "gate": "site"}, now_ms + TTL_MS)
+            cmd = Command(d.device_id, self.command_seq[d.device_id], "update", {"version": version, "gate": "site", "rollout": rid}, now_ms + TTL_MS)
             self.db.commands[d.site].append(cmd)
             self.db.command_status[(d.device_id, cmd.seq)] = "queued"
         for s in sites:  # pushed to gateways whose session is up now; the others get them at their Hello
