@@ -70,7 +70,9 @@ __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
 log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
-FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, batches waiting
+TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
+FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
+FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +211,18 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         fut = ingests.submit((effect.gateway_id, effect.site, effect.records), len(effect.records))
         asyncio.wrap_future(fut, loop=loop).add_done_callback(settle(stored, f"store refused a batch from {effect.gateway_id}"))
 
+    touched: dict[str, str] = {}  # gateway -> site, heard since the last write: one transaction for all of them
+
     def touch(effect: StoreTouch) -> None:
         alerts.observe_gateway(effect.gateway_id, _now_ms())
-        on_store(lambda: store.touch_gateway(effect.gateway_id, effect.site, _now_ms()), lambda _: None, "gateway touch failed")
+        if not touched:
+            timers["touch"] = loop.call_later(TOUCH_EVERY_S, write_touches)
+        touched[effect.gateway_id] = effect.site
+
+    def write_touches() -> None:
+        seen = list(touched.items())
+        touched.clear()
+        on_store(lambda: store.touch_gateways(seen, _now_ms()), lambda _: None, "gateway touch failed")
 
     def load_commands(effect: LoadCommands) -> None:
         def query() -> list[tuple[str, Command]]:
@@ -254,20 +265,32 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
 
+    followed_at = [0]  # ingests.writes when the follower last looked
+
     def follow_metrics() -> None:
-        """The metrics follower (``cloud.store.metrics``): a small step while batches wait, else a big one and
-        at once again while it finds a full step's work; a step at a time, never two in flight."""
-        rows = FOLLOW_BUSY_ROWS if ingests.waiting else FOLLOW_ROWS
+        """The metrics follower (``cloud.store.metrics``), a step at a time on the store thread. While gateways'
+        batches keep coming it takes small steps and at most a quarter of the thread's time (the acks come
+        first); when they stop, big steps back to back until it has caught up."""
+        busy, followed_at[0] = ingests.writes != followed_at[0], ingests.writes
+        rows = FOLLOW_BUSY_ROWS if busy else FOLLOW_ROWS
+
+        def step() -> tuple[int, float]:
+            t0 = time.monotonic()
+            return store.follow_metrics(rows), time.monotonic() - t0
 
         def again(fut: asyncio.Future) -> None:
             if fut.cancelled():
                 return
+            delay = cfg.metrics_follow_s
             if fut.exception() is not None:
                 log.error("the metrics follower failed", extra={"error": str(fut.exception())})
-            full = rows == FOLLOW_ROWS and fut.exception() is None and fut.result() >= rows
-            timers["metrics"] = loop.call_later(0 if full else cfg.metrics_follow_s, follow_metrics)
+            elif busy:
+                delay = max(delay, FOLLOW_BUSY_SHARE * fut.result()[1])
+            elif fut.result()[0] >= rows:
+                delay = 0.0  # idle and more to fold
+            timers["metrics"] = loop.call_later(delay, follow_metrics)
 
-        loop.run_in_executor(store_thread, store.follow_metrics, rows).add_done_callback(again)
+        loop.run_in_executor(store_thread, step).add_done_callback(again)
 
     def rollout_tick() -> None:
         timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)

@@ -3,10 +3,10 @@
 They are derived from stored telemetry by a follower, off the acknowledgement path. Each
 ingest transaction that stores telemetry also writes one ``metric_backlog`` entry
 (``backlog_in``) naming where its ``metrics`` rows lie, and tags those rows with the
-entry's id. ``follow`` takes the oldest entries, reads their rows back, makes each
-numeric value a raw point and folds it into its minute and hour buckets with an upsert
-(``cloud.fleet.rollup``: aggregates are mergeable, so late data from a gateway that
-was offline for hours just grows the old buckets), and deletes the entries, all in one
+entry's id. ``follow`` takes the oldest entries and, in the database (``cloud.store.fold``),
+makes each numeric value of their rows a raw point and folds it into its minute and hour
+buckets with an upsert (aggregates are mergeable, so late data from a gateway that was
+offline for hours just grows the old buckets), and deletes the entries, all in one
 transaction: a row is folded once or not yet, never twice, never lost (a duplicate is
 never stored, so never tagged). ``rebuild`` throws every point and rollup away and
 makes the follower fold all stored rows again.
@@ -25,20 +25,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
+from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, cutoffs
 from cloud.store.bulk import Row
 from cloud.store.database import IN_CHUNK, Database
-from cloud.store.schema import JSON_VALUES, metric_backlog, metric_points, metric_rollups, telemetry
+from cloud.store.fold import fold
+from cloud.store.schema import metric_backlog, metric_points, metric_rollups, telemetry
 
 __all__ = ["METRICS_KIND", "MetricRecords", "TIERS"]
 
 METRICS_KIND = "metrics"
 TIERS = {"minute": MINUTE_MS, "hour": HOUR_MS}
-_ENTRY_ROWS = sa.text(
-    'SELECT device_id, ts_ms, "values" FROM telemetry WHERE device_id = :d AND stream = :s AND seq BETWEEN :a AND :b'
-    " AND ingest_id = :id AND kind = :k"
-).columns(sa.column("device_id", sa.String), sa.column("ts_ms", sa.BigInteger), sa.column("values", JSON_VALUES))
-_SQLITE_POINTS = "INSERT INTO metric_points (device_id, metric, ts_ms, value) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class MetricRecords:
@@ -66,26 +62,26 @@ class MetricRecords:
         return int(conn.execute(ins).scalar_one())
 
     def follow(self, max_rows: int = 20_000) -> int:
-        """The follower's step: fold the oldest backlog entries (about ``max_rows`` telemetry rows) into points and
-        rollups and delete them, in ONE transaction, so an entry is folded once or not at all; rows folded."""
-        folded = 0
+        """The follower's step: fold the oldest backlog entries (about ``max_rows`` telemetry rows; at least one
+        entry) into points and rollups (``cloud.store.fold``, set-based) and delete them, in ONE transaction,
+        so an entry is folded once or not at all; the rows folded."""
         with self._db.transaction("folding stored metrics", immediate=True) as conn:
-            query = sa.select(metric_backlog.c.id, metric_backlog.c.ranges).order_by(metric_backlog.c.id).limit(64)
+            query = sa.select(metric_backlog.c.id, metric_backlog.c.ranges).order_by(metric_backlog.c.id).limit(256)
             if conn.dialect.name == "postgresql":  # two coordinators' followers take different entries
                 query = query.with_for_update(skip_locked=True)
             done: list[int] = []
-            rows: list[tuple[str, int, Mapping[str, Any]]] = []
+            specs: list[dict[str, Any]] = []
+            span = 0  # rows the ranges can hold at most
             for entry_id, ranges in conn.execute(query).all():
-                for device_id, stream, first, last in ranges:
-                    rows.extend(conn.execute(_ENTRY_ROWS, {"d": device_id, "s": stream, "a": first, "b": last,
-                                                          "id": entry_id, "k": METRICS_KIND}).all())
-                done.append(entry_id)
-                if len(rows) >= max_rows:
+                if done and span >= max_rows:
                     break
+                for device_id, stream, first, last in ranges:
+                    specs.append({"d": device_id, "s": stream, "a": first, "b": last, "id": entry_id})
+                    span += last - first + 1
+                done.append(entry_id)
             if not done:
                 return 0
-            folded = len(rows)
-            self.fold_in(conn, rows)
+            folded = self.fold_in(conn, specs)
             for i in range(0, len(done), IN_CHUNK):
                 conn.execute(sa.delete(metric_backlog).where(metric_backlog.c.id.in_(done[i : i + IN_CHUNK])))
         return folded
@@ -125,50 +121,10 @@ class MetricRecords:
                                                         t.kind == METRICS_KIND).values(ingest_id=entry))
         return len(spans)
 
-    def fold_in(self, conn: sa.Connection, rows: Sequence[tuple[str, int, Mapping[str, Any]]]) -> int:
-        """Raw points and rollups of stored ``metrics`` rows (device_id, ts_ms, values), each folded exactly once
-        by its caller; returns the points made."""
-        points = {}
-        for device_id, ts_ms, values in rows:
-            for metric, value in values.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-                    if abs(value) != float("inf"):
-                        points.setdefault((device_id, str(metric), int(ts_ms)), float(value))
-        if not points:
-            return 0
-        # each row is folded once (its backlog entry goes in the same transaction), so its samples are new: they
-        # are folded into the rollups whether or not a raw point of the same (device, metric, ms) is already kept
-        params = [(d, m, t, v) for (d, m, t), v in sorted(points.items())]
-        if conn.dialect.name == "sqlite":  # the driver's executemany, no Core per row
-            conn.exec_driver_sql(_SQLITE_POINTS, params)
-        else:
-            conn.execute(
-                self._db.insert(metric_points).on_conflict_do_nothing(
-                    index_elements=[metric_points.c.device_id, metric_points.c.metric, metric_points.c.ts_ms]
-                ),
-                [{"device_id": d, "metric": m, "ts_ms": t, "value": v} for d, m, t, v in params],
-            )
-        fresh = [Sample(d, m, t, v) for d, m, t, v in params]
-        for width in (MINUTE_MS, HOUR_MS):
-            aggs = sorted(downsample(fresh, width), key=lambda a: (a.device, a.metric, a.start_ms))  # lock order
-            if not aggs:
-                continue
-            ins = self._db.insert(metric_rollups)
-            col, new = metric_rollups.c, ins.excluded
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[col.device_id, col.metric, col.width_ms, col.start_ms],
-                    set_={
-                        "count": col.count + new["count"],
-                        "sum": col.sum + new["sum"],
-                        "min": sa.case((new["min"] < col.min, new["min"]), else_=col.min),
-                        "max": sa.case((new["max"] > col.max, new["max"]), else_=col.max),
-                    },
-                ),
-                [{"device_id": a.device, "metric": a.metric, "width_ms": a.width_ms, "start_ms": a.start_ms,
-                  "count": a.count, "min": a.min, "max": a.max, "sum": a.sum} for a in aggs],
-            )
-        return len(fresh)
+    def fold_in(self, conn: sa.Connection, specs: Sequence[Mapping[str, Any]]) -> int:
+        """Points and rollups of the stored rows ``specs`` name ({"d", "s", "a", "b", "id"}: device, stream, seq
+        range, ingest_id), in the caller's transaction, which folds each once; the rows folded."""
+        return fold(conn, specs)
 
     def metric_series(
         self,

@@ -96,6 +96,9 @@ class Store:
     def touch_gateway(self, gateway_id: str, site: str, now_ms: int) -> None:
         self.telemetry.touch_gateway(gateway_id, site, now_ms)
 
+    def touch_gateways(self, seen: Sequence[tuple[str, str]], now_ms: int) -> None:
+        self.telemetry.touch_gateways(seen, now_ms)
+
     def device_gateway(self, device_id: str) -> str | None:
         return self.telemetry.device_gateway(device_id)
 

@@ -215,6 +215,14 @@ class TelemetryRecords:
             self._upsert_site(conn, site, now_ms)
             self._upsert_gateway(conn, gateway_id, site, now_ms, public_key)
 
+    def touch_gateways(self, seen: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """``touch_gateway`` of every (gateway_id, site) in ONE transaction (heartbeats of many gateways)."""
+        with self._db.transaction(f"touch of {len(seen)} gateways") as conn:
+            for site in sorted({site for _, site in seen}):
+                self._upsert_site(conn, site, now_ms)
+            for gateway_id, site in sorted(set(seen)):
+                self._upsert_gateway(conn, gateway_id, site, now_ms, None)
+
     def _upsert_site(self, conn: sa.Connection, site: str, now_ms: int) -> None:
         ins = self._db.insert(sites).values(site_id=site, first_seen_ms=now_ms, last_seen_ms=now_ms)
         conn.execute(

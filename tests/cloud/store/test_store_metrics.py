@@ -96,7 +96,7 @@ def test_the_ack_path_makes_no_points_and_the_follower_folds_each_row_once(store
     assert store.metrics.metric_series(["d0", "d1", "d2"], T0, T0 + HOUR_MS, "raw") == []  # not on the ack path
     assert store.metrics.backlog()["entries"] == 1
     store.telemetry.ingest("gw-1", "s", batch[10:], T0)  # ten again: stored once, so never tagged twice
-    assert store.metrics.follow(max_rows=5) == 20  # whole entries: the oldest, 20 rows
+    assert store.metrics.follow(max_rows=5) == 20  # whole entries, at least one: the oldest, 20 rows
     assert store.metrics.backlog() == {"entries": 1, "oldest_ms": T0}
     assert store.metrics.follow() == 10 and store.metrics.follow() == 0
     [hour] = store.metrics.metric_series(["d0", "d1", "d2"], T0, T0 + HOUR_MS, "hour", metric="cpu")[:1]
@@ -109,8 +109,8 @@ def test_a_fold_that_fails_halfway_leaves_the_backlog_whole_and_the_next_counts_
     store.telemetry.ingest("gw-1", "s", [m("d1", i, T0 + i, t=1.0) for i in range(1, 11)], T0)
     real = store.metrics.fold_in
 
-    def fold_then_fail(conn, rows):
-        real(conn, rows)  # points and rollups written in the follower's transaction ...
+    def fold_then_fail(conn, specs):
+        real(conn, specs)  # points and rollups written in the follower's transaction ...
         conn.exec_driver_sql("SELECT no_such_column FROM metric_backlog")  # ... which then fails: all rolled back
 
     monkeypatch.setattr(store.metrics, "fold_in", fold_then_fail)
