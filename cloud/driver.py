@@ -15,6 +15,10 @@ the ghost and lifecycle inputs of the alert service, published releases for the 
 Firmware releases (``cloud.releases.service``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
+N coordinators over one PostgreSQL (``cloud.coordination``): rollout ticks, alert evaluation, fleet jobs
+(retention, config push) and revocation re-signing run only on the leader, through a fenced executor; the
+leader hears every coordinator's batches from its tail of the store; a command made here for a gateway
+held elsewhere wakes its coordinator (NOTIFY). On SQLite this coordinator is the leader from the start.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -24,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +45,8 @@ from cloud.http.prometheus import serve_metrics
 from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
+from cloud.coordination import Coordination, LeaseSettings
+from cloud.coordination.tail import batches
 from cloud.core import CloudCore, DdiCredentialsChanged
 from cloud.security.enrollment import EnrollRule, Enroller
 from cloud.releases.firmware import FirmwareService
@@ -94,6 +102,9 @@ class CloudConfig:
     fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
     console: bool = True  # the operator console (cloud.console) on the API's port
     metrics_bind: str = ""  # HOST:PORT: Prometheus metrics on a listener of their own, no token (cloud.metrics.server)
+    coordinator_id: str = ""  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
+    lease: LeaseSettings = field(default_factory=LeaseSettings)  # the leader lease (PostgreSQL only)
+    command_poll_s: float = 5.0  # with N coordinators: how often queued commands are looked for (the wake-up's fallback)
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -131,21 +142,20 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
+    coord = Coordination(store.db, cfg.coordinator_id or f"{socket.gethostname()}-{os.getpid()}", settings=cfg.lease,
+                         on_lead=lambda token: on_lead(token), on_follow=lambda why: on_follow(why),
+                         on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: on_tail(rows))
+    multi = coord.multi
+    leader_exec = coord.fenced(store_thread)  # leader-only writes: refused once another coordinator holds the lease
     core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
-                     verify_gateways=bool(cfg.ca_dir))
+                     verify_gateways=bool(cfg.ca_dir), **({"command_retry_s": cfg.command_poll_s} if multi else {}))
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
-    now = _now_ms()
-    alerts.restore(
-        *await loop.run_in_executor(
-            store_thread, lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now))
-        ),
-        now,
-    )
     webhooks.start()
     timers: dict[str, asyncio.TimerHandle] = {}
+    leader_work: dict[str, object] = {}
     runner: NodeRunner
 
-    def on_store(call, then, what: str) -> None:
+    def on_store(call, then, what: str, executor=store_thread) -> None:
         """Run ``call`` on the store thread, then ``then(result)`` on the loop; a StoreError is logged
         (what it concerned is retried by its protocol: an unacknowledged batch is resent)."""
 
@@ -160,7 +170,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             else:
                 raise exc
 
-        loop.run_in_executor(store_thread, call).add_done_callback(done)
+        loop.run_in_executor(executor, call).add_done_callback(done)
 
     def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
         for device_id, seq, why in refused:
@@ -181,8 +191,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             for why in result.rejected:
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
-            alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
-            rollouts.observe_batch(effect.site, effect.records)
+            if not multi:  # with N coordinators the leader hears every batch from its tail (on_tail)
+                alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
+                rollouts.observe_batch(effect.site, effect.records)
             refused_ddi = [r for r in effect.records if r.seq == 0 and r.kind == "ddi.refused"]
             if refused_ddi and security is not None:  # a gateway refused DDI requests: unknown or revoked tokens
                 on_store(lambda: audit_ddi(effect.gateway_id, refused_ddi), lambda _: None, "auditing DDI refusals failed")
@@ -198,16 +209,25 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
 
     def touch(effect: StoreTouch) -> None:
-        alerts.observe_gateway(effect.gateway_id, _now_ms())
+        if not multi:
+            alerts.observe_gateway(effect.gateway_id, _now_ms())
         on_store(lambda: store.touch_gateway(effect.gateway_id, effect.site, _now_ms()), lambda _: None, "gateway touch failed")
 
-    def load_commands(effect: LoadCommands) -> None:
+    def load_commands(effect: LoadCommands, hello: bool = True) -> None:
         def query() -> list[tuple[str, Command]]:
+            if multi and hello:  # this coordinator holds the gateway's session now: its commands come here
+                coord.session_up(effect.gateway_id, _now_ms())
             store.expire_commands(_now_ms())
             return [(effect.gateway_id, _command(r, security)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
-        rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
+        if hello:
+            rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
+
+    def on_wake(gateway_id: str) -> None:
+        """Another coordinator made a command for this gateway: send it if the session is here."""
+        if core.peer_of(gateway_id) is not None:
+            load_commands(LoadCommands(gateway_id), hello=False)
 
     def command_status(effect: StoreCommandStatus) -> None:
         call = lambda: store.mark_command(effect.device_id, effect.seq, effect.status, effect.detail, _now_ms())  # noqa: E731
@@ -221,13 +241,48 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             rows = [r for r in store.commands_for([device_id], ("queued",)) if r["seq"] == seq]
             return [(gateway_id, _command(r, security)) for r in rows] if gateway_id else []
 
-        on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading a new command failed")
+        on_store(query, lambda cmds: sent_or_wake(cmds), "loading a new command failed")
+
+    def sent_or_wake(cmds: list[tuple[str, Command]]) -> None:
+        runner.feed(CommandsReady(cmds))
+        away = sorted({gw for gw, _ in cmds if core.peer_of(gw) is None})
+        if away and multi:  # its gateway's session is on another coordinator (or nowhere yet): wake them
+            on_store(lambda: coord.wake(away), lambda _: None, "waking the coordinators failed")
+
+    def on_lead(token: int) -> None:
+        """This coordinator leads (on SQLite: from the start): restore what the leader keeps, start its work."""
+        now = _now_ms()
+        on_store(lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now)),
+                 lambda rows: alerts.restore(*rows, now), "restoring alerts failed")
+        if multi:  # the engines as the last leader left them in the store
+            rollouts.engines.clear()
+            leader_work["restore"] = asyncio.ensure_future(rollouts.restore())
+        resign_revocations()
+        refresh_maintenance()
+        alert_tick()
+        rollout_tick()
+        leader_work["fleet"] = start_fleet_jobs(cfg.fleet, store, leader_exec, alerts, on_command, _now_ms)
+
+    def on_follow(reason: str) -> None:
+        for name in ("revocations", "maintenance", "alerts", "rollouts"):
+            if name in timers:
+                timers.pop(name).cancel()
+        fleet = leader_work.pop("fleet", None)
+        if fleet is not None:
+            fleet.stop()  # type: ignore[attr-defined]
+        rollouts.engines.clear()
+
+    def on_tail(rows) -> None:
+        now = _now_ms()
+        for (site, gateway_id), records in batches(rows).items():
+            alerts.observe_batch(gateway_id, records, now)
+            rollouts.observe_batch(site, records)
 
     def alert_tick() -> None:
         timers["alerts"] = loop.call_later(cfg.alert_tick_s, alert_tick)
         out = alerts.tick(_now_ms())
         if out.rows or out.events:
-            loop.run_in_executor(store_thread, store.save_alerts, out.rows).add_done_callback(
+            loop.run_in_executor(leader_exec, store.save_alerts, out.rows).add_done_callback(
                 lambda fut: None if fut.cancelled() else deliver(out, fut.exception())
             )
 
@@ -272,7 +327,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     def resign_revocations() -> None:
         """The list's signature expires (so a gateway cannot be fed a stale one forever): sign it afresh daily."""
         timers["revocations"] = loop.call_later(REVOCATION_RESIGN_S, resign_revocations)
-        on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed")
+        on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed",
+                 leader_exec)
 
     def verify_gateway(effect: VerifyGateway) -> None:
         def call() -> GatewayVerified:
@@ -298,8 +354,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     rollouts = RolloutService(store.rollouts, store_thread, on_command, commands=store.commands, releases=store.releases,
                               telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
-                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
-    await rollouts.restore()
+                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])), steps=leader_exec)
+    if not multi:
+        await rollouts.restore()
     api_ctx = ApiContext(
         store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
         hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed,
@@ -312,18 +369,15 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
         cfg.data_dir / "endpoints.json",
-        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode(),
+        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode(), "coordinator": coord.id,
                     **({"metrics": f"http://{cfg.metrics_bind.rsplit(':', 1)[0]}:{metrics_api.port}/metrics"}
                        if metrics_api is not None else {})}).encode(),
         0o644,
     )
     runner.feed(Start())
     on_store(store.ddi.sites, lambda sites: [ddi_tokens_changed(s) for s in sites], "reading DDI sites failed")
-    resign_revocations()
-    refresh_maintenance()
-    alert_tick()
-    rollout_tick()
-    fleet_jobs = start_fleet_jobs(cfg.fleet, store, store_thread, alerts, on_command, _now_ms)
+    coord.api_url = api_url
+    await coord.start()  # leader-only work starts in on_lead
 
     def revoke_retired(row: dict) -> None:
         """A retired device's credentials are revoked (on the store thread, after the retirement committed);
@@ -332,14 +386,16 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     if security is not None:
         lifecycle.ON_RETIRE.append(revoke_retired)
-    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
+    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls),
+                                     "coordinator": coord.id, "coordinators": "many" if multi else "one"})
     try:
         await stop.wait()
     finally:
         log.info("cloud stopping")
+        on_follow("stopping")
+        await coord.stop()  # the lease is handed over at once
         for timer in timers.values():
             timer.cancel()
-        fleet_jobs.stop()
         if revoke_retired in lifecycle.ON_RETIRE:
             lifecycle.ON_RETIRE.remove(revoke_retired)
         await runner.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,11 @@ from common.keys import Allowlist, load_or_create_keypair
 from simulations.faultproxy import FaultProxy
 from simulations.teardown import stop_at_exit
 
-__all__ = ["API_TIMEOUT_S", "ProcFleet", "Proc"]
+__all__ = ["API_TIMEOUT_S", "SHARED_IDENTITY", "ProcFleet", "Proc"]
+
+SHARED_IDENTITY = ("curve.key", "curve.secret", "api_token", "signing.key", "signing.pub", "rollout_signing.key",
+                   "rollout_signing.pub", "allowed_gateways")
+"""What N coordinators share: one CURVE server identity, one operator token, one set of signing keys, one allowlist."""
 
 API_TIMEOUT_S = 120.0
 """How long a call to the cloud's operator API (or an operator command) may take before it fails: a hang
@@ -115,6 +120,25 @@ class ProcFleet:
              "--heartbeat", str(self.heartbeat_s), *(extra or [])],
         )
         return self._pin("cloud", {"--bind": "gateways", "--api-port": "api"})
+
+    def start_coordinator(self, name: str, database: str, extra: list[str] | None = None) -> dict[str, str]:
+        """One of N coordinators (``edgefleet cloud``) over one PostgreSQL ``database``: its own data directory
+        ``name`` holding the fleet's shared identity (the first coordinator's, in ``cloud``: CURVE key pair,
+        API token, signing keys, admitted gateways), its own ephemeral ports."""
+        shared = self.dir("cloud")
+        load_or_create_keypair(shared)
+        if name != "cloud":
+            self.dir(name).mkdir(parents=True, exist_ok=True)
+            for f in SHARED_IDENTITY:
+                if (shared / f).exists():
+                    shutil.copy2(shared / f, self.dir(name) / f)
+        (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
+        self._start(
+            name,
+            ["cloud", "--data-dir", str(self.dir(name)), "--bind", "tcp://127.0.0.1:*", "--api-port", "0",
+             "--heartbeat", str(self.heartbeat_s), "--database", database, "--coordinator-id", name, *(extra or [])],
+        )
+        return self._pin(name, {"--bind": "gateways", "--api-port": "api"})
 
     def start_gateway(self, name: str, site: str, *, proxy: bool = False, extra: list[str] | None = None) -> dict[str, str]:
         """Start a gateway; with ``proxy`` its uplink to the cloud runs through a FaultProxy (``self.proxies[name]``)."""

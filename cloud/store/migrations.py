@@ -498,6 +498,35 @@ def _v8_ddi_tokens(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
+def _v9_reserved(conn: sa.Connection) -> None:
+    """Reserved for the telemetry write path (issue 14, point 1; merged from its own branch)."""
+
+
+def _v10_coordination(conn: sa.Connection) -> None:
+    """N coordinators over one database (cloud.coordination): the leader lease with its fencing token, which
+    coordinator holds each gateway's session, and telemetry by arrival for the leader's tail."""
+    md = sa.MetaData()
+    sa.Table(
+        "coordinator_leases",
+        md,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("token", sa.BigInteger, nullable=False),
+        sa.Column("expires_ms", sa.BigInteger, nullable=False),  # database clock
+        sa.Column("holder_api", sa.String(256), nullable=False, server_default=""),
+    )
+    sa.Table(
+        "gateway_sessions",
+        md,
+        sa.Column("gateway_id", sa.String(128), primary_key=True),
+        sa.Column("coordinator_id", sa.String(128), nullable=False),
+        sa.Column("since_ms", sa.BigInteger, nullable=False),
+        sa.Index("gateway_sessions_coordinator", "coordinator_id"),
+    )
+    md.create_all(conn)
+    conn.execute(sa.text("CREATE INDEX telemetry_received ON telemetry (received_ms)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
@@ -507,6 +536,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "rollouts and their devices", _v6_rollouts),
     Migration(7, "fleet: lifecycle, inventory, tags, groups, layered config, metrics", _v7_fleet),
     Migration(8, "DDI devices' TargetTokens", _v8_ddi_tokens),
+    Migration(9, "reserved: the telemetry write path", _v9_reserved),
+    Migration(10, "coordination: leader lease, gateway sessions, telemetry by arrival", _v10_coordination),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 
