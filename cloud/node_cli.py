@@ -44,6 +44,7 @@ DEFAULTS = {
     # N coordinators over one PostgreSQL (cloud.coordination, docs/DEPLOY.md)
     "coordinator_id": "",  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
     "lease_ttl": 5.0,  # seconds one grant of the leader lease lasts; another coordinator leads within ttl + 1 s
+    "command_poll": 5.0,  # seconds between looks for queued commands of the gateways held here (NOTIFY's fallback)
     "log_level": "info",
     "log_format": "json",
 }
@@ -68,6 +69,8 @@ DEFAULTS = {
               help="Also serve Prometheus metrics with no token on this address (GET /metrics on the API needs one).")
 @click.option("--coordinator-id", help="This coordinator's name among N over one PostgreSQL [HOST-PID].")
 @click.option("--lease-ttl", type=float, help="Seconds one grant of the leader lease lasts [5]: the takeover bound is it + 1 s.")
+@click.option("--command-poll", type=float, help="With N coordinators: seconds between looks for queued commands [5] "
+              "(a command made on another coordinator wakes this one at once by NOTIFY; this is the fallback).")
 def cloud(config_path: str | None, **flags: object) -> None:
     """Run the cloud coordinator: gateway sessions, the store, the operator API.
 
@@ -117,6 +120,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 metrics_bind=str(cfg["metrics_bind"] or ""),
                 coordinator_id=str(cfg["coordinator_id"] or ""),
                 lease=LeaseSettings(ttl_s=float(cfg["lease_ttl"])),
+                command_poll_s=float(cfg["command_poll"]),
             )
         )
     )

@@ -63,6 +63,7 @@ class ProcFleet:
     sample_interval_s: float = 0.2
     procs: dict[str, Proc] = field(default_factory=dict)
     proxies: dict[str, FaultProxy] = field(default_factory=dict)  # gateway -> proxy on its uplink
+    coordinators: list[str] = field(default_factory=lambda: ["cloud"])  # the cloud's processes (start_coordinator)
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -91,7 +92,8 @@ class ProcFleet:
         """Admit ``client``'s key at ``server`` (allowed_gateways for the cloud, allowed_devices for a gateway)."""
         keys = load_or_create_keypair(self.dir(client))
         filename = "allowed_gateways" if server == "cloud" else "allowed_devices"
-        Allowlist(self.dir(server) / filename).add(keys.public, client)
+        for s in self.coordinators if server == "cloud" else [server]:  # every coordinator admits the same gateways
+            Allowlist(self.dir(s) / filename).add(keys.public, client)
 
     # -- processes -------------------------------------------------------------------
 
@@ -132,6 +134,11 @@ class ProcFleet:
             for f in SHARED_IDENTITY:
                 if (shared / f).exists():
                     shutil.copy2(shared / f, self.dir(name) / f)
+            if not (self.dir(name) / "artifacts").exists():  # release files: shared storage (docs/DEPLOY.md)
+                (shared / "artifacts").mkdir(exist_ok=True)
+                (self.dir(name) / "artifacts").symlink_to(shared / "artifacts", target_is_directory=True)
+        if name not in self.coordinators:
+            self.coordinators.append(name)
         (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
         self._start(
             name,
@@ -144,7 +151,7 @@ class ProcFleet:
         """Start a gateway; with ``proxy`` its uplink to the cloud runs through a FaultProxy (``self.proxies[name]``)."""
         self.allow("cloud", name)
         (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
-        cloud = self.endpoints("cloud")["gateways"]
+        cloud = ",".join(self.endpoints(c)["gateways"] for c in self.coordinators)  # N coordinators: failed over in turn
         if proxy:
             host, port = cloud.removeprefix("tcp://").rsplit(":", 1)
             fp = FaultProxy(target=(host, int(port)))
@@ -254,8 +261,9 @@ class ProcFleet:
     # -- reading the cloud -----------------------------------------------------------
 
     def api(self, path: str, body: object | None = None) -> object:
-        """GET ``path`` from the cloud's operator API (POST ``body`` when given)."""
-        ep = self.endpoints("cloud")
+        """GET ``path`` from the cloud's operator API (POST ``body`` when given): the first coordinator running."""
+        live = [c for c in self.coordinators if c not in self.procs or self.procs[c].running]
+        ep = self.endpoints(live[0] if live else "cloud")
         token = (self.dir("cloud") / "api_token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         if body is None:
