@@ -7,6 +7,7 @@
     │   ├── QueueFullError     an append would exceed the byte bound (backpressure)
     │   └── QueueClosedError   the queue was closed before the request ran
     ├── StoreError             the cloud store (database)
+    │   └── FencedOff          a leader-only write refused: the leader lease moved on (names both tokens)
     ├── ConfigError            a config file or flag that cannot be used
     ├── QueryError             a device filter query that does not parse (has .position)
     ├── NotFound               an id that names nothing (also a LookupError); the operator API answers 404
@@ -55,6 +56,7 @@ Every message names the object and the cause. Library errors are translated at
 the adapter with ``raise Mapped(...) from exc``.
 """
 
+# one-piece: the one exception tree of the project (house rule), drawn in the docstring and read as one
 from __future__ import annotations
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "EdgeFleetError",
     "EnrollmentError",
     "ExpiredError",
+    "FencedOff",
     "FileWriteError",
     "FirmwareError",
     "FleetError",
@@ -145,6 +148,15 @@ class QueueClosedError(QueueError):
 
 class StoreError(EdgeFleetError):
     """The cloud store failed."""
+
+
+class FencedOff(StoreError):
+    """A leader-only write by a coordinator whose lease token is no longer the current one."""
+
+    def __init__(self, holder: str, token: int, current: int) -> None:
+        super().__init__(f"leader-only write by coordinator {holder!r} refused: it holds lease token {token}, "
+                         f"the current token is {current} (another coordinator took over)")
+        self.holder, self.token, self.current = holder, token, current
 
 
 class ConfigError(EdgeFleetError, ValueError):

@@ -70,7 +70,7 @@ class GatewayConfig:
     gateway_id: str
     site: str
     data_dir: Path
-    cloud: str  # the cloud's ZeroMQ endpoint
+    cloud: str  # the cloud's ZeroMQ endpoint; N coordinators: their endpoints, comma-separated (tried in turn)
     cloud_key: bytes  # the cloud's CURVE public key (Z85)
     bind: str = "tcp://127.0.0.1:7701"  # device-facing socket
     heartbeat_s: float = 1.0
@@ -373,11 +373,13 @@ def _ca_chain(cfg: GatewayConfig):
         raise ConfigError(f"gateway {cfg.gateway_id!r}: cannot read the CA chain {cfg.ca_chain!r}: {exc}") from exc
 
 
-def _uplink_endpoint(cfg: GatewayConfig) -> str:
-    """The cloud endpoint, leaving from ``uplink_source`` if given (ZeroMQ's ``tcp://SOURCE:0;HOST:PORT``)."""
-    if not cfg.uplink_source or not cfg.cloud.startswith("tcp://"):
-        return cfg.cloud
-    return f"tcp://{cfg.uplink_source}:0;{cfg.cloud.removeprefix('tcp://')}"
+def _uplink_endpoint(cfg: GatewayConfig) -> list[str]:
+    """The cloud endpoints (one per coordinator, failed over in turn), each leaving from ``uplink_source`` if
+    given (ZeroMQ's ``tcp://SOURCE:0;HOST:PORT``)."""
+    endpoints = [e.strip() for e in cfg.cloud.split(",") if e.strip()]
+    if not cfg.uplink_source:
+        return endpoints
+    return [f"tcp://{cfg.uplink_source}:0;{e.removeprefix('tcp://')}" if e.startswith("tcp://") else e for e in endpoints]
 
 
 class _SiteRolloutDriver:
