@@ -33,6 +33,7 @@ import fastapi
 import pydantic
 
 from cloud.http.access import source_of
+from cloud.http.scope import site_scope
 from cloud.http.context import ApiContext
 from cloud.http.errors import invalid
 from cloud.http.models.operations import (
@@ -159,9 +160,10 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return {"preauthorized": len(body.devices)}
 
     @router.get("/identities", response_model=IdentitiesPage)
-    async def identities(site: str | None = None, status: str | None = None, limit: Limit = DEFAULT_LIMIT,
-                         cursor: Cursor = None) -> dict[str, Any]:
-        rows = await ctx.call(lambda: records.list_identities(site))
+    async def identities(request: fastapi.Request, site: str | None = None, status: str | None = None,
+                         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        scope = await site_scope(request, ctx)
+        rows = scope.keep(await ctx.call(lambda: records.list_identities(site)), lambda r: r["site"])
         if status is not None:
             rows = [r for r in rows if r["status"] == status]
         page, nxt = paginate(rows, key=lambda r: (r["device_id"],), limit=limit, cursor=cursor)
@@ -234,8 +236,12 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
                                             and r["device_id"] in known], site)
 
     @router.get("/revocations", response_model=Revocations)
-    async def revocations() -> dict[str, Any]:
+    async def revocations(request: fastapi.Request) -> dict[str, Any]:
+        """The revocation list (a scoped caller's: the devices of its sites)."""
+        scope = await site_scope(request, ctx, ids=True)
         version, revoked, quarantined = await ctx.call(records.revocation_list)
+        revoked = {d: v for d, v in revoked.items() if scope.has_id(d)}
+        quarantined = {d: v for d, v in quarantined.items() if scope.has_id(d)}
         return {"version": version, "revoked": revoked, "quarantined": quarantined}
 
     @router.get("/audit", response_model=AuditPage)

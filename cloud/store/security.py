@@ -29,7 +29,7 @@ from cloud.security.audit import AuditRecord, make_record
 from cloud.security.enrollment import ClaimToken, DeviceBinding, Preauthorization
 from cloud.security.rbac import Role, TokenRecord, User
 from cloud.store.database import Database
-from cloud.store.schema import JSON_VALUES, devices, metadata
+from cloud.store.schema import JSON_VALUES, devices, gateways, metadata
 
 __all__ = [
     "IDENTITY_STATUSES",
@@ -309,3 +309,12 @@ class SecurityRecords:
             if site is None:
                 site = conn.execute(sa.select(devices.c.site_id).where(devices.c.device_id == device_id)).scalar_one_or_none()
         return site
+
+    def site_map(self) -> dict[str, str]:
+        """Every device's and gateway's site (a device's identity's site wins over where it was last seen): what
+        the operator API filters a scoped principal's lists by (``cloud.http.scope``)."""
+        with self._db.transaction("site of every device and gateway", snapshot=True) as conn:
+            found = {r.gateway_id: r.site_id for r in conn.execute(sa.select(gateways.c.gateway_id, gateways.c.site_id))}
+            found.update({r.device_id: r.site_id for r in conn.execute(sa.select(devices.c.device_id, devices.c.site_id))})
+            found.update({r.device_id: r.site for r in conn.execute(sa.select(identities.c.device_id, identities.c.site))})
+        return found
