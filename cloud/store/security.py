@@ -33,6 +33,7 @@ from cloud.store.schema import JSON_VALUES, devices, gateways, metadata
 
 __all__ = [
     "IDENTITY_STATUSES",
+    "foreign_ids_in",
     "SecurityRecords",
     "api_tokens",
     "audit_log",
@@ -318,3 +319,20 @@ class SecurityRecords:
             found.update({r.device_id: r.site_id for r in conn.execute(sa.select(devices.c.device_id, devices.c.site_id))})
             found.update({r.device_id: r.site for r in conn.execute(sa.select(identities.c.device_id, identities.c.site))})
         return found
+
+
+def foreign_ids_in(conn: sa.Connection, ids: Iterable[str], site: str) -> dict[str, str]:
+    """Of ``ids`` (the devices a gateway of ``site`` forwarded records for), those that belong to another site:
+    id -> that site. A device's identity, its stored site, and a gateway's site all count; a gateway speaks only
+    for its own site's devices (a device changes site only by an operator's action)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    found: dict[str, str] = {}
+    for table, id_col, site_col in ((devices, devices.c.device_id, devices.c.site_id),
+                                    (gateways, gateways.c.gateway_id, gateways.c.site_id),
+                                    (identities, identities.c.device_id, identities.c.site)):
+        for i in range(0, len(wanted), 500):
+            rows = conn.execute(sa.select(id_col, site_col).where(id_col.in_(wanted[i:i + 500]), site_col != site))
+            found.update({r[0]: r[1] for r in rows})
+    return found

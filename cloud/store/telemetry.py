@@ -29,6 +29,7 @@ from cloud.store.database import Database, greatest
 from cloud.store.fleet import FleetRecords
 from cloud.store.metrics import MetricRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
+from cloud.store.security import foreign_ids_in
 from common.protocol.messages import ForwardRecord
 
 __all__ = ["IngestResult", "TelemetryRecords"]
@@ -78,6 +79,10 @@ class TelemetryRecords:
         plan = plan_batch(records, now_ms)
         rejected = plan.rejected
         with self._db.transaction(f"ingest of {len(records)} records from gateway {gateway_id!r}") as conn:
+            if foreign := foreign_ids_in(conn, {r.device_id for r in records}, site):  # cloud.store.security
+                plan = plan_batch([r for r in records if r.device_id not in foreign], now_ms)
+                rejected = plan.rejected + [f"records of {d!r} refused: it belongs to site {s!r}, not {site!r} of "
+                                            f"gateway {gateway_id!r}" for d, s in sorted(foreign.items())]
             self._upsert_site(conn, site, now_ms)
             self._upsert_gateway(conn, gateway_id, site, now_ms, None)
             self._upsert_devices(conn, plan, gateway_id, site, now_ms)
