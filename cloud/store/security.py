@@ -20,7 +20,7 @@ primary key on ``seq`` makes a racing second insert fail: the chain never forks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -302,6 +302,33 @@ class SecurityRecords:
         query = sa.select(audit_log).where(audit_log.c.seq > after).order_by(audit_log.c.seq).limit(limit)
         with self._db.transaction("reading the audit log", snapshot=True) as conn:
             return [AuditRecord(**dict(r)) for r in conn.execute(query).mappings()]
+
+    def audit_page(self, *, after: int = -1, limit: int = 1000, before: int | None = None, action: str | None = None,
+                   who: str | None = None, newest_first: bool = False) -> list[AuditRecord]:
+        """One page of the log, filtered and ordered in SQL: ``seq > after`` (and ``< before``), ``action`` a
+        prefix, ``who`` exact; at most ``limit`` records, by seq (highest first with ``newest_first``)."""
+        query = sa.select(audit_log).where(audit_log.c.seq > after)
+        if before is not None:
+            query = query.where(audit_log.c.seq < before)
+        if action is not None:
+            escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(audit_log.c.action.like(f"{escaped}%", escape="\\"))
+        if who is not None:
+            query = query.where(audit_log.c.who == who)
+        order = audit_log.c.seq.desc() if newest_first else audit_log.c.seq
+        with self._db.transaction("reading a page of the audit log", snapshot=True) as conn:
+            return [AuditRecord(**dict(r)) for r in conn.execute(query.order_by(order).limit(limit)).mappings()]
+
+    def audit_chain(self, batch: int = 5000) -> Iterator[AuditRecord]:
+        """The whole log in order, read ``batch`` records at a time (for ``verify_chain``: memory stays bounded)."""
+        after = -1
+        while page := self.audit_records(after, batch):
+            yield from page
+            after = page[-1].seq
+
+    def audit_count(self) -> int:
+        with self._db.transaction("counting the audit log", snapshot=True) as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one())
 
     def device_site(self, device_id: str) -> str | None:
         """The site a device belongs to: its identity's, else the site it was last seen at."""
