@@ -67,7 +67,7 @@ from common.protocol import Command
 from common.protocol.messages import DdiCredentials, KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
-from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
+from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RefusedHello, RevocationsChanged, VerifyGateway
 from common.uplink import LIVENESS
 
 __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
@@ -336,6 +336,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed",
                  leader_exec)
 
+    def refused_hello(effect: RefusedHello) -> None:
+        """A key said Hello as a gateway (or site) it is not bound to: the audit log keeps who tried what."""
+        if security is not None:
+            on_store(lambda: security.audit(Actor(f"key:{effect.curve_key}", "gateway socket"), "gateway.hello",
+                                            effect.node_id, False, f"site {effect.site!r}: {effect.reason}", _now_ms()),
+                     lambda _: None, "auditing a refused Hello failed")
+
     def verify_gateway(effect: VerifyGateway) -> None:
         def call() -> GatewayVerified:
             who = {"curve_key": effect.curve_key, "gateway_id": effect.gateway_id, "site": effect.site, "now_ms": _now_ms()}
@@ -344,15 +351,17 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
         on_store(call, runner.feed, "verifying a gateway failed")
 
-    # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
-    identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None
+    # each gateway's handshake key and its allowlist name: the core binds key, gateway id and site before it honours
+    # a Hello (common.key_binding), and checks a certificate against the key (it costs a frame copy per frame)
+    identify = lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))  # noqa: E731
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
     firmware = FirmwareService(store.releases, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
         extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status,
-               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway},
+               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway,
+               RefusedHello: refused_hello},
         log=log,
     )
     stop_on_signals(loop, stop)
