@@ -97,3 +97,16 @@ def test_the_board_boots_the_old_slot_after_a_torn_write_and_falls_back_from_a_f
     assert board.active_slot() == "A" and board.env["status"]["B"] == "bad"  # past its boot limit: back to A
     board.env["status"]["A"] = "bad"
     assert "bricked" in pytest.raises(Exception, board.boot).value.args[0]
+
+
+def test_the_report_is_markdown_with_every_invariant_and_its_plots(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from simulations.fleet_sim.report import write_report
+
+    result, fleet = run_fleet(load_scenario(SMALL))
+    md = write_report(fleet, result, tmp_path).read_text()
+    for name in result["invariants"]:
+        assert f"`{name}`" in md
+    assert "peak RSS" in md and "rollout-2.1.0" in md
+    for png in ("backlog.png", "uplink.png", "outcomes.png", "latency.png", "rollout-2.0.0.png", "rollout-2.1.0.png"):
+        assert f"]({png})" in md and (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
