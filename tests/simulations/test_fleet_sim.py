@@ -110,3 +110,21 @@ def test_the_report_is_markdown_with_every_invariant_and_its_plots(tmp_path: Pat
     assert "peak RSS" in md and "rollout-2.1.0" in md
     for png in ("backlog.png", "uplink.png", "outcomes.png", "latency.png", "rollout-2.0.0.png", "rollout-2.1.0.png"):
         assert f"]({png})" in md and (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frames_on_one_link_arrive_in_the_order_they_were_sent() -> None:
+    import random
+
+    from simulations.fleet_sim.network import FifoNetwork
+    from simulations.virtual import LinkProfile, VirtualClock
+
+    clock = VirtualClock(0.0)
+    net = FifoNetwork(clock, random.Random(1), LinkProfile(0.001, 0.5))
+    got: list[tuple[str, int]] = []
+    for i in range(200):
+        net.send("a", "b", lambda i=i: got.append(("ab", i)))
+        net.send("b", "a", lambda i=i: got.append(("ba", i)))
+    clock.run_until(10.0)
+    assert [i for link, i in got if link == "ab"] == list(range(200))
+    assert [i for link, i in got if link == "ba"] == list(range(200))
+    assert [link for link, _ in got] != ["ab", "ba"] * 200  # the two directions are independent
