@@ -110,7 +110,7 @@ def write_report(fleet: Any, result: dict[str, Any], directory: str | Path) -> P
         "",
         f"{result['devices']:,} devices at {sc.sites} sites, {sc.hours:g} scenario hours "
         f"({result['virtual_hours']} virtual hours with the drain at the end). "
-        f"Wall time {result['wall_s']} s (CPU {result['cpu_s']} s), peak RSS {result['peak_rss_mb']} MB.",
+        f"Wall time {result['wall_s']} s (CPU {fleet.cpu_s} s), peak RSS {result['peak_rss_mb']} MB.",
         "",
         f"**Invariants: {len(fleet.invariants.failures) - result['invariants_failed']} of "
         f"{len(fleet.invariants.failures)} hold.** Replay: `edgefleet sim fleet --scenario <file> --seed {sc.seed}`.",
