@@ -41,6 +41,7 @@ def test_the_small_fleet_runs_every_core_and_fault_and_every_invariant_holds(sma
     assert small["revoked_devices"] == 1 and small["revoked_refused"] >= 1 and small["revoked_accepted"] == 0
     assert small["wan_transfers"] == small["sites"] * 2 and small["wan_transfers_max_per_release_site"] == 1
     assert small["frames_lost"] > 0 and small["duplicates_refused"] > 0  # lossy links: resends the store refused
+    assert small["records_dropped"] > 0 and small["gaps_stored"] > 0  # a small outbox evicted during outages
 
 
 def test_the_same_seed_replays_exactly_and_another_seed_does_not(small: dict) -> None:
@@ -65,6 +66,18 @@ def test_a_store_that_loses_a_record_is_caught_naming_the_device_and_the_time(mo
     assert result["records_lost"] == 1 and result["invariants_failed"] == 1
     first = fleet.invariants.first["nothing_acknowledged_lost"]
     assert first.event.startswith(f"{lost[0].device_id} bulk #5 ") and first.virtual_s > 8 * 3600
+
+
+def test_a_gap_report_that_never_arrives_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = FleetStore.ingest
+
+    def no_gaps(self: FleetStore, records: list, now_ms: int) -> tuple[int, int]:
+        return real(self, [r for r in records if r.kind != "gap"], now_ms)
+
+    monkeypatch.setattr(FleetStore, "ingest", no_gaps)
+    result, fleet = run_fleet(load_scenario(SMALL))
+    assert result["invariants"]["every_drop_reported"] > 0
+    assert "no gap stored" in fleet.invariants.first["every_drop_reported"].event
 
 
 def test_the_cli_prints_the_summary_as_the_last_json_line() -> None:
