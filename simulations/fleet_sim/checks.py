@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from common.rollouts import DeviceState
+from common.errors import VersionError
 from common.firmware.version import Version
 
 __all__ = ["at_end", "summary"]
@@ -34,7 +35,7 @@ def _lost(fleet: Any) -> int:
 def _newer_or_same(running: str, version: str) -> bool:
     try:
         return Version(running) >= Version(version)
-    except Exception:  # noqa: BLE001 - an empty or torn slot's version
+    except VersionError:  # an empty slot's version
         return False
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from common.effects import AckQueue, Append, Firmware, Log, Send, SetTimer, Start, TimerFired
+from common.errors import EdgeFleetError
 from common.memory_queue import MemoryQueue
 from common.revocation import RevocationCache
 from common.security_events import ApplyRevocations, RevocationsApplied
@@ -198,7 +199,7 @@ class GatewayNode(SimNode):
             case ApplyRevocations(envelope):
                 try:
                     self.revocations.update(envelope, now_ms=self._ms())
-                except Exception as exc:  # noqa: BLE001 - a refused list is logged, as the driver does
+                except EdgeFleetError as exc:  # refused (forged, replayed, malformed): logged, as the driver does
                     self.logs.append(Log("warning", "revocation list refused", {"error": str(exc)}))
                     return
                 rl = self.revocations.current
