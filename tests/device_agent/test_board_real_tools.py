@@ -12,7 +12,7 @@ from common.firmware.manifest import build_manifest, sign_manifest
 from device_agent.board.boards import RealBoard
 from device_agent.updater import AgentUpdater
 from simulations.board_dir import DirBoard, make_rootfs
-from tests.real_tools import requires
+from tests.real_tools import missing, requires
 
 HW = "x86-box"
 DAY = 86_400_000
@@ -68,8 +68,10 @@ class Device:
         return slot
 
 
-@pytest.fixture(params=["grub", "uboot"])
+@pytest.fixture(params=["grub", "grub-emu", "uboot"])
 def board(request, tmp_path):
+    if request.param == "grub-emu" and missing("grub-emu"):  # GRUB's script run by the real GRUB
+        pytest.skip(missing("grub-emu"))
     return DirBoard.create(tmp_path / "board", request.param, make_rootfs(tmp_path / "factory.img", "1.0.0"))
 
 
