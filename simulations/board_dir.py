@@ -22,7 +22,6 @@ as its health check; its reboot command writes ``reboot-requested``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
