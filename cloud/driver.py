@@ -15,6 +15,9 @@ the ghost and lifecycle inputs of the alert service, published releases for the 
 Firmware releases (``cloud.releases.service``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
+Ingest: forwarded batches waiting for the store thread are written together, one transaction for many
+gateways' batches (``cloud.store_thread.IngestQueue``); metric points and rollups are folded from the
+stored telemetry by the metrics follower every ``metrics_follow_s``, off the acknowledgement path.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -50,7 +53,7 @@ from cloud.security.service import SecurityService
 from cloud.security.signing import load_or_create_signing_key
 from cloud.security.service import Actor
 from cloud.store import Store
-from cloud.store_thread import StoreThread
+from cloud.store_thread import IngestQueue, StoreThread
 from cloud.alerts.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
@@ -67,6 +70,9 @@ __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
 log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
+TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
+FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
+FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,7 @@ class CloudConfig:
     fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
     console: bool = True  # the operator console (cloud.console) on the API's port
     metrics_bind: str = ""  # HOST:PORT: Prometheus metrics on a listener of their own, no token (cloud.metrics.server)
+    metrics_follow_s: float = 0.25  # how often the metrics follower looks for stored telemetry to fold
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -145,9 +152,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     timers: dict[str, asyncio.TimerHandle] = {}
     runner: NodeRunner
 
-    def on_store(call, then, what: str) -> None:
-        """Run ``call`` on the store thread, then ``then(result)`` on the loop; a StoreError is logged
-        (what it concerned is retried by its protocol: an unacknowledged batch is resent)."""
+    def settle(then, what: str):
+        """The done callback calling ``then(result)`` on the loop; a StoreError is logged (what it concerned
+        is retried by its protocol: an unacknowledged batch is resent)."""
 
         def done(fut: asyncio.Future) -> None:
             if fut.cancelled():  # the cloud is stopping: it never ran, so nothing is acknowledged
@@ -160,7 +167,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             else:
                 raise exc
 
-        loop.run_in_executor(store_thread, call).add_done_callback(done)
+        return done
+
+    def on_store(call, then, what: str) -> None:
+        """Run ``call`` on the store thread, then ``then(result)`` on the loop (``settle``)."""
+        loop.run_in_executor(store_thread, call).add_done_callback(settle(then, what))
+
+    # the batches waiting for the store thread go as one transaction (cloud.store_thread.IngestQueue)
+    ingests = IngestQueue(store_thread, lambda batches: store.ingest_many(batches, _now_ms()))
 
     def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
         for device_id, seq, why in refused:
@@ -194,12 +208,21 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.info(f"site alert {event.event}", extra={"alert": event.alert_id, "gateway": effect.gateway_id})
                 webhooks.submit(event)
 
-        call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
-        on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
+        fut = ingests.submit((effect.gateway_id, effect.site, effect.records), len(effect.records))
+        asyncio.wrap_future(fut, loop=loop).add_done_callback(settle(stored, f"store refused a batch from {effect.gateway_id}"))
+
+    touched: dict[str, str] = {}  # gateway -> site, heard since the last write: one transaction for all of them
 
     def touch(effect: StoreTouch) -> None:
         alerts.observe_gateway(effect.gateway_id, _now_ms())
-        on_store(lambda: store.touch_gateway(effect.gateway_id, effect.site, _now_ms()), lambda _: None, "gateway touch failed")
+        if not touched:
+            timers["touch"] = loop.call_later(TOUCH_EVERY_S, write_touches)
+        touched[effect.gateway_id] = effect.site
+
+    def write_touches() -> None:
+        seen = list(touched.items())
+        touched.clear()
+        on_store(lambda: store.touch_gateways(seen, _now_ms()), lambda _: None, "gateway touch failed")
 
     def load_commands(effect: LoadCommands) -> None:
         def query() -> list[tuple[str, Command]]:
@@ -241,6 +264,33 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             about = {"alert": event.alert_id, "rule": event.rule, "subject": event.subject}
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
+
+    followed_at = [0]  # ingests.writes when the follower last looked
+
+    def follow_metrics() -> None:
+        """The metrics follower (``cloud.store.metrics``), a step at a time on the store thread. While gateways'
+        batches keep coming it takes small steps and at most a quarter of the thread's time (the acks come
+        first); when they stop, big steps back to back until it has caught up."""
+        busy, followed_at[0] = ingests.writes != followed_at[0], ingests.writes
+        rows = FOLLOW_BUSY_ROWS if busy else FOLLOW_ROWS
+
+        def step() -> tuple[int, float]:
+            t0 = time.monotonic()
+            return store.follow_metrics(rows), time.monotonic() - t0
+
+        def again(fut: asyncio.Future) -> None:
+            if fut.cancelled():
+                return
+            delay = cfg.metrics_follow_s
+            if fut.exception() is not None:
+                log.error("the metrics follower failed", extra={"error": str(fut.exception())})
+            elif busy:
+                delay = max(delay, FOLLOW_BUSY_SHARE * fut.result()[1])
+            elif fut.result()[0] >= rows:
+                delay = 0.0  # idle and more to fold
+            timers["metrics"] = loop.call_later(delay, follow_metrics)
+
+        loop.run_in_executor(store_thread, step).add_done_callback(again)
 
     def rollout_tick() -> None:
         timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)
@@ -323,6 +373,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     refresh_maintenance()
     alert_tick()
     rollout_tick()
+    follow_metrics()
     fleet_jobs = start_fleet_jobs(cfg.fleet, store, store_thread, alerts, on_command, _now_ms)
 
     def revoke_retired(row: dict) -> None:

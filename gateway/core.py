@@ -239,8 +239,8 @@ class GatewayCore:
                 if peer == UPSTREAM:
                     return [Log("warning", "malformed frame from cloud", {"error": str(error)})]
                 return [Send(peer, ErrorReply("malformed", str(error)))]
-            case ReleaseCommands(device_ids, not_after_ms):
-                return self.commands.release(device_ids, not_after_ms, now)
+            case ReleaseCommands(device_ids, not_after_ms, rollout_id):
+                return self.commands.release(device_ids, not_after_ms, now, rollout_id)
             case SiteReport():
                 return self.rollouts.report(event, now)
             case TimerFired("inventory"):

@@ -150,7 +150,7 @@ def test_migration_2_upgrades_a_version_1_store_with_rows(store_url: str) -> Non
         # the old ``stream`` ("power") is now the kind; every old row joined the bulk stream
         assert [dict(r) for r in rows] == [
             {"device_id": "d1", "stream": "bulk", "seq": s, "ts_ms": 100 + s, "kind": "power",
-             "values": {"v": 230.5}, "received_ms": 20}
+             "values": {"v": 230.5}, "received_ms": 20, "ingest_id": None}  # stored before the metrics follower
             for s in (1, 2, 3)
         ]
         assert tuple(gateway) == ("KEY-1", None, None)
@@ -263,7 +263,7 @@ def test_telemetry_row_holds_the_record(store: Store) -> None:
         row = conn.execute(sa.select(telemetry)).mappings().one()
     assert dict(row) == {
         "device_id": "d1", "stream": "state", "seq": 3, "ts_ms": 1234, "kind": "power",
-        "values": {"v": 230.5, "a": 2, "unit": "V"}, "received_ms": 99,
+        "values": {"v": 230.5, "a": 2, "unit": "V"}, "received_ms": 99, "ingest_id": 1,  # its metric_backlog entry
     }
 
 
