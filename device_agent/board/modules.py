@@ -151,6 +151,8 @@ class FileModule(_ModuleBoard):
         if self.directory:
             out, tmp = self.content(slot), self.root / f"slot_{slot}.d.new"
             shutil.rmtree(tmp, ignore_errors=True)
+            if not hasattr(tarfile, "data_filter"):  # Python 3.11.4+: never unpack a bundle without the filter
+                raise UpdateError("Failed unpacking the file module's archive: this Python has no tarfile data filter")
             try:
                 with tarfile.open(self.slot_paths()[slot]) as tar:
                     tar.extractall(tmp, filter="data")
