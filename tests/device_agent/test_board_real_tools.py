@@ -125,3 +125,17 @@ def test_no_gateway_on_the_trial_boot_rolls_back(tmp_path, key, board):
     dev.reboot_and_start()
     assert dev.reports[-1]["outcome"] == "rolled_back" and "gateway" in dev.reports[-1]["reason"]
     assert board.running_version() == "1.0.0"
+
+
+def test_a_return_to_the_previous_release_finds_it_by_its_content_and_installs_it_as_an_update(tmp_path, key, board):
+    """No header in an image: the other slot's release is found by hashing it against the kept manifests."""
+    dev = Device(tmp_path, board)
+    assert dev.updater.revert().startswith("refused")  # the other slot is empty: nothing to return to
+    dev.updater.start(*release(tmp_path, key, "2.0.0"))
+    dev.reboot_and_start()
+    assert dev.updater.revert().startswith("refused")  # the factory image: no kept manifest
+    dev.updater.start(*release(tmp_path, key, "2.1.0"))
+    assert dev.reboot_and_start() == "A" and dev.reports[-1]["running_version"] == "2.1.0"
+    assert dev.updater.revert() == "return to 2.0.0 started"
+    assert dev.reboot_and_start() == "B"
+    assert [r["outcome"] for r in dev.reports] == ["committed"] * 3 and board.running_version() == "2.0.0"
