@@ -262,11 +262,34 @@ class AgentUpdater:
         bl = board.bootloader()
         self.work.mkdir(parents=True, exist_ok=True)
         out = self.work / "incoming.img"
-        result = apply_delta(board.slot_paths()[bl.active_slot()], delta_path, out)
+        result = apply_delta(self._running_image(board, bl.active_slot()), delta_path, out)
         if (result.new_size, result.new_sha256) != (manifest.size, manifest.sha256):
             raise DeltaError(f"delta {delta_path!r} rebuilt an image that is not release {manifest.version}'s "
                              f"(SHA-256 {result.new_sha256[:16]}..., the manifest says {manifest.sha256[:16]}...)")
         return str(out)
+
+    def _running_image(self, board: Any, slot: str) -> Path:
+        """The running release's image, the old image of a delta: the slot itself, or (a partition larger than
+        the image, as a real board's are) its first bytes, as many as the running release's kept manifest says."""
+        source = Path(board.slot_paths()[slot])
+        if isinstance(board, SimBoard):
+            return source
+        from common.firmware.manifest import SignedManifest
+
+        kept = self.manifests / f"{board.running_version()}.manifest"
+        try:
+            size = SignedManifest.from_bytes(kept.read_bytes()).unverified().size
+        except (OSError, EdgeFleetError):
+            return source  # not installed by this agent (the factory image): the delta names the size it needs
+        if source.is_file() and source.stat().st_size == size:
+            return source
+        copy = self.work / "running.img"
+        with open(source, "rb") as src, open(copy, "wb") as dst:
+            left = size
+            while left and (block := src.read(min(left, 1 << 20))):
+                dst.write(block)
+                left -= len(block)
+        return copy
 
     def _run(self, first: Callable[[Any], None] | None, board: Any = None, record_path: Path | None = None) -> None:
         """Power the update core on (it learns the booted slot and resumes its record), run ``first``;

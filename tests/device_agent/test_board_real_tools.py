@@ -139,3 +139,24 @@ def test_a_return_to_the_previous_release_finds_it_by_its_content_and_installs_i
     assert dev.updater.revert() == "return to 2.0.0 started"
     assert dev.reboot_and_start() == "B"
     assert [r["outcome"] for r in dev.reports] == ["committed"] * 3 and board.running_version() == "2.0.0"
+
+
+def test_a_delta_applies_against_the_running_release_on_a_slot_larger_than_its_image(tmp_path, key, board):
+    """A real slot is a partition: the running image is its first bytes, as many as the kept manifest says."""
+    from common.delta import make_delta
+
+    dev = Device(tmp_path, board)
+    dev.updater.start(*release(tmp_path, key, "2.0.0"))
+    dev.reboot_and_start()
+    with open(board.slot_path("B"), "ab") as slot:  # the partition goes on past the image
+        slot.write(b"\0" * 65536)
+    old = tmp_path / "2.0.0-ok.img"
+    new = make_rootfs(tmp_path / "2.1.0.img", "2.1.0")
+    m = build_manifest(str(new), "2.1.0", [HW], security_version=1, expires_ms=now_ms() + DAY, issued_ms=now_ms())
+    signed = tmp_path / "2.1.0.manifest"
+    signed.write_bytes(sign_manifest(m, key).to_bytes())
+    patch = tmp_path / "2.1.0.delta"
+    make_delta(str(old), str(new), str(patch), isolate=False)
+    assert dev.updater.start(str(signed), delta_path=str(patch)) == "update to 2.1.0 started"
+    assert dev.reboot_and_start() == "A" and dev.reports[-1]["outcome"] == "committed"
+    assert board.slot_path("A").read_bytes() == new.read_bytes()
