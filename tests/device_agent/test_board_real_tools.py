@@ -160,3 +160,10 @@ def test_a_delta_applies_against_the_running_release_on_a_slot_larger_than_its_i
     assert dev.updater.start(str(signed), delta_path=str(patch)) == "update to 2.1.0 started"
     assert dev.reboot_and_start() == "A" and dev.reports[-1]["outcome"] == "committed"
     assert board.slot_path("A").read_bytes() == new.read_bytes()
+
+
+def test_the_reboot_command_of_the_cloud_runs_the_boards_reboot_command_and_stops_the_agent(tmp_path, board):
+    dev = Device(tmp_path, board)
+    assert dev.updater.board.slot_versions() == {"active": "A", "A": "1.0.0"}  # what the inventory reports
+    dev.updater.reboot_board()
+    assert board.reboot_flag.exists() and dev.reboots == 1
