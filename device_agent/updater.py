@@ -262,7 +262,8 @@ class AgentUpdater:
         bl = board.bootloader()
         self.work.mkdir(parents=True, exist_ok=True)
         out = self.work / "incoming.img"
-        result = apply_delta(self._running_image(board, bl.active_slot()), delta_path, out)
+        result = apply_delta(self._running_image(board, bl.active_slot()), delta_path, out,  # within APPLY_MEMORY
+                             expect_size=manifest.size, expect_sha256=manifest.sha256)  # the signed manifest's
         if (result.new_size, result.new_sha256) != (manifest.size, manifest.sha256):
             raise DeltaError(f"delta {delta_path!r} rebuilt an image that is not release {manifest.version}'s "
                              f"(SHA-256 {result.new_sha256[:16]}..., the manifest says {manifest.sha256[:16]}...)")

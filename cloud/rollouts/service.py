@@ -130,8 +130,9 @@ class RolloutService:
         telemetry: TelemetryRecords,
         now_ms: Callable[[], int] = _wall_ms,
         signing_key: Ed25519PrivateKey | None = None,
-        send_to_gateway: Callable[[str, object], None] | None = None,
+        send_to_gateway: Callable[[str, object], None] | None = None, steps: Executor | None = None,
     ) -> None:
+        self.steps = steps or executor  # engine steps: the leader's fenced store thread (cloud.coordination)
         self.rollouts, self.commands, self.releases, self.telemetry = rollouts, commands, releases, telemetry
         self.signing_key = signing_key
         self.send_to_gateway = send_to_gateway
@@ -214,7 +215,7 @@ class RolloutService:
         args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
         row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
                "header": engine.header(), "install_args": args, "created_ms": now}
-        if not await self._call(lambda: self.rollouts.create_rollout(row)):
+        if not await asyncio.wrap_future(self.steps.submit(self.rollouts.create_rollout, row)):
             raise RolloutError(rid, "invalid", f"a rollout with the id {rid!r} exists; choose another --id")
         self.engines[rid] = engine
         self.install_args[rid] = args
@@ -366,11 +367,11 @@ class RolloutService:
 
     def _submit(self, rid: str, effects: list[object]) -> None:
         if effects:
-            fut = self.executor.submit(self._apply, rid, effects, self.now_ms())
+            fut = self.steps.submit(self._apply, rid, effects, self.now_ms())
             fut.add_done_callback(lambda f: self._pushed(rid, f))
 
     async def _run(self, rid: str, effects: list[object]) -> None:
-        pushed = await self._call(lambda: self._apply(rid, effects, self.now_ms()))
+        pushed = await asyncio.wrap_future(self.steps.submit(lambda: self._apply(rid, effects, self.now_ms())))
         for device, seq in pushed:
             self.on_command(device, seq)
 

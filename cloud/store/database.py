@@ -27,7 +27,8 @@ database (password hidden) and the driver's cause.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,6 +52,7 @@ class Database:
         self.where = engine.url.render_as_string(hide_password=True)
         self._applied = tuple(applied)
         self._closed = False
+        self._fence = threading.local()  # .check: run first in every transaction of this thread (``fenced``)
         dialect = engine.dialect.name
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
@@ -117,9 +119,23 @@ class Database:
                 if immediate and self._engine.dialect.name == "sqlite":
                     conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
                 with conn.begin():
+                    check = getattr(self._fence, "check", None)
+                    if check is not None:
+                        check(conn)
                     yield conn
         except sa.exc.SQLAlchemyError as exc:
             raise self.failure(operation, _cause(exc)) from exc
+
+    @contextmanager
+    def fenced(self, check: Callable[[sa.Connection], None]) -> Iterator[None]:
+        """Every transaction this thread opens meanwhile runs ``check(conn)`` first, inside it: a leader-only
+        call's fence (``cloud.coordination``), which raises ``FencedOff`` and so rolls the transaction back."""
+        previous = getattr(self._fence, "check", None)
+        self._fence.check = check
+        try:
+            yield
+        finally:
+            self._fence.check = previous
 
 
 def greatest(a: Any, b: Any) -> sa.ColumnElement[Any]:
