@@ -306,8 +306,13 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
     runner.feed(Start())
-    loop.run_in_executor(None, updater.boot).add_done_callback(  # resume an update a reboot or power cut interrupted
-        lambda _: loop.call_soon_threadsafe(downloader.resume))  # then a download a restart interrupted
+    def booted(fut: asyncio.Future[None]) -> None:
+        if fut.exception() is not None:  # e.g. the board profile names a slot source the system does not have
+            log.error("update state not resumed at start", extra={"error": str(fut.exception())})
+        loop.call_soon_threadsafe(downloader.resume)  # then a download a restart interrupted
+
+    # resume an update a reboot or power cut interrupted (and, on a real board, confirm the running slot)
+    loop.run_in_executor(None, updater.boot).add_done_callback(booted)
     log.info("agent started", extra={"device": cfg.device_id, "gateway": cfg.gateway, "buffered": sum(buffer.stats(s).count for s in STREAMS)})
     try:
         await stop.wait()
