@@ -5,6 +5,9 @@ U-Boot, slot devices, the running system's slot and version, health commands,
 the reboot command) or, for the demo and tests, the simulated board in
 ``DATA/board`` (the default). The update record is ``DATA/update.json``; every
 outcome is handed to ``on_report`` (which must make it durable) for the cloud.
+A release's manifest names its update module: ``rootfs-image`` (and ``swupdate``
+on the simulated board) go to the board, ``file`` and ``script`` to their own
+boards (``device_agent.board.modules``) with their own records in ``DATA/modules/``.
 
 A reboot on the simulated board is played in process: the simulated
 bootloader picks the slot, then the flow resumes from its record. On a real
