@@ -194,8 +194,8 @@ class AlertService:
                 elif (device, metric) in self._reported:
                     self._reported.discard((device, metric))
                     self.engine.metric_absent(device, metric, now_ms)
-            for metric, value in r.values.items():
-                if _number(value):
+            for metric in self._watched:  # only the metrics some rule reads
+                if _number(value := r.values.get(metric)):
                     self.engine.observe_metric(device, metric, value, now_ms)
         version = r.values.get(FIRMWARE_KEY)
         if isinstance(version, str):
