@@ -54,7 +54,6 @@ from common.security_events import (
     PeerKey,
     RevocationsApplied,
 )
-from common.shaping import TokenBucket
 from gateway.ports import CoreView, Screened
 from gateway.reports import report
 
@@ -65,7 +64,27 @@ __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
 ENROLL_RATE, ENROLL_BURST = 0.5, 20
 ENROLL_PER_KEY_RATE, ENROLL_PER_KEY_BURST = 0.2, 5
 MAX_ENROLLING, MAX_ENROLL_KEYS = 1000, 10_000
-ENROLL_PREFIX = "e:"  # peers of the enrollment socket are named "e:<routing id hex>"
+ENROLL_PREFIX = "e:"
+
+
+class _Budget:
+    """Attempts per second with a burst (a token bucket of whole attempts), and ``refund`` for an attempt
+    that turned out not to cost anything upstream."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst, self.tokens, self.last = rate, float(burst), float(burst), None
+
+    def take(self, n: int, now: float) -> bool:
+        if self.last is not None and now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now if self.last is None else max(self.last, now)
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+    def refund(self, n: int) -> None:
+        self.tokens = min(self.burst, self.tokens + n)  # peers of the enrollment socket are named "e:<routing id hex>"
 REMEDIATION_COMMANDS = ("update", "config")
 
 
@@ -80,8 +99,8 @@ class GatewaySecurity:
         self.revoked: frozenset[str] = frozenset()
         self.quarantined: frozenset[str] = frozenset()
         self.enrolling: dict[str, str] = {}  # device id -> enrollment peer waiting for the answer
-        self._enroll_all = TokenBucket(ENROLL_RATE, ENROLL_BURST)  # every enrollment relayed by this gateway
-        self._enroll_keys: OrderedDict[str, TokenBucket] = OrderedDict()  # per handshake key (bounded)
+        self._enroll_all = _Budget(ENROLL_RATE, ENROLL_BURST)  # every enrollment relayed by this gateway
+        self._enroll_keys: OrderedDict[str, _Budget] = OrderedDict()  # per handshake key (bounded)
         self.revoked_peers: dict[str, str] = {}  # peer -> the revoked device it spoke for (frames refused)
         self.counters = {
             "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0, "enroll_rate_limited": 0,
@@ -147,7 +166,7 @@ class GatewaySecurity:
         """Why this attempt is not relayed now (None: it is): the enrollment socket is open to any key, so each
         key and the socket as a whole have a local budget, below the cloud's per-gateway one, and the requests
         waiting for the cloud are bounded (an anonymous flood must not spend real devices' share)."""
-        bucket = self._enroll_keys.pop(key, None) or TokenBucket(ENROLL_PER_KEY_RATE, ENROLL_PER_KEY_BURST)
+        bucket = self._enroll_keys.pop(key, None) or _Budget(ENROLL_PER_KEY_RATE, ENROLL_PER_KEY_BURST)
         self._enroll_keys[key] = bucket
         while len(self._enroll_keys) > MAX_ENROLL_KEYS:
             self._enroll_keys.popitem(last=False)
@@ -160,6 +179,8 @@ class GatewaySecurity:
         return None
 
     def _answer(self, reply: EnrollReply) -> list[Effect]:
+        if reply.outcome == "retry":  # the cloud did not decide (its own limit, or no gateway certificate yet):
+            self._enroll_all.refund(1)  # the attempt does not count against this gateway's budget either
         peer = self.enrolling.pop(reply.device_id, None)
         if reply.outcome == "accept":
             self.counters["enroll_accepted"] += 1

@@ -129,3 +129,14 @@ def test_the_enrollment_socket_has_a_local_budget_per_key_and_overall() -> None:
     relayed_many = sum(1 for out in many if any(isinstance(e, Send) and e.peer == UPSTREAM for e in out))
     assert relayed_many <= gateway.security.ENROLL_BURST - gateway.security.ENROLL_PER_KEY_BURST + 1
     assert core.security.counters["enroll_rate_limited"] == 10 - gateway.security.ENROLL_PER_KEY_BURST + 40 - relayed_many
+
+
+def test_an_attempt_the_cloud_answered_retry_is_given_back_to_the_gateways_budget() -> None:
+    core = make()
+    keys = [f"{i:040d}" for i in range(gateway.security.ENROLL_BURST)]
+    for i, k in enumerate(keys):  # the whole burst relayed (the cloud then says "no certificate yet")
+        assert sends(core.handle(EnrollAttempt(f"e:{i:02x}", k, request(k, f"dev-{i}")), 0.0), UPSTREAM)
+    late = "9" * 40
+    assert [m.outcome for m in sends(core.handle(EnrollAttempt("e:ff", late, request(late, "dev-late")), 0.0))] == ["retry"]
+    core.handle(Received(UPSTREAM, EnrollReply("dev-0", keys[0], "retry", "no verified certificate (yet)", b"")), 0.0)
+    assert sends(core.handle(EnrollAttempt("e:fe", late, request(late, "dev-late")), 0.0), UPSTREAM)
