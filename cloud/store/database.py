@@ -27,6 +27,7 @@ database (password hidden) and the driver's cause.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -178,6 +179,7 @@ def _create_engine(url: str) -> sa.Engine:
                 " (use sqlite:///path or postgresql+psycopg://...)"
             )
         if backend == "sqlite":
+            _private_file(parsed.database)
             engine = sa.create_engine(parsed)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -186,6 +188,27 @@ def _create_engine(url: str) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"store URL {_hide_password(url)!r} cannot be used: {exc}") from exc
+
+
+def _private_file(path: str | None) -> None:
+    """The database file, made (or narrowed to) 0600 before SQLite opens it: its WAL and shared-memory files
+    take the main file's permissions, so none of them is readable by other users."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            return  # no such directory: SQLite's own open fails and says so
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm", "-journal"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+    except OSError as exc:
+        raise StoreError(f"store file {path!r} cannot be made private (0600): {exc.strerror or exc}") from exc
 
 
 def _hide_password(url: str) -> str:

@@ -685,3 +685,19 @@ def test_silences_and_devices_in_maintenance(store: Store) -> None:
     assert [s["target"] for s in store.alerts.active_silences(1_000)] == ["battery_low"]
     store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], 10)
     assert store.fleet.devices_in_state("maintenance") == []  # no lifecycle states in this schema
+
+
+def test_the_database_and_its_wal_are_private_to_the_cloud(tmp_path) -> None:
+    """cloud.db, its WAL and shared memory are 0600, also for a file made 0644 before (issue 15, point 9)."""
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    for path in (tmp_path / "cloud.db", old):
+        s = Store.open(f"sqlite:///{path}")
+        try:
+            s.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
+            made = [p for p in tmp_path.iterdir() if p.name.startswith(path.name)]
+            assert {p.name for p in made} >= {path.name}
+            assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {p.name: "0o600" for p in made}
+        finally:
+            s.close()
