@@ -320,8 +320,14 @@ def run(args: argparse.Namespace, say) -> dict:
                               "window": args.window, "prefill": args.prefill}
     say(f"{args.records:,} records from {args.gateways} gateways ({args.devices} devices each, 10 metrics a record), "
         f"{args.batch}-record batches, window {args.window}")
-    if args.only_sqlite:
+    if args.only == "sqlite":
         return out | {"sqlite_records_per_s": measure(args, "sqlite", None, 1, say)["records_per_s"]}
+    if args.only == "postgres":
+        schema, url = pg_schema(args.pg)
+        try:
+            return out | {"postgres_records_per_s": measure(args, "postgres", url, 1, say)["records_per_s"]}
+        finally:
+            drop_schema(args.pg, schema)
     sq = measure(args, "sqlite", None, 1, say)
     out |= {"sqlite_records_per_s": sq["records_per_s"], "sqlite_follower_catch_up_s": sq["follower_catch_up_s"]}
     schemas = []
@@ -365,7 +371,7 @@ def main() -> int:
                         help="rows already stored for the large-store runs (default 10,000,000; 0: skip them)")
     parser.add_argument("--pg", default=PG, help=f"PostgreSQL server URL (default {PG}); a fresh schema per run")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="give up a run after this long")
-    parser.add_argument("--only-sqlite", action="store_true", help="only the SQLite run (profiling)")
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="only this run (profiling), no baseline")
     parser.add_argument("--keep", action="store_true", help="keep the data directories and logs")
     parser.add_argument("--quick", action="store_true", help="200,000 records a run, no large-store runs (make bench)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
@@ -379,7 +385,7 @@ def main() -> int:
             print(line, flush=True)
 
     out = run(args, say)
-    if not args.only_sqlite:
+    if not args.only:
         say(f"sqlite {out['sqlite_records_per_s']:,} records/s (floor 20,000); postgres {out['postgres_records_per_s']:,} "
             f"(floor 30,000), 2 coordinators {out['postgres_2_coordinators_records_per_s']:,}; baseline COPY "
             f"{out['baseline_copy_records_per_s']:,}; ratio {out['ratio']} (floor 0.6)")

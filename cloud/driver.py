@@ -25,6 +25,7 @@ the cloud's public key; ``api_token`` (0600) holds the operator token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import secrets
@@ -70,6 +71,7 @@ __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
 log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
+GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
 FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
 FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
@@ -383,6 +385,11 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     if security is not None:
         lifecycle.ON_RETIRE.append(revoke_retired)
+    # every record makes a few containers: the cyclic collector, run every 700 allocations by default, took ~9%
+    # of the cloud's time under ingest; what exists at start is frozen (never scanned again)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
     try:
         await stop.wait()

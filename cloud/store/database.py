@@ -62,7 +62,8 @@ class Database:
 
     @classmethod
     def open(cls, url: str) -> Database:
-        """Connect to ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``), migrate, return the database."""
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``, which means ``postgresql+psycopg://``),
+        migrate, return the database."""
         engine = _create_engine(url)
         where = engine.url.render_as_string(hide_password=True)
         try:
@@ -154,12 +155,14 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 
 def _create_engine(url: str) -> sa.Engine:
     try:
-        parsed = sa.make_url(url)
+        parsed = sa.make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+        if parsed.drivername == "postgresql":  # psycopg 3 is the driver the cloud installs (and the bulk path uses)
+            parsed = parsed.set(drivername="postgresql+psycopg")
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise StoreError(
                 f"store URL {_hide_password(url)!r}: unsupported database {backend!r}"
-                " (use sqlite:///path or postgresql+psycopg://...)"
+                " (use sqlite:///path or postgresql://...)"
             )
         if backend == "sqlite":
             engine = sa.create_engine(parsed)
