@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from simulations.fleet import ProcFleet
+from tests.cloud.store.test_store import pg_unreachable
 from tests.waits import until_true
 
 pytestmark = pytest.mark.integration
@@ -23,7 +24,7 @@ def schema() -> Iterator[str]:
     try:
         admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at {SERVER} is unreachable: {exc}")
+        pg_unreachable(f"PostgreSQL at {SERVER} is unreachable: {exc}")
     name = f"ef_cloud_{uuid.uuid4().hex[:10]}"
     admin.execute(f"CREATE SCHEMA {name}")
     try:
