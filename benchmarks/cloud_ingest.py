@@ -278,9 +278,10 @@ def measure(args: argparse.Namespace, label: str, url: str | None, coordinators:
         seconds = gws.run(args.max_seconds)
         rate = gws.records / seconds
         caught = _follower_catch_up(fleet, url, args.max_seconds)
-        say(f"  {label}: {gws.records:,} records in {seconds:.1f} s = {rate:,.0f} records/s; metrics follower done "
-            f"{caught:.1f} s after the last ack")
-        return {"records_per_s": round(rate), "seconds": round(seconds, 2), "follower_catch_up_s": round(caught, 1)}
+        done = f"done {caught:.1f} s after the last ack" if caught is not None else f"not done {args.max_seconds:.0f} s after"
+        say(f"  {label}: {gws.records:,} records in {seconds:.1f} s = {rate:,.0f} records/s; metrics follower {done}")
+        return {"records_per_s": round(rate), "seconds": round(seconds, 2),
+                "follower_catch_up_s": None if caught is None else round(caught, 1)}
     finally:
         if gws is not None:
             gws.close()
@@ -297,8 +298,9 @@ def _start_more(fleet: ProcFleet, name: str, db: list[str]) -> None:
     fleet.endpoints(name)
 
 
-def _follower_catch_up(fleet: ProcFleet, url: str | None, timeout_s: float) -> float:
-    """Seconds until the metric backlog is empty (the follower folded every stored row)."""
+def _follower_catch_up(fleet: ProcFleet, url: str | None, timeout_s: float) -> float | None:
+    """Seconds until the metric backlog is empty (the follower folded every stored row); None if not within
+    ``timeout_s``."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
         if url is None:
@@ -312,7 +314,7 @@ def _follower_catch_up(fleet: ProcFleet, url: str | None, timeout_s: float) -> f
         if left == 0:
             return time.monotonic() - t0
         time.sleep(0.5)
-    return float("nan")
+    return None
 
 
 def run(args: argparse.Namespace, say) -> dict:
