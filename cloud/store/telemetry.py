@@ -38,6 +38,7 @@ from common.protocol.messages import ForwardRecord
 __all__ = ["Batch", "IngestResult", "TelemetryRecords"]
 
 Batch = tuple[str, str, Sequence[ForwardRecord]]  # (gateway_id, site, records): one forwarded batch
+_TAG = sa.text("SELECT ingest_id FROM telemetry WHERE device_id = :d AND stream = :s AND seq = :q")
 _ROW_KEYS = ("device_id", "stream", "seq", "ts_ms", "kind", "values", "received_ms")
 
 
@@ -111,9 +112,12 @@ class TelemetryRecords:
             if seen:
                 ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
                 stored = write_telemetry(conn, groups, ingest_id)
-                # a device's inventory and the config it applied: idempotent, so a repeat does no harm
-                self._fleet.ingest_in(conn, [_as_dict(row) for rows in groups for row in rows if row[4] == INVENTORY_KIND],
-                                      now_ms)
+                # a device's inventory and the config it applied, from the rows this transaction stored (tagged
+                # with its id): a resent old report must not set an older applied config again
+                reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
+                new = [_as_dict(row) for row in reports if conn.execute(_TAG, dict(zip(("d", "s", "q"), row))).scalar()
+                       == ingest_id]
+                self._fleet.ingest_in(conn, new, now_ms)
             results = [
                 self._reports_in(conn, gateway_id, plan, stored[i], now_ms)
                 for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))
