@@ -146,7 +146,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                          on_lead=lambda token: on_lead(token), on_follow=lambda why: on_follow(why),
                          on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: on_tail(rows))
     multi = coord.multi
-    leader_exec = coord.fenced(store_thread)  # leader-only writes: refused once another coordinator holds the lease
+    # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
+    leader_exec = coord.fenced(store_thread.urgent)
     core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
                      verify_gateways=bool(cfg.ca_dir), **({"command_retry_s": cfg.command_poll_s} if multi else {}))
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
@@ -351,7 +352,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    rollouts = RolloutService(store.rollouts, store_thread, on_command, commands=store.commands, releases=store.releases,
+    rollouts = RolloutService(store.rollouts, store_thread.urgent, on_command, commands=store.commands, releases=store.releases,
                               telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])), steps=leader_exec)

@@ -40,7 +40,13 @@ RETURNING l.token
 
 
 def claim(conn: sa.Connection, holder: str, token: int, ttl_ms: int, api: str = "", name: str = LEADER) -> int | None:
-    """Renew (``token`` current) or take (expired) the lease: the token granted, or None (held by another)."""
+    """Renew (``token`` current) or take (expired) the lease: the token granted, or None (held by another).
+
+    A lease held by another and not expired is seen with a plain read first: the upsert locks the row even
+    when it changes nothing, and a follower's claim every second would queue the leader's fenced writes."""
+    seen = lease_row(conn, name)
+    if seen is not None and seen["expires_ms"] > seen["now_ms"] and (seen["holder"] != holder or seen["token"] != token):
+        return None
     row = conn.execute(_CLAIM, {"name": name, "holder": holder, "token": token, "ttl_ms": ttl_ms, "api": api}).first()
     return None if row is None else int(row[0])
 
