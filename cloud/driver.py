@@ -46,6 +46,7 @@ from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
 from cloud.coordination import Coordination, LeaseSettings
+from cloud.coordination.forward import install as forward_to_leader
 from cloud.coordination.tail import batches
 from cloud.core import CloudCore, DdiCredentialsChanged
 from cloud.security.enrollment import EnrollRule, Enroller
@@ -365,6 +366,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s), metrics=metrics,
     )
     app = create_app(api_ctx, mounts=[mount_console] if cfg.console else [])
+    if multi:  # a rollout made or controlled on a follower goes to the leader
+        forward_to_leader(app, lambda: coord.leader, lambda: coord.leader_api, http)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     metrics_api = await serve_metrics(api_ctx, cfg.metrics_bind) if cfg.metrics_bind else None
     api_url = f"http://{cfg.api_host}:{api.port}"

@@ -61,6 +61,7 @@ class Coordination:
         self.counters = {"terms": 0, "step_downs": 0, "claims_failed": 0, "wakes_sent": 0, "wakes_heard": 0,
                          "tailed": 0, "fenced_off": 0}
         self._single_leader = False
+        self.leader_api = ""  # the leading coordinator's operator API, as its lease row names it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,7 +146,14 @@ class Coordination:
                 self.on_follow(reason)
 
     def _claim(self, token: int, ttl_ms: int) -> int | None:
-        return self._tx("claiming the leader lease", lambda c: pg.claim(c, self.id, token, ttl_ms, self.api_url))
+        def run(conn: Any) -> int | None:
+            granted = pg.claim(conn, self.id, token, ttl_ms, self.api_url)
+            row = pg.lease_row(conn)
+            live = row is not None and row["expires_ms"] > row["now_ms"]
+            self.leader_api = str(row["holder_api"]) if live and row is not None else ""
+            return granted
+
+        return self._tx("claiming the leader lease", run)
 
     def _tx(self, what: str, fn: Callable[[Any], Any]) -> Any:
         with self.db.transaction(what) as conn:

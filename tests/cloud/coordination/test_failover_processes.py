@@ -66,7 +66,7 @@ def arrivals(watch: Store, device: str, since_ms: int) -> list[int]:
 def test_the_gateway_fails_over_when_its_coordinator_dies_and_commands_follow_its_session(pg_url: str, tmp_path: Path) -> None:
     fleet = ProcFleet(tmp_path / "fleet")
     watch = Store.open(pg_url)
-    flags = ["--lease-ttl", "2", "--command-poll", "120"]
+    flags = ["--lease-ttl", "3", "--command-poll", "120"]
     try:
         fleet.start_coordinator("cloud", pg_url, flags)
         fleet.start_coordinator("cloud-2", pg_url, flags)
@@ -106,6 +106,22 @@ def test_the_gateway_fails_over_when_its_coordinator_dies_and_commands_follow_it
         routed_s = time.monotonic() - made_at
         print(f"command made on {holder}, session on cloud-2: {reached} after {routed_s:.2f} s")
         assert routed_s < 60.0, "only the NOTIFY wake-up delivers before the 120 s poll"
+
+        # any coordinator serves the operator API: a rollout made on the follower is made by the leader
+        body = {"id": "r-ha", "draft": True, "plan": {"release": {"version": "9.9.9"}, "selector": {"devices": ["dev-1"]}}}
+
+        def made_on_the_follower() -> httpx.Response | None:
+            with watch.db.transaction("read the lease") as conn:
+                leader = pg.holder_of(conn)
+            if not leader:
+                return None
+            follower = "cloud" if leader == "cloud-2" else "cloud-2"
+            r = httpx.post(f"{fleet.endpoints(follower)['api']}/v1/rollouts", headers=headers, json=body, timeout=60)
+            return None if r.status_code == 503 else r  # 503: leadership moved under the request (a loaded machine)
+
+        r = until_true(made_on_the_follower, "a rollout made through the follower's API")
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == "r-ha"
 
         codes, stats, sent, summary, dropped = drain_agents(fleet, ["dev-1"])
         assert codes == {"dev-1": 0}
