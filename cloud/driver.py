@@ -308,6 +308,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         # maintenance suppresses alerts, and a retired device raises none (cloud.fleet.lifecycle.eligible_for_alerts)
         in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
+        if multi:  # silences made through another coordinator's API
+            on_store(lambda: store.active_silences(_now_ms()), lambda rows: [alerts.silence(r["target"], r["until_ms"])
+                                                                           for r in rows], "reading silences failed")
 
     def enroll(effect: EnrollDecide) -> None:
         decide = security.rotate if isinstance(effect.request, KeyRotation) else security.enroll

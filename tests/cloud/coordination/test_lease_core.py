@@ -91,10 +91,11 @@ def row(device: str, seq: int, received: int, site: str = "s1", gw: str = "g1") 
 
 
 def test_the_tail_hands_out_each_record_once_and_sees_a_late_commit_within_the_slack() -> None:
-    tail = TailCursor(10_000, slack_ms=3000, page=100)
+    tail = TailCursor(10_000, slack_ms=3000, page=100, short_ms=250, sweep_every=2)
     assert tail.since == 7000
     assert [r["seq"] for r in tail.take([row("d", 1, 10_100), row("d", 2, 10_200)])] == [1, 2]
-    assert tail.since == 7200
+    assert tail.since == 9950  # a short look back
+    assert tail.take([]) == [] and tail.since == 7200  # every second read sweeps the whole slack
     # the next read returns both again plus one stamped earlier but committed later
     again = [row("d", 3, 10_150), row("d", 1, 10_100), row("d", 2, 10_200)]
     assert [r["seq"] for r in tail.take(again)] == [3]
