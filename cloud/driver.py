@@ -256,9 +256,11 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         now = _now_ms()
         on_store(lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now)),
                  lambda rows: alerts.restore(*rows, now), "restoring alerts failed")
-        if multi:  # the engines as the last leader left them in the store
+        if multi:  # the engines as the last leader left them in the store, before the tail feeds them
             rollouts.engines.clear()
-            leader_work["restore"] = asyncio.ensure_future(rollouts.restore())
+            coord.tail_held = True
+            leader_work["restore"] = task = asyncio.ensure_future(rollouts.restore())
+            task.add_done_callback(lambda t: setattr(coord, "tail_held", False) if not t.cancelled() else None)
         resign_revocations()
         refresh_maintenance()
         alert_tick()

@@ -62,6 +62,7 @@ class Coordination:
                          "tailed": 0, "fenced_off": 0}
         self._single_leader = False
         self.leader_api = ""  # the leading coordinator's operator API, as its lease row names it
+        self.tail_held = False  # set by on_lead while the leader restores its state: the tail waits for it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -136,7 +137,9 @@ class Coordination:
                     log.warning("lease release failed (it expires)", extra={"coordinator": self.id, "error": str(exc)})
             case BecameLeader(token):
                 self.counters["terms"] += 1
-                self._tail = None
+                # a new term reads back a few takeovers: outcomes the old leader stored but never saw are heard
+                back = int((self.core.settings.takeover_bound_s + 5.0) * 1000)
+                self._tail = TailCursor(int(time.time() * 1000) - back)
                 log.info("leader", extra={"coordinator": self.id, "token": token})
                 self.on_lead(token)
             case SteppedDown(token, reason):
@@ -220,13 +223,9 @@ class Coordination:
     async def _tail_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tail_s)
-            if not self.core.leader:
-                continue
-            if self._tail is None:
-                # a new term starts a few takeovers back: outcomes the old leader stored but never saw are heard
-                back = int((self.core.settings.takeover_bound_s + 5.0) * 1000)
-                self._tail = TailCursor(int(time.time() * 1000) - back)
             tail = self._tail
+            if not self.core.leader or self.tail_held or tail is None:
+                continue
             try:
                 rows = await self._call(lambda: self._tx("reading stored telemetry",
                                                          lambda c: pg.stored_since(c, tail.since, tail.page)))
