@@ -47,7 +47,7 @@ from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
 from cloud.coordination import Coordination, LeaseSettings
 from cloud.coordination.forward import install as forward_to_leader
-from cloud.coordination.tail import batches
+from cloud.coordination.leader_feed import LeaderFeed
 from cloud.core import CloudCore, DdiCredentialsChanged
 from cloud.security.enrollment import EnrollRule, Enroller
 from cloud.releases.firmware import FirmwareService
@@ -145,7 +145,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     auth = start_authenticator(ctx, allow)
     coord = Coordination(store.db, cfg.coordinator_id or f"{socket.gethostname()}-{os.getpid()}", settings=cfg.lease,
                          on_lead=lambda token: on_lead(token), on_follow=lambda why: on_follow(why),
-                         on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: on_tail(rows))
+                         on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: feed.telemetry(rows),
+                         on_gateways=lambda rows: feed.gateways(rows))
     multi = coord.multi
     # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
     leader_exec = coord.fenced(store_thread.urgent)
@@ -276,12 +277,6 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             fleet.stop()  # type: ignore[attr-defined]
         rollouts.engines.clear()
 
-    def on_tail(rows) -> None:
-        now = _now_ms()
-        for (site, gateway_id), records in batches(rows).items():
-            alerts.observe_batch(gateway_id, records, now)
-            rollouts.observe_batch(site, records)
-
     def alert_tick() -> None:
         timers["alerts"] = loop.call_later(cfg.alert_tick_s, alert_tick)
         out = alerts.tick(_now_ms())
@@ -364,6 +359,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                               send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])), steps=leader_exec)
     if not multi:
         await rollouts.restore()
+    feed = LeaderFeed(alerts, rollouts, _now_ms)  # with N coordinators: what the leader's tail hears
     api_ctx = ApiContext(
         store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
         hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed,

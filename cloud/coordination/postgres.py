@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from common.errors import FencedOff
 
 __all__ = ["COMMANDS_CHANNEL", "LEADER", "check_fence", "claim", "holder_of", "lease_row", "notify_commands",
-           "record_session", "release", "session_holder", "stored_since"]
+           "gateways_seen_since", "record_session", "release", "session_holder", "stored_since"]
 
 LEADER = "leader"  # the one lease: leader-only work
 COMMANDS_CHANNEL = "edgefleet_commands"  # NOTIFY payload: a gateway id whose commands changed
@@ -111,3 +111,9 @@ def stored_since(conn: sa.Connection, since_ms: int, limit: int) -> list[dict[st
                 "d.site_id, d.gateway_id FROM telemetry t JOIN devices d ON d.device_id = t.device_id "
                 "WHERE t.received_ms >= :since ORDER BY t.received_ms LIMIT :limit")
     return [dict(r) for r in conn.execute(q, {"since": since_ms, "limit": limit}).mappings()]
+
+
+def gateways_seen_since(conn: sa.Connection, since_ms: int) -> list[dict[str, Any]]:
+    """Gateways any coordinator heard from at or after ``since_ms``: last_seen_ms, status, status_ts_ms."""
+    q = sa.text("SELECT gateway_id, last_seen_ms, status, status_ts_ms FROM gateways WHERE last_seen_ms >= :since")
+    return [dict(r) for r in conn.execute(q, {"since": since_ms}).mappings()]

@@ -51,12 +51,14 @@ class Coordination:
         on_follow: Callable[[str], None] = lambda reason: None,
         on_wake: Callable[[str], None] = lambda gateway_id: None,
         on_tail: Callable[[Sequence[Mapping[str, Any]]], None] = lambda rows: None,
+        on_gateways: Callable[[Sequence[Mapping[str, Any]]], None] = lambda rows: None,
         tail_s: float = 0.5,
     ) -> None:
         self.db, self.id, self.api_url = db, coordinator_id, api_url
         self.core = LeaseCore(coordinator_id, settings)
         self.multi = db.engine.dialect.name == "postgresql"
         self.on_lead, self.on_follow, self.on_wake, self.on_tail = on_lead, on_follow, on_wake, on_tail
+        self.on_gateways = on_gateways  # gateways heard by any coordinator (touches, status), for the leader's alerts
         self.tail_s = tail_s
         self.counters = {"terms": 0, "step_downs": 0, "claims_failed": 0, "wakes_sent": 0, "wakes_heard": 0,
                          "tailed": 0, "fenced_off": 0}
@@ -226,16 +228,20 @@ class Coordination:
             tail = self._tail
             if not self.core.leader or self.tail_held or tail is None:
                 continue
+            seen_since = int(time.time() * 1000) - 2 * int(self.tail_s * 1000) - 1000
             try:
-                rows = await self._call(lambda: self._tx("reading stored telemetry",
-                                                         lambda c: pg.stored_since(c, tail.since, tail.page)))
+                rows, gateways = await self._call(lambda: self._tx("reading stored telemetry", lambda c: (
+                    pg.stored_since(c, tail.since, tail.page), pg.gateways_seen_since(c, seen_since))))
             except StoreError as exc:
                 log.warning("the leader's tail failed", extra={"coordinator": self.id, "error": str(exc)})
                 continue
             fresh = tail.take(rows)
-            if fresh and self._tail is tail and self.core.leader:
-                self.counters["tailed"] += len(fresh)
-                self.on_tail(fresh)
+            if self._tail is tail and self.core.leader:
+                if gateways:
+                    self.on_gateways(gateways)
+                if fresh:
+                    self.counters["tailed"] += len(fresh)
+                    self.on_tail(fresh)
 
 
 class _FencedExecutor(concurrent.futures.Executor):
