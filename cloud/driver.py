@@ -106,6 +106,7 @@ class CloudConfig:
     coordinator_id: str = ""  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
     lease: LeaseSettings = field(default_factory=LeaseSettings)  # the leader lease (PostgreSQL only)
     command_poll_s: float = 5.0  # with N coordinators: how often queued commands are looked for (the wake-up's fallback)
+    api_advertise: str = ""  # the API's URL as other coordinators reach it (forwarding to the leader); default: bound
 
 
 def ensure_api_token(data_dir: Path) -> str:
@@ -381,7 +382,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     runner.feed(Start())
     on_store(store.ddi.sites, lambda sites: [ddi_tokens_changed(s) for s in sites], "reading DDI sites failed")
-    coord.api_url = api_url
+    coord.api_url = cfg.api_advertise or api_url
     await coord.start()  # leader-only work starts in on_lead
 
     def revoke_retired(row: dict) -> None:
