@@ -179,9 +179,7 @@ class Coordination:
             try:
                 if not self.multi:
                     return
-                if token == 0:
-                    raise FencedOff(self.id, 0, -1)
-                pg.check_fence(conn, self.id, token)
+                pg.check_fence(conn, self.id, token if token > 0 else -1)  # a follower never matches
             except FencedOff:
                 self.counters["fenced_off"] += 1
                 raise
