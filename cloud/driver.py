@@ -15,10 +15,8 @@ the ghost and lifecycle inputs of the alert service, published releases for the 
 Firmware releases (``cloud.releases.service``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
-N coordinators over one PostgreSQL (``cloud.coordination``): rollout ticks, alert evaluation, fleet jobs
-(retention, config push) and revocation re-signing run only on the leader, through a fenced executor; the
-leader hears every coordinator's batches from its tail of the store; a command made here for a gateway
-held elsewhere wakes its coordinator (NOTIFY). On SQLite this coordinator is the leader from the start.
+N coordinators over one PostgreSQL (``cloud.coordination``, docs/DEPLOY.md): leader-only work runs fenced on
+the leader, which tails the store; commands and site plans for a gateway held elsewhere wake its coordinator.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -28,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +44,7 @@ from cloud.fleet import lifecycle
 from cloud.coordination import Coordination, LeaseSettings
 from cloud.coordination.forward import install as forward_to_leader
 from cloud.coordination.leader_feed import LeaderFeed
+from cloud.coordination.plans import PLANS_CHANNEL, send_site_plans
 from cloud.core import CloudCore, DdiCredentialsChanged
 from cloud.security.enrollment import EnrollRule, Enroller
 from cloud.releases.firmware import FirmwareService
@@ -144,10 +141,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
-    coord = Coordination(store.db, cfg.coordinator_id or f"{socket.gethostname()}-{os.getpid()}", settings=cfg.lease,
+    coord = Coordination(store.db, cfg.coordinator_id, settings=cfg.lease,
                          on_lead=lambda token: on_lead(token), on_follow=lambda why: on_follow(why),
                          on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: feed.telemetry(rows),
-                         on_gateways=lambda rows: feed.gateways(rows))
+                         on_gateways=lambda rows: feed.gateways(rows), on_plans=lambda gw: plans_for(gw))
     multi = coord.multi
     # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
     leader_exec = coord.fenced(store_thread.urgent)
@@ -225,11 +222,19 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             return [(effect.gateway_id, _command(r, security)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
-        if hello:
-            rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
+        if hello:  # the newest site plans of coordinated rollouts, again (a follower loads them from the store)
+            rollouts.gateway_hello(effect.gateway_id) if coord.leader else plans_for(effect.gateway_id)
 
-    def on_wake(gateway_id: str) -> None:
-        """Another coordinator made a command for this gateway: send it if the session is here."""
+    def plans_for(gateway_id: str) -> None:
+        if multi and not coord.leader and core.peer_of(gateway_id) is not None:
+            leader_work[f"plans:{gateway_id}"] = asyncio.ensure_future(send_site_plans(rollouts, gateway_id))
+
+    def send_plan(gateway_id: str, msg: object) -> None:
+        runner.feed(CommandsReady([(gateway_id, msg)]))
+        if multi and core.peer_of(gateway_id) is None:  # held by a follower: it sends the plans from the store
+            on_store(lambda: coord.wake([gateway_id], PLANS_CHANNEL), lambda _: None, "waking for site plans failed")
+
+    def on_wake(gateway_id: str) -> None:  # another coordinator made a command for this gateway: send it if here
         if core.peer_of(gateway_id) is not None:
             load_commands(LoadCommands(gateway_id), hello=False)
 
@@ -307,8 +312,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
         if multi:  # silences made through another coordinator's API
-            on_store(lambda: store.active_silences(_now_ms()), lambda rows: [alerts.silence(r["target"], r["until_ms"])
-                                                                           for r in rows], "reading silences failed")
+            silences = lambda rows: [alerts.silence(r["target"], r["until_ms"]) for r in rows]  # noqa: E731
+            on_store(lambda: store.active_silences(_now_ms()), silences, "reading silences failed")
 
     def enroll(effect: EnrollDecide) -> None:
         decide = security.rotate if isinstance(effect.request, KeyRotation) else security.enroll
@@ -357,7 +362,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     rollouts = RolloutService(store.rollouts, store_thread.urgent, on_command, commands=store.commands, releases=store.releases,
                               telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
-                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])), steps=leader_exec)
+                              send_to_gateway=send_plan, steps=leader_exec)
     if not multi:
         await rollouts.restore()
     feed = LeaderFeed(alerts, rollouts, _now_ms)  # with N coordinators: what the leader's tail hears

@@ -20,11 +20,12 @@ import sqlalchemy as sa
 
 from common.errors import FencedOff
 
-__all__ = ["COMMANDS_CHANNEL", "LEADER", "check_fence", "claim", "holder_of", "lease_row", "notify_commands",
+__all__ = ["COMMANDS_CHANNEL", "LEADER", "PLANS_CHANNEL", "check_fence", "claim", "holder_of", "lease_row", "notify_commands",
            "gateways_seen_since", "record_session", "release", "session_holder", "stored_since"]
 
 LEADER = "leader"  # the one lease: leader-only work
 COMMANDS_CHANNEL = "edgefleet_commands"  # NOTIFY payload: a gateway id whose commands changed
+PLANS_CHANNEL = "edgefleet_plans"  # NOTIFY payload: a gateway id whose coordinated rollouts' site plans changed
 
 _DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
@@ -99,10 +100,10 @@ def session_holder(conn: sa.Connection, gateway_id: str) -> str:
     return "" if row is None else str(row[0])
 
 
-def notify_commands(conn: sa.Connection, gateway_ids: Sequence[str]) -> None:
-    """Wake the coordinator holding each gateway's session: its commands changed (delivered at commit)."""
+def notify_commands(conn: sa.Connection, gateway_ids: Sequence[str], channel: str = COMMANDS_CHANNEL) -> None:
+    """Wake the coordinator holding each gateway's session: its commands (or site plans) changed (at commit)."""
     for gw in dict.fromkeys(gateway_ids):
-        conn.execute(sa.text("SELECT pg_notify(:channel, :gw)"), {"channel": COMMANDS_CHANNEL, "gw": gw})
+        conn.execute(sa.text("SELECT pg_notify(:channel, :gw)"), {"channel": channel, "gw": gw})
 
 
 def stored_since(conn: sa.Connection, since_ms: int, limit: int) -> list[dict[str, Any]]:

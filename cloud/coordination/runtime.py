@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,13 +54,16 @@ class Coordination:
         on_wake: Callable[[str], None] = lambda gateway_id: None,
         on_tail: Callable[[Sequence[Mapping[str, Any]]], None] = lambda rows: None,
         on_gateways: Callable[[Sequence[Mapping[str, Any]]], None] = lambda rows: None,
+        on_plans: Callable[[str], None] = lambda gateway_id: None,
         tail_s: float = 0.5,
     ) -> None:
-        self.db, self.id, self.api_url = db, coordinator_id, api_url
+        self.db, self.api_url = db, api_url
+        self.id = coordinator_id or f"{socket.gethostname()}-{os.getpid()}"
         self.core = LeaseCore(coordinator_id, settings)
         self.multi = db.engine.dialect.name == "postgresql"
         self.on_lead, self.on_follow, self.on_wake, self.on_tail = on_lead, on_follow, on_wake, on_tail
         self.on_gateways = on_gateways  # gateways heard by any coordinator (touches, status), for the leader's alerts
+        self.on_plans = on_plans  # the leader's site plans changed for a gateway whose session may be here
         self.tail_s = tail_s
         self.counters = {"terms": 0, "step_downs": 0, "claims_failed": 0, "wakes_sent": 0, "wakes_heard": 0,
                          "tailed": 0, "fenced_off": 0}
@@ -192,12 +197,12 @@ class Coordination:
         """Record (on the caller's thread: the store thread) that this coordinator holds ``gateway_id``."""
         self._tx(f"recording gateway {gateway_id!r}'s session", lambda c: pg.record_session(c, gateway_id, self.id, now_ms))
 
-    def wake(self, gateway_ids: Sequence[str]) -> None:
-        """Commands for these gateways were made here: wake the coordinators holding their sessions."""
+    def wake(self, gateway_ids: Sequence[str], channel: str = pg.COMMANDS_CHANNEL) -> None:
+        """Commands (or site plans) for these gateways were made here: wake the coordinators holding them."""
         if not self.multi or not gateway_ids:
             return
         self.counters["wakes_sent"] += len(gateway_ids)
-        self._tx("waking coordinators", lambda c: pg.notify_commands(c, gateway_ids))
+        self._tx("waking coordinators", lambda c: pg.notify_commands(c, gateway_ids, channel))
 
     def _listen(self) -> None:
         import psycopg
@@ -207,11 +212,13 @@ class Coordination:
             try:
                 with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
                     conn.execute(f"LISTEN {pg.COMMANDS_CHANNEL}")
+                    conn.execute(f"LISTEN {pg.PLANS_CHANNEL}")
                     while not self._stopping.is_set():
                         for n in conn.notifies(timeout=0.5):
                             self.counters["wakes_heard"] += 1
+                            call = self.on_plans if n.channel == pg.PLANS_CHANNEL else self.on_wake
                             if self._loop is not None and not self._loop.is_closed():
-                                self._loop.call_soon_threadsafe(self.on_wake, n.payload)
+                                self._loop.call_soon_threadsafe(call, n.payload)
             except (psycopg.Error, OSError) as exc:  # reconnect; the command timer covers the gap
                 log.warning("listening for wake-ups failed", extra={"coordinator": self.id, "error": str(exc)})
                 self._stopping.wait(1.0)
