@@ -49,6 +49,7 @@ class CloudConfig:
     coordinator_id: str = ""  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
     lease: LeaseSettings = field(default_factory=LeaseSettings)  # the leader lease (PostgreSQL only)
     command_poll_s: float = 5.0  # with N coordinators: how often queued commands are looked for (the wake-up's fallback)
+    api_advertise: str = ""  # the API's URL as other coordinators reach it (forwarding to the leader); default: bound
 
 
 def ensure_api_token(data_dir: Path) -> str:

@@ -18,10 +18,8 @@ Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed ever
 Ingest: forwarded batches waiting for the store thread are written together, one transaction for many
 gateways' batches (``cloud.store_thread.IngestQueue``); metric points and rollups are folded from the
 stored telemetry by the metrics follower every ``metrics_follow_s``, off the acknowledgement path.
-N coordinators over one PostgreSQL (``cloud.coordination``): rollout ticks, alert evaluation, fleet jobs
-(retention, config push) and revocation re-signing run only on the leader, through a fenced executor; the
-leader hears every coordinator's batches from its tail of the store; a command made here for a gateway
-held elsewhere wakes its coordinator (NOTIFY). On SQLite this coordinator is the leader from the start.
+N coordinators over one PostgreSQL (``cloud.coordination``, docs/DEPLOY.md): leader-only work runs fenced on
+the leader, which tails the store; commands and site plans for a gateway held elsewhere wake its coordinator.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -32,8 +30,6 @@ import asyncio
 import gc
 import json
 import logging
-import os
-import socket
 import time
 
 import httpx
@@ -46,10 +42,13 @@ from cloud.http.prometheus import serve_metrics
 from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
-from cloud.coordination import Coordination
-from cloud.coordination.tail import batches
 from cloud.config import CloudConfig, ensure_api_token, security_service
+from cloud.coordination import Coordination
+from cloud.coordination.forward import install as forward_to_leader
+from cloud.coordination.leader_feed import LeaderFeed
+from cloud.coordination.plans import PLANS_CHANNEL, send_site_plans
 from cloud.core import CloudCore, DdiCredentialsChanged
+from cloud.metrics_follower import MetricsFollower
 from cloud.releases.firmware import FirmwareService
 from cloud.fleet.jobs import start_fleet_jobs
 from cloud.releases.plan import load_release_keys
@@ -77,8 +76,6 @@ log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
-FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
-FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
 
 
 async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict[str, int]:
@@ -106,11 +103,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
-    coord = Coordination(store.db, cfg.coordinator_id or f"{socket.gethostname()}-{os.getpid()}", settings=cfg.lease,
+    coord = Coordination(store.db, cfg.coordinator_id, settings=cfg.lease,
                          on_lead=lambda token: on_lead(token), on_follow=lambda why: on_follow(why),
-                         on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: on_tail(rows))
+                         on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: feed.telemetry(rows),
+                         on_gateways=lambda rows: feed.gateways(rows), on_plans=lambda gw: plans_for(gw))
     multi = coord.multi
-    leader_exec = coord.fenced(store_thread)  # leader-only writes: refused once another coordinator holds the lease
+    # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
+    leader_exec = coord.fenced(store_thread.urgent)
     core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
                      verify_gateways=bool(cfg.ca_dir), **({"command_retry_s": cfg.command_poll_s} if multi else {}))
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
@@ -142,6 +141,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     # the batches waiting for the store thread go as one transaction (cloud.store_thread.IngestQueue)
     ingests = IngestQueue(store_thread, lambda batches: store.ingest_many(batches, _now_ms()))
+    # on the leader, behind the ingests (fenced: a deposed leader's step is refused)
+    follower = MetricsFollower(lambda rows: store.follow_metrics(rows), coord.fenced(store_thread), lambda: ingests.writes,
+                               interval_s=cfg.metrics_follow_s, running=lambda: coord.leader)
 
     def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
         for device_id, seq, why in refused:
@@ -201,11 +203,19 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             return [(effect.gateway_id, _command(r, security)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
-        if hello:
-            rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
+        if hello:  # the newest site plans of coordinated rollouts, again (a follower loads them from the store)
+            rollouts.gateway_hello(effect.gateway_id) if coord.leader else plans_for(effect.gateway_id)
 
-    def on_wake(gateway_id: str) -> None:
-        """Another coordinator made a command for this gateway: send it if the session is here."""
+    def plans_for(gateway_id: str) -> None:
+        if multi and not coord.leader and core.peer_of(gateway_id) is not None:
+            leader_work[f"plans:{gateway_id}"] = asyncio.ensure_future(send_site_plans(rollouts, gateway_id))
+
+    def send_plan(gateway_id: str, msg: object) -> None:
+        runner.feed(CommandsReady([(gateway_id, msg)]))
+        if multi and core.peer_of(gateway_id) is None:  # held by a follower: it sends the plans from the store
+            on_store(lambda: coord.wake([gateway_id], PLANS_CHANNEL), lambda _: None, "waking for site plans failed")
+
+    def on_wake(gateway_id: str) -> None:  # another coordinator made a command for this gateway: send it if here
         if core.peer_of(gateway_id) is not None:
             load_commands(LoadCommands(gateway_id), hello=False)
 
@@ -234,30 +244,27 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         now = _now_ms()
         on_store(lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now)),
                  lambda rows: alerts.restore(*rows, now), "restoring alerts failed")
-        if multi:  # the engines as the last leader left them in the store
+        if multi:  # the engines as the last leader left them in the store, before the tail feeds them
             rollouts.engines.clear()
-            leader_work["restore"] = asyncio.ensure_future(rollouts.restore())
+            coord.tail_held = True
+            leader_work["restore"] = task = asyncio.ensure_future(rollouts.restore())
+            task.add_done_callback(lambda t: setattr(coord, "tail_held", False) if not t.cancelled() else None)
         resign_revocations()
         refresh_maintenance()
         alert_tick()
         rollout_tick()
-        follow_metrics()  # one follower folds every coordinator's stored telemetry
+        follower.start()  # one follower folds every coordinator's stored telemetry
         leader_work["fleet"] = start_fleet_jobs(cfg.fleet, store, leader_exec, alerts, on_command, _now_ms)
 
     def on_follow(reason: str) -> None:
-        for name in ("revocations", "maintenance", "alerts", "rollouts", "metrics"):
+        follower.stop()
+        for name in ("revocations", "maintenance", "alerts", "rollouts"):
             if name in timers:
                 timers.pop(name).cancel()
         fleet = leader_work.pop("fleet", None)
         if fleet is not None:
             fleet.stop()  # type: ignore[attr-defined]
         rollouts.engines.clear()
-
-    def on_tail(rows) -> None:
-        now = _now_ms()
-        for (site, gateway_id), records in batches(rows).items():
-            alerts.observe_batch(gateway_id, records, now)
-            rollouts.observe_batch(site, records)
 
     def alert_tick() -> None:
         timers["alerts"] = loop.call_later(cfg.alert_tick_s, alert_tick)
@@ -278,33 +285,6 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
 
-    followed_at = [0]  # ingests.writes when the follower last looked
-
-    def follow_metrics() -> None:
-        """The metrics follower (``cloud.store.metrics``), a step at a time on the store thread. While gateways'
-        batches keep coming it takes small steps and at most a quarter of the thread's time (the acks come
-        first); when they stop, big steps back to back until it has caught up."""
-        busy, followed_at[0] = ingests.writes != followed_at[0], ingests.writes
-        rows = FOLLOW_BUSY_ROWS if busy else FOLLOW_ROWS
-
-        def step() -> tuple[int, float]:
-            t0 = time.monotonic()
-            return store.follow_metrics(rows), time.monotonic() - t0
-
-        def again(fut: asyncio.Future) -> None:
-            if fut.cancelled() or not coord.leader:  # stopping, or another coordinator leads now
-                return
-            delay = cfg.metrics_follow_s
-            if fut.exception() is not None:
-                log.error("the metrics follower failed", extra={"error": str(fut.exception())})
-            elif busy:
-                delay = max(delay, FOLLOW_BUSY_SHARE * fut.result()[1])
-            elif fut.result()[0] >= rows:
-                delay = 0.0  # idle and more to fold
-            timers["metrics"] = loop.call_later(delay, follow_metrics)
-
-        loop.run_in_executor(leader_exec, step).add_done_callback(again)
-
     def rollout_tick() -> None:
         timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)
         rollouts.tick()
@@ -314,6 +294,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         # maintenance suppresses alerts, and a retired device raises none (cloud.fleet.lifecycle.eligible_for_alerts)
         in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
+        if multi:  # silences made through another coordinator's API
+            silences = lambda rows: [alerts.silence(r["target"], r["until_ms"]) for r in rows]  # noqa: E731
+            on_store(lambda: store.active_silences(_now_ms()), silences, "reading silences failed")
 
     def enroll(effect: EnrollDecide) -> None:
         decide = security.rotate if isinstance(effect.request, KeyRotation) else security.enroll
@@ -368,12 +351,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    rollouts = RolloutService(store.rollouts, store_thread, on_command, commands=store.commands, releases=store.releases,
+    rollouts = RolloutService(store.rollouts, store_thread.urgent, on_command, commands=store.commands, releases=store.releases,
                               telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
-                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])), steps=leader_exec)
+                              send_to_gateway=send_plan, steps=leader_exec)
     if not multi:
         await rollouts.restore()
+    feed = LeaderFeed(alerts, rollouts, _now_ms)  # with N coordinators: what the leader's tail hears
     api_ctx = ApiContext(
         store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
         hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed,
@@ -381,6 +365,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s), metrics=metrics,
     )
     app = create_app(api_ctx, mounts=[mount_console] if cfg.console else [])
+    if multi:  # a rollout made or controlled on a follower goes to the leader
+        forward_to_leader(app, lambda: coord.leader, lambda: coord.leader_api, http)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     metrics_api = await serve_metrics(api_ctx, cfg.metrics_bind) if cfg.metrics_bind else None
     api_url = f"http://{cfg.api_host}:{api.port}"
@@ -393,7 +379,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     )
     runner.feed(Start())
     on_store(store.ddi.sites, lambda sites: [ddi_tokens_changed(s) for s in sites], "reading DDI sites failed")
-    coord.api_url = api_url
+    coord.api_url = cfg.api_advertise or api_url
     await coord.start()  # leader-only work starts in on_lead
 
     def revoke_retired(row: dict) -> None:

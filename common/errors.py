@@ -159,8 +159,9 @@ class FencedOff(StoreError):
     """A leader-only write by a coordinator whose lease token is no longer the current one."""
 
     def __init__(self, holder: str, token: int, current: int) -> None:
-        super().__init__(f"leader-only write by coordinator {holder!r} refused: it holds lease token {token}, "
-                         f"the current token is {current} (another coordinator took over)")
+        held = f"it holds lease token {token}" if token > 0 else "it does not hold the leader lease"
+        super().__init__(f"leader-only write by coordinator {holder!r} refused: {held}, the current token is {current} "
+                         "(another coordinator leads; leader-only calls go to it)")
         self.holder, self.token, self.current = holder, token, current
 
 

@@ -223,6 +223,12 @@ def run_demo(
               help="A small fleet with a rollout in progress for the operator console: prints its address and a login "
                    "token, then runs until Ctrl-C (simulations/console_demo.py).")
 @click.option("--console-port", type=int, default=0, show_default=True, help="With --console: the API and console port (0: any free one).")
+@click.option("--coordinators", type=click.IntRange(min=1), default=1, show_default=True,
+              help="With --rollout: the cloud as N processes over --database (docs/DEPLOY.md).")
+@click.option("--database", default="", help="The cloud's database: postgresql://USER@HOST/DB (default: SQLite in its data directory).")
+@click.option("--kill-coordinator", type=click.IntRange(min=0), default=0,
+              help="With --rollout and --coordinators N: SIGKILL the coordinator holding leadership this many times "
+                   "(each restarted); reports coordinator_failovers and max_ingest_pause_s.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep data and logs here (default: a temporary directory, removed after).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def demo(
@@ -243,6 +249,9 @@ def demo(
     fleet_drill: bool,
     console: bool,
     console_port: int,
+    coordinators: int,
+    database: str,
+    kill_coordinator: int,
     workdir: str | None,
     as_json: bool,
 ) -> None:
@@ -252,6 +261,8 @@ def demo(
     summary compares what the agents produced with what the cloud stored.
     Exit status 1 if anything was lost or stored twice.
     """
+    if (coordinators > 1 or kill_coordinator) and not (rollout_drill and database.startswith("postgresql")):
+        raise click.UsageError("--coordinators N and --kill-coordinator run with --rollout and --database postgresql://...")
     exit_on_signals()  # SIGTERM/SIGINT unwind to each drill's finally, which stops every node it started
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="edgefleet-demo-"))
     if console:
@@ -281,7 +292,8 @@ def demo(
             from simulations.rollout_drill import run_rollout_drill
 
             result = run_rollout_drill(root, sites, devices_per_site, bad_release, cut_uplink_s=uplink_outage,
-                                       site_autonomy=site_autonomy, ddi_devices=ddi_devices)
+                                       site_autonomy=site_autonomy, ddi_devices=ddi_devices, coordinators=coordinators,
+                                       database=database, kill_coordinator=kill_coordinator)
         elif alert_drill:
             from simulations.alert_drill import run_alert_drill
 
@@ -299,6 +311,7 @@ def demo(
         result["logs"] = "(removed; pass --workdir to keep them)"
     ok = result["telemetry_lost"] == 0 and result["telemetry_duplicates_stored"] == 0 and result.get("updates_as_expected", True)
     ok = ok and result.get("fleet_drill_ok", True)
+    ok = ok and result.get("coordinator_failovers", 0) == result.get("coordinators_killed", 0)
     click.echo("")
     click.echo(f"devices {result['devices']} on {sites} sites, {result['duration_s']:g} s of sampling")
     click.echo(f"telemetry: sent {result['telemetry_sent']}, stored {result['telemetry_stored']}, "
@@ -313,6 +326,10 @@ def demo(
                    f"rolled back {result['devices_rolled_back']} (canary {result['canary_size']}), "
                    f"outside the canary {result['installs_outside_canary']}, outside the window "
                    f"{result['installs_outside_window']}")
+    if result.get("coordinators_killed"):
+        click.echo(f"coordinators: {result['coordinators']}, the leader killed {result['coordinators_killed']} times, "
+                   f"{result['coordinator_failovers']} failovers (longest takeover {result['max_leader_takeover_s']} s), "
+                   f"longest ingest pause {result['max_ingest_pause_s']} s")
     if result["outage_seconds"] or result["gateway_restarts"]:
         click.echo(f"drills: uplink outage {result['outage_seconds']} s, gateway restarts {result['gateway_restarts']}")
     click.echo(f"processes: {result['clean_exits']}/{result['processes']} exited cleanly; {result['wall_seconds']} s in all")

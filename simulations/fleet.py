@@ -64,6 +64,7 @@ class ProcFleet:
     procs: dict[str, Proc] = field(default_factory=dict)
     proxies: dict[str, FaultProxy] = field(default_factory=dict)  # gateway -> proxy on its uplink
     coordinators: list[str] = field(default_factory=lambda: ["cloud"])  # the cloud's processes (start_coordinator)
+    gateways_started: int = 0  # each gateway's list of coordinators is rotated by one more: sessions spread
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -152,7 +153,10 @@ class ProcFleet:
         """Start a gateway; with ``proxy`` its uplink to the cloud runs through a FaultProxy (``self.proxies[name]``)."""
         self.allow("cloud", name, site)
         (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
-        cloud = ",".join(self.endpoints(c)["gateways"] for c in self.coordinators)  # N coordinators: failed over in turn
+        turn = self.gateways_started % len(self.coordinators)
+        self.gateways_started += 1
+        order = self.coordinators[turn:] + self.coordinators[:turn]
+        cloud = ",".join(self.endpoints(c)["gateways"] for c in order)  # N coordinators: failed over in turn
         if proxy:
             host, port = cloud.removeprefix("tcp://").rsplit(":", 1)
             fp = FaultProxy(target=(host, int(port)))
@@ -261,18 +265,26 @@ class ProcFleet:
 
     # -- reading the cloud -----------------------------------------------------------
 
-    def api(self, path: str, body: object | None = None) -> object:
-        """GET ``path`` from the cloud's operator API (POST ``body`` when given): the first coordinator running."""
+    def api(self, path: str, body: object | None = None, node: str = "") -> object:
+        """GET ``path`` from the cloud's operator API (POST ``body`` when given): on ``node``, else on the first
+        coordinator running."""
         live = [c for c in self.coordinators if c not in self.procs or self.procs[c].running]
-        ep = self.endpoints(live[0] if live else "cloud")
         token = (self.dir("cloud") / "api_token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
-        if body is None:
-            r = httpx.get(ep["api"] + path, headers=headers, timeout=API_TIMEOUT_S)
-        else:
-            r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=API_TIMEOUT_S)
-        r.raise_for_status()
-        return r.json()
+        for i, name in enumerate([node] if node else live or ["cloud"]):
+            ep = self.endpoints(name)
+            try:
+                if body is None:
+                    r = httpx.get(ep["api"] + path, headers=headers, timeout=API_TIMEOUT_S)
+                else:
+                    r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=API_TIMEOUT_S)
+            except httpx.ConnectError:  # a coordinator restarting: any other serves the same API
+                if node or i == len(live) - 1:
+                    raise
+                continue
+            r.raise_for_status()
+            return r.json()
+        raise AssertionError("unreachable")
 
     def agent_stats(self, name: str) -> dict[str, int]:
         return json.loads((self.dir(name) / "stats.json").read_text())

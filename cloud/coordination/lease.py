@@ -61,7 +61,7 @@ class LeaseSettings:
 class Claim:
     """Run the claim statement: renew if ``token`` is still current, else take an expired lease (new token)."""
 
-    token: int  # the token this coordinator holds; 0: none
+    token: int  # the token this coordinator holds or last held; 0: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +101,10 @@ class LeaseCore:
         if self.leader and now >= self.valid_until:
             out.append(self._step_down("lease not renewed in time"))
         if not self.in_flight and now >= self.next_at:
+            # the last token held, also after stepping down: if nobody took the lease meanwhile, it is renewed
+            # under the same token (no other leader wrote in between) and this coordinator leads again at once
             self.in_flight = True
-            out.append(Claim(self.token if self.leader else 0))
+            out.append(Claim(self.token))
         return out
 
     def granted(self, token: int, sent_at: float, now: float) -> list[object]:

@@ -20,11 +20,12 @@ import sqlalchemy as sa
 
 from common.errors import FencedOff
 
-__all__ = ["COMMANDS_CHANNEL", "LEADER", "check_fence", "claim", "holder_of", "lease_row", "notify_commands",
-           "record_session", "release", "session_holder", "stored_since"]
+__all__ = ["COMMANDS_CHANNEL", "LEADER", "PLANS_CHANNEL", "check_fence", "claim", "holder_of", "lease_row", "notify_commands",
+           "gateways_seen_since", "record_session", "release", "session_holder", "stored_since"]
 
 LEADER = "leader"  # the one lease: leader-only work
 COMMANDS_CHANNEL = "edgefleet_commands"  # NOTIFY payload: a gateway id whose commands changed
+PLANS_CHANNEL = "edgefleet_plans"  # NOTIFY payload: a gateway id whose coordinated rollouts' site plans changed
 
 _DB_NOW = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 
@@ -40,7 +41,13 @@ RETURNING l.token
 
 
 def claim(conn: sa.Connection, holder: str, token: int, ttl_ms: int, api: str = "", name: str = LEADER) -> int | None:
-    """Renew (``token`` current) or take (expired) the lease: the token granted, or None (held by another)."""
+    """Renew (``token`` current) or take (expired) the lease: the token granted, or None (held by another).
+
+    A lease held by another and not expired is seen with a plain read first: the upsert locks the row even
+    when it changes nothing, and a follower's claim every second would queue the leader's fenced writes."""
+    seen = lease_row(conn, name)
+    if seen is not None and seen["expires_ms"] > seen["now_ms"] and (seen["holder"] != holder or seen["token"] != token):
+        return None
     row = conn.execute(_CLAIM, {"name": name, "holder": holder, "token": token, "ttl_ms": ttl_ms, "api": api}).first()
     return None if row is None else int(row[0])
 
@@ -93,10 +100,10 @@ def session_holder(conn: sa.Connection, gateway_id: str) -> str:
     return "" if row is None else str(row[0])
 
 
-def notify_commands(conn: sa.Connection, gateway_ids: Sequence[str]) -> None:
-    """Wake the coordinator holding each gateway's session: its commands changed (delivered at commit)."""
+def notify_commands(conn: sa.Connection, gateway_ids: Sequence[str], channel: str = COMMANDS_CHANNEL) -> None:
+    """Wake the coordinator holding each gateway's session: its commands (or site plans) changed (at commit)."""
     for gw in dict.fromkeys(gateway_ids):
-        conn.execute(sa.text("SELECT pg_notify(:channel, :gw)"), {"channel": COMMANDS_CHANNEL, "gw": gw})
+        conn.execute(sa.text("SELECT pg_notify(:channel, :gw)"), {"channel": channel, "gw": gw})
 
 
 def stored_since(conn: sa.Connection, since_ms: int, limit: int) -> list[dict[str, Any]]:
@@ -105,3 +112,9 @@ def stored_since(conn: sa.Connection, since_ms: int, limit: int) -> list[dict[st
                 "d.site_id, d.gateway_id FROM telemetry t JOIN devices d ON d.device_id = t.device_id "
                 "WHERE t.received_ms >= :since ORDER BY t.received_ms LIMIT :limit")
     return [dict(r) for r in conn.execute(q, {"since": since_ms, "limit": limit}).mappings()]
+
+
+def gateways_seen_since(conn: sa.Connection, since_ms: int) -> list[dict[str, Any]]:
+    """Gateways any coordinator heard from at or after ``since_ms``: last_seen_ms, status, status_ts_ms."""
+    q = sa.text("SELECT gateway_id, last_seen_ms, status, status_ts_ms FROM gateways WHERE last_seen_ms >= :since")
+    return [dict(r) for r in conn.execute(q, {"since": since_ms}).mappings()]

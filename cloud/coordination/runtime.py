@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,16 +53,23 @@ class Coordination:
         on_follow: Callable[[str], None] = lambda reason: None,
         on_wake: Callable[[str], None] = lambda gateway_id: None,
         on_tail: Callable[[Sequence[Mapping[str, Any]]], None] = lambda rows: None,
+        on_gateways: Callable[[Sequence[Mapping[str, Any]]], None] = lambda rows: None,
+        on_plans: Callable[[str], None] = lambda gateway_id: None,
         tail_s: float = 0.5,
     ) -> None:
-        self.db, self.id, self.api_url = db, coordinator_id, api_url
+        self.db, self.api_url = db, api_url
+        self.id = coordinator_id or f"{socket.gethostname()}-{os.getpid()}"
         self.core = LeaseCore(coordinator_id, settings)
         self.multi = db.engine.dialect.name == "postgresql"
         self.on_lead, self.on_follow, self.on_wake, self.on_tail = on_lead, on_follow, on_wake, on_tail
+        self.on_gateways = on_gateways  # gateways heard by any coordinator (touches, status), for the leader's alerts
+        self.on_plans = on_plans  # the leader's site plans changed for a gateway whose session may be here
         self.tail_s = tail_s
         self.counters = {"terms": 0, "step_downs": 0, "claims_failed": 0, "wakes_sent": 0, "wakes_heard": 0,
                          "tailed": 0, "fenced_off": 0}
         self._single_leader = False
+        self.leader_api = ""  # the leading coordinator's operator API, as its lease row names it
+        self.tail_held = False  # set by on_lead while the leader restores its state: the tail waits for it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -135,7 +144,9 @@ class Coordination:
                     log.warning("lease release failed (it expires)", extra={"coordinator": self.id, "error": str(exc)})
             case BecameLeader(token):
                 self.counters["terms"] += 1
-                self._tail = None
+                # a new term reads back a few takeovers: outcomes the old leader stored but never saw are heard
+                back = int((self.core.settings.takeover_bound_s + 5.0) * 1000)
+                self._tail = TailCursor(int(time.time() * 1000) - back)
                 log.info("leader", extra={"coordinator": self.id, "token": token})
                 self.on_lead(token)
             case SteppedDown(token, reason):
@@ -145,7 +156,14 @@ class Coordination:
                 self.on_follow(reason)
 
     def _claim(self, token: int, ttl_ms: int) -> int | None:
-        return self._tx("claiming the leader lease", lambda c: pg.claim(c, self.id, token, ttl_ms, self.api_url))
+        def run(conn: Any) -> int | None:
+            granted = pg.claim(conn, self.id, token, ttl_ms, self.api_url)
+            row = pg.lease_row(conn)
+            live = row is not None and row["expires_ms"] > row["now_ms"]
+            self.leader_api = str(row["holder_api"]) if live and row is not None else ""
+            return granted
+
+        return self._tx("claiming the leader lease", run)
 
     def _tx(self, what: str, fn: Callable[[Any], Any]) -> Any:
         with self.db.transaction(what) as conn:
@@ -166,9 +184,7 @@ class Coordination:
             try:
                 if not self.multi:
                     return
-                if token == 0:
-                    raise FencedOff(self.id, 0, -1)
-                pg.check_fence(conn, self.id, token)
+                pg.check_fence(conn, self.id, token if token > 0 else -1)  # a follower never matches
             except FencedOff:
                 self.counters["fenced_off"] += 1
                 raise
@@ -181,12 +197,12 @@ class Coordination:
         """Record (on the caller's thread: the store thread) that this coordinator holds ``gateway_id``."""
         self._tx(f"recording gateway {gateway_id!r}'s session", lambda c: pg.record_session(c, gateway_id, self.id, now_ms))
 
-    def wake(self, gateway_ids: Sequence[str]) -> None:
-        """Commands for these gateways were made here: wake the coordinators holding their sessions."""
+    def wake(self, gateway_ids: Sequence[str], channel: str = pg.COMMANDS_CHANNEL) -> None:
+        """Commands (or site plans) for these gateways were made here: wake the coordinators holding them."""
         if not self.multi or not gateway_ids:
             return
         self.counters["wakes_sent"] += len(gateway_ids)
-        self._tx("waking coordinators", lambda c: pg.notify_commands(c, gateway_ids))
+        self._tx("waking coordinators", lambda c: pg.notify_commands(c, gateway_ids, channel))
 
     def _listen(self) -> None:
         import psycopg
@@ -196,11 +212,13 @@ class Coordination:
             try:
                 with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
                     conn.execute(f"LISTEN {pg.COMMANDS_CHANNEL}")
+                    conn.execute(f"LISTEN {pg.PLANS_CHANNEL}")
                     while not self._stopping.is_set():
                         for n in conn.notifies(timeout=0.5):
                             self.counters["wakes_heard"] += 1
+                            call = self.on_plans if n.channel == pg.PLANS_CHANNEL else self.on_wake
                             if self._loop is not None and not self._loop.is_closed():
-                                self._loop.call_soon_threadsafe(self.on_wake, n.payload)
+                                self._loop.call_soon_threadsafe(call, n.payload)
             except (psycopg.Error, OSError) as exc:  # reconnect; the command timer covers the gap
                 log.warning("listening for wake-ups failed", extra={"coordinator": self.id, "error": str(exc)})
                 self._stopping.wait(1.0)
@@ -212,23 +230,23 @@ class Coordination:
     async def _tail_loop(self) -> None:
         while True:
             await asyncio.sleep(self.tail_s)
-            if not self.core.leader:
-                continue
-            if self._tail is None:
-                # a new term starts a few takeovers back: outcomes the old leader stored but never saw are heard
-                back = int((self.core.settings.takeover_bound_s + 5.0) * 1000)
-                self._tail = TailCursor(int(time.time() * 1000) - back)
             tail = self._tail
+            if not self.core.leader or self.tail_held or tail is None:
+                continue
+            seen_since = int(time.time() * 1000) - 2 * int(self.tail_s * 1000) - 1000
             try:
-                rows = await self._call(lambda: self._tx("reading stored telemetry",
-                                                         lambda c: pg.stored_since(c, tail.since, tail.page)))
+                rows, gateways = await self._call(lambda: self._tx("reading stored telemetry", lambda c: (
+                    pg.stored_since(c, tail.since, tail.page), pg.gateways_seen_since(c, seen_since))))
             except StoreError as exc:
                 log.warning("the leader's tail failed", extra={"coordinator": self.id, "error": str(exc)})
                 continue
             fresh = tail.take(rows)
-            if fresh and self._tail is tail and self.core.leader:
-                self.counters["tailed"] += len(fresh)
-                self.on_tail(fresh)
+            if self._tail is tail and self.core.leader:
+                if gateways:
+                    self.on_gateways(gateways)
+                if fresh:
+                    self.counters["tailed"] += len(fresh)
+                    self.on_tail(fresh)
 
 
 class _FencedExecutor(concurrent.futures.Executor):

@@ -4,8 +4,10 @@ With N coordinators a batch is committed by whichever coordinator holds its gate
 but the leader's work (rollout engines, alert evaluation) must hear every record. The leader
 reads ``telemetry`` by arrival (``received_ms``) every tail interval. Commits land out of order
 (a transaction that began earlier may commit later, with an earlier ``received_ms``), so each
-read looks back ``slack_ms`` before the newest arrival seen and drops the keys it already
-handed out; a full page is followed from its last arrival without looking back.
+read looks back before the newest arrival seen and drops the keys it already handed out: by
+``short_ms`` usually, by ``slack_ms`` every ``sweep_every``-th read (re-reading the whole slack
+each time would read every row slack/interval times over); a full page is followed from its last
+arrival without looking back.
 
     tail = TailCursor(start_ms=now_ms)
     rows = read(since=tail.since, limit=tail.page)     # the driver's query
@@ -35,8 +37,10 @@ def batches(rows: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[For
 
 
 class TailCursor:
-    def __init__(self, start_ms: int, *, slack_ms: int = 3000, page: int = 20_000) -> None:
-        self.slack_ms = slack_ms
+    def __init__(self, start_ms: int, *, slack_ms: int = 3000, page: int = 20_000, short_ms: int = 250,
+                 sweep_every: int = 8) -> None:
+        self.slack_ms, self.short_ms, self.sweep_every = slack_ms, short_ms, sweep_every
+        self.reads = 0
         self.page = page
         self.newest = start_ms  # the newest received_ms handed out
         self.since = start_ms - slack_ms
@@ -57,7 +61,9 @@ class TailCursor:
         full = len(rows) >= self.page
         last = int(rows[-1]["received_ms"]) if rows else self.newest
         # a full page: go on from its last arrival (rows sharing it are deduplicated); else look back the slack
-        self.since = max(last, self.since + 1) if full else self.newest - self.slack_ms
+        self.reads += 1
+        back = self.slack_ms if self.reads % self.sweep_every == 0 else self.short_ms
+        self.since = max(last, self.since + 1) if full else self.newest - back
         horizon = self.newest - 2 * self.slack_ms
         if len(self._seen) > self.page:
             self._seen = {k: v for k, v in self._seen.items() if v >= horizon}

@@ -152,7 +152,7 @@ class RolloutService:
     async def restore(self) -> int:
         """Load the active rollouts from the store (after a restart); returns how many."""
         self._loop = asyncio.get_running_loop()
-        rows = await self._call(lambda: self.rollouts.list_rollouts(("scheduled", "running", "paused")))
+        rows = await self._call(lambda: self.rollouts.list_rollouts(("draft", "scheduled", "running", "paused")))
         for row in rows:
             devices = await self._call(lambda r=row: self.rollouts.rollout_devices(r["rollout_id"]))
             plan = RolloutPlan.from_dict(row["plan"])

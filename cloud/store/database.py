@@ -121,17 +121,25 @@ class Database:
                 if immediate and self._engine.dialect.name == "sqlite":
                     conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
                 with conn.begin():
+                    depth = getattr(self._fence, "depth", 0)
                     check = getattr(self._fence, "check", None)
-                    if check is not None:
+                    if check is not None and depth == 0:  # a nested transaction is covered by the outer one's check
                         check(conn)
-                    yield conn
+                    self._fence.depth = depth + 1
+                    try:
+                        yield conn
+                    finally:
+                        self._fence.depth = depth
         except sa.exc.SQLAlchemyError as exc:
             raise self.failure(operation, _cause(exc)) from exc
 
     @contextmanager
     def fenced(self, check: Callable[[sa.Connection], None]) -> Iterator[None]:
         """Every transaction this thread opens meanwhile runs ``check(conn)`` first, inside it: a leader-only
-        call's fence (``cloud.coordination``), which raises ``FencedOff`` and so rolls the transaction back."""
+        call's fence (``cloud.coordination``), which raises ``FencedOff`` and so rolls the transaction back.
+        A transaction opened inside another (on this thread) is not checked again: the outer one's check
+        holds the lease row (``FOR SHARE``) until it ends, and asking again from a second connection would
+        queue behind a takeover that waits for the outer one: a deadlock the database cannot see."""
         previous = getattr(self._fence, "check", None)
         self._fence.check = check
         try:

@@ -9,6 +9,7 @@ nothing else could deliver it in time). And a batch ingested by two coordinators
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -66,19 +67,19 @@ def arrivals(watch: Store, device: str, since_ms: int) -> list[int]:
 def test_the_gateway_fails_over_when_its_coordinator_dies_and_commands_follow_its_session(pg_url: str, tmp_path: Path) -> None:
     fleet = ProcFleet(tmp_path / "fleet")
     watch = Store.open(pg_url)
-    flags = ["--lease-ttl", "2", "--command-poll", "120"]
+    flags = ["--lease-ttl", "3", "--command-poll", "120"]
     try:
         fleet.start_coordinator("cloud", pg_url, flags)
         fleet.start_coordinator("cloud-2", pg_url, flags)
         fleet.start_gateway("gw-1", "site-1")
         fleet.start_agent("dev-1", "site-1", "gw-1")
         holder = until_true(lambda: session_of(watch, "gw-1"), "gw-1's session recorded")
-        assert holder == "cloud"  # the first endpoint of its list
+        other = "cloud-2" if holder == "cloud" else "cloud"  # (the first of its list, unless that hello timed out)
         until_true(lambda: len(arrivals(watch, "dev-1", 0)) > 5, "dev-1's samples stored")
         killed_ms = int(time.time() * 1000)
         killed_at = time.monotonic()
         fleet.kill(holder)
-        until_true(lambda: session_of(watch, "gw-1") == "cloud-2", "gw-1's session on the other coordinator")
+        until_true(lambda: session_of(watch, "gw-1") == other, "gw-1's session on the other coordinator")
         failover_s = time.monotonic() - killed_at
         until_true(lambda: any(t > killed_ms + 1000 for t in arrivals(watch, "dev-1", killed_ms)), "ingest resumed")
         seen = arrivals(watch, "dev-1", killed_ms - 2000)
@@ -86,7 +87,7 @@ def test_the_gateway_fails_over_when_its_coordinator_dies_and_commands_follow_it
         print(f"failover: session moved after {failover_s:.2f} s; longest ingest pause {pause_s:.2f} s")
         assert pause_s < 10.0  # liveness 3 heartbeats (3 s) + the first reconnect's spread (<= 2 s) + handshake
 
-        fleet.restart(holder)  # back, without the session: a command made there must be routed to cloud-2
+        fleet.restart(holder)  # back, without the session: a command made there must be routed to the other
         api = fleet.endpoints(holder)["api"]
         token = (fleet.dir(holder) / "api_token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
@@ -104,14 +105,64 @@ def test_the_gateway_fails_over_when_its_coordinator_dies_and_commands_follow_it
 
         reached = until_true(status, "the command leaving the queue")
         routed_s = time.monotonic() - made_at
-        print(f"command made on {holder}, session on cloud-2: {reached} after {routed_s:.2f} s")
+        print(f"command made on {holder}, session on {other}: {reached} after {routed_s:.2f} s")
         assert routed_s < 60.0, "only the NOTIFY wake-up delivers before the 120 s poll"
+
+        # any coordinator serves the operator API: a rollout made on the follower is made by the leader
+        body = {"id": "r-ha", "draft": True, "plan": {"release": {"version": "9.9.9"}, "selector": {"devices": ["dev-1"]}}}
+
+        def made_on_the_follower() -> httpx.Response | None:
+            with watch.db.transaction("read the lease") as conn:
+                leader = pg.holder_of(conn)
+            if not leader:
+                return None
+            follower = "cloud" if leader == "cloud-2" else "cloud-2"
+            r = httpx.post(f"{fleet.endpoints(follower)['api']}/v1/rollouts", headers=headers, json=body, timeout=60)
+            return None if r.status_code == 503 else r  # 503: leadership moved under the request (a loaded machine)
+
+        r = until_true(made_on_the_follower, "a rollout made through the follower's API")
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == "r-ha"
 
         codes, stats, sent, summary, dropped = drain_agents(fleet, ["dev-1"])
         assert codes == {"dev-1": 0}
         mine = sum(d["count"] for d in summary["devices"] if d["device_id"] == "dev-1" and d["stream"] == "bulk")
         assert sent > 0 and mine + dropped == sent, (sent, mine, dropped)
         assert summary["duplicates_stored"] == 0
+    finally:
+        fleet.kill_all()
+        watch.close()
+
+
+def test_a_gateway_held_by_a_follower_gets_the_leaders_site_plans(pg_url: str, tmp_path: Path) -> None:
+    fleet = ProcFleet(tmp_path / "fleet")
+    watch = Store.open(pg_url)
+    try:
+        fleet.start_coordinator("cloud", pg_url, ["--lease-ttl", "3"])
+        fleet.start_coordinator("cloud-2", pg_url, ["--lease-ttl", "3"])
+        key = ["--rollout-key", str(fleet.dir("cloud") / "rollout_signing.pub")]
+        for s in (1, 2):  # each gateway's list rotated: gw-1 starts on cloud, gw-2 on cloud-2
+            fleet.start_gateway(f"gw-{s}", f"site-{s}", extra=key)
+            fleet.start_agent(f"plan-dev-{s}", f"site-{s}", f"gw-{s}")  # in no other test's rollout
+        held = until_true(lambda: all(h := (session_of(watch, "gw-1"), session_of(watch, "gw-2"))) and h,
+                          "both gateways' sessions")
+        assert held[0] != held[1], f"the sessions should be on two coordinators: {held}"
+        with watch.db.transaction("read the lease") as conn:
+            leader = until_true(lambda: pg.holder_of(conn), "a leader")
+        until_true(lambda: {"plan-dev-1", "plan-dev-2"} <= {d["device_id"] for d in fleet.api("/v1/devices")["devices"]},
+                   "both devices known")
+        body = {"id": "r-sites", "draft": True, "plan": {"release": {"version": "9.9.9"}, "site_autonomy": True,
+                                                         "selector": {"devices": ["plan-dev-1", "plan-dev-2"]}}}
+        fleet.api("/v1/rollouts", body, node=leader)
+
+        def holds_plan(gateway: str) -> bool:
+            path = fleet.dir(gateway) / "rollouts.json"
+            try:
+                return "r-sites" in json.loads(path.read_text()).get("rollouts", {})
+            except (OSError, ValueError):
+                return False
+
+        until_true(lambda: holds_plan("gw-1") and holds_plan("gw-2"), "both gateways holding the signed site plan")
     finally:
         fleet.kill_all()
         watch.close()

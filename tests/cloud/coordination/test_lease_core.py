@@ -39,7 +39,7 @@ def test_a_refusal_steps_a_leader_down_and_a_follower_retries_after_retry_s() ->
     core.tick(1.0)
     assert core.refused("c2", 1.0, 1.1) == [SteppedDown(3, "the lease is held by 'c2'")]
     assert core.tick(1.5) == []
-    assert core.tick(2.1) == [Claim(0)]
+    assert core.tick(2.1) == [Claim(3)]  # its last token: renewed only if nobody else took the lease meanwhile
 
 
 def test_a_grant_answered_too_late_is_not_acted_on() -> None:
@@ -48,6 +48,18 @@ def test_a_grant_answered_too_late_is_not_acted_on() -> None:
     assert core.granted(1, sent_at=0.0, now=4.6) == []
     assert not core.leader
     assert core.tick(4.6) == [Claim(0)]
+
+
+def test_a_leader_that_stepped_down_on_time_alone_leads_again_under_its_token_if_nobody_took_over() -> None:
+    core = LeaseCore("c1", S)
+    core.tick(0.0)
+    core.granted(5, 0.0, 0.0)
+    core.tick(1.0)
+    core.failed("slow", 1.0, 1.0)
+    core.tick(2.0)
+    assert core.tick(4.5)[0] == SteppedDown(5, "lease not renewed in time")
+    assert core.granted(5, sent_at=4.5, now=4.6) == [BecameLeader(5)]  # a new term: it restores from the store
+    assert core.terms == 2
 
 
 def test_a_new_token_on_renewal_is_a_new_term() -> None:
@@ -79,10 +91,11 @@ def row(device: str, seq: int, received: int, site: str = "s1", gw: str = "g1") 
 
 
 def test_the_tail_hands_out_each_record_once_and_sees_a_late_commit_within_the_slack() -> None:
-    tail = TailCursor(10_000, slack_ms=3000, page=100)
+    tail = TailCursor(10_000, slack_ms=3000, page=100, short_ms=250, sweep_every=2)
     assert tail.since == 7000
     assert [r["seq"] for r in tail.take([row("d", 1, 10_100), row("d", 2, 10_200)])] == [1, 2]
-    assert tail.since == 7200
+    assert tail.since == 9950  # a short look back
+    assert tail.take([]) == [] and tail.since == 7200  # every second read sweeps the whole slack
     # the next read returns both again plus one stamped earlier but committed later
     again = [row("d", 3, 10_150), row("d", 1, 10_100), row("d", 2, 10_200)]
     assert [r["seq"] for r in tail.take(again)] == [3]

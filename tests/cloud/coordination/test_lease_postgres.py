@@ -61,7 +61,7 @@ def test_the_old_leaders_writes_are_refused_once_another_holds_a_newer_token(pg_
         assert claim(a, "a", 0, -1) == 1  # granted, and already expired: "a" stalled past its lease
         fenced_write(a, "a", 1, "gw-before")  # nobody took over yet: the token is still current
         assert claim(b, "b", 0, 60_000) == 2
-        with pytest.raises(FencedOff, match=r"'a' refused: it holds lease token 1, the current token is 2"):
+        with pytest.raises(FencedOff, match=r"'a' refused: it holds lease token 1, the current token is 2 "):
             fenced_write(a, "a", 1, "gw-after")
         fenced_write(b, "b", 2, "gw-new-leader")
         assert sessions(a) == {"gw-before": "a", "gw-new-leader": "b"}  # the refused write left nothing
