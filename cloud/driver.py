@@ -29,6 +29,7 @@ the cloud's public key; ``api_token`` (0600) holds the operator token.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -74,6 +75,7 @@ __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
 log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
+GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
 FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
 FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
@@ -401,6 +403,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     if security is not None:
         lifecycle.ON_RETIRE.append(revoke_retired)
+    # the cyclic collector, every 700 allocations by default, took ~9% of the cloud under ingest; freeze the start
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls),
                                      "coordinator": coord.id, "coordinators": "many" if multi else "one"})
     try:

@@ -121,8 +121,11 @@ def match(method: str, path: str) -> tuple[str, Rule, dict[str, str]] | None:
         return path, rule, {}
     for m, pattern, template, rule in _PATTERNS:
         if m == method and (found := pattern.fullmatch(path)):
-            if template == "/v1/rollouts/{rollout_id}/{action}" and found["action"] not in ("pause", "resume", "abort"):
-                continue
+            if template == "/v1/rollouts/{rollout_id}/{action}":
+                if found["action"] not in ("pause", "resume", "abort"):
+                    continue
+                if found["action"] == "pause":  # audited as what it is; resume and abort share rollout.abort
+                    rule = Rule("rollout.pause", rule.site)
             return template, rule, found.groupdict()
     return None
 
