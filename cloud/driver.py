@@ -18,6 +18,8 @@ Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed ever
 Ingest: forwarded batches waiting for the store thread are written together, one transaction for many
 gateways' batches (``cloud.store_thread.IngestQueue``); metric points and rollups are folded from the
 stored telemetry by the metrics follower every ``metrics_follow_s``, off the acknowledgement path.
+N coordinators over one PostgreSQL (``cloud.coordination``, docs/DEPLOY.md): leader-only work runs fenced on
+the leader, which tails the store; commands and site plans for a gateway held elsewhere wake its coordinator.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -28,30 +30,31 @@ import asyncio
 import gc
 import json
 import logging
-import secrets
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import zmq.asyncio
 
-from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_alert_event
+from cloud.alerts.service import AlertService, TickResult, site_alert_event
 from cloud.console import mount as mount_console
 from cloud.metrics import CloudMetrics
 from cloud.http.prometheus import serve_metrics
 from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
+from cloud.config import CloudConfig, ensure_api_token, security_service
+from cloud.coordination import Coordination
+from cloud.coordination.forward import install as forward_to_leader
+from cloud.coordination.leader_feed import LeaderFeed
+from cloud.coordination.plans import PLANS_CHANNEL, send_site_plans
 from cloud.core import CloudCore, DdiCredentialsChanged
-from cloud.security.enrollment import EnrollRule, Enroller
+from cloud.metrics_follower import MetricsFollower
 from cloud.releases.firmware import FirmwareService
-from cloud.fleet.jobs import FleetJobs, start_fleet_jobs
-from cloud.releases.plan import ReleaseSettings, load_release_keys
+from cloud.fleet.jobs import start_fleet_jobs
+from cloud.releases.plan import load_release_keys
 from cloud.releases.service import ReleaseService
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security.service import SecurityService
-from cloud.security.signing import load_or_create_signing_key
 from cloud.security.service import Actor
 from cloud.store import Store
 from cloud.store_thread import IngestQueue, StoreThread
@@ -64,7 +67,7 @@ from common.protocol import Command
 from common.protocol.messages import DdiCredentials, KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
-from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
+from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RefusedHello, RevocationsChanged, VerifyGateway
 from common.uplink import LIVENESS
 
 __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
@@ -73,46 +76,6 @@ log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
 GC_GEN0_THRESHOLD = 50_000  # allocations between young-generation collections (CPython's default: 700)
 TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
-FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
-FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
-
-
-@dataclass(frozen=True, slots=True)
-class CloudConfig:
-    data_dir: Path
-    bind: str = "tcp://127.0.0.1:7700"  # gateway-facing socket
-    api_host: str = "127.0.0.1"
-    api_port: int = 8700
-    database: str = ""  # SQLAlchemy URL; default sqlite in the data directory
-    heartbeat_s: float = 1.0
-    webhooks: tuple[str, ...] = ()  # every alert event is POSTed to each
-    alerts: AlertSettings = field(default_factory=AlertSettings)
-    alert_tick_s: float = 1.0
-    maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
-    release_keys: tuple[str, ...] = ()  # PEM public keys trusted to sign firmware manifests
-    releases: ReleaseSettings = field(default_factory=ReleaseSettings)
-    ca_dir: str = ""  # the fleet CA (``edgefleet ca init``); empty: no enrollment
-    ca_passphrase: bytes | None = None  # only if the intermediate key was written encrypted
-    cert_days: float = 90.0  # lifetime of the device certificates it issues
-    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.security.enrollment)
-    enroll_rate: float = 0.5  # enrollment attempts per second and gateway
-    enroll_burst: int = 20
-    require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
-    rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
-    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
-    console: bool = True  # the operator console (cloud.console) on the API's port
-    metrics_bind: str = ""  # HOST:PORT: Prometheus metrics on a listener of their own, no token (cloud.metrics.server)
-    metrics_follow_s: float = 0.25  # how often the metrics follower looks for stored telemetry to fold
-
-
-def ensure_api_token(data_dir: Path) -> str:
-    """The operator API token, made on first start and kept at 0600."""
-    path = data_dir / "api_token"
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    write_atomic(path, (token + "\n").encode(), 0o600)
-    return token
 
 
 async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict[str, int]:
@@ -136,22 +99,23 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
     releases = ReleaseService(store.releases, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()
-    security = _security_service(cfg, store)
+    security = security_service(cfg, store)
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
+    coord = Coordination(store.db, cfg.coordinator_id, settings=cfg.lease,
+                         on_lead=lambda token: on_lead(token), on_follow=lambda why: on_follow(why),
+                         on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: feed.telemetry(rows),
+                         on_gateways=lambda rows: feed.gateways(rows), on_plans=lambda gw: plans_for(gw))
+    multi = coord.multi
+    # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
+    leader_exec = coord.fenced(store_thread.urgent)
     core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
-                     verify_gateways=bool(cfg.ca_dir))
+                     verify_gateways=bool(cfg.ca_dir), **({"command_retry_s": cfg.command_poll_s} if multi else {}))
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
-    now = _now_ms()
-    alerts.restore(
-        *await loop.run_in_executor(
-            store_thread, lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now))
-        ),
-        now,
-    )
     webhooks.start()
     timers: dict[str, asyncio.TimerHandle] = {}
+    leader_work: dict[str, object] = {}
     runner: NodeRunner
 
     def settle(then, what: str):
@@ -171,12 +135,15 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
         return done
 
-    def on_store(call, then, what: str) -> None:
-        """Run ``call`` on the store thread, then ``then(result)`` on the loop (``settle``)."""
-        loop.run_in_executor(store_thread, call).add_done_callback(settle(then, what))
+    def on_store(call, then, what: str, executor=store_thread) -> None:
+        """Run ``call`` on the store thread (or ``executor``), then ``then(result)`` on the loop (``settle``)."""
+        loop.run_in_executor(executor, call).add_done_callback(settle(then, what))
 
     # the batches waiting for the store thread go as one transaction (cloud.store_thread.IngestQueue)
     ingests = IngestQueue(store_thread, lambda batches: store.ingest_many(batches, _now_ms()))
+    # on the leader, behind the ingests (fenced: a deposed leader's step is refused)
+    follower = MetricsFollower(lambda rows: store.follow_metrics(rows), coord.fenced(store_thread), lambda: ingests.writes,
+                               interval_s=cfg.metrics_follow_s, running=lambda: coord.leader)
 
     def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
         for device_id, seq, why in refused:
@@ -197,8 +164,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             for why in result.rejected:
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
-            alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
-            rollouts.observe_batch(effect.site, effect.records)
+            if not multi:  # with N coordinators the leader hears every batch from its tail (on_tail)
+                alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
+                rollouts.observe_batch(effect.site, effect.records)
             refused_ddi = [r for r in effect.records if r.seq == 0 and r.kind == "ddi.refused"]
             if refused_ddi and security is not None:  # a gateway refused DDI requests: unknown or revoked tokens
                 on_store(lambda: audit_ddi(effect.gateway_id, refused_ddi), lambda _: None, "auditing DDI refusals failed")
@@ -216,7 +184,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     touched: dict[str, str] = {}  # gateway -> site, heard since the last write: one transaction for all of them
 
     def touch(effect: StoreTouch) -> None:
-        alerts.observe_gateway(effect.gateway_id, _now_ms())
+        if not multi:  # with N coordinators the leader sees gateways from the store
+            alerts.observe_gateway(effect.gateway_id, _now_ms())
         if not touched:
             timers["touch"] = loop.call_later(TOUCH_EVERY_S, write_touches)
         touched[effect.gateway_id] = effect.site
@@ -226,13 +195,29 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         touched.clear()
         on_store(lambda: store.touch_gateways(seen, _now_ms()), lambda _: None, "gateway touch failed")
 
-    def load_commands(effect: LoadCommands) -> None:
+    def load_commands(effect: LoadCommands, hello: bool = True) -> None:
         def query() -> list[tuple[str, Command]]:
+            if multi and hello:  # this coordinator holds the gateway's session now: its commands come here
+                coord.session_up(effect.gateway_id, _now_ms())
             store.expire_commands(_now_ms())
             return [(effect.gateway_id, _command(r, security)) for r in store.commands_for_gateway(effect.gateway_id, ("queued",))]
 
         on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading commands failed")
-        rollouts.gateway_hello(effect.gateway_id)  # the newest site plans of coordinated rollouts, again
+        if hello:  # the newest site plans of coordinated rollouts, again (a follower loads them from the store)
+            rollouts.gateway_hello(effect.gateway_id) if coord.leader else plans_for(effect.gateway_id)
+
+    def plans_for(gateway_id: str) -> None:
+        if multi and not coord.leader and core.peer_of(gateway_id) is not None:
+            leader_work[f"plans:{gateway_id}"] = asyncio.ensure_future(send_site_plans(rollouts, gateway_id))
+
+    def send_plan(gateway_id: str, msg: object) -> None:
+        runner.feed(CommandsReady([(gateway_id, msg)]))
+        if multi and core.peer_of(gateway_id) is None:  # held by a follower: it sends the plans from the store
+            on_store(lambda: coord.wake([gateway_id], PLANS_CHANNEL), lambda _: None, "waking for site plans failed")
+
+    def on_wake(gateway_id: str) -> None:  # another coordinator made a command for this gateway: send it if here
+        if core.peer_of(gateway_id) is not None:
+            load_commands(LoadCommands(gateway_id), hello=False)
 
     def command_status(effect: StoreCommandStatus) -> None:
         call = lambda: store.mark_command(effect.device_id, effect.seq, effect.status, effect.detail, _now_ms())  # noqa: E731
@@ -246,13 +231,46 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             rows = [r for r in store.commands_for([device_id], ("queued",)) if r["seq"] == seq]
             return [(gateway_id, _command(r, security)) for r in rows] if gateway_id else []
 
-        on_store(query, lambda cmds: runner.feed(CommandsReady(cmds)), "loading a new command failed")
+        on_store(query, lambda cmds: sent_or_wake(cmds), "loading a new command failed")
+
+    def sent_or_wake(cmds: list[tuple[str, Command]]) -> None:
+        runner.feed(CommandsReady(cmds))
+        away = sorted({gw for gw, _ in cmds if core.peer_of(gw) is None})
+        if away and multi:  # its gateway's session is on another coordinator (or nowhere yet): wake them
+            on_store(lambda: coord.wake(away), lambda _: None, "waking the coordinators failed")
+
+    def on_lead(token: int) -> None:
+        """This coordinator leads (on SQLite: from the start): restore what the leader keeps, start its work."""
+        now = _now_ms()
+        on_store(lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now)),
+                 lambda rows: alerts.restore(*rows, now), "restoring alerts failed")
+        if multi:  # the engines as the last leader left them in the store, before the tail feeds them
+            rollouts.engines.clear()
+            coord.tail_held = True
+            leader_work["restore"] = task = asyncio.ensure_future(rollouts.restore())
+            task.add_done_callback(lambda t: setattr(coord, "tail_held", False) if not t.cancelled() else None)
+        resign_revocations()
+        refresh_maintenance()
+        alert_tick()
+        rollout_tick()
+        follower.start()  # one follower folds every coordinator's stored telemetry
+        leader_work["fleet"] = start_fleet_jobs(cfg.fleet, store, leader_exec, alerts, on_command, _now_ms)
+
+    def on_follow(reason: str) -> None:
+        follower.stop()
+        for name in ("revocations", "maintenance", "alerts", "rollouts"):
+            if name in timers:
+                timers.pop(name).cancel()
+        fleet = leader_work.pop("fleet", None)
+        if fleet is not None:
+            fleet.stop()  # type: ignore[attr-defined]
+        rollouts.engines.clear()
 
     def alert_tick() -> None:
         timers["alerts"] = loop.call_later(cfg.alert_tick_s, alert_tick)
         out = alerts.tick(_now_ms())
         if out.rows or out.events:
-            loop.run_in_executor(store_thread, store.save_alerts, out.rows).add_done_callback(
+            loop.run_in_executor(leader_exec, store.save_alerts, out.rows).add_done_callback(
                 lambda fut: None if fut.cancelled() else deliver(out, fut.exception())
             )
 
@@ -267,33 +285,6 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
 
-    followed_at = [0]  # ingests.writes when the follower last looked
-
-    def follow_metrics() -> None:
-        """The metrics follower (``cloud.store.metrics``), a step at a time on the store thread. While gateways'
-        batches keep coming it takes small steps and at most a quarter of the thread's time (the acks come
-        first); when they stop, big steps back to back until it has caught up."""
-        busy, followed_at[0] = ingests.writes != followed_at[0], ingests.writes
-        rows = FOLLOW_BUSY_ROWS if busy else FOLLOW_ROWS
-
-        def step() -> tuple[int, float]:
-            t0 = time.monotonic()
-            return store.follow_metrics(rows), time.monotonic() - t0
-
-        def again(fut: asyncio.Future) -> None:
-            if fut.cancelled():
-                return
-            delay = cfg.metrics_follow_s
-            if fut.exception() is not None:
-                log.error("the metrics follower failed", extra={"error": str(fut.exception())})
-            elif busy:
-                delay = max(delay, FOLLOW_BUSY_SHARE * fut.result()[1])
-            elif fut.result()[0] >= rows:
-                delay = 0.0  # idle and more to fold
-            timers["metrics"] = loop.call_later(delay, follow_metrics)
-
-        loop.run_in_executor(store_thread, step).add_done_callback(again)
-
     def rollout_tick() -> None:
         timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)
         rollouts.tick()
@@ -303,6 +294,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         # maintenance suppresses alerts, and a retired device raises none (cloud.fleet.lifecycle.eligible_for_alerts)
         in_maintenance = lambda: store.devices_in_state("maintenance") + store.devices_in_state("retired")  # noqa: E731
         on_store(in_maintenance, alerts.set_maintenance, "reading devices in maintenance failed")
+        if multi:  # silences made through another coordinator's API
+            silences = lambda rows: [alerts.silence(r["target"], r["until_ms"]) for r in rows]  # noqa: E731
+            on_store(lambda: store.active_silences(_now_ms()), silences, "reading silences failed")
 
     def enroll(effect: EnrollDecide) -> None:
         decide = security.rotate if isinstance(effect.request, KeyRotation) else security.enroll
@@ -324,7 +318,15 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     def resign_revocations() -> None:
         """The list's signature expires (so a gateway cannot be fed a stale one forever): sign it afresh daily."""
         timers["revocations"] = loop.call_later(REVOCATION_RESIGN_S, resign_revocations)
-        on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed")
+        on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed",
+                 leader_exec)
+
+    def refused_hello(effect: RefusedHello) -> None:
+        """A key said Hello as a gateway (or site) it is not bound to: the audit log keeps who tried what."""
+        if security is not None:
+            on_store(lambda: security.audit(Actor(f"key:{effect.curve_key}", "gateway socket"), "gateway.hello",
+                                            effect.node_id, False, f"site {effect.site!r}: {effect.reason}", _now_ms()),
+                     lambda _: None, "auditing a refused Hello failed")
 
     def verify_gateway(effect: VerifyGateway) -> None:
         def call() -> GatewayVerified:
@@ -334,24 +336,28 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
         on_store(call, runner.feed, "verifying a gateway failed")
 
-    # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
-    identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None
+    # each gateway's handshake key and its allowlist name: the core binds key, gateway id and site before it honours
+    # a Hello (common.key_binding), and checks a certificate against the key (it costs a frame copy per frame)
+    identify = lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))  # noqa: E731
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
     firmware = FirmwareService(store.releases, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
         extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status,
-               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway},
+               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway,
+               RefusedHello: refused_hello},
         log=log,
     )
     stop_on_signals(loop, stop)
     endpoint = server.start()
-    rollouts = RolloutService(store.rollouts, store_thread, on_command, commands=store.commands, releases=store.releases,
+    rollouts = RolloutService(store.rollouts, store_thread.urgent, on_command, commands=store.commands, releases=store.releases,
                               telemetry=store.telemetry, now_ms=_now_ms,
                               signing_key=load_or_create_rollout_key(cfg.data_dir),
-                              send_to_gateway=lambda gw, msg: runner.feed(CommandsReady([(gw, msg)])))
-    await rollouts.restore()
+                              send_to_gateway=send_plan, steps=leader_exec)
+    if not multi:
+        await rollouts.restore()
+    feed = LeaderFeed(alerts, rollouts, _now_ms)  # with N coordinators: what the leader's tail hears
     api_ctx = ApiContext(
         store, token, executor=store_thread.urgent, releases=releases, security=security, rollouts=rollouts,
         hooks=ApiHooks(on_command=on_command, on_silence=alerts.silence, on_revocations=revocations_changed,
@@ -359,24 +365,22 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         fleet=FleetOptions(retention=cfg.fleet.retention, ghost_s=cfg.fleet.ghost_after_s), metrics=metrics,
     )
     app = create_app(api_ctx, mounts=[mount_console] if cfg.console else [])
+    if multi:  # a rollout made or controlled on a follower goes to the leader
+        forward_to_leader(app, lambda: coord.leader, lambda: coord.leader_api, http)
     api = await serve_api(app, cfg.api_host, cfg.api_port)
     metrics_api = await serve_metrics(api_ctx, cfg.metrics_bind) if cfg.metrics_bind else None
     api_url = f"http://{cfg.api_host}:{api.port}"
     write_atomic(
         cfg.data_dir / "endpoints.json",
-        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode(),
+        json.dumps({"gateways": endpoint, "api": api_url, "public_key": keys.public.decode(), "coordinator": coord.id,
                     **({"metrics": f"http://{cfg.metrics_bind.rsplit(':', 1)[0]}:{metrics_api.port}/metrics"}
                        if metrics_api is not None else {})}).encode(),
         0o644,
     )
     runner.feed(Start())
     on_store(store.ddi.sites, lambda sites: [ddi_tokens_changed(s) for s in sites], "reading DDI sites failed")
-    resign_revocations()
-    refresh_maintenance()
-    alert_tick()
-    rollout_tick()
-    follow_metrics()
-    fleet_jobs = start_fleet_jobs(cfg.fleet, store, store_thread, alerts, on_command, _now_ms)
+    coord.api_url = cfg.api_advertise or api_url
+    await coord.start()  # leader-only work starts in on_lead
 
     def revoke_retired(row: dict) -> None:
         """A retired device's credentials are revoked (on the store thread, after the retirement committed);
@@ -385,19 +389,20 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     if security is not None:
         lifecycle.ON_RETIRE.append(revoke_retired)
-    # every record makes a few containers: the cyclic collector, run every 700 allocations by default, took ~9%
-    # of the cloud's time under ingest; what exists at start is frozen (never scanned again)
+    # the cyclic collector, every 700 allocations by default, took ~9% of the cloud under ingest; freeze the start
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
-    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls)})
+    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls),
+                                     "coordinator": coord.id, "coordinators": "many" if multi else "one"})
     try:
         await stop.wait()
     finally:
         log.info("cloud stopping")
+        on_follow("stopping")
+        await coord.stop()  # the lease is handed over at once
         for timer in timers.values():
             timer.cancel()
-        fleet_jobs.stop()
         if revoke_retired in lifecycle.ON_RETIRE:
             lifecycle.ON_RETIRE.remove(revoke_retired)
         await runner.stop()
@@ -425,16 +430,6 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 def _command(row: dict, security: SecurityService | None = None) -> Command:
     envelope = security.sign_command(row) if security is not None else b""
     return Command(row["device_id"], row["seq"], row["name"], dict(row["args"] or {}), row["expires_ms"], envelope)
-
-
-def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
-    """The signing key (made on first start) and, with ``ca_dir``, the issuing CA."""
-    from cloud.security.ca import load_intermediate
-
-    ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
-    enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
-    return SecurityService(store.security, store.fleet, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
-                           cert_days=cfg.cert_days)
 
 
 def _now_ms() -> int:

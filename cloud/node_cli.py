@@ -41,6 +41,11 @@ DEFAULTS = {
     "ghost_after_s": 7 * 24 * 3600,
     "console": True,  # the operator console on the API's port
     "metrics_bind": "",  # HOST:PORT: Prometheus metrics with no token on a listener of their own
+    # N coordinators over one PostgreSQL (cloud.coordination, docs/DEPLOY.md)
+    "coordinator_id": "",  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
+    "lease_ttl": 5.0,  # seconds one grant of the leader lease lasts; another coordinator leads within ttl + 1 s
+    "api_advertise": "",  # the API's URL as the other coordinators reach it (default: http://API_HOST:API_PORT)
+    "command_poll": 5.0,  # seconds between looks for queued commands of the gateways held here (NOTIFY's fallback)
     "log_level": "info",
     "log_format": "json",
 }
@@ -63,6 +68,12 @@ DEFAULTS = {
 @click.option("--console/--no-console", default=None, help="Serve the operator console on the API's port [on].")
 @click.option("--metrics-bind", metavar="HOST:PORT",
               help="Also serve Prometheus metrics with no token on this address (GET /metrics on the API needs one).")
+@click.option("--coordinator-id", help="This coordinator's name among N over one PostgreSQL [HOST-PID].")
+@click.option("--lease-ttl", type=float, help="Seconds one grant of the leader lease lasts [5]: the takeover bound is it + 1 s.")
+@click.option("--api-advertise", metavar="URL", help="With N coordinators: this API's URL as the others reach it "
+              "(they forward leader-only calls to the leader) [http://API_HOST:API_PORT].")
+@click.option("--command-poll", type=float, help="With N coordinators: seconds between looks for queued commands [5] "
+              "(a command made on another coordinator wakes this one at once by NOTIFY; this is the fallback).")
 def cloud(config_path: str | None, **flags: object) -> None:
     """Run the cloud coordinator: gateway sessions, the store, the operator API.
 
@@ -78,6 +89,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
     """
     cfg = node_config(config_path, DEFAULTS, flags, repeatable=("webhooks", "release_keys"), node="cloud")
     from cloud.alerts.service import AlertSettings
+    from cloud.coordination import LeaseSettings
     from cloud.driver import CloudConfig, run_cloud
     from cloud.releases.plan import ReleaseSettings
     from cloud.security.enrollment import parse_rules
@@ -109,6 +121,10 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 fleet=_fleet_jobs(cfg),
                 console=bool(cfg["console"]),
                 metrics_bind=str(cfg["metrics_bind"] or ""),
+                coordinator_id=str(cfg["coordinator_id"] or ""),
+                lease=LeaseSettings(ttl_s=float(cfg["lease_ttl"])),
+                command_poll_s=float(cfg["command_poll"]),
+                api_advertise=str(cfg["api_advertise"] or ""),
             )
         )
     )

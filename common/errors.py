@@ -7,6 +7,7 @@
     │   ├── QueueFullError     an append would exceed the byte bound (backpressure)
     │   └── QueueClosedError   the queue was closed before the request ran
     ├── StoreError             the cloud store (database)
+    │   └── FencedOff          a leader-only write refused: the leader lease moved on (names both tokens)
     ├── ConfigError            a config file or flag that cannot be used
     ├── QueryError             a device filter query that does not parse (has .position)
     ├── NotFound               an id that names nothing (also a LookupError); the operator API answers 404
@@ -19,7 +20,9 @@
     │   └── RolloutConflict    a rollout whose state does not allow it (also a RolloutError)
     ├── AccessError            an operator request refused by access control
     │   ├── Unauthenticated    no valid credentials (the API answers 401)
-    │   └── Forbidden          the principal's role or sites do not allow the action (403)
+    │   ├── Forbidden          the principal's role or sites do not allow the action (403)
+    │   ├── BodyTooLarge       a request body over its route's limit (413, naming the limit)
+    │   └── RateLimited        too many failed attempts from one source (429)
     ├── FleetError             a fleet record that cannot change so (bad group kind, retired device...)
     │   └── TransitionError    a lifecycle transition the table forbids (names the device, from and to)
     ├── KeyFileError           a key file that is missing, unreadable or malformed
@@ -55,6 +58,8 @@ Every message names the object and the cause. Library errors are translated at
 the adapter with ``raise Mapped(...) from exc``.
 """
 
+# one-piece: the one exception tree of the project (house rule), drawn in the docstring and read as one
+
 from __future__ import annotations
 
 __all__ = [
@@ -62,6 +67,7 @@ __all__ = [
     "AlertNotFound",
     "ApiError",
     "AuditChainError",
+    "BodyTooLarge",
     "BootloaderError",
     "CertificateError",
     "CacheFull",
@@ -73,6 +79,7 @@ __all__ = [
     "EdgeFleetError",
     "EnrollmentError",
     "ExpiredError",
+    "FencedOff",
     "FileWriteError",
     "FirmwareError",
     "FleetError",
@@ -88,6 +95,7 @@ __all__ = [
     "QueueClosedError",
     "QueueError",
     "QueueFullError",
+    "RateLimited",
     "ReleaseConflict",
     "ReleaseError",
     "ReleaseNotFound",
@@ -147,6 +155,16 @@ class StoreError(EdgeFleetError):
     """The cloud store failed."""
 
 
+class FencedOff(StoreError):
+    """A leader-only write by a coordinator whose lease token is no longer the current one."""
+
+    def __init__(self, holder: str, token: int, current: int) -> None:
+        held = f"it holds lease token {token}" if token > 0 else "it does not hold the leader lease"
+        super().__init__(f"leader-only write by coordinator {holder!r} refused: {held}, the current token is {current} "
+                         "(another coordinator leads; leader-only calls go to it)")
+        self.holder, self.token, self.current = holder, token, current
+
+
 class ConfigError(EdgeFleetError, ValueError):
     """A config file or command-line value that cannot be used."""
 
@@ -180,6 +198,14 @@ class Unauthenticated(AccessError):
 
 class Forbidden(AccessError):
     """Authenticated, but the principal's role or sites do not allow the action."""
+
+
+class BodyTooLarge(AccessError):
+    """A request body over the limit of its route; the message names the route and the limit."""
+
+
+class RateLimited(AccessError):
+    """Too many failed attempts from one source in a short time; the message says when to try again."""
 
 
 class AlertNotFound(NotFound, KeyError):
@@ -317,7 +343,8 @@ class ManifestError(FirmwareError):
 
     ``reason`` is one of: ``malformed``, ``unsigned``, ``unknown-key``,
     ``bad-signature``, ``expired``, ``wrong-hardware``, ``below-floor``,
-    ``below-min-version``, ``downgrade``.
+    ``below-min-version``, ``downgrade``, ``unsupported-module`` (the device's board does not install
+    the release's update module).
     """
 
     def __init__(self, version: str | None, reason: str, cause: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -159,20 +159,36 @@ class ServerSocket:
 
 
 class UpstreamLink:
-    """A CURVE DEALER connected to one server, recreated on ``reconnect``."""
+    """A CURVE DEALER connected to one server, recreated on ``reconnect``.
+
+    Given several endpoints (N cloud coordinators sharing one server key), it connects to one at a
+    time and each ``reconnect`` moves to the next in turn: the session layer above declares a server
+    dead after its silence and waits its backoff, so a dead coordinator is left within
+    ``LIVENESS`` heartbeats and a whole list of dead ones is retried with a growing delay.
+    """
 
     def __init__(
         self,
         ctx: zmq.asyncio.Context,
-        endpoint: str,
+        endpoint: str | Sequence[str],
         keys: KeyPair,
         server_public: bytes,
         on_event: Callable[[Event], None],
     ) -> None:
-        self.ctx, self.endpoint, self.keys, self.server_public, self.on_event = ctx, endpoint, keys, server_public, on_event
+        self.endpoints = (endpoint,) if isinstance(endpoint, str) else tuple(endpoint)
+        if not self.endpoints:
+            raise ValueError("an upstream link needs at least one endpoint")
+        self.index = 0
+        self.failovers = 0  # reconnects that moved to another endpoint
+        self.ctx, self.keys, self.server_public, self.on_event = ctx, keys, server_public, on_event
         self.sock: zmq.asyncio.Socket | None = None
         self.refused: Counter[str] = Counter()
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint connected to now (or next)."""
+        return self.endpoints[self.index]
 
     def open(self) -> None:
         sock = self.ctx.socket(zmq.DEALER)
@@ -220,5 +236,9 @@ class UpstreamLink:
 
     async def reconnect(self, delay: float) -> None:
         await self.close()
+        if len(self.endpoints) > 1:
+            self.index = (self.index + 1) % len(self.endpoints)
+            self.failovers += 1
+            log.info("upstream: trying the next endpoint", extra={"endpoint": self.endpoint, "delay_s": round(delay, 3)})
         await asyncio.sleep(delay)
         self.open()

@@ -56,7 +56,8 @@ DEFAULTS = {
 @click.option("--gateway-id", help="This gateway's id (default: the host name).")
 @click.option("--site", help="The site this gateway serves.")
 @click.option("--bind", help="Device-facing endpoint to bind, e.g. tcp://0.0.0.0:7701 (port * for any).")
-@click.option("--cloud", help="The cloud's gateway endpoint, e.g. tcp://cloud.example:7700.")
+@click.option("--cloud", help="The cloud's gateway endpoint, e.g. tcp://cloud.example:7700; N coordinators: "
+              "their endpoints comma-separated (one is used, the next on failover).")
 @click.option("--cloud-key", help="The cloud's CURVE public key: 40 Z85 characters or a file holding them.")
 @click.option("--heartbeat", type=float, help="Heartbeat interval in seconds; a peer silent for 3 is dead.")
 @click.option("--critical-quota-mb", type=float, help="Outbox quota of the critical stream (never evicted; full = backpressure).")
@@ -108,7 +109,7 @@ def gateway(config_path: str | None, **flags: object) -> None:
                 gateway_id=cfg["gateway_id"],
                 site=cfg["site"],
                 data_dir=Path(cfg["data_dir"]),
-                cloud=cfg["cloud"],
+                cloud=",".join(cfg["cloud"]) if isinstance(cfg["cloud"], list) else cfg["cloud"],
                 cloud_key=resolve_public_key(cfg["cloud_key"]),
                 bind=cfg["bind"],
                 heartbeat_s=cfg["heartbeat"],

@@ -70,7 +70,7 @@ class GatewayConfig:
     gateway_id: str
     site: str
     data_dir: Path
-    cloud: str  # the cloud's ZeroMQ endpoint
+    cloud: str  # the cloud's ZeroMQ endpoint; N coordinators: their endpoints, comma-separated (tried in turn)
     cloud_key: bytes  # the cloud's CURVE public key (Z85)
     bind: str = "tcp://127.0.0.1:7701"  # device-facing socket
     heartbeat_s: float = 1.0
@@ -166,7 +166,9 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     loop = asyncio.get_running_loop()
     rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner, lambda: firmware)
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
-    identify = (lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))) if security is not None else None
+    # each device's handshake key and its allowlist name, before its first frame: the core binds each key to one
+    # device id (common.key_binding), with or without a CA
+    identify = lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))  # noqa: E731
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding, identify=identify)
     link = UpstreamLink(ctx, _uplink_endpoint(cfg), keys, cfg.cloud_key, lambda e: runner.feed(e))
     enroll = EnrollSocket(ctx, cfg.enroll_bind, keys, lambda e: runner.feed(e)) if cfg.enroll_bind else None
@@ -373,11 +375,13 @@ def _ca_chain(cfg: GatewayConfig):
         raise ConfigError(f"gateway {cfg.gateway_id!r}: cannot read the CA chain {cfg.ca_chain!r}: {exc}") from exc
 
 
-def _uplink_endpoint(cfg: GatewayConfig) -> str:
-    """The cloud endpoint, leaving from ``uplink_source`` if given (ZeroMQ's ``tcp://SOURCE:0;HOST:PORT``)."""
-    if not cfg.uplink_source or not cfg.cloud.startswith("tcp://"):
-        return cfg.cloud
-    return f"tcp://{cfg.uplink_source}:0;{cfg.cloud.removeprefix('tcp://')}"
+def _uplink_endpoint(cfg: GatewayConfig) -> list[str]:
+    """The cloud endpoints (one per coordinator, failed over in turn), each leaving from ``uplink_source`` if
+    given (ZeroMQ's ``tcp://SOURCE:0;HOST:PORT``)."""
+    endpoints = [e.strip() for e in cfg.cloud.split(",") if e.strip()]
+    if not cfg.uplink_source:
+        return endpoints
+    return [f"tcp://{cfg.uplink_source}:0;{e.removeprefix('tcp://')}" if e.startswith("tcp://") else e for e in endpoints]
 
 
 class _SiteRolloutDriver:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,11 @@ from common.keys import Allowlist, load_or_create_keypair
 from simulations.faultproxy import FaultProxy
 from simulations.teardown import stop_at_exit
 
-__all__ = ["API_TIMEOUT_S", "ProcFleet", "Proc"]
+__all__ = ["API_TIMEOUT_S", "SHARED_IDENTITY", "ProcFleet", "Proc"]
+
+SHARED_IDENTITY = ("curve.key", "curve.secret", "api_token", "signing.key", "signing.pub", "rollout_signing.key",
+                   "rollout_signing.pub", "allowed_gateways")
+"""What N coordinators share: one CURVE server identity, one operator token, one set of signing keys, one allowlist."""
 
 API_TIMEOUT_S = 120.0
 """How long a call to the cloud's operator API (or an operator command) may take before it fails: a hang
@@ -58,6 +63,8 @@ class ProcFleet:
     sample_interval_s: float = 0.2
     procs: dict[str, Proc] = field(default_factory=dict)
     proxies: dict[str, FaultProxy] = field(default_factory=dict)  # gateway -> proxy on its uplink
+    coordinators: list[str] = field(default_factory=lambda: ["cloud"])  # the cloud's processes (start_coordinator)
+    gateways_started: int = 0  # each gateway's list of coordinators is rotated by one more: sessions spread
     python: str = sys.executable
 
     def __post_init__(self) -> None:
@@ -82,11 +89,13 @@ class ProcFleet:
             time.sleep(0.05)
         raise TimeoutError(f"{name} did not write {path} within {timeout_s} s; see {self.root / 'logs'}")
 
-    def allow(self, server: str, client: str) -> None:
-        """Admit ``client``'s key at ``server`` (allowed_gateways for the cloud, allowed_devices for a gateway)."""
+    def allow(self, server: str, client: str, site: str = "") -> None:
+        """Admit ``client``'s key at ``server`` (allowed_gateways for the cloud, allowed_devices for a gateway),
+        named for ``client`` (and ``site``): the key may say Hello only as that node (``common.key_binding``)."""
         keys = load_or_create_keypair(self.dir(client))
         filename = "allowed_gateways" if server == "cloud" else "allowed_devices"
-        Allowlist(self.dir(server) / filename).add(keys.public, client)
+        for s in self.coordinators if server == "cloud" else [server]:  # every coordinator admits the same gateways
+            Allowlist(self.dir(s) / filename).add(keys.public, f"{client} {site}".strip())
 
     # -- processes -------------------------------------------------------------------
 
@@ -116,11 +125,38 @@ class ProcFleet:
         )
         return self._pin("cloud", {"--bind": "gateways", "--api-port": "api"})
 
+    def start_coordinator(self, name: str, database: str, extra: list[str] | None = None) -> dict[str, str]:
+        """One of N coordinators (``edgefleet cloud``) over one PostgreSQL ``database``: its own data directory
+        ``name`` holding the fleet's shared identity (the first coordinator's, in ``cloud``: CURVE key pair,
+        API token, signing keys, admitted gateways), its own ephemeral ports."""
+        shared = self.dir("cloud")
+        load_or_create_keypair(shared)
+        if name != "cloud":
+            self.dir(name).mkdir(parents=True, exist_ok=True)
+            for f in SHARED_IDENTITY:
+                if (shared / f).exists():
+                    shutil.copy2(shared / f, self.dir(name) / f)
+            if not (self.dir(name) / "artifacts").exists():  # release files: shared storage (docs/DEPLOY.md)
+                (shared / "artifacts").mkdir(exist_ok=True)
+                (self.dir(name) / "artifacts").symlink_to(shared / "artifacts", target_is_directory=True)
+        if name not in self.coordinators:
+            self.coordinators.append(name)
+        (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
+        self._start(
+            name,
+            ["cloud", "--data-dir", str(self.dir(name)), "--bind", "tcp://127.0.0.1:*", "--api-port", "0",
+             "--heartbeat", str(self.heartbeat_s), "--database", database, "--coordinator-id", name, *(extra or [])],
+        )
+        return self._pin(name, {"--bind": "gateways", "--api-port": "api"})
+
     def start_gateway(self, name: str, site: str, *, proxy: bool = False, extra: list[str] | None = None) -> dict[str, str]:
         """Start a gateway; with ``proxy`` its uplink to the cloud runs through a FaultProxy (``self.proxies[name]``)."""
-        self.allow("cloud", name)
+        self.allow("cloud", name, site)
         (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
-        cloud = self.endpoints("cloud")["gateways"]
+        turn = self.gateways_started % len(self.coordinators)
+        self.gateways_started += 1
+        order = self.coordinators[turn:] + self.coordinators[:turn]
+        cloud = ",".join(self.endpoints(c)["gateways"] for c in order)  # N coordinators: failed over in turn
         if proxy:
             host, port = cloud.removeprefix("tcp://").rsplit(":", 1)
             fp = FaultProxy(target=(host, int(port)))
@@ -229,17 +265,26 @@ class ProcFleet:
 
     # -- reading the cloud -----------------------------------------------------------
 
-    def api(self, path: str, body: object | None = None) -> object:
-        """GET ``path`` from the cloud's operator API (POST ``body`` when given)."""
-        ep = self.endpoints("cloud")
+    def api(self, path: str, body: object | None = None, node: str = "") -> object:
+        """GET ``path`` from the cloud's operator API (POST ``body`` when given): on ``node``, else on the first
+        coordinator running."""
+        live = [c for c in self.coordinators if c not in self.procs or self.procs[c].running]
         token = (self.dir("cloud") / "api_token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
-        if body is None:
-            r = httpx.get(ep["api"] + path, headers=headers, timeout=API_TIMEOUT_S)
-        else:
-            r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=API_TIMEOUT_S)
-        r.raise_for_status()
-        return r.json()
+        for i, name in enumerate([node] if node else live or ["cloud"]):
+            ep = self.endpoints(name)
+            try:
+                if body is None:
+                    r = httpx.get(ep["api"] + path, headers=headers, timeout=API_TIMEOUT_S)
+                else:
+                    r = httpx.post(ep["api"] + path, headers=headers, json=body, timeout=API_TIMEOUT_S)
+            except httpx.ConnectError:  # a coordinator restarting: any other serves the same API
+                if node or i == len(live) - 1:
+                    raise
+                continue
+            r.raise_for_status()
+            return r.json()
+        raise AssertionError("unreachable")
 
     def agent_stats(self, name: str) -> dict[str, int]:
         return json.loads((self.dir(name) / "stats.json").read_text())

@@ -39,6 +39,7 @@ from device_agent import simimage
 from simulations.delivery import make_key, publish
 from simulations.drill_steps import bulk_stored, drain_agents
 from simulations.fleet import ProcFleet
+from simulations.coordinator_drill import Coordinators
 from simulations.ddi_devices import SwupdateDevice
 from simulations.update_drill import HW, VERSION
 
@@ -52,18 +53,21 @@ FINAL = ("completed", "aborted")
 def run_rollout_drill(
     root: Path, sites: int, devices_per_site: int, bad_release: bool, quiet: bool = False, *,
     cut_uplink_s: float = 0.0, window: bool = True, site_autonomy: bool = False, max_installing_per_site: int = 4,
-    ddi_devices: int = 0,
+    ddi_devices: int = 0, coordinators: int = 1, database: str = "", kill_coordinator: int = 0,
 ) -> dict[str, Any]:
     """``cut_uplink_s``: the last site's uplink (through a fault proxy) is cut for this long once wave 1 starts
     (with ``site_autonomy``: once that site's gateway holds the plan approving wave 1);
     ``window``: installs only inside the maintenance window (else any time);
-    ``site_autonomy``: gateways drive their sites from the cloud's signed site plans."""
+    ``site_autonomy``: gateways drive their sites from the cloud's signed site plans;
+    ``coordinators``, ``database``, ``kill_coordinator``: the cloud as N processes over ``database``, the leader
+    SIGKILLed that many times during the rollout (``simulations.coordinator_drill``)."""
     def say(text: str) -> None:
         if not quiet:
             click.echo(f"  t={time.monotonic() - t0:5.1f}s  {text}")
 
     fleet = ProcFleet(root)
     started = t0 = time.monotonic()
+    coords = Coordinators(fleet, coordinators, database, kill_coordinator, say)
     key = make_key(root / "release")
     image = root / "release" / f"fw-{VERSION}.img"
     health = "fail" if bad_release else "ok"
@@ -79,7 +83,7 @@ def run_rollout_drill(
     else:
         image.write_bytes(simimage.make(VERSION, health, 256 * 1024))
     try:
-        cloud = fleet.start_cloud(["--release-key", str(key.public), "--release-chunk-kb", "32"])
+        cloud = coords.start(["--release-key", str(key.public), "--release-chunk-kb", "32"])
         if ddi_devices:
             from simulations.ddi_devices import DDI_HW
 
@@ -120,7 +124,7 @@ def run_rollout_drill(
             "timeout_s": 60, "max_retries": 2, "backoff_s": 2, "heartbeat_s": 5, "site_autonomy": site_autonomy,
         }
         # no install args: each device fetches the release by version through its gateway's site cache
-        made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {}})
+        made = fleet.api("/v1/rollouts", {"plan": plan, "install_args": {}}, node=coords.wait_leader())
         rid = made["id"]
         canary = sorted(d["device_id"] for d in made["devices"] if d["stage"] == 0)
         if cut_uplink_s > 0:
@@ -139,11 +143,16 @@ def run_rollout_drill(
         converged_s: float | None = None
         while time.monotonic() < deadline:
             view = fleet.api(f"/v1/rollouts/{rid}")
+            coords.step(view["stage_index"] if view["state"] == "running" else -1)
             if cut_gw and cut_at is None and _wave_1_reached(fleet, cut_gw, view, site_autonomy):
                 fleet.proxies[cut_gw].cut()
                 cut_at, cut_stage, cut_wall = time.monotonic(), view["stage"], time.time()
                 say(f"DRILL: uplink of {cut_gw} cut at {view['stage']}")
-            if cut_at is not None and restored_at is None and time.monotonic() - cut_at >= cut_uplink_s:
+            # the cut lasts cut_uplink_s, held (up to 4x) until one of the cut site's devices has committed on
+            # its own: on a slow machine the site may not reach an install in the first seconds of the cut
+            if (cut_at is not None and restored_at is None and time.monotonic() - cut_at >= cut_uplink_s
+                    and (not site_autonomy or time.monotonic() - cut_at >= 4 * cut_uplink_s
+                         or _committed_on_disk(fleet, cut_gw, agents))):
                 behind = {d["device_id"] for d in fleet.api(f"/v1/rollouts/{rid}")["devices"]
                           if d["site"] == f"site-{cut_gw.rsplit('-', 1)[1]}" and d["state"] != "succeeded"}
                 fleet.proxies[cut_gw].restore()
@@ -162,6 +171,7 @@ def run_rollout_drill(
             for d in ddi:
                 d.step()  # a DDI device that installed "reboots", checks itself and confirms
             time.sleep(0.05 if cut_gw and cut_at is None else 0.5)
+        coords.wait_done()
         if view["state"] == "paused":  # halted: the canary's other devices finish; nothing more may start
             SwupdateDevice.settle(ddi, time.monotonic() + 3.0)
             view = fleet.api(f"/v1/rollouts/{rid}")
@@ -186,11 +196,13 @@ def run_rollout_drill(
         codes, stats, produced, summary, dropped = drain_agents(fleet, agents)
         codes |= fleet.stop(gateways)
         gw_stats = [json.loads((fleet.dir(g) / "stats.json").read_text()) for g in gateways]
-        codes |= fleet.stop(["cloud"])
+        codes |= fleet.stop(fleet.coordinators)
+        coordination = coords.report()
     finally:
         for d in ddi:
             d.stop()
         fleet.kill_all()
+        coords.close()
     stored = bulk_stored(summary)
     values = list(outcomes.values())
     every = agents + [d.device_id for d in ddi]
@@ -232,6 +244,7 @@ def run_rollout_drill(
         "ddi_devices_updated": sum(1 for d in ddi if outcomes.get(d.device_id) == "committed"),
         "ddi_devices_failed": sum(1 for d in ddi if outcomes.get(d.device_id) == "failed"),
         "bad_release": bad_release,
+        **coordination,
     }
     result["updates_as_expected"] = (
         result["rollout_state"] in ("paused", "aborted") and result["devices_updated"] == 0
@@ -313,6 +326,21 @@ def _outside_window_sites(fleet: ProcFleet, gateways: list[str]) -> int:
                 if d["started_ms"] and not windows.is_open(datetime.fromtimestamp(d["started_ms"] / 1000, UTC)):
                     bad += 1
     return bad
+
+
+def _committed_on_disk(fleet: ProcFleet, gateway: str, agents: list[str]) -> bool:
+    """Has a device behind ``gateway`` committed the drill's release, by its own update record?"""
+    prefix = f"dev-{gateway.rsplit('-', 1)[1]}-"
+    for d in agents:
+        record = fleet.dir(d) / "update.json"
+        if d.startswith(prefix) and record.exists():
+            try:
+                values = json.loads(record.read_text())
+            except (OSError, ValueError):  # replaced while read: look again next time
+                continue
+            if values.get("state") in ("committed", "idle") and values.get("installed_version") == VERSION:
+                return True
+    return False
 
 
 def _latest_outcomes(fleet: ProcFleet, version: str) -> dict[str, str]:

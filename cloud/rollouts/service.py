@@ -21,6 +21,7 @@ gateway's site cache), or with the rollout's ``install_args`` when they name a m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.rollouts.conflicts import holders
 from cloud.rollouts.dry_run import dry_run_view
+from cloud.rollouts.facts import running_versions, update_modules
 from cloud.store.commands import CommandRecords
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
@@ -128,8 +130,9 @@ class RolloutService:
         telemetry: TelemetryRecords,
         now_ms: Callable[[], int] = _wall_ms,
         signing_key: Ed25519PrivateKey | None = None,
-        send_to_gateway: Callable[[str, object], None] | None = None,
+        send_to_gateway: Callable[[str, object], None] | None = None, steps: Executor | None = None,
     ) -> None:
+        self.steps = steps or executor  # engine steps: the leader's fenced store thread (cloud.coordination)
         self.rollouts, self.commands, self.releases, self.telemetry = rollouts, commands, releases, telemetry
         self.signing_key = signing_key
         self.send_to_gateway = send_to_gateway
@@ -149,7 +152,7 @@ class RolloutService:
     async def restore(self) -> int:
         """Load the active rollouts from the store (after a restart); returns how many."""
         self._loop = asyncio.get_running_loop()
-        rows = await self._call(lambda: self.rollouts.list_rollouts(("scheduled", "running", "paused")))
+        rows = await self._call(lambda: self.rollouts.list_rollouts(("draft", "scheduled", "running", "paused")))
         for row in rows:
             devices = await self._call(lambda r=row: self.rollouts.rollout_devices(r["rollout_id"]))
             plan = RolloutPlan.from_dict(row["plan"])
@@ -174,15 +177,18 @@ class RolloutService:
             raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
         known = await self._call(lambda: self.releases.get_release(release["version"]))
         if known is not None:  # the store's release record is authoritative
-            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"]}
+            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"],
+                        "module": json.loads(known["manifest_body"]).get("module") or "rootfs-image"}
         plan = RolloutPlan.from_dict({**plan_json, "release": release})
         now = self.now_ms()
         existing = await self._call(lambda: self.rollouts.list_rollouts())
         rid = str(body.get("id") or f"r{len(existing) + 1}")
         inventory = await self._call(self.telemetry.list_devices)
-        running = await self._call(self._running_versions)
+        running = await self._call(lambda: running_versions(self.telemetry))
+        modules = await self._call(lambda: update_modules(self.telemetry))
         devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], ""),
-                              state=d.get("state") or "active") for d in inventory]
+                              state=d.get("state") or "active", update_modules=modules.get(d["device_id"]))
+                   for d in inventory]
         others = await self._call(self.rollouts.active_rollout_devices)
         if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
             raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")
@@ -209,7 +215,7 @@ class RolloutService:
         args = {str(k): str(v) for k, v in (body.get("install_args") or {}).items()}
         row = {"rollout_id": rid, "release_version": plan.release.version, "plan": plan.to_dict(),
                "header": engine.header(), "install_args": args, "created_ms": now}
-        if not await self._call(lambda: self.rollouts.create_rollout(row)):
+        if not await asyncio.wrap_future(self.steps.submit(self.rollouts.create_rollout, row)):
             raise RolloutError(rid, "invalid", f"a rollout with the id {rid!r} exists; choose another --id")
         self.engines[rid] = engine
         self.install_args[rid] = args
@@ -223,14 +229,6 @@ class RolloutService:
         if plan.site_autonomy:
             await self.send_plans(rid)
         return await self.show(rid)
-
-    def _running_versions(self) -> dict[str, str]:
-        """What each device last said it runs (its latest update record); unknown devices are left out."""
-        out: dict[str, str] = {}
-        for r in self.telemetry.records_of_kind("update"):
-            if r["values"].get("running_version"):
-                out[r["device_id"]] = str(r["values"]["running_version"])
-        return out
 
     async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
         engine = self.engines.get(rid)
@@ -369,11 +367,11 @@ class RolloutService:
 
     def _submit(self, rid: str, effects: list[object]) -> None:
         if effects:
-            fut = self.executor.submit(self._apply, rid, effects, self.now_ms())
+            fut = self.steps.submit(self._apply, rid, effects, self.now_ms())
             fut.add_done_callback(lambda f: self._pushed(rid, f))
 
     async def _run(self, rid: str, effects: list[object]) -> None:
-        pushed = await self._call(lambda: self._apply(rid, effects, self.now_ms()))
+        pushed = await asyncio.wrap_future(self.steps.submit(lambda: self._apply(rid, effects, self.now_ms())))
         for device, seq in pushed:
             self.on_command(device, seq)
 

@@ -27,7 +27,9 @@ database (password hidden) and the driver's cause.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,6 +53,7 @@ class Database:
         self.where = engine.url.render_as_string(hide_password=True)
         self._applied = tuple(applied)
         self._closed = False
+        self._fence = threading.local()  # .check: run first in every transaction of this thread (``fenced``)
         dialect = engine.dialect.name
         if dialect == "sqlite":
             from sqlalchemy.dialects.sqlite import insert
@@ -118,9 +121,31 @@ class Database:
                 if immediate and self._engine.dialect.name == "sqlite":
                     conn.execution_options(**{_BEGIN_OPTION: "BEGIN IMMEDIATE"})
                 with conn.begin():
-                    yield conn
+                    depth = getattr(self._fence, "depth", 0)
+                    check = getattr(self._fence, "check", None)
+                    if check is not None and depth == 0:  # a nested transaction is covered by the outer one's check
+                        check(conn)
+                    self._fence.depth = depth + 1
+                    try:
+                        yield conn
+                    finally:
+                        self._fence.depth = depth
         except sa.exc.SQLAlchemyError as exc:
             raise self.failure(operation, _cause(exc)) from exc
+
+    @contextmanager
+    def fenced(self, check: Callable[[sa.Connection], None]) -> Iterator[None]:
+        """Every transaction this thread opens meanwhile runs ``check(conn)`` first, inside it: a leader-only
+        call's fence (``cloud.coordination``), which raises ``FencedOff`` and so rolls the transaction back.
+        A transaction opened inside another (on this thread) is not checked again: the outer one's check
+        holds the lease row (``FOR SHARE``) until it ends, and asking again from a second connection would
+        queue behind a takeover that waits for the outer one: a deadlock the database cannot see."""
+        previous = getattr(self._fence, "check", None)
+        self._fence.check = check
+        try:
+            yield
+        finally:
+            self._fence.check = previous
 
 
 def greatest(a: Any, b: Any) -> sa.ColumnElement[Any]:
@@ -169,6 +194,7 @@ def _create_engine(url: str) -> sa.Engine:
                 " (use sqlite:///path or postgresql://...)"
             )
         if backend == "sqlite":
+            _private_file(parsed.database)
             engine = sa.create_engine(parsed)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -177,6 +203,27 @@ def _create_engine(url: str) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"store URL {_hide_password(url)!r} cannot be used: {exc}") from exc
+
+
+def _private_file(path: str | None) -> None:
+    """The database file, made (or narrowed to) 0600 before SQLite opens it: its WAL and shared-memory files
+    take the main file's permissions, so none of them is readable by other users."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            return  # no such directory: SQLite's own open fails and says so
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm", "-journal"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+    except OSError as exc:
+        raise StoreError(f"store file {path!r} cannot be made private (0600): {exc.strerror or exc}") from exc
 
 
 def _hide_password(url: str) -> str:

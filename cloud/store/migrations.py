@@ -518,6 +518,30 @@ def _v9_metric_follower(conn: sa.Connection) -> None:
         # table rebuild there, and its check is an in-process index lookup)
         conn.exec_driver_sql("ALTER TABLE telemetry DROP CONSTRAINT IF EXISTS telemetry_device_id_fkey")
 
+def _v10_coordination(conn: sa.Connection) -> None:
+    """N coordinators over one database (cloud.coordination): the leader lease with its fencing token, which
+    coordinator holds each gateway's session, and telemetry by arrival for the leader's tail."""
+    md = sa.MetaData()
+    sa.Table(
+        "coordinator_leases",
+        md,
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(128), nullable=False),
+        sa.Column("token", sa.BigInteger, nullable=False),
+        sa.Column("expires_ms", sa.BigInteger, nullable=False),  # database clock
+        sa.Column("holder_api", sa.String(256), nullable=False, server_default=""),
+    )
+    sa.Table(
+        "gateway_sessions",
+        md,
+        sa.Column("gateway_id", sa.String(128), primary_key=True),
+        sa.Column("coordinator_id", sa.String(128), nullable=False),
+        sa.Column("since_ms", sa.BigInteger, nullable=False),
+        sa.Index("gateway_sessions_coordinator", "coordinator_id"),
+    )
+    md.create_all(conn)
+    conn.execute(sa.text("CREATE INDEX telemetry_received ON telemetry (received_ms)"))
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
@@ -529,6 +553,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "fleet: lifecycle, inventory, tags, groups, layered config, metrics", _v7_fleet),
     Migration(8, "DDI devices' TargetTokens", _v8_ddi_tokens),
     Migration(9, "metric follower: telemetry.ingest_id and metric_backlog", _v9_metric_follower),
+    Migration(10, "coordination: leader lease, gateway sessions, telemetry by arrival", _v10_coordination),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

@@ -25,7 +25,9 @@ __all__ = [
     "alerts",
     "commands",
     "deltas",
+    "gateway_sessions",
     "config_layers",
+    "coordinator_leases",
     "device_config",
     "device_tags",
     "devices",
@@ -379,4 +381,26 @@ metric_backlog = sa.Table(
     sa.Column("ranges", JSON_VALUES, nullable=False),
     sa.Column("received_ms", sa.BigInteger, nullable=False),
     sqlite_autoincrement=True,
+)
+
+# N coordinators over one database (cloud.coordination, migration 10). One row per lease ("leader"): who holds
+# it, its fencing token (bumped by every new term) and when it expires by the database's clock
+coordinator_leases = sa.Table(
+    "coordinator_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(128), nullable=False),
+    sa.Column("token", sa.BigInteger, nullable=False),
+    sa.Column("expires_ms", sa.BigInteger, nullable=False),
+    sa.Column("holder_api", sa.String(256), nullable=False, server_default=""),
+)
+
+# which coordinator holds each gateway's session (the last one it said Hello to): where its commands go
+gateway_sessions = sa.Table(
+    "gateway_sessions",
+    metadata,
+    sa.Column("gateway_id", sa.String(128), primary_key=True),
+    sa.Column("coordinator_id", sa.String(128), nullable=False),
+    sa.Column("since_ms", sa.BigInteger, nullable=False),
+    sa.Index("gateway_sessions_coordinator", "coordinator_id"),
 )

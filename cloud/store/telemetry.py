@@ -26,13 +26,14 @@ import sqlalchemy as sa
 
 from cloud.fleet.views import ONLINE_WITHIN_MS
 from cloud.store.alerts import AlertRecords
-from cloud.store.batch import INVENTORY_KIND, BatchPlan, plan_batch, subtract_ranges
+from cloud.store.batch import INVENTORY_KIND, BatchPlan, subtract_ranges
 from cloud.store.bulk import Row, ingest_upserts, write_telemetry
 from cloud.store.commands import CommandRecords
 from cloud.store.database import Database
 from cloud.store.fleet import FleetRecords
 from cloud.store.metrics import MetricRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
+from cloud.store.security import site_checked_plans
 from common.protocol.messages import ForwardRecord
 
 __all__ = ["Batch", "IngestResult", "TelemetryRecords"]
@@ -94,17 +95,16 @@ class TelemetryRecords:
         transaction leaves a ``metric_backlog`` entry the metrics follower folds later.
         See ``cloud.store.batch`` for how records are sorted.
         """
-        plans = [plan_batch(records, now_ms) for _, _, records in batches]
-        seen: set[tuple[str, str, int]] = set()
-        groups: list[list[Row]] = []
-        for plan in plans:  # the first batch holding a key stores it
-            rows = [row for key, row in plan.telemetry.items() if key not in seen]
-            seen.update(plan.telemetry)
-            groups.append(rows)
         n = sum(len(records) for _, _, records in batches)
         what = (f"ingest of {n} records from gateway {batches[0][0]!r}" if len(batches) == 1
                 else f"ingest of {n} records in {len(batches)} batches")
         with self._db.transaction(what) as conn:
+            plans, refused = site_checked_plans(conn, batches, now_ms)  # cloud.store.security
+            seen: set[tuple[str, str, int]] = set()
+            groups: list[list[Row]] = []
+            for plan in plans:  # the first batch holding a key stores it
+                groups.append([row for key, row in plan.telemetry.items() if key not in seen])
+                seen.update(plan.telemetry)
             self._upsert_sites(conn, [site for _, site, _ in batches], now_ms)
             self._upsert_gateways(conn, [(gw, site) for gw, site, _ in batches], now_ms)
             self._upsert_devices(conn, batches, plans, now_ms)
@@ -112,21 +112,20 @@ class TelemetryRecords:
             if seen:
                 ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
                 stored = write_telemetry(conn, groups, ingest_id)
-                # a device's inventory and the config it applied, from the rows this transaction stored (tagged
-                # with its id): a resent old report must not set an older applied config again
+                # inventory and applied config only from rows this transaction stored (tagged with its id)
                 reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
-                new = [_as_dict(row) for row in reports if conn.execute(_TAG, dict(zip(("d", "s", "q"), row))).scalar()
-                       == ingest_id]
-                self._fleet.ingest_in(conn, new, now_ms)
+                self._fleet.ingest_in(conn, [_as_dict(r) for r in reports
+                                             if conn.execute(_TAG, dict(zip(("d", "s", "q"), r))).scalar() == ingest_id], now_ms)
             results = [
-                self._reports_in(conn, gateway_id, plan, stored[i], now_ms)
+                self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i])
                 for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))
             ]
         return results
 
-    def _reports_in(self, conn: sa.Connection, gateway_id: str, plan: BatchPlan, stored: int, now_ms: int) -> IngestResult:
+    def _reports_in(self, conn: sa.Connection, gateway_id: str, plan: BatchPlan, stored: int, now_ms: int,
+                    refused: list[str]) -> IngestResult:
         """One batch's gap, status, alert, inventory and command reports, in ingest's transaction."""
-        rejected = plan.rejected
+        rejected = plan.rejected + refused
         new_gaps = 0
         if plan.gaps:
             new = conn.execute(

@@ -315,10 +315,12 @@ def test_ingest_of_a_20k_record_batch_stores_each_once(store: Store) -> None:
 
 def test_devices_follow_the_newest_sighting_and_last_seq_only_grows(store: Store) -> None:
     store.telemetry.ingest("gw-1", "site-a", [rec("d1", 5), rec("d1", 3)], now_ms=100)
-    store.telemetry.ingest("gw-2", "site-b", [rec("d1", 2)], now_ms=200)  # the device moved; an old record arrives late
+    store.telemetry.ingest("gw-2", "site-a", [rec("d1", 2)], now_ms=200)  # the device moved; an old record arrives late
+    # a gateway of another site may not move it there (only an operator may): its record is refused
+    assert store.telemetry.ingest("gw-3", "site-b", [rec("d1", 9)], now_ms=300).rejected
     [device] = store.telemetry.list_devices()
     assert device == {
-        "device_id": "d1", "site_id": "site-b", "gateway_id": "gw-2",
+        "device_id": "d1", "site_id": "site-a", "gateway_id": "gw-2",
         "first_seen_ms": 100, "last_seen_ms": 200, "last_seq": 5, "state": "active",
     }
 
@@ -634,12 +636,12 @@ def test_closed_store_refuses_calls(store: Store) -> None:
 
 def test_failed_ingest_rolls_back_everything(store: Store) -> None:
     # the last record breaks a NOT NULL constraint after the site, gateway and devices were upserted
-    bad = ForwardRecord("d1", "bulk", 2, None, "env", {})  # type: ignore[arg-type]
+    bad = ForwardRecord("d9", "bulk", 2, None, "env", {})  # type: ignore[arg-type]
     store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=100)
     with pytest.raises(StoreError, match=r"(?i)ingest of 2 records from gateway 'gw-9' failed on .*: \w+: .*not.null"):
-        store.telemetry.ingest("gw-9", "site-z", [rec("d1", 9), bad], now_ms=200)
+        store.telemetry.ingest("gw-9", "site-z", [rec("d9", 9), bad], now_ms=200)
     assert [s["site_id"] for s in store.telemetry.list_sites()] == ["site-a"]
-    assert store.telemetry.list_devices()[0]["last_seq"] == 1
+    assert [(d["device_id"], d["last_seq"]) for d in store.telemetry.list_devices()] == [("d1", 1)]
     assert store.telemetry.telemetry_summary()["rows"] == 1
 
 
@@ -691,3 +693,19 @@ def test_silences_and_devices_in_maintenance(store: Store) -> None:
     assert [s["target"] for s in store.alerts.active_silences(1_000)] == ["battery_low"]
     store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], 10)
     assert store.fleet.devices_in_state("maintenance") == []  # no lifecycle states in this schema
+
+
+def test_the_database_and_its_wal_are_private_to_the_cloud(tmp_path) -> None:
+    """cloud.db, its WAL and shared memory are 0600, also for a file made 0644 before (issue 15, point 9)."""
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    for path in (tmp_path / "cloud.db", old):
+        s = Store.open(f"sqlite:///{path}")
+        try:
+            s.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=1)
+            made = [p for p in tmp_path.iterdir() if p.name.startswith(path.name)]
+            assert {p.name for p in made} >= {path.name}
+            assert {p.name: oct(p.stat().st_mode & 0o777) for p in made} == {p.name: "0o600" for p in made}
+        finally:
+            s.close()
