@@ -1,6 +1,7 @@
 """Telemetry rows written by the database's bulk path, inside the caller's (ingest's) transaction.
 
     stored = write_telemetry(conn, groups, ingest_id)   # rows actually stored, per group
+    site, gateway, device = ingest_upserts(db)          # the upserts ingest sends its rows to (executemany)
 
 ``groups`` holds one list of rows per forwarded batch, each row ``(device_id, stream, seq, ts_ms, kind,
 values, received_ms)``, no key twice across groups (``TelemetryRecords.ingest_many`` plans that). A row
@@ -23,7 +24,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["Row", "write_telemetry"]
+from cloud.store.database import Database, greatest
+from cloud.store.schema import devices, gateways, sites
+
+__all__ = ["Row", "ingest_upserts", "write_telemetry"]
 
 Row = tuple[str, str, int, int, str, Any, int]  # device_id, stream, seq, ts_ms, kind, values, received_ms
 
@@ -86,3 +90,33 @@ def _copy_and_move(raw: Any, groups: Sequence[Sequence[Row]], ingest_id: int | N
         cur.execute(_PG_COUNT, (ingest_id,))
         per = dict(cur.fetchall())
     return [int(per.get(g, 0)) for g in range(len(groups))]
+
+
+def ingest_upserts(db: Database) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
+    """The sites', gateways' and devices' upserts ingest sends as one executemany each, built once (an
+    ``excluded`` is costly to build per call): ``last_seen_ms`` and ``last_seq`` only grow."""
+    ins = db.insert(sites)
+    site = ins.on_conflict_do_update(
+        index_elements=[sites.c.site_id],
+        set_={"last_seen_ms": greatest(sites.c.last_seen_ms, ins.excluded.last_seen_ms)},
+    )
+    ins = db.insert(gateways)
+    gateway = ins.on_conflict_do_update(
+        index_elements=[gateways.c.gateway_id],
+        set_={
+            "site_id": ins.excluded.site_id,
+            "public_key": sa.func.coalesce(ins.excluded.public_key, gateways.c.public_key),
+            "last_seen_ms": greatest(gateways.c.last_seen_ms, ins.excluded.last_seen_ms),
+        },
+    )
+    ins = db.insert(devices)
+    device = ins.on_conflict_do_update(
+        index_elements=[devices.c.device_id],
+        set_={
+            "site_id": ins.excluded.site_id,
+            "gateway_id": ins.excluded.gateway_id,
+            "last_seen_ms": greatest(devices.c.last_seen_ms, ins.excluded.last_seen_ms),
+            "last_seq": greatest(devices.c.last_seq, ins.excluded.last_seq),
+        },
+    )
+    return site, gateway, device

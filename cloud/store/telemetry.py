@@ -27,9 +27,9 @@ import sqlalchemy as sa
 from cloud.fleet.views import ONLINE_WITHIN_MS
 from cloud.store.alerts import AlertRecords
 from cloud.store.batch import INVENTORY_KIND, BatchPlan, subtract_ranges
-from cloud.store.bulk import Row, write_telemetry
+from cloud.store.bulk import Row, ingest_upserts, write_telemetry
 from cloud.store.commands import CommandRecords
-from cloud.store.database import Database, greatest
+from cloud.store.database import Database
 from cloud.store.fleet import FleetRecords
 from cloud.store.metrics import MetricRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
@@ -76,7 +76,7 @@ class TelemetryRecords:
     ) -> None:
         self._db = db
         self._commands, self._fleet, self._metrics, self._alerts = commands, fleet, metrics, alerts
-        self._site_upsert, self._gateway_upsert, self._device_upsert = self._upserts()
+        self._site_upsert, self._gateway_upsert, self._device_upsert = ingest_upserts(db)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -222,34 +222,6 @@ class TelemetryRecords:
                  "last_seen_ms": now_ms} for gw, site in sorted(dict(seen).items())]
         if rows:
             conn.execute(self._gateway_upsert, rows)
-
-    def _upserts(self) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
-        """The sites', gateways' and devices' upserts, built once (an ``excluded`` is costly to build per call)."""
-        ins = self._db.insert(sites)
-        site = ins.on_conflict_do_update(
-            index_elements=[sites.c.site_id],
-            set_={"last_seen_ms": greatest(sites.c.last_seen_ms, ins.excluded.last_seen_ms)},
-        )
-        ins = self._db.insert(gateways)
-        gateway = ins.on_conflict_do_update(
-            index_elements=[gateways.c.gateway_id],
-            set_={
-                "site_id": ins.excluded.site_id,
-                "public_key": sa.func.coalesce(ins.excluded.public_key, gateways.c.public_key),
-                "last_seen_ms": greatest(gateways.c.last_seen_ms, ins.excluded.last_seen_ms),
-            },
-        )
-        ins = self._db.insert(devices)
-        device = ins.on_conflict_do_update(
-            index_elements=[devices.c.device_id],
-            set_={
-                "site_id": ins.excluded.site_id,
-                "gateway_id": ins.excluded.gateway_id,
-                "last_seen_ms": greatest(devices.c.last_seen_ms, ins.excluded.last_seen_ms),
-                "last_seq": greatest(devices.c.last_seq, ins.excluded.last_seq),
-            },
-        )
-        return site, gateway, device
 
     # -- reads ---------------------------------------------------------------------------
 
