@@ -39,8 +39,11 @@ tools:
 	if [ -n "$$still" ]; then echo "make tools: still missing after the install: $$still" >&2; exit 1; fi
 
 # The whole suite: unit, property, contract and integration tests (real processes, sockets, LMDB, tools).
+# Three workers (pytest-xdist), one test file per worker at a time so module fixtures (a fleet, an outage)
+# run once; most integration tests wait on processes and sockets, so three fit two cores. The slowest 20
+# tests are listed at the end.
 test: $(STAMP) tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3 --dist loadfile --durations=20
 
 # The inner loop: everything but the integration tests (no real processes, fleets or tools), in about a minute.
 test-fast: $(STAMP)

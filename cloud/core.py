@@ -38,6 +38,7 @@ from common.errors import ProtocolError
 from common.protocol import (
     STREAMS,
     ChunkRequest,
+    Command,
     CommandAck,
     ErrorReply,
     ForwardAck,
@@ -60,11 +61,13 @@ from common.protocol.messages import (
     NodeCertificate,
     RevocationUpdate,
 )
+from common.key_binding import KeyBindings
 from common.security_events import (
     EnrollDecide,
     EnrollDecided,
     GatewayVerified,
     PeerKey,
+    RefusedHello,
     RevocationsChanged,
     VerifyGateway,
 )
@@ -88,6 +91,7 @@ class GatewaySession:
     last_rx: float
     contiguous: dict[str, int] = field(default_factory=dict)  # stream -> outbox sequence stored up to
     certified: bool = False  # its NodeCertificate verified (id, site and key bound by the fleet CA)
+    sent: dict[tuple[str, int], None] = field(default_factory=dict)  # commands sent on this session (bounded)
 
 
 class CloudCore:
@@ -103,6 +107,8 @@ class CloudCore:
         # with require_gateway_certs, only a gateway whose certificate verified may relay enrollments and rotations
         self.require_gateway_certs = require_gateway_certs
         self.peer_keys: dict[str, str] = {}  # gateway peer -> the CurveZMQ key its handshake proved
+        # each key's gateway id and site (allowlist name, else its first Hello): checked before a Hello is honoured
+        self.bindings = KeyBindings()
         self.cloud_id = cloud_id
         self.heartbeat_s = heartbeat_s
         self.window = window
@@ -110,7 +116,8 @@ class CloudCore:
         self.sessions: dict[str, GatewaySession] = {}
         self.revocations = b""  # the current signed revocation list, sent to every gateway
         self.ddi: dict[str, DdiCredentials] = {}  # site -> its DDI devices' token hashes, sent to its gateways
-        self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "commands_sent": 0}
+        self.counters = {"batches": 0, "records": 0, "stored": 0, "duplicates": 0, "rejected": 0, "malformed": 0, "commands_sent": 0,
+                         "hello_refused": 0, "foreign_acks_refused": 0}
 
     def peer_of(self, gateway_id: str) -> str | None:
         for peer, s in self.sessions.items():
@@ -131,10 +138,11 @@ class CloudCore:
                 return self._stored(peer, stream, first, last, stored, duplicates)
             case Stored(_, _, _):
                 return []
-            case PeerKey(peer, key, _):
+            case PeerKey(peer, key, name):
                 if len(self.peer_keys) >= 100_000:
                     self.peer_keys.clear()
                 self.peer_keys[peer] = key
+                self.bindings.peer(peer, key, name)
                 return []
             case GatewayVerified(peer, problem, renewal):
                 session = self.sessions.get(peer)
@@ -164,6 +172,11 @@ class CloudCore:
                     peer = self.peer_of(gateway_id)
                     if peer is not None:
                         self.counters["commands_sent"] += 1
+                        if isinstance(cmd, Command):  # only what was sent on a session may be reported held on it
+                            sent = self.sessions[peer].sent
+                            if len(sent) >= 100_000:
+                                del sent[next(iter(sent))]
+                            sent[(cmd.device_id, cmd.seq)] = None
                         out.append(Send(peer, cmd))
                 return out
             case TimerFired("commands"):
@@ -185,6 +198,11 @@ class CloudCore:
                 version = agreed_version(peer, low, high)
                 if isinstance(version, Send):
                     return [version]
+                if (why := self.bindings.check(peer, node_id, site)) is not None:  # before anything is honoured
+                    self.counters["hello_refused"] += 1
+                    return [Send(peer, ErrorReply("identity", why[:256])),
+                            Log("warning", "gateway Hello refused", {"gateway": node_id, "site": site, "error": why}),
+                            RefusedHello(peer, node_id, site, self.bindings.key_of(peer) or "", why)]
                 for old in [p for p, s in self.sessions.items() if s.gateway_id == node_id and p != peer]:
                     del self.sessions[old]  # the gateway reconnected on a new socket
                 self.sessions[peer] = GatewaySession(node_id, site, now)
@@ -222,6 +240,10 @@ class CloudCore:
             case EnrollRequest() | KeyRotation():
                 return [EnrollDecide(peer, session.gateway_id, session.site, msg)]
             case CommandAck(device_id, seq, "held", _):
+                if (device_id, seq) not in session.sent:  # not sent to this gateway: another's device, or made up
+                    self.counters["foreign_acks_refused"] += 1
+                    return [Log("warning", "command report refused", {"gateway": session.gateway_id, "device": device_id,
+                                                                       "seq": seq, "error": "not sent on this session"})]
                 return [StoreCommandStatus(device_id, seq, "held", f"held by {session.gateway_id}")]
             case OfferRequest() | ChunkRequest():
                 return [Firmware(peer, session.gateway_id, msg)]

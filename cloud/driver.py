@@ -15,8 +15,10 @@ the ghost and lifecycle inputs of the alert service, published releases for the 
 Firmware releases (``cloud.releases.service``): images and deltas under DATA_DIR/artifacts,
 deltas computed in a process pool, published once a key in ``release_keys`` signed them.
 Rollouts (``cloud.rollouts.service``): ticked every ``rollout_tick_s``, fed every committed batch.
-N coordinators over one PostgreSQL (``cloud.coordination``, docs/DEPLOY.md): leader-only work runs fenced on
-the leader, which tails the store; commands and site plans for a gateway held elsewhere wake its coordinator.
+Ingest: forwarded batches waiting for the store thread are written together, one transaction for many
+gateways' batches (``cloud.store_thread.IngestQueue``); metric points and rollups are folded from the
+stored telemetry by the metrics follower every ``metrics_follow_s``, off the acknowledgement path.
+N coordinators over one PostgreSQL: ``cloud.coordination`` (leader-only work fenced on the leader), docs/DEPLOY.md.
 After binding, ``endpoints.json`` names the gateway endpoint, the API URL and
 the cloud's public key; ``api_token`` (0600) holds the operator token.
 """
@@ -26,37 +28,33 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
 import zmq.asyncio
 
-from cloud.alerts.service import AlertService, AlertSettings, TickResult, site_alert_event
+from cloud.alerts.service import AlertService, TickResult, site_alert_event
 from cloud.console import mount as mount_console
 from cloud.metrics import CloudMetrics
 from cloud.http.prometheus import serve_metrics
 from cloud.http import ApiContext, ApiHooks, FleetOptions, create_app, serve_api
 from cloud.releases.artifacts import ArtifactStore
 from cloud.fleet import lifecycle
-from cloud.coordination import Coordination, LeaseSettings
+from cloud.coordination import Coordination
 from cloud.coordination.forward import install as forward_to_leader
 from cloud.coordination.leader_feed import LeaderFeed
 from cloud.coordination.plans import PLANS_CHANNEL, send_site_plans
+from cloud.config import CloudConfig, ensure_api_token, security_service
 from cloud.core import CloudCore, DdiCredentialsChanged
-from cloud.security.enrollment import EnrollRule, Enroller
 from cloud.releases.firmware import FirmwareService
-from cloud.fleet.jobs import FleetJobs, start_fleet_jobs
-from cloud.releases.plan import ReleaseSettings, load_release_keys
+from cloud.fleet.jobs import start_fleet_jobs
+from cloud.releases.plan import load_release_keys
 from cloud.releases.service import ReleaseService
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security.service import SecurityService
-from cloud.security.signing import load_or_create_signing_key
 from cloud.security.service import Actor
 from cloud.store import Store
-from cloud.store_thread import StoreThread
+from cloud.store_thread import IngestQueue, StoreThread
 from cloud.alerts.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
@@ -66,54 +64,16 @@ from common.protocol import Command
 from common.protocol.messages import DdiCredentials, KeyRotation
 from common.runner import NodeRunner
 from common.sockets import ServerSocket
-from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RevocationsChanged, VerifyGateway
+from common.security_events import EnrollDecide, EnrollDecided, GatewayVerified, PeerKey, RefusedHello, RevocationsChanged, VerifyGateway
 from common.uplink import LIVENESS
 
 __all__ = ["CloudConfig", "ensure_api_token", "run_cloud"]
 
 log = logging.getLogger("edgefleet.cloud")
 REVOCATION_RESIGN_S = 24 * 3600.0  # well within common.revocation's 7-day acceptance window
-
-
-@dataclass(frozen=True, slots=True)
-class CloudConfig:
-    data_dir: Path
-    bind: str = "tcp://127.0.0.1:7700"  # gateway-facing socket
-    api_host: str = "127.0.0.1"
-    api_port: int = 8700
-    database: str = ""  # SQLAlchemy URL; default sqlite in the data directory
-    heartbeat_s: float = 1.0
-    webhooks: tuple[str, ...] = ()  # every alert event is POSTed to each
-    alerts: AlertSettings = field(default_factory=AlertSettings)
-    alert_tick_s: float = 1.0
-    maintenance_refresh_s: float = 30.0  # how often devices in maintenance are read from the store
-    release_keys: tuple[str, ...] = ()  # PEM public keys trusted to sign firmware manifests
-    releases: ReleaseSettings = field(default_factory=ReleaseSettings)
-    ca_dir: str = ""  # the fleet CA (``edgefleet ca init``); empty: no enrollment
-    ca_passphrase: bytes | None = None  # only if the intermediate key was written encrypted
-    cert_days: float = 90.0  # lifetime of the device certificates it issues
-    enroll_rules: tuple[EnrollRule, ...] = ()  # groups and config for new devices (cloud.security.enrollment)
-    enroll_rate: float = 0.5  # enrollment attempts per second and gateway
-    enroll_burst: int = 20
-    require_gateway_certs: bool = False  # only gateways with a verified certificate relay enrollments
-    rollout_tick_s: float = 1.0  # how often the rollout engines are ticked
-    fleet: FleetJobs = field(default_factory=FleetJobs)  # retention, config push, ghosts (cloud.fleet.jobs)
-    console: bool = True  # the operator console (cloud.console) on the API's port
-    metrics_bind: str = ""  # HOST:PORT: Prometheus metrics on a listener of their own, no token (cloud.metrics.server)
-    coordinator_id: str = ""  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
-    lease: LeaseSettings = field(default_factory=LeaseSettings)  # the leader lease (PostgreSQL only)
-    command_poll_s: float = 5.0  # with N coordinators: how often queued commands are looked for (the wake-up's fallback)
-    api_advertise: str = ""  # the API's URL as other coordinators reach it (forwarding to the leader); default: bound
-
-
-def ensure_api_token(data_dir: Path) -> str:
-    """The operator API token, made on first start and kept at 0600."""
-    path = data_dir / "api_token"
-    if path.exists():
-        return path.read_text().strip()
-    token = secrets.token_urlsafe(32)
-    write_atomic(path, (token + "\n").encode(), 0o600)
-    return token
+TOUCH_EVERY_S = 0.25  # gateways heard (Hello, Heartbeat) are written together at most this often
+FOLLOW_ROWS, FOLLOW_BUSY_ROWS = 20_000, 2_000  # telemetry rows per metrics follower step: idle, ingesting
+FOLLOW_BUSY_SHARE = 3.0  # while ingesting, the follower waits 3x its step's time: at most a quarter of the store thread
 
 
 async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict[str, int]:
@@ -137,7 +97,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
     releases = ReleaseService(store.releases, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()
-    security = _security_service(cfg, store)
+    security = security_service(cfg, store)
     allow = Allowlist(cfg.data_dir / "allowed_gateways")
     ctx = zmq.asyncio.Context()
     auth = start_authenticator(ctx, allow)
@@ -146,8 +106,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                          on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: feed.telemetry(rows),
                          on_gateways=lambda rows: feed.gateways(rows), on_plans=lambda gw: plans_for(gw))
     multi = coord.multi
-    # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
-    leader_exec = coord.fenced(store_thread.urgent)
+    leader_exec = coord.fenced(store_thread.urgent)  # leader-only work: fenced, ahead of an ingest backlog
+    follower_exec = coord.fenced(store_thread)  # the metrics follower: fenced too, behind the acks (its own share)
     core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
                      verify_gateways=bool(cfg.ca_dir), **({"command_retry_s": cfg.command_poll_s} if multi else {}))
     alerts = AlertService(cfg.alerts, liveness_ms=int(LIVENESS * cfg.heartbeat_s * 1000))
@@ -156,9 +116,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     leader_work: dict[str, object] = {}
     runner: NodeRunner
 
-    def on_store(call, then, what: str, executor=store_thread) -> None:
-        """Run ``call`` on the store thread, then ``then(result)`` on the loop; a StoreError is logged
-        (what it concerned is retried by its protocol: an unacknowledged batch is resent)."""
+    def settle(then, what: str):
+        """The done callback calling ``then(result)`` on the loop; a StoreError is logged (what it concerned
+        is retried by its protocol: an unacknowledged batch is resent)."""
 
         def done(fut: asyncio.Future) -> None:
             if fut.cancelled():  # the cloud is stopping: it never ran, so nothing is acknowledged
@@ -171,7 +131,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             else:
                 raise exc
 
-        loop.run_in_executor(executor, call).add_done_callback(done)
+        return done
+
+    def on_store(call, then, what: str, executor=store_thread) -> None:
+        """Run ``call`` on the store thread (or ``executor``), then ``then(result)`` on the loop (``settle``)."""
+        loop.run_in_executor(executor, call).add_done_callback(settle(then, what))
+
+    # the batches waiting for the store thread go as one transaction (cloud.store_thread.IngestQueue)
+    ingests = IngestQueue(store_thread, lambda batches: store.ingest_many(batches, _now_ms()))
 
     def audit_refusals(gateway_id: str, refused: tuple[tuple[str, int, str], ...]) -> None:
         for device_id, seq, why in refused:
@@ -206,13 +173,22 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.info(f"site alert {event.event}", extra={"alert": event.alert_id, "gateway": effect.gateway_id})
                 webhooks.submit(event)
 
-        call = lambda: store.ingest(effect.gateway_id, effect.site, effect.records, _now_ms())  # noqa: E731
-        on_store(call, stored, f"store refused a batch from {effect.gateway_id}")
+        fut = ingests.submit((effect.gateway_id, effect.site, effect.records), len(effect.records))
+        asyncio.wrap_future(fut, loop=loop).add_done_callback(settle(stored, f"store refused a batch from {effect.gateway_id}"))
+
+    touched: dict[str, str] = {}  # gateway -> site, heard since the last write: one transaction for all of them
 
     def touch(effect: StoreTouch) -> None:
-        if not multi:
+        if not multi:  # with N coordinators the leader sees gateways from the store
             alerts.observe_gateway(effect.gateway_id, _now_ms())
-        on_store(lambda: store.touch_gateway(effect.gateway_id, effect.site, _now_ms()), lambda _: None, "gateway touch failed")
+        if not touched:
+            timers["touch"] = loop.call_later(TOUCH_EVERY_S, write_touches)
+        touched[effect.gateway_id] = effect.site
+
+    def write_touches() -> None:
+        seen = list(touched.items())
+        touched.clear()
+        on_store(lambda: store.touch_gateways(seen, _now_ms()), lambda _: None, "gateway touch failed")
 
     def load_commands(effect: LoadCommands, hello: bool = True) -> None:
         def query() -> list[tuple[str, Command]]:
@@ -258,8 +234,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         if away and multi:  # its gateway's session is on another coordinator (or nowhere yet): wake them
             on_store(lambda: coord.wake(away), lambda _: None, "waking the coordinators failed")
 
-    def on_lead(token: int) -> None:
-        """This coordinator leads (on SQLite: from the start): restore what the leader keeps, start its work."""
+    def on_lead(token: int) -> None:  # this coordinator leads (on SQLite: from the start): restore, start the work
         now = _now_ms()
         on_store(lambda: (store.list_alerts("open", limit=10_000), store.active_silences(now)),
                  lambda rows: alerts.restore(*rows, now), "restoring alerts failed")
@@ -272,14 +247,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         refresh_maintenance()
         alert_tick()
         rollout_tick()
+        follow_metrics()  # one follower folds every coordinator's stored telemetry
         leader_work["fleet"] = start_fleet_jobs(cfg.fleet, store, leader_exec, alerts, on_command, _now_ms)
 
     def on_follow(reason: str) -> None:
-        for name in ("revocations", "maintenance", "alerts", "rollouts"):
+        for name in ("revocations", "maintenance", "alerts", "rollouts", "metrics"):
             if name in timers:
                 timers.pop(name).cancel()
-        fleet = leader_work.pop("fleet", None)
-        if fleet is not None:
+        if (fleet := leader_work.pop("fleet", None)) is not None:
             fleet.stop()  # type: ignore[attr-defined]
         rollouts.engines.clear()
 
@@ -301,6 +276,33 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             about = {"alert": event.alert_id, "rule": event.rule, "subject": event.subject}
             log.info(f"alert {event.event}", extra=about)
             webhooks.submit(event)
+
+    followed_at = [0]  # ingests.writes when the follower last looked
+
+    def follow_metrics() -> None:
+        """The metrics follower (``cloud.store.metrics``), a step at a time on the store thread. While gateways'
+        batches keep coming it takes small steps and at most a quarter of the thread's time (the acks come
+        first); when they stop, big steps back to back until it has caught up."""
+        busy, followed_at[0] = ingests.writes != followed_at[0], ingests.writes
+        rows = FOLLOW_BUSY_ROWS if busy else FOLLOW_ROWS
+
+        def step() -> tuple[int, float]:
+            t0 = time.monotonic()
+            return store.follow_metrics(rows), time.monotonic() - t0
+
+        def again(fut: asyncio.Future) -> None:
+            if fut.cancelled() or not coord.leader:  # stopping, or another coordinator leads now
+                return
+            delay = cfg.metrics_follow_s
+            if fut.exception() is not None:
+                log.error("the metrics follower failed", extra={"error": str(fut.exception())})
+            elif busy:
+                delay = max(delay, FOLLOW_BUSY_SHARE * fut.result()[1])
+            elif fut.result()[0] >= rows:
+                delay = 0.0  # idle and more to fold
+            timers["metrics"] = loop.call_later(delay, follow_metrics)
+
+        loop.run_in_executor(follower_exec, step).add_done_callback(again)
 
     def rollout_tick() -> None:
         timers["rollouts"] = loop.call_later(cfg.rollout_tick_s, rollout_tick)
@@ -338,6 +340,13 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(lambda: security.sign_revocations(None, _now_ms()), revocations_changed, "signing revocations failed",
                  leader_exec)
 
+    def refused_hello(effect: RefusedHello) -> None:
+        """A key said Hello as a gateway (or site) it is not bound to: the audit log keeps who tried what."""
+        if security is not None:
+            on_store(lambda: security.audit(Actor(f"key:{effect.curve_key}", "gateway socket"), "gateway.hello",
+                                            effect.node_id, False, f"site {effect.site!r}: {effect.reason}", _now_ms()),
+                     lambda _: None, "auditing a refused Hello failed")
+
     def verify_gateway(effect: VerifyGateway) -> None:
         def call() -> GatewayVerified:
             who = {"curve_key": effect.curve_key, "gateway_id": effect.gateway_id, "site": effect.site, "now_ms": _now_ms()}
@@ -346,15 +355,17 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
         on_store(call, runner.feed, "verifying a gateway failed")
 
-    # each gateway's handshake key, to check its certificate against: only with a CA (it costs a frame copy)
-    identify = (lambda peer, key: PeerKey(peer, key, "")) if cfg.ca_dir else None
+    # each gateway's handshake key and its allowlist name: the core binds key, gateway id and site before it honours
+    # a Hello (common.key_binding), and checks a certificate against the key (it costs a frame copy per frame)
+    identify = lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))  # noqa: E731
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), identify=identify)
     firmware = FirmwareService(store.releases, artifacts, store_executor=store_thread, send=server.send)
     runner = NodeRunner(
         core,
         server=server,
         extra={StoreIngest: ingest, StoreTouch: touch, LoadCommands: load_commands, StoreCommandStatus: command_status,
-               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway},
+               Firmware: firmware.handle, EnrollDecide: enroll, VerifyGateway: verify_gateway,
+               RefusedHello: refused_hello},
         log=log,
     )
     stop_on_signals(loop, stop)
@@ -397,8 +408,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 
     if security is not None:
         lifecycle.ON_RETIRE.append(revoke_retired)
-    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls),
-                                     "coordinator": coord.id, "coordinators": "many" if multi else "one"})
+    log.info("cloud started", extra={"gateways": endpoint, "api": api_url, "webhooks": len(webhooks.urls), "coordinator": coord.id})
     try:
         await stop.wait()
     finally:
@@ -434,16 +444,6 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
 def _command(row: dict, security: SecurityService | None = None) -> Command:
     envelope = security.sign_command(row) if security is not None else b""
     return Command(row["device_id"], row["seq"], row["name"], dict(row["args"] or {}), row["expires_ms"], envelope)
-
-
-def _security_service(cfg: CloudConfig, store: Store) -> SecurityService:
-    """The signing key (made on first start) and, with ``ca_dir``, the issuing CA."""
-    from cloud.security.ca import load_intermediate
-
-    ca = load_intermediate(cfg.ca_dir, cfg.ca_passphrase) if cfg.ca_dir else None
-    enroller = Enroller(cfg.enroll_rules, rate_per_s=cfg.enroll_rate, burst=cfg.enroll_burst)
-    return SecurityService(store.security, store.fleet, load_or_create_signing_key(cfg.data_dir), ca=ca, enroller=enroller,
-                           cert_days=cfg.cert_days)
 
 
 def _now_ms() -> int:

@@ -13,6 +13,11 @@ in hand (one transaction) finishes, everything still queued is cancelled (its ca
 sees a cancelled future, so an ingest that never ran is never acknowledged and its
 gateway sends it again), then ``last`` (e.g. closing the store) runs on the thread
 and the thread ends. A stop therefore waits for at most one call, not the backlog.
+
+``IngestQueue`` takes gateways' forwarded batches as they arrive and hands the store thread all of
+those waiting (up to ``max_records``) as ONE call, so one transaction commits many gateways' batches:
+while a transaction runs, the next one gathers. Each batch still gets its own result; if a joint
+write fails, each batch is written alone, so one bad batch fails only itself.
 """
 
 from __future__ import annotations
@@ -21,10 +26,13 @@ import concurrent.futures
 import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["StoreThread"]
+from common.errors import StoreError
+
+__all__ = ["IngestQueue", "StoreThread"]
 
 _STOP_NOW, _URGENT, _NORMAL, _STOP = -1, 0, 1, 2
 
@@ -96,3 +104,66 @@ class _Urgent(concurrent.futures.Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
         return self._owner._put(_URGENT, fn, args, kwargs)
+
+
+class IngestQueue:
+    """Batches waiting for the store thread, written together by ``write_many(items) -> results``."""
+
+    def __init__(self, executor: concurrent.futures.Executor, write_many: Callable[[list[Any]], Sequence[Any]], *,
+                 max_records: int = 20_000) -> None:
+        self._executor, self._write_many, self._max = executor, write_many, max_records
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[Any, int, concurrent.futures.Future[Any]]] = deque()
+        self._scheduled = False
+        self.writes = 0  # calls made to write_many (batches per write = submitted / writes)
+
+    @property
+    def waiting(self) -> int:
+        """Batches submitted and not yet taken by a write."""
+        return len(self._pending)
+
+    def submit(self, item: Any, records: int) -> concurrent.futures.Future[Any]:
+        """Queue ``item`` (``records`` long); its future gets its own result once its transaction committed."""
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            self._pending.append((item, records, fut))
+            start, self._scheduled = not self._scheduled, True
+        if start:
+            self._executor.submit(self._run)
+        return fut
+
+    def _run(self) -> None:  # on the store thread
+        with self._lock:
+            taken, n = [], 0
+            while self._pending and (not taken or n + self._pending[0][1] <= self._max):
+                item, records, fut = self._pending.popleft()
+                taken.append((item, fut))
+                n += records
+            self._scheduled = bool(self._pending)
+        if self._scheduled:
+            try:
+                self._executor.submit(self._run)  # behind whatever was queued meanwhile
+            except RuntimeError:
+                pass  # the store thread is stopping: what waits is never acknowledged, so it is resent
+        taken = [(item, fut) for item, fut in taken if fut.set_running_or_notify_cancel()]
+        if not taken:
+            return
+        self.writes += 1
+        try:
+            results = self._write_many([item for item, _ in taken])
+        except StoreError as exc:
+            if len(taken) == 1:
+                taken[0][1].set_exception(exc)
+                return
+            for item, fut in taken:  # which one was it? each alone, so the others are stored
+                try:
+                    fut.set_result(self._write_many([item])[0])
+                except BaseException as one:  # noqa: BLE001 - handed to its caller through its future
+                    fut.set_exception(one)
+            return
+        except BaseException as exc:  # noqa: BLE001 - handed to the callers through their futures
+            for _, fut in taken:
+                fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(taken, results):
+            fut.set_result(result)

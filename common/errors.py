@@ -20,7 +20,9 @@
     │   └── RolloutConflict    a rollout whose state does not allow it (also a RolloutError)
     ├── AccessError            an operator request refused by access control
     │   ├── Unauthenticated    no valid credentials (the API answers 401)
-    │   └── Forbidden          the principal's role or sites do not allow the action (403)
+    │   ├── Forbidden          the principal's role or sites do not allow the action (403)
+    │   ├── BodyTooLarge       a request body over its route's limit (413, naming the limit)
+    │   └── RateLimited        too many failed attempts from one source (429)
     ├── FleetError             a fleet record that cannot change so (bad group kind, retired device...)
     │   └── TransitionError    a lifecycle transition the table forbids (names the device, from and to)
     ├── KeyFileError           a key file that is missing, unreadable or malformed
@@ -57,6 +59,7 @@ the adapter with ``raise Mapped(...) from exc``.
 """
 
 # one-piece: the one exception tree of the project (house rule), drawn in the docstring and read as one
+
 from __future__ import annotations
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "AlertNotFound",
     "ApiError",
     "AuditChainError",
+    "BodyTooLarge",
     "BootloaderError",
     "CertificateError",
     "CacheFull",
@@ -91,6 +95,7 @@ __all__ = [
     "QueueClosedError",
     "QueueError",
     "QueueFullError",
+    "RateLimited",
     "ReleaseConflict",
     "ReleaseError",
     "ReleaseNotFound",
@@ -193,6 +198,14 @@ class Unauthenticated(AccessError):
 
 class Forbidden(AccessError):
     """Authenticated, but the principal's role or sites do not allow the action."""
+
+
+class BodyTooLarge(AccessError):
+    """A request body over the limit of its route; the message names the route and the limit."""
+
+
+class RateLimited(AccessError):
+    """Too many failed attempts from one source in a short time; the message says when to try again."""
 
 
 class AlertNotFound(NotFound, KeyError):
@@ -330,7 +343,8 @@ class ManifestError(FirmwareError):
 
     ``reason`` is one of: ``malformed``, ``unsigned``, ``unknown-key``,
     ``bad-signature``, ``expired``, ``wrong-hardware``, ``below-floor``,
-    ``below-min-version``, ``downgrade``.
+    ``below-min-version``, ``downgrade``, ``unsupported-module`` (the device's board does not install
+    the release's update module).
     """
 
     def __init__(self, version: str | None, reason: str, cause: str) -> None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path
 
-from common.errors import FileWriteError
+from common.errors import FileWriteError, KeyFileError
 
-__all__ = ["fsync_dir", "replace_file", "sha256_file", "write_atomic"]
+__all__ = ["check_private_mode", "fsync_dir", "replace_file", "sha256_file", "write_atomic"]
 
 READ_BLOCK = 1 << 20
 
@@ -130,3 +131,14 @@ def sha256_file(path: str | os.PathLike[str], size: int | None = None, block_siz
             if left is not None:
                 left -= len(block)
     return digest.hexdigest()
+
+
+def check_private_mode(path: str | os.PathLike[str], what: str = "private key") -> None:
+    """Refuse a secret file others may read (or that cannot be looked at); ``common.keyfiles`` re-exports it."""
+    p = Path(path)
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except OSError as exc:
+        raise KeyFileError(f"cannot read {what} {str(p)!r}: {exc.strerror}") from exc
+    if mode & 0o077:
+        raise KeyFileError(f"{what} {str(p)!r} is readable by others (mode {mode:04o}); run: chmod 600 {p}")

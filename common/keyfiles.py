@@ -15,7 +15,6 @@ with what to do about it where there is something to do. CurveZMQ's own key file
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from common.errors import KeyFileError
-from common.fileio import write_atomic
+from common.fileio import check_private_mode, write_atomic  # re-exported
 
 __all__ = [
     "check_private_mode",
@@ -43,17 +42,6 @@ K = TypeVar("K", Ed25519PrivateKey, X25519PrivateKey)
 P = TypeVar("P", Ed25519PublicKey, X25519PublicKey)
 
 _NAMES = {Ed25519PrivateKey: "Ed25519", X25519PrivateKey: "X25519", Ed25519PublicKey: "Ed25519", X25519PublicKey: "X25519"}
-
-
-def check_private_mode(path: str | os.PathLike[str], what: str = "private key") -> None:
-    """Refuse a secret file others may read (or that cannot be looked at)."""
-    p = Path(path)
-    try:
-        mode = stat.S_IMODE(p.stat().st_mode)
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {what} {str(p)!r}: {exc.strerror}") from exc
-    if mode & 0o077:
-        raise KeyFileError(f"{what} {str(p)!r} is readable by others (mode {mode:04o}); run: chmod 600 {p}")
 
 
 def private_pem(key: PrivateKey, passphrase: bytes | None = None) -> bytes:

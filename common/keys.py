@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,7 @@ import zmq
 import zmq.auth.asyncio
 
 from common.errors import KeyFileError
-from common.fileio import write_atomic
-from common.keyfiles import check_private_mode
+from common.fileio import check_private_mode, write_atomic
 from common.protocol import MAX_FRAME
 
 __all__ = [
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC_FILE = "curve.key"
 SECRET_FILE = "curve.secret"
+REFUSAL_LOG_S = 60.0  # a refused key is logged at most once a minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class Allowlist:
         self._stamp: tuple[int, int] | None = None
         self.refused = 0
         self.errors: list[str] = []
+        self._told: dict[bytes, float] = {}  # key -> when its refusal was last logged
 
     def keys(self) -> dict[bytes, str]:
         self._reload()
@@ -139,7 +141,21 @@ class Allowlist:
         if key in self._keys:
             return True, f"known key {self._keys[key] or key.decode()}"
         self.refused += 1
+        self._tell_owner(key)
         return False, "unknown key"
+
+    def _tell_owner(self, key: bytes) -> None:
+        """Log a refused handshake once per key per minute, with what admits it: a refused peer only sees its
+        connection go silent, so the server's log is where its owner learns why."""
+        now = time.monotonic()
+        if now - self._told.get(key, -REFUSAL_LOG_S) < REFUSAL_LOG_S:
+            return
+        if len(self._told) >= 10_000:
+            self._told.clear()
+        self._told[key] = now
+        log.warning("refused a CurveZMQ handshake from an unknown key", extra={
+            "key": key.decode(errors="replace"), "allowlist": str(self.path),
+            "admit": f"append the line '{key.decode(errors='replace')} <name>' to {self.path} (re-read on change)"})
 
     def callback(self, domain: str, key: bytes) -> bool:
         return self.decide(key)[0]

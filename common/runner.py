@@ -38,6 +38,15 @@ from common.sockets import ServerSocket, UpstreamLink
 __all__ = ["NodeRunner"]
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# a Log field named like a LogRecord attribute ("module", "name", "msg"...) makes logging raise KeyError:
+# such a field is logged with a trailing underscore instead
+_RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _log_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    if _RESERVED.isdisjoint(fields):
+        return fields
+    return {(f"{k}_" if k in _RESERVED else k): v for k, v in fields.items()}
 
 
 class NodeRunner:
@@ -98,7 +107,7 @@ class NodeRunner:
             case Reconnect(delay):
                 self._spawn(self._reconnect(delay))
             case Log(level, event, fields):
-                self.log.log(_LEVELS.get(level, logging.INFO), event, extra=fields)
+                self.log.log(_LEVELS.get(level, logging.INFO), event, extra=_log_fields(fields))
             case _:
                 self.extra[type(effect)](effect)
 

@@ -33,6 +33,7 @@ __all__ = [
     "RotateNow",
     "RotationInstalled",
     "RotationKeyReady",
+    "RefusedHello",
     "RevocationsApplied",
     "RevocationsChanged",
     "VerifyGateway",
@@ -51,6 +52,17 @@ class EnrollDecide:
 class EnrollDecided:
     peer: str
     reply: EnrollReply
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedHello:
+    """A Hello refused because its key is bound to another node id or site (``common.key_binding``): audited."""
+
+    peer: str
+    node_id: str
+    site: str
+    curve_key: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-
 from common.errors import ConfigError
 
 __all__ = ["LinkWindows", "TokenBucket"]
@@ -109,6 +107,8 @@ class _Window:
     def __init__(self, expr: str, duration_s: float, tz: tzinfo) -> None:
         if not (duration_s > 0 and math.isfinite(duration_s)):
             raise ConfigError(f"link window {expr!r}: duration must be a positive number of seconds, got {duration_s!r}")
+        from apscheduler.triggers.cron import CronTrigger  # only with link windows: ~2.5 MB a device need not load
+
         try:
             self.trigger = CronTrigger.from_crontab(expr, timezone=tz)
         except ValueError as exc:

@@ -56,6 +56,7 @@ from device_agent.logtail import LOG_KIND, LogTail
 from device_agent.sampler import sample_metrics
 from common.transfer.fetcher import Fetcher
 from device_agent.download import FirmwareDownloader
+from device_agent.board.profile import BoardProfile
 from device_agent.updater import AgentUpdater
 
 __all__ = ["AgentConfig", "run_agent"]
@@ -86,6 +87,7 @@ class AgentConfig:
     hw_rev: str = ""  # hardware revision, reported in the inventory
     location: str = ""  # reported in the inventory until a config sets ``location``
     inventory_interval_s: float = 60.0  # how often the inventory is read (it is sent only when it changed)
+    board: BoardProfile = field(default_factory=BoardProfile)  # the board updated (default: the simulated one)
 
 
 async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict[str, object]:
@@ -142,9 +144,18 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         buffer.append_many_sync([encode_sample(wall_ms(), "update", values)], stream="critical")
         loop.call_soon_threadsafe(runner.feed, Buffered())
 
+    def rebooting() -> None:
+        """From the update's worker thread: the reboot command ran (a real board); stop, exit 75."""
+        nonlocal reboot_requested
+        reboot_requested = True
+        loop.call_soon_threadsafe(stop.set)
+
+    from device_agent.board.boards import make_board
+
+    board = make_board(cfg.board, cfg.data_dir, link_up=lambda: core.uplink.up)
     updater = AgentUpdater(
         cfg.data_dir, cfg.device_id, cfg.hw, list(cfg.release_keys),
-        on_report=report_update, link_up=lambda: core.uplink.up, now_ms=wall_ms,
+        on_report=report_update, link_up=lambda: core.uplink.up, now_ms=wall_ms, board=board, on_reboot=rebooting,
     )
 
     def run(effect: RunCommand) -> None:
@@ -200,9 +211,13 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
             if status == "done":
                 take_inventory(None)  # the applied version reaches the cloud in the inventory
             return status, detail
-        # reboot: answer first, then stop; the service manager starts the agent again (exit code 75)
+        # reboot: answer first, then stop; the service manager starts the agent again (exit code 75);
+        # a real board also runs its reboot command (off the loop)
         reboot_requested = True
-        loop.call_later(1.0, stop.set)
+        if cfg.board.real:
+            loop.call_later(1.0, lambda: loop.run_in_executor(None, updater.reboot_board))
+        else:
+            loop.call_later(1.0, stop.set)
         return "done", "rebooting"
 
     def send_logs(cmd: Command) -> None:
@@ -231,19 +246,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
 
     def take_inventory(_effect: TakeInventory | None) -> None:
         def read() -> dict[str, object]:
-            def slots() -> dict[str, str]:
-                from device_agent import simimage
-
-                sim = updater._sim()
-                out = {"active": sim.active_slot()}
-                for slot in sim.slots:
-                    path = sim.slot_path(slot)
-                    info = simimage.info(path.read_bytes()) if path.exists() else None
-                    out[slot] = info["version"] if info else ("empty" if not path.exists() else "corrupt")
-                return out
-
             return collect(cfg.data_dir, model=cfg.hw, hw_rev=cfg.hw_rev, location=cfg.location,
-                           running=updater.running, slots=slots)
+                           running=updater.running, slots=board.slot_versions, update_modules=board.update_modules)
 
         loop.run_in_executor(None, read).add_done_callback(
             lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(

@@ -6,7 +6,9 @@ Attributes (a flat map of text and numbers, as a record's values must be):
     hw                 hardware revision (``--hw-rev``)
     os                 ``platform.system() platform.release()``
     firmware_version   the version of the image the board runs
-    slot.active        the slot booted; slot.A, slot.B: the version in each slot ("empty", "corrupt")
+    slot.active        the slot booted; slot.A, slot.B: the version in each slot ("empty", "corrupt"; the
+                       simulated board only)
+    update_modules     the update modules the board installs ("rootfs-image,swupdate"), a release names one
     net.hostname, net.ip, edgefleet (the agent's version)
     location           as configured (``--location``), or the config key ``location`` once applied
     storage_free_mb    free space where the agent keeps its data
@@ -26,7 +28,6 @@ from typing import Any
 from common.errors import BootloaderError
 from common.fileio import write_atomic
 from common.inventory import INVENTORY_KIND, host_inventory
-from device_agent import simimage
 
 __all__ = ["CONFIG_FILE", "INVENTORY_KIND", "AppliedConfig", "collect"]
 
@@ -71,13 +72,14 @@ def collect(
     location: str = "",
     running: Callable[[], dict[str, str]] | None = None,
     slots: Callable[[], dict[str, str]] | None = None,
+    update_modules: tuple[str, ...] = ("rootfs-image", "swupdate"),
 ) -> dict[str, Any]:
     """The device's inventory now. ``running()`` gives the running image's header, ``slots()`` the booted
     slot (key "active") and each slot's version."""
     out: dict[str, Any] = {"model": model, **host_inventory(data_dir)}
     # the update modules this board installs (a release's manifest names one); a list, carried as "a,b"
     # because record values are numbers or strings
-    out["update_modules"] = ",".join(simimage.UPDATE_MODULES)
+    out["update_modules"] = ",".join(update_modules)
     if hw_rev:
         out["hw"] = hw_rev
     try:

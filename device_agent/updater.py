@@ -1,15 +1,17 @@
-"""The agent's A/B updates on its simulated board: verify, install, reboot into a trial, commit or roll back.
+"""The agent's A/B updates on its board: verify, install, reboot into a trial, commit or roll back.
 
-The board lives in ``DATA/board``: two slot files and a U-Boot-like
-environment (``SimBootloader``), with a factory image in slot A on first start.
-An image is a file whose header names its version and the result its
-self-test will give (``simimage``), so a release that fails its health check
-can be rolled out on purpose. A reboot is simulated in process: the
-bootloader picks the slot (a trial slot while its boot count lasts), then the
-update driver resumes from its persisted record (``DATA/update.json``), runs
-the trial's health checks (self-test, version, gateway reached), and commits or
-rolls back. Every outcome is handed to ``on_report`` (which must make it
-durable) for the cloud.
+The board is a real one described by a profile (``device_agent.board``: GRUB or
+U-Boot, slot devices, the running system's slot and version, health commands,
+the reboot command) or, for the demo and tests, the simulated board in
+``DATA/board`` (the default). The update record is ``DATA/update.json``; every
+outcome is handed to ``on_report`` (which must make it durable) for the cloud.
+
+A reboot on the simulated board is played in process: the simulated
+bootloader picks the slot, then the flow resumes from its record. On a real
+board the record is durable, the profile's reboot command runs and
+``on_reboot`` is called (the agent stops); on the next start ``boot()`` finds
+the slot the bootloader chose (the trial, or the old one if it never came up),
+runs the health checks, commits or rolls back, and reports.
 
 Everything here blocks (files, fsync, hook commands): the agent calls it on a
 worker thread, never on its event loop. The update machinery is imported only
@@ -21,19 +23,17 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common.errors import DeltaError, FirmwareError
+from common.errors import DeltaError, EdgeFleetError, FirmwareError
 from device_agent import simimage
+from device_agent.board.boards import FACTORY_VERSION, Board, SimBoard
 
-__all__ = ["AgentUpdater"]
+__all__ = ["FACTORY_VERSION", "AgentUpdater"]
 
 log = logging.getLogger("edgefleet.update")
-
-FACTORY_VERSION = "1.0.0"
 
 
 class AgentUpdater:
@@ -50,33 +50,38 @@ class AgentUpdater:
         link_up: Callable[[], bool],
         now_ms: Callable[[], int],
         gateway_within_s: float = 15.0,
+        board: Board | None = None,
+        on_reboot: Callable[[], None] = lambda: None,
     ) -> None:
-        self.board = data_dir / "board"
+        self.board: Any = board or SimBoard(data_dir / "board", link_up=link_up, gateway_within_s=gateway_within_s)
+        self.work = data_dir / "board"  # images rebuilt from deltas, a slot copied for a return
         self.manifests = data_dir / "manifests"  # the signed manifest of each release installed (for a return to it)
         self.record_path = data_dir / "update.json"
         self.device_id = device_id
         self.hw = hw
         self.release_keys = release_keys
         self.on_report = on_report
-        self.link_up = link_up
+        self.on_reboot = on_reboot
         self.now_ms = now_ms
-        self.gateway_within_s = gateway_within_s
         self._lock = threading.Lock()  # one update flow at a time
 
     # -- the board -------------------------------------------------------------------
 
-    def _sim(self) -> Any:
-        from device_agent.update.bootloader import SimBootloader
-
-        if not (self.board / "bootenv.json").exists():
-            factory = simimage.make(FACTORY_VERSION, "ok", 64 * 1024)
-            return SimBootloader.create(self.board, {"A": factory, "B": None})
-        return SimBootloader(self.board)
-
     def running(self) -> dict[str, str]:
-        """The header of the image the board runs (version and self-test)."""
-        sim = self._sim()
-        return simimage.info(sim.slot_path(sim.active_slot()).read_bytes()) or {"version": "?", "health": "corrupt"}
+        """What the board runs: its version (and, on the simulated board, its image's self-test)."""
+        if isinstance(self.board, SimBoard):
+            return self.board.running()
+        return {"version": self.board.running_version()}
+
+    def reboot_board(self) -> None:
+        """Reboot now (the ``reboot`` command): a real board runs its reboot command; then the agent stops."""
+        with self._lock:  # never in the middle of an update's step
+            if not self.board.in_process_reboot:
+                try:
+                    self.board.reboot()
+                except EdgeFleetError as exc:
+                    log.error("reboot command failed; stopping the agent anyway", extra={"error": str(exc)})
+            self.on_reboot()
 
     def in_progress(self) -> bool:
         return self.record_path.exists() and json.loads(self.record_path.read_text()).get("state") not in ("idle", None)
@@ -84,8 +89,8 @@ class AgentUpdater:
     # -- the flow --------------------------------------------------------------------
 
     def boot(self) -> None:
-        """At agent start: resume an update that a reboot or power cut interrupted (no-op otherwise)."""
-        if self.in_progress():
+        """At agent start: confirm the running slot, and resume an update a reboot or power cut interrupted."""
+        if self.in_progress() or not isinstance(self.board, SimBoard):
             with self._lock:
                 self._run(None)
 
@@ -105,9 +110,10 @@ class AgentUpdater:
     def start(self, manifest_path: str, image_path: str = "", *, delta_path: str = "", allowance_path: str = "") -> str:
         """Verify the signed manifest and install its image; returns what happened, for the command result.
 
-        With ``delta_path`` the new image is rebuilt from the running slot's content and the delta
-        (streaming, checked against the manifest's SHA-256 before anything is installed). An older
-        version installs only with ``allowance_path``: a downgrade allowance signed by a release key.
+        The image is the raw slot content, or that content zstd-compressed (decompressed as it streams
+        into the slot). With ``delta_path`` the new image is rebuilt from the running slot's content and
+        the delta (streaming, checked against the manifest's SHA-256 before anything is installed). An
+        older version installs only with ``allowance_path``: a downgrade allowance signed by a release key.
         """
         from common.firmware.keys import load_trusted_keys
         from common.firmware.manifest import SignedAllowance, verify_manifest
@@ -128,6 +134,7 @@ class AgentUpdater:
                     device_id=self.device_id,
                     allowance=allowance,
                 )
+                self._check_module(manifest)
                 if delta_path:
                     image_path = self._rebuild(manifest, delta_path)
                 self._keep_manifest(manifest.version, Path(manifest_path).read_bytes())
@@ -140,6 +147,14 @@ class AgentUpdater:
             downgrade = allowance is not None
             self._run(lambda driver: driver.start(manifest, image_path, allow_downgrade=downgrade))
             return f"update to {manifest.version} started"
+
+    def _check_module(self, manifest: Any) -> None:
+        module = getattr(manifest, "module", "rootfs-image")
+        if module not in self.board.update_modules:
+            from common.errors import ManifestError
+
+            raise ManifestError(manifest.version, "unsupported-module", f"it is for the update module {module!r}; "
+                                f"this board installs {', '.join(self.board.update_modules)}")
 
     def revert(self) -> str:
         """Return to the release in the other slot, the one before the running one (a rollout aborted with
@@ -155,21 +170,19 @@ class AgentUpdater:
         from device_agent.update.store import RecordStore
 
         with self._lock:
-            sim = self._sim()
-            other = sim.slot_path(other_slot(sim.active_slot(), sim.slots))
-            info = simimage.info(other.read_bytes()) if other.exists() else None
-            if not info:
-                return "refused: the other slot holds no release to return to"
-            version = info["version"]
-            kept = self.manifests / f"{version}.manifest"
-            if not kept.exists():
-                return f"refused: no signed manifest was kept for {version} (the factory image cannot be returned to)"
+            bl = self.board.bootloader()
+            other = self.board.slot_paths()[other_slot(bl.active_slot(), bl.slots)]
+            found = self._release_in(other)
+            if isinstance(found, str):
+                return found
+            version, kept = found
             record = RecordStore(self.record_path).load() or UpdateRecord()
             try:
                 manifest = verify_manifest(kept.read_bytes(), load_trusted_keys(self.release_keys), hw=self.hw,
                                            now_ms=self.now_ms(), security_floor=record.security_floor,
                                            device_id=self.device_id)
-                image = self.board / "revert.img"
+                self.work.mkdir(parents=True, exist_ok=True)
+                image = self.work / "revert.img"
                 with open(other, "rb") as src, open(image, "wb") as dst:
                     dst.write(src.read(manifest.size))
                 verify_image(manifest, image)
@@ -177,6 +190,30 @@ class AgentUpdater:
                 return f"refused: cannot return to {version}: {exc}"
             self._run(lambda driver: driver.start(manifest, str(image), allow_downgrade=True))
             return f"return to {version} started"
+
+    def _release_in(self, slot: Path) -> tuple[str, Path] | str:
+        """(version, kept manifest) of the release a slot holds, or why there is none. The simulated board
+        reads the image's header; a real board matches the slot's content against the kept manifests."""
+        if isinstance(self.board, SimBoard):
+            info = simimage.info(slot.read_bytes()) if slot.exists() else None
+            if not info:
+                return "refused: the other slot holds no release to return to"
+            kept = self.manifests / f"{info['version']}.manifest"
+            if not kept.exists():
+                return (f"refused: no signed manifest was kept for {info['version']} "
+                        "(the factory image cannot be returned to)")
+            return info["version"], kept
+        from common.fileio import sha256_file
+        from common.firmware.manifest import SignedManifest
+
+        for kept in sorted(self.manifests.glob("*.manifest"), key=lambda p: -p.stat().st_mtime):
+            try:
+                m = SignedManifest.from_bytes(kept.read_bytes()).unverified()
+                if sha256_file(slot, m.size) == m.sha256:
+                    return m.version, kept
+            except (EdgeFleetError, OSError):
+                continue
+        return "refused: the other slot holds no release whose signed manifest was kept (the factory image?)"
 
     def _keep_manifest(self, version: str, signed: bytes) -> None:
         """Keep a verified manifest (the newest few) so the device can return to that release later."""
@@ -192,17 +229,20 @@ class AgentUpdater:
         """The new image from the running slot and a delta, in DATA/board/incoming.img; checked against the manifest."""
         from common.delta import apply_delta
 
-        sim = self._sim()
-        out = self.board / "incoming.img"
-        result = apply_delta(sim.slot_path(sim.active_slot()), delta_path, out)
+        bl = self.board.bootloader()
+        self.work.mkdir(parents=True, exist_ok=True)
+        out = self.work / "incoming.img"
+        result = apply_delta(self.board.slot_paths()[bl.active_slot()], delta_path, out,  # within APPLY_MEMORY
+                             expect_size=manifest.size, expect_sha256=manifest.sha256)  # the signed manifest's
         if (result.new_size, result.new_sha256) != (manifest.size, manifest.sha256):
             raise DeltaError(f"delta {delta_path!r} rebuilt an image that is not release {manifest.version}'s "
                              f"(SHA-256 {result.new_sha256[:16]}..., the manifest says {manifest.sha256[:16]}...)")
         return str(out)
 
     def _run(self, first: Callable[[Any], None] | None) -> None:
-        """Power the update core on (it learns the booted slot and resumes its record), run ``first``,
-        then boot the board and resume each time the flow asks for a reboot."""
+        """Power the update core on (it learns the booted slot and resumes its record), run ``first``;
+        when the flow asks for a reboot: on the simulated board boot it and resume, on a real one run the
+        reboot command and tell the agent to stop (``on_reboot``)."""
         action = first
         for _ in range(16):  # a reboot loop is broken by the record's store counter long before this
             driver = self._driver()
@@ -211,41 +251,33 @@ class AgentUpdater:
                 action(driver)
             if not driver.halted:
                 return
-            slot = driver.bootloader.power_on()  # the bootloader runs: trial slot, or fall back
-            log.info("rebooted", extra={"slot": slot, "version": self.running()["version"]})
+            if not self.board.in_process_reboot:
+                try:
+                    self.board.reboot()
+                except EdgeFleetError as exc:  # the record is durable: the next start resumes it either way
+                    log.error("reboot command failed; stopping the agent anyway", extra={"error": str(exc)})
+                log.info("rebooting", extra={"record": str(self.record_path)})
+                self.on_reboot()
+                return
+            self.board.reboot()
+            log.info("rebooted", extra={"version": self.running()["version"]})
             action = None
 
     def _driver(self) -> Any:
         from device_agent.update.core import UpdateCore
         from device_agent.update.driver import UpdateDriver
-        from device_agent.update.health import HealthResult
         from device_agent.update.store import RecordStore
-
-        sim = self._sim()
-
-        def health(version: str, timeout_s: float) -> HealthResult:
-            info = self.running()
-            if info["health"] != "ok":
-                return HealthResult(False, f"self-test of {info['version']} failed ({info['health']})")
-            if info["version"] != version:
-                return HealthResult(False, f"running version {info['version']!r} is not the manifest's {version!r}")
-            deadline = time.monotonic() + min(timeout_s, self.gateway_within_s)
-            while not self.link_up():
-                if time.monotonic() > deadline:
-                    return HealthResult(False, f"did not reach the gateway within {self.gateway_within_s:g} s")
-                time.sleep(0.2)  # a worker thread waiting for the event loop's link state
-            return HealthResult(True)
 
         def report(r: Any) -> None:
             self.on_report({"version": r.version, "outcome": r.outcome, "reason": r.reason, "running_version": r.running_version})
 
         return UpdateDriver(
-            UpdateCore(self.device_id, self.hw, health_timeout_s=60.0),
+            UpdateCore(self.device_id, self.hw, health_timeout_s=self.board.health_timeout_s),
             RecordStore(self.record_path),
-            sim,
-            {s: sim.slot_path(s) for s in sim.slots},
-            read_version=lambda: self.running()["version"],
-            health=health,
+            self.board.bootloader(),
+            self.board.slot_paths(),
+            read_version=self.board.running_version,
+            health=self.board.health,
             send_report=report,
-            reboot=lambda: None,  # the driver halts; _run boots the board
+            reboot=lambda: None,  # the driver halts; _run reboots the board
         )

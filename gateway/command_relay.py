@@ -16,7 +16,7 @@ bookkeeping of the queue.
     relay.deliverable(device, peer, now)           # a device said Hello: its held commands
     relay.ready(device, now)                       # the held commands it may run now (DDI devices poll)
     relay.done(device, seq, status, detail, now)   # the device answered: a report, the queue acknowledged
-    relay.release(device_ids, not_after_ms, now)   # the site's rollout opened the gate
+    relay.release(device_ids, not_after_ms, now, rollout_id)   # the site's rollout opened the gate
     relay.tick(now)                                # expiry
 """
 
@@ -41,7 +41,9 @@ class CommandRelay:
         self.queue = queue  # None: this gateway holds no commands
         self.connected = connected
         self.held = HeldCommands()
-        self.released: dict[str, int] = {}  # device -> until when (ms) its site-gated commands may be delivered
+        # (device, rollout) -> until when (ms) its site-gated commands of that rollout may be delivered;
+        # rollout "" stands for every rollout (a release that named none)
+        self.released: dict[tuple[str, str], int] = {}
         self.ping_held: dict[tuple[str, int], int] = {}  # ping commands: (device, seq) -> when held here (ms)
         self.counters = {"commands_delivered": 0, "commands_expired": 0}
 
@@ -55,7 +57,11 @@ class CommandRelay:
         return len(self.held.held)
 
     def _deliverable(self, cmd: Command, now: float) -> bool:
-        return cmd.args.get("gate") != GATE or now * 1000 < self.released.get(cmd.device_id, 0)
+        if cmd.args.get("gate") != GATE:
+            return True
+        until = max(self.released.get((cmd.device_id, cmd.args.get("rollout", "")), 0),
+                    self.released.get((cmd.device_id, ""), 0))
+        return now * 1000 < until
 
     def from_cloud(self, cmd: Command) -> list[Effect]:
         """A command for a device: made durable here first (a resend of one held is acknowledged again)."""
@@ -84,14 +90,17 @@ class CommandRelay:
         """``device_id`` just connected on ``peer``: the held commands it may run now."""
         return [Send(peer, c) for c in self.held.for_device(device_id) if self._deliverable(c, now)]
 
-    def release(self, device_ids: Iterable[str], not_after_ms: int, now: float) -> list[Effect]:
-        """The site's rollout lets these devices install until ``not_after_ms``: their gated commands go."""
+    def release(self, device_ids: Iterable[str], not_after_ms: int, now: float, rollout_id: str = "") -> list[Effect]:
+        """The site's part of rollout ``rollout_id`` lets these devices install until ``not_after_ms``: their
+        gated commands of that rollout go (a command naming no rollout goes with any release; a release naming
+        none releases every gated command), never another rollout's still waiting for its own stage."""
         out: list[Effect] = []
         for device_id in device_ids:
-            self.released[device_id] = not_after_ms
+            self.released[(device_id, rollout_id)] = not_after_ms
             peer = self.connected(device_id)
             if peer is not None and now * 1000 < not_after_ms:
-                out += [Send(peer, c) for c in self.held.for_device(device_id) if c.args.get("gate") == GATE]
+                out += [Send(peer, c) for c in self.held.for_device(device_id)
+                        if c.args.get("gate") == GATE and rollout_id in ("", c.args.get("rollout") or rollout_id)]
         return out
 
     def done(self, device_id: str, seq: int, status: str, detail: str, now: float) -> list[Effect]:

@@ -65,6 +65,8 @@ from common.protocol import (
     TelemetryBatch,
 )
 from common.protocol.codec import TelemetryEntries
+from common.key_binding import KeyBindings
+from common.security_events import PeerKey
 from common.shaping import LinkWindows, TokenBucket
 from common.uplink import QueueSender, Uplink
 from gateway.command_relay import CommandRelay
@@ -122,6 +124,7 @@ class GatewayCore:
         self.site = site
         self.heartbeat_s = heartbeat_s
         self.security = security  # enrollment relay, revocation and quarantine (gateway/security.py)
+        self.bindings = KeyBindings()  # each device key's one device id (common.key_binding)
         self.downstream = DeviceSessions(gateway_id, outbox, heartbeat_s=heartbeat_s, device_window=device_window)
         self.drain = UplinkDrain(gateway_id, site, outbox, rng=rng, heartbeat_s=heartbeat_s, ack_timeout_s=ack_timeout_s,
                                  batch_max=batch_max, window=window, bucket=bucket, link_windows=link_windows)
@@ -186,6 +189,14 @@ class GatewayCore:
     # -- events ----------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Effect]:
+        if isinstance(event, PeerKey):  # a device key is bound to one device id, with or without a CA
+            self.bindings.peer(event.peer, event.curve_key, event.name)
+        elif isinstance(event, Received) and isinstance(event.msg, Hello) and event.peer != UPSTREAM:
+            if (why := self.bindings.check(event.peer, event.msg.node_id)) is not None:
+                if self.security is not None:  # reported with the gateway's security counters
+                    self.security.counters["identity_mismatch"] += 1
+                return [Send(event.peer, ErrorReply("identity", why[:256])),
+                        Log("warning", "device Hello refused", {"device": event.msg.node_id, "error": why})]
         if self.security is not None and (screened := self.security.intercept(self, event, now)) is not None:
             if screened.handled:
                 return screened.effects
@@ -239,8 +250,8 @@ class GatewayCore:
                 if peer == UPSTREAM:
                     return [Log("warning", "malformed frame from cloud", {"error": str(error)})]
                 return [Send(peer, ErrorReply("malformed", str(error)))]
-            case ReleaseCommands(device_ids, not_after_ms):
-                return self.commands.release(device_ids, not_after_ms, now)
+            case ReleaseCommands(device_ids, not_after_ms, rollout_id):
+                return self.commands.release(device_ids, not_after_ms, now, rollout_id)
             case SiteReport():
                 return self.rollouts.report(event, now)
             case TimerFired("inventory"):

@@ -166,7 +166,9 @@ async def run_gateway(cfg: GatewayConfig, stop: asyncio.Event | None = None) -> 
     loop = asyncio.get_running_loop()
     rollouts, rollout_handlers = _site_rollouts(cfg, loop, lambda: runner, lambda: firmware)
     # TelemetryBatch frames arrive as TelemetryEntries: checked, each record already its outbox entry
-    identify = (lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))) if security is not None else None
+    # each device's handshake key and its allowlist name, before its first frame: the core binds each key to one
+    # device id (common.key_binding), with or without a CA
+    identify = lambda peer, key: PeerKey(peer, key, allow.keys().get(key.encode(), ""))  # noqa: E731
     server = ServerSocket(ctx, cfg.bind, keys, lambda e: runner.feed(e), decoder=decode_forwarding, identify=identify)
     link = UpstreamLink(ctx, _uplink_endpoint(cfg), keys, cfg.cloud_key, lambda e: runner.feed(e))
     enroll = EnrollSocket(ctx, cfg.enroll_bind, keys, lambda e: runner.feed(e)) if cfg.enroll_bind else None

@@ -243,7 +243,10 @@ class SiteFirmware:
         await loop.run_in_executor(self._io, functools.partial(self.cache.make_room, m.size, reserve_for=m.sha256,
                                                                keep=frozenset({base_sha, delta_path.name})))
         try:
-            result = await loop.run_in_executor(None, apply_delta, self.cache.path(base_sha), delta_path, tmp)
+            # the signed manifest's size and SHA-256: a header that disagrees is refused before a byte is written
+            apply = functools.partial(apply_delta, self.cache.path(base_sha), delta_path, tmp, expect_size=m.size,
+                                      expect_sha256=m.sha256)
+            result = await loop.run_in_executor(None, apply)
             if (result.new_size, result.new_sha256) != (m.size, m.sha256):
                 raise TransferError(m.sha256, f"the delta rebuilt {result.new_sha256[:16]}..., not release {m.version}'s image")
 

@@ -30,10 +30,13 @@ class DeviceOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ReleaseCommands:
-    """Deliver these devices' site-gated commands, but not after ``not_after_ms`` (the window closes)."""
+    """Deliver these devices' site-gated commands of rollout ``rollout_id``, but not after ``not_after_ms``
+    (the window closes). A device may hold gated commands of two rollouts (one still at a later stage):
+    only the releasing rollout's go. ``rollout_id`` "" releases every gated command of the devices."""
 
     device_ids: tuple[str, ...]
     not_after_ms: int
+    rollout_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,7 +67,7 @@ class SiteRollouts:
             busy = [d for d, rec in eng.devices.items() if rec.state in (DeviceState.INSTALLING, DeviceState.TRIAL)]
             if busy and eng.windows.is_open(self.site, now_ms):  # else: they time out and are retried in a window
                 closes = eng.windows.closes_at_ms(self.site, now_ms)
-                out.append(ReleaseCommands(tuple(sorted(busy)), closes or now_ms + int(eng.plan.timeout_s * 1000)))
+                out.append(ReleaseCommands(tuple(sorted(busy)), closes or now_ms + int(eng.plan.timeout_s * 1000), rid))
         return out
 
     def plan(self, blob: bytes, now_ms: int) -> list[object]:
@@ -128,7 +128,7 @@ class SiteRollouts:
             self._save()
         for not_after, devices in sorted(release.items()):
             self.counters["released"] += len(devices)
-            out.append(ReleaseCommands(tuple(devices), not_after))
+            out.append(ReleaseCommands(tuple(devices), not_after, rid))
         if downloaded:
             eng = self.engines[rid]
             out += self._effects(rid, eng.handle_batch(downloaded, eng.stage_started_ms))

@@ -41,6 +41,7 @@ class Drills:
     kill_gateway: int = 0  # SIGKILL a gateway this many times (round robin), restarting it each time
     bad_devices: int | None = None  # roll out a signed release; this many devices get an image that fails
     seed: int = 1
+    board: str = "sim"  # grub / uboot: every agent on a board in a directory with that profile (board_fleet)
 
 
 def _schedule(duration: float, drills: Drills) -> list[tuple[float, str, str]]:
@@ -69,8 +70,13 @@ def run_demo(
     release = outcomes = None
     bad: set[str] = set()
     agent_flags = ["--drain", "45"]
+    boards = None
+    if drills.board != "sim":
+        from simulations.board_fleet import BoardFleet
+
+        boards = BoardFleet(fleet, root, drills.board)
     if drills.bad_devices is not None:
-        release = make_release(root / "release")
+        release = make_release(root / "release", rootfs=boards is not None)
         agent_flags += ["--release-key", str(release.public_key), "--hw", HW]
     try:
         cloud = fleet.start_cloud()
@@ -86,15 +92,21 @@ def run_demo(
         for s, (gname, site) in enumerate(gateways.items(), 1):
             for d in range(1, devices_per_site + 1):
                 name = f"dev-{s}-{d:03d}"
-                fleet.start_agent(name, site, gname, extra=agent_flags)
+                board_flags = boards.lay_out(name) if boards is not None else []
+                fleet.start_agent(name, site, gname, extra=agent_flags + board_flags)
                 agents.append(name)
-        _say(quiet, f"{len(agents)} agents started; sampling every {fleet.sample_interval_s} s for {duration:g} s")
+        on = f" on {drills.board} boards (ext2 rootfs slots, the real boot environment)" if boards else ""
+        _say(quiet, f"{len(agents)} agents started{on}; sampling every {fleet.sample_interval_s} s for {duration:g} s")
         events = _schedule(duration, drills)
         gw_names = list(gateways)
         t0 = time.monotonic()
         cut_at: float | None = None
         next_report = 2.0
         while (now := time.monotonic() - t0) < duration:
+            if boards is not None:
+                for name in boards.supervise():
+                    _say(quiet, f"  t={now:5.1f}s  {name} rebooted by its update: booted slot "
+                                f"{boards.boards[name].cmdline.read_text().split('rauc.slot=')[1].split()[0]}")
             while events and events[0][0] <= now:
                 _, action, target = events.pop(0)
                 if action == "cut":
@@ -132,14 +144,14 @@ def run_demo(
             outage_s += time.monotonic() - cut_at
         if release is not None:
             _say(quiet, "waiting for every device to report its update outcome")
-            outcomes = wait_for_outcomes(fleet, agents)
+            outcomes = wait_for_outcomes(fleet, agents, tick=boards.supervise if boards is not None else None)
             for device in sorted(outcomes):
                 o = outcomes[device]
                 if o["outcome"] != "committed":
                     _say(quiet, f"  {device}: {o['outcome']} ({o['reason']}), running {o['running_version']}")
         _say(quiet, "stopping agents (each drains its buffer first)")
         # the gateways keep forwarding until the cloud holds everything the agents handed over
-        codes, stats, sent, summary, dropped = drain_agents(fleet, agents)
+        codes, stats, sent, summary, dropped = drain_agents(fleet, agents, boards.carried if boards is not None else 0)
         _say(quiet, f"agents stopped: {sent} samples produced; the cloud holds or accounts for them")
         _say(quiet, "stopping gateways and cloud")
         codes |= fleet.stop(list(gateways))
@@ -190,6 +202,9 @@ def run_demo(
 @click.option("--bad-device", "bad_devices", type=int, default=None,
               help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
+@click.option("--board", type=click.Choice(["sim", "grub", "uboot"]), default="sim", show_default=True,
+              help="The agents' board: simulated, or a board in a directory (ext2 rootfs images in file-backed slots) "
+                   "driven through the real grub-editenv or fw_setenv, with real reboots (docs/UPDATES.md).")
 @click.option("--rollout", "rollout_drill", is_flag=True,
               help="Drill: roll a signed release 2.0.0 out through a canary and two waves inside a maintenance window "
                    "(simulations/rollout_drill.py).")
@@ -223,6 +238,7 @@ def demo(
     kill_gateway: int,
     bad_devices: int | None,
     seed: int,
+    board: str,
     alert_drill: bool,
     security_drill: bool,
     rollout_drill: bool,
@@ -269,7 +285,8 @@ def demo(
             secured["logs"] = "(removed; pass --workdir to keep them)"
         sys.exit(report(secured, as_json))
     try:
-        drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, bad_devices=bad_devices, seed=seed)
+        drills = Drills(uplink_outage_s=uplink_outage, kill_gateway=kill_gateway, bad_devices=bad_devices, seed=seed,
+                        board=board)
         if rollout_drill:
             from simulations.rollout_drill import run_rollout_drill
 

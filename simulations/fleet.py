@@ -89,12 +89,13 @@ class ProcFleet:
             time.sleep(0.05)
         raise TimeoutError(f"{name} did not write {path} within {timeout_s} s; see {self.root / 'logs'}")
 
-    def allow(self, server: str, client: str) -> None:
-        """Admit ``client``'s key at ``server`` (allowed_gateways for the cloud, allowed_devices for a gateway)."""
+    def allow(self, server: str, client: str, site: str = "") -> None:
+        """Admit ``client``'s key at ``server`` (allowed_gateways for the cloud, allowed_devices for a gateway),
+        named for ``client`` (and ``site``): the key may say Hello only as that node (``common.key_binding``)."""
         keys = load_or_create_keypair(self.dir(client))
         filename = "allowed_gateways" if server == "cloud" else "allowed_devices"
         for s in self.coordinators if server == "cloud" else [server]:  # every coordinator admits the same gateways
-            Allowlist(self.dir(s) / filename).add(keys.public, client)
+            Allowlist(self.dir(s) / filename).add(keys.public, f"{client} {site}".strip())
 
     # -- processes -------------------------------------------------------------------
 
@@ -150,7 +151,7 @@ class ProcFleet:
 
     def start_gateway(self, name: str, site: str, *, proxy: bool = False, extra: list[str] | None = None) -> dict[str, str]:
         """Start a gateway; with ``proxy`` its uplink to the cloud runs through a FaultProxy (``self.proxies[name]``)."""
-        self.allow("cloud", name)
+        self.allow("cloud", name, site)
         (self.dir(name) / "endpoints.json").unlink(missing_ok=True)
         turn = self.gateways_started % len(self.coordinators)
         self.gateways_started += 1

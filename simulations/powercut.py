@@ -20,6 +20,13 @@ After the update ends the device is powered on twice more, and checked:
   old after rolled_back or failed), a bad or tampered image was committed.
 
     python -m simulations.powercut --seeds 0:500 --json
+    python -m simulations.powercut --seeds 0:100 --board grub --json   # the real grub-editenv (or uboot:
+                                                                       # fw_printenv/fw_setenv)
+
+With ``--board grub|uboot`` the device's boot environment is a real one, read
+and written by the real tools, and the bootloader's script (RAUC's) picks the
+slot at each power-on (``simulations.powercut_board``); an environment write
+that power is cut after is a real tool's write.
 
 The last line with ``--json`` is one JSON object: runs, bricked, inconsistent,
 committed, rolled_back, failed, cuts, ... ``--child DIR`` runs one boot of a
@@ -39,12 +46,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from common.errors import BootloaderError
 from device_agent import simimage
 from device_agent.update.bootloader import SimBootloader, other_slot
+from simulations.powercut_board import BOARDS, ToolBoard
 from device_agent.update.core import UpdateCore, UpdateReport
 from device_agent.update.driver import UpdateDriver
 from device_agent.update.health import HealthResult
@@ -86,6 +95,7 @@ class Scenario:
     new_version: str
     manifest: dict
     images: dict[str, str] = field(default_factory=dict)  # sha256 -> role (old, new, older)
+    board: str = "sim"  # sim, or grub / uboot (the real tools)
 
     @property
     def image_path(self) -> str:
@@ -103,7 +113,8 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def make_scenario(root: Path, seed: int, *, size: int | None = None, kind: str | None = None) -> Scenario:
+def make_scenario(root: Path, seed: int, *, size: int | None = None, kind: str | None = None,
+                  board: str = "sim") -> Scenario:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     kind = kind or rng.choices(KINDS, WEIGHTS)[0]
@@ -114,7 +125,10 @@ def make_scenario(root: Path, seed: int, *, size: int | None = None, kind: str |
     new_version = "1.1.0"
     new = make_image(rng, "1.0.9" if kind == "wrong-version" else new_version,
                      kind if kind in ("fail", "hang", "crash") else "ok", size)
-    SimBootloader.create(root, {primary: old, other_slot(primary): older}, primary=primary, bootlimit=3)
+    if board == "sim":
+        SimBootloader.create(root, {primary: old, other_slot(primary): older}, primary=primary, bootlimit=3)
+    else:
+        ToolBoard.create(root, board, {primary: old, other_slot(primary): older}, primary=primary, bootlimit=3)
     manifest = {"version": new_version, "hw": [HW], "size": len(new), "sha256": _sha(new), "security_version": 2,
                 "chunk_size": rng.choice([4096, 16384, 65536])}
     stored = bytearray(new)
@@ -124,7 +138,7 @@ def make_scenario(root: Path, seed: int, *, size: int | None = None, kind: str |
     images = {_sha(old): "old", _sha(new): "new"}
     if older:
         images[_sha(older)] = "older"
-    sc = Scenario(str(root), kind, "1.0.0", new_version, manifest, images)
+    sc = Scenario(str(root), kind, "1.0.0", new_version, manifest, images, board)
     sc.save()
     return sc
 
@@ -159,22 +173,37 @@ class Cutter:
         return os.write(fd, data)
 
 
-def slot_problems(sc: Scenario, sim: SimBootloader) -> list[str]:
-    """Slots the bootloader may boot (good, or armed for trial) that do not hold one complete, known image."""
-    state = sim.boot_state()
-    bootable = set(state.good) | ({state.trial} if state.trial else set())
+Device = SimBootloader | ToolBoard
+
+
+def open_device(sc: Scenario, after_write: Callable[[str], None] | None = None) -> Device:
+    if sc.board == "sim":
+        return SimBootloader(sc.root, after_write=after_write)
+    return ToolBoard(sc.root, sc.board, after_write=after_write)
+
+
+def bootable(dev: Device) -> set[str]:
+    """The slots the bootloader may boot (good, or armed for a trial)."""
+    if isinstance(dev, ToolBoard):
+        return dev.bootable()
+    state = dev.boot_state()
+    return set(state.good) | ({state.trial} if state.trial else set())
+
+
+def slot_problems(sc: Scenario, sim: Device) -> list[str]:
+    """Slots the bootloader may boot that do not hold one complete, known image."""
     return [
-        f"slot {s} is {'good' if s in state.good else 'armed'} but holds no complete known image"
-        for s in sorted(bootable)
+        f"slot {s} is bootable but holds no complete known image"
+        for s in sorted(bootable(sim))
         if _sha(_slot_bytes(sim, s)) not in sc.images
     ]
 
 
-def _slot_bytes(sim: SimBootloader, slot: str) -> bytes:
+def _slot_bytes(sim: Device, slot: str) -> bytes:
     return sim.slot_path(slot).read_bytes()
 
 
-def make_driver(sc: Scenario, sim: SimBootloader, reports: list[UpdateReport], cutter: Cutter | None,
+def make_driver(sc: Scenario, sim: Device, reports: list[UpdateReport], cutter: Cutter | None,
                 *, sync_every: int = 4 << 20) -> UpdateDriver:
     def running_info() -> dict[str, str]:
         return image_info(_slot_bytes(sim, sim.active_slot())) or {"version": "?", "health": "corrupt"}
@@ -215,7 +244,7 @@ def boot_once(
 ) -> tuple[str, list[str]]:
     """One power-on of the device: ('done' | 'reboot' | 'cut' | 'bricked', slots that would brick it)."""
     on_env = (lambda doing: cutter.point("env", _SLOT.sub("slot", doing))) if cutter else None
-    sim = SimBootloader(sc.root, after_write=on_env)
+    sim = open_device(sc, on_env)
     latent: list[str] = []
     try:
         sim.power_on()
@@ -239,7 +268,7 @@ def boot_once(
 
 def check_device(sc: Scenario, reports: list[UpdateReport]) -> tuple[bool, list[str]]:
     """Power on twice more (no cuts) and judge: (bricked, inconsistencies)."""
-    sim = SimBootloader(sc.root)
+    sim = open_device(sc)
     booted: list[str] = []
     for _ in range(2):
         try:
@@ -249,9 +278,9 @@ def check_device(sc: Scenario, reports: list[UpdateReport]) -> tuple[bool, list[
         extra: list[UpdateReport] = []
         drv = make_driver(sc, sim, extra, None)
         drv.power_on()
-    state = sim.boot_state()
+    good = bootable(sim)
     roles = {s: sc.images.get(_sha(_slot_bytes(sim, s))) for s in sim.slots}
-    bricked = roles[booted[-1]] is None or booted[-1] not in state.good or any(roles[s] is None for s in state.good)
+    bricked = roles[booted[-1]] is None or booted[-1] not in good or any(roles[s] is None for s in good)
     problems = []
     if booted[0] != booted[1]:
         problems.append(f"boots alternate between {booted}")
@@ -269,16 +298,24 @@ def check_device(sc: Scenario, reports: list[UpdateReport]) -> tuple[bool, list[
                 problems.append(f"committed but running the {running} image, record says {record.installed_version}")
             if sc.kind != "ok":
                 problems.append(f"a {sc.kind} image was committed")
-        elif running != "old" or record.installed_version != sc.old_version:
+        elif (running, record.installed_version) not in _ROLLED_BACK_TO[sc.board]:
             problems.append(f"{outcome} but running the {running} image, record says {record.installed_version}")
         if sc.kind == "tampered" and outcome != "failed":
             problems.append(f"a tampered image ended {outcome}")
     return bricked, problems
 
 
-def run_seed(seed: int, root: Path) -> dict:
+# After a roll back (or a failure) the device runs the image it ran when the update started, and the record
+# says so. That is the old image, except on GRUB: its script gives a slot one try, so a power cut between a
+# boot and the agent's mark-good of the running slot makes the next boot fall back to the other slot (RAUC's
+# GRUB scheme) when it holds a good image (the older one): an update can then start from there.
+_OLD, _OLDER = ("old", "1.0.0"), ("older", "0.9.0")
+_ROLLED_BACK_TO = {"sim": {_OLD}, "uboot": {_OLD}, "grub": {_OLD, _OLDER}}
+
+
+def run_seed(seed: int, root: Path, board: str = "sim") -> dict:
     rng = random.Random(seed ^ 0x5EED)
-    sc = make_scenario(root, seed)
+    sc = make_scenario(root, seed, board=board)
     blocks = -(-sc.manifest["size"] // sc.manifest["chunk_size"])
     limits = {"record": 13, "env": 9, "slot-write": blocks}
     targets: dict[str, set[int]] = {}
@@ -310,14 +347,14 @@ def run_seed(seed: int, root: Path) -> dict:
     return result
 
 
-def run(seeds: range, base: Path) -> dict:
+def run(seeds: range, base: Path, board: str = "sim") -> dict:
     totals = Counter[str]()
     cut_kinds = Counter[str]()
     examples: list[dict] = []
     started = time.perf_counter()
     for seed in seeds:
         root = base / f"seed{seed}"
-        r = run_seed(seed, root)
+        r = run_seed(seed, root, board)
         shutil.rmtree(root, ignore_errors=True)
         totals["runs"] += 1
         totals["bricked"] += r["bricked"]
@@ -333,7 +370,7 @@ def run(seeds: range, base: Path) -> dict:
     out = {k: totals[k] for k in ("runs", "bricked", "inconsistent", "committed", "rolled_back", "failed")}
     out.update(healthy_not_committed=totals["healthy_not_committed"], boots=totals["boots"],
                cuts=sum(cut_kinds.values()), cut_points=dict(sorted(cut_kinds.items())),
-               elapsed_s=round(time.perf_counter() - started, 2))
+               elapsed_s=round(time.perf_counter() - started, 2), board=board)
     if examples:
         out["examples"] = examples
     return out
@@ -363,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0:100", help="A:B runs seeds A..B-1 (default 0:100)")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--dir", help="where devices are laid out (default: a temporary directory, on /dev/shm if there)")
+    p.add_argument("--board", choices=("sim", *BOARDS), default="sim",
+                   help="the boot environment: simulated (default), or real with grub-editenv / fw_setenv")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--sync-every", type=int, default=4 << 20, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -373,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="edgefleet-powercut-", dir=shm))
     try:
-        out = run(seeds, base)
+        out = run(seeds, base, args.board)
     finally:
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)

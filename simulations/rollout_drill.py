@@ -148,7 +148,11 @@ def run_rollout_drill(
                 fleet.proxies[cut_gw].cut()
                 cut_at, cut_stage, cut_wall = time.monotonic(), view["stage"], time.time()
                 say(f"DRILL: uplink of {cut_gw} cut at {view['stage']}")
-            if cut_at is not None and restored_at is None and time.monotonic() - cut_at >= cut_uplink_s:
+            # the cut lasts cut_uplink_s, held (up to 4x) until one of the cut site's devices has committed on
+            # its own: on a slow machine the site may not reach an install in the first seconds of the cut
+            if (cut_at is not None and restored_at is None and time.monotonic() - cut_at >= cut_uplink_s
+                    and (not site_autonomy or time.monotonic() - cut_at >= 4 * cut_uplink_s
+                         or _committed_on_disk(fleet, cut_gw, agents))):
                 behind = {d["device_id"] for d in fleet.api(f"/v1/rollouts/{rid}")["devices"]
                           if d["site"] == f"site-{cut_gw.rsplit('-', 1)[1]}" and d["state"] != "succeeded"}
                 fleet.proxies[cut_gw].restore()
@@ -322,6 +326,21 @@ def _outside_window_sites(fleet: ProcFleet, gateways: list[str]) -> int:
                 if d["started_ms"] and not windows.is_open(datetime.fromtimestamp(d["started_ms"] / 1000, UTC)):
                     bad += 1
     return bad
+
+
+def _committed_on_disk(fleet: ProcFleet, gateway: str, agents: list[str]) -> bool:
+    """Has a device behind ``gateway`` committed the drill's release, by its own update record?"""
+    prefix = f"dev-{gateway.rsplit('-', 1)[1]}-"
+    for d in agents:
+        record = fleet.dir(d) / "update.json"
+        if d.startswith(prefix) and record.exists():
+            try:
+                values = json.loads(record.read_text())
+            except (OSError, ValueError):  # replaced while read: look again next time
+                continue
+            if values.get("state") in ("committed", "idle") and values.get("installed_version") == VERSION:
+                return True
+    return False
 
 
 def _latest_outcomes(fleet: ProcFleet, version: str) -> dict[str, str]:

@@ -12,7 +12,10 @@ compromised gateway that forges and replays commands, all with real processes an
 4. Site 1's gateway is "compromised": SIGKILLed, and commands are written into its held-command queue as an
    attacker with its disk would: unsigned (9001), signed by the attacker's own key (9003), the captured
    signed ``ping`` replayed as is (seq 1) and under a new number (9002). It restarts, still cut off.
-5. After the uplink returns and the fleet stops, the counters come from what the processes themselves
+5. The trust boundaries are tried as an attacker would (``simulations.trust_attempts``): an operator of site 1
+   reads every read route for site 2's data; admitted gateway keys say Hello as site 2's gateway; a gateway of
+   site 1 forwards records for a site-2 device; an anonymous peer claims a device id already pending approval.
+6. After the uplink returns and the fleet stops, the counters come from what the processes themselves
    recorded: the victim's ``commands_run``, the gateway's refusals after its restart (cached list, cloud
    unreachable), the cloud's store (records of the revoked device sampled after the list took effect),
    and ``edgefleet audit --json`` (every mutating action of the drill must be there, chain verified).
@@ -35,6 +38,7 @@ from common.durable_queue import DurableQueue
 from common.keyfiles import load_private_key
 from common.keys import load_or_create_keypair
 from common.protocol import Command, encode
+from simulations import trust_attempts as trust
 from simulations.fleet import ProcFleet
 
 __all__ = ["report", "run_security_drill"]
@@ -130,6 +134,16 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
         _say(quiet, f"{n_enrolled} devices enrolled zero-touch and sending telemetry")
         time.sleep(min(duration, 5.0))
 
+        other_site = "site-2" if sites > 1 else "site-none"
+        others = [a for a in agents if a.startswith("dev-2-")] or ["dev-none"]
+        reads, cross_site = trust.cross_site_reads(fleet, "site-1", other_site, [*others, "gw-2"])
+        hellos, impersonations = trust.impersonate_gateway(fleet, "site-1", "gw-2", other_site)
+        foreign_sent = trust.forward_foreign_records(fleet, "site-1", others[0])
+        pending_key, pending_held = trust.replace_pending(fleet, "gw-1", "site-1")
+        _say(quiet, f"trust boundaries tried: {reads} cross-site reads ({cross_site} allowed), {hellos} gateway "
+                    f"impersonations ({impersonations} accepted), {foreign_sent} records for a {other_site} device "
+                    f"from a site-1 gateway, a pending device claimed again by an anonymous key")
+
         victim, revoked = f"dev-1-{min(2, devices_per_site):03d}", "dev-1-001"
         fleet.cli("devices", "command", victim, "ping", *ops)
         expected_audit.append(("devices.command", f"/v1/devices/{victim}/commands"))
@@ -169,6 +183,8 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
     with sqlite3.connect(fleet.dir("cloud") / "cloud.db") as db:
         (after,) = db.execute("SELECT count(*) FROM telemetry WHERE device_id = ? AND ts_ms > ?",
                               (revoked, int(t_applied * 1000) + 500)).fetchone()
+        (foreign_stored,) = db.execute("SELECT count(*) FROM telemetry WHERE device_id = ? AND seq >= ?",
+                                       (others[0], trust.FOREIGN_SEQ)).fetchone()
     ran = stats[victim].get("commands_run", [])
     refused = {int(k) for k in stats[victim].get("commands_refused", {})}
     records = audit["records"]
@@ -189,6 +205,13 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
         "forged_commands_refused": len(planted["forged"] & refused),
         "replayed_commands_accepted": max(0, ran.count(real["seq"]) - 1) + len(planted["replayed_new_number"] & set(ran)),
         "replayed_commands_refused": len(planted["replayed_new_number"] & refused),
+        "cross_site_reads_tried": reads,
+        "cross_site_reads_allowed": cross_site,
+        "gateway_impersonations_tried": hellos,
+        "gateway_impersonations_accepted": impersonations,
+        "foreign_device_records_sent": foreign_sent,
+        "foreign_device_records_accepted": foreign_stored,
+        "pending_identity_replaced": int(pending_held != pending_key),
         "audit_records": len(records),
         "audit_verified": audit["verified"],
         "audit_missing": missing,
@@ -206,6 +229,10 @@ def report(result: dict[str, Any], as_json: bool) -> int:
         and result["revoked_accepted_after_revoke"] == 0
         and result["forged_commands_accepted"] == 0
         and result["replayed_commands_accepted"] == 0
+        and result["cross_site_reads_allowed"] == 0
+        and result["gateway_impersonations_accepted"] == 0
+        and result["foreign_device_records_accepted"] == 0
+        and result["pending_identity_replaced"] == 0
         and result["audit_verified"]
         and not result["audit_missing"]
     )
@@ -216,6 +243,11 @@ def report(result: dict[str, Any], as_json: bool) -> int:
                f"uplink cut; records accepted after revocation {result['revoked_accepted_after_revoke']}")
     click.echo(f"commands: forged accepted {result['forged_commands_accepted']} (refused {result['forged_commands_refused']}), "
                f"replayed accepted {result['replayed_commands_accepted']}")
+    click.echo(f"boundaries: cross-site reads allowed {result['cross_site_reads_allowed']}/{result['cross_site_reads_tried']}, "
+               f"gateway impersonations accepted {result['gateway_impersonations_accepted']}/"
+               f"{result['gateway_impersonations_tried']}, foreign device records accepted "
+               f"{result['foreign_device_records_accepted']}/{result['foreign_device_records_sent']}, pending identity "
+               f"replaced {result['pending_identity_replaced']}")
     click.echo(f"audit: {result['audit_records']} records, chain {'verified' if result['audit_verified'] else 'BROKEN'}, "
                f"missing {result['audit_missing'] or 'none'}")
     click.echo(f"processes: {result['clean_exits']}/{result['processes']} exited cleanly; {result['wall_seconds']} s in all")

@@ -31,7 +31,9 @@ class Release:
     bad: tuple[Path, Path]  # same version, an image whose self-test fails
 
 
-def make_release(root: Path, version: str = VERSION, size: int = 256 * 1024) -> Release:
+def make_release(root: Path, version: str = VERSION, size: int = 256 * 1024, *, rootfs: bool = False) -> Release:
+    """Sign a good and a bad image of ``version``: simulated images, or with ``rootfs`` ext2 root filesystems
+    (``simulations.board_dir.make_rootfs``: raw slot content, for agents on a board in a directory)."""
     from common.firmware.keys import generate_release_key, public_key_pem
     from common.firmware.manifest import build_manifest, sign_manifest
 
@@ -43,7 +45,12 @@ def make_release(root: Path, version: str = VERSION, size: int = 256 * 1024) -> 
     out = []
     for name, health in (("good", "ok"), ("bad", "fail")):
         image = root / f"fw-{version}-{name}.img"
-        write_atomic(image, simimage.make(version, health, size), 0o644)
+        if rootfs:
+            from simulations.board_dir import make_rootfs
+
+            make_rootfs(image, version, health)
+        else:
+            write_atomic(image, simimage.make(version, health, size), 0o644)
         manifest = build_manifest(str(image), version, [HW], security_version=1, expires_ms=now + DAY_MS, issued_ms=now)
         signed = root / f"fw-{version}-{name}.manifest"
         write_atomic(signed, sign_manifest(manifest, key).to_bytes(), 0o644)
@@ -67,10 +74,13 @@ def roll_out(fleet, release: Release, devices: list[str], bad: set[str]) -> None
                   {"name": "update", "args": {"manifest": str(manifest), "image": str(image)}, "ttl_s": 600})
 
 
-def wait_for_outcomes(fleet, devices: list[str], timeout_s: float = 90.0) -> dict[str, dict]:
-    """The last reported outcome of each device (waits until every device reported one, or the timeout)."""
+def wait_for_outcomes(fleet, devices: list[str], timeout_s: float = 90.0, tick=None) -> dict[str, dict]:
+    """The last reported outcome of each device (waits until every device reported one, or the timeout);
+    ``tick()`` is called while waiting (the demo's boards reboot their agents there)."""
     deadline = time.monotonic() + timeout_s
     while True:
+        if tick is not None:
+            tick()
         latest = {u["device_id"]: u["values"] for u in fleet.api("/v1/updates")["updates"]}
         if all(d in latest for d in devices) or time.monotonic() > deadline:
             return latest

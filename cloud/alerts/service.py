@@ -166,18 +166,41 @@ class AlertService:
         self.engine.observe_seen(gateway, now_ms, kind="gateway")
 
     def observe_batch(self, gateway: str, records: Iterable[ForwardRecord], now_ms: int) -> None:
-        """A batch from ``gateway``, committed."""
+        """A batch from ``gateway``, committed. Each device's messages are counted once per batch, and only
+        the metrics some rule names are looked at (``AlertEngine.metrics``: any other changes no alert)."""
         self.observe_gateway(gateway, now_ms)
+        per_device: dict[str, int] = {}
+        named = self.engine.metrics
+        n = 0
         for r in records:
-            self.counters["records"] += 1
+            n += 1
             if r.seq == 0:  # a report made by the gateway: its status, or about a device, not by it
                 if r.kind == STATUS_KIND and r.device_id == gateway:
                     self._observe_status(gateway, r.values, now_ms)
                 continue
-            self._observe_device(gateway, r, now_ms)
+            device, values = r.device_id, r.values
+            per_device[device] = per_device.get(device, 0) + 1
+            if r.kind == METRICS_KIND:
+                for metric in self._watched:
+                    value = values.get(metric)
+                    if _number(value):
+                        self._reported.add((device, metric))
+                    elif (device, metric) in self._reported:
+                        self._reported.discard((device, metric))
+                        self.engine.metric_absent(device, metric, now_ms)
+                for metric in named:
+                    value = values.get(metric)
+                    if value is not None and _number(value):
+                        self.engine.observe_metric(device, metric, value, now_ms)
+            version = values.get(FIRMWARE_KEY)
+            if isinstance(version, str):
+                self._firmware_of[device] = version
+                self._judge_firmware(device, version)
+        self.counters["records"] += n
+        for device, count in per_device.items():
+            self._observe_device(gateway, device, count, now_ms)
 
-    def _observe_device(self, gateway: str, r: ForwardRecord, now_ms: int) -> None:
-        device = r.device_id
+    def _observe_device(self, gateway: str, device: str, messages: int, now_ms: int) -> None:
         if self._gateway_of.get(device) != gateway:
             if (old := self._gateway_of.get(device)) is not None:
                 self._devices_of[old].discard(device)
@@ -185,22 +208,7 @@ class AlertService:
             self._devices_of.setdefault(gateway, set()).add(device)
         self._device_seen[device] = now_ms
         self.engine.observe_seen(device, now_ms)
-        self.engine.observe_message(device, now_ms)
-        if r.kind == METRICS_KIND:
-            for metric in self._watched:
-                value = r.values.get(metric)
-                if _number(value):
-                    self._reported.add((device, metric))
-                elif (device, metric) in self._reported:
-                    self._reported.discard((device, metric))
-                    self.engine.metric_absent(device, metric, now_ms)
-            for metric, value in r.values.items():
-                if _number(value):
-                    self.engine.observe_metric(device, metric, value, now_ms)
-        version = r.values.get(FIRMWARE_KEY)
-        if isinstance(version, str):
-            self._firmware_of[device] = version
-            self._judge_firmware(device, version)
+        self.engine.observe_messages(device, messages, now_ms)
 
     def _judge_firmware(self, device: str, version: str) -> None:
         if not self._releases:

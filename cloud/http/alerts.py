@@ -22,6 +22,7 @@ from cloud.http.context import ApiContext
 from cloud.http.errors import invalid
 from cloud.http.models.operations import AlertRow, AlertsPage, SilenceRow, SilencesPage
 from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
+from cloud.http.scope import site_scope
 from common.errors import EdgeFleetError, NotFound
 
 __all__ = ["MAX_SILENCE_S", "AckRequest", "SilenceRequest", "routes"]
@@ -65,14 +66,18 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
 
     @router.get("/alerts", response_model=AlertsPage)
     async def list_alerts(
+        request: fastapi.Request,
         state: Literal["open", "resolved", "all", "acknowledged"] = "open",
         subject: str | None = None,
         limit: Annotated[int, fastapi.Query(ge=1, le=10_000)] = 500,
         cursor: Cursor = None,
     ) -> dict[str, Any]:
-        """Alerts newest first; ``acknowledged``: the open ones someone acknowledged."""
+        """Alerts newest first (those of the caller's sites' devices and gateways); ``acknowledged``: the open
+        ones someone acknowledged. ``site`` (optional, checked by ``cloud.http.access``) keeps that site's."""
         stored = "open" if state == "acknowledged" else state
-        rows = await ctx.call(lambda: alerts.list_alerts(stored, subject=subject, limit=10_000))
+        scope = await site_scope(request, ctx, ids=True)
+        rows = scope.keep_ids(await ctx.call(lambda: alerts.list_alerts(stored, subject=subject, limit=10_000)),
+                              lambda r: r["subject"])
         if state == "acknowledged":
             rows = [r for r in rows if r.get("acked_by")]
         page, nxt = paginate(rows, key=lambda r: (r["opened_ms"], r["id"]), limit=limit, cursor=cursor, descending=True)
@@ -107,9 +112,11 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return row
 
     @router.get("/silences", response_model=SilencesPage)
-    async def list_silences(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+    async def list_silences(request: fastapi.Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        """The running silences (a scoped caller's: those whose target is a device or gateway of its sites)."""
         now = ctx.now_ms()
-        rows = await ctx.call(lambda: alerts.active_silences(now))
+        scope = await site_scope(request, ctx, ids=True)
+        rows = scope.keep_ids(await ctx.call(lambda: alerts.active_silences(now)), lambda r: r["target"])
         page, nxt = paginate(rows, key=lambda r: (r["id"],), limit=limit, cursor=cursor)
         return {"silences": page, "next_cursor": nxt}
 

@@ -22,6 +22,7 @@ import fastapi
 import pydantic
 
 from cloud.http.access import source_of
+from cloud.http.scope import site_scope
 from cloud.http.context import ApiContext
 from cloud.http.models.operations import DdiTokenIssued, DdiTokenRevoked, DdiTokensPage
 from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
@@ -92,7 +93,8 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         decision = authorize(principal, "devices.list", site)
         if not decision:
             raise Forbidden(f"{decision.reason}; name a site of yours with ?site=")
-        rows = await ctx.call(lambda: records.list_tokens(site))
+        scope = await site_scope(request, ctx)
+        rows = scope.keep(await ctx.call(lambda: records.list_tokens(site)), lambda r: r["site_id"])
         page, next_cursor = paginate(rows, key=lambda r: (r["device_id"],), limit=limit, cursor=cursor)
         return {"tokens": page, "next_cursor": next_cursor}
 

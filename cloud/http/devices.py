@@ -36,6 +36,7 @@ from cloud.http.models.fleet import (
     UpdatesPage,
 )
 from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
+from cloud.http.scope import site_scope
 from common.errors import NotFound
 from common.protocol.codec import MAX_STR, MAX_VALUES
 from common.protocol.messages import STREAMS
@@ -68,11 +69,13 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
             )
 
     @router.get("/devices", response_model=DevicesPage)
-    async def devices(where: str | None = None, site: str | None = None, limit: Limit = DEFAULT_LIMIT,
-                      cursor: Cursor = None) -> dict[str, Any]:
-        """Every device, or those matching ``where`` (the query language of ``cloud.fleet.query``) and ``site``."""
+    async def devices(request: fastapi.Request, where: str | None = None, site: str | None = None,
+                      limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        """Every device (of the caller's sites), or those matching ``where`` (the query language of
+        ``cloud.fleet.query``) and ``site``."""
         node = query.parse(where) if where else None  # QueryError: 400 with the position
-        rows = await ctx.call(telemetry.list_devices)
+        scope = await site_scope(request, ctx)
+        rows = scope.keep(await ctx.call(telemetry.list_devices), lambda r: r["site_id"])
         if site is not None:
             rows = [r for r in rows if r["site_id"] == site]
         if node is not None:
@@ -84,8 +87,9 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return {"devices": page, "next_cursor": nxt}
 
     @router.get("/sites", response_model=SitesPage)
-    async def sites(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
-        rows = await ctx.call(telemetry.list_sites)
+    async def sites(request: fastapi.Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        scope = await site_scope(request, ctx)
+        rows = scope.keep(await ctx.call(telemetry.list_sites), lambda r: r["site_id"])
         page, nxt = paginate(rows, key=lambda r: (r["site_id"],), limit=limit, cursor=cursor)
         return {"sites": page, "next_cursor": nxt}
 
@@ -107,18 +111,27 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return detail
 
     @router.get("/telemetry/summary", response_model=TelemetrySummary)
-    async def telemetry_summary(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+    async def telemetry_summary(request: fastapi.Request, limit: Limit = DEFAULT_LIMIT,
+                                cursor: Cursor = None) -> dict[str, Any]:
+        scope = await site_scope(request, ctx, ids=True)
         body = await ctx.call(telemetry.telemetry_summary)
+        if not scope.everything:  # the totals of the caller's devices only
+            body["devices"] = scope.keep_ids(body["devices"], lambda r: r["device_id"])
+            body["rows"] = body["distinct"] = sum(r["count"] for r in body["devices"])
         body["devices"], body["next_cursor"] = paginate(body["devices"], key=lambda r: (r["device_id"], r["stream"]),
                                                         limit=limit, cursor=cursor)
         return body
 
     @router.get("/gaps", response_model=GapsBody, response_model_exclude_unset=True)
-    async def gaps(device: str | None = None, site: str | None = None, limit: Limit = DEFAULT_LIMIT,
-                   cursor: Cursor = None) -> dict[str, Any]:
+    async def gaps(request: fastapi.Request, device: str | None = None, site: str | None = None,
+                   limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        scope = await site_scope(request, ctx, ids=True)  # a device or site named was checked by cloud.http.access
+
         def read() -> dict[str, Any]:
-            rows, nxt = paginate(telemetry.gaps(device, site), key=None, limit=limit, cursor=cursor)
-            body: dict[str, Any] = {"gaps": rows, "totals": telemetry.gap_totals(device, site), "next_cursor": nxt}
+            mine = scope.keep_ids(telemetry.gaps(device, site), lambda r: r["device_id"])
+            rows, nxt = paginate(mine, key=None, limit=limit, cursor=cursor)
+            totals = scope.keep_ids(telemetry.gap_totals(device, site), lambda r: r["device_id"])
+            body: dict[str, Any] = {"gaps": rows, "totals": totals, "next_cursor": nxt}
             if device is not None:
                 missing = {stream: telemetry.missing_ranges(device, stream) for stream in STREAMS}
                 body["missing"] = {stream: [list(r) for r in ranges] for stream, ranges in missing.items() if ranges}
@@ -127,9 +140,11 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return await ctx.call(read)
 
     @router.get("/updates", response_model=UpdatesPage)
-    async def updates(device: str | None = None, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
-        """Update outcomes the devices reported (committed, rolled_back, failed, with the reason)."""
-        rows = await ctx.call(lambda: telemetry.records_of_kind("update", device))
+    async def updates(request: fastapi.Request, device: str | None = None, limit: Limit = DEFAULT_LIMIT,
+                      cursor: Cursor = None) -> dict[str, Any]:
+        """Update outcomes the devices (of the caller's sites) reported (committed, rolled_back, failed, with the reason)."""
+        scope = await site_scope(request, ctx, ids=True)
+        rows = scope.keep_ids(await ctx.call(lambda: telemetry.records_of_kind("update", device)), lambda r: r["device_id"])
         page, nxt = paginate(rows, key=None, limit=limit, cursor=cursor)
         return {"updates": page, "next_cursor": nxt}
 

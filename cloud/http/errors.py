@@ -6,6 +6,8 @@ the first class the error is an instance of decides (so the more specific come f
     RequestValidationError   422 invalid_request     a body or parameter that does not validate
     Unauthenticated          401 unauthorized        (with ``WWW-Authenticate: Bearer``)
     Forbidden                403 forbidden
+    BodyTooLarge             413 too_large           a body over its route's limit (``cloud.http.access``)
+    RateLimited              429 rate_limited        too many failed logins from one source
     NotFound                 404 not_found           any id that names nothing (device, group, release...)
     TransitionError          409 transition_refused  the lifecycle table forbids it
     Conflict                 409 conflict            the object's state does not allow it
@@ -44,6 +46,7 @@ from starlette.exceptions import HTTPException
 
 from common.errors import (
     ApiError,
+    BodyTooLarge,
     ConfigError,
     Conflict,
     EdgeFleetError,
@@ -51,6 +54,7 @@ from common.errors import (
     Forbidden,
     NotFound,
     QueryError,
+    RateLimited,
     ReleaseError,
     ReleaseTooLarge,
     RolloutError,
@@ -63,7 +67,7 @@ __all__ = ["STATUS", "HtmlRenderer", "error_response", "handle", "install", "inv
 
 HtmlRenderer = Callable[[fastapi.Request, int, str, str], Awaitable[Response]]
 HTTP_CODES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type"}
+              405: "method_not_allowed", 409: "conflict", 413: "too_large", 429: "rate_limited", 415: "unsupported_media_type"}
 
 log = logging.getLogger("edgefleet.api")
 
@@ -71,6 +75,8 @@ STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (RequestValidationError, 422, "invalid_request"),
     (Unauthenticated, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
+    (BodyTooLarge, 413, "too_large"),
+    (RateLimited, 429, "rate_limited"),
     (NotFound, 404, "not_found"),
     (TransitionError, 409, "transition_refused"),
     (Conflict, 409, "conflict"),

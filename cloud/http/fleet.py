@@ -58,6 +58,7 @@ from cloud.http.models.fleet import (
     TagsBody,
 )
 from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
+from cloud.http.scope import site_scope
 from common.errors import ConfigError, FleetNotFound
 
 __all__ = ["ConfigSetRequest", "StateRequest", "routes"]
@@ -111,12 +112,13 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
     fleet = store.fleet
 
     @router.get("/fleet/devices", response_model=FleetDevicesPage)
-    async def fleet_devices(where: str | None = None, site: str | None = None, limit: Limit = DEFAULT_LIMIT,
-                            cursor: Cursor = None) -> dict[str, Any]:
+    async def fleet_devices(request: fastapi.Request, where: str | None = None, site: str | None = None,
+                            limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
         node = query.parse(where) if where else None
+        scope = await site_scope(request, ctx)
 
         def read() -> dict[str, Any]:
-            views = device_views(fleet.fleet_snapshot())
+            views = scope.keep(device_views(fleet.fleet_snapshot()), lambda v: v["site_id"])
             if site is not None:
                 views = [v for v in views if v["site_id"] == site]
             if node is not None:
@@ -149,11 +151,13 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return {"logs": page, "next_cursor": nxt}
 
     @router.get("/ghosts", response_model=GhostsPage)
-    async def ghosts(silent_s: Annotated[float, fastapi.Query(ge=0, le=10 * 366 * 86400)] | None = None,
+    async def ghosts(request: fastapi.Request,
+                     silent_s: Annotated[float, fastapi.Query(ge=0, le=10 * 366 * 86400)] | None = None,
                      limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
         seconds = ctx.fleet.ghost_s if silent_s is None else silent_s
         now = ctx.now_ms()
-        rows = await ctx.call(lambda: fleet.ghosts(int(seconds * 1000), now))
+        scope = await site_scope(request, ctx)
+        rows = scope.keep(await ctx.call(lambda: fleet.ghosts(int(seconds * 1000), now)), lambda r: r["site_id"])
         page, nxt = paginate(rows, key=None, limit=limit, cursor=cursor)
         return {"silent_s": seconds, "ghosts": page, "next_cursor": nxt}
 
@@ -206,8 +210,9 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return await ctx.call(lambda: explain_config(fleet, device_id))
 
     @router.get("/config/status", response_model=ConfigStatusPage)
-    async def config_status(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
-        views = await ctx.call(lambda: device_views(fleet.fleet_snapshot()))
+    async def config_status(request: fastapi.Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        scope = await site_scope(request, ctx)
+        views = scope.keep(await ctx.call(lambda: device_views(fleet.fleet_snapshot())), lambda v: v["site_id"])
         rows = [{"device_id": v["device_id"], **v["config"]} for v in views]
         page, nxt = paginate(rows, key=lambda r: (r["device_id"],), limit=limit, cursor=cursor)
         return {"devices": page, "next_cursor": nxt}
@@ -244,12 +249,14 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return await ctx.call(read)
 
     @router.get("/fleet/sites", response_model=FleetSitesPage)
-    async def fleet_sites(site: str | None = None, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+    async def fleet_sites(request: fastapi.Request, site: str | None = None, limit: Limit = DEFAULT_LIMIT,
+                          cursor: Cursor = None) -> dict[str, Any]:
         now = ctx.now_ms()
+        scope = await site_scope(request, ctx)
 
         def read() -> dict[str, Any]:
             snap = fleet.fleet_snapshot()
-            sites = store.telemetry.list_sites()
+            sites = scope.keep(store.telemetry.list_sites(), lambda r: r["site_id"])
             statuses = fleet.gateway_statuses()
             open_alerts = store.alerts.list_alerts("open", limit=10_000)
             rows = site_overview([s for s in sites if site is None or s["site_id"] == site], snap, statuses, open_alerts, now)

@@ -28,7 +28,8 @@ from cloud.fleet.views import device_views, query_view
 from cloud.http.context import ApiContext
 from cloud.http.models.operations import DryRun, RolloutsPage, RolloutView
 from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
-from common.errors import RolloutError
+from cloud.http.scope import site_scope
+from common.errors import RolloutError, RolloutNotFound
 
 __all__ = ["ControlRequest", "PlanRequest", "RolloutRequest", "routes"]
 
@@ -118,13 +119,22 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return await service.preview(as_body(body), await targets(body))
 
     @router.get("/rollouts", response_model=RolloutsPage)
-    async def list_rollouts(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
-        page, nxt = paginate(await service.list(), key=None, limit=limit, cursor=cursor)  # oldest first
+    async def list_rollouts(request: fastapi.Request, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        """Every rollout, oldest first; a scoped caller's: those that take devices of its sites."""
+        scope = await site_scope(request, ctx)
+        rows = await service.list()
+        if not scope.everything:
+            rows = [r for r in rows if scope.rollout(await service.show(r["id"])) is not None]
+        page, nxt = paginate(rows, key=None, limit=limit, cursor=cursor)  # oldest first
         return {"rollouts": page, "next_cursor": nxt}
 
     @router.get("/rollouts/{rollout_id}", response_model=RolloutView)
-    async def show_rollout(rollout_id: str) -> dict[str, Any]:
-        return await service.show(rollout_id)
+    async def show_rollout(request: fastapi.Request, rollout_id: str) -> dict[str, Any]:
+        """The rollout; a scoped caller sees only its sites' devices and progress (404 if it takes none of them)."""
+        view = (await site_scope(request, ctx)).rollout(await service.show(rollout_id))
+        if view is None:
+            raise RolloutNotFound(rollout_id, "it takes no device of the caller's sites")
+        return view
 
     @router.post("/rollouts/{rollout_id}/{action}", response_model=RolloutView)
     async def control_rollout(rollout_id: str, action: Literal["pause", "resume", "abort"],

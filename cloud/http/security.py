@@ -33,6 +33,7 @@ import fastapi
 import pydantic
 
 from cloud.http.access import source_of
+from cloud.http.scope import site_scope
 from cloud.http.context import ApiContext
 from cloud.http.errors import invalid
 from cloud.http.models.operations import (
@@ -48,11 +49,11 @@ from cloud.http.models.operations import (
     TokenMade,
     UserMade,
 )
-from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, paginate
+from cloud.http.paging import DEFAULT_LIMIT, Cursor, Limit, decode_cursor, encode_cursor, paginate
 from cloud.security.audit import verify_chain
 from cloud.security.rbac import Principal, Role, authorize, new_token
 from cloud.security.service import Actor
-from common.errors import AuditChainError, Forbidden, NotFound
+from common.errors import AuditChainError, ConfigError, Forbidden, NotFound
 
 __all__ = ["routes"]
 
@@ -159,9 +160,10 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
         return {"preauthorized": len(body.devices)}
 
     @router.get("/identities", response_model=IdentitiesPage)
-    async def identities(site: str | None = None, status: str | None = None, limit: Limit = DEFAULT_LIMIT,
-                         cursor: Cursor = None) -> dict[str, Any]:
-        rows = await ctx.call(lambda: records.list_identities(site))
+    async def identities(request: fastapi.Request, site: str | None = None, status: str | None = None,
+                         limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> dict[str, Any]:
+        scope = await site_scope(request, ctx)
+        rows = scope.keep(await ctx.call(lambda: records.list_identities(site)), lambda r: r["site"])
         if status is not None:
             rows = [r for r in rows if r["status"] == status]
         page, nxt = paginate(rows, key=lambda r: (r["device_id"],), limit=limit, cursor=cursor)
@@ -234,25 +236,38 @@ def routes(ctx: ApiContext) -> fastapi.APIRouter:
                                             and r["device_id"] in known], site)
 
     @router.get("/revocations", response_model=Revocations)
-    async def revocations() -> dict[str, Any]:
+    async def revocations(request: fastapi.Request) -> dict[str, Any]:
+        """The revocation list (a scoped caller's: the devices of its sites)."""
+        scope = await site_scope(request, ctx, ids=True)
         version, revoked, quarantined = await ctx.call(records.revocation_list)
+        revoked = {d: v for d, v in revoked.items() if scope.has_id(d)}
+        quarantined = {d: v for d, v in quarantined.items() if scope.has_id(d)}
         return {"version": version, "revoked": revoked, "quarantined": quarantined}
 
     @router.get("/audit", response_model=AuditPage)
     async def audit(after: Annotated[int, fastapi.Query(ge=-1)] = -1,
                     limit: Annotated[int, fastapi.Query(ge=1, le=100_000)] = 1000, cursor: Cursor = None,
                     action: str | None = None, who: str | None = None, newest_first: bool = False) -> dict[str, Any]:
-        """The log with its hash chain verified; ``action`` (a prefix, e.g. ``devices.``) and ``who`` filter it."""
-        chain = await ctx.call(lambda: records.audit_records(-1, 1_000_000))
-        try:
-            head, verified, problem = verify_chain(chain), True, ""
-        except AuditChainError as exc:
-            head, verified, problem = "", False, str(exc)
-        shown = [r for r in chain if r.seq > after and (action is None or r.action.startswith(action))
-                 and (who is None or r.who == who)]
-        page, nxt = paginate(shown, key=lambda r: (r.seq,), limit=limit, cursor=cursor, descending=newest_first)
-        return {"records": [{f: getattr(r, f) for f in r.__slots__} for r in page], "head": head,
-                "verified": verified, "problem": problem, "total": len(chain), "next_cursor": nxt}
+        """The log with its hash chain verified; ``action`` (a prefix, e.g. ``devices.``) and ``who`` filter it.
+        The page is filtered and ordered in SQL; the chain is verified a batch at a time (memory stays bounded)."""
+        at = decode_cursor(cursor) if cursor is not None else None
+        if at is not None and (len(at) != 1 or not isinstance(at[0], int)):
+            raise ConfigError(f"cursor {cursor[:40]!r} is not one this API made (pass the next_cursor of a page)")
+        last = at[0] if at is not None else None
+
+        def read() -> dict[str, Any]:
+            try:
+                head, verified, problem = verify_chain(records.audit_chain()), True, ""
+            except AuditChainError as exc:
+                head, verified, problem = "", False, str(exc)
+            page = records.audit_page(after=after if newest_first or last is None else max(after, last),
+                                      before=last if newest_first else None, limit=limit + 1, action=action, who=who,
+                                      newest_first=newest_first)
+            nxt = encode_cursor((page[limit - 1].seq,)) if len(page) > limit else None
+            return {"records": [{f: getattr(r, f) for f in r.__slots__} for r in page[:limit]], "head": head,
+                    "verified": verified, "problem": problem, "total": records.audit_count(), "next_cursor": nxt}
+
+        return await ctx.call(read)
 
     @router.post("/users", status_code=201, response_model=UserMade)
     async def add_user(request: fastapi.Request, body: UserRequest) -> dict[str, Any]:

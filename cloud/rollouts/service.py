@@ -21,6 +21,7 @@ gateway's site cache), or with the rollout's ``install_args`` when they name a m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -33,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.rollouts.conflicts import holders
 from cloud.rollouts.dry_run import dry_run_view
+from cloud.rollouts.facts import running_versions, update_modules
 from cloud.store.commands import CommandRecords
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
@@ -175,15 +177,18 @@ class RolloutService:
             raise RolloutError(None, "invalid", "plan.release.version is required (the release to roll out)")
         known = await self._call(lambda: self.releases.get_release(release["version"]))
         if known is not None:  # the store's release record is authoritative
-            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"]}
+            release |= {"hardware": list(known["hw"]), "security_version": known["security_version"],
+                        "module": json.loads(known["manifest_body"]).get("module") or "rootfs-image"}
         plan = RolloutPlan.from_dict({**plan_json, "release": release})
         now = self.now_ms()
         existing = await self._call(lambda: self.rollouts.list_rollouts())
         rid = str(body.get("id") or f"r{len(existing) + 1}")
         inventory = await self._call(self.telemetry.list_devices)
-        running = await self._call(self._running_versions)
+        running = await self._call(lambda: running_versions(self.telemetry))
+        modules = await self._call(lambda: update_modules(self.telemetry))
         devices = [DeviceInfo(d["device_id"], d["site_id"], version=running.get(d["device_id"], ""),
-                              state=d.get("state") or "active") for d in inventory]
+                              state=d.get("state") or "active", update_modules=modules.get(d["device_id"]))
+                   for d in inventory]
         others = await self._call(self.rollouts.active_rollout_devices)
         if plan.site_autonomy and (self.signing_key is None or self.send_to_gateway is None):
             raise RolloutError(rid, "invalid", "site_autonomy needs the cloud's rollout signing key and a gateway link")
@@ -224,14 +229,6 @@ class RolloutService:
         if plan.site_autonomy:
             await self.send_plans(rid)
         return await self.show(rid)
-
-    def _running_versions(self) -> dict[str, str]:
-        """What each device last said it runs (its latest update record); unknown devices are left out."""
-        out: dict[str, str] = {}
-        for r in self.telemetry.records_of_kind("update"):
-            if r["values"].get("running_version"):
-                out[r["device_id"]] = str(r["values"]["running_version"])
-        return out
 
     async def control(self, rid: str, action: str, revert: bool = False) -> dict[str, Any]:
         engine = self.engines.get(rid)

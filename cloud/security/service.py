@@ -106,6 +106,8 @@ class SecurityService:
             if decision.outcome == "pending" and self._rejected(req):
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r}: serial {req.serial!r} was rejected "
                                     "by an operator", b"", now_ms)
+            if decision.outcome == "pending" and (held := self._pending_other(req)):
+                return self._answer(actor, req, "refuse", held, b"", now_ms)  # the first claim waits for an operator
             if decision.outcome == "pending":
                 self.records.enroll(device_id=req.device_id, site=gateway_site, hw=req.hw, serial=req.serial,
                                   curve_key=req.curve_key, status="pending", gateway_id=gateway_id, cert_serial=None,
@@ -127,6 +129,15 @@ class SecurityService:
                 return self._answer(actor, req, "refuse", f"device {req.device_id!r}: claim token used up", b"", now_ms)
             self._apply_rules(req.device_id, decision.site or gateway_site, gateway_id, decision, now_ms)
             return self._answer(actor, req, "accept", decision.reason, pem, now_ms)
+
+    def _pending_other(self, req: EnrollRequest) -> str:
+        """Why ``req`` may not replace a pending identity of its device id (another key or serial waits for an
+        operator's decision), or "" if it may."""
+        row = self.records.identity(req.device_id)
+        if row is None or row["status"] != "pending" or (row["curve_key"], row["serial"]) == (req.curve_key, req.serial):
+            return ""
+        return (f"device {req.device_id!r} is already pending with another key or serial; an operator approves or "
+                "rejects that one first (`edgefleet devices pending`)")
 
     def _rejected(self, req: EnrollRequest) -> bool:
         row = self.records.identity(req.device_id)

@@ -64,7 +64,8 @@ def statuses_before(status: str) -> tuple[str, ...]:
 class BatchPlan:
     """What one batch writes; keys of ``telemetry`` and ``gaps`` are their unique keys."""
 
-    telemetry: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    # (device_id, stream, seq) -> (device_id, stream, seq, ts_ms, kind, values, received_ms): ``cloud.store.bulk.Row``
+    telemetry: dict[tuple[str, str, int], tuple[str, str, int, int, str, Any, int]] = field(default_factory=dict)
     telemetry_records: int = 0  # records bound for telemetry, repeats included (stored + duplicates)
     last_seq: dict[str, int] = field(default_factory=dict)  # per device, over every stream
     gaps: dict[tuple[str, str, int, int, str, str], dict[str, Any]] = field(default_factory=dict)
@@ -90,15 +91,7 @@ def plan_batch(records: Sequence[ForwardRecord], now_ms: int) -> BatchPlan:
             plan.telemetry_records += 1
             key = (r.device_id, r.stream, r.seq)
             if key not in plan.telemetry:
-                plan.telemetry[key] = {
-                    "device_id": r.device_id,
-                    "stream": r.stream,
-                    "seq": r.seq,
-                    "ts_ms": r.ts_ms,
-                    "kind": r.kind,
-                    "values": dict(r.values),
-                    "received_ms": now_ms,
-                }
+                plan.telemetry[key] = (r.device_id, r.stream, r.seq, r.ts_ms, r.kind, r.values, now_ms)
             if r.seq > plan.last_seq.get(r.device_id, 0):
                 plan.last_seq[r.device_id] = r.seq
         else:

@@ -1,11 +1,18 @@
 """The store's metrics: raw numeric samples, their per-minute and per-hour rollups, and retention.
 
-Ingest hands it the telemetry rows it actually
-inserted (``ingest_in``, in ingest's transaction): each numeric value of a ``metrics``
-record becomes a raw point and is folded into its minute and hour buckets with an
-upsert (``cloud.fleet.rollup``: aggregates are mergeable, so late data from a
-gateway that was offline for hours just grows the old buckets). A duplicate is never
-inserted, so it is never counted twice.
+They are derived from stored telemetry by a follower, off the acknowledgement path. Each
+ingest transaction that stores telemetry also writes one ``metric_backlog`` entry
+(``backlog_in``) naming where its ``metrics`` rows lie, and tags those rows with the
+entry's id. ``follow`` takes the oldest entries and, in the database (``cloud.store.fold``),
+makes each numeric value of their rows a raw point and folds it into its minute and hour
+buckets with an upsert (aggregates are mergeable, so late data from a gateway that was
+offline for hours just grows the old buckets), and deletes the entries, all in one
+transaction: a row is folded once or not yet, never twice, never lost (a duplicate is
+never stored, so never tagged). ``rebuild`` throws every point and rollup away and
+makes the follower fold all stored rows again.
+
+    metrics.follow(max_rows=20_000)      # rows folded (the cloud runs it on its store thread, cloud.driver)
+    metrics.backlog()                    # {"entries": n, "oldest_ms": ms}: how far behind the follower is
 
     metrics.metric_series(["d1"], since_ms, until_ms, "minute", metric="cpu_percent")
     metrics.apply_retention(Retention(...), now_ms)      # {"raw": n, "minute": n, "hour": n} rows deleted
@@ -18,15 +25,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, Sample, cutoffs, downsample
+from cloud.fleet.rollup import HOUR_MS, MINUTE_MS, Retention, cutoffs
+from cloud.store.bulk import Row
 from cloud.store.database import IN_CHUNK, Database
-from cloud.store.schema import metric_points, metric_rollups
+from cloud.store.fold import fold
+from cloud.store.schema import metric_backlog, metric_points, metric_rollups, telemetry
 
 __all__ = ["METRICS_KIND", "MetricRecords", "TIERS"]
 
 METRICS_KIND = "metrics"
 TIERS = {"minute": MINUTE_MS, "hour": HOUR_MS}
-_SQLITE_POINTS = "INSERT INTO metric_points (device_id, metric, ts_ms, value) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"
 
 
 class MetricRecords:
@@ -36,54 +44,87 @@ class MetricRecords:
         self._db = db
 
 
-    def ingest_in(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Raw points and rollups of the newly stored ``metrics`` rows; returns the points inserted."""
-        samples = [
-            Sample(row["device_id"], str(metric), int(row["ts_ms"]), value)
-            for row in rows
-            if row["kind"] == METRICS_KIND
-            for metric, value in row["values"].items()
-        ]
-        points = {}
-        for s in samples:
-            if isinstance(s.value, (int, float)) and not isinstance(s.value, bool) and s.value == s.value:
-                if abs(s.value) != float("inf"):
-                    points.setdefault((s.device, s.metric, s.ts_ms), float(s.value))
-        if not points:
-            return 0
-        # ``rows`` are telemetry rows this transaction inserted, so their samples are new: they are folded
-        # into the rollups whether or not a raw point of the same (device, metric, ms) is already kept
-        params = [(d, m, t, v) for (d, m, t), v in sorted(points.items())]
-        if conn.dialect.name == "sqlite":  # the hot path of every batch: the driver's executemany, no Core per row
-            conn.exec_driver_sql(_SQLITE_POINTS, params)
-        else:
-            conn.execute(
-                self._db.insert(metric_points).on_conflict_do_nothing(
-                    index_elements=[metric_points.c.device_id, metric_points.c.metric, metric_points.c.ts_ms]
-                ),
-                [{"device_id": d, "metric": m, "ts_ms": t, "value": v} for d, m, t, v in params],
-            )
-        fresh = [Sample(d, m, t, v) for d, m, t, v in params]
-        for width in (MINUTE_MS, HOUR_MS):
-            aggs = downsample(fresh, width)
-            if not aggs:
-                continue
-            ins = self._db.insert(metric_rollups)
-            col, new = metric_rollups.c, ins.excluded
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[col.device_id, col.metric, col.width_ms, col.start_ms],
-                    set_={
-                        "count": col.count + new["count"],
-                        "sum": col.sum + new["sum"],
-                        "min": sa.case((new["min"] < col.min, new["min"]), else_=col.min),
-                        "max": sa.case((new["max"] > col.max, new["max"]), else_=col.max),
-                    },
-                ),
-                [{"device_id": a.device, "metric": a.metric, "width_ms": a.width_ms, "start_ms": a.start_ms,
-                  "count": a.count, "min": a.min, "max": a.max, "sum": a.sum} for a in aggs],
-            )
-        return len(fresh)
+    def backlog_in(self, conn: sa.Connection, rows: Sequence[Row], now_ms: int) -> int:
+        """In ingest's transaction: the ``metric_backlog`` entry for telemetry ``rows`` about to be stored; its id
+        tags them (``telemetry.ingest_id``). It names where the ``metrics`` rows lie, per (device, stream)."""
+        spans: dict[tuple[str, str], list[int]] = {}
+        for device_id, stream, seq, _, kind, _, _ in rows:
+            if kind == METRICS_KIND:
+                span = spans.get((device_id, stream))
+                if span is None:
+                    spans[(device_id, stream)] = [seq, seq]
+                elif seq < span[0]:
+                    span[0] = seq
+                elif seq > span[1]:
+                    span[1] = seq
+        ranges = [[d, s, a, b] for (d, s), (a, b) in sorted(spans.items())]
+        ins = sa.insert(metric_backlog).values(ranges=ranges, received_ms=now_ms).returning(metric_backlog.c.id)
+        return int(conn.execute(ins).scalar_one())
+
+    def follow(self, max_rows: int = 20_000) -> int:
+        """The follower's step: fold the oldest backlog entries (about ``max_rows`` telemetry rows; at least one
+        entry) into points and rollups (``cloud.store.fold``, set-based) and delete them, in ONE transaction,
+        so an entry is folded once or not at all; the rows folded."""
+        with self._db.transaction("folding stored metrics", immediate=True) as conn:
+            query = sa.select(metric_backlog.c.id, metric_backlog.c.ranges).order_by(metric_backlog.c.id).limit(256)
+            if conn.dialect.name == "postgresql":  # two coordinators' followers take different entries
+                query = query.with_for_update(skip_locked=True)
+            done: list[int] = []
+            specs: list[dict[str, Any]] = []
+            span = 0  # rows the ranges can hold at most
+            for entry_id, ranges in conn.execute(query).all():
+                if done and span >= max_rows:
+                    break
+                for device_id, stream, first, last in ranges:
+                    specs.append({"d": device_id, "s": stream, "a": first, "b": last, "id": entry_id})
+                    span += last - first + 1
+                done.append(entry_id)
+            if not done:
+                return 0
+            folded = self.fold_in(conn, specs)
+            for i in range(0, len(done), IN_CHUNK):
+                conn.execute(sa.delete(metric_backlog).where(metric_backlog.c.id.in_(done[i : i + IN_CHUNK])))
+        return folded
+
+    def follow_all(self, max_rows: int = 20_000) -> int:
+        """Run ``follow`` until the backlog is empty (tests, tools); rows folded."""
+        total = 0
+        while True:
+            with self._db.transaction("reading the metric backlog") as conn:
+                if conn.execute(sa.select(metric_backlog.c.id).limit(1)).first() is None:
+                    return total
+            total += self.follow(max_rows)
+
+    def backlog(self) -> dict[str, int | None]:
+        """How far the follower is behind: backlog ``entries`` and the ``oldest_ms`` one's arrival (None if none)."""
+        with self._db.transaction("reading the metric backlog", snapshot=True) as conn:
+            n, oldest = conn.execute(sa.select(sa.func.count(), sa.func.min(metric_backlog.c.received_ms))).one()
+        return {"entries": int(n), "oldest_ms": None if oldest is None else int(oldest)}
+
+    def rebuild(self, now_ms: int) -> int:
+        """Forget every point and rollup and fold all stored metrics rows again (through the follower, which
+        catches up afterwards); the backlog entries made, one per (device, stream)."""
+        with self._db.transaction("rebuilding metrics", immediate=True) as conn:
+            for table in (metric_points, metric_rollups, metric_backlog):
+                conn.execute(sa.delete(table))
+            t = telemetry.c
+            spans = conn.execute(
+                sa.select(t.device_id, t.stream, sa.func.min(t.seq), sa.func.max(t.seq))
+                .where(t.kind == METRICS_KIND).group_by(t.device_id, t.stream).order_by(t.device_id, t.stream)
+            ).all()
+            for device_id, stream, first, last in spans:
+                entry = conn.execute(
+                    sa.insert(metric_backlog).values(ranges=[[device_id, stream, int(first), int(last)]],
+                                                     received_ms=now_ms).returning(metric_backlog.c.id)
+                ).scalar_one()
+                conn.execute(sa.update(telemetry).where(t.device_id == device_id, t.stream == stream,
+                                                        t.kind == METRICS_KIND).values(ingest_id=entry))
+        return len(spans)
+
+    def fold_in(self, conn: sa.Connection, specs: Sequence[Mapping[str, Any]]) -> int:
+        """Points and rollups of the stored rows ``specs`` name ({"d", "s", "a", "b", "id"}: device, stream, seq
+        range, ingest_id), in the caller's transaction, which folds each once; the rows folded."""
+        return fold(conn, specs)
 
     def metric_series(
         self,

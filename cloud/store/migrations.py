@@ -498,9 +498,20 @@ def _v8_ddi_tokens(conn: sa.Connection) -> None:
     md.create_all(conn)
 
 
-def _v9_reserved(conn: sa.Connection) -> None:
-    """Reserved for the telemetry write path (issue 14, point 1; merged from its own branch)."""
-
+def _v9_metric_follower(conn: sa.Connection) -> None:
+    """Metric points and rollups leave the ingest transaction: telemetry rows carry the id of the ingest that
+    stored them, and each such ingest leaves a ``metric_backlog`` entry the metrics follower folds and deletes."""
+    md = sa.MetaData()
+    sa.Table(
+        "metric_backlog",
+        md,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("ranges", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("received_ms", sa.BigInteger, nullable=False),
+        sqlite_autoincrement=True,
+    )
+    md.create_all(conn)
+    conn.exec_driver_sql("ALTER TABLE telemetry ADD COLUMN ingest_id BIGINT")
 
 def _v10_coordination(conn: sa.Connection) -> None:
     """N coordinators over one database (cloud.coordination): the leader lease with its fencing token, which
@@ -536,7 +547,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "rollouts and their devices", _v6_rollouts),
     Migration(7, "fleet: lifecycle, inventory, tags, groups, layered config, metrics", _v7_fleet),
     Migration(8, "DDI devices' TargetTokens", _v8_ddi_tokens),
-    Migration(9, "reserved: the telemetry write path", _v9_reserved),
+    Migration(9, "metric follower: telemetry.ingest_id and metric_backlog", _v9_metric_follower),
     Migration(10, "coordination: leader lease, gateway sessions, telemetry by arrival", _v10_coordination),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""

@@ -36,6 +36,7 @@ __all__ = [
     "groups",
     "inventory",
     "lifecycle_history",
+    "metric_backlog",
     "metric_points",
     "metric_rollups",
     "gateways",
@@ -115,6 +116,9 @@ telemetry = sa.Table(
     # ``values`` is also a ColumnCollection method: reach it as telemetry.c["values"]
     sa.Column("values", JSON_VALUES, nullable=False),
     sa.Column("received_ms", sa.BigInteger, nullable=False),
+    # the metric_backlog entry of the transaction that stored the row (None before migration 9): the metrics
+    # follower (cloud.store.metrics) folds a row only through that entry, so each row is folded once
+    sa.Column("ingest_id", sa.BigInteger, nullable=True),
 )
 
 # sequence ranges a reporter (the device itself or its gateway) dropped by rule, with the reason
@@ -365,6 +369,18 @@ metric_rollups = sa.Table(
     sa.Column("max", sa.Float, nullable=False),
     sa.Column("sum", sa.Float, nullable=False),
     sa.Index("metric_rollups_start", "width_ms", "start_ms"),
+)
+
+# one row per ingest transaction that stored metrics rows, until the metrics follower has folded them:
+# ``ranges`` [[device_id, stream, first_seq, last_seq], ...] where the transaction's rows lie (tagged with
+# ``telemetry.ingest_id`` = ``id``; ``id`` is never reused: AUTOINCREMENT on SQLite, a sequence on PostgreSQL)
+metric_backlog = sa.Table(
+    "metric_backlog",
+    metadata,
+    sa.Column("id", _ROW_ID, primary_key=True, autoincrement=True),
+    sa.Column("ranges", JSON_VALUES, nullable=False),
+    sa.Column("received_ms", sa.BigInteger, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 # N coordinators over one database (cloud.coordination, migration 10). One row per lease ("leader"): who holds

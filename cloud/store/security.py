@@ -20,7 +20,7 @@ primary key on ``seq`` makes a racing second insert fail: the chain never forks.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,11 +28,15 @@ import sqlalchemy as sa
 from cloud.security.audit import AuditRecord, make_record
 from cloud.security.enrollment import ClaimToken, DeviceBinding, Preauthorization
 from cloud.security.rbac import Role, TokenRecord, User
+from cloud.store.batch import BatchPlan, plan_batch
 from cloud.store.database import Database
-from cloud.store.schema import JSON_VALUES, devices, metadata
+from cloud.store.schema import JSON_VALUES, devices, gateways, metadata
+from common.protocol.messages import ForwardRecord
 
 __all__ = [
+    "site_checked_plans",
     "IDENTITY_STATUSES",
+    "foreign_ids_in",
     "SecurityRecords",
     "api_tokens",
     "audit_log",
@@ -302,6 +306,33 @@ class SecurityRecords:
         with self._db.transaction("reading the audit log", snapshot=True) as conn:
             return [AuditRecord(**dict(r)) for r in conn.execute(query).mappings()]
 
+    def audit_page(self, *, after: int = -1, limit: int = 1000, before: int | None = None, action: str | None = None,
+                   who: str | None = None, newest_first: bool = False) -> list[AuditRecord]:
+        """One page of the log, filtered and ordered in SQL: ``seq > after`` (and ``< before``), ``action`` a
+        prefix, ``who`` exact; at most ``limit`` records, by seq (highest first with ``newest_first``)."""
+        query = sa.select(audit_log).where(audit_log.c.seq > after)
+        if before is not None:
+            query = query.where(audit_log.c.seq < before)
+        if action is not None:
+            escaped = action.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(audit_log.c.action.like(f"{escaped}%", escape="\\"))
+        if who is not None:
+            query = query.where(audit_log.c.who == who)
+        order = audit_log.c.seq.desc() if newest_first else audit_log.c.seq
+        with self._db.transaction("reading a page of the audit log", snapshot=True) as conn:
+            return [AuditRecord(**dict(r)) for r in conn.execute(query.order_by(order).limit(limit)).mappings()]
+
+    def audit_chain(self, batch: int = 5000) -> Iterator[AuditRecord]:
+        """The whole log in order, read ``batch`` records at a time (for ``verify_chain``: memory stays bounded)."""
+        after = -1
+        while page := self.audit_records(after, batch):
+            yield from page
+            after = page[-1].seq
+
+    def audit_count(self) -> int:
+        with self._db.transaction("counting the audit log", snapshot=True) as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar_one())
+
     def device_site(self, device_id: str) -> str | None:
         """The site a device belongs to: its identity's, else the site it was last seen at."""
         with self._db.transaction(f"site of device {device_id!r}") as conn:
@@ -309,3 +340,44 @@ class SecurityRecords:
             if site is None:
                 site = conn.execute(sa.select(devices.c.site_id).where(devices.c.device_id == device_id)).scalar_one_or_none()
         return site
+
+    def site_map(self) -> dict[str, str]:
+        """Every device's and gateway's site (a device's identity's site wins over where it was last seen): what
+        the operator API filters a scoped principal's lists by (``cloud.http.scope``)."""
+        with self._db.transaction("site of every device and gateway", snapshot=True) as conn:
+            found = {r.gateway_id: r.site_id for r in conn.execute(sa.select(gateways.c.gateway_id, gateways.c.site_id))}
+            found.update({r.device_id: r.site_id for r in conn.execute(sa.select(devices.c.device_id, devices.c.site_id))})
+            found.update({r.device_id: r.site for r in conn.execute(sa.select(identities.c.device_id, identities.c.site))})
+        return found
+
+
+def foreign_ids_in(conn: sa.Connection, ids: Iterable[str], site: str) -> dict[str, str]:
+    """Of ``ids`` (the devices a gateway of ``site`` forwarded records for), those that belong to another site:
+    id -> that site. A device's identity, its stored site, and a gateway's site all count; a gateway speaks only
+    for its own site's devices (a device changes site only by an operator's action)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    found: dict[str, str] = {}
+    for table, id_col, site_col in ((devices, devices.c.device_id, devices.c.site_id),
+                                    (gateways, gateways.c.gateway_id, gateways.c.site_id),
+                                    (identities, identities.c.device_id, identities.c.site)):
+        for i in range(0, len(wanted), 500):
+            rows = conn.execute(sa.select(id_col, site_col).where(id_col.in_(wanted[i:i + 500]), site_col != site))
+            found.update({r[0]: r[1] for r in rows})
+    return found
+
+
+def site_checked_plans(conn: sa.Connection, batches: Sequence[tuple[str, str, Sequence[ForwardRecord]]],
+                       now_ms: int) -> tuple[list[BatchPlan], list[list[str]]]:
+    """Each forwarded batch's plan (``cloud.store.batch``) without the records of devices of another site than
+    its gateway's (``foreign_ids_in``: a gateway speaks only for its own site), and those refusals per batch."""
+    plans, refused = [], []
+    for gateway_id, site, records in batches:
+        foreign = foreign_ids_in(conn, {r.device_id for r in records}, site)
+        if foreign:
+            records = [r for r in records if r.device_id not in foreign]
+        plans.append(plan_batch(records, now_ms))
+        refused.append([f"records of {d!r} refused: it belongs to site {s!r}, not {site!r} of gateway {gateway_id!r}"
+                        for d, s in sorted(foreign.items())])
+    return plans, refused

@@ -10,7 +10,8 @@ Each service is handed the repositories it uses (``ReleaseService(store.releases
 ``SecurityService(store.security, store.fleet, ...)``), never the whole store. ``Store``
 itself holds no queries: it builds the repositories over one ``Database`` and wires the
 few that ingest writes into (``telemetry`` keeps the fleet's inventory, the metric
-rollups, alerts raised at a site and command reports in its own transaction).
+backlog, alerts raised at a site and command reports in its own transaction; the
+metrics follower, ``metrics.follow``, folds the backlog into points and rollups later).
 
 The node runtime (``cloud.driver``) runs its store calls on the one store thread
 (``cloud.store_thread``); the methods below the repositories are that thread's whole
@@ -33,7 +34,7 @@ from cloud.store.metrics import MetricRecords
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
 from cloud.store.security import SecurityRecords
-from cloud.store.telemetry import IngestResult, TelemetryRecords
+from cloud.store.telemetry import Batch, IngestResult, TelemetryRecords
 from common.protocol.messages import ForwardRecord
 
 __all__ = ["Store"]
@@ -86,8 +87,17 @@ class Store:
     def ingest(self, gateway_id: str, site: str, records: Sequence[ForwardRecord], now_ms: int) -> IngestResult:
         return self.telemetry.ingest(gateway_id, site, records, now_ms)
 
+    def ingest_many(self, batches: Sequence[Batch], now_ms: int) -> list[IngestResult]:
+        return self.telemetry.ingest_many(batches, now_ms)
+
+    def follow_metrics(self, max_rows: int = 20_000) -> int:
+        return self.metrics.follow(max_rows)
+
     def touch_gateway(self, gateway_id: str, site: str, now_ms: int) -> None:
         self.telemetry.touch_gateway(gateway_id, site, now_ms)
+
+    def touch_gateways(self, seen: Sequence[tuple[str, str]], now_ms: int) -> None:
+        self.telemetry.touch_gateways(seen, now_ms)
 
     def device_gateway(self, device_id: str) -> str | None:
         return self.telemetry.device_gateway(device_id)

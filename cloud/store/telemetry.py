@@ -1,16 +1,19 @@
 """The store's telemetry records: what gateways forward, and the sites, gateways and devices it makes known.
 
     result = telemetry.ingest("gw-1", "site-a", records, now_ms)   # ONE transaction per batch
+    results = telemetry.ingest_many([("gw-1", "site-a", records), ("gw-2", "site-b", more)], now_ms)  # one for all
     telemetry.touch_gateway("gw-1", "site-a", now_ms)
     telemetry.list_devices(); telemetry.list_sites(); telemetry.site_detail("site-a", now_ms)
     telemetry.telemetry_summary(); telemetry.gaps(); telemetry.gap_totals(); telemetry.missing_ranges("d1", "bulk")
     telemetry.records_of_kind("update"); telemetry.device_gateway("d1")
 
-``ingest`` sorts a batch (``cloud.store.batch``) and writes it in one transaction: the
-site, gateway and devices seen, telemetry and gap rows (each (device, stream, seq) once),
-the gateway's newest status, and the rows the other features keep from it, in the same
-transaction: inventory and applied config (``fleet``), metric points and rollups
-(``metrics``), alerts a site raised offline (``alerts``), command reports (``commands``).
+``ingest_many`` sorts batches (``cloud.store.batch``) and writes them in one transaction: the
+sites, gateways and devices seen, telemetry rows by the database's bulk path (``cloud.store.bulk``;
+each (device, stream, seq) once) and gap rows, each gateway's newest status, and the rows the other
+features keep from them, in the same transaction: inventory and applied config (``fleet``), alerts a
+site raised offline (``alerts``), command reports (``commands``), and the ``metric_backlog`` entry from
+which the metrics follower (``metrics.follow``) later makes metric points and rollups: the
+acknowledgement to a gateway waits only for the telemetry rows.
 """
 
 from __future__ import annotations
@@ -23,16 +26,24 @@ import sqlalchemy as sa
 
 from cloud.fleet.views import ONLINE_WITHIN_MS
 from cloud.store.alerts import AlertRecords
-from cloud.store.batch import BatchPlan, plan_batch, subtract_ranges
+from cloud.store.batch import INVENTORY_KIND, BatchPlan, subtract_ranges
+from cloud.store.bulk import Row, write_telemetry
 from cloud.store.commands import CommandRecords
 from cloud.store.database import Database, greatest
 from cloud.store.fleet import FleetRecords
 from cloud.store.metrics import MetricRecords
 from cloud.store.schema import commands, devices, gaps, gateways, sites, telemetry
+from cloud.store.security import site_checked_plans
 from common.protocol.messages import ForwardRecord
 
-__all__ = ["IngestResult", "TelemetryRecords"]
+__all__ = ["Batch", "IngestResult", "TelemetryRecords"]
 
+Batch = tuple[str, str, Sequence[ForwardRecord]]  # (gateway_id, site, records): one forwarded batch
+_ROW_KEYS = ("device_id", "stream", "seq", "ts_ms", "kind", "values", "received_ms")
+
+
+def _as_dict(row: Row) -> dict[str, Any]:
+    return dict(zip(_ROW_KEYS, row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,70 +79,90 @@ class TelemetryRecords:
     # -- writes --------------------------------------------------------------------------
 
     def ingest(self, gateway_id: str, site: str, records: Sequence[ForwardRecord], now_ms: int) -> IngestResult:
-        """Store a forwarded batch in ONE transaction; each (device_id, stream, seq) is kept once.
+        """Store one forwarded batch in ONE transaction (``ingest_many`` of one batch)."""
+        return self.ingest_many([(gateway_id, site, records)], now_ms)[0]
 
-        Upserts the site, the gateway and every device seen (``last_seq`` only grows),
-        inserts telemetry (seq > 0) and gap reports with ``ON CONFLICT DO NOTHING``,
-        keeps the gateway's newest status, and moves reported commands forward (never
-        out of a final state). See ``cloud.store.batch`` for how records are sorted.
+    def ingest_many(self, batches: Sequence[Batch], now_ms: int) -> list[IngestResult]:
+        """Store forwarded batches, of one or several gateways, in ONE transaction; a result per batch.
+
+        Each (device_id, stream, seq) is kept once: a key already stored, or held by an earlier batch of
+        ``batches``, counts as that batch's duplicate. Upserts every site, gateway and device seen
+        (``last_seq`` only grows), writes telemetry by the database's bulk path (``cloud.store.bulk``)
+        and gap reports with ``ON CONFLICT DO NOTHING``, keeps each gateway's newest status, and moves
+        reported commands forward (never out of a final state). Metric points are not made here: the
+        transaction leaves a ``metric_backlog`` entry the metrics follower folds later.
+        See ``cloud.store.batch`` for how records are sorted.
         """
-        plan = plan_batch(records, now_ms)
-        rejected = plan.rejected
-        with self._db.transaction(f"ingest of {len(records)} records from gateway {gateway_id!r}") as conn:
-            self._upsert_site(conn, site, now_ms)
-            self._upsert_gateway(conn, gateway_id, site, now_ms, None)
-            self._upsert_devices(conn, plan, gateway_id, site, now_ms)
-            stored = new_gaps = 0
-            if plan.telemetry:
-                # executemany; RETURNING yields only the rows actually inserted, on both dialects
-                new = conn.execute(
-                    self._db.insert(telemetry)
-                    .on_conflict_do_nothing(index_elements=[telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq])
-                    .returning(telemetry.c.device_id, telemetry.c.stream, telemetry.c.seq),
-                    [plan.telemetry[key] for key in sorted(plan.telemetry)],
+        n = sum(len(records) for _, _, records in batches)
+        what = (f"ingest of {n} records from gateway {batches[0][0]!r}" if len(batches) == 1
+                else f"ingest of {n} records in {len(batches)} batches")
+        with self._db.transaction(what) as conn:
+            plans, refused = site_checked_plans(conn, batches, now_ms)  # cloud.store.security
+            seen: set[tuple[str, str, int]] = set()
+            groups: list[list[Row]] = []
+            for plan in plans:  # the first batch holding a key stores it
+                groups.append([row for key, row in plan.telemetry.items() if key not in seen])
+                seen.update(plan.telemetry)
+            for site in sorted({site for _, site, _ in batches}):
+                self._upsert_site(conn, site, now_ms)
+            for gateway_id, site in sorted({(gw, site) for gw, site, _ in batches}):
+                self._upsert_gateway(conn, gateway_id, site, now_ms, None)
+            self._upsert_devices(conn, batches, plans, now_ms)
+            stored = [0] * len(batches)
+            if seen:
+                ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
+                stored = write_telemetry(conn, groups, ingest_id)
+                # a device's inventory and the config it applied: idempotent, so a repeat does no harm
+                self._fleet.ingest_in(conn, [_as_dict(row) for rows in groups for row in rows if row[4] == INVENTORY_KIND],
+                                      now_ms)
+            results = [
+                self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i])
+                for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))
+            ]
+        return results
+
+    def _reports_in(self, conn: sa.Connection, gateway_id: str, plan: BatchPlan, stored: int, now_ms: int,
+                    refused: list[str]) -> IngestResult:
+        """One batch's gap, status, alert, inventory and command reports, in ingest's transaction."""
+        rejected = plan.rejected + refused
+        new_gaps = 0
+        if plan.gaps:
+            new = conn.execute(
+                self._db.insert(gaps)
+                .on_conflict_do_nothing(
+                    index_elements=[
+                        gaps.c.device_id, gaps.c.stream, gaps.c.first_seq, gaps.c.last_seq, gaps.c.reason,
+                        gaps.c.reporter,
+                    ]
                 )
-                inserted = [plan.telemetry[(d, s, int(q))] for d, s, q in new.all()]
-                stored = len(inserted)
-                # fleet records (inventory, applied config) and metrics from the rows stored just now
-                self._fleet.ingest_in(conn, inserted, now_ms)
-                self._metrics.ingest_in(conn, inserted)
-            if plan.gaps:
-                new = conn.execute(
-                    self._db.insert(gaps)
-                    .on_conflict_do_nothing(
-                        index_elements=[
-                            gaps.c.device_id, gaps.c.stream, gaps.c.first_seq, gaps.c.last_seq, gaps.c.reason,
-                            gaps.c.reporter,
-                        ]
-                    )
-                    .returning(gaps.c.id),
-                    [plan.gaps[key] for key in sorted(plan.gaps)],
+                .returning(gaps.c.id),
+                [plan.gaps[key] for key in sorted(plan.gaps)],
+            )
+            new_gaps = len(new.all())
+        if plan.status is not None:
+            ts_ms, status = plan.status
+            conn.execute(
+                sa.update(gateways)
+                .where(
+                    gateways.c.gateway_id == gateway_id,
+                    sa.or_(gateways.c.status_ts_ms.is_(None), gateways.c.status_ts_ms < ts_ms),
                 )
-                new_gaps = len(new.all())
-            if plan.status is not None:
-                ts_ms, status = plan.status
-                conn.execute(
-                    sa.update(gateways)
-                    .where(
-                        gateways.c.gateway_id == gateway_id,
-                        sa.or_(gateways.c.status_ts_ms.is_(None), gateways.c.status_ts_ms < ts_ms),
-                    )
-                    .values(status=status, status_ts_ms=ts_ms)
-                )
-            site_alerts = self._alerts.ingest_site_alerts_in(conn, plan.site_alerts) if plan.site_alerts else []
-            for node_id, (ts_ms, attrs) in sorted(plan.inventories.items()):  # a gateway's own inventory
-                self._fleet.put_inventory_in(conn, node_id, "gateway", attrs, ts_ms, now_ms)
-            refused_commands = []
-            for device_id, seq, status_, detail in plan.commands:
-                moved = self._commands.advance_in(conn, device_id, seq, status_, detail, now_ms)
-                if moved and status_ == "failed" and detail.startswith("refused"):
-                    refused_commands.append((device_id, seq, detail))  # forged, replayed, expired: for the audit log
-                if not moved and not conn.execute(
-                    sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
-                ).first():
-                    rejected.append(f"command report {status_!r} refused: device {device_id!r} has no command {seq}")
-                    if status_ == "failed" and detail.startswith("refused"):  # a command the cloud never sent
-                        refused_commands.append((device_id, seq, f"never sent by the cloud (forged on the way?); {detail}"))
+                .values(status=status, status_ts_ms=ts_ms)
+            )
+        site_alerts = self._alerts.ingest_site_alerts_in(conn, plan.site_alerts) if plan.site_alerts else []
+        for node_id, (ts_ms, attrs) in sorted(plan.inventories.items()):  # a gateway's own inventory
+            self._fleet.put_inventory_in(conn, node_id, "gateway", attrs, ts_ms, now_ms)
+        refused_commands = []
+        for device_id, seq, status_, detail in plan.commands:
+            moved = self._commands.advance_in(conn, device_id, seq, status_, detail, now_ms)
+            if moved and status_ == "failed" and detail.startswith("refused"):
+                refused_commands.append((device_id, seq, detail))  # forged, replayed, expired: for the audit log
+            if not moved and not conn.execute(
+                sa.select(commands.c.seq).where(commands.c.device_id == device_id, commands.c.seq == seq)
+            ).first():
+                rejected.append(f"command report {status_!r} refused: device {device_id!r} has no command {seq}")
+                if status_ == "failed" and detail.startswith("refused"):  # a command the cloud never sent
+                    refused_commands.append((device_id, seq, f"never sent by the cloud (forged on the way?); {detail}"))
         return IngestResult(
             stored=stored,
             duplicates=plan.telemetry_records - stored,
@@ -142,18 +173,16 @@ class TelemetryRecords:
             refused_commands=tuple(refused_commands),
         )
 
-    def _upsert_devices(self, conn: sa.Connection, plan: BatchPlan, gateway_id: str, site: str, now_ms: int) -> None:
-        def row(device_id: str, seq: int) -> dict[str, Any]:
-            return {
-                "device_id": device_id,
-                "site_id": site,
-                "gateway_id": gateway_id,
-                "first_seen_ms": now_ms,
-                "last_seen_ms": now_ms,
-                "last_seq": seq,
-            }
-
-        if plan.last_seq:
+    def _upsert_devices(self, conn: sa.Connection, batches: Sequence[Batch], plans: Sequence[BatchPlan], now_ms: int) -> None:
+        rows: dict[str, dict[str, Any]] = {}
+        for (gateway_id, site, _), plan in zip(batches, plans):  # a later batch's gateway wins; last_seq only grows
+            for device_id, seq in plan.last_seq.items():
+                old = rows.get(device_id)
+                rows[device_id] = {
+                    "device_id": device_id, "site_id": site, "gateway_id": gateway_id, "first_seen_ms": now_ms,
+                    "last_seen_ms": now_ms, "last_seq": max(seq, old["last_seq"]) if old else seq,
+                }
+        if rows:
             ins = self._db.insert(devices)
             conn.execute(
                 ins.on_conflict_do_update(
@@ -165,15 +194,20 @@ class TelemetryRecords:
                         "last_seq": greatest(devices.c.last_seq, ins.excluded.last_seq),
                     },
                 ),
-                # sorted: concurrent writers on PostgreSQL take row locks in one order (no deadlock)
-                [row(device_id, seq) for device_id, seq in sorted(plan.last_seq.items())],
+                # sorted: concurrent writers on PostgreSQL take row locks in one order (no deadlock); these
+                # locks also make two coordinators' ingests of one device's records take turns
+                [rows[device_id] for device_id in sorted(rows)],
             )
         # a device known only from a gateway's gap report: registered, but not "seen"
-        reported = sorted({key[0] for key in plan.gaps} - plan.last_seq.keys())
+        reported: dict[str, dict[str, Any]] = {}
+        for (gateway_id, site, _), plan in zip(batches, plans):
+            for device_id in {key[0] for key in plan.gaps} - rows.keys():
+                reported[device_id] = {"device_id": device_id, "site_id": site, "gateway_id": gateway_id,
+                                       "first_seen_ms": now_ms, "last_seen_ms": now_ms, "last_seq": 0}
         if reported:
             conn.execute(
                 self._db.insert(devices).on_conflict_do_nothing(index_elements=[devices.c.device_id]),
-                [row(device_id, 0) for device_id in reported],
+                [reported[device_id] for device_id in sorted(reported)],
             )
 
     def touch_gateway(self, gateway_id: str, site: str, now_ms: int, public_key: str | None = None) -> None:
@@ -181,6 +215,14 @@ class TelemetryRecords:
         with self._db.transaction(f"touch of gateway {gateway_id!r}") as conn:
             self._upsert_site(conn, site, now_ms)
             self._upsert_gateway(conn, gateway_id, site, now_ms, public_key)
+
+    def touch_gateways(self, seen: Sequence[tuple[str, str]], now_ms: int) -> None:
+        """``touch_gateway`` of every (gateway_id, site) in ONE transaction (heartbeats of many gateways)."""
+        with self._db.transaction(f"touch of {len(seen)} gateways") as conn:
+            for site in sorted({site for _, site in seen}):
+                self._upsert_site(conn, site, now_ms)
+            for gateway_id, site in sorted(set(seen)):
+                self._upsert_gateway(conn, gateway_id, site, now_ms, None)
 
     def _upsert_site(self, conn: sa.Connection, site: str, now_ms: int) -> None:
         ins = self._db.insert(sites).values(site_id=site, first_seen_ms=now_ms, last_seen_ms=now_ms)

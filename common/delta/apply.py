@@ -7,6 +7,12 @@ A failure at any point leaves no partial file. A bare patch (a zstd frame or a
 BSDIFF40 file, ``_format``) declares no base or result: the zstd frame's own
 checksum still proves the output, and the result carries the SHA-256 for the
 caller to check against its manifest (every caller in EdgeFleet does).
+
+The device and the gateway pass the signed manifest's size and SHA-256 (``expect_size``, ``expect_sha256``):
+a header that declares another result is refused before anything is written, and no patch (bare or not) may
+write a byte past that size; the output is hashed as it is written and checked before the rename. So a
+"delta bomb" (a few KiB that expand to gigabytes) costs at most the manifest's size on disk, and applying
+buffers at most ``max_memory_bytes`` (``APPLY_MEMORY`` by default; ``docs/FIRMWARE.md``).
 """
 
 from __future__ import annotations
@@ -52,13 +58,17 @@ def apply_delta(
     new_path: str | os.PathLike[str],
     *,
     max_memory_bytes: int = APPLY_MEMORY,
+    expect_size: int | None = None,
+    expect_sha256: str | None = None,
 ) -> ApplyResult:
     """Rebuild the new image from ``old_path`` and ``patch_path`` into ``new_path`` (atomically).
 
     Raises ``DeltaError`` naming the patch and the cause: not a patch, the wrong
     old image, a corrupt payload, or an output whose size or SHA-256 is wrong.
     Applying buffers at most ``max_memory_bytes`` (a ``bsdiff4-blocks`` group,
-    a zstd window, or a plain bsdiff4 pair of images); a patch needing more is refused.
+    a zstd window, or a plain bsdiff4 pair of images); a patch needing more is refused. With ``expect_size``
+    and ``expect_sha256`` (the signed manifest's), the output must be exactly that image, and a patch is cut
+    off the moment it writes past ``expect_size``.
     """
     t0 = time.monotonic()
     where = os.fspath(patch_path)
@@ -74,6 +84,12 @@ def apply_delta(
                 f"(expected {header.old_size} bytes with SHA-256 {header.old_sha256[:16]}..., "
                 f"got {old_size} bytes with {old_sha[:16]}...)"
             )
+        if expect_size is not None and header.new_size is not None and header.new_size != expect_size:
+            raise DeltaError(f"patch {where!r}: declares a {header.new_size}-byte image, the manifest {expect_size}")
+        if expect_sha256 is not None and header.new_sha256 and header.new_sha256 != expect_sha256:
+            raise DeltaError(f"patch {where!r}: declares image SHA-256 {header.new_sha256[:16]}..., the manifest "
+                             f"{expect_sha256[:16]}...")
+        limit = expect_size if expect_size is not None else header.new_size
         patch_size = os.fstat(fp.fileno()).st_size
         h = hashlib.sha256()
         written = 0
@@ -83,8 +99,8 @@ def apply_delta(
             def write(data: bytes | memoryview) -> None:
                 nonlocal written
                 written += len(data)
-                if header.new_size is not None and written > header.new_size:
-                    raise DeltaError(f"patch {where!r}: produces more than the {header.new_size} bytes it declares")
+                if limit is not None and written > limit:
+                    raise DeltaError(f"patch {where!r}: produces more than the {limit} bytes of its image")
                 h.update(data)
                 view = memoryview(data)
                 while view:
@@ -96,6 +112,9 @@ def apply_delta(
                     f"patch {where!r}: output does not match ({written} bytes with SHA-256 {h.hexdigest()[:16]}..., "
                     f"declared {header.new_size} bytes with {header.new_sha256[:16]}...)"
                 )
+            if expect_size is not None and (written, h.hexdigest()) != (expect_size, expect_sha256 or h.hexdigest()):
+                raise DeltaError(f"patch {where!r}: rebuilt {written} bytes with SHA-256 {h.hexdigest()[:16]}..., "
+                                 f"not the manifest's {expect_size} bytes")
             os.fsync(fd)
         except BaseException:
             os.close(fd)

@@ -10,7 +10,9 @@ Decisions:
   finished; a share is judged only once ``min_sample`` devices finished.
 - ``eligibility(device, release, plan)`` -> ``(ok, reason)``: hardware in the
   release's list (when the cloud knows the device's hardware; the device refuses
-  a manifest for other hardware itself), not newer than the release (unless ``allow_downgrade``), the
+  a manifest for other hardware itself), the release's update module among those
+  the device's inventory lists (when it reported them; the device refuses the
+  others itself), not newer than the release (unless ``allow_downgrade``), the
   release's security version not below the device's floor (unless
   ``allow_below_floor``), not already on it.
 - ``assign_stages(device_ids, plan)``: stage 0 is the canary (the devices in
@@ -121,6 +123,7 @@ class DeviceInfo:
     groups: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     state: str = "active"  # lifecycle (cloud.fleet.lifecycle): only active devices are updated
+    update_modules: tuple[str, ...] | None = None  # what its inventory says it installs (None: not reported)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class ReleaseInfo:
     version: str
     hardware: tuple[str, ...] = ()  # empty: any
     security_version: int = 0
+    module: str = "rootfs-image"  # the update module the manifest names
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,8 @@ class RolloutPlan:
         d["timezones"] = dict(self.timezones)
         d["waves"] = list(self.waves)
         d["release"] = {**asdict(self.release), "hardware": list(self.release.hardware)}
+        if self.release.module == "rootfs-image":
+            del d["release"]["module"]  # absent means the default: plans made before the field stay the same
         d["selector"] = {k: list(v) for k, v in asdict(self.selector).items()}
         return d
 
@@ -192,7 +198,8 @@ class RolloutPlan:
     def from_dict(cls, d: Mapping[str, Any]) -> RolloutPlan:
         try:
             rel = d["release"]
-            release = ReleaseInfo(str(rel["version"]), tuple(rel.get("hardware") or ()), int(rel.get("security_version") or 0))
+            release = ReleaseInfo(str(rel["version"]), tuple(rel.get("hardware") or ()), int(rel.get("security_version") or 0),
+                                  str(rel.get("module") or "rootfs-image"))
             sel = Selector(**{k: tuple(v) for k, v in (d.get("selector") or {}).items()})
             kw: dict[str, Any] = {k: d[k] for k in _SCALARS if k in d and d[k] is not None}
             if "success" in d:
@@ -230,6 +237,9 @@ def eligibility(d: DeviceInfo, release: ReleaseInfo, plan: RolloutPlan) -> tuple
         return False, f"device is {d.state} (only active devices are updated; edgefleet devices set-state)"
     if release.hardware and d.hw and d.hw not in release.hardware:  # unknown hardware: the device checks the manifest
         return False, f"hardware {d.hw or '?'!r} is not among the release's {', '.join(release.hardware)}"
+    if d.update_modules is not None and release.module not in d.update_modules:  # not reported: the device refuses it
+        return False, (f"the device does not install update module {release.module!r} "
+                       f"(it installs {', '.join(d.update_modules) or 'none'})")
     if d.version:
         try:
             current = Version(d.version)

@@ -4,6 +4,11 @@ The order is RAUC's: the driver marks the target slot bad before ``write_slot``
 starts, and arms it for a trial boot only after ``write_slot`` has read the
 slot back and found the manifest's SHA-256. Images are streamed a block at a
 time, so memory use does not grow with the image.
+
+An image is the raw slot content (a rootfs image: no header of ours), or that
+content compressed with zstd (recognised by the zstd frame magic): it is then
+decompressed as it streams, and the size and SHA-256 checked are the raw
+content's, as the manifest signs them.
 """
 
 from __future__ import annotations
@@ -13,22 +18,61 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from common.errors import UpdateError
 from common.fileio import sha256_file as hash_file  # the one SHA-256 of a file; exported here under its old name
 
-__all__ = ["check_image", "hash_file", "write_slot"]
+__all__ = ["ZSTD_MAGIC", "check_image", "hash_file", "open_image", "write_slot"]
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 Writer = Callable[[int, bytes], int]  # os.write's shape; the power-cut harness injects one that dies mid-block
 
 
-def check_image(path: str | os.PathLike[str], size: int, sha256: str) -> None:
-    """The image file is there, ``size`` bytes long and hashes to ``sha256``; else ``UpdateError``."""
+def open_image(path: str | os.PathLike[str]) -> BinaryIO:
+    """The image's raw content as a binary stream: the file itself, or its zstd decompression."""
+    f = open(path, "rb")
+    if f.read(4) != ZSTD_MAGIC:
+        f.seek(0)
+        return f
+    f.seek(0)
+    import zstandard  # only for a compressed image: an idle agent never loads it
+
+    return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)  # type: ignore[return-value]
+
+
+def _compressed(path: str | os.PathLike[str]) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == ZSTD_MAGIC
+
+
+def _zstd_digest(path: str | os.PathLike[str], size: int) -> str:
+    import zstandard
+
+    digest, actual = hashlib.sha256(), 0
     try:
-        actual = os.stat(path).st_size
-        if actual != size:
-            raise UpdateError(f"image {str(path)!r} is {actual} bytes, the manifest says {size}")
-        got = hash_file(path)
+        with open_image(path) as src:
+            while block := src.read(1 << 20):
+                digest.update(block)
+                actual += len(block)
+    except zstandard.ZstdError as exc:
+        raise UpdateError(f"image {str(path)!r} is not valid zstd: {exc}") from exc
+    if actual != size:
+        raise UpdateError(f"image {str(path)!r} holds {actual} bytes (zstd), the manifest says {size}")
+    return digest.hexdigest()
+
+
+def check_image(path: str | os.PathLike[str], size: int, sha256: str) -> None:
+    """The image (raw, or its zstd content) is ``size`` bytes long and hashes to ``sha256``; else ``UpdateError``."""
+    try:
+        if not _compressed(path):
+            actual = os.stat(path).st_size
+            if actual != size:
+                raise UpdateError(f"image {str(path)!r} is {actual} bytes, the manifest says {size}")
+            got = hash_file(path)
+        else:
+            got = _zstd_digest(path, size)
     except OSError as exc:
         raise UpdateError(f"image {str(path)!r} cannot be read: {exc}") from exc
     if got != sha256:
@@ -46,7 +90,8 @@ def write_slot(
     sync_every: int = 4 << 20,
     write: Writer = os.write,
 ) -> None:
-    """Copy ``size`` bytes of the image into the slot, fsync, read the slot back and check its SHA-256.
+    """Copy ``size`` bytes of the image (decompressed if zstd) into the slot, fsync, read the slot back and
+    check its SHA-256.
 
     The slot must already be marked bad. A regular slot file is cut to
     ``size``; a block device keeps its length. Raises ``UpdateError`` naming the
@@ -54,7 +99,7 @@ def write_slot(
     """
     streamed = hashlib.sha256()
     try:
-        src = open(image_path, "rb")
+        src = open_image(image_path)
     except OSError as exc:
         raise UpdateError(f"Failed writing slot {slot}: image {str(image_path)!r}: {exc}") from exc
     with src:

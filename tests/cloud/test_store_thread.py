@@ -60,3 +60,47 @@ def test_shutdown_with_cancel_finishes_the_call_in_hand_cancels_the_queue_and_ru
     assert first.result(timeout=0) == "committed"  # the call in hand finished and its caller hears so
     assert all(f.cancelled() for f in queued)  # nothing queued ran, and each caller is told so
     assert ran == ["in hand", "closed"] and st.cancelled == 4
+
+
+def test_the_ingest_queue_writes_what_waits_as_one_call_and_answers_each_batch():
+    from cloud.store_thread import IngestQueue
+
+    st = StoreThread()
+    gate = threading.Event()
+    calls: list[list[str]] = []
+
+    def write_many(items):
+        calls.append(list(items))
+        return [f"stored {item}" for item in items]
+
+    q = IngestQueue(st, write_many, max_records=250)
+    st.submit(gate.wait)  # the store thread is busy: batches gather
+    futs = [q.submit(f"b{i}", 100) for i in range(5)]
+    assert q.waiting == 5
+    gate.set()
+    assert [f.result(timeout=5) for f in futs] == [f"stored b{i}" for i in range(5)]
+    assert calls == [["b0", "b1"], ["b2", "b3"], ["b4"]]  # at most 250 records a call, at least one batch
+    assert q.writes == 3 and q.waiting == 0
+    st.shutdown()
+
+
+def test_a_failing_joint_write_is_retried_batch_by_batch_so_only_the_bad_one_fails():
+    from cloud.store_thread import IngestQueue
+    from common.errors import StoreError
+
+    st = StoreThread()
+    gate = threading.Event()
+
+    def write_many(items):
+        if "bad" in items:
+            raise StoreError(f"store ingest failed: {len(items)} batches")
+        return [len(items)] * len(items)
+
+    q = IngestQueue(st, write_many)
+    st.submit(gate.wait)
+    good, bad, other = q.submit("a", 1), q.submit("bad", 1), q.submit("c", 1)
+    gate.set()
+    assert (good.result(timeout=5), other.result(timeout=5)) == (1, 1)
+    with pytest.raises(StoreError, match="1 batches"):
+        bad.result(timeout=5)
+    st.shutdown()

@@ -174,7 +174,15 @@ def test_the_loader_accepts_every_value_a_nodes_flags_take(module: str, command:
     mod = importlib.import_module(module)
     options = [p for p in getattr(mod, command).params if isinstance(p, click.Option) and p.name != "config_path"]
     assert options
+    board_flags = getattr(mod, "BOARD_FLAGS", {})  # the agent's board flags fill its [board] table
     for option in options:
+        if option.name in board_flags:
+            from dataclasses import fields
+
+            from device_agent.board.profile import BoardProfile
+
+            assert board_flags[option.name] in {f.name for f in fields(BoardProfile)}, option.opts[0]
+            continue
         assert option.name in mod.DEFAULTS, f"{module}: flag {option.opts[0]} has no config key"
         value = _sample(option)
         assert load_config(None, mod.DEFAULTS, {option.name: value})[option.name] == value, option.opts[0]

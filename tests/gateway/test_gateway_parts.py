@@ -12,6 +12,7 @@ import pytest
 
 import common.protocol.codec as codec
 from common.alerting import AlertEngine
+from common.key_binding import KeyBindings
 from common.effects import Append, Persisted, Received, Start, TimerFired
 from common.memory_queue import MemoryQueue
 from common.protocol import Hello, TelemetryBatch, TelemetryRecord, encode
@@ -55,7 +56,7 @@ def test_the_core_holds_its_parts_and_nothing_else_with_state() -> None:
     core = GatewayCore("gw-1", "site-1", MemoryQueue("o", streams=GATEWAY_POLICIES).start(), rng=random.Random(1),
                        site_alerts=SiteAlerts("gw-1", site_rules()))
     parts = {k: type(v) for k, v in vars(core).items() if not isinstance(v, (str, int, float, type(None)))}
-    assert parts == {"downstream": DeviceSessions, "drain": UplinkDrain, "commands": CommandRelay,
+    assert parts == {"downstream": DeviceSessions, "drain": UplinkDrain, "commands": CommandRelay, "bindings": KeyBindings,
                      "rollouts": RolloutRelay, "site_alerts": SiteAlerts, "reports": StatusReports}
 
 

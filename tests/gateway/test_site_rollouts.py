@@ -69,3 +69,28 @@ def test_site_runs_only_what_a_trusted_plan_approved_and_comes_back_after_a_rest
     (released,) = again.load(NOW + 4000)
     assert released.device_ids == ("dev-2", "dev-3") and released.not_after_ms > NOW + 4000
     assert again.plan(_blob(1, 8), NOW + 4000) == []  # the verifier's high-water mark survived too
+
+
+def test_a_release_delivers_only_the_releasing_rollouts_gated_commands():
+    """A device holding gated commands of two rollouts (the first still waiting for a later stage, the
+    second releasing it as a canary) gets only the second's: found by the fleet simulation, where the
+    older release's command went along and installed outside its approved stage."""
+    outbox = MemoryQueue("outbox", streams=GATEWAY_POLICIES).start()
+    commands = MemoryQueue("commands").start()
+    core = GatewayCore("gw-1", "site-1", outbox, commands=commands, rng=random.Random(1), site_rollouts=True)
+    core.handle(Start(), 0.0)
+    core.handle(Received(UPSTREAM, HelloAck("cloud", 1, 1000, 8000)), 0.0)
+    core.handle(Received("p1", Hello("dev-1", "device", "site-1", 1, 1)), 0.0)
+    old = Command("dev-1", 3, "update", {"gate": "site", "rollout": "r1", "version": "2.0.0"}, NOW + 10**9)
+    new = Command("dev-1", 4, "update", {"gate": "site", "rollout": "r2", "version": "2.1.0"}, NOW + 10**9)
+    for cmd in (old, new):
+        (append,) = core.handle(Received(UPSTREAM, cmd), 1.0)
+        core.handle(Persisted(append.token, commands.append_many_sync(append.payloads)), 1.0)
+    assert core.handle(ReleaseCommands(("dev-1",), 3_500, "r2"), 3.0) == [Send("p1", new)]
+    assert core.handle(Received("p1", Hello("dev-1", "device", "site-1", 1, 1)), 3.1)[-1:] == [Send("p1", new)]
+    assert core.handle(ReleaseCommands(("dev-1",), 3_500, "r1"), 3.2) == [Send("p1", old)]
+    unnamed = Command("dev-2", 1, "update", {"gate": "site"}, NOW + 10**9)  # no rollout named: any release opens it
+    core.handle(Received("p2", Hello("dev-2", "device", "site-1", 1, 1)), 3.3)
+    (append,) = core.handle(Received(UPSTREAM, unnamed), 3.3)
+    core.handle(Persisted(append.token, commands.append_many_sync(append.payloads)), 3.3)
+    assert core.handle(ReleaseCommands(("dev-2",), 3_500, "r9"), 3.4) == [Send("p2", unnamed)]

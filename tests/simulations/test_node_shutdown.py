@@ -157,7 +157,10 @@ def test_an_agent_stops_within_its_drain_and_the_bound_and_keeps_its_buffer(flee
     fleet.start_agent("dev-1", "site-1", "gw-1", extra=["--drain", "1"])
     fleet.kill("gw-1")  # the gateway is gone: the agent's buffer only grows
     buffer = fleet.dir("dev-1") / "buffer"
-    time.sleep(3)  # let it sample into its buffer for a while (about 600 samples at 5 ms)
+    # once its buffer is open (a slow start on a loaded machine is not sampling time), let it sample into
+    # the buffer for a while: about 600 samples at 5 ms
+    wait_for(lambda: (buffer / "data.mdb").exists(), 60, "the agent to open its buffer")
+    time.sleep(3)
     code, took = sigterm_and_time(fleet, "dev-1")
     assert code == 0
     assert took < 1 + STOP_BOUND_S, f"the agent took {took:.1f} s to stop with --drain 1"

@@ -75,6 +75,7 @@ async def test_jobs_push_config_feed_alerts_apply_retention_and_forget_retired(t
     store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
     store.telemetry.ingest("gw-1", "s", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {"t": 1.0}),
                                ForwardRecord("d2", "bulk", 1, T0, "metrics", {})], T0)
+    assert store.metrics.follow() == 2 and len(store.metrics.metric_series(["d1"], 0, T0 + 1, "raw")) == 1
     store.fleet.put_layer("global", "", {"rate": 2}, [], "ops", T0)
     alerts = AlertService(AlertSettings(), liveness_ms=3000)
     pushed: list[tuple[str, int]] = []

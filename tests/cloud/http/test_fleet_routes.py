@@ -27,6 +27,7 @@ def store(tmp_path) -> Iterator[Store]:
         ForwardRecord("gw-1", "state", 0, NOW_MS, "gateway.status", status),
     ], NOW_MS - 1_000)
     s.telemetry.ingest("gw-1", "site-a", [ForwardRecord("d2", "bulk", 1, NOW_MS, "metrics", {})], NOW_MS - 900_000)
+    s.metrics.follow_all()  # the metrics follower, as the cloud runs it
     yield s
     s.close()
 

@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.http import ApiContext, ApiHooks, create_app
+from cloud.http.access import GENERIC_401
 from cloud.security.audit import verify_chain
 from cloud.security.service import SecurityService
 from cloud.store import Store
@@ -94,7 +95,7 @@ async def test_roles_and_sites_are_enforced_and_every_mutation_is_audited(client
     assert ("otto", "devices.command", "allowed") in seen
     assert ("otto", "enroll_tokens.create", "refused") in seen and ("otto", "enroll_tokens.create", "allowed") in seen
     assert ("otto", "users.manage", "refused") in seen
-    assert ("<unauthenticated>", "POST /v1/devices/d1/revoke", "refused") in seen
+    assert not [r for r in records if r.who == "<unauthenticated>"]  # unauthenticated traffic writes nothing
     assert ("otto", "devices.revoke", "allowed") in seen
     # the audit route shows the chain, verified; a viewer may not read it
     assert (await c.get("/v1/audit", headers=auth(viewer))).status_code == 403
@@ -128,7 +129,7 @@ async def test_revoked_api_and_claim_tokens_stop_working_at_once(client) -> None
     token_id = op.split("_")[1]
     assert (await c.post(f"/v1/tokens/{token_id}/revoke", headers=auth(BOOT))).status_code == 200
     r = await c.get("/v1/devices", headers=auth(op))
-    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert r.status_code == 401 and r.json()["detail"] == GENERIC_401  # the same text whatever the reason
     claim = (await c.post("/v1/enroll-tokens", json={"site": "site-a"}, headers=auth(BOOT))).json()
     assert (await c.post(f"/v1/enroll-tokens/{claim['token_id']}/revoke", headers=auth(BOOT))).status_code == 200
     assert (await c.post("/v1/enroll-tokens/0000/revoke", headers=auth(BOOT))).status_code == 404

@@ -309,3 +309,20 @@ def test_telemetry_feeds_the_health_gate_metric_rules_and_reboots(env):
         assert {engine.devices[d].unhealthy for d in canary} == {"rebooted unexpectedly", "broke cpu_percent < 90"}
 
     asyncio.run(run())
+
+
+def test_devices_whose_inventory_lacks_the_releases_update_module_are_skipped(env):
+    store, ex = env
+    store.telemetry.ingest("gw-1", "site-1", [
+        ForwardRecord("d-1-0", "state", 7, 1500, "inventory", {"model": "board-a", "update_modules": "rootfs-image,swupdate"}),
+        ForwardRecord("d-1-1", "state", 7, 1500, "inventory", {"model": "board-a", "update_modules": "rootfs-image,file"}),
+    ], 1500)
+
+    async def run():
+        svc = RolloutService(store.rollouts, ex, lambda d, s: None, commands=store.commands,
+                             releases=store.releases, telemetry=store.telemetry, now_ms=Clock())
+        view = await svc.preview({"plan": _plan(release={"version": "2.0.0", "module": "file"})})
+        assert list(view["skipped"]) == ["d-1-0"], view["skipped"]
+        assert "update module 'file'" in view["skipped"]["d-1-0"]
+
+    asyncio.run(run())

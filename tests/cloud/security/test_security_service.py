@@ -239,3 +239,15 @@ def test_a_gateway_certificate_is_renewed_for_the_same_key_past_two_thirds_of_it
     assert ident.not_after >= T0 + dt.timedelta(days=50)  # a full new lifetime, from now
     assert service.verify_gateway(pem, curve_key=k, gateway_id="gw-1", site="site-1", now_ms=late) == ""  # the overlap
     assert service.records.audit_records()[-1].action == "gateways.certificate.renew"
+
+
+def test_a_pending_identity_is_not_replaced_by_another_key_until_an_operator_decides(service, store) -> None:
+    k = key()
+    _, reply = enroll(service, k=k, serial="SN-88")
+    assert reply.outcome == "pending"
+    _, reply = enroll(service, serial="SN-evil")  # an anonymous peer claims the same id with its own key and serial
+    assert reply.outcome == "refuse" and "already pending" in reply.detail
+    row = store.security.identity("dev-1")
+    assert (row["status"], row["curve_key"], row["serial"]) == ("pending", k, "SN-88")
+    _, reply = enroll(service, k=k, serial="SN-88")  # the first claimant asking again still waits
+    assert reply.outcome == "pending"

@@ -150,7 +150,7 @@ def test_migration_2_upgrades_a_version_1_store_with_rows(store_url: str) -> Non
         # the old ``stream`` ("power") is now the kind; every old row joined the bulk stream
         assert [dict(r) for r in rows] == [
             {"device_id": "d1", "stream": "bulk", "seq": s, "ts_ms": 100 + s, "kind": "power",
-             "values": {"v": 230.5}, "received_ms": 20}
+             "values": {"v": 230.5}, "received_ms": 20, "ingest_id": None}  # stored before the metrics follower
             for s in (1, 2, 3)
         ]
         assert tuple(gateway) == ("KEY-1", None, None)
@@ -263,7 +263,7 @@ def test_telemetry_row_holds_the_record(store: Store) -> None:
         row = conn.execute(sa.select(telemetry)).mappings().one()
     assert dict(row) == {
         "device_id": "d1", "stream": "state", "seq": 3, "ts_ms": 1234, "kind": "power",
-        "values": {"v": 230.5, "a": 2, "unit": "V"}, "received_ms": 99,
+        "values": {"v": 230.5, "a": 2, "unit": "V"}, "received_ms": 99, "ingest_id": 1,  # its metric_backlog entry
     }
 
 
@@ -307,10 +307,12 @@ def test_ingest_of_a_20k_record_batch_stores_each_once(store: Store) -> None:
 
 def test_devices_follow_the_newest_sighting_and_last_seq_only_grows(store: Store) -> None:
     store.telemetry.ingest("gw-1", "site-a", [rec("d1", 5), rec("d1", 3)], now_ms=100)
-    store.telemetry.ingest("gw-2", "site-b", [rec("d1", 2)], now_ms=200)  # the device moved; an old record arrives late
+    store.telemetry.ingest("gw-2", "site-a", [rec("d1", 2)], now_ms=200)  # the device moved; an old record arrives late
+    # a gateway of another site may not move it there (only an operator may): its record is refused
+    assert store.telemetry.ingest("gw-3", "site-b", [rec("d1", 9)], now_ms=300).rejected
     [device] = store.telemetry.list_devices()
     assert device == {
-        "device_id": "d1", "site_id": "site-b", "gateway_id": "gw-2",
+        "device_id": "d1", "site_id": "site-a", "gateway_id": "gw-2",
         "first_seen_ms": 100, "last_seen_ms": 200, "last_seq": 5, "state": "active",
     }
 
@@ -626,12 +628,12 @@ def test_closed_store_refuses_calls(store: Store) -> None:
 
 def test_failed_ingest_rolls_back_everything(store: Store) -> None:
     # the last record breaks a NOT NULL constraint after the site, gateway and devices were upserted
-    bad = ForwardRecord("d1", "bulk", 2, None, "env", {})  # type: ignore[arg-type]
+    bad = ForwardRecord("d9", "bulk", 2, None, "env", {})  # type: ignore[arg-type]
     store.telemetry.ingest("gw-1", "site-a", [rec("d1", 1)], now_ms=100)
     with pytest.raises(StoreError, match=r"(?i)ingest of 2 records from gateway 'gw-9' failed on .*: \w+: .*not.null"):
-        store.telemetry.ingest("gw-9", "site-z", [rec("d1", 9), bad], now_ms=200)
+        store.telemetry.ingest("gw-9", "site-z", [rec("d9", 9), bad], now_ms=200)
     assert [s["site_id"] for s in store.telemetry.list_sites()] == ["site-a"]
-    assert store.telemetry.list_devices()[0]["last_seq"] == 1
+    assert [(d["device_id"], d["last_seq"]) for d in store.telemetry.list_devices()] == [("d1", 1)]
     assert store.telemetry.telemetry_summary()["rows"] == 1
 
 

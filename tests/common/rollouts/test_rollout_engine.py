@@ -299,6 +299,30 @@ def test_versions_security_floor_and_hardware_are_refused_with_a_reason():
     assert {d for d, r in eng2.devices.items() if r.state == DeviceState.SKIPPED} == {"same", "other-hw"}
 
 
+def test_devices_whose_inventory_lacks_the_releases_update_module_are_refused_with_a_reason():
+    rel = ReleaseInfo("2.0.0", ("board-a",), security_version=3, module="file")
+    devs = [
+        DeviceInfo("rootfs-only", "s", "board-a", "1.0.0", update_modules=("rootfs-image",)),
+        DeviceInfo("has-file", "s", "board-a", "1.0.0", update_modules=("rootfs-image", "file", "script")),
+        DeviceInfo("unreported", "s", "board-a", "1.0.0"),  # an older agent: the device checks the manifest itself
+    ]
+    eng = RolloutEngine("r1", plan(release=rel))
+    eng.target(devs)
+    reasons = {d: r.reason for d, r in eng.devices.items() if r.state == DeviceState.SKIPPED}
+    assert list(reasons) == ["rootfs-only"]
+    assert "update module 'file'" in reasons["rootfs-only"] and "rootfs-image" in reasons["rootfs-only"]
+    eng = RolloutEngine("r2", plan())  # a rootfs-image release: every device listing it, or not reporting, is fine
+    eng.target(devs)
+    assert {d for d, r in eng.devices.items() if r.state == DeviceState.SKIPPED} == set()
+
+
+def test_the_release_module_survives_the_plan_json_and_the_default_is_left_out():
+    p = plan(release=ReleaseInfo("2.0.0", ("board-a",), 3, module="script"))
+    assert RolloutPlan.from_dict(p.to_dict()).release.module == "script"
+    assert "module" not in plan().to_dict()["release"]
+    assert RolloutPlan.from_dict(plan().to_dict()).release.module == "rootfs-image"
+
+
 def test_devices_in_maintenance_quarantined_retired_or_pending_are_skipped_with_their_state():
     devs = [DeviceInfo(f"{state}-1", "s", "board-a", "1.0.0", state=state)
             for state in ("active", "maintenance", "quarantined", "retired", "pending")]

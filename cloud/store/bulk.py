@@ -1,0 +1,88 @@
+"""Telemetry rows written by the database's bulk path, inside the caller's (ingest's) transaction.
+
+    stored = write_telemetry(conn, groups, ingest_id)   # rows actually stored, per group
+
+``groups`` holds one list of rows per forwarded batch, each row ``(device_id, stream, seq, ts_ms, kind,
+values, received_ms)``, no key twice across groups (``TelemetryRecords.ingest_many`` plans that). A row
+whose (device_id, stream, seq) is already stored is skipped, never written twice.
+
+SQLite: one prepared ``executemany`` per group (``INSERT .. ON CONFLICT DO NOTHING`` straight to the
+driver, no Core per row); the cursor's rowcount is that group's stored count.
+
+PostgreSQL: every group's rows go by ``COPY`` (psycopg 3) into a temporary staging table (one per
+connection, emptied at commit), then ONE set-based ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` into
+``telemetry``. When its rowcount says every row was new (the common case), each group stored all of its
+rows; otherwise the rows tagged with this transaction's ``ingest_id`` are counted per group.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+__all__ = ["Row", "write_telemetry"]
+
+Row = tuple[str, str, int, int, str, Any, int]  # device_id, stream, seq, ts_ms, kind, values, received_ms
+
+_COLUMNS = 'device_id, stream, seq, ts_ms, kind, "values", received_ms'
+_SQLITE_INSERT = f"INSERT INTO telemetry ({_COLUMNS}, ingest_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_STAGE = "pg_temp.telemetry_stage"
+_STAGE_DDL = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS telemetry_stage (grp integer NOT NULL, device_id text NOT NULL,"
+    " stream text NOT NULL, seq bigint NOT NULL, ts_ms bigint NOT NULL, kind text NOT NULL, \"values\" jsonb NOT NULL,"
+    " received_ms bigint NOT NULL) ON COMMIT DELETE ROWS"
+)
+_PG_MOVE = (
+    f"INSERT INTO telemetry ({_COLUMNS}, ingest_id) SELECT {_COLUMNS}, %s FROM {_STAGE}"
+    " ON CONFLICT (device_id, stream, seq) DO NOTHING"
+)
+_PG_COUNT = (
+    f"SELECT s.grp, count(*) FROM {_STAGE} s JOIN telemetry t ON t.device_id = s.device_id AND t.stream = s.stream"
+    " AND t.seq = s.seq WHERE t.ingest_id = %s GROUP BY s.grp"
+)
+_dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=True).encode  # what SQLAlchemy's JSON type writes
+
+
+def write_telemetry(conn: sa.Connection, groups: Sequence[Sequence[Row]], ingest_id: int | None) -> list[int]:
+    """Store every new row of ``groups``, tagged with ``ingest_id``; the rows stored per group."""
+    if not any(groups):
+        return [0] * len(groups)
+    if conn.dialect.name == "sqlite":
+        return [_sqlite_group(conn, rows, ingest_id) if rows else 0 for rows in groups]
+    return _postgres(conn, groups, ingest_id)
+
+
+def _sqlite_group(conn: sa.Connection, rows: Sequence[Row], ingest_id: int | None) -> int:
+    params = [(d, s, q, t, k, _dumps(v), r, ingest_id) for d, s, q, t, k, v, r in rows]
+    return conn.exec_driver_sql(_SQLITE_INSERT, params).rowcount
+
+
+def _postgres(conn: sa.Connection, groups: Sequence[Sequence[Row]], ingest_id: int | None) -> list[int]:
+    import psycopg  # the PostgreSQL driver: only a store on PostgreSQL needs it
+
+    try:
+        return _copy_and_move(conn.connection.driver_connection, groups, ingest_id)
+    except psycopg.Error as exc:  # raised past SQLAlchemy: made its DBAPIError, which the transaction translates
+        raise sa.exc.DBAPIError(f"COPY {_STAGE} and INSERT INTO telemetry", None, exc) from exc
+
+
+def _copy_and_move(raw: Any, groups: Sequence[Sequence[Row]], ingest_id: int | None) -> list[int]:
+    """On ``raw``, the psycopg connection in the transaction SQLAlchemy began."""
+    with raw.cursor() as cur:
+        cur.execute(_STAGE_DDL)  # made once per connection (a rolled-back first transaction takes it along)
+        with cur.copy(f"COPY {_STAGE} (grp, {_COLUMNS}) FROM STDIN") as copy:
+            write = copy.write_row
+            for g, rows in enumerate(groups):
+                for d, s, q, t, k, v, r in rows:
+                    write((g, d, s, q, t, k, _dumps(v), r))
+        cur.execute(_PG_MOVE, (ingest_id,))
+        stored = cur.rowcount
+        sizes = [len(rows) for rows in groups]
+        if stored == sum(sizes):
+            return sizes
+        cur.execute(_PG_COUNT, (ingest_id,))
+        per = dict(cur.fetchall())
+    return [int(per.get(g, 0)) for g in range(len(groups))]
