@@ -158,7 +158,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to watch the agent (default 10)")
     parser.add_argument("--sample-interval", type=float, default=1.0, help="agent's telemetry interval (default 1 s)")
     parser.add_argument("--quick", action="store_true", help="watch 5 s (make bench)")
-    parser.add_argument("--board", choices=("grub", "uboot", "sim"), default="grub",
+    parser.add_argument("--board", choices=("grub", "grub-emu", "uboot", "sim"), default="grub",
                         help="the agent's board profile (default grub: a board in a directory, real grubenv)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = parser.parse_args()

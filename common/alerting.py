@@ -164,8 +164,11 @@ class AlertEngine:
             return  # not a number (or NaN): nothing to compare
         if device in self._forgotten:
             return
+        rules = self._thresholds.get(metric)
+        if not rules:
+            return  # no rule reads this metric: nothing is kept of it (a device may send any number of names)
         self._latest[(device, metric)] = value
-        for name, compare, threshold in self._thresholds.get(metric, ()):
+        for name, compare, threshold in rules:
             self._breach(name, device, compare(value, threshold), now_ms)
 
     def observe_firmware(self, device: str, version: str, releases: Collection[str]) -> None:

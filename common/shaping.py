@@ -52,6 +52,7 @@ _SLACK_BYTES = 0.5  # float rounding must never refuse a take() made exactly wai
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
 _MAX_CHAIN = 1000  # windows merged by closes_at() before it stops looking further ahead
+_FAR = datetime.max.replace(tzinfo=UTC)  # no window ever fires again: closed for good
 
 
 class TokenBucket:
@@ -158,6 +159,9 @@ class LinkWindows:
                 raise ConfigError(f"link windows: unknown time zone {timezone!r}") from exc
         self.tz: tzinfo = timezone
         self.windows = [_Window(expr, duration, timezone) for expr, duration in windows]
+        # is_open's answer is constant over [since, until): open until the window closes, closed until the
+        # next one opens; a drain asks on every commit, and each uncached answer is a cron search
+        self._known: tuple[datetime, datetime, bool] | None = None
 
     def _utc(self, now: datetime) -> datetime:
         if now.tzinfo is None or now.utcoffset() is None:
@@ -172,7 +176,18 @@ class LinkWindows:
         """Whether the link may be used at ``now``."""
         if not self.windows:
             return True
-        return self._end(self._utc(now)) is not None
+        now_utc = self._utc(now)
+        known = self._known
+        if known is not None and known[0] <= now_utc < known[1]:
+            return known[2]
+        end = self._end(now_utc)
+        if end is not None:
+            self._known = (now_utc, end, True)  # the window open now stays open until it ends
+            return True
+        # closed until the first fire after now: a window open before that would be open now
+        fires = [f for w in self.windows if (f := w.first_fire(now_utc)) is not None]
+        self._known = (now_utc, min(fires, default=_FAR), False)
+        return False
 
     def next_open(self, now: datetime) -> datetime | None:
         """``now`` if open, else when the next window opens (None only if no window ever fires again)."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from common.errors import ConfigError
 from common.keys import resolve_public_key
 from common.nodecli import node_config, node_options, run_node
 from common.streams import DEVICE_POLICIES, quota_defaults, with_quotas_mb
@@ -112,7 +113,10 @@ def agent(config_path: str | None, **flags: object) -> None:
     """
     board_flags = {BOARD_FLAGS[k]: flags.pop(k) for k in list(flags) if k in BOARD_FLAGS}
     cfg = node_config(config_path, DEFAULTS, flags, repeatable=("release_key", "cloud_sign_key"), node_key="device_id")
-    board = load_profile(cfg["board"], f"config file {config_path!r}", board_flags)
+    try:
+        board = load_profile(cfg["board"], f"config file {config_path!r}", board_flags)
+    except ConfigError as exc:  # the board profile is checked before anything starts, and named
+        raise click.UsageError(str(exc)) from exc
     if not cfg["gateway_key"]:
         raise click.UsageError("the gateway's public key is needed: pass --gateway-key KEY|FILE or set gateway_key in the config")
     from device_agent.driver import AgentConfig, run_agent

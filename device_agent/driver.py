@@ -153,9 +153,14 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     from device_agent.board.boards import make_board
 
     board = make_board(cfg.board, cfg.data_dir, link_up=lambda: core.uplink.up)
+    modules = None
+    if cfg.board.modules:  # file / script update modules beside the board's own
+        from device_agent.board.modules import module_boards
+
+        modules = module_boards(cfg.board, cfg.data_dir)
     updater = AgentUpdater(
-        cfg.data_dir, cfg.device_id, cfg.hw, list(cfg.release_keys),
-        on_report=report_update, link_up=lambda: core.uplink.up, now_ms=wall_ms, board=board, on_reboot=rebooting,
+        cfg.data_dir, cfg.device_id, cfg.hw, list(cfg.release_keys), on_report=report_update,
+        link_up=lambda: core.uplink.up, now_ms=wall_ms, board=board, on_reboot=rebooting, modules=modules,
     )
 
     def run(effect: RunCommand) -> None:
@@ -247,7 +252,7 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     def take_inventory(_effect: TakeInventory | None) -> None:
         def read() -> dict[str, object]:
             return collect(cfg.data_dir, model=cfg.hw, hw_rev=cfg.hw_rev, location=cfg.location,
-                           running=updater.running, slots=board.slot_versions, update_modules=board.update_modules)
+                           running=updater.running, slots=board.slot_versions, update_modules=updater.update_modules)
 
         loop.run_in_executor(None, read).add_done_callback(
             lambda f: runner.feed(InventoryTaken(f.result())) if f.exception() is None else log.warning(
@@ -301,8 +306,13 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
     checkpoint = Periodic(loop, 5.0, steady.checkpoint)  # so ages survive a power cut
     link.open()
     runner.feed(Start())
-    loop.run_in_executor(None, updater.boot).add_done_callback(  # resume an update a reboot or power cut interrupted
-        lambda _: loop.call_soon_threadsafe(downloader.resume))  # then a download a restart interrupted
+    def booted(fut: asyncio.Future[None]) -> None:
+        if fut.exception() is not None:  # e.g. the board profile names a slot source the system does not have
+            log.error("update state not resumed at start", extra={"error": str(fut.exception())})
+        loop.call_soon_threadsafe(downloader.resume)  # then a download a restart interrupted
+
+    # resume an update a reboot or power cut interrupted (and, on a real board, confirm the running slot)
+    loop.run_in_executor(None, updater.boot).add_done_callback(booted)
     log.info("agent started", extra={"device": cfg.device_id, "gateway": cfg.gateway, "buffered": sum(buffer.stats(s).count for s in STREAMS)})
     try:
         await stop.wait()

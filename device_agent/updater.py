@@ -5,6 +5,9 @@ U-Boot, slot devices, the running system's slot and version, health commands,
 the reboot command) or, for the demo and tests, the simulated board in
 ``DATA/board`` (the default). The update record is ``DATA/update.json``; every
 outcome is handed to ``on_report`` (which must make it durable) for the cloud.
+A release's manifest names its update module: ``rootfs-image`` (and ``swupdate``
+on the simulated board) go to the board, ``file`` and ``script`` to their own
+boards (``device_agent.board.modules``) with their own records in ``DATA/modules/``.
 
 A reboot on the simulated board is played in process: the simulated
 bootloader picks the slot, then the flow resumes from its record. On a real
@@ -52,11 +55,15 @@ class AgentUpdater:
         gateway_within_s: float = 15.0,
         board: Board | None = None,
         on_reboot: Callable[[], None] = lambda: None,
+        modules: dict[str, tuple[Any, Path]] | None = None,
     ) -> None:
         self.board: Any = board or SimBoard(data_dir / "board", link_up=link_up, gateway_within_s=gateway_within_s)
         self.work = data_dir / "board"  # images rebuilt from deltas, a slot copied for a return
         self.manifests = data_dir / "manifests"  # the signed manifest of each release installed (for a return to it)
         self.record_path = data_dir / "update.json"
+        # update module -> (its board, its update record): the board's own modules, then file/script if enabled
+        self.boards: dict[str, tuple[Any, Path]] = {m: (self.board, self.record_path) for m in self.board.update_modules}
+        self.boards |= modules or {}
         self.device_id = device_id
         self.hw = hw
         self.release_keys = release_keys
@@ -83,16 +90,38 @@ class AgentUpdater:
                     log.error("reboot command failed; stopping the agent anyway", extra={"error": str(exc)})
             self.on_reboot()
 
-    def in_progress(self) -> bool:
-        return self.record_path.exists() and json.loads(self.record_path.read_text()).get("state") not in ("idle", None)
+    @property
+    def update_modules(self) -> tuple[str, ...]:
+        """What this device installs (its inventory's ``update_modules``)."""
+        return tuple(self.boards)
+
+    def in_progress(self, record_path: Path | None = None) -> bool:
+        paths = [record_path] if record_path else {rec for _, rec in self.boards.values()}
+        return any(p.exists() and json.loads(p.read_text()).get("state") not in ("idle", None) for p in paths)
+
+    def _route(self, signed: bytes) -> tuple[Any, Path]:
+        """The board and record of the update module a manifest names (read before it is verified, only to
+        route it: the verification that follows is the one that counts); an unknown module: the board's."""
+        from common.firmware.manifest import SignedManifest
+
+        try:
+            module = SignedManifest.from_bytes(signed).unverified().module
+        except EdgeFleetError:
+            return self.board, self.record_path
+        return self.boards.get(module, (self.board, self.record_path))
 
     # -- the flow --------------------------------------------------------------------
 
     def boot(self) -> None:
         """At agent start: confirm the running slot, and resume an update a reboot or power cut interrupted."""
-        if self.in_progress() or not isinstance(self.board, SimBoard):
-            with self._lock:
-                self._run(None)
+        with self._lock:
+            seen: set[Path] = set()
+            for board, record in self.boards.values():
+                if record in seen:
+                    continue
+                seen.add(record)
+                if self.in_progress(record) or (board is self.board and not isinstance(board, SimBoard)):
+                    self._run(None, board, record)
 
     def check(self, signed: bytes) -> Any:
         """The manifest if this device may install it (signature by a pinned key, expiry, hardware,
@@ -102,9 +131,10 @@ class AgentUpdater:
         from device_agent.update.states import UpdateRecord
         from device_agent.update.store import RecordStore
 
-        record = RecordStore(self.record_path).load() or UpdateRecord()
+        board, record_path = self._route(signed)
+        record = RecordStore(record_path).load() or UpdateRecord()
         return verify_manifest(signed, load_trusted_keys(self.release_keys), hw=self.hw, now_ms=self.now_ms(),
-                               security_floor=record.security_floor, current_version=self.running()["version"],
+                               security_floor=record.security_floor, current_version=board.running_version(),
                                device_id=self.device_id)
 
     def start(self, manifest_path: str, image_path: str = "", *, delta_path: str = "", allowance_path: str = "") -> str:
@@ -121,40 +151,43 @@ class AgentUpdater:
         from device_agent.update.store import RecordStore
 
         with self._lock:
-            record = RecordStore(self.record_path).load() or UpdateRecord()
+            board, record_path = self.board, self.record_path
             try:
+                signed = Path(manifest_path).read_bytes()
+                board, record_path = self._route(signed)
+                record = RecordStore(record_path).load() or UpdateRecord()
                 allowance = SignedAllowance.from_bytes(Path(allowance_path).read_bytes()) if allowance_path else None
                 manifest = verify_manifest(
-                    Path(manifest_path).read_bytes(),
+                    signed,
                     load_trusted_keys(self.release_keys),
                     hw=self.hw,
                     now_ms=self.now_ms(),
                     security_floor=record.security_floor,
-                    current_version=self.running()["version"],
+                    current_version=board.running_version(),
                     device_id=self.device_id,
                     allowance=allowance,
                 )
                 self._check_module(manifest)
                 if delta_path:
-                    image_path = self._rebuild(manifest, delta_path)
-                self._keep_manifest(manifest.version, Path(manifest_path).read_bytes())
+                    image_path = self._rebuild(manifest, delta_path, board)
+                self._keep_manifest(manifest.version, signed)
             except (FirmwareError, DeltaError, OSError) as exc:
                 from device_agent.update.core import ManifestRejected
 
                 rejected = ManifestRejected(getattr(exc, "version", None) or "?", str(exc))
-                self._run(lambda driver: driver.feed(rejected))
+                self._run(lambda driver: driver.feed(rejected), board, record_path)
                 return f"refused: {exc}"
             downgrade = allowance is not None
-            self._run(lambda driver: driver.start(manifest, image_path, allow_downgrade=downgrade))
+            self._run(lambda driver: driver.start(manifest, image_path, allow_downgrade=downgrade), board, record_path)
             return f"update to {manifest.version} started"
 
     def _check_module(self, manifest: Any) -> None:
         module = getattr(manifest, "module", "rootfs-image")
-        if module not in self.board.update_modules:
+        if module not in self.boards:
             from common.errors import ManifestError
 
             raise ManifestError(manifest.version, "unsupported-module", f"it is for the update module {module!r}; "
-                                f"this board installs {', '.join(self.board.update_modules)}")
+                                f"this device installs {', '.join(self.boards)}")
 
     def revert(self) -> str:
         """Return to the release in the other slot, the one before the running one (a rollout aborted with
@@ -225,45 +258,71 @@ class AgentUpdater:
         for old in kept[:-4]:
             old.unlink(missing_ok=True)
 
-    def _rebuild(self, manifest: Any, delta_path: str) -> str:
+    def _rebuild(self, manifest: Any, delta_path: str, board: Any) -> str:
         """The new image from the running slot and a delta, in DATA/board/incoming.img; checked against the manifest."""
         from common.delta import apply_delta
 
-        bl = self.board.bootloader()
+        bl = board.bootloader()
         self.work.mkdir(parents=True, exist_ok=True)
         out = self.work / "incoming.img"
-        result = apply_delta(self.board.slot_paths()[bl.active_slot()], delta_path, out,  # within APPLY_MEMORY
+        result = apply_delta(self._running_image(board, bl.active_slot()), delta_path, out,  # within APPLY_MEMORY
                              expect_size=manifest.size, expect_sha256=manifest.sha256)  # the signed manifest's
         if (result.new_size, result.new_sha256) != (manifest.size, manifest.sha256):
             raise DeltaError(f"delta {delta_path!r} rebuilt an image that is not release {manifest.version}'s "
                              f"(SHA-256 {result.new_sha256[:16]}..., the manifest says {manifest.sha256[:16]}...)")
         return str(out)
 
-    def _run(self, first: Callable[[Any], None] | None) -> None:
+    def _running_image(self, board: Any, slot: str) -> Path:
+        """The running release's image, the old image of a delta: the slot itself, or (a partition larger than
+        the image, as a real board's are) its first bytes, as many as the running release's kept manifest says."""
+        source = Path(board.slot_paths()[slot])
+        if isinstance(board, SimBoard):
+            return source
+        from common.firmware.manifest import SignedManifest
+
+        kept = self.manifests / f"{board.running_version()}.manifest"
+        try:
+            size = SignedManifest.from_bytes(kept.read_bytes()).unverified().size
+        except (OSError, EdgeFleetError):
+            return source  # not installed by this agent (the factory image): the delta names the size it needs
+        if source.is_file() and source.stat().st_size == size:
+            return source
+        copy = self.work / "running.img"
+        with open(source, "rb") as src, open(copy, "wb") as dst:
+            left = size
+            while left and (block := src.read(min(left, 1 << 20))):
+                dst.write(block)
+                left -= len(block)
+        return copy
+
+    def _run(self, first: Callable[[Any], None] | None, board: Any = None, record_path: Path | None = None) -> None:
         """Power the update core on (it learns the booted slot and resumes its record), run ``first``;
         when the flow asks for a reboot: on the simulated board boot it and resume, on a real one run the
         reboot command and tell the agent to stop (``on_reboot``)."""
+        board = board or self.board
+        record_path = record_path or self.record_path
+        record_path.parent.mkdir(parents=True, exist_ok=True)
         action = first
         for _ in range(16):  # a reboot loop is broken by the record's store counter long before this
-            driver = self._driver()
+            driver = self._driver(board, record_path)
             driver.power_on()
             if not driver.halted and action is not None:
                 action(driver)
             if not driver.halted:
                 return
-            if not self.board.in_process_reboot:
+            if not board.in_process_reboot:
                 try:
-                    self.board.reboot()
+                    board.reboot()
                 except EdgeFleetError as exc:  # the record is durable: the next start resumes it either way
                     log.error("reboot command failed; stopping the agent anyway", extra={"error": str(exc)})
                 log.info("rebooting", extra={"record": str(self.record_path)})
                 self.on_reboot()
                 return
-            self.board.reboot()
-            log.info("rebooted", extra={"version": self.running()["version"]})
+            board.reboot()
+            log.info("rebooted", extra={"version": board.running_version()})
             action = None
 
-    def _driver(self) -> Any:
+    def _driver(self, board: Any, record_path: Path) -> Any:
         from device_agent.update.core import UpdateCore
         from device_agent.update.driver import UpdateDriver
         from device_agent.update.store import RecordStore
@@ -272,12 +331,13 @@ class AgentUpdater:
             self.on_report({"version": r.version, "outcome": r.outcome, "reason": r.reason, "running_version": r.running_version})
 
         return UpdateDriver(
-            UpdateCore(self.device_id, self.hw, health_timeout_s=self.board.health_timeout_s),
-            RecordStore(self.record_path),
-            self.board.bootloader(),
-            self.board.slot_paths(),
-            read_version=self.board.running_version,
-            health=self.board.health,
+            UpdateCore(self.device_id, self.hw, health_timeout_s=board.health_timeout_s),
+            RecordStore(record_path),
+            board.bootloader(),
+            board.slot_paths(),
+            read_version=board.running_version,
+            health=board.health,
             send_report=report,
             reboot=lambda: None,  # the driver halts; _run reboots the board
+            after_install=getattr(board, "after_install", None),
         )

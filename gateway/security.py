@@ -38,6 +38,7 @@ cloud session comes up the core asks it for what to show the cloud
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from common.effects import UPSTREAM, Effect, Log, Received, Send
@@ -58,7 +59,32 @@ from gateway.reports import report
 
 __all__ = ["ENROLL_PREFIX", "REMEDIATION_COMMANDS", "GatewaySecurity"]
 
-ENROLL_PREFIX = "e:"  # peers of the enrollment socket are named "e:<routing id hex>"
+# local enrollment budgets: the whole socket like the cloud's per-gateway bucket (0.5/s, burst 20), each key
+# a burst of 5 then one every 5 s; at most MAX_ENROLLING answers awaited, MAX_ENROLL_KEYS keys remembered
+ENROLL_RATE, ENROLL_BURST = 0.5, 20
+ENROLL_PER_KEY_RATE, ENROLL_PER_KEY_BURST = 0.2, 5
+MAX_ENROLLING, MAX_ENROLL_KEYS = 1000, 10_000
+ENROLL_PREFIX = "e:"
+
+
+class _Budget:
+    """Attempts per second with a burst (a token bucket of whole attempts), and ``refund`` for an attempt
+    that turned out not to cost anything upstream."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst, self.tokens, self.last = rate, float(burst), float(burst), None
+
+    def take(self, n: int, now: float) -> bool:
+        if self.last is not None and now > self.last:
+            self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now if self.last is None else max(self.last, now)
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+    def refund(self, n: int) -> None:
+        self.tokens = min(self.burst, self.tokens + n)  # peers of the enrollment socket are named "e:<routing id hex>"
 REMEDIATION_COMMANDS = ("update", "config")
 
 
@@ -73,9 +99,11 @@ class GatewaySecurity:
         self.revoked: frozenset[str] = frozenset()
         self.quarantined: frozenset[str] = frozenset()
         self.enrolling: dict[str, str] = {}  # device id -> enrollment peer waiting for the answer
+        self._enroll_all = _Budget(ENROLL_RATE, ENROLL_BURST)  # every enrollment relayed by this gateway
+        self._enroll_keys: OrderedDict[str, _Budget] = OrderedDict()  # per handshake key (bounded)
         self.revoked_peers: dict[str, str] = {}  # peer -> the revoked device it spoke for (frames refused)
         self.counters = {
-            "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0,
+            "enroll_requests": 0, "enroll_accepted": 0, "enroll_refused": 0, "enroll_key_mismatch": 0, "enroll_rate_limited": 0,
             "revoked_refused": 0, "identity_mismatch": 0, "rotations_relayed": 0, "revoked_disconnected": 0, "quarantine_flagged": 0, "quarantine_held_commands": 0,
         }
 
@@ -91,7 +119,7 @@ class GatewaySecurity:
                 self.peer_names[peer] = name
                 return Screened([], True)
             case EnrollAttempt(peer, key, req):
-                return Screened(self._attempt(view, peer, key, req), True)
+                return Screened(self._attempt(view, peer, key, req, now), True)
             case Received(peer, EnrollReply() as reply) if peer == UPSTREAM:
                 return Screened([AdmitDevice(reply)] if reply.outcome == "accept" else self._answer(reply), True)
             case Admitted(reply):
@@ -112,7 +140,7 @@ class GatewaySecurity:
                 return self._from_device(view, peer, msg, now)
         return None
 
-    def _attempt(self, view: CoreView, peer: str, key: str, req: EnrollRequest) -> list[Effect]:
+    def _attempt(self, view: CoreView, peer: str, key: str, req: EnrollRequest, now: float) -> list[Effect]:
         self.counters["enroll_requests"] += 1
 
         def refuse(why: str) -> list[Effect]:
@@ -126,12 +154,33 @@ class GatewaySecurity:
                           f"but connected with {key[:12]}...: enroll with the key you connect with")
         if req.device_id in self.revoked:
             return refuse(f"device {req.device_id!r} is revoked; an operator must reinstate it")
+        if (why := self._over_enroll_limit(key, req.device_id, now)) is not None:
+            self.counters["enroll_rate_limited"] += 1
+            return [Send(peer, EnrollReply(req.device_id, key, "retry", why, b""))]
         if not view.link_up:
             return [Send(peer, EnrollReply(req.device_id, key, "pending", "the cloud is unreachable; ask again later", b""))]
         self.enrolling[req.device_id] = peer
         return [Send(UPSTREAM, req)]
 
+    def _over_enroll_limit(self, key: str, device_id: str, now: float) -> str | None:
+        """Why this attempt is not relayed now (None: it is): the enrollment socket is open to any key, so each
+        key and the socket as a whole have a local budget, below the cloud's per-gateway one, and the requests
+        waiting for the cloud are bounded (an anonymous flood must not spend real devices' share)."""
+        bucket = self._enroll_keys.pop(key, None) or _Budget(ENROLL_PER_KEY_RATE, ENROLL_PER_KEY_BURST)
+        self._enroll_keys[key] = bucket
+        while len(self._enroll_keys) > MAX_ENROLL_KEYS:
+            self._enroll_keys.popitem(last=False)
+        if not bucket.take(1, now):
+            return f"device {device_id!r}: this key asks too often; ask again later"
+        if len(self.enrolling) >= MAX_ENROLLING and device_id not in self.enrolling:
+            return "too many enrollments are waiting for the cloud; ask again later"
+        if not self._enroll_all.take(1, now):
+            return "this gateway's enrollment rate is exceeded; ask again later"
+        return None
+
     def _answer(self, reply: EnrollReply) -> list[Effect]:
+        if reply.outcome == "retry":  # the cloud did not decide (its own limit, or no gateway certificate yet):
+            self._enroll_all.refund(1)  # the attempt does not count against this gateway's budget either
         peer = self.enrolling.pop(reply.device_id, None)
         if reply.outcome == "accept":
             self.counters["enroll_accepted"] += 1

@@ -9,8 +9,9 @@ agent's installer writes it raw; the boot environment is a real grubenv edited
 by ``grub-editenv`` or a real U-Boot environment read and written by
 ``fw_printenv``/``fw_setenv``; the agent runs with a board profile, as on a
 device. What is played here is the machine: at power-on the bootloader's script
-(RAUC's ``grub.cfg`` or U-Boot script, ``grub_boot``/``uboot_boot``) picks a
-slot from the real environment; the "kernel" then mounts that slot, which here
+(``simulations.grub_script.GRUB_CFG``, run by the real GRUB in ``grub-emu`` with
+kind "grub-emu", emulated with "grub"; or RAUC's U-Boot script, ``uboot_boot``)
+picks a slot from the real environment; the "kernel" then mounts that slot, which here
 means copying its files out with ``debugfs`` into ``sysroot/`` and writing the
 kernel command line (``cmdline``: ``root=<slot> rauc.slot=X``). A slot without
 ``/sbin/init`` (or not a filesystem) never comes up: the watchdog resets the
@@ -21,7 +22,6 @@ as its health check; its reboot command writes ``reboot-requested``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -31,8 +31,9 @@ from pathlib import Path
 from common.fileio import write_atomic
 from device_agent.board.profile import BoardProfile
 from device_agent.update.bootloader import SLOTS, other_slot, run_tool
-from device_agent.update.grub import GrubBootloader, grub_boot
+from device_agent.update.grub import GrubBootloader
 from device_agent.update.uboot import UBootBootloader, uboot_boot
+from simulations.grub_script import grub_emu_boot, grub_script_boot
 
 __all__ = ["SELFTEST", "DirBoard", "make_rootfs"]
 
@@ -62,10 +63,12 @@ def make_rootfs(path: Path, version: str, health: str = "ok", size_kb: int = 192
 
 
 class DirBoard:
-    """The files of one board under ``root``; ``kind`` is "grub" or "uboot"."""
+    """The files of one board under ``root``; ``kind`` is "grub", "grub-emu" (GRUB's script run by the real
+    GRUB, ``grub-emu``, rather than emulated) or "uboot"."""
 
     def __init__(self, root: Path, kind: str) -> None:
-        self.root, self.kind = Path(root), kind
+        self.root, self.emu = Path(root), kind == "grub-emu"
+        self.kind = "grub" if self.emu else kind
         self.cmdline = self.root / "cmdline"
         self.sysroot = self.root / "sysroot"
         self.reboot_flag = self.root / "reboot-requested"
@@ -92,12 +95,12 @@ class DirBoard:
         for slot, image in ((primary, factory), (second, other)):
             data = image if isinstance(image, bytes) else (image.read_bytes() if image is not None else b"")
             write_atomic(board.slot_path(slot), data, 0o644)
-        if kind == "grub":
+        if board.kind == "grub":
             bl: GrubBootloader | UBootBootloader = GrubBootloader.create(board.grubenv, primary=primary)
         elif kind == "uboot":
             bl = UBootBootloader.create(board.fw_env_config, board.root / "uboot.env", primary=primary)
         else:
-            raise ValueError(f"a board in a directory is grub or uboot, not {kind!r}")
+            raise ValueError(f"a board in a directory is grub, grub-emu or uboot, not {kind!r}")
         if other is not None:
             bl.mark_good(second)
         board.power_on()
@@ -117,8 +120,10 @@ class DirBoard:
 
     def pick(self) -> str | None:
         """One run of the bootloader's script on the real environment: the slot it boots, or None."""
+        if self.emu:
+            return grub_emu_boot(self.grubenv, self.root / "grub-emu")
         if self.kind == "grub":
-            return grub_boot(self.grubenv)
+            return grub_script_boot(GrubBootloader(self.grubenv, booted=""))
         return uboot_boot(UBootBootloader(self.fw_env_config))
 
     def power_on(self) -> str | None:

@@ -77,6 +77,7 @@ def fleet(scenario_path: str, seed: int | None, report_dir: str | None, as_json:
         from simulations.fleet_sim.report import write_report
 
         write_report(fleet_run, result, report_dir)
+    click.echo(f"wall {result['wall_s']} s, cpu {fleet_run.cpu_s} s, peak rss {result['peak_rss_mb']} MB", err=True)
     for v in fleet_run.invariants.first.values():
         click.echo(f"INVARIANT FAILED {v.name}: seed {result['seed']}, virtual time {v.virtual_s} s: {v.event}", err=True)
     if as_json:

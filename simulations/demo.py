@@ -202,9 +202,10 @@ def run_demo(
 @click.option("--bad-device", "bad_devices", type=int, default=None,
               help="Drill: roll out a signed release 2.0.0; N devices get an image that fails its self-test and roll back.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seeds the drill timing.")
-@click.option("--board", type=click.Choice(["sim", "grub", "uboot"]), default="sim", show_default=True,
+@click.option("--board", type=click.Choice(["sim", "grub", "grub-emu", "uboot"]), default="sim", show_default=True,
               help="The agents' board: simulated, or a board in a directory (ext2 rootfs images in file-backed slots) "
-                   "driven through the real grub-editenv or fw_setenv, with real reboots (docs/UPDATES.md).")
+                   "driven through the real grub-editenv or fw_setenv, with real reboots; grub-emu: the real GRUB "
+                   "runs the boot script at each reboot (docs/UPDATES.md).")
 @click.option("--rollout", "rollout_drill", is_flag=True,
               help="Drill: roll a signed release 2.0.0 out through a canary and two waves inside a maintenance window "
                    "(simulations/rollout_drill.py).")

@@ -21,7 +21,8 @@ After the update ends the device is powered on twice more, and checked:
 
     python -m simulations.powercut --seeds 0:500 --json
     python -m simulations.powercut --seeds 0:100 --board grub --json   # the real grub-editenv (or uboot:
-                                                                       # fw_printenv/fw_setenv)
+                                                                       # fw_printenv/fw_setenv; grub-emu: the
+                                                                       # boot script run by the real GRUB)
 
 With ``--board grub|uboot`` the device's boot environment is a real one, read
 and written by the real tools, and the bootloader's script (RAUC's) picks the
@@ -310,7 +311,7 @@ def check_device(sc: Scenario, reports: list[UpdateReport]) -> tuple[bool, list[
 # boot and the agent's mark-good of the running slot makes the next boot fall back to the other slot (RAUC's
 # GRUB scheme) when it holds a good image (the older one): an update can then start from there.
 _OLD, _OLDER = ("old", "1.0.0"), ("older", "0.9.0")
-_ROLLED_BACK_TO = {"sim": {_OLD}, "uboot": {_OLD}, "grub": {_OLD, _OLDER}}
+_ROLLED_BACK_TO = {"sim": {_OLD}, "uboot": {_OLD}, "grub": {_OLD, _OLDER}, "grub-emu": {_OLD, _OLDER}}
 
 
 def run_seed(seed: int, root: Path, board: str = "sim") -> dict:
@@ -401,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     p.add_argument("--dir", help="where devices are laid out (default: a temporary directory, on /dev/shm if there)")
     p.add_argument("--board", choices=("sim", *BOARDS), default="sim",
-                   help="the boot environment: simulated (default), or real with grub-editenv / fw_setenv")
+                   help="the boot environment: simulated (default), or real with grub-editenv / fw_setenv; "
+                        "grub-emu: GRUB's boot script run by the real GRUB (Debian's grub-emu)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--sync-every", type=int, default=4 << 20, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

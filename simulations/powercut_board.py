@@ -7,10 +7,11 @@ environment, ``slot_path()``, ``bootable()`` (the slots the script may pick) and
 called after every environment write, where the harness cuts power. The booted slot is what the "kernel
 command line" says: a file the power-on writes.
 
-GRUB's script is RAUC's example ``grub.cfg``: the first slot in ORDER with OK=1 and TRY=0, its TRY set
-before it boots; when none is left (a power cut between the boot and the agent's mark-good of the only good
-slot) the script resets TRY of every OK slot and boots the first of them, as RAUC's script does. U-Boot's
-is RAUC's: the first slot in BOOT_ORDER with attempts left, one attempt taken.
+GRUB's script (``simulations.grub_script.GRUB_CFG``, RAUC's scheme): the first slot in ORDER with OK=1
+and TRY=0, its TRY set before it boots; when none is left (a power cut between the boot and the agent's
+mark-good of the only good slot) it resets TRY of every OK slot and boots the first of them. With
+``grub-emu`` the real GRUB runs that script; with ``grub`` its rules are emulated in Python over the real
+``grub-editenv``. U-Boot's is RAUC's: the first slot in BOOT_ORDER with attempts left, one attempt taken.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from common.fileio import write_atomic
 from device_agent.update.bootloader import SLOTS, BootState, other_slot
 from device_agent.update.grub import GrubBootloader
 from device_agent.update.uboot import UBootBootloader, uboot_boot
+from simulations.grub_script import grub_emu_boot, grub_script_boot
 
-__all__ = ["BOARDS", "ToolBoard", "grub_script_boot"]
+__all__ = ["BOARDS", "ToolBoard"]
 
-BOARDS = ("grub", "uboot")
+BOARDS = ("grub", "grub-emu", "uboot")  # grub-emu: GRUB's script run by the real GRUB (simulations.grub_script)
 
 
 class _HookedGrub(GrubBootloader):
@@ -48,21 +50,6 @@ class _HookedUBoot(UBootBootloader):
             self.hook(doing)
 
 
-def grub_script_boot(bl: GrubBootloader) -> str | None:
-    """RAUC's grub.cfg on the environment: the slot booted (its TRY set), or None if no slot is OK."""
-    env = bl.env("booting")
-    order = env.get("ORDER", " ".join(bl.slots)).split()
-    for slot in order:
-        if env.get(f"{slot}_OK") == "1" and env.get(f"{slot}_TRY", "0") == "0":
-            bl._set("booting", **{f"{slot}_TRY": "1"})
-            return slot
-    ok = [s for s in order if env.get(f"{s}_OK") == "1"]
-    if not ok:
-        return None
-    bl._set("booting", **{f"{s}_TRY": "1" if s == ok[0] else "0" for s in ok})  # reset, then boot the first
-    return ok[0]
-
-
 class ToolBoard:
     def __init__(self, root: str | os.PathLike[str], kind: str, *,
                  after_write: Callable[[str], None] | None = None, attempts: int = 3) -> None:
@@ -70,7 +57,7 @@ class ToolBoard:
             raise ValueError(f"board {kind!r}: one of {', '.join(BOARDS)}")
         self.root, self.kind, self.slots = Path(root), kind, SLOTS
         self.booted_path = self.root / "booted"
-        if kind == "grub":
+        if kind in ("grub", "grub-emu"):
             self.bl: GrubBootloader | UBootBootloader = _HookedGrub(self.root / "grubenv", booted=self.active_slot)
         else:
             self.bl = _HookedUBoot(self.root / "fw_env.config", booted=self.active_slot, attempts=attempts)
@@ -84,7 +71,7 @@ class ToolBoard:
         board.root.mkdir(parents=True, exist_ok=True)
         for slot in SLOTS:
             write_atomic(board.slot_path(slot), images.get(slot) or b"", 0o644)
-        if kind == "grub":
+        if kind in ("grub", "grub-emu"):
             GrubBootloader.create(board.root / "grubenv", primary=primary)
         else:
             UBootBootloader.create(board.root / "fw_env.config", board.root / "uboot.env", primary=primary,
@@ -99,7 +86,12 @@ class ToolBoard:
         return self.root / f"slot_{slot}.img"
 
     def power_on(self) -> str:
-        slot = grub_script_boot(self.bl) if isinstance(self.bl, GrubBootloader) else uboot_boot(self.bl)
+        if self.kind == "grub-emu":
+            slot = grub_emu_boot(self.root / "grubenv", self.root / "grub-emu")
+            if self.bl.hook is not None:  # type: ignore[union-attr]
+                self.bl.hook("booting")  # type: ignore[union-attr]
+        else:
+            slot = grub_script_boot(self.bl) if isinstance(self.bl, GrubBootloader) else uboot_boot(self.bl)
         if slot is None:
             raise BootloaderError("Failed booting: no slot is bootable (the device is bricked)")
         write_atomic(self.booted_path, slot.encode(), 0o644)
@@ -108,7 +100,7 @@ class ToolBoard:
     def bootable(self) -> set[str]:
         """The slots the bootloader's script may boot now or after a reset."""
         env = self.bl.env("reading the boot state")
-        if self.kind == "grub":
+        if self.kind != "uboot":
             return {s for s in self.slots if env.get(f"{s}_OK") == "1"}
         return {s for s in self.slots if env.get(f"BOOT_{s}_LEFT", "0") not in ("0", "")}
 

@@ -113,7 +113,7 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
                       "--key", str(fleet.dir(gw) / "curve.key"), "--out", cert)
             ep = fleet.start_gateway(gw, site, proxy=True, extra=[*fleet.secure_gateway_flags(), "--cert", cert])
             gateways[gw] = site
-            token = json.loads(fleet.cli("enroll-token", "create", "--site", site, "--uses", str(devices_per_site),
+            token = json.loads(fleet.cli("enroll-token", "create", "--site", site, "--uses", str(3 * devices_per_site),  # headroom: a reply lost to a timeout costs a use
                                          "--expires", "1h", "--json", *ops).stdout)["token"]
             expected_audit.append(("enroll_tokens.create", site))
             for d in range(1, devices_per_site + 1):
@@ -129,18 +129,19 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
         def reporting() -> int:
             return len({d["device_id"] for d in fleet.api("/v1/telemetry/summary")["devices"]})
 
-        _wait(lambda: len(enrolled()) >= len(agents) and reporting() >= len(agents), 90, "every device to enroll and report")
+        # generous: on a loaded machine a gateway's certificate may take many seconds to verify, and devices back off
+        _wait(lambda: len(enrolled()) >= len(agents) and reporting() >= len(agents), 240, "every device to enroll and report")
         n_enrolled = len(enrolled())
         _say(quiet, f"{n_enrolled} devices enrolled zero-touch and sending telemetry")
         time.sleep(min(duration, 5.0))
 
         other_site = "site-2" if sites > 1 else "site-none"
         others = [a for a in agents if a.startswith("dev-2-")] or ["dev-none"]
-        reads, cross_site = trust.cross_site_reads(fleet, "site-1", other_site, [*others, "gw-2"])
+        reads, cross_site, unanswered = trust.cross_site_reads(fleet, "site-1", other_site, [*others, "gw-2"])
         hellos, impersonations = trust.impersonate_gateway(fleet, "site-1", "gw-2", other_site)
         foreign_sent = trust.forward_foreign_records(fleet, "site-1", others[0])
         pending_key, pending_held = trust.replace_pending(fleet, "gw-1", "site-1")
-        _say(quiet, f"trust boundaries tried: {reads} cross-site reads ({cross_site} allowed), {hellos} gateway "
+        _say(quiet, f"trust boundaries tried: {reads} cross-site reads ({cross_site} allowed, {len(unanswered)} unanswered), {hellos} gateway "
                     f"impersonations ({impersonations} accepted), {foreign_sent} records for a {other_site} device "
                     f"from a site-1 gateway, a pending device claimed again by an anonymous key")
 
@@ -148,7 +149,7 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
         fleet.cli("devices", "command", victim, "ping", *ops)
         expected_audit.append(("devices.command", f"/v1/devices/{victim}/commands"))
         real = _wait(lambda: [c for c in fleet.api(f"/v1/devices/{victim}/commands")["commands"] if c["status"] == "done"],
-                     60, f"the signed ping to run on {victim}")[0]
+                     180, f"the signed ping to run on {victim}")[0]  # sessions churn on a loaded machine
         _say(quiet, f"signed command {real['seq']} ({real['name']}) ran on {victim}")
 
         before = _revocation_version(fleet, "gw-1")
@@ -207,6 +208,7 @@ def run_security_drill(root: Path, sites: int, devices_per_site: int, duration: 
         "replayed_commands_refused": len(planted["replayed_new_number"] & refused),
         "cross_site_reads_tried": reads,
         "cross_site_reads_allowed": cross_site,
+        "cross_site_reads_unanswered": unanswered,
         "gateway_impersonations_tried": hellos,
         "gateway_impersonations_accepted": impersonations,
         "foreign_device_records_sent": foreign_sent,

@@ -33,8 +33,10 @@ FOREIGN_SEQ = 10**12  # a sequence number no real device reaches: a record store
 ANSWER_S = 5.0
 
 
-def cross_site_reads(fleet: ProcFleet, own_site: str, other_site: str, other_ids: list[str]) -> tuple[int, int]:
-    """(read attempts, answers holding another site's data) for a viewer scoped to ``own_site``."""
+def cross_site_reads(fleet: ProcFleet, own_site: str, other_site: str,
+                     other_ids: list[str]) -> tuple[int, int, list[str]]:
+    """(read attempts, answers holding another site's data, reads that got no answer in time) for an operator
+    scoped to ``own_site``."""
     user = f"scoped-{secrets.token_hex(3)}"
     fleet.api("/v1/users", {"user_id": user, "role": "operator", "sites": [own_site]})
     token = fleet.api("/v1/tokens", {"user_id": user})["token"]  # type: ignore[index]
@@ -52,13 +54,18 @@ def cross_site_reads(fleet: ProcFleet, own_site: str, other_site: str, other_ids
         ("/v1/audit", {}), ("/v1/ddi-tokens", {"site": other_site}), ("/v1/rollouts", {}), ("/metrics", {}),
     ]
     markers = [other_site, *other_ids, gateway]
-    allowed = 0
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=API_TIMEOUT_S) as client:
+    allowed, unanswered = 0, []
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=API_TIMEOUT_S / 2) as client:
         for path, params in paths:
-            r = client.get(path, params=params)
+            t0 = time.monotonic()
+            try:
+                r = client.get(path, params=params)
+            except httpx.TimeoutException:
+                unanswered.append(f"{path} {params} (no answer in {time.monotonic() - t0:.0f} s)")
+                continue
             if r.status_code < 300 and any(m in r.text for m in markers):
                 allowed += 1
-    return len(paths), allowed
+    return len(paths), allowed, unanswered
 
 
 def _intruder(fleet: ProcFleet, name: str, site: str | None) -> KeyPair:

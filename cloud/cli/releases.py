@@ -67,8 +67,8 @@ release.add_command(sign)
 )
 @click.option("--expires", default="90d", show_default=True, help="How long the manifest is valid (90d, 12h, 3600).")
 @click.option("--module", default="rootfs-image", show_default=True,
-              help="The update module that installs the image: rootfs-image (A/B), swupdate (the image is a .swu, "
-                   "for SWUpdate devices polling their gateway over DDI: docs/DDI.md), ...")
+              help="The update module that installs the image: rootfs-image (A/B), file or script (docs/UPDATES.md), "
+                   "swupdate (the image is a .swu, for SWUpdate devices polling their gateway over DDI: docs/DDI.md).")
 @click.option(
     "--key",
     "key_path",

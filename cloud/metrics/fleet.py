@@ -5,7 +5,8 @@
 
 Gateway health comes from each gateway's newest status report (link, backlog per stream, oldest record
 age, drops by rule); drops by reason from the stored gap reports; enrollments from the identities;
-rollout device states from the active rollouts' device records.
+rollout device states from the active rollouts' device records; how far the metrics follower is behind
+from the metric backlog (``MetricRecords.backlog``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def read_fleet(store: Store, now_ms: int) -> dict[str, Any]:
         "devices": [(d["site_id"], d["last_seen_ms"], d.get("state") or "active") for d in devices],
         "open_alerts": len(store.alerts.list_alerts("open", limit=10_000)),
         "site_of": {d["device_id"]: d["site_id"] for d in devices},
+        "metric_backlog": store.metrics.backlog(),
     }
 
 
@@ -119,3 +121,10 @@ class FleetCollector(Collector):
                 rollout.add_metric([rid, s], n)
         yield rollout
         yield GaugeMetricFamily("edgefleet_alerts_open", "Alerts open now", value=snap["open_alerts"])
+        backlog = snap.get("metric_backlog") or {"entries": 0, "oldest_ms": None}
+        yield GaugeMetricFamily("edgefleet_metrics_follower_backlog_entries",
+                                "Ingest transactions whose metrics the follower has yet to fold into points and rollups",
+                                value=backlog["entries"])
+        lag = 0.0 if backlog["oldest_ms"] is None else max(0.0, (now - backlog["oldest_ms"]) / 1000)
+        yield GaugeMetricFamily("edgefleet_metrics_follower_lag_seconds",
+                                "Age of the oldest stored telemetry not yet folded into metric points and rollups", value=lag)

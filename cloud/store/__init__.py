@@ -4,6 +4,8 @@
     schema.py      the tables as they are now
     migrations.py  the ordered schema steps applied at open, recorded in ``schema_version``
     batch.py       a forwarded batch sorted into telemetry rows, gap, status and command reports (no I/O)
+    bulk.py        telemetry rows by the database's bulk path (PostgreSQL COPY + one INSERT..SELECT; SQLite executemany)
+    fold.py        the metrics follower's fold as set-based SQL (stored metrics rows to points and rollups)
     store.py       ``Store``: the database and one repository per feature, opened together
 
 One repository per feature, each handed to the service that uses it:
@@ -14,7 +16,7 @@ One repository per feature, each handed to the service that uses it:
     releases.py    firmware releases and their delta outcomes
     rollouts.py    rollouts and the devices they target
     fleet.py       inventory, tags, groups, lifecycle and its history, layered and desired/applied config
-    metrics.py     raw metric points, their minute/hour rollups, retention
+    metrics.py     the metric backlog and its follower; raw metric points, their minute/hour rollups, retention
     security.py    operators, tokens, claims, identities, revocation lists, the audit log (and their tables)
 """
 

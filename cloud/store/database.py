@@ -10,8 +10,8 @@ Every repository (``cloud.store.telemetry``, ``commands``, ``alerts``, ``release
 ``fleet``, ``metrics``, ``security``) runs its statements through one ``Database``.
 
 SQLite is the default: every connection is set to WAL journal mode,
-``synchronous=FULL`` (a committed ingest survives a power cut) and enforced
-foreign keys. The same Core statements run on PostgreSQL; ``INSERT .. ON
+``synchronous=FULL`` (a committed ingest survives a power cut), enforced
+foreign keys, a 32 MiB page cache and temporary tables in memory. The same Core statements run on PostgreSQL; ``INSERT .. ON
 CONFLICT`` is built by the dialect's own ``insert``; a transaction that reads
 before it writes takes SQLite's write lock at BEGIN (``immediate``) or a
 PostgreSQL row or table lock.
@@ -27,6 +27,7 @@ database (password hidden) and the driver's cause.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -64,7 +65,8 @@ class Database:
 
     @classmethod
     def open(cls, url: str) -> Database:
-        """Connect to ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``), migrate, return the database."""
+        """Connect to ``url`` (``sqlite:///path`` or ``postgresql://...``, which means ``postgresql+psycopg://``),
+        migrate, return the database."""
         engine = _create_engine(url)
         where = engine.url.render_as_string(hide_password=True)
         try:
@@ -168,6 +170,10 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # 32 MiB of page cache (the default is 2 MiB): the telemetry key's inner pages stay in memory as the
+        # table grows; the metrics follower's temporary tables live in memory
+        cursor.execute("PRAGMA cache_size=-32768")
+        cursor.execute("PRAGMA temp_store=MEMORY")
     finally:
         cursor.close()
 
@@ -178,14 +184,17 @@ def _sqlite_on_begin(conn: sa.Connection) -> None:
 
 def _create_engine(url: str) -> sa.Engine:
     try:
-        parsed = sa.make_url(url)
+        parsed = sa.make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+        if parsed.drivername == "postgresql":  # psycopg 3 is the driver the cloud installs (and the bulk path uses)
+            parsed = parsed.set(drivername="postgresql+psycopg")
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise StoreError(
                 f"store URL {_hide_password(url)!r}: unsupported database {backend!r}"
-                " (use sqlite:///path or postgresql+psycopg://...)"
+                " (use sqlite:///path or postgresql://...)"
             )
         if backend == "sqlite":
+            _private_file(parsed.database)
             engine = sa.create_engine(parsed)
             event.listen(engine, "connect", _sqlite_on_connect)
             event.listen(engine, "begin", _sqlite_on_begin)
@@ -194,6 +203,27 @@ def _create_engine(url: str) -> sa.Engine:
         return sa.create_engine(parsed, pool_pre_ping=True)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"store URL {_hide_password(url)!r} cannot be used: {exc}") from exc
+
+
+def _private_file(path: str | None) -> None:
+    """The database file, made (or narrowed to) 0600 before SQLite opens it: its WAL and shared-memory files
+    take the main file's permissions, so none of them is readable by other users."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            return  # no such directory: SQLite's own open fails and says so
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        for suffix in ("-wal", "-shm", "-journal"):
+            if os.path.exists(path + suffix):
+                os.chmod(path + suffix, 0o600)
+    except OSError as exc:
+        raise StoreError(f"store file {path!r} cannot be made private (0600): {exc.strerror or exc}") from exc
 
 
 def _hide_password(url: str) -> str:

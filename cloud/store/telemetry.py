@@ -39,6 +39,7 @@ from common.protocol.messages import ForwardRecord
 __all__ = ["Batch", "IngestResult", "TelemetryRecords"]
 
 Batch = tuple[str, str, Sequence[ForwardRecord]]  # (gateway_id, site, records): one forwarded batch
+_TAG = sa.text("SELECT ingest_id FROM telemetry WHERE device_id = :d AND stream = :s AND seq = :q")
 _ROW_KEYS = ("device_id", "stream", "seq", "ts_ms", "kind", "values", "received_ms")
 
 
@@ -75,6 +76,7 @@ class TelemetryRecords:
     ) -> None:
         self._db = db
         self._commands, self._fleet, self._metrics, self._alerts = commands, fleet, metrics, alerts
+        self._site_upsert, self._gateway_upsert, self._device_upsert = self._upserts()
 
     # -- writes --------------------------------------------------------------------------
 
@@ -103,18 +105,17 @@ class TelemetryRecords:
             for plan in plans:  # the first batch holding a key stores it
                 groups.append([row for key, row in plan.telemetry.items() if key not in seen])
                 seen.update(plan.telemetry)
-            for site in sorted({site for _, site, _ in batches}):
-                self._upsert_site(conn, site, now_ms)
-            for gateway_id, site in sorted({(gw, site) for gw, site, _ in batches}):
-                self._upsert_gateway(conn, gateway_id, site, now_ms, None)
+            self._upsert_sites(conn, [site for _, site, _ in batches], now_ms)
+            self._upsert_gateways(conn, [(gw, site) for gw, site, _ in batches], now_ms)
             self._upsert_devices(conn, batches, plans, now_ms)
             stored = [0] * len(batches)
             if seen:
                 ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
                 stored = write_telemetry(conn, groups, ingest_id)
-                # a device's inventory and the config it applied: idempotent, so a repeat does no harm
-                self._fleet.ingest_in(conn, [_as_dict(row) for rows in groups for row in rows if row[4] == INVENTORY_KIND],
-                                      now_ms)
+                # inventory and applied config only from rows this transaction stored (tagged with its id)
+                reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
+                self._fleet.ingest_in(conn, [_as_dict(r) for r in reports
+                                             if conn.execute(_TAG, dict(zip(("d", "s", "q"), r))).scalar() == ingest_id], now_ms)
             results = [
                 self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i])
                 for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))
@@ -183,21 +184,9 @@ class TelemetryRecords:
                     "last_seen_ms": now_ms, "last_seq": max(seq, old["last_seq"]) if old else seq,
                 }
         if rows:
-            ins = self._db.insert(devices)
-            conn.execute(
-                ins.on_conflict_do_update(
-                    index_elements=[devices.c.device_id],
-                    set_={
-                        "site_id": ins.excluded.site_id,
-                        "gateway_id": ins.excluded.gateway_id,
-                        "last_seen_ms": greatest(devices.c.last_seen_ms, ins.excluded.last_seen_ms),
-                        "last_seq": greatest(devices.c.last_seq, ins.excluded.last_seq),
-                    },
-                ),
-                # sorted: concurrent writers on PostgreSQL take row locks in one order (no deadlock); these
-                # locks also make two coordinators' ingests of one device's records take turns
-                [rows[device_id] for device_id in sorted(rows)],
-            )
+            # sorted: concurrent writers on PostgreSQL take row locks in one order (no deadlock); these
+            # locks also make two coordinators' ingests of one device's records take turns
+            conn.execute(self._device_upsert, [rows[device_id] for device_id in sorted(rows)])
         # a device known only from a gateway's gap report: registered, but not "seen"
         reported: dict[str, dict[str, Any]] = {}
         for (gateway_id, site, _), plan in zip(batches, plans):
@@ -213,42 +202,54 @@ class TelemetryRecords:
     def touch_gateway(self, gateway_id: str, site: str, now_ms: int, public_key: str | None = None) -> None:
         """Record that a gateway was seen (e.g. at Hello); a ``None`` key keeps the stored one."""
         with self._db.transaction(f"touch of gateway {gateway_id!r}") as conn:
-            self._upsert_site(conn, site, now_ms)
-            self._upsert_gateway(conn, gateway_id, site, now_ms, public_key)
+            self._upsert_sites(conn, [site], now_ms)
+            self._upsert_gateways(conn, [(gateway_id, site)], now_ms, public_key)
 
     def touch_gateways(self, seen: Sequence[tuple[str, str]], now_ms: int) -> None:
         """``touch_gateway`` of every (gateway_id, site) in ONE transaction (heartbeats of many gateways)."""
         with self._db.transaction(f"touch of {len(seen)} gateways") as conn:
-            for site in sorted({site for _, site in seen}):
-                self._upsert_site(conn, site, now_ms)
-            for gateway_id, site in sorted(set(seen)):
-                self._upsert_gateway(conn, gateway_id, site, now_ms, None)
+            self._upsert_sites(conn, [site for _, site in seen], now_ms)
+            self._upsert_gateways(conn, seen, now_ms)
 
-    def _upsert_site(self, conn: sa.Connection, site: str, now_ms: int) -> None:
-        ins = self._db.insert(sites).values(site_id=site, first_seen_ms=now_ms, last_seen_ms=now_ms)
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=[sites.c.site_id],
-                set_={"last_seen_ms": greatest(sites.c.last_seen_ms, ins.excluded.last_seen_ms)},
-            )
-        )
+    def _upsert_sites(self, conn: sa.Connection, site_ids: Sequence[str], now_ms: int) -> None:
+        rows = [{"site_id": site, "first_seen_ms": now_ms, "last_seen_ms": now_ms} for site in sorted(set(site_ids))]
+        if rows:
+            conn.execute(self._site_upsert, rows)
 
-    def _upsert_gateway(
-        self, conn: sa.Connection, gateway_id: str, site: str, now_ms: int, public_key: str | None
-    ) -> None:
-        ins = self._db.insert(gateways).values(
-            gateway_id=gateway_id, site_id=site, public_key=public_key, first_seen_ms=now_ms, last_seen_ms=now_ms
+    def _upsert_gateways(self, conn: sa.Connection, seen: Sequence[tuple[str, str]], now_ms: int,
+                         public_key: str | None = None) -> None:
+        rows = [{"gateway_id": gw, "site_id": site, "public_key": public_key, "first_seen_ms": now_ms,
+                 "last_seen_ms": now_ms} for gw, site in sorted(dict(seen).items())]
+        if rows:
+            conn.execute(self._gateway_upsert, rows)
+
+    def _upserts(self) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
+        """The sites', gateways' and devices' upserts, built once (an ``excluded`` is costly to build per call)."""
+        ins = self._db.insert(sites)
+        site = ins.on_conflict_do_update(
+            index_elements=[sites.c.site_id],
+            set_={"last_seen_ms": greatest(sites.c.last_seen_ms, ins.excluded.last_seen_ms)},
         )
-        conn.execute(
-            ins.on_conflict_do_update(
-                index_elements=[gateways.c.gateway_id],
-                set_={
-                    "site_id": ins.excluded.site_id,
-                    "public_key": sa.func.coalesce(ins.excluded.public_key, gateways.c.public_key),
-                    "last_seen_ms": greatest(gateways.c.last_seen_ms, ins.excluded.last_seen_ms),
-                },
-            )
+        ins = self._db.insert(gateways)
+        gateway = ins.on_conflict_do_update(
+            index_elements=[gateways.c.gateway_id],
+            set_={
+                "site_id": ins.excluded.site_id,
+                "public_key": sa.func.coalesce(ins.excluded.public_key, gateways.c.public_key),
+                "last_seen_ms": greatest(gateways.c.last_seen_ms, ins.excluded.last_seen_ms),
+            },
         )
+        ins = self._db.insert(devices)
+        device = ins.on_conflict_do_update(
+            index_elements=[devices.c.device_id],
+            set_={
+                "site_id": ins.excluded.site_id,
+                "gateway_id": ins.excluded.gateway_id,
+                "last_seen_ms": greatest(devices.c.last_seen_ms, ins.excluded.last_seen_ms),
+                "last_seq": greatest(devices.c.last_seq, ins.excluded.last_seq),
+            },
+        )
+        return site, gateway, device
 
     # -- reads ---------------------------------------------------------------------------
 

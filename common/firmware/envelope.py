@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,7 +62,7 @@ def signed_from_bytes(data: bytes, what: str) -> tuple[bytes, tuple[tuple[str, b
         raise bad(f"of {len(data)} bytes is over the limit")
     try:
         d = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise bad(f"is not JSON ({exc})") from exc
     if not isinstance(d, dict) or set(d) != {"body", "signatures"} or not isinstance(d["signatures"], list):
         raise bad("must be an object with exactly 'body' and 'signatures'")
@@ -79,13 +80,16 @@ def signed_from_bytes(data: bytes, what: str) -> tuple[bytes, tuple[tuple[str, b
     return body, tuple(sigs)
 
 
+_CLAIMED = re.compile(rb'"version"\s*:\s*"([A-Za-z0-9._+~-]{1,%d})"' % MAX_NAME)
+
+
 def claimed_version(body: bytes) -> str | None:
-    """The version a body claims, to name it in errors before it is trusted (None if unreadable)."""
-    try:
-        v = json.loads(body).get("version") if len(body) <= MAX_BODY else None
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        return None
-    return v[:MAX_NAME] if isinstance(v, str) else None
+    """The version a body claims, to name it in errors before it is trusted (None if unreadable).
+
+    Found by a bounded pattern in the first 4 KiB, never by parsing: untrusted JSON is parsed only after its
+    signature verified (deep nesting would otherwise cost a RecursionError before any check)."""
+    found = _CLAIMED.search(body[:4096])
+    return found.group(1).decode() if found else None
 
 
 def check_signatures(
@@ -124,5 +128,5 @@ def load_body(body: bytes, claimed: str | None) -> Any:
         raise ManifestError(claimed, "malformed", f"body of {len(body)} bytes is over {MAX_BODY}")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ManifestError(claimed, "malformed", f"body is not JSON ({exc})") from exc

@@ -12,6 +12,10 @@ cloud: the smallest published delta from a version the gateway holds, else the f
 a gateway: from its site cache) and where the chunk's bytes are. Only answers the peer was
 sent are counted; with ``count_frames`` each answer's encoded size too, in total and per
 asking node (``by_node``): the WAN bytes firmware costs.
+
+The chunk bytes being read and sent for one peer are bounded (``MAX_PEER_BYTES``): a request past that is
+answered at once with ``ChunkData.error`` "busy" (the asker backs off and asks again), so one peer asking for
+thousands of large chunks costs a counter (``busy``), not memory.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from common.effects import Firmware
 from common.protocol import ChunkData, ChunkRequest, FirmwareOffer, Message, OfferRequest, encode
 from common.transfer.serve import check_request
 
-__all__ = ["OfferSource", "Responder"]
+__all__ = ["MAX_PEER_BYTES", "OfferSource", "Responder"]
+
+MAX_PEER_BYTES = 16 << 20  # chunk bytes in flight (being read or sent) per peer: a window of 4 of the largest chunks
 
 
 class OfferSource(Protocol):
@@ -43,15 +49,35 @@ class Responder:
     def __init__(self, source: OfferSource, send: Callable[[str, Message], bool], *, count_frames: bool = False) -> None:
         self.source, self._send, self._count_frames = source, send, count_frames
         self.counters = {"offers": 0, "chunks": 0, "chunk_errors": 0, "chunk_bytes": 0, "frame_bytes": 0,
-                         "malformed": 0}
+                         "malformed": 0, "busy": 0}
         self.by_node: dict[str, int] = {}  # frame bytes sent per asking node (with count_frames)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, int] = {}  # peer -> chunk bytes being read or sent for it
 
     def handle(self, effect: Firmware) -> None:
         """A request from a peer: answered on the running loop once its reads are done."""
+        size = effect.msg.chunk_size if isinstance(effect.msg, ChunkRequest) else 0
+        if size > 0:
+            held = self._in_flight.get(effect.peer, 0)
+            if held + size > MAX_PEER_BYTES:
+                self.counters["busy"] += 1
+                self._send(effect.peer, ChunkData(effect.msg.artifact, effect.msg.index, b"",
+                                                  f"busy: {held} bytes of chunks in flight to you (limit "
+                                                  f"{MAX_PEER_BYTES}); ask again"))
+                return
+            self._in_flight[effect.peer] = held + size
         task = asyncio.get_running_loop().create_task(self.answer(effect))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if size > 0:
+            task.add_done_callback(lambda _: self._release(effect.peer, size))
+
+    def _release(self, peer: str, size: int) -> None:
+        left = self._in_flight.get(peer, 0) - size
+        if left > 0:
+            self._in_flight[peer] = left
+        else:
+            self._in_flight.pop(peer, None)
 
     async def answer(self, effect: Firmware) -> None:
         match effect.msg:

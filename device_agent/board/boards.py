@@ -146,7 +146,10 @@ class RealBoard:
         return running_version(self.profile.version_from)
 
     def slot_versions(self) -> dict[str, str]:
-        return {"active": self._bootloader.active_slot()}
+        """The booted slot and the version it runs (the other slot's is not read: a partition is not hashed
+        for an inventory)."""
+        slot = self._bootloader.active_slot()
+        return {"active": slot, slot: self.running_version()}
 
     def health(self, version: str, timeout_s: float) -> HealthResult | None:
         from device_agent.update.health import gateway_reached, hook_commands, run_health_checks, version_matches

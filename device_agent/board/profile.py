@@ -17,6 +17,12 @@ A ``[board]`` table in the agent's TOML config (each key also a flag of
     health_command_timeout_s = 120.0           # each command's own limit (killed past it)
     health_timeout_s = 300.0                   # all checks of a trial boot together; past it: roll back
     gateway_within_s = 120.0                   # the trial boot must reach the gateway within this
+    # update modules beside the rootfs (device_agent/board/modules.py), each enabled by its key:
+    file_target = "/opt/app/current"           # file: a file or directory replaced atomically (made a symlink)
+    file_kind = "directory"                    # file: "file" (the artifact is the file) or "directory" (a tar)
+    file_restart_command = "systemctl restart app"
+    file_health_commands = ["/opt/app/current/bin/selftest"]
+    script_module = "/usr/lib/edgefleet/modules/app"  # script: an executable speaking the module protocol
 
 ``load_profile`` checks the table (unknown keys, types, a real bootloader
 without its slots) and raises ``ConfigError`` naming the key. No I/O here.
@@ -51,10 +57,20 @@ class BoardProfile:
     health_command_timeout_s: float = 120.0
     health_timeout_s: float = 300.0
     gateway_within_s: float = 120.0
+    file_target: str = ""
+    file_kind: str = "file"
+    file_restart_command: tuple[str, ...] = ()
+    file_health_commands: tuple[tuple[str, ...], ...] = ()
+    script_module: str = ""
 
     @property
     def real(self) -> bool:
         return self.bootloader != "sim"
+
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The update modules enabled beside the board's own (rootfs-image)."""
+        return (*(("file",) if self.file_target else ()), *(("script",) if self.script_module else ()))
 
     @property
     def slot_devices(self) -> dict[str, str]:
@@ -75,6 +91,8 @@ BOARD_FLAGS = {
     "health_timeout": "health_timeout_s",
 }
 
+_COMMANDS = ("reboot_command", "file_restart_command")
+_COMMAND_LISTS = ("health_commands", "file_health_commands")
 _SOURCES = {"booted_slot": ("cmdline", "command"), "version_from": ("os-release", "file", "command")}
 
 
@@ -102,9 +120,9 @@ def load_profile(table: Mapping[str, Any], source: str = "config", overrides: Ma
     out: dict[str, Any] = {}
     for key, (where, value) in merged.items():
         default = known[key].default
-        if key == "reboot_command":
+        if key in _COMMANDS:
             value = _command(where, key, value)
-        elif key == "health_commands":
+        elif key in _COMMAND_LISTS:
             if not isinstance(value, list | tuple):
                 raise ConfigError(f"{where}: board key {key!r} must be a list of commands, got {value!r}")
             value = tuple(_command(where, key, v) for v in value)
@@ -125,6 +143,9 @@ def load_profile(table: Mapping[str, Any], source: str = "config", overrides: Ma
         if kind not in kinds or not arg:
             raise ConfigError(f"{merged.get(key, (source,))[0]}: board key {key!r} is {getattr(profile, key)!r}; "
                               f"expected {' or '.join(k + ':...' for k in kinds)}")
+    if profile.file_kind not in ("file", "directory"):
+        raise ConfigError(f"{merged['file_kind'][0]}: board key 'file_kind' is {profile.file_kind!r}; "
+                          "one of file, directory")
     if profile.real and not (profile.slot_a and profile.slot_b):
         raise ConfigError(f"{source}: board bootloader {profile.bootloader!r} needs slot_a and slot_b "
                           "(the two rootfs slots: block devices, or files for a test board)")

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from common.effects import Log
-from common.errors import UpdateError, UpdateRefused
+from common.errors import UpdateError, UpdateRefused, VersionError
+from common.firmware.version import Version
 from device_agent.update.plan import Manifest, plan_install
 from device_agent.update.states import (
     FINAL,
@@ -281,9 +282,15 @@ class UpdateCore:
         self.booted = booted
         if record is None:
             record = UpdateRecord(installed_version=running_version)
+        out: list[UpdateEffect] = []
+        if record.state is State.IDLE and running_version != record.installed_version and _parses(running_version):
+            # not what the record says: the bootloader fell back (GRUB gives a slot one try: a power cut between a
+            # boot and its mark-good boots the other slot); the next update starts from what runs
+            out.append(Log("warning", "running version is not the installed one",
+                           {"running": running_version, "record": record.installed_version, "slot": booted}))
+            record = replace(record, installed_version=running_version)
         self.record = record
         state, target = record.state, record.target_slot
-        out: list[UpdateEffect] = []
         if state is State.IDLE or booted != target:
             # not the slot under test: keep it bootable (RAUC's schemes want mark-good on every boot)
             if state is State.COMMITTED:
@@ -293,7 +300,7 @@ class UpdateCore:
             out.append(Confirm(booted))
         elif state in FINAL:
             # the slot this update gave up on is running: never leave it so
-            return [*self._step(Ev.POWER_ON, now), MarkBad(target), Reboot()]
+            return [*out, *self._step(Ev.POWER_ON, now), MarkBad(target), Reboot()]
         return out + self._step(Ev.POWER_ON, now)
 
     # -- start ------------------------------------------------------------------------------
@@ -396,3 +403,11 @@ class UpdateCore:
         if r.outcome is None:
             raise UpdateError(f"update to {r.target_version!r} has no outcome yet: it is {r.state.value}")
         return UpdateReport(self.device_id, r.target_version, r.outcome, r.reason, r.installed_version)
+
+
+def _parses(version: str) -> bool:
+    try:
+        Version(version)
+    except VersionError:
+        return False
+    return True

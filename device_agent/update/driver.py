@@ -74,6 +74,7 @@ class UpdateDriver:
         clock: Callable[[], float] = time.monotonic,
         write: Writer = os.write,
         sync_every: int = 4 << 20,
+        after_install: Callable[[str], None] | None = None,
     ) -> None:
         self.core = core
         self.store = store
@@ -86,6 +87,7 @@ class UpdateDriver:
         self.clock = clock
         self.write = write
         self.sync_every = sync_every
+        self.after_install = after_install  # an update module's own install step, once the slot verified
         self.halted = False  # a reboot was requested: nothing more runs
 
     def power_on(self) -> None:
@@ -141,6 +143,8 @@ class UpdateDriver:
                 bl.mark_bad(slot)  # before the first byte is written (RAUC's order)
                 write_slot(slot, self._slot_path(slot), image_path, size=size, sha256=sha256,
                            block_size=block_size, sync_every=self.sync_every, write=self.write)
+                if self.after_install is not None:
+                    self.after_install(slot)
                 return ActionDone(token)
             case Arm(token, slot):
                 bl.set_try_once(slot)

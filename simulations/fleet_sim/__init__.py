@@ -1,0 +1,1 @@
+"""``edgefleet sim fleet``: the whole fleet in virtual time, every tier's real core (docs/SIMULATION.md)."""

@@ -14,7 +14,22 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from common.effects import AckQueue, CommandResult, InventoryTaken, PersistFailed, Persisted, RunCommand, Sampled, Start, TakeInventory, TakeSample
+from common.effects import (
+    AckQueue,
+    Append,
+    CommandResult,
+    InventoryTaken,
+    Log,
+    PersistFailed,
+    Persisted,
+    RunCommand,
+    Sampled,
+    Send,
+    SetTimer,
+    Start,
+    TakeInventory,
+    TakeSample,
+)
 from common.errors import QueueError
 from common.memory_queue import MemoryQueue
 from device_agent.commands import RunWindow
@@ -27,6 +42,8 @@ if TYPE_CHECKING:
     from simulations.fleet_sim.gateway import GatewayNode
 
 __all__ = ["DeviceNode"]
+
+_PLAIN = frozenset({Send, SetTimer, Append})
 
 
 class DeviceNode(SimNode):
@@ -70,6 +87,9 @@ class DeviceNode(SimNode):
     # -- effects ----------------------------------------------------------------------
 
     def _do(self, effect: Any) -> None:
+        if type(effect) in _PLAIN:  # the common effects, straight to the shared runner
+            SimNode._do(self, effect)
+            return
         match effect:
             case TakeSample():
                 n = self.fleet.sc.samples_per_record
@@ -82,6 +102,8 @@ class DeviceNode(SimNode):
                 if up_to > self.acked.get(stream, 0):
                     self.acked[stream] = up_to
                 super()._do(effect)
+            case Log():
+                pass  # a device's logs stay on the device
             case RunCommand(cmd):
                 self.ran.add(cmd.seq)  # durable before it runs
                 self._command(cmd)

@@ -22,7 +22,8 @@ class Timeline:
         self.fleet = fleet
         self.hours: list[float] = []
         self.backlog: list[list[int]] = []  # per sample, per site: outbox entries
-        self.uplink_use: list[list[float]] = []  # per sample, per site: share of the cap used since the last
+        self.uplink_use: list[list[float]] = []  # per sample, per site: share of the cap telemetry used since the last
+        self.firmware_use: list[list[float]] = []  # the same for firmware crossing the WAN (the site cache's fetches)
         self.latency: list[tuple[float, float, float]] = []  # p50, p95, max seconds from sample to cloud
         self.rollouts: dict[str, list[tuple[float, dict[str, int]]]] = {}  # rid -> (hour, state counts)
         self.stages: list[tuple[float, str, int, str]] = []  # (hour, rollout, stage, state)
@@ -46,14 +47,18 @@ class Timeline:
         f = self.fleet
         self.hours.append(self.hour())
         self.backlog.append([len(g.outbox) for g in f.gateways])
-        use = []
+        use, fw = [], []
         for g in f.gateways:
+            wan = g.firmware.wan_bytes
+            fw.append((wan - self._bytes.get(g.name + "/fw", 0)) / (g.link.bandwidth_bytes_s * SAMPLE_S))
+            self._bytes[g.name + "/fw"] = wan
             sent = g.core.drain.counters["uplink_bytes"]
             last = self._bytes.get(g.name, 0)
             delta = sent - last if sent >= last else sent  # a crash restarted the counter
             self._bytes[g.name] = sent
             use.append(delta / (g.link.bandwidth_bytes_s * SAMPLE_S))
         self.uplink_use.append(use)
+        self.firmware_use.append(fw)
         lat = f.cloud.db.latency_ms
         self.latency.append((_pct(lat, 0.5) / 1000, _pct(lat, 0.95) / 1000, (max(lat) if lat else 0) / 1000))
         lat.clear()

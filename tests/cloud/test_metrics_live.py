@@ -76,7 +76,8 @@ def test_the_cloud_metrics_behind_the_token_and_on_their_own_bind(fleet: ProcFle
         assert [s for s in fams["edgefleet_gateway_oldest_record_age_seconds"].samples if s.labels["stream"] == stream]
     assert value(fams, "edgefleet_devices", site="site-1", connectivity="online") == 2
     for name in ("edgefleet_records_dropped", "edgefleet_gateway_records_dropped", "edgefleet_enrollments",
-                 "edgefleet_rollout_devices", "edgefleet_alerts_open"):
+                 "edgefleet_rollout_devices", "edgefleet_alerts_open", "edgefleet_metrics_follower_backlog_entries",
+                 "edgefleet_metrics_follower_lag_seconds"):
         assert name in fams, name
 
 

@@ -574,3 +574,12 @@ def test_events_are_json_ready() -> None:
         "opened_ms": T0,
         "detail": {"metric": "t", "value": 90.5, "op": ">", "threshold": 80, "since_ms": T0},
     }
+
+
+def test_only_the_metrics_a_rule_reads_are_kept_per_device() -> None:
+    """A device sending 10,000 metric names costs the engine one value per metric a rule reads (issue 15, point 8)."""
+    eng = AlertEngine([ThresholdRule("hot", "temp", ">", 80)])
+    for i in range(10_000):
+        eng.observe_metric("dev-1", f"junk_{i}", float(i), 1000)
+    eng.observe_metric("dev-1", "temp", 90.0, 1000)
+    assert eng._latest == {("dev-1", "temp"): 90.0}  # noqa: SLF001 -- the bound under test

@@ -286,3 +286,25 @@ def test_signed_wire_uses_base64_body(manifest, key):
     wire = json.loads(sign_manifest(manifest, key).to_bytes())
     assert base64.b64decode(wire["body"]) == manifest.to_bytes()
     assert wire["signatures"][0]["key_id"] == key_id(key.public_key())
+
+
+def test_untrusted_json_is_not_parsed_before_its_signature_checks() -> None:
+    """Deep nesting in a body or an envelope is a ManifestError, never a RecursionError (issue 15, point 9)."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from common.errors import ManifestError
+    from common.firmware.manifest import SignedManifest, key_id, verify_manifest
+
+    key = Ed25519PrivateKey.generate()
+    trusted = {key_id(key.public_key()): key.public_key()}
+    deep = b"[" * 200_000 + b"]" * 200_000
+    forged = SignedManifest(deep, (("attacker", b"\0" * 64),))
+    with pytest.raises(ManifestError) as exc:
+        verify_manifest(forged, trusted, hw="sim-board-1", now_ms=0, security_floor=0)
+    assert exc.value.reason in ("unsigned", "bad-signature", "unknown-key")
+    envelope = json.dumps({"body": base64.b64encode(b"{}").decode(), "signatures": []}).encode()
+    with pytest.raises(ManifestError, match="malformed|not JSON|unsigned"):
+        verify_manifest(b"[" * 100_000 + envelope, trusted, hw="sim-board-1", now_ms=0, security_floor=0)

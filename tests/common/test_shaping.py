@@ -346,3 +346,34 @@ def test_every_minute_of_a_dst_day_agrees_with_fire_times_walked_from_before(
                 expected_next = min(a for a, _ in intervals if a >= probe)
                 assert w.next_open(probe) == expected_next, probe
         t += timedelta(minutes=5)
+
+
+def test_is_open_remembers_its_answer_until_the_window_changes_and_agrees_with_a_fresh_search() -> None:
+    """A drain asks is_open on every commit: the answer is known until the open window ends (or the next
+    one opens), so only a change costs a cron search, and every answer is the one a fresh instance gives."""
+    import random as _random
+    from datetime import UTC as _UTC
+    from datetime import datetime as _dt
+    from datetime import timedelta as _td
+
+    windows = [("0 */3 * * *", 5400.0), ("30 22 * * 5", 7200.0)]
+    cached = LinkWindows(windows, "Europe/Berlin")
+    rng = _random.Random(3)
+    t = _dt(2026, 3, 27, 0, 0, tzinfo=_UTC)  # across Berlin's spring DST change
+    searches = 0
+    real_end = cached._end
+
+    def counting(now_utc):
+        nonlocal searches
+        searches += 1
+        return real_end(now_utc)
+
+    cached._end = counting
+    asked = 0
+    for _ in range(3000):
+        t += _td(seconds=rng.uniform(0, 240))
+        asked += 1
+        assert cached.is_open(t) == LinkWindows(windows, "Europe/Berlin").is_open(t), t
+    assert searches < asked / 10  # one search per change, not per question
+    earlier = t - _td(days=1)  # time going back (a clock step) is answered afresh, not from the cache
+    assert cached.is_open(earlier) == LinkWindows(windows, "Europe/Berlin").is_open(earlier)

@@ -57,7 +57,7 @@ def test_offers_and_chunks_are_answered_to_the_asker_and_counted() -> None:
     assert refusal.request_id == 8 and "9.9" in refusal.error
     assert [m.data for _, m in sent[2:4]] == [b"ab" * 8, b"c" * 5] and sent[4][1].error == "past the end"
     assert r.counters == {"offers": 2, "chunks": 2, "chunk_errors": 1, "chunk_bytes": 21, "frame_bytes": 0,
-                          "malformed": 0}
+                          "malformed": 0, "busy": 0}
     assert r.by_node == {}
 
 
@@ -111,3 +111,37 @@ def test_handle_answers_on_its_own_task_and_stop_cancels_the_rest() -> None:
 
     sent, r = asyncio.run(go())
     assert [type(m).__name__ for m in sent] == ["FirmwareOffer"] and r.counters["chunks"] == 0
+
+
+def test_chunk_bytes_in_flight_per_peer_are_bounded() -> None:
+    """One peer asking for 10,000 of the largest chunks at once: answered "busy" past MAX_PEER_BYTES, while
+    another peer is still served; once answers go out, the peer may ask again (issue 15, point 8)."""
+    from common.transfer.responder import MAX_PEER_BYTES
+    from common.transfer.serve import MAX_CHUNK
+
+    sent: list[tuple[str, Message]] = []
+    gate = asyncio.Event()
+
+    class Slow(Source):
+        async def chunk(self, req: ChunkRequest) -> ChunkData:
+            await gate.wait()  # the reads are slow: every accepted request stays in flight
+            return ChunkData(req.artifact, req.index, b"x", "")
+
+    async def go() -> Responder:
+        r = Responder(Slow(), lambda p, m: sent.append((p, m)) or True)
+        for i in range(10_000):
+            r.handle(Firmware("greedy", "node-g", ChunkRequest(ART, i, MAX_CHUNK)))
+        r.handle(Firmware("other", "node-o", ChunkRequest(ART, 0, MAX_CHUNK)))
+        await asyncio.sleep(0)
+        assert len(r._tasks) == MAX_PEER_BYTES // MAX_CHUNK + 1  # noqa: SLF001 -- the bound under test
+        gate.set()
+        await asyncio.gather(*list(r._tasks))  # noqa: SLF001
+        r.handle(Firmware("greedy", "node-g", ChunkRequest(ART, 0, MAX_CHUNK)))
+        await asyncio.gather(*list(r._tasks))  # noqa: SLF001
+        return r
+
+    r = asyncio.run(go())
+    busy = [m for p, m in sent if p == "greedy" and m.error.startswith("busy")]
+    assert len(busy) == 10_000 - MAX_PEER_BYTES // MAX_CHUNK and r.counters["busy"] == len(busy)
+    assert [m.error for p, m in sent if p == "other"] == [""]
+    assert sent[-1][0] == "greedy" and sent[-1][1].error == ""  # served again once its answers went out

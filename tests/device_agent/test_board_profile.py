@@ -74,3 +74,24 @@ def test_a_failing_reboot_command_is_an_error_naming_it():
     run_reboot(["true"])
     with pytest.raises(UpdateError, match="'false' exited with 1"):
         run_reboot(["false"])
+
+
+def test_a_board_table_in_the_agents_toml_is_read_and_a_wrong_one_stops_the_agent_naming_the_key(tmp_path):
+    from click.testing import CliRunner
+
+    from common.config import load_config
+    from device_agent.cli import DEFAULTS, agent
+
+    good = tmp_path / "agent.toml"
+    good.write_text('gateway_key = "k"\n[board]\nbootloader = "uboot"\nslot_a = "/dev/mmcblk0p2"\n'
+                    'slot_b = "/dev/mmcblk0p3"\nversion_from = "file:/etc/sw-version"\n'
+                    'health_commands = ["/usr/libexec/app-selftest --quick"]\n')
+    profile = load_profile(load_config(str(good), DEFAULTS, {})["board"])
+    assert profile.bootloader == "uboot" and profile.health_commands == (("/usr/libexec/app-selftest", "--quick"),)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('gateway_key = "k"\n[board]\nbootloader = "grub"\nslot_a = "/dev/sda2"\n')
+    done = CliRunner().invoke(agent, ["--config", str(bad), "--data-dir", str(tmp_path / "data")])
+    assert done.exit_code == 2 and "needs slot_a and slot_b" in done.output
+    done = CliRunner().invoke(agent, ["--config", str(good), "--booted-slot-from", "/proc/cmdline"])
+    assert done.exit_code == 2 and "command line: board key 'booted_slot'" in done.output
+    assert not (tmp_path / "data").exists()  # nothing started

@@ -12,7 +12,7 @@ from common.firmware.manifest import build_manifest, sign_manifest
 from device_agent.board.boards import RealBoard
 from device_agent.updater import AgentUpdater
 from simulations.board_dir import DirBoard, make_rootfs
-from tests.real_tools import requires
+from tests.real_tools import missing, requires
 
 HW = "x86-box"
 DAY = 86_400_000
@@ -68,8 +68,10 @@ class Device:
         return slot
 
 
-@pytest.fixture(params=["grub", "uboot"])
+@pytest.fixture(params=["grub", "grub-emu", "uboot"])
 def board(request, tmp_path):
+    if request.param == "grub-emu" and missing("grub-emu"):  # GRUB's script run by the real GRUB
+        pytest.skip(missing("grub-emu"))
     return DirBoard.create(tmp_path / "board", request.param, make_rootfs(tmp_path / "factory.img", "1.0.0"))
 
 
@@ -123,3 +125,45 @@ def test_no_gateway_on_the_trial_boot_rolls_back(tmp_path, key, board):
     dev.reboot_and_start()
     assert dev.reports[-1]["outcome"] == "rolled_back" and "gateway" in dev.reports[-1]["reason"]
     assert board.running_version() == "1.0.0"
+
+
+def test_a_return_to_the_previous_release_finds_it_by_its_content_and_installs_it_as_an_update(tmp_path, key, board):
+    """No header in an image: the other slot's release is found by hashing it against the kept manifests."""
+    dev = Device(tmp_path, board)
+    assert dev.updater.revert().startswith("refused")  # the other slot is empty: nothing to return to
+    dev.updater.start(*release(tmp_path, key, "2.0.0"))
+    dev.reboot_and_start()
+    assert dev.updater.revert().startswith("refused")  # the factory image: no kept manifest
+    dev.updater.start(*release(tmp_path, key, "2.1.0"))
+    assert dev.reboot_and_start() == "A" and dev.reports[-1]["running_version"] == "2.1.0"
+    assert dev.updater.revert() == "return to 2.0.0 started"
+    assert dev.reboot_and_start() == "B"
+    assert [r["outcome"] for r in dev.reports] == ["committed"] * 3 and board.running_version() == "2.0.0"
+
+
+def test_a_delta_applies_against_the_running_release_on_a_slot_larger_than_its_image(tmp_path, key, board):
+    """A real slot is a partition: the running image is its first bytes, as many as the kept manifest says."""
+    from common.delta import make_delta
+
+    dev = Device(tmp_path, board)
+    dev.updater.start(*release(tmp_path, key, "2.0.0"))
+    dev.reboot_and_start()
+    with open(board.slot_path("B"), "ab") as slot:  # the partition goes on past the image
+        slot.write(b"\0" * 65536)
+    old = tmp_path / "2.0.0-ok.img"
+    new = make_rootfs(tmp_path / "2.1.0.img", "2.1.0")
+    m = build_manifest(str(new), "2.1.0", [HW], security_version=1, expires_ms=now_ms() + DAY, issued_ms=now_ms())
+    signed = tmp_path / "2.1.0.manifest"
+    signed.write_bytes(sign_manifest(m, key).to_bytes())
+    patch = tmp_path / "2.1.0.delta"
+    make_delta(str(old), str(new), str(patch), isolate=False)
+    assert dev.updater.start(str(signed), delta_path=str(patch)) == "update to 2.1.0 started"
+    assert dev.reboot_and_start() == "A" and dev.reports[-1]["outcome"] == "committed"
+    assert board.slot_path("A").read_bytes() == new.read_bytes()
+
+
+def test_the_reboot_command_of_the_cloud_runs_the_boards_reboot_command_and_stops_the_agent(tmp_path, board):
+    dev = Device(tmp_path, board)
+    assert dev.updater.board.slot_versions() == {"active": "A", "A": "1.0.0"}  # what the inventory reports
+    dev.updater.reboot_board()
+    assert board.reboot_flag.exists() and dev.reboots == 1

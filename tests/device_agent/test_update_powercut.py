@@ -95,16 +95,18 @@ def test_cli_prints_the_counts_as_json_last():
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("board", ["grub", "uboot"])
-def test_harness_on_the_real_boot_tools_never_bricks(fast_dir, board):
-    """The boot environment is a real grubenv (grub-editenv) or U-Boot environment (fw_printenv/fw_setenv)."""
-    reason = missing("grub-editenv") if board == "grub" else missing("fw_printenv", "fw_setenv", "mkenvimage")
+@pytest.mark.parametrize("board, seeds", [("grub", 30), ("uboot", 30), ("grub-emu", 12)])
+def test_harness_on_the_real_boot_tools_never_bricks(fast_dir, board, seeds):
+    """The boot environment is a real grubenv (grub-editenv) or U-Boot environment (fw_printenv/fw_setenv);
+    with grub-emu the real GRUB runs the boot script at every power-on."""
+    reason = {"grub": missing("grub-editenv"), "uboot": missing("fw_printenv", "fw_setenv", "mkenvimage"),
+              "grub-emu": missing("grub-emu", "grub-editenv", "mke2fs", "debugfs")}[board]
     if reason:
         pytest.skip(reason)
-    out = run(range(40), fast_dir, board)
-    assert (out["runs"], out["bricked"], out["inconsistent"]) == (40, 0, 0), out.get("examples")
+    out = run(range(seeds), fast_dir, board)
+    assert (out["runs"], out["bricked"], out["inconsistent"]) == (seeds, 0, 0), out.get("examples")
     assert out["committed"] > 0 and out["rolled_back"] > 0
-    assert {"env:booting", "env:marking slot as bad", "env:setting slot to boot once"} <= set(out["cut_points"])
+    assert {"env:booting", "env:marking slot as good"} <= set(out["cut_points"]), out["cut_points"]
 
 
 @pytest.mark.integration
@@ -120,13 +122,14 @@ def test_sigkill_at_random_moments_then_power_on_completes(tmp_path, board):
     if reason:
         pytest.skip(reason)
     rng = random.Random(5)
+    size = 16 << 20 if board == "sim" else 4 << 20  # the real tools' runs: the environment is what is new here
     mid_update: set[str] = set()
     for trial, kind in enumerate(["ok", "fail"]):
 
         def child_cmd(root):
             return [sys.executable, "-m", "simulations.powercut", "--child", str(root), "--sync-every", "65536"]
 
-        make_scenario(tmp_path / f"calibrate{trial}", seed=trial, size=16 << 20, kind=kind, board=board)
+        make_scenario(tmp_path / f"calibrate{trial}", seed=trial, size=size, kind=kind, board=board)
         started = time.monotonic()
         subprocess.run(
             child_cmd(tmp_path / f"calibrate{trial}"), cwd=ROOT, capture_output=True, check=True, timeout=120
@@ -135,7 +138,7 @@ def test_sigkill_at_random_moments_then_power_on_completes(tmp_path, board):
         shutil.rmtree(tmp_path / f"calibrate{trial}")
 
         root = tmp_path / f"dev{trial}"
-        sc = make_scenario(root, seed=trial, size=16 << 20, kind=kind, board=board)
+        sc = make_scenario(root, seed=trial, size=size, kind=kind, board=board)
         killed_in = []  # the persisted state each kill left behind
         for _ in range(6):
             child = subprocess.Popen(child_cmd(root), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -176,3 +176,16 @@ def test_garbage_record_file_is_an_error_naming_the_file(tmp_path):
 def test_record_fields_are_all_persisted():
     names = {f.name for f in dataclasses.fields(UpdateRecord)}
     assert set(UpdateRecord().to_dict()) == names
+
+
+def test_power_on_in_idle_on_another_version_than_recorded_records_what_runs():
+    """GRUB gives a slot one try: a power cut between a boot and its mark-good boots the other slot. The next
+    update must start from what runs, not from the version the record remembers."""
+    from device_agent.update.core import Confirm, PersistRecord, PowerOn, UpdateCore
+
+    core = UpdateCore("dev-1", "hw")
+    effects = core.handle(PowerOn(UpdateRecord(installed_version="1.0.0"), "A", "0.9.0"), 0.0)
+    persisted = [e.record for e in effects if isinstance(e, PersistRecord)]
+    assert persisted and persisted[-1].installed_version == "0.9.0" and Confirm("A") in effects
+    effects = core.handle(PowerOn(UpdateRecord(installed_version="1.0.0"), "A", "?"), 0.0)  # unreadable: kept
+    assert [e.record for e in effects if isinstance(e, PersistRecord)][-1].installed_version == "1.0.0"

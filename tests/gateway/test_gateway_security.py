@@ -114,3 +114,29 @@ def test_a_certificate_renewed_by_the_cloud_is_handed_to_the_driver_to_check_and
     assert core.handle(Received(UPSTREAM, NodeCertificate(b"NEW-PEM")), 1.0) == [InstallGatewayCertificate(b"NEW-PEM")]
     core.security.certificate = b""  # a gateway without a certificate of its own takes none
     assert core.handle(Received(UPSTREAM, NodeCertificate(b"NEW-PEM")), 2.0) == []
+
+
+def test_the_enrollment_socket_has_a_local_budget_per_key_and_overall() -> None:
+    """An anonymous flood is answered "retry" at the gateway and never spends the cloud's per-gateway bucket
+    (issue 15, point 8)."""
+    core = make()
+    flood = [core.handle(EnrollAttempt(f"e:{i:02x}", KEY, request(KEY, f"dev-{i}")), 0.0) for i in range(10)]
+    relayed = [out for out in flood if any(isinstance(e, Send) and e.peer == UPSTREAM for e in out)]
+    assert len(relayed) == gateway.security.ENROLL_PER_KEY_BURST  # one key: its burst, then "retry"
+    assert [m.outcome for m in sends(flood[-1])] == ["retry"]
+    keys = [f"{i:040d}" for i in range(40)]
+    many = [core.handle(EnrollAttempt(f"e:{i:02x}", k, request(k, f"dev-k{i}")), 1.0) for i, k in enumerate(keys)]
+    relayed_many = sum(1 for out in many if any(isinstance(e, Send) and e.peer == UPSTREAM for e in out))
+    assert relayed_many <= gateway.security.ENROLL_BURST - gateway.security.ENROLL_PER_KEY_BURST + 1
+    assert core.security.counters["enroll_rate_limited"] == 10 - gateway.security.ENROLL_PER_KEY_BURST + 40 - relayed_many
+
+
+def test_an_attempt_the_cloud_answered_retry_is_given_back_to_the_gateways_budget() -> None:
+    core = make()
+    keys = [f"{i:040d}" for i in range(gateway.security.ENROLL_BURST)]
+    for i, k in enumerate(keys):  # the whole burst relayed (the cloud then says "no certificate yet")
+        assert sends(core.handle(EnrollAttempt(f"e:{i:02x}", k, request(k, f"dev-{i}")), 0.0), UPSTREAM)
+    late = "9" * 40
+    assert [m.outcome for m in sends(core.handle(EnrollAttempt("e:ff", late, request(late, "dev-late")), 0.0))] == ["retry"]
+    core.handle(Received(UPSTREAM, EnrollReply("dev-0", keys[0], "retry", "no verified certificate (yet)", b"")), 0.0)
+    assert sends(core.handle(EnrollAttempt("e:fe", late, request(late, "dev-late")), 0.0), UPSTREAM)

@@ -36,6 +36,8 @@ __all__ = [
     "parse",
 ]
 
+MAX_NUMBER_DIGITS = 400  # a number literal: room for any float written out in full (5e-324 is 326 characters)
+
 FIELDS = ("id", "site", "group", "hw", "fw", "state", "model", "os")
 OPS = ("=", "!=", "<", "<=", ">", ">=")
 VERSION_FIELDS = frozenset({"fw"})  # fields compared with version ordering
@@ -120,6 +122,8 @@ def _tokenize(query: str) -> list[_Tok]:
             toks.append(_Tok("op", m.group(), i, m.end()))
             i = m.end()
         elif (m := _NUM.match(query, i)) is not None:
+            if len(m.group()) > MAX_NUMBER_DIGITS:  # int() refuses past 4300 digits: a typed 400, not a 500
+                raise QueryError(query, i, f"a number of at most {MAX_NUMBER_DIGITS} characters")
             toks.append(_Tok("num", m.group(), i, m.end()))
             i = m.end()
         elif query[i : i + 4].lower() == "tag:":

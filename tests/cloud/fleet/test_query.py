@@ -322,3 +322,12 @@ def test_nesting_is_bounded_with_a_query_error_not_a_recursion_error() -> None:
 def test_unicode_digits_in_versions_do_not_crash() -> None:
     assert not matches(parse('fw = "2.1"'), {"fw": "2.\u00b2"})
     assert matches(parse('fw > "2.1"'), {"fw": "2.\u00b2"})  # words sort after numbers
+
+
+def test_a_huge_number_is_a_query_error_not_a_crash() -> None:
+    """int() refuses past 4,300 digits: a 5,000-digit literal is a QueryError (the API's 400), naming where."""
+    from cloud.fleet import query
+    from common.errors import QueryError
+
+    with pytest.raises(QueryError, match="position 9: a number of at most 400 characters"):
+        query.parse("attr.x > " + "9" * 5000)

@@ -111,3 +111,13 @@ async def test_the_audit_log_is_paged_and_filtered_in_sql_and_still_verified(api
                        headers=boot())).json()
     assert [r["target"] for r in nxt["records"]] == ["t21", "t20", "t19"]
     assert (await c.get("/v1/audit", params={"action": "devices_x"}, headers=boot())).json()["records"] == []
+
+
+@pytest.mark.anyio
+async def test_bad_query_input_is_a_typed_400(api) -> None:
+    c, _ = api
+    for path in ("/v1/devices", "/v1/fleet/devices"):
+        r = await c.get(path, params={"where": "attr.x > " + "9" * 5000}, headers=boot())
+        assert r.status_code == 400 and r.json()["error"] == "invalid_query", r.text
+    r = await c.get("/v1/audit", params={"cursor": "WyJ4Il0"}, headers=boot())  # a cursor naming no seq
+    assert r.status_code == 400 and r.json()["error"] == "invalid_request"

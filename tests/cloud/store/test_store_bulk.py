@@ -68,3 +68,25 @@ def test_one_transaction_writes_one_backlog_entry_naming_its_metric_rows(store: 
     ranges = ranges if isinstance(ranges, list) else __import__("json").loads(ranges)
     assert ranges == [["d1", "bulk", 3, 8], ["d2", "bulk", 1, 2]]
     assert store.metrics.follow() == 8
+
+
+def test_a_plain_postgresql_url_means_psycopg_3(store_url: str) -> None:
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL URL")
+    for plain in (store_url.replace("postgresql+psycopg://", "postgresql://"),
+                  store_url.replace("postgresql+psycopg://", "postgres://")):
+        with Store.open(plain) as s:
+            assert s.engine.dialect.driver == "psycopg"
+            assert s.telemetry.ingest("gw-1", "s", recs("d1", range(1, 3)), 1).stored in (0, 2)
+
+
+def test_a_resent_old_inventory_report_does_not_set_an_older_applied_config(store: Store) -> None:
+    def inventory(seq: int, version: str) -> ForwardRecord:
+        return ForwardRecord("d1", "state", seq, 1_000 * seq, "inventory", {"config_version": version, "model": "m"})
+
+    store.telemetry.ingest("gw-1", "s", [inventory(1, "v1")], 10)
+    store.fleet.set_desired({"d1": ("v2", {"rate": 2})}, 15)
+    store.telemetry.ingest("gw-1", "s", [inventory(2, "v2")], 20)
+    store.telemetry.ingest("gw-1", "s", [inventory(1, "v1")], 30)  # the first report again: a duplicate
+    assert store.fleet.fleet_snapshot()["config"]["d1"]["applied_version"] == "v2"
+    assert store.fleet.inventory()["d1"]["attrs"]["config_version"] == "v2"
