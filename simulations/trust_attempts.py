@@ -146,7 +146,7 @@ def forward_foreign_records(fleet: ProcFleet, own_site: str, victim_device: str)
 
 def replace_pending(fleet: ProcFleet, gateway: str, site: str) -> tuple[str, str]:
     """Claim a new device id on ``gateway``'s enrollment socket (pending: serial unknown), then claim it again
-    from an anonymous key and serial. (the first key, the key the identity holds afterwards)."""
+    from an anonymous key and serial. (the first claim's serial, the serial the identity holds afterwards)."""
     endpoint = fleet.endpoints(gateway)["enroll"]
     server = (fleet.dir(gateway) / "curve.key").read_bytes().strip()
     device = f"dev-pending-{secrets.token_hex(2)}"
@@ -163,5 +163,5 @@ def replace_pending(fleet: ProcFleet, gateway: str, site: str) -> tuple[str, str
     finally:
         ctx.term()
     rows = [i for i in fleet.api(f"/v1/identities?site={site}")["identities"] if i["device_id"] == device]  # type: ignore[index]
-    return first.public.decode(), rows[0]["curve_key"] if rows else ""
+    return "SN-real", rows[0]["serial"] if rows else "<no identity>"  # the API shows serials, not keys
 

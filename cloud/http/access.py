@@ -196,9 +196,11 @@ def install(app: fastapi.FastAPI, ctx: ApiContext) -> None:
         else:
             template, rule, params = found
             action, rule_site = rule.action, rule.site
-        # the role first (before any body is read), then each site the request names
+        # the role first (before any body is read), then each site the request names: only for a scoped principal
+        # (an unscoped one may act on every site, so no store read is spent finding the site)
         decision = authorize(dataclasses.replace(principal, sites=None), action)
-        for site in (await sites_of(rule_site, params, request) or []) if decision else []:
+        scoped = decision and principal.sites is not None
+        for site in (await sites_of(rule_site, params, request) or []) if scoped else []:
             if not (decision := authorize(principal, action, site)):
                 break
         actor = Actor(principal.name, source_of(request))

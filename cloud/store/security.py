@@ -20,6 +20,7 @@ primary key on ``seq`` makes a racing second insert fail: the chain never forks.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -354,10 +355,14 @@ class SecurityRecords:
 def foreign_ids_in(conn: sa.Connection, ids: Iterable[str], site: str) -> dict[str, str]:
     """Of ``ids`` (the devices a gateway of ``site`` forwarded records for), those that belong to another site:
     id -> that site. A device's identity, its stored site, and a gateway's site all count; a gateway speaks only
-    for its own site's devices (a device changes site only by an operator's action)."""
-    wanted = sorted(set(ids))
+    for its own site's devices (a device changes site only by an operator's action). An id found to be of ``site``
+    is remembered for ``NOT_FOREIGN_TTL_S`` (so ingest costs no query per batch; a device an operator moved is
+    refused at its old site within that time)."""
+    known = _NOT_FOREIGN.setdefault((str(conn.engine.url), site), {})
+    now = time.monotonic()
+    wanted = sorted(i for i in set(ids) if known.get(i, 0.0) < now)
     if not wanted:
-        return {}
+        return {}  # every id was checked within NOT_FOREIGN_TTL_S: the hot path costs no query
     found: dict[str, str] = {}
     for table, id_col, site_col in ((devices, devices.c.device_id, devices.c.site_id),
                                     (gateways, gateways.c.gateway_id, gateways.c.site_id),
@@ -365,7 +370,14 @@ def foreign_ids_in(conn: sa.Connection, ids: Iterable[str], site: str) -> dict[s
         for i in range(0, len(wanted), 500):
             rows = conn.execute(sa.select(id_col, site_col).where(id_col.in_(wanted[i:i + 500]), site_col != site))
             found.update({r[0]: r[1] for r in rows})
+    if len(known) > 100_000:
+        known.clear()
+    known.update({i: now + NOT_FOREIGN_TTL_S for i in wanted if i not in found})
     return found
+
+
+NOT_FOREIGN_TTL_S = 30.0  # an id found to be of a site is not looked up again for this long (per database, site)
+_NOT_FOREIGN: dict[tuple[str, str], dict[str, float]] = {}
 
 
 def site_checked_plans(conn: sa.Connection, batches: Sequence[tuple[str, str, Sequence[ForwardRecord]]],
