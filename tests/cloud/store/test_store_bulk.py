@@ -70,9 +70,8 @@ def test_one_transaction_writes_one_backlog_entry_naming_its_metric_rows(store: 
     assert store.metrics.follow() == 8
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)  # a PostgreSQL URL only
 def test_a_plain_postgresql_url_means_psycopg_3(store_url: str) -> None:
-    if not store_url.startswith("postgresql"):
-        pytest.skip("a PostgreSQL URL")
     for plain in (store_url.replace("postgresql+psycopg://", "postgresql://"),
                   store_url.replace("postgresql+psycopg://", "postgres://")):
         with Store.open(plain) as s:
