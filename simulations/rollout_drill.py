@@ -174,6 +174,10 @@ def run_rollout_drill(
         coords.wait_done()
         if view["state"] == "paused":  # halted: the canary's other devices finish; nothing more may start
             SwupdateDevice.settle(ddi, time.monotonic() + 3.0)
+            # and each canary device reports its outcome (an agent rolling back reboots and checks itself first)
+            settle_by = time.monotonic() + 60.0
+            while time.monotonic() < settle_by and not set(canary) <= set(_latest_outcomes(fleet, VERSION)):
+                SwupdateDevice.settle(ddi, time.monotonic() + 0.5)
             view = fleet.api(f"/v1/rollouts/{rid}")
             say(f"halted: {view['reason']}")
         outcomes = _latest_outcomes(fleet, VERSION)
