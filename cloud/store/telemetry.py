@@ -39,7 +39,7 @@ from common.protocol.messages import ForwardRecord
 __all__ = ["Batch", "IngestResult", "TelemetryRecords"]
 
 Batch = tuple[str, str, Sequence[ForwardRecord]]  # (gateway_id, site, records): one forwarded batch
-_TAG = sa.text("SELECT ingest_id FROM telemetry WHERE device_id = :d AND stream = :s AND seq = :q")
+_TAG = sa.text("SELECT ingest_id FROM telemetry WHERE device_id = :d AND stream = :s AND seq = :q AND ts_ms = :t")
 _ROW_KEYS = ("device_id", "stream", "seq", "ts_ms", "kind", "values", "received_ms")
 
 
@@ -115,7 +115,7 @@ class TelemetryRecords:
                 # inventory and applied config only from rows this transaction stored (tagged with its id)
                 reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
                 self._fleet.ingest_in(conn, [_as_dict(r) for r in reports
-                                             if conn.execute(_TAG, dict(zip(("d", "s", "q"), r))).scalar() == ingest_id], now_ms)
+                                             if conn.execute(_TAG, dict(zip(("d", "s", "q", "t"), r))).scalar() == ingest_id], now_ms)
             results = [
                 self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i])
                 for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))
