@@ -14,7 +14,8 @@ claim statement on a thread of its own (never behind the store thread's backlog)
 polling fallback), and the leader reads the telemetry the other coordinators stored
 (``cloud.coordination.tail``) and hands it to ``on_tail``: the batches it stored itself it notes inside
 their transactions (``own_ingest``, by ``ingest_id``) and feeds to its services as it commits them
-(``fed_here``), so its tail leaves their rows out; a new term forgets them (the new tail reads back). On SQLite there is one coordinator:
+(``fed_here``), so its tail leaves their rows out; a new term forgets them (the new tail reads back).
+On SQLite there is one coordinator:
 it is the leader from the start, with token 0 and no fence, and ``on_tail`` is never called
 (its own batches are all there is).
 """
@@ -250,7 +251,7 @@ class Coordination:
                 self._own = {k: v for k, v in self._own.items() if now - v[1] < OWN_KEPT_S}
 
     def fed_here(self, ingest_id: int | None) -> bool:
-        """On the loop, after the commit: does this leader feed that transaction's batches itself (its tail does not)?"""
+        """On the loop, after the commit: does this leader feed that transaction's batches itself (its tail not)?"""
         if not self.multi:
             return True
         with self._own_lock:

@@ -122,8 +122,8 @@ class TelemetryRecords:
                 stored = write_telemetry(conn, groups, ingest_id)
                 # inventory and applied config only from rows this transaction stored (tagged with its id)
                 reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
-                self._fleet.ingest_in(conn, [_as_dict(r) for r in reports
-                                             if conn.execute(_TAG, dict(zip(("d", "s", "q", "t"), r))).scalar() == ingest_id], now_ms)
+                mine = [r for r in reports if conn.execute(_TAG, dict(zip(("d", "s", "q", "t"), r))).scalar() == ingest_id]
+                self._fleet.ingest_in(conn, [_as_dict(r) for r in mine], now_ms)
             results = [
                 replace(self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i]), ingest_id=ingest_id)
                 for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))

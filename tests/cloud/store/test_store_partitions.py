@@ -62,7 +62,8 @@ def test_plan_makes_today_and_the_days_ahead_and_drops_days_wholly_past_the_cuto
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_postgres_telemetry_is_partitioned_and_day_partitions_are_made_ahead(store: Store) -> None:
     with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT relkind FROM pg_class WHERE oid = CAST('telemetry' AS regclass)").scalar() == "p"
+        kind = conn.exec_driver_sql("SELECT relkind FROM pg_class WHERE oid = CAST('telemetry' AS regclass)").scalar()
+    assert kind == "p"
     assert partitions_of(store) == {DEFAULT_PARTITION: 0}
     assert store.partitions.maintain(NOW, None, ahead_days=3) == {"created": 4, "dropped": 0, "deleted": 0}
     assert store.partitions.days() == [TODAY, TODAY + 1, TODAY + 2, TODAY + 3]
@@ -105,8 +106,9 @@ def test_retention_drops_whole_day_partitions_and_deletes_older_rows_of_the_defa
     assert sorted(d["device_id"] for d in store.telemetry.telemetry_summary()["devices"]) == ["d0", "d1", "future"]
     if postgres:
         assert not table_exists(store, partition_name(TODAY - 5)) and not table_exists(store, partition_name(TODAY - 3))
-        assert partitions_of(store) == {DEFAULT_PARTITION: 3, partition_name(TODAY - 2): 0, partition_name(TODAY - 1): 5,
-                                        partition_name(TODAY): 5, partition_name(TODAY + 1): 0}
+        assert partitions_of(store) == {DEFAULT_PARTITION: 3, partition_name(TODAY - 2): 0,
+                                        partition_name(TODAY - 1): 5, partition_name(TODAY): 5,
+                                        partition_name(TODAY + 1): 0}
 
 
 def test_a_batch_resent_to_another_coordinator_is_stored_once(store_url: str) -> None:
@@ -126,8 +128,8 @@ def test_migration_11_keeps_every_row_of_a_populated_version_10_table(store_url:
         conn.execute(sa.text("INSERT INTO sites VALUES ('s', 1, 2)"))
         conn.execute(sa.text("INSERT INTO gateways (gateway_id, site_id, first_seen_ms, last_seen_ms)"
                              " VALUES ('gw-1', 's', 1, 2)"))
-        conn.execute(sa.text("INSERT INTO devices (device_id, site_id, gateway_id, first_seen_ms, last_seen_ms, last_seq)"
-                             " VALUES ('d1', 's', 'gw-1', 1, 2, 3000)"))
+        conn.execute(sa.text("INSERT INTO devices (device_id, site_id, gateway_id, first_seen_ms, last_seen_ms,"
+                             " last_seq) VALUES ('d1', 's', 'gw-1', 1, 2, 3000)"))
         conn.execute(sa.text('INSERT INTO telemetry (device_id, stream, seq, ts_ms, kind, "values", received_ms,'
                              " ingest_id) VALUES ('d1', :s, :q, :t, 'metrics', '{\"t\": 1}', 5, :i)"),
                      [{"s": s, "q": q, "t": (TODAY - q % 3) * DAY_MS + q, "i": None if q % 2 else 10**9 + q}
