@@ -14,8 +14,10 @@ primary key (device_id, stream, seq, ts_ms) finds it: each record is stored once
 it in the same transaction. With ``keep_ms`` it then drops every day partition wholly older than
 ``now - keep_ms`` (one ``DROP TABLE``, no row is read) and deletes the default partition's older rows.
 On SQLite there are no partitions: retention is one row ``DELETE``. ``keep_ms`` None keeps everything.
-Each step takes its locks with a 5 s ``lock_timeout``: under an ingest backlog it fails (StoreError) and
-runs again at the job's next time rather than stalling ingest behind it.
+Making partitions holds off writers to ``telemetry`` for the transaction (an insert routed by the partitions
+as they were before an ATTACH would fail); dropping them locks it exclusively for a moment. Each step takes
+its locks with a 5 s ``lock_timeout``: under an ingest backlog it fails (StoreError) and runs again at the
+job's next time rather than stalling ingest behind it.
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ class TelemetryPartitions:
             # locks in ingest's order (the parent, then a partition), so neither waits on the other in a cycle
             conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             if plan.create:
-                conn.exec_driver_sql("LOCK TABLE telemetry IN SHARE UPDATE EXCLUSIVE MODE")  # ATTACH's lock
+                # writers wait meanwhile (reads do not): an INSERT routed with the partitions as they were before
+                # the ATTACH would put a row of the new day into the default partition and fail its constraint
+                conn.exec_driver_sql("LOCK TABLE telemetry IN SHARE ROW EXCLUSIVE MODE")
                 conn.exec_driver_sql(f"LOCK TABLE {DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE")  # not upgraded later
             for day in plan.create:
                 _create(conn, day)
