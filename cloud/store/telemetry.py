@@ -79,8 +79,8 @@ class TelemetryRecords:
         self._db = db
         self._commands, self._fleet, self._metrics, self._alerts = commands, fleet, metrics, alerts
         self._site_upsert, self._gateway_upsert, self._device_upsert = ingest_upserts(db)
-        # called with each ingest transaction's id inside it, before its commit (the leader notes its own rows:
-        # cloud.coordination.runtime.Coordination.own_ingest)
+        # called with each ingest transaction's id inside it, before its commit, unless it refused a record (the
+        # leader notes its own rows, whose records it feeds itself: cloud.coordination.runtime.own_ingest)
         self.on_ingest_id: Callable[[int], None] | None = None
 
     # -- writes --------------------------------------------------------------------------
@@ -117,8 +117,8 @@ class TelemetryRecords:
             ingest_id = None
             if seen:
                 ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
-                if self.on_ingest_id is not None:
-                    self.on_ingest_id(ingest_id)
+                if self.on_ingest_id is not None and not any(refused) and not any(p.rejected for p in plans):
+                    self.on_ingest_id(ingest_id)  # (a batch with records the store refused is left to the tail)
                 stored = write_telemetry(conn, groups, ingest_id)
                 # inventory and applied config only from rows this transaction stored (tagged with its id)
                 reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]

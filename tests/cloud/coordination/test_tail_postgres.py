@@ -32,7 +32,7 @@ def test_the_tail_leaves_out_the_leaders_own_batches_and_still_moves_past_them(p
         before = leader_store.telemetry.ingest("gw-1", "s", recs("early", range(1, 3)), 10)  # not leading yet
         lead(coord)
         own = leader_store.telemetry.ingest("gw-1", "s", recs("mine", range(1, 4)), 20)
-        other = follower_store.telemetry.ingest("gw-2", "s", recs("theirs", range(1, 3)), 30)
+        other = follower_store.telemetry.ingest("gw-2", "s2", recs("theirs", range(1, 3)), 30)
         assert not coord.fed_here(before.ingest_id) and coord.fed_here(own.ingest_id)
         assert not coord.fed_here(other.ingest_id)  # stored by another coordinator
         with leader_store.db.transaction("tail") as conn:
@@ -40,6 +40,10 @@ def test_the_tail_leaves_out_the_leaders_own_batches_and_still_moves_past_them(p
         assert sorted((r["device_id"], r["seq"]) for r in rows) == [("early", 1), ("early", 2), ("theirs", 1),
                                                                       ("theirs", 2)]
         assert newest == 30
+        # a batch with a record the store refused (a device of another site) is left to the tail, which reads
+        # only what was stored
+        forged = leader_store.telemetry.ingest("gw-1", "s", recs("theirs", range(3, 4)) + recs("mine", range(4, 5)), 35)
+        assert forged.rejected and forged.stored == 1 and not coord.fed_here(forged.ingest_id)
         coord.tail_held = True  # a new leader restoring: its batches meanwhile are read by the tail, not fed by it
         held = leader_store.telemetry.ingest("gw-1", "s", recs("held", range(1, 2)), 40)
         assert not coord.fed_here(held.ingest_id)
