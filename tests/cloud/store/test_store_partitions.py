@@ -186,3 +186,17 @@ def test_partitions_are_made_and_dropped_while_another_store_ingests(store_url: 
         counts = partitions_of(leader)
         assert partition_name(TODAY - 3) not in counts and counts[DEFAULT_PARTITION] == 0
         assert counts[partition_name(TODAY)] == 60 and counts[partition_name(TODAY + 1)] == 6
+
+
+def test_the_follower_folds_rows_of_every_day_a_backlog_entry_spans_and_entries_without_times(store: Store) -> None:
+    """The fold reads only the partitions of its entries' sample times (PostgreSQL): an entry spanning three
+    weeks folds both ends; a rebuild's entries (no times) fold everything."""
+    store.partitions.maintain((TODAY - 21) * DAY_MS, None, ahead_days=22)
+    batch = [ForwardRecord("d1", "bulk", q, (TODAY - 20 * (q % 2)) * DAY_MS + q, "metrics", {"t": float(q)})
+             for q in range(1, 11)] + recs("clock", range(1, 3), 1_000)  # and two rows of the default partition
+    assert store.telemetry.ingest("gw-1", "s", batch, NOW).stored == 12
+    assert store.metrics.follow_all() == 12
+    raw = store.metrics.metric_series(["d1", "clock"], 0, NOW + DAY_MS, "raw")
+    assert len(raw) == 12
+    assert store.metrics.rebuild(NOW) == 2 and store.metrics.follow_all() == 12
+    assert store.metrics.metric_series(["d1", "clock"], 0, NOW + DAY_MS, "raw") == raw
