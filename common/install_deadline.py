@@ -65,6 +65,6 @@ def late(args: Mapping[str, str], now_ms: int) -> str | None:
     deadline = install_deadline_ms(args, now_ms)
     if deadline is None or deadline - now_ms >= MIN_WINDOW_LEFT_MS:
         return None
-    if deadline < now_ms:
+    if deadline <= now_ms:
         return f"its maintenance window is closed (install deadline passed {(now_ms - deadline) // 1000} s ago)"
     return f"its maintenance window closes in {(deadline - now_ms) / 1000:.1f} s"
