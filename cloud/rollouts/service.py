@@ -97,16 +97,12 @@ def _wall_ms() -> int:
 
 def install_command(effect: Install, install_args: Mapping[str, str], now_ms: int,
                     deadline_args: Mapping[str, str] | None = None) -> tuple[str, dict[str, str], int]:
-    """(command name, args, expires_ms) for one install: it expires when the maintenance window closes.
-
-    The signed args carry the install deadline the device checks before it begins (``common.install_deadline``):
-    ``deadline_args`` (a site-gated command: the site's windows), else ``install_by_ms`` (the window's close).
-
-    Without ``install_args`` the device fetches the release by version through its gateway (the site
-    cache, chunked and resumable: ``device_agent.download``); ``install_args`` naming a manifest and an
-    image on the device's file system are for drills and tests of the install step alone."""
+    """(command name, args, expires_ms) for one install, expiring when the window closes; its signed args carry the
+    deadline the device checks before it begins (``common.install_deadline``: ``deadline_args``, else ``install_by_ms``).
+    Without ``install_args`` the device fetches the release through its gateway (``device_agent.download``); with a
+    manifest and an image on the device they are for drills and tests of the install step alone."""
     args = dict(install_args) if "manifest" in install_args else {**install_args, "version": effect.version}
-    deadline = dict(deadline_args) if deadline_args is not None else {BY_ARG: str(effect.not_after_ms)}
+    deadline = deadline_args if deadline_args is not None else {BY_ARG: str(effect.not_after_ms)}
     return "update", {**args, "rollout_version": effect.version, **deadline}, max(effect.not_after_ms, now_ms + 1000)
 
 
@@ -406,8 +402,7 @@ class RolloutService:
             elif isinstance(e, Approve):
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self._plans_soon, rid)
-            elif isinstance(e, Install) and gated:
-                assert engine is not None
+            elif isinstance(e, Install) and gated and engine is not None:
                 name, cargs, expires = install_command(e, args, now, install_deadline_args(engine.plan.windows, engine.plan.timezones, e.site))
                 cargs["gate"], cargs["rollout"] = "site", rid
                 pushed.append((e.device_id, self.commands.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
