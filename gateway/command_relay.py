@@ -117,6 +117,7 @@ class CommandRelay:
                 self.released.pop((device_id, cmd.args.get("rollout", "")), None)
                 self.released.pop((device_id, ""), None)
                 return []
+            status, detail = "failed", f"{DEFERRED}: {detail}"  # the cloud knows final statuses; its engine sends anew
         cmd = self.held.finish(device_id, seq)
         if cmd is None:
             return []  # a repeated acknowledgement
