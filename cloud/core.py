@@ -5,7 +5,11 @@ A ForwardBatch becomes a ``StoreIngest`` effect; only when the store answers
 cumulative over the gateway's outbox sequence of one stream, so the core only
 advances a gateway's watermark over contiguous batches: a batch that arrives
 after a lost one is stored (the store deduplicates on (device, stream, seq))
-but not acknowledged until the gap before it is filled.
+but not acknowledged until the gap before it is filled. The session remembers
+the ranges stored past a gap (``ahead``, at most ``MAX_AHEAD`` per stream), so
+when the gateway resends the lost batch alone (its fast retransmit on repeated
+acknowledgements: ``common.uplink``) the watermark jumps over them: nothing
+stored is sent twice.
 
 Commands wait in the store as "queued" until the gateway serving their device
 confirms it holds them ("held"); they are (re)sent whenever that gateway's
@@ -75,6 +79,8 @@ from common.uplink import agreed_version, silent_peers
 
 __all__ = ["CloudCore", "DdiCredentialsChanged"]
 
+MAX_AHEAD = 64  # ranges stored past a gap a session remembers per stream
+
 
 @dataclass(frozen=True, slots=True)
 class DdiCredentialsChanged:
@@ -90,6 +96,7 @@ class GatewaySession:
     site: str
     last_rx: float
     contiguous: dict[str, int] = field(default_factory=dict)  # stream -> outbox sequence stored up to
+    ahead: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # stream -> ranges stored past a gap
     certified: bool = False  # its NodeCertificate verified (id, site and key bound by the fleet CA)
     sent: dict[tuple[str, int], None] = field(default_factory=dict)  # commands sent on this session (bounded)
 
@@ -277,6 +284,17 @@ class CloudCore:
         if session is None:
             return []  # the session ended meanwhile; the gateway will resend and the store deduplicates
         contiguous = session.contiguous.get(stream, 0)
+        ahead = session.ahead.get(stream)
         if first <= contiguous + 1:
-            contiguous = session.contiguous[stream] = max(contiguous, last)
+            contiguous = max(contiguous, last)
+            if ahead:  # the gap is filled: over the ranges stored past it
+                ahead.sort()
+                while ahead and ahead[0][0] <= contiguous + 1:
+                    contiguous = max(contiguous, ahead.pop(0)[1])
+            session.contiguous[stream] = contiguous
+        elif last > contiguous:
+            ranges = session.ahead.setdefault(stream, [])
+            if len(ranges) >= MAX_AHEAD:  # forgotten: the gateway sends it again after its ack timeout
+                ranges.remove(max(ranges))
+            ranges.append((first, last))
         return [Send(peer, ForwardAck(stream, contiguous, stored, duplicates))]

@@ -5,7 +5,11 @@ declared after three silent intervals, then a reconnect after an exponential,
 jittered backoff. ``QueueSender`` streams a durable queue upstream in batches
 with a bounded window of unacknowledged records, drops entries only on a
 cumulative acknowledgement, and resends from the last acknowledgement when
-acknowledgements stop coming (at-least-once; the receiver deduplicates).
+acknowledgements stop coming (at-least-once; the receiver deduplicates). With
+``fast_retransmit`` (the gateway's drain to the cloud, whose acknowledgement
+jumps over what it stored past a gap) the third repeat of one acknowledgement
+resends the batch after it alone, at once (TCP's fast retransmit), instead of
+waiting for the ack timeout and sending everything after it again.
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from common.effects import UPSTREAM, AckQueue, Effect, Log, QueueReader, Reconne
 from common.errors import VersionMismatch
 from common.protocol import ErrorReply, Heartbeat, Hello, HelloAck, Message, negotiate
 
-__all__ = ["LIVENESS", "QueueSender", "Uplink", "agreed_version", "silent_peers"]
+__all__ = ["DUP_ACKS", "LIVENESS", "QueueSender", "Uplink", "agreed_version", "silent_peers"]
 
 LIVENESS = 3  # heartbeat intervals of silence before a peer is dead
+DUP_ACKS = 3  # repeats of one acknowledgement that mean the batch after it was lost (fast retransmit)
 HELLO_RETRY_S = 0.05  # first retry of an unanswered Hello; doubles up to the heartbeat interval
 
 
@@ -119,6 +124,7 @@ class QueueSender:
         window: int,
         ack_timeout_s: float,
         batch_bytes: int = 512 * 1024,
+        fast_retransmit: bool = False,
     ) -> None:
         self.queue = queue
         self.stream = stream
@@ -132,14 +138,29 @@ class QueueSender:
         self.sent_upto = 0  # highest sequence sent since the last rewind
         self.last_progress = 0.0
         self.resends = 0
+        self.fast_retransmit = fast_retransmit
+        self.dup_acks = 0  # repeats of the acknowledgement ``acked`` while records are in flight
+        self.retransmit = False  # the batch after ``acked`` goes again first (fast retransmit)
+        self.fast_resends = 0
 
     def rewind(self) -> None:
         """Send again everything not yet acknowledged (new session, or acks stopped)."""
         self.sent_upto = self.acked
+        self.dup_acks, self.retransmit = 0, False
 
     def pump(self, now: float, budget: Callable[[Message], bool] | None = None) -> list[Effect]:
         """Batches that fit the window (and ``budget``, which may refuse a batch: it waits)."""
         out: list[Effect] = []
+        if self.retransmit:
+            items = self.reader.read(after=self.acked, limit=min(self.batch_max, self.sent_upto - self.acked),
+                                     max_bytes=self.batch_bytes, stream=self.stream)
+            if items:
+                msg = self.build(items)
+                if budget is not None and not budget(msg):
+                    return out  # under the cap: it goes first when the budget allows
+                out.append(Send(UPSTREAM, msg))
+                self.fast_resends += 1
+            self.retransmit, self.last_progress = False, now
         while self.sent_upto - self.acked < self.window:
             limit = min(self.batch_max, self.window - (self.sent_upto - self.acked))
             items = self.reader.read(after=self.sent_upto, limit=limit, max_bytes=self.batch_bytes, stream=self.stream)
@@ -159,8 +180,12 @@ class QueueSender:
     def acknowledged(self, up_to: int, now: float) -> list[Effect]:
         """A cumulative acknowledgement: drop the queue up to it. The caller pumps afterwards."""
         if up_to <= self.acked:
+            if self.fast_retransmit and up_to == self.acked and self.sent_upto > self.acked:
+                self.dup_acks += 1
+                if self.dup_acks == DUP_ACKS:  # once per acknowledgement value; the ack timeout stays the fallback
+                    self.retransmit = True
             return []
-        self.acked = up_to
+        self.acked, self.dup_acks, self.retransmit = up_to, 0, False
         self.sent_upto = max(self.sent_upto, up_to)
         self.last_progress = now
         return [AckQueue(self.queue, self.stream, up_to)]

@@ -113,6 +113,10 @@ class RunWindow:
             self.floor = floor
             self.recent = {s for s in self.recent if s > floor}
 
+    def discard(self, seq: int) -> None:
+        """``seq`` did not run after all (deferred: a late install); it may run when it comes again."""
+        self.recent.discard(seq)
+
     def to_dict(self) -> dict[str, object]:
         return {"last_command": self.high, "floor": self.floor, "recent": sorted(self.recent)}
 
@@ -137,4 +141,9 @@ class CommandLog:
 
     def starting(self, seq: int) -> None:
         self.window.add(seq)
+        write_atomic(self.path, json.dumps(self.window.to_dict()).encode(), 0o644)
+
+    def deferred(self, seq: int) -> None:
+        """Command ``seq`` started but did not run (a late install): it runs when its gateway sends it again."""
+        self.window.discard(seq)
         write_atomic(self.path, json.dumps(self.window.to_dict()).encode(), 0o644)

@@ -42,6 +42,7 @@ from common.effects import (
     TakeSample,
     TimerFired,
 )
+from common.install_deadline import DEFERRED
 from common.protocol import (
     STREAMS,
     SUPPORTED_VERSIONS,
@@ -223,7 +224,8 @@ class AgentCore:
                 return self._pump(now)
             case CommandResult(seq, status, detail):
                 self.running.discard(seq)
-                self.ran.add(seq)
+                if status != DEFERRED:  # deferred: not run (a late install); it may come again
+                    self.ran.add(seq)
                 return [Send(UPSTREAM, CommandAck(self.device_id, seq, status, detail))]
             case Stop():
                 self.sampling = False

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from common.errors import FirmwareError
 from common.fileio import write_atomic
+from common.install_deadline import BY_ARG, LATE_INSTALL_REFUSED, TZ_ARG, WINDOWS_ARG, late
 from common.transfer.download import Plan
 from common.transfer.fetcher import Fetcher
 from device_agent.updater import AgentUpdater
@@ -34,6 +35,8 @@ from device_agent.updater import AgentUpdater
 __all__ = ["FirmwareDownloader"]
 
 log = logging.getLogger("edgefleet.download")
+
+DEADLINE_ARGS = (WINDOWS_ARG, TZ_ARG, BY_ARG)
 
 
 class FirmwareDownloader:
@@ -44,11 +47,15 @@ class FirmwareDownloader:
         self.pending = self.dir / "pending.json"
         self._task: asyncio.Future[str] | None = None
 
-    def update_to(self, version: str) -> asyncio.Future[str]:
-        """Start (or join) the update to ``version``; the future's result says what happened."""
+    def update_to(self, version: str, deadline_args: Mapping[str, str] | None = None) -> asyncio.Future[str]:
+        """Start (or join) the update to ``version``; the future's result says what happened.
+
+        ``deadline_args``: the command's signed install deadline (``common.install_deadline``); an install
+        not begun by then is refused once the download is complete (the result starts with
+        ``late_install_refused``; the release stays on disk for the next window)."""
         if self._task is not None and not self._task.done():
             return self._task
-        self._task = asyncio.ensure_future(self._update(version))
+        self._task = asyncio.ensure_future(self._update(version, deadline_args=deadline_args or {}))
         return self._task
 
     def download_only(self, version: str) -> asyncio.Future[str]:
@@ -62,16 +69,18 @@ class FirmwareDownloader:
     def resume(self) -> asyncio.Future[str] | None:
         """At start: carry on with a download a restart interrupted."""
         try:
-            version = json.loads(self.pending.read_text())["version"]
-        except (OSError, ValueError, KeyError):
+            pending = json.loads(self.pending.read_text())
+            version, deadline_args = pending["version"], {str(k): str(v) for k, v in (pending.get("deadline") or {}).items()}
+        except (OSError, ValueError, KeyError, AttributeError):
             return None
         log.info("resuming a firmware download", extra={"release": version})
-        return self.update_to(version)
+        return self.update_to(version, deadline_args)
 
-    async def _update(self, version: str, install: bool = True) -> str:
+    async def _update(self, version: str, install: bool = True, deadline_args: Mapping[str, str] | None = None) -> str:
         loop = asyncio.get_running_loop()
         self.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.pending, json.dumps({"version": version}).encode(), 0o644)
+        deadline = {k: v for k, v in (deadline_args or {}).items() if k in DEADLINE_ARGS}
+        write_atomic(self.pending, json.dumps({"version": version, "deadline": deadline}).encode(), 0o644)
         running = (await loop.run_in_executor(None, self.updater.running))["version"]
         offer = await self.fetcher.offer(version, self.hw, [running])
         manifest_path = self.dir / f"{version}.manifest"
@@ -104,6 +113,11 @@ class FirmwareDownloader:
             self.report({"version": version, "outcome": "downloaded", "reason": f"{offer.kind} {plan.size} bytes",
                          "running_version": running})
             return f"release {version} downloaded ({offer.kind}, {plan.size} bytes); not installed"
+        why = late(deadline, self.updater.now_ms())
+        if why is not None:  # downloaded, but too late to begin: kept on disk, installed in the next window
+            self._forget()
+            self.report({"version": version, "outcome": LATE_INSTALL_REFUSED, "reason": why, "running_version": running})
+            return f"{LATE_INSTALL_REFUSED}: {why}"
         if offer.kind == "full":
             result = await loop.run_in_executor(None, self.updater.start, str(manifest_path), str(path))
         else:

@@ -43,6 +43,7 @@ from common.errors import CertificateError, KeyFileError
 from common.protocol.messages import EnrollReply
 from common.security_events import InstallRotation, PrepareRotation, RotateNow, RotationInstalled, RotationKeyReady
 from common.fileio import write_atomic
+from common.install_deadline import DEFERRED, LATE_INSTALL_REFUSED
 from common.keys import load_or_create_keypair
 from common.process import Periodic, stop_on_signals
 from common.protocol import STREAMS, Command, encode_sample
@@ -167,9 +168,8 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         cmd = effect.command
         commands.starting(cmd.seq)  # persisted first: a crash never runs it twice
         if cmd.name == "update" and "version" in cmd.args:  # fetched through the gateway, then installed
-            fut = downloader.update_to(cmd.args["version"])
-            fut.add_done_callback(lambda f: runner.feed(CommandResult(cmd.seq, "done" if f.exception() is None else "failed",
-                                                                      str(f.exception() or f.result()))))
+            fut = downloader.update_to(cmd.args["version"], cmd.args)
+            fut.add_done_callback(lambda f: updated(cmd.seq, f))
             return
         if cmd.name == "download" and "version" in cmd.args:  # ahead of a maintenance window: fetch, do not install
             fut = downloader.download_only(cmd.args["version"])
@@ -205,6 +205,13 @@ async def run_agent(cfg: AgentConfig, stop: asyncio.Event | None = None) -> dict
         runner.feed(CommandResult(cmd.seq, status, detail))
 
     FLEET_COMMANDS = ("config", "reboot", "ping")
+
+    def updated(seq: int, f: asyncio.Future[str]) -> None:
+        if f.exception() is None and f.result().startswith(LATE_INSTALL_REFUSED):  # not begun: held for the next window
+            commands.deferred(seq)
+            runner.feed(CommandResult(seq, DEFERRED, f.result()[:256]))
+            return
+        runner.feed(CommandResult(seq, "done" if f.exception() is None else "failed", str(f.exception() or f.result())))
 
     def fleet_command(cmd: Command) -> tuple[str, str]:
         """Remote diagnostics and config (issue 8): config, logs, reboot, and ping with the device's time."""

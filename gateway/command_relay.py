@@ -6,7 +6,10 @@ connected; it is finished when the device acknowledges it (a ``command`` report
 goes to the cloud) or when it expires. A site-gated command (a rollout's
 install, ``args["gate"] == GATE``) waits until the site's rollout releases its
 device, and is not delivered after the release's deadline (the maintenance
-window closed: the rollout releases it again). ``HeldCommands`` keeps the
+window closed: the rollout releases it again). A device that got a released
+command but could not begin before its window closed answers it ``deferred``
+(``common.install_deadline``): the command stays held, its release is withdrawn,
+and the rollout's next release delivers it again. ``HeldCommands`` keeps the
 bookkeeping of the queue.
 
     relay = CommandRelay(queue, connected=sessions.peer_of)
@@ -25,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from common.effects import UPSTREAM, AckQueue, Append, Effect, QueueReader, Send
+from common.install_deadline import DEFERRED
 from common.protocol import Command, CommandAck, decode, encode
 from gateway.commands import HeldCommands
 from gateway.ports import Connected
@@ -104,7 +108,16 @@ class CommandRelay:
         return out
 
     def done(self, device_id: str, seq: int, status: str, detail: str, now: float) -> list[Effect]:
-        """The device answered command ``seq``: a ``command`` report for the cloud; the queue moves on."""
+        """The device answered command ``seq``: a ``command`` report for the cloud; the queue moves on.
+
+        ``deferred`` (a late install the device did not begin): held until its rollout releases it again."""
+        if status == DEFERRED:
+            cmd = next((c for c in self.held.for_device(device_id) if c.seq == seq), None)
+            if cmd is not None and cmd.args.get("gate") == GATE:
+                self.released.pop((device_id, cmd.args.get("rollout", "")), None)
+                self.released.pop((device_id, ""), None)
+                return []
+            status, detail = "failed", f"{DEFERRED}: {detail}"  # the cloud knows final statuses; its engine sends anew
         cmd = self.held.finish(device_id, seq)
         if cmd is None:
             return []  # a repeated acknowledgement

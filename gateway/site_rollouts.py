@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from common.errors import RolloutError
 from common.fileio import write_atomic
+from common.install_deadline import LATE_INSTALL_REFUSED
 from common.rollouts import DeviceEvent, DeviceInfo, DeviceReport, DeviceState, Install, Persist, RolloutEngine, Tick
 from common.rollouts.siteplan import SitePlan, apply_site_plan, site_engine, verify_site_plan
 from common.signed import EnvelopeVerifier, key_id_for
@@ -37,7 +38,8 @@ __all__ = ["SiteRollouts"]
 
 log = logging.getLogger("edgefleet.gateway.rollouts")
 
-OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL}
+OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL,
+            LATE_INSTALL_REFUSED: DeviceEvent.LATE}  # late: the device did not begin past its window
 
 
 class SiteRollouts:

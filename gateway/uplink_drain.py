@@ -65,7 +65,8 @@ class UplinkDrain:
             first_spread_s=2.0,
         )
         self.senders = {
-            s: QueueSender(OUTBOX, s, outbox, self._builder(s), batch_max=batch_max, window=window, ack_timeout_s=ack_timeout_s)
+            s: QueueSender(OUTBOX, s, outbox, self._builder(s), batch_max=batch_max, window=window, ack_timeout_s=ack_timeout_s,
+                           fast_retransmit=True)  # the cloud's ack jumps over what it stored past a gap
             for s in STREAMS
         }
 

@@ -41,6 +41,7 @@ from cloud.store.rollouts import RolloutRecords
 from cloud.store.telemetry import TelemetryRecords
 from common.errors import RolloutConflict, RolloutError, RolloutNotFound
 from common.fileio import write_atomic
+from common.install_deadline import BY_ARG, LATE_INSTALL_REFUSED
 from common.protocol import SitePlanEnvelope
 from common.rollouts import (
     Approve,
@@ -59,6 +60,7 @@ from common.rollouts import (
     RolloutState,
     Tick,
 )
+from common.rollouts.windows import install_deadline_args
 from common.rollouts.siteplan import SitePlan, sign_site_plan, site_share
 from common.signed import key_id_for
 
@@ -67,7 +69,7 @@ __all__ = ["RolloutService", "install_command", "load_or_create_rollout_key", "r
 log = logging.getLogger("edgefleet.cloud.rollouts")
 
 OUTCOMES = {"committed": DeviceEvent.COMMIT, "rolled_back": DeviceEvent.ROLLBACK, "failed": DeviceEvent.FAIL,
-            "downloaded": DeviceEvent.DOWNLOADED}
+            "downloaded": DeviceEvent.DOWNLOADED, LATE_INSTALL_REFUSED: DeviceEvent.LATE}
 PLAN_TTL_MS = 30 * 86_400_000
 GATED_TTL_MS = 30 * 86_400_000  # a site-gated update command waits at the gateway this long at most
 
@@ -93,14 +95,15 @@ def _wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def install_command(effect: Install, install_args: Mapping[str, str], now_ms: int) -> tuple[str, dict[str, str], int]:
-    """(command name, args, expires_ms) for one install: it expires when the maintenance window closes.
-
-    Without ``install_args`` the device fetches the release by version through its gateway (the site
-    cache, chunked and resumable: ``device_agent.download``); ``install_args`` naming a manifest and an
-    image on the device's file system are for drills and tests of the install step alone."""
+def install_command(effect: Install, install_args: Mapping[str, str], now_ms: int,
+                    deadline_args: Mapping[str, str] | None = None) -> tuple[str, dict[str, str], int]:
+    """(command name, args, expires_ms) for one install, expiring when the window closes; its signed args carry the
+    deadline the device checks before it begins (``common.install_deadline``: ``deadline_args``, else ``install_by_ms``).
+    Without ``install_args`` the device fetches the release through its gateway (``device_agent.download``); with a
+    manifest and an image on the device they are for drills and tests of the install step alone."""
     args = dict(install_args) if "manifest" in install_args else {**install_args, "version": effect.version}
-    return "update", {**args, "rollout_version": effect.version}, max(effect.not_after_ms, now_ms + 1000)
+    deadline = deadline_args if deadline_args is not None else {BY_ARG: str(effect.not_after_ms)}
+    return "update", {**args, "rollout_version": effect.version, **deadline}, max(effect.not_after_ms, now_ms + 1000)
 
 
 def download_command(effect: Install, rollout_id: str, now_ms: int) -> tuple[str, dict[str, str], int]:
@@ -399,8 +402,8 @@ class RolloutService:
             elif isinstance(e, Approve):
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self._plans_soon, rid)
-            elif isinstance(e, Install) and gated:
-                name, cargs, expires = install_command(e, args, now)
+            elif isinstance(e, Install) and gated and engine is not None:
+                name, cargs, expires = install_command(e, args, now, install_deadline_args(engine.plan.windows, engine.plan.timezones, e.site))
                 cargs["gate"], cargs["rollout"] = "site", rid
                 pushed.append((e.device_id, self.commands.create_command(e.device_id, name, cargs, e.not_after_ms, now)))
             elif isinstance(e, Install):

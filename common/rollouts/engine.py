@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.errors import RolloutError
+from common.install_deadline import MIN_WINDOW_LEFT_MS
 from common.rollouts.events import (
     Approve,
     Control,
@@ -63,7 +64,6 @@ from common.rollouts.windows import SiteWindows
 
 __all__ = ["MIN_WINDOW_LEFT_MS", "RolloutEngine"]
 
-MIN_WINDOW_LEFT_MS = 5_000  # an install starts only if the window stays open at least this long
 
 _D, _E = DeviceState, DeviceEvent
 MINUTE_MS = 60_000
@@ -97,7 +97,7 @@ class RolloutEngine:
         self.devices: dict[str, DeviceRecord] = {}
         self.starts: list[int] = []  # install starts in the last minute (fleet-wide rate limit)
         self.counters = {"installs": 0, "downloads": 0, "retries": 0, "timeouts": 0,
-                         "reverts": 0, "ignored_reports": 0}
+                         "reverts": 0, "ignored_reports": 0, "late_installs_refused": 0}
         self._dirty: set[str] = set()
         self._head_dirty = True
         self._stage_of: dict[str, int] = {}
@@ -189,6 +189,9 @@ class RolloutEngine:
             rec.deadline_ms = 0
         elif rec.state in (_D.DOWNLOADED,):
             rec.deadline_ms = 0
+            if ev.event == _E.LATE:  # not begun past its window: not an attempt, not a failure; the next window
+                rec.attempts, rec.exhausted = max(0, rec.attempts - 1), False
+                self.counters["late_installs_refused"] += 1
         self._dirty.add(rec.device_id)
 
     def _health(self, ev: DeviceHealth, now_ms: int) -> None:

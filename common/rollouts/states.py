@@ -23,6 +23,7 @@ Device (within one rollout)::
     pending --install--> installing --trial--> trial --commit--> succeeded
     installing|trial --rollback--> rolled_back;  downloading|installing|trial --fail--> failed
     downloading|installing|trial --timeout--> timed_out
+    installing|timed_out --late--> downloaded (the device refused to begin past its window: not a failure)
     failed|timed_out --retry--> pending       (bounded, with backoff)
     succeeded --rollback--> rolled_back       (reverted during soak, or sent back on abort)
 """
@@ -107,6 +108,7 @@ class DeviceEvent(StrEnum):
     FAIL = "fail"  # the device reported a failure before trial (download, verify, write)
     TIMEOUT = "timeout"  # no outcome within the per-device timeout
     RETRY = "retry"  # another attempt, after a backoff
+    LATE = "late"  # the device had the release only after its window closed and did not begin: next window
 
 
 _D = DeviceState
@@ -130,6 +132,7 @@ DEVICE_TABLE: dict[tuple[DeviceState, DeviceEvent], DeviceState] = {
     (_D.INSTALLING, _E.ROLLBACK): _D.ROLLED_BACK,
     (_D.INSTALLING, _E.FAIL): _D.FAILED,
     (_D.INSTALLING, _E.TIMEOUT): _D.TIMED_OUT,
+    (_D.INSTALLING, _E.LATE): _D.DOWNLOADED,  # it holds the release: it installs when released again
     (_D.TRIAL, _E.COMMIT): _D.SUCCEEDED,
     (_D.TRIAL, _E.ROLLBACK): _D.ROLLED_BACK,
     (_D.TRIAL, _E.FAIL): _D.FAILED,
@@ -140,6 +143,7 @@ DEVICE_TABLE: dict[tuple[DeviceState, DeviceEvent], DeviceState] = {
     (_D.TIMED_OUT, _E.COMMIT): _D.SUCCEEDED,  # a late outcome still counts: it is the truth
     (_D.TIMED_OUT, _E.ROLLBACK): _D.ROLLED_BACK,
     (_D.TIMED_OUT, _E.FAIL): _D.FAILED,
+    (_D.TIMED_OUT, _E.LATE): _D.DOWNLOADED,  # a late refusal that arrived after the timeout
 }
 # final within the rollout (failed and timed_out may still retry while attempts remain; the engine decides)
 DEVICE_FINAL = frozenset({_D.SKIPPED, _D.SUCCEEDED, _D.ROLLED_BACK, _D.FAILED, _D.TIMED_OUT})

@@ -15,13 +15,22 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from common.errors import ConfigError, RolloutError
+from common.install_deadline import window_args
 from common.shaping import LinkWindows
 
-__all__ = ["SiteWindows", "to_datetime"]
+__all__ = ["SiteWindows", "install_deadline_args", "to_datetime"]
 
 
 def to_datetime(now_ms: int) -> datetime:
     return datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+
+
+def install_deadline_args(windows: Mapping[str, tuple[tuple[str, float], ...]], timezones: Mapping[str, str],
+                          site: str) -> dict[str, str]:
+    """The signed args of a site-gated install naming ``site``'s windows (``common.install_deadline``);
+    none for a site that is always open."""
+    entries = windows.get(site) or windows.get("*")
+    return window_args(entries, timezones.get(site) or timezones.get("*") or "UTC")
 
 
 class SiteWindows:

@@ -99,6 +99,7 @@ def summary(fleet: Any, wall_s: float, cpu_s: float, peak_rss_mb: float) -> dict
         "updates_committed": tl.outcomes["committed"],
         "updates_rolled_back": tl.outcomes["rolled_back"],
         "updates_failed": tl.outcomes["failed"],
+        "late_installs_refused": tl.outcomes["late_install_refused"],
         "installs": tl.installs,
         "bricked": fleet.bricked,
         "inconsistent": fleet.inconsistent,

@@ -22,6 +22,7 @@ from common.protocol import Command, ForwardRecord, SitePlanEnvelope
 from common.revocation import RevocationList, sign_revocation_list
 from common.rollouts import Control, DeviceEvent, DeviceInfo, DeviceReport, DeviceState, Persist, ReleaseInfo, RolloutEngine, RolloutPlan, RolloutState, Threshold, Tick
 from common.rollouts.siteplan import SitePlan, sign_site_plan, site_share
+from common.rollouts.windows import install_deadline_args
 from common.security_events import RevocationsChanged
 from simulations.nodes import COMMIT_DELAY_S, SimNode
 
@@ -131,7 +132,9 @@ class CloudNode(SimNode):
             if eng.devices[d.device_id].state == DeviceState.SKIPPED:
                 continue
             self.command_seq[d.device_id] += 1
-            cmd = Command(d.device_id, self.command_seq[d.device_id], "update", {"version": version, "gate": "site", "rollout": rid}, now_ms + TTL_MS)
+            args = {"version": version, "gate": "site", "rollout": rid,
+                    **install_deadline_args(plan.windows, plan.timezones, d.site)}  # the device's install deadline
+            cmd = Command(d.device_id, self.command_seq[d.device_id], "update", args, now_ms + TTL_MS)
             self.db.commands[d.site].append(cmd)
             self.db.command_status[(d.device_id, cmd.seq)] = "queued"
         for s in sites:  # pushed to gateways whose session is up now; the others get them at their Hello

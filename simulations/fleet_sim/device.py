@@ -4,7 +4,9 @@ Each telemetry record summarises ``samples_per_record`` one-minute samples (mean
 thousand devices one record per device per interval keeps the run inside its time budget while
 every record still crosses every core (buffer, gateway outbox, cloud store). An ``update`` command
 (site-gated, released by the site's rollout) fetches the release through the gateway's site cache,
-then hands it to the update core; its outcome goes upstream as a critical ``update`` record, which
+then hands it to the update core, unless the install deadline the cloud signed into the command
+has passed meanwhile (``common.install_deadline``: reported ``late_install_refused``, the command
+deferred to the site's next release); its outcome goes upstream as a critical ``update`` record, which
 the gateway's rollout relay reads on its way through. A reboot (the update's own, or a power cut)
 takes the agent down with the device; it comes back with its durable buffer and command window.
 """
@@ -31,6 +33,7 @@ from common.effects import (
     TakeSample,
 )
 from common.errors import QueueError
+from common.install_deadline import DEFERRED, LATE_INSTALL_REFUSED, late
 from common.memory_queue import MemoryQueue
 from device_agent.commands import RunWindow
 from device_agent.core import BUFFER, AgentCore
@@ -138,6 +141,12 @@ class DeviceNode(SimNode):
                 return  # the device went down meanwhile; the held command comes again
             if not ok:
                 self.feed(CommandResult(cmd.seq, "failed", why))
+                return
+            why = late(cmd.args, int(self.clock.now * 1000))
+            if why is not None:  # the release came after the window closed: not begun, the command held for the next
+                self.ran.discard(cmd.seq)
+                self._report(UpdateReport(self.name, version, LATE_INSTALL_REFUSED, why, self.board.slots[self.board.active_slot()][0]))
+                self.feed(CommandResult(cmd.seq, DEFERRED, why))
                 return
             self.fleet.plan_power_cut(self)
             started = self.updater.start(version, self.fleet.release_size(version))

@@ -81,9 +81,9 @@ def _plots(fleet: Any, out: Path) -> list[tuple[str, str]]:
         save(fig, f"{rid}.png", f"Rollout progress: {rid}")
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    labels = ["committed", "rolled_back", "failed"]
+    labels = ["committed", "rolled_back", "failed", "late_install_refused"]
     values = [tl.outcomes[k] for k in labels]
-    ax.bar(labels, values, color=["tab:green", "tab:orange", "tab:red"])
+    ax.bar(labels, values, color=["tab:green", "tab:orange", "tab:red", "tab:gray"])
     for i, v in enumerate(values):
         ax.text(i, v, str(v), ha="center", va="bottom")
     ax.set(ylabel="updates", title=f"Update outcomes ({sum(d.updater.cuts for d in fleet.devices)} power cuts during updates)")

@@ -49,8 +49,24 @@ def test_watermarks_are_per_stream_and_wait_for_a_lost_batch():
     assert core.handle(Stored(late.token, 3, 0), 1.1) == [Send(GW, ForwardAck("bulk", 0, 3, 0))]
     crit = ingest(core, 0, 1, 1, blob(1, stream="critical"), stream="critical")
     assert core.handle(Stored(crit.token, 1, 0), 1.15) == [Send(GW, ForwardAck("critical", 1, 1, 0))]
-    first = ingest(core, 0, 1, 3, blob(1, 2, 3))
-    assert core.handle(Stored(first.token, 3, 0), 1.2) == [Send(GW, ForwardAck("bulk", 3, 3, 0))]
+    first = ingest(core, 0, 1, 3, blob(1, 2, 3))  # the lost batch, resent alone: the watermark jumps over 4..6
+    assert core.handle(Stored(first.token, 3, 0), 1.2) == [Send(GW, ForwardAck("bulk", 6, 3, 0))]
+
+
+def test_ranges_stored_past_gaps_are_joined_as_the_gaps_fill_and_bounded():
+    from cloud.core import MAX_AHEAD
+
+    core = session()
+    for first in (11, 21, 31):  # 1..10 and 41..50 lost; 11..40 stored past the gap
+        eff = ingest(core, 0, first, first + 9, blob(*range(first, first + 10)))
+        assert core.handle(Stored(eff.token, 10, 0), 1.1) == [Send(GW, ForwardAck("bulk", 0, 10, 0))]
+    eff = ingest(core, 0, 1, 10, blob(*range(1, 11)))
+    assert core.handle(Stored(eff.token, 10, 0), 1.2) == [Send(GW, ForwardAck("bulk", 40, 10, 0))]
+    for i in range(MAX_AHEAD + 5):  # past the bound the highest ranges are forgotten (resent after the timeout)
+        eff = ingest(core, 40, 100 + 10 * i, 100 + 10 * i, blob(1))
+        core.handle(Stored(eff.token, 1, 0), 1.3)
+    (session_,) = core.sessions.values()
+    assert len(session_.ahead["bulk"]) == MAX_AHEAD
 
 
 def test_base_restores_the_watermark_after_a_cloud_restart():

@@ -218,3 +218,21 @@ def test_a_command_held_back_at_the_gateway_still_runs_after_a_later_numbered_on
     assert sends(core.handle(Received(UPSTREAM, install), 1.4)) == [CommandAck("dev-1", 5, "done", "already run")]
     late = Command("dev-1", 2, "ping", {}, 500)
     assert sends(core.handle(Received(UPSTREAM, late), 1.4))[0].status == "failed"
+
+
+def test_a_deferred_install_is_acknowledged_as_such_and_runs_when_it_comes_again():
+    """A late install (the release arrived after the window closed) was not begun: the device answers
+    ``deferred`` and runs the command when its gateway sends it again in the next window."""
+    from common.effects import CommandResult, RunCommand
+    from common.install_deadline import DEFERRED
+    from common.protocol import Command, CommandAck
+
+    core, buf = make()
+    core.handle(Start(), 0.0)
+    install = Command("dev-1", 5, "update", {"version": "2.0", "install_by_ms": "1000"}, 10_000)
+    assert core.handle(Received(UPSTREAM, install), 0.5) == [RunCommand(install)]
+    assert sends(core.handle(CommandResult(5, DEFERRED, "late"), 1.2)) == [CommandAck("dev-1", 5, DEFERRED, "late")]
+    assert not core.ran.ran(5)
+    assert core.handle(Received(UPSTREAM, install), 2.0) == [RunCommand(install)]
+    core.handle(CommandResult(5, "done", "installing"), 2.1)
+    assert sends(core.handle(Received(UPSTREAM, install), 2.2)) == [CommandAck("dev-1", 5, "done", "already run")]

@@ -94,3 +94,14 @@ def test_the_first_log_format_means_everything_up_to_its_number_ran(tmp_path):
     assert log.load().ran(7) and log.load().ran(1) and not log.load().ran(8)
     log.starting(8)
     assert CommandLog(tmp_path / "commands.json").load().ran(8)
+
+
+def test_a_deferred_command_is_forgotten_by_the_persisted_run_window(tmp_path) -> None:
+    from device_agent.commands import CommandLog
+
+    log = CommandLog(tmp_path / "commands.json")
+    log.starting(4)
+    log.starting(5)
+    log.deferred(5)  # a late install: not run
+    again = CommandLog(tmp_path / "commands.json").window
+    assert again.ran(4) and not again.ran(5)

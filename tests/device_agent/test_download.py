@@ -51,5 +51,38 @@ def test_a_tampered_manifest_is_refused_before_any_download_and_reported(tmp_pat
     assert not (tmp_path / "dev" / "downloads" / "pending.json").exists()
 
 
-async def _run(d: FirmwareDownloader) -> str:
-    return await d.update_to("2.0.0")
+async def _run(d: FirmwareDownloader, deadline_args: dict[str, str] | None = None) -> str:
+    return await d.update_to("2.0.0", deadline_args)
+
+
+class Serves(Upstream):
+    """Offers the genuine release and 'fetches' it by copying the image (the transfer is tested elsewhere)."""
+
+    def __init__(self, manifest: bytes, image: str, sha: str, size: int) -> None:
+        super().__init__(manifest, sha, size)
+        self.image = image
+
+    async def fetch(self, plan, part, final):
+        self.fetched.append(plan.artifact)
+        final.write_bytes(open(self.image, "rb").read())
+        return final
+
+
+def test_a_download_complete_past_its_install_deadline_is_not_installed_and_is_kept(tmp_path, key):  # noqa: F811
+    from common.install_deadline import LATE_INSTALL_REFUSED
+    from device_agent.updater import FACTORY_VERSION as FACTORY
+
+    reports = []
+    u = updater(tmp_path, reports)
+    manifest_path, image = release(tmp_path, key, "2.0.0")
+    signed = open(manifest_path, "rb").read()
+    m = u.check(signed)
+    d = FirmwareDownloader(tmp_path / "dev", "sim-board-1", u, Serves(signed, image, m.sha256, m.size), reports.append)
+    past = str(u.now_ms() - 60_000)  # the window closed a minute ago
+    result = asyncio.run(_run(d, {"install_by_ms": past, "version": "2.0.0"}))
+    assert result.startswith(LATE_INSTALL_REFUSED) and u.running()["version"] == FACTORY
+    assert reports[-1]["outcome"] == LATE_INSTALL_REFUSED and "closed" in reports[-1]["reason"]
+    assert (tmp_path / "dev" / "downloads" / m.sha256).exists()  # kept: the next window starts from it
+    # the next window: the same command, a deadline ahead
+    result = asyncio.run(_run(d, {"install_by_ms": str(u.now_ms() + 3_600_000)}))
+    assert u.running()["version"] == "2.0.0" and reports[-1]["outcome"] == "committed", result

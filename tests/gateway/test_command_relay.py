@@ -2,6 +2,7 @@
 released by the site's rollout, reported when done or expired."""
 
 from common.effects import UPSTREAM, AckQueue, Append, Send
+from common.install_deadline import DEFERRED
 from common.memory_queue import MemoryQueue
 from common.protocol import Command, CommandAck, decode_record
 from gateway.command_relay import CommandRelay
@@ -78,3 +79,25 @@ def test_without_a_queue_nothing_is_held():
     relay = CommandRelay(None, connected=HERE.get)
     relay.start()
     assert relay.from_cloud(Command("dev-1", 1, "ping", {}, 10**12)) == [] and relay.count() == 0
+
+
+def test_a_deferred_install_stays_held_unreleased_until_its_rollout_releases_it_again():
+    relay = make()
+    cmd = Command("dev-1", 7, "update", {"version": "2.0.0", "gate": GATE, "rollout": "r1"}, 10**12)
+    held(relay, cmd, 1.0)
+    assert relay.release(["dev-1"], 60_000, 2.0, "r1") == [Send("aa01", cmd)]
+    # the device had the release only after its window closed: it did not begin
+    assert relay.done("dev-1", 7, DEFERRED, "late_install_refused: window closed", 70.0) == []
+    assert relay.count() == 1 and relay.counters["commands_delivered"] == 0
+    assert relay.deliverable("dev-1", "aa01", 71.0) == []  # its release was withdrawn: a reconnect does not resend it
+    assert relay.release(["dev-1"], 200_000, 100.0, "r1") == [Send("aa01", cmd)]  # the next window
+    assert [v["status"] for v in reports(relay.done("dev-1", 7, "done", "installing", 110.0))] == ["done"]
+    assert relay.count() == 0
+
+
+def test_deferred_does_not_hold_an_ungated_command():
+    relay = make()
+    held(relay, Command("dev-1", 8, "update", {"version": "2.0.0", "install_by_ms": "5000"}, 10**12), 1.0)
+    [values] = reports(relay.done("dev-1", 8, DEFERRED, "late", 9.0))  # the cloud's store knows final statuses only
+    assert (values["status"], values["detail"]) == ("failed", f"{DEFERRED}: late")
+    assert relay.count() == 0  # the cloud's engine sends a new command in the next window

@@ -86,3 +86,18 @@ def test_a_closed_link_window_holds_bulk_but_not_critical():
     effects = up(drain, noon)
     assert [b.stream for b in batches(effects)] == ["critical"]
     assert SetTimer("drain", datetime(2026, 11, 28, 2, 0, tzinfo=UTC).timestamp()) in effects
+
+
+def test_three_repeats_of_one_ack_resend_the_lost_batch_alone_at_once():
+    drain, outbox = make(batch_max=10)
+    fill(outbox, "bulk", 60)
+    sent = batches(up(drain))
+    assert [(b.first, b.last) for b in sent] == [(1, 10), (11, 20), (21, 30), (31, 40), (41, 50), (51, 60)]
+    # 1..10 was lost: the cloud stores each later batch and repeats its acknowledgement (0) for each
+    assert drain.acknowledged("bulk", 0, 0.1) == [] and drain.acknowledged("bulk", 0, 0.2) == []
+    again = batches(drain.acknowledged("bulk", 0, 0.3))
+    assert [(b.first, b.last) for b in again] == [(1, 10)]  # alone, not 1..60 after an ack timeout
+    assert batches(drain.acknowledged("bulk", 0, 0.4)) == []  # once per acknowledgement value
+    # the cloud's watermark jumps over what it stored past the gap
+    assert drain.acknowledged("bulk", 60, 0.5)[0] == AckQueue(OUTBOX, "bulk", 60)
+    assert drain.senders["bulk"].fast_resends == 1 and drain.senders["bulk"].resends == 0

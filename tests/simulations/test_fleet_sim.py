@@ -141,3 +141,30 @@ def test_frames_on_one_link_arrive_in_the_order_they_were_sent() -> None:
     assert [i for link, i in got if link == "ab"] == list(range(200))
     assert [i for link, i in got if link == "ba"] == list(range(200))
     assert [link for link, _ in got] != ["ab", "ba"] * 200  # the two directions are independent
+
+
+def _slow_site(tmp_path: Path) -> Path:
+    """The small fleet with site 2 on a 1 kB/s windowed link for 14 h: the release reaches its cache after
+    some of its devices were released, so they have it only after their window closed."""
+    slow = tmp_path / "slow-site.toml"
+    slow.write_text(SMALL.read_text().replace("bandwidth_bytes_s = 4000", "bandwidth_bytes_s = 1000")
+                    .replace("hours = 8\n", "hours = 14\n", 1))
+    return slow
+
+
+def test_a_device_that_has_the_release_only_after_its_window_refuses_and_installs_in_the_next(tmp_path: Path) -> None:
+    result, fleet = run_fleet(load_scenario(_slow_site(tmp_path)))
+    assert result["late_installs_refused"] >= 1  # the device held the deadline the cloud signed into the command
+    assert result["installs_outside_window"] == 0 and result["invariants_failed"] == 0, result["first_violations"]
+    done = result["rollouts"]["rollout-2.0.0"]  # ... and was released again in its next window: every device updated
+    assert done["state"] == "completed" and done["succeeded"] == 24
+    site = next(g for g in fleet.gateways if g.name == "gw-s002").site_rollouts.engines["rollout-2.0.0"]
+    assert site.counters["late_installs_refused"] == result["late_installs_refused"]  # not counted as failures
+    assert not any(r.exhausted or r.state.value == "failed" for r in site.devices.values())
+
+
+def test_without_the_deadline_check_the_late_install_breaks_the_window_invariant(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("simulations.fleet_sim.device.late", lambda args, now_ms: None)
+    result, _ = run_fleet(load_scenario(_slow_site(tmp_path)))
+    assert result["late_installs_refused"] == 0 and result["installs_outside_window"] >= 1

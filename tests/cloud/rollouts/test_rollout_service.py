@@ -86,6 +86,7 @@ def test_service_drives_a_rollout_through_commands_and_outcomes(env):
             assert sorted(d for d, _ in pushed) == sorted(canary)  # commands were created, then pushed
             cmds = store.commands.list_commands(canary[0])
             assert cmds[-1]["name"] == "update" and cmds[-1]["args"]["manifest"] == "/m"
+            assert int(cmds[-1]["args"]["install_by_ms"]) >= cmds[-1]["expires_ms"] - 1000  # the device's deadline
             # outcomes arrive as committed update records
             seq = 10
             for rnd in range(6):
@@ -326,3 +327,19 @@ def test_devices_whose_inventory_lacks_the_releases_update_module_are_skipped(en
         assert "update module 'file'" in view["skipped"]["d-1-0"]
 
     asyncio.run(run())
+
+
+def test_an_install_command_carries_the_deadline_the_device_checks():
+    from common.install_deadline import install_deadline_ms
+    from common.rollouts import Install
+    from common.rollouts.windows import install_deadline_args
+    from cloud.rollouts.service import install_command
+
+    name, args, expires = install_command(Install("d-1", "site-1", "2.0.0", False, 90_000), {}, 1_000)
+    assert (name, args, expires) == ("update", {"version": "2.0.0", "rollout_version": "2.0.0",
+                                                "install_by_ms": "90000"}, 90_000)
+    windows = install_deadline_args({"site-1": (("0 12 * * *", 3600.0),)}, {"site-1": "UTC"}, "site-1")
+    _, gated, _ = install_command(Install("d-1", "site-1", "2.0.0", False, 10**13), {}, 1_000, windows)
+    assert "install_by_ms" not in gated and install_deadline_ms(gated, 43_200_000 + 1) == 46_800_000  # day 1, 13:00
+    _, old, _ = install_command(Install("d-1", "site-9", "2.0.0", False, 10**13), {}, 1_000, {})  # always open
+    assert install_deadline_ms(old, 1_000) is None

@@ -428,3 +428,38 @@ def test_resume_after_a_halt_accepts_the_failures_seen_and_halts_again_on_new_on
     assert eng.state == RolloutState.PAUSED and "1 of" in eng.reason  # the new failure, not the accepted one
     assert eng.devices[wave[-1]].state == DeviceState.ROLLED_BACK
     assert sum(1 for r in eng.devices.values() if r.state == DeviceState.SUCCEEDED) >= 5
+
+
+def test_a_late_refusal_is_not_a_failure_and_the_device_installs_in_its_next_window():
+    # one window a day at 12:00 for an hour; T0 is 12:00
+    p = plan(canary=1, waves=("100%",), soak_s=0, windows={"*": (("0 12 * * *", 3600.0),)}, timezones={"*": "UTC"},
+             failure=Threshold(count=1), min_sample=1, timeout_s=7200)
+    eng = RolloutEngine("r1", p)
+    eng.target(devices(1, 1))
+    first = [e for e in eng.handle(Control("start"), T0) if isinstance(e, Install)]
+    assert [(e.device_id, e.download_only) for e in first] == [("d-1-000", False)]
+    assert first[0].not_after_ms == T0 + 3_600_000  # the window's close
+    # the device had the release only at 13:30: it did not begin, and says so
+    late_ms = T0 + 5_400_000
+    out = eng.handle(DeviceReport("d-1-000", DeviceEvent.LATE, "its maintenance window is closed"), late_ms)
+    rec = eng.devices["d-1-000"]
+    assert rec.state == DeviceState.DOWNLOADED and rec.attempts == 0 and rec.deadline_ms == 0
+    assert eng.counters["late_installs_refused"] == 1 and eng.failures() == (0, 0)
+    assert eng.state == RolloutState.RUNNING  # a failure threshold of one failure was not reached
+    assert not [e for e in out if isinstance(e, Install)]  # the window is closed: nothing now
+    assert not [e for e in eng.handle(Tick(), T0 + 86_400_000 - 1000) if isinstance(e, Install)]
+    again = [e for e in eng.handle(Tick(), T0 + 86_400_000) if isinstance(e, Install)]  # the next day's window
+    assert [(e.device_id, e.download_only, e.not_after_ms) for e in again] == [("d-1-000", False, T0 + 90_000_000)]
+    assert eng.devices["d-1-000"].attempts == 1
+
+
+def test_a_late_refusal_after_the_timeout_still_brings_the_device_back_to_downloaded():
+    p = plan(canary=1, waves=("100%",), max_retries=0, timeout_s=60)
+    eng = RolloutEngine("r1", p)
+    eng.target(devices(1, 1))
+    eng.handle(Control("start"), T0)
+    eng.handle(Tick(), T0 + 61_000)
+    rec = eng.devices["d-1-000"]
+    assert rec.state == DeviceState.TIMED_OUT and rec.exhausted
+    eng.handle(DeviceReport("d-1-000", DeviceEvent.LATE), T0 + 62_000)
+    assert rec.state in (DeviceState.DOWNLOADED, DeviceState.INSTALLING) and not rec.exhausted
