@@ -202,6 +202,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(lambda: store.touch_gateways(seen, _now_ms()), lambda _: None, "gateway touch failed")
 
     def load_commands(effect: LoadCommands, hello: bool = True) -> None:
+        if multi and hello:  # the leader feeds its batches itself only once its tail handed out the earlier ones
+            coord.arrived(effect.gateway_id, _now_ms())
+
         def query() -> list[tuple[str, Command]]:
             if multi and hello:  # this coordinator holds the gateway's session now: its commands come here
                 coord.session_up(effect.gateway_id, _now_ms())

@@ -85,6 +85,8 @@ class Coordination:
         self._own: dict[int, tuple[int, float]] = {}
         self._own_lock = threading.Lock()
         self._term = 0
+        self._term_start_ms = 0  # when this coordinator last became leader (wall clock, as received_ms)
+        self._arrived: dict[str, int] = {}  # gateway -> when its session came here (wall clock ms)
 
     @property
     def leader(self) -> bool:
@@ -156,6 +158,7 @@ class Coordination:
                 self._new_term()
                 # a new term reads back a few takeovers: outcomes the old leader stored but never saw are heard
                 back = int((self.core.settings.takeover_bound_s + 5.0) * 1000)
+                self._term_start_ms = int(time.time() * 1000)
                 log.info("leader", extra={"coordinator": self.id, "token": token})
                 self.on_lead(token)  # first: it holds the tail while it restores, so no batch is fed itself meanwhile
                 self._tail = TailCursor(int(time.time() * 1000) - back)
@@ -238,11 +241,24 @@ class Coordination:
 
     # -- the leader's own batches -------------------------------------------------------
 
-    def own_ingest(self, ingest_id: int) -> None:
+    def arrived(self, gateway_id: str, now_ms: int) -> None:
+        """On the loop, at a gateway's Hello: its session is here from ``now_ms`` (its earlier batches, stored
+        by another coordinator, reach the leader by the tail)."""
+        self._arrived[gateway_id] = now_ms
+
+    def own_ingest(self, ingest_id: int, gateway_ids: Sequence[str] = ()) -> None:
         """On the store thread, inside an ingest transaction: the leader, not restoring, will feed the batch to its
         services itself once committed (``fed_here``), so its tail leaves these rows out: read back, they cost the
-        leader as much as storing them did. Otherwise (a follower; a leader restoring) the tail reads them."""
-        if not self.multi or not self.core.leader or self.tail_held or self._tail is None:
+        leader as much as storing them did. Otherwise (a follower; a leader restoring) the tail reads them.
+
+        Only once the tail has handed out (by its slack) every row stored before this term began and before each
+        of these gateways came here: a device's records must reach the rollouts in order, and its earlier ones,
+        stored by another coordinator (or here before this term), come by the tail."""
+        tail = self._tail
+        if not self.multi or not self.core.leader or self.tail_held or tail is None:
+            return
+        since = max([self._term_start_ms, *(self._arrived.get(g, 0) for g in gateway_ids)])
+        if tail.newest - tail.slack_ms <= since:
             return
         now = time.monotonic()
         with self._own_lock:

@@ -81,7 +81,7 @@ class TelemetryRecords:
         self._site_upsert, self._gateway_upsert, self._device_upsert = ingest_upserts(db)
         # called with each ingest transaction's id inside it, before its commit, unless it refused a record (the
         # leader notes its own rows, whose records it feeds itself: cloud.coordination.runtime.own_ingest)
-        self.on_ingest_id: Callable[[int], None] | None = None
+        self.on_ingest_id: Callable[[int, Sequence[str]], None] | None = None  # (ingest_id, gateway ids)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class TelemetryRecords:
             if seen:
                 ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
                 if self.on_ingest_id is not None and not any(refused) and not any(p.rejected for p in plans):
-                    self.on_ingest_id(ingest_id)  # (a batch with records the store refused is left to the tail)
+                    self.on_ingest_id(ingest_id, [gw for gw, _, _ in batches])  # (else: left to the tail)
                 stored = write_telemetry(conn, groups, ingest_id)
                 # inventory and applied config only from rows this transaction stored (tagged with its id)
                 reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
