@@ -108,6 +108,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                          on_wake=lambda gw: on_wake(gw), on_tail=lambda rows: feed.telemetry(rows),
                          on_gateways=lambda rows: feed.gateways(rows), on_plans=lambda gw: plans_for(gw))
     multi = coord.multi
+    store.telemetry.on_ingest_id = coord.own_ingest  # the leader notes its own batches (it feeds them itself)
     # leader-only work, fenced (refused once another coordinator holds the lease), ahead of an ingest backlog
     leader_exec = coord.fenced(store_thread.urgent)
     core = CloudCore(heartbeat_s=cfg.heartbeat_s, require_gateway_certs=cfg.require_gateway_certs,
@@ -164,9 +165,14 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             for why in result.rejected:
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
-            if not multi:  # with N coordinators the leader hears every batch from its tail (on_tail)
+            if not multi:
                 alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
                 rollouts.observe_batch(effect.site, effect.records)
+            elif coord.fed_here(result.ingest_id):  # the leader's own batch: its tail leaves these rows out
+                records = [r for r in effect.records if r.seq > 0]  # what the tail would read (status: from gateways)
+                alerts.observe_batch(effect.gateway_id, records, _now_ms())
+                rollouts.observe_batch(effect.site, records)
+            # else: the leader (this coordinator or another) hears the batch from its tail (on_tail)
             refused_ddi = [r for r in effect.records if r.seq == 0 and r.kind == "ddi.refused"]
             if refused_ddi and security is not None:  # a gateway refused DDI requests: unknown or revoked tokens
                 on_store(lambda: audit_ddi(effect.gateway_id, refused_ddi), lambda _: None, "auditing DDI refusals failed")
@@ -196,6 +202,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         on_store(lambda: store.touch_gateways(seen, _now_ms()), lambda _: None, "gateway touch failed")
 
     def load_commands(effect: LoadCommands, hello: bool = True) -> None:
+        if multi and hello:  # the leader feeds its batches itself only once its tail handed out the earlier ones
+            coord.arrived(effect.gateway_id, _now_ms())
+
         def query() -> list[tuple[str, Command]]:
             if multi and hello:  # this coordinator holds the gateway's session now: its commands come here
                 coord.session_up(effect.gateway_id, _now_ms())

@@ -37,6 +37,8 @@ DEFAULTS = {
     "metrics_minute_s": 7 * 24 * 3600,
     "metrics_hour_s": 90 * 24 * 3600,
     "retention_interval_s": 300,
+    # telemetry rows are kept this many days (0: for ever); on PostgreSQL whole day partitions are dropped
+    "telemetry_retention_days": 0,
     "config_push_s": 30,
     "ghost_after_s": 7 * 24 * 3600,
     "console": True,  # the operator console on the API's port
@@ -74,6 +76,9 @@ DEFAULTS = {
               "(they forward leader-only calls to the leader) [http://API_HOST:API_PORT].")
 @click.option("--command-poll", type=float, help="With N coordinators: seconds between looks for queued commands [5] "
               "(a command made on another coordinator wakes this one at once by NOTIFY; this is the fallback).")
+@click.option("--telemetry-retention-days", type=float,
+              help="Keep telemetry rows this many days [0: for ever]. On PostgreSQL the leader drops "
+              "whole day partitions older than that (docs/DEPLOY.md).")
 def cloud(config_path: str | None, **flags: object) -> None:
     """Run the cloud coordinator: gateway sessions, the store, the operator API.
 
@@ -149,8 +154,14 @@ def _fleet_jobs(cfg: dict) -> object:
         minute_ms=int(cfg["metrics_minute_s"] * 1000),
         hour_ms=int(cfg["metrics_hour_s"] * 1000),
     )  # ConfigError names the tier that does not fit
+    keep_days = float(cfg["telemetry_retention_days"])
+    if keep_days < 0:
+        from common.errors import ConfigError
+
+        raise ConfigError(f"telemetry_retention_days must be 0 (keep for ever) or more, got {keep_days!r}")
     return FleetJobs(
         retention=retention,
+        telemetry_keep_ms=int(keep_days * 86_400_000) or None,
         retention_interval_s=float(cfg["retention_interval_s"]),
         config_push_s=float(cfg["config_push_s"]),
         ghost_after_s=float(cfg["ghost_after_s"]),

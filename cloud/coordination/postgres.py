@@ -106,12 +106,19 @@ def notify_commands(conn: sa.Connection, gateway_ids: Sequence[str], channel: st
         conn.execute(sa.text("SELECT pg_notify(:channel, :gw)"), {"channel": channel, "gw": gw})
 
 
-def stored_since(conn: sa.Connection, since_ms: int, limit: int) -> list[dict[str, Any]]:
-    """Telemetry stored (``received_ms``) at or after ``since_ms``, oldest first, with each device's site and gateway."""
+def stored_since(conn: sa.Connection, since_ms: int, limit: int,
+                 own: Sequence[int] = ()) -> tuple[list[dict[str, Any]], int | None]:
+    """Telemetry stored (``received_ms``) at or after ``since_ms``, oldest first, with each device's site and gateway,
+    but for the rows of the ingest transactions ``own`` (the leader fed those itself); and the newest arrival at or
+    after ``since_ms`` of any row, own ones included (None: none)."""
     q = sa.text('SELECT t.device_id, t.stream, t.seq, t.ts_ms, t.kind, t."values", t.received_ms, '
                 "d.site_id, d.gateway_id FROM telemetry t JOIN devices d ON d.device_id = t.device_id "
-                "WHERE t.received_ms >= :since ORDER BY t.received_ms LIMIT :limit")
-    return [dict(r) for r in conn.execute(q, {"since": since_ms, "limit": limit}).mappings()]
+                "WHERE t.received_ms >= :since AND (t.ingest_id IS NULL OR t.ingest_id <> ALL(CAST(:own AS bigint[]))) "
+                "ORDER BY t.received_ms LIMIT :limit")
+    rows = [dict(r) for r in conn.execute(q, {"since": since_ms, "limit": limit, "own": list(own)}).mappings()]
+    newest = conn.execute(sa.text("SELECT max(received_ms) FROM telemetry WHERE received_ms >= :since"),
+                          {"since": since_ms}).scalar()
+    return rows, None if newest is None else int(newest)
 
 
 def gateways_seen_since(conn: sa.Connection, since_ms: int) -> list[dict[str, Any]]:

@@ -11,8 +11,11 @@
 On PostgreSQL every coordinator runs the lease core (``cloud.coordination.lease``) with the
 claim statement on a thread of its own (never behind the store thread's backlog), listens on
 ``edgefleet_commands`` on a connection of its own (the wake-up; the core's command timer is the
-polling fallback), and the leader reads the telemetry every coordinator stored
-(``cloud.coordination.tail``) and hands it to ``on_tail``. On SQLite there is one coordinator:
+polling fallback), and the leader reads the telemetry the other coordinators stored
+(``cloud.coordination.tail``) and hands it to ``on_tail``: the batches it stored itself it notes inside
+their transactions (``own_ingest``, by ``ingest_id``) and feeds to its services as it commits them
+(``fed_here``), so its tail leaves their rows out; a new term forgets them (the new tail reads back).
+On SQLite there is one coordinator:
 it is the leader from the start, with token 0 and no fence, and ``on_tail`` is never called
 (its own batches are all there is).
 """
@@ -39,6 +42,7 @@ __all__ = ["Coordination"]
 
 log = logging.getLogger("edgefleet.cloud.coordination")
 TICK_S = 0.2
+OWN_KEPT_S = 60.0
 
 
 class Coordination:
@@ -76,6 +80,13 @@ class Coordination:
         self._stopping = threading.Event()
         self._listener: threading.Thread | None = None
         self._tail: TailCursor | None = None
+        # ingest transactions this leader stored and feeds to its services itself (the tail leaves their rows out):
+        # id -> (term, monotonic time noted); a new term or a step-down forgets them
+        self._own: dict[int, tuple[int, float]] = {}
+        self._own_lock = threading.Lock()
+        self._term = 0
+        self._term_start_ms = 0  # when this coordinator last became leader (wall clock, as received_ms)
+        self._arrived: dict[str, int] = {}  # gateway -> when its session came here (wall clock ms)
 
     @property
     def leader(self) -> bool:
@@ -144,13 +155,16 @@ class Coordination:
                     log.warning("lease release failed (it expires)", extra={"coordinator": self.id, "error": str(exc)})
             case BecameLeader(token):
                 self.counters["terms"] += 1
+                self._new_term()
                 # a new term reads back a few takeovers: outcomes the old leader stored but never saw are heard
                 back = int((self.core.settings.takeover_bound_s + 5.0) * 1000)
-                self._tail = TailCursor(int(time.time() * 1000) - back)
+                self._term_start_ms = int(time.time() * 1000)
                 log.info("leader", extra={"coordinator": self.id, "token": token})
-                self.on_lead(token)
+                self.on_lead(token)  # first: it holds the tail while it restores, so no batch is fed itself meanwhile
+                self._tail = TailCursor(int(time.time() * 1000) - back)
             case SteppedDown(token, reason):
                 self.counters["step_downs"] += 1
+                self._new_term()
                 self._tail = None
                 log.warning("stepped down", extra={"coordinator": self.id, "token": token, "reason": reason})
                 self.on_follow(reason)
@@ -225,6 +239,50 @@ class Coordination:
             except RuntimeError:  # the loop closed under us: the process is stopping
                 return
 
+    # -- the leader's own batches -------------------------------------------------------
+
+    def arrived(self, gateway_id: str, now_ms: int) -> None:
+        """On the loop, at a gateway's Hello: its session is here from ``now_ms`` (its earlier batches, stored
+        by another coordinator, reach the leader by the tail)."""
+        self._arrived[gateway_id] = now_ms
+
+    def own_ingest(self, ingest_id: int, gateway_ids: Sequence[str] = ()) -> None:
+        """On the store thread, inside an ingest transaction: the leader, not restoring, will feed the batch to its
+        services itself once committed (``fed_here``), so its tail leaves these rows out: read back, they cost the
+        leader as much as storing them did. Otherwise (a follower; a leader restoring) the tail reads them.
+
+        Only once the tail has handed out (by its slack) every row stored before this term began and before each
+        of these gateways came here: a device's records must reach the rollouts in order, and its earlier ones,
+        stored by another coordinator (or here before this term), come by the tail."""
+        tail = self._tail
+        if not self.multi or not self.core.leader or self.tail_held or tail is None:
+            return
+        since = max([self._term_start_ms, *(self._arrived.get(g, 0) for g in gateway_ids)])
+        if tail.newest - tail.slack_ms <= since:
+            return
+        now = time.monotonic()
+        with self._own_lock:
+            self._own[ingest_id] = (self._term, now)
+            if len(self._own) > 512:  # kept well past the tail's look-back (its slack, a few seconds)
+                self._own = {k: v for k, v in self._own.items() if now - v[1] < OWN_KEPT_S}
+
+    def fed_here(self, ingest_id: int | None) -> bool:
+        """On the loop, after the commit: does this leader feed that transaction's batches itself (its tail not)?"""
+        if not self.multi:
+            return True
+        with self._own_lock:
+            noted = self._own.get(ingest_id) if ingest_id is not None else None
+        return noted is not None and noted[0] == self._term and self.core.leader
+
+    def _own_ids(self) -> list[int]:
+        with self._own_lock:
+            return [k for k, (term, _) in self._own.items() if term == self._term]
+
+    def _new_term(self) -> None:
+        with self._own_lock:
+            self._term += 1
+            self._own.clear()
+
     # -- the leader's tail -------------------------------------------------------------
 
     async def _tail_loop(self) -> None:
@@ -234,13 +292,14 @@ class Coordination:
             if not self.core.leader or self.tail_held or tail is None:
                 continue
             seen_since = int(time.time() * 1000) - 2 * int(self.tail_s * 1000) - 1000
+            own = self._own_ids()
             try:
-                rows, gateways = await self._call(lambda: self._tx("reading stored telemetry", lambda c: (
-                    pg.stored_since(c, tail.since, tail.page), pg.gateways_seen_since(c, seen_since))))
+                (rows, newest), gateways = await self._call(lambda: self._tx("reading stored telemetry", lambda c: (
+                    pg.stored_since(c, tail.since, tail.page, own), pg.gateways_seen_since(c, seen_since))))
             except StoreError as exc:
                 log.warning("the leader's tail failed", extra={"coordinator": self.id, "error": str(exc)})
                 continue
-            fresh = tail.take(rows)
+            fresh = tail.take(rows, newest)
             if self._tail is tail and self.core.leader:
                 if gateways:
                     self.on_gateways(gateways)

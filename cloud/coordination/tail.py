@@ -10,8 +10,8 @@ each time would read every row slack/interval times over); a full page is follow
 arrival without looking back.
 
     tail = TailCursor(start_ms=now_ms)
-    rows = read(since=tail.since, limit=tail.page)     # the driver's query
-    fresh = tail.take(rows)                            # each (device, stream, seq) once
+    rows, newest = read(since=tail.since, limit=tail.page)   # the driver's query (without the leader's own rows)
+    fresh = tail.take(rows, newest)                          # each (device, stream, seq) once
 
 A record committed more than ``slack_ms`` after its ``received_ms`` was stamped would be missed;
 the store stamps ``received_ms`` inside the ingest transaction, which commits in well under that.
@@ -47,8 +47,9 @@ class TailCursor:
         self._seen: dict[tuple[str, str, int], int] = {}  # key -> received_ms, kept for the slack window
         self.taken = 0
 
-    def take(self, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """The rows of one read not handed out before, in arrival order; moves the cursor."""
+    def take(self, rows: Sequence[Mapping[str, Any]], newest_ms: int | None = None) -> list[Mapping[str, Any]]:
+        """The rows of one read not handed out before, in arrival order; moves the cursor. ``newest_ms``: the newest
+        arrival the read saw among rows it left out (the leader's own, which it handed out itself)."""
         fresh = []
         for r in rows:
             key = (r["device_id"], r["stream"], int(r["seq"]))
@@ -58,6 +59,8 @@ class TailCursor:
             fresh.append(r)
         if rows:
             self.newest = max(self.newest, max(int(r["received_ms"]) for r in rows))
+        if newest_ms is not None:
+            self.newest = max(self.newest, newest_ms)
         full = len(rows) >= self.page
         last = int(rows[-1]["received_ms"]) if rows else self.newest
         # a full page: go on from its last arrival (rows sharing it are deduplicated); else look back the slack

@@ -7,6 +7,9 @@
 Jobs (each runs its store work on the cloud's one store thread, never on the loop):
 
     retention      every ``retention_interval_s``: ``MetricRecords.apply_retention`` (raw, minute, hour tiers)
+    partitions     at start and every ``partitions_interval_s``: ``TelemetryPartitions.maintain``: telemetry's
+                   day partitions (PostgreSQL) made ``partitions_ahead_days`` ahead, and telemetry retention
+                   (``telemetry_keep_ms``; None keeps everything): old day partitions dropped whole
     config push    every ``config_push_s``: desired configs that changed (a layer, a group's members,
                    a device's inventory moving it into a dynamic group) are recorded and queued as
                    ``config`` commands (``cloud.fleet.config_push``), then pushed to connected gateways
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
     from cloud.alerts.service import AlertService
     from cloud.fleet.ports import Stores
 
-__all__ = ["FleetJobs", "RunningJobs", "start_fleet_jobs"]
+__all__ = ["DEFAULT_TELEMETRY_KEEP_MS", "FleetJobs", "RunningJobs", "start_fleet_jobs"]
 
 log = logging.getLogger("edgefleet.cloud.fleet")
 
@@ -55,10 +58,18 @@ class RunningJobs:
         self.scheduler.shutdown(wait=False)
 
 
+DEFAULT_TELEMETRY_KEEP_MS: int | None = None
+"""Telemetry rows are kept for ever unless the operator sets a retention: the cutoff is by the record's sample
+time, so a default would silently delete the data of a device whose clock is far behind."""
+
+
 @dataclass(frozen=True)
 class FleetJobs:
     retention: Retention = field(default_factory=lambda: DEFAULT_RETENTION)
     retention_interval_s: float = 300.0
+    telemetry_keep_ms: int | None = DEFAULT_TELEMETRY_KEEP_MS
+    partitions_interval_s: float = 3600.0
+    partitions_ahead_days: int = 3
     config_push_s: float = 30.0
     refresh_s: float = 30.0
     ghost_after_s: float = DEFAULT_GHOST_S  # `devices ghosts` default; the alert's threshold is its rule's
@@ -72,7 +83,7 @@ def start_fleet_jobs(
     on_command: Callable[[str, int], None],
     now_ms: Callable[[], int],
 ) -> RunningJobs:
-    """Start the scheduler with the three jobs on the running loop, and the retire hook; ``stop()`` ends both."""
+    """Start the scheduler with the four jobs on the running loop, and the retire hook; ``stop()`` ends both."""
     loop = asyncio.get_running_loop()
 
     async def on_store(fn: Callable[[], Any], what: str) -> Any:
@@ -86,6 +97,13 @@ def start_fleet_jobs(
         deleted = await on_store(lambda: store.metrics.apply_retention(jobs.retention, now_ms()), "metric retention failed")
         if deleted and any(deleted.values()):
             log.info("metric retention", extra={f"deleted_{k}": v for k, v in deleted.items()})
+
+    async def partitions() -> None:
+        done = await on_store(lambda: store.partitions.maintain(now_ms(), jobs.telemetry_keep_ms,
+                                                                jobs.partitions_ahead_days),
+                              "telemetry partitions and retention failed")
+        if done and any(done.values()):
+            log.info("telemetry partitions and retention", extra={f"telemetry_{k}": v for k, v in done.items()})
 
     async def config_push() -> None:
         result = await on_store(lambda: push_configs(store.fleet, store.commands, now_ms()), "config push failed")
@@ -120,11 +138,13 @@ def start_fleet_jobs(
     scheduler = AsyncIOScheduler(event_loop=loop)
     scheduler.add_job(retention, "interval", seconds=jobs.retention_interval_s, id="retention", coalesce=True,
                       max_instances=1)
+    scheduler.add_job(partitions, "interval", seconds=jobs.partitions_interval_s, id="partitions", coalesce=True,
+                      max_instances=1)
     scheduler.add_job(config_push, "interval", seconds=jobs.config_push_s, id="config_push", coalesce=True,
                       max_instances=1)
     scheduler.add_job(fleet_inputs, "interval", seconds=jobs.refresh_s, id="fleet_inputs", coalesce=True,
                       max_instances=1)
     scheduler.start()
-    for job in (fleet_inputs, config_push):  # and once now, not only after the first interval
+    for job in (partitions, fleet_inputs, config_push):  # and once now, not only after the first interval
         loop.create_task(job())
     return RunningJobs(scheduler, retired)

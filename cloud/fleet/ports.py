@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from cloud.fleet.rollup import Retention
 
-__all__ = ["CommandRecords", "DeviceRecords", "FleetRecords", "MetricRecords", "ReleaseRecords", "Stores"]
+__all__ = ["CommandRecords", "DeviceRecords", "FleetRecords", "MetricRecords", "ReleaseRecords", "Stores", "TelemetryPartitions"]
 
 
 class FleetRecords(Protocol):
@@ -53,6 +53,10 @@ class MetricRecords(Protocol):
     def apply_retention(self, retention: Retention, now_ms: int) -> dict[str, int]: ...
 
 
+class TelemetryPartitions(Protocol):
+    def maintain(self, now_ms: int, keep_ms: int | None, ahead_days: int = 3) -> dict[str, int]: ...
+
+
 class ReleaseRecords(Protocol):
     def list_releases(self, state: str | None = None) -> list[dict[str, Any]]: ...
 
@@ -74,3 +78,6 @@ class Stores(Protocol):
 
     @property
     def releases(self) -> ReleaseRecords: ...
+
+    @property
+    def partitions(self) -> TelemetryPartitions: ...

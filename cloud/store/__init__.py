@@ -17,6 +17,7 @@ One repository per feature, each handed to the service that uses it:
     rollouts.py    rollouts and the devices they target
     fleet.py       inventory, tags, groups, lifecycle and its history, layered and desired/applied config
     metrics.py     the metric backlog and its follower; raw metric points, their minute/hour rollups, retention
+    partitions.py  telemetry by day on PostgreSQL (partitions made ahead, dropped whole) and telemetry retention
     security.py    operators, tokens, claims, identities, revocation lists, the audit log (and their tables)
 """
 

@@ -12,7 +12,8 @@ driver, no Core per row); the cursor's rowcount is that group's stored count.
 
 PostgreSQL: every group's rows go by ``COPY`` (psycopg 3) into a temporary staging table (one per
 connection, emptied at commit), then ONE set-based ``INSERT .. SELECT .. ON CONFLICT DO NOTHING`` into
-``telemetry``. When its rowcount says every row was new (the common case), each group stored all of its
+``telemetry``, partitioned by day of ``ts_ms`` there (``cloud.store.partitions``): its key is
+(device_id, stream, seq, ts_ms), and a resent record keeps its ``ts_ms``, so it meets its first copy. When its rowcount says every row was new (the common case), each group stored all of its
 rows; otherwise the rows tagged with this transaction's ``ingest_id`` are counted per group.
 """
 
@@ -41,11 +42,11 @@ _STAGE_DDL = (
 )
 _PG_MOVE = (
     f"INSERT INTO telemetry ({_COLUMNS}, ingest_id) SELECT {_COLUMNS}, %s FROM {_STAGE}"
-    " ON CONFLICT (device_id, stream, seq) DO NOTHING"
+    " ON CONFLICT (device_id, stream, seq, ts_ms) DO NOTHING"
 )
 _PG_COUNT = (
     f"SELECT s.grp, count(*) FROM {_STAGE} s JOIN telemetry t ON t.device_id = s.device_id AND t.stream = s.stream"
-    " AND t.seq = s.seq WHERE t.ingest_id = %s GROUP BY s.grp"
+    " AND t.seq = s.seq AND t.ts_ms = s.ts_ms WHERE t.ingest_id = %s GROUP BY s.grp"
 )
 _dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=True).encode  # what SQLAlchemy's JSON type writes
 

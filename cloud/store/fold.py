@@ -1,10 +1,12 @@
 """The metrics follower's fold as set-based SQL: stored ``metrics`` rows to raw points and rollups, in the database.
 
-    rows = fold(conn, [{"d": device_id, "s": stream, "a": first_seq, "b": last_seq, "id": ingest_id}, ...])
+    rows = fold(conn, [{"d": device_id, "s": stream, "a": first_seq, "b": last_seq, "id": ingest_id,
+                        "lo": first_ts_ms, "hi": last_ts_ms}, ...])   # lo, hi None: any sample time
 
 A few statements over three temporary tables, whatever the number of rows: the telemetry rows each
-range names (tagged with its ``ingest_id``) are copied out, their numeric values become samples
-(``json_each`` on SQLite, ``jsonb_each`` on PostgreSQL; the wire admits only finite numbers and
+range names (tagged with its ``ingest_id``; on PostgreSQL within the specs' sample times too, so only the
+day partitions of ``telemetry`` they fall in are read, ``cloud.store.partitions``) are copied out, their
+numeric values become samples (``json_each`` on SQLite, ``jsonb_each`` on PostgreSQL; the wire admits only finite numbers and
 strings, so every number is a sample), the samples become raw points (``ON CONFLICT DO NOTHING``: the
 first of one (device, metric, ms) is kept) and are grouped into minute buckets, the minutes into hour
 buckets, each merged into the stored ones (count and sum added, min and max kept). No value passes
@@ -71,7 +73,7 @@ _POSTGRES = {
         'INSERT INTO pg_temp.fold_rows SELECT t.device_id, t.ts_ms, t."values"'
         " FROM jsonb_to_recordset(CAST(:specs AS jsonb)) AS r(d text, s text, a bigint, b bigint, id bigint)"
         " JOIN telemetry t ON t.device_id = r.d AND t.stream = r.s AND t.seq BETWEEN r.a AND r.b AND t.ingest_id = r.id"
-        " WHERE t.kind = 'metrics'"
+        " WHERE t.kind = 'metrics' AND t.ts_ms BETWEEN :lo AND :hi"  # the partitions of these times only
     ),
     "samples": (
         "INSERT INTO pg_temp.fold_samples SELECT f.device_id, j.key, f.ts_ms, (j.value)::float8"
@@ -101,7 +103,10 @@ def fold(conn: sa.Connection, specs: Sequence[Mapping[str, Any]]) -> int:
     sql = _SQLITE if conn.dialect.name == "sqlite" else _POSTGRES
     for statement in sql["tables"]:
         conn.exec_driver_sql(statement)
-    rows = conn.execute(sa.text(sql["rows"]), {"specs": json.dumps(list(specs))}).rowcount
+    lows, highs = [spec.get("lo") for spec in specs], [spec.get("hi") for spec in specs]
+    bounded = None not in lows and None not in highs
+    lo, hi = (min(lows), max(highs)) if bounded and specs else (-(2**63), 2**63 - 1)
+    rows = conn.execute(sa.text(sql["rows"]), {"specs": json.dumps(list(specs)), "lo": lo, "hi": hi}).rowcount
     if rows:
         conn.execute(sa.text(sql["samples"]))
         conn.execute(sa.text(sql["points"]))

@@ -47,17 +47,25 @@ class MetricRecords:
     def backlog_in(self, conn: sa.Connection, rows: Sequence[Row], now_ms: int) -> int:
         """In ingest's transaction: the ``metric_backlog`` entry for telemetry ``rows`` about to be stored; its id
         tags them (``telemetry.ingest_id``). It names where the ``metrics`` rows lie, per (device, stream)."""
-        spans: dict[tuple[str, str], list[int]] = {}
-        for device_id, stream, seq, _, kind, _, _ in rows:
+        spans: dict[tuple[str, str], list[Any]] = {}  # [first seq, last seq, first ts_ms, last ts_ms]
+        for device_id, stream, seq, ts_ms, kind, _, _ in rows:
             if kind == METRICS_KIND:
                 span = spans.get((device_id, stream))
                 if span is None:
-                    spans[(device_id, stream)] = [seq, seq]
-                elif seq < span[0]:
+                    spans[(device_id, stream)] = [seq, seq, ts_ms, ts_ms]
+                    continue
+                if seq < span[0]:
                     span[0] = seq
                 elif seq > span[1]:
                     span[1] = seq
-        ranges = [[d, s, a, b] for (d, s), (a, b) in sorted(spans.items())]
+                if ts_ms is None or span[2] is None:  # no time (a row the insert refuses): no bound
+                    span[2] = span[3] = None
+                elif ts_ms < span[2]:
+                    span[2] = ts_ms
+                elif ts_ms > span[3]:
+                    span[3] = ts_ms
+        # the sample times bound the fold's join: on PostgreSQL it reads only the day partitions they fall in
+        ranges = [[d, s, *span] for (d, s), span in sorted(spans.items())]
         ins = sa.insert(metric_backlog).values(ranges=ranges, received_ms=now_ms).returning(metric_backlog.c.id)
         return int(conn.execute(ins).scalar_one())
 
@@ -75,8 +83,10 @@ class MetricRecords:
             for entry_id, ranges in conn.execute(query).all():
                 if done and span >= max_rows:
                     break
-                for device_id, stream, first, last in ranges:
-                    specs.append({"d": device_id, "s": stream, "a": first, "b": last, "id": entry_id})
+                for device_id, stream, first, last, *times in ranges:  # no times: an entry of rebuild or before
+                    lo, hi = times if times else (None, None)
+                    specs.append({"d": device_id, "s": stream, "a": first, "b": last, "id": entry_id, "lo": lo,
+                                  "hi": hi})
                     span += last - first + 1
                 done.append(entry_id)
             if not done:
@@ -122,8 +132,9 @@ class MetricRecords:
         return len(spans)
 
     def fold_in(self, conn: sa.Connection, specs: Sequence[Mapping[str, Any]]) -> int:
-        """Points and rollups of the stored rows ``specs`` name ({"d", "s", "a", "b", "id"}: device, stream, seq
-        range, ingest_id), in the caller's transaction, which folds each once; the rows folded."""
+        """Points and rollups of the stored rows ``specs`` name ({"d", "s", "a", "b", "id", "lo", "hi"}: device,
+        stream, seq range, ingest_id, sample times or None), in the caller's transaction, which folds each once;
+        the rows folded."""
         return fold(conn, specs)
 
     def metric_series(

@@ -12,7 +12,7 @@ current shape lives in ``schema.py`` and may move on; a step, once released,
 never changes. To change the schema, append a ``Migration`` and update
 ``schema.py`` to match.
 
-Why one module of ~520 lines: it is the database's history, one frozen step after
+Why one module of ~610 lines: it is the database's history, one frozen step after
 another, read top to bottom like a changelog; the runner at the end is a few lines.
 Spreading the steps over modules would only hide their order.
 """
@@ -543,6 +543,29 @@ def _v10_coordination(conn: sa.Connection) -> None:
     conn.execute(sa.text("CREATE INDEX telemetry_received ON telemetry (received_ms)"))
 
 
+def _v11_telemetry_by_day(conn: sa.Connection) -> None:
+    """PostgreSQL: ``telemetry`` partitioned by range of ``ts_ms`` (the record's sample time, which a resend
+    keeps), keyed by (device_id, stream, seq, ts_ms) as a partitioned table's key must hold the partition key;
+    every existing row goes to the DEFAULT partition (day partitions are made ahead by the leader,
+    ``cloud.store.partitions``). SQLite keeps its one table: nothing changes there."""
+    if conn.dialect.name != "postgresql":
+        return
+    columns = 'device_id, stream, seq, ts_ms, kind, "values", received_ms, ingest_id'
+    for ddl in (
+        "CREATE TABLE telemetry_by_day (device_id VARCHAR(128) NOT NULL, stream VARCHAR(16) NOT NULL,"
+        ' seq BIGINT NOT NULL, ts_ms BIGINT NOT NULL, kind VARCHAR(128) NOT NULL, "values" JSONB NOT NULL,'
+        " received_ms BIGINT NOT NULL, ingest_id BIGINT) PARTITION BY RANGE (ts_ms)",
+        "CREATE TABLE telemetry_default PARTITION OF telemetry_by_day DEFAULT",
+        f"INSERT INTO telemetry_by_day ({columns}) SELECT {columns} FROM telemetry",
+        "DROP TABLE telemetry",  # with telemetry_pkey and telemetry_received
+        "ALTER TABLE telemetry_by_day RENAME TO telemetry",
+        "ALTER TABLE telemetry ADD CONSTRAINT telemetry_pkey PRIMARY KEY (device_id, stream, seq, ts_ms)",
+        "CREATE INDEX telemetry_received ON telemetry (received_ms)",
+    ):
+        conn.exec_driver_sql(ddl)
+    conn.exec_driver_sql("ANALYZE telemetry")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "sites, gateways, devices and telemetry", _v1_initial),
     Migration(2, "telemetry streams, gaps, gateway status and commands", _v2_streams_gaps_status_commands),
@@ -554,6 +577,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "DDI devices' TargetTokens", _v8_ddi_tokens),
     Migration(9, "metric follower: telemetry.ingest_id and metric_backlog", _v9_metric_follower),
     Migration(10, "coordination: leader lease, gateway sessions, telemetry by arrival", _v10_coordination),
+    Migration(11, "telemetry partitioned by day on PostgreSQL", _v11_telemetry_by_day),
 )
 """Every migration, oldest first; versions are 1, 2, 3... with no gaps."""
 

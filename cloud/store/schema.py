@@ -104,7 +104,9 @@ devices = sa.Table(
     sa.Column("state", sa.String(16), nullable=False, server_default="active"),
 )
 
-# the primary key (device_id, stream, seq) is what makes ingest at-most-once per record
+# the primary key (device_id, stream, seq) is what makes ingest at-most-once per record. On PostgreSQL the
+# table is partitioned by day of ts_ms (migration 11, cloud.store.partitions) and its key is
+# (device_id, stream, seq, ts_ms): a resent record keeps its ts_ms, so it is still stored once
 telemetry = sa.Table(
     "telemetry",
     metadata,

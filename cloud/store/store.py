@@ -4,6 +4,7 @@
     store.telemetry.ingest("gw-1", "site-a", records, now_ms)      # what gateways forward
     store.commands.create_command("d1", "reboot", {}, expires_ms, now_ms)
     store.alerts / .releases / .rollouts / .fleet / .metrics / .security
+    store.partitions.maintain(now_ms, keep_ms)                     # telemetry day partitions and retention
     store.close()
 
 Each service is handed the repositories it uses (``ReleaseService(store.releases, ...)``,
@@ -31,6 +32,7 @@ from cloud.store.database import Database
 from cloud.store.ddi import DdiRecords
 from cloud.store.fleet import FleetRecords
 from cloud.store.metrics import MetricRecords
+from cloud.store.partitions import TelemetryPartitions
 from cloud.store.releases import ReleaseRecords
 from cloud.store.rollouts import RolloutRecords
 from cloud.store.security import SecurityRecords
@@ -53,6 +55,7 @@ class Store:
         self.metrics = MetricRecords(db)
         self.security = SecurityRecords(db)
         self.ddi = DdiRecords(db)
+        self.partitions = TelemetryPartitions(db)
         self.telemetry = TelemetryRecords(
             db, commands=self.commands, fleet=self.fleet, metrics=self.metrics, alerts=self.alerts
         )

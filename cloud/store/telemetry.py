@@ -18,8 +18,8 @@ acknowledgement to a gateway waits only for the telemetry rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,7 +39,7 @@ from common.protocol.messages import ForwardRecord
 __all__ = ["Batch", "IngestResult", "TelemetryRecords"]
 
 Batch = tuple[str, str, Sequence[ForwardRecord]]  # (gateway_id, site, records): one forwarded batch
-_TAG = sa.text("SELECT ingest_id FROM telemetry WHERE device_id = :d AND stream = :s AND seq = :q")
+_TAG = sa.text("SELECT ingest_id FROM telemetry WHERE device_id = :d AND stream = :s AND seq = :q AND ts_ms = :t")
 _ROW_KEYS = ("device_id", "stream", "seq", "ts_ms", "kind", "values", "received_ms")
 
 
@@ -65,6 +65,8 @@ class IngestResult:
     rejected: tuple[str, ...] = ()
     site_alerts: tuple[dict[str, Any], ...] = ()  # alerts raised at a site, new to the store: to announce
     refused_commands: tuple[tuple[str, int, str], ...] = ()  # (device, seq, why): a device refused to run it, newly
+    # the id tagging the rows of the batch's transaction (None: no telemetry); a tag, not an outcome: not compared
+    ingest_id: int | None = field(default=None, compare=False)
 
 
 class TelemetryRecords:
@@ -77,6 +79,9 @@ class TelemetryRecords:
         self._db = db
         self._commands, self._fleet, self._metrics, self._alerts = commands, fleet, metrics, alerts
         self._site_upsert, self._gateway_upsert, self._device_upsert = ingest_upserts(db)
+        # called with each ingest transaction's id inside it, before its commit, unless it refused a record (the
+        # leader notes its own rows, whose records it feeds itself: cloud.coordination.runtime.own_ingest)
+        self.on_ingest_id: Callable[[int, Sequence[str]], None] | None = None  # (ingest_id, gateway ids)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -109,15 +114,18 @@ class TelemetryRecords:
             self._upsert_gateways(conn, [(gw, site) for gw, site, _ in batches], now_ms)
             self._upsert_devices(conn, batches, plans, now_ms)
             stored = [0] * len(batches)
+            ingest_id = None
             if seen:
                 ingest_id = self._metrics.backlog_in(conn, [row for rows in groups for row in rows], now_ms)
+                if self.on_ingest_id is not None and not any(refused) and not any(p.rejected for p in plans):
+                    self.on_ingest_id(ingest_id, [gw for gw, _, _ in batches])  # (else: left to the tail)
                 stored = write_telemetry(conn, groups, ingest_id)
                 # inventory and applied config only from rows this transaction stored (tagged with its id)
                 reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
-                self._fleet.ingest_in(conn, [_as_dict(r) for r in reports
-                                             if conn.execute(_TAG, dict(zip(("d", "s", "q"), r))).scalar() == ingest_id], now_ms)
+                mine = [r for r in reports if conn.execute(_TAG, dict(zip(("d", "s", "q", "t"), r))).scalar() == ingest_id]
+                self._fleet.ingest_in(conn, [_as_dict(r) for r in mine], now_ms)
             results = [
-                self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i])
+                replace(self._reports_in(conn, gateway_id, plan, stored[i], now_ms, refused[i]), ingest_id=ingest_id)
                 for i, ((gateway_id, _, _), plan) in enumerate(zip(batches, plans))
             ]
         return results

@@ -110,6 +110,12 @@ def test_a_full_page_is_followed_from_its_last_arrival() -> None:
     assert tail.since == 7
 
 
+def test_the_newest_arrival_of_rows_left_out_moves_the_cursor_on() -> None:
+    tail = TailCursor(10_000, slack_ms=3000, page=100, short_ms=250, sweep_every=8)
+    assert tail.take([], 12_000) == [] and tail.since == 11_750  # the leader's own rows up to 12_000: not read again
+    assert tail.take([], None) == [] and tail.since == 11_750
+
+
 def test_batches_group_tailed_rows_by_site_and_gateway() -> None:
     out = batches([row("a", 1, 1), row("b", 1, 2, site="s2", gw="g2"), row("a", 2, 3)])
     assert sorted(out) == [("s1", "g1"), ("s2", "g2")]

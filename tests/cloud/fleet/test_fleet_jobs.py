@@ -71,7 +71,7 @@ class JobRuns:
 
 
 @pytest.mark.anyio
-async def test_jobs_push_config_feed_alerts_apply_retention_and_forget_retired(tmp_path) -> None:
+async def test_jobs_push_config_feed_alerts_apply_both_retentions_and_forget_retired(tmp_path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'cloud.db'}")
     store.telemetry.ingest("gw-1", "s", [ForwardRecord("d1", "bulk", 1, T0, "metrics", {"t": 1.0}),
                                ForwardRecord("d2", "bulk", 1, T0, "metrics", {})], T0)
@@ -83,7 +83,7 @@ async def test_jobs_push_config_feed_alerts_apply_retention_and_forget_retired(t
     thread = ThreadPoolExecutor(1)
     held = HeldReads(store)
     jobs = FleetJobs(retention=Retention(60_000, 3_600_000, 86_400_000), retention_interval_s=0.05,
-                     config_push_s=0.05, refresh_s=0.05)
+                     telemetry_keep_ms=7 * 86400_000, partitions_interval_s=0.05, config_push_s=0.05, refresh_s=0.05)
     running = start_fleet_jobs(jobs, held, thread, alerts, lambda d, s: pushed.append((d, s)), lambda: now[0])
     runs = JobRuns(running)
     ran = runs.signal
@@ -93,6 +93,8 @@ async def test_jobs_push_config_feed_alerts_apply_retention_and_forget_retired(t
         assert [c["name"] for c in store.commands.list_commands("d1")] == ["config"]
         await until_signalled(lambda: store.metrics.metric_series(["d1"], 0, now[0], "raw") == [], "raw retention",
                               signal=ran)
+        await until_signalled(lambda: store.telemetry.telemetry_summary()["rows"] == 0, "telemetry retention",
+                              signal=ran)  # the rows of T0 are 8 days old, kept 7
 
         def ghosts() -> set[str]:
             alerts.tick(now[0])  # the cloud's alert timer does this every second

@@ -66,7 +66,7 @@ def test_one_transaction_writes_one_backlog_entry_naming_its_metric_rows(store: 
     with store.engine.connect() as conn:
         [(ranges,)] = conn.execute(sa.text("SELECT ranges FROM metric_backlog")).all()
     ranges = ranges if isinstance(ranges, list) else __import__("json").loads(ranges)
-    assert ranges == [["d1", "bulk", 3, 8], ["d2", "bulk", 1, 2]]
+    assert ranges == [["d1", "bulk", 3, 8, 1003, 1008], ["d2", "bulk", 1, 2, 1001, 1002]]  # seqs, sample times
     assert store.metrics.follow() == 8
 
 

@@ -1,0 +1,75 @@
+"""The leader's own batches on a real PostgreSQL: it notes their ingest ids inside their transactions, feeds
+them itself, and its tail leaves their rows out (reading them back cost it as much as storing them); a
+follower's rows, the leader's own while it restores or after a new term, and a gateway's batches until the tail
+has handed out those stored before it came here, are read by the tail (a device's records arrive in order)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.coordination import postgres as pg
+from cloud.coordination.lease import BecameLeader
+from cloud.coordination.runtime import Coordination
+from cloud.coordination.tail import TailCursor
+from cloud.store import Store
+from common.protocol.messages import ForwardRecord
+from tests.cloud.store.test_store import store_url  # noqa: F401  (a fresh PostgreSQL schema per test)
+
+pytestmark = pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+
+
+def recs(device: str, seqs: range) -> list[ForwardRecord]:
+    return [ForwardRecord(device, "bulk", q, 1_000 + q, "metrics", {"t": q}) for q in seqs]
+
+
+def lead(coord: Coordination, tail_at_ms: int) -> None:
+    """The lease core granted a term (as the lease loop makes it); the tail has handed out rows up to
+    ``tail_at_ms``."""
+    coord.core.tick(0.0)  # a Claim
+    [became] = coord.core.granted(1, 0.0, 0.0)
+    assert isinstance(became, BecameLeader)
+    coord._new_term()
+    coord._tail = TailCursor(0)
+    coord._tail.take([], tail_at_ms)
+
+
+def test_the_tail_leaves_out_the_leaders_own_batches_and_still_moves_past_them(store_url: str) -> None:
+    with Store.open(store_url) as leader_store, Store.open(store_url) as follower_store:
+        coord = Coordination(leader_store.db, "c1")
+        leader_store.telemetry.on_ingest_id = coord.own_ingest
+        before = leader_store.telemetry.ingest("gw-1", "s", recs("early", range(1, 3)), 10)  # not leading yet
+        lead(coord, 10_000)
+        own = leader_store.telemetry.ingest("gw-1", "s", recs("mine", range(1, 4)), 20)
+        other = follower_store.telemetry.ingest("gw-2", "s2", recs("theirs", range(1, 3)), 30)
+        assert not coord.fed_here(before.ingest_id) and coord.fed_here(own.ingest_id)
+        assert not coord.fed_here(other.ingest_id)  # stored by another coordinator
+        with leader_store.db.transaction("tail") as conn:
+            rows, newest = pg.stored_since(conn, 0, 100, coord._own_ids())
+        assert sorted((r["device_id"], r["seq"]) for r in rows) == [("early", 1), ("early", 2), ("theirs", 1),
+                                                                      ("theirs", 2)]
+        assert newest == 30
+        # a batch with a record the store refused (a device of another site) is left to the tail, which reads
+        # only what was stored
+        forged = leader_store.telemetry.ingest("gw-1", "s", recs("theirs", range(3, 4)) + recs("mine", range(4, 5)), 35)
+        assert forged.rejected and forged.stored == 1 and not coord.fed_here(forged.ingest_id)
+        coord.tail_held = True  # a new leader restoring: its batches meanwhile are read by the tail, not fed by it
+        held = leader_store.telemetry.ingest("gw-1", "s", recs("held", range(1, 2)), 40)
+        assert not coord.fed_here(held.ingest_id)
+        coord.tail_held = False
+        coord._new_term()  # stepped down or a new term: nothing is its own any more, the tail reads everything
+        assert not coord.fed_here(own.ingest_id) and coord._own_ids() == []
+
+
+def test_a_gateway_new_here_is_left_to_the_tail_until_it_handed_out_the_gateways_earlier_rows(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        coord = Coordination(store.db, "c1")
+        store.telemetry.on_ingest_id = coord.own_ingest
+        lead(coord, 10_000)
+        coord.arrived("gw-9", 8_000)  # its batches before 8_000 were stored by another coordinator
+        first = store.telemetry.ingest("gw-9", "s", recs("d9", range(1, 3)), 8_100)
+        with_it = store.telemetry.ingest_many([("gw-1", "s", recs("d1", range(1, 2))),
+                                               ("gw-9", "s", recs("d9", range(3, 4)))], 8_200)[0]
+        assert not coord.fed_here(first.ingest_id) and not coord.fed_here(with_it.ingest_id)
+        assert coord.fed_here(store.telemetry.ingest("gw-1", "s", recs("d1", range(2, 3)), 8_300).ingest_id)
+        coord._tail.take([], 11_001)  # the tail handed out everything stored up to 8_001 (its slack is 3 s)
+        assert coord.fed_here(store.telemetry.ingest("gw-9", "s", recs("d9", range(4, 5)), 11_100).ingest_id)
