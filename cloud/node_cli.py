@@ -38,7 +38,7 @@ DEFAULTS = {
     "metrics_hour_s": 90 * 24 * 3600,
     "retention_interval_s": 300,
     # telemetry rows are kept this many days (0: for ever); on PostgreSQL whole day partitions are dropped
-    "telemetry_retention_days": 0,
+    "telemetry_retention_days": 0.0,
     "config_push_s": 30,
     "ghost_after_s": 7 * 24 * 3600,
     "console": True,  # the operator console on the API's port
