@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from simulations.fleet import ProcFleet
-from tests.cloud.store.test_store import pg_unreachable
+from tests.postgres import pg_unreachable
 from tests.waits import until_true
 
 pytestmark = pytest.mark.integration

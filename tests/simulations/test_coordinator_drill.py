@@ -3,35 +3,17 @@ smaller: two coordinators over a PostgreSQL database of its own, the leader SIGK
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from simulations.rollout_drill import run_rollout_drill
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
+from tests.postgres import fresh_database
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    admin = sa.create_engine(f"{PG_SERVER}/test", isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_SERVER} is unreachable: {exc.orig}")
-    name = f"edgefleet_ha_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"  # as an operator writes it (the drill picks psycopg)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
+    with fresh_database() as url:
+        yield url.replace("postgresql+psycopg://", "postgresql://", 1)  # as an operator writes it (the drill picks psycopg)
 
 
 def test_killing_the_leader_twice_loses_nothing_and_the_rollout_completes(tmp_path, database: str) -> None:

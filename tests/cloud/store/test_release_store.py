@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from cloud.store import Store
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.postgres import fresh_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -21,24 +18,12 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[Store]:
         yield s
         s.close()
         return
-    admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_SERVER} is unreachable: {exc.orig}")
-    schema = f"ef_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    s = Store.open(f"{PG_SERVER}?options=-csearch_path%3D{schema}")
-    try:
-        yield s
-    finally:
-        s.close()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with fresh_schema() as url:
+        s = Store.open(url)
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 def _release(

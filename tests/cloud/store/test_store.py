@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,19 +15,7 @@ from cloud.store.migrations import migrate
 from cloud.store.schema import metadata, schema_version, telemetry
 from common.errors import StoreError
 from common.protocol.messages import ForwardRecord
-
-PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def pg_unreachable(why: str) -> None:
-    """Skip a PostgreSQL leg, or fail it where it must run (CI sets EDGEFLEET_REQUIRE_POSTGRES=1: .ci/run)."""
-    if os.environ.get("EDGEFLEET_REQUIRE_POSTGRES") == "1":
-        pytest.fail(f"{why} (EDGEFLEET_REQUIRE_POSTGRES=1: the PostgreSQL leg must run)")
-    pytest.skip(why)
-
-
-def _pg_admin() -> sa.Engine:
-    return sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+from tests.postgres import fresh_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,22 +24,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'cloud.db'}"
         return
-    admin = _pg_admin()
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pg_unreachable(f"PostgreSQL at {PG_SERVER} is unreachable: {exc.orig}")
-    schema = f"ef_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{PG_SERVER}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with fresh_schema() as url:
+        yield url
 
 
 @pytest.fixture
