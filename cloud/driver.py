@@ -170,8 +170,12 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 rollouts.observe_batch(effect.site, effect.records)
             elif coord.fed_here(result.ingest_id):  # the leader's own batch: its tail leaves these rows out
                 records = [r for r in effect.records if r.seq > 0]  # what the tail would read (status: from gateways)
-                alerts.observe_batch(effect.gateway_id, records, _now_ms())
-                rollouts.observe_batch(effect.site, records)
+
+                def feed() -> None:
+                    alerts.observe_batch(effect.gateway_id, records, _now_ms())
+                    rollouts.observe_batch(effect.site, records)
+
+                coord.feed_own(result.ingest_id, effect.gateway_id, feed)  # in order after the tail's earlier rows
             # else: the leader (this coordinator or another) hears the batch from its tail (on_tail)
             refused_ddi = [r for r in effect.records if r.seq == 0 and r.kind == "ddi.refused"]
             if refused_ddi and security is not None:  # a gateway refused DDI requests: unknown or revoked tokens

@@ -14,7 +14,9 @@ claim statement on a thread of its own (never behind the store thread's backlog)
 polling fallback), and the leader reads the telemetry the other coordinators stored
 (``cloud.coordination.tail``) and hands it to ``on_tail``: the batches it stored itself it notes inside
 their transactions (``own_ingest``, by ``ingest_id``) and feeds to its services as it commits them
-(``fed_here``), so its tail leaves their rows out; a new term forgets them (the new tail reads back).
+(``fed_here``, ``feed_own``: held back, per gateway, until the tail has handed out what was stored before the
+term began or the gateway came here), so its tail never reads their rows; a new term forgets them (the new
+tail reads back).
 On SQLite there is one coordinator:
 it is the leader from the start, with token 0 and no fence, and ``on_tail`` is never called
 (its own batches are all there is).
@@ -29,6 +31,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -42,7 +45,6 @@ __all__ = ["Coordination"]
 
 log = logging.getLogger("edgefleet.cloud.coordination")
 TICK_S = 0.2
-OWN_KEPT_S = 60.0
 
 
 class Coordination:
@@ -81,8 +83,10 @@ class Coordination:
         self._listener: threading.Thread | None = None
         self._tail: TailCursor | None = None
         # ingest transactions this leader stored and feeds to its services itself (the tail leaves their rows out):
-        # id -> (term, monotonic time noted); a new term or a step-down forgets them
-        self._own: dict[int, tuple[int, float]] = {}
+        # id -> (term, wall clock ms noted, the arrival its feed waits for); a new term or a step-down forgets them
+        self._own: dict[int, tuple[int, int, int]] = {}
+        # gateway -> its own batches waiting for the tail to hand out earlier rows: (term, since, feed), in order
+        self._held_back: dict[str, deque[tuple[int, int, Callable[[], None]]]] = {}
         self._own_lock = threading.Lock()
         self._term = 0
         self._term_start_ms = 0  # when this coordinator last became leader (wall clock, as received_ms)
@@ -247,24 +251,29 @@ class Coordination:
         self._arrived[gateway_id] = now_ms
 
     def own_ingest(self, ingest_id: int, gateway_ids: Sequence[str] = ()) -> None:
-        """On the store thread, inside an ingest transaction: the leader, not restoring, will feed the batch to its
-        services itself once committed (``fed_here``), so its tail leaves these rows out: read back, they cost the
-        leader as much as storing them did. Otherwise (a follower; a leader restoring) the tail reads them.
+        """On the store thread, inside an ingest transaction: the leader, not restoring, feeds the batch to its
+        services itself once committed (``fed_here``, ``feed_own``), so its tail leaves these rows out: read back,
+        they cost the leader as much as storing them did. Otherwise (a follower; a leader restoring) the tail
+        reads them.
 
-        Only once the tail has handed out (by its slack) every row stored before this term began and before each
-        of these gateways came here: a device's records must reach the rollouts in order, and its earlier ones,
-        stored by another coordinator (or here before this term), come by the tail."""
+        A device's records must reach the rollouts in order, and its earlier ones, stored by another coordinator
+        (or here before this term), come by the tail: so ``feed_own`` holds the batch back until the tail has
+        handed out every row stored before this term began and before each of these gateways came here."""
         tail = self._tail
         if not self.multi or not self.core.leader or self.tail_held or tail is None:
             return
         since = max([self._term_start_ms, *(self._arrived.get(g, 0) for g in gateway_ids)])
-        if tail.newest - tail.slack_ms <= since:
-            return
-        now = time.monotonic()
+        noted_ms = int(time.time() * 1000)
         with self._own_lock:
-            self._own[ingest_id] = (self._term, now)
-            if len(self._own) > 512:  # kept well past the tail's look-back (its slack, a few seconds)
-                self._own = {k: v for k, v in self._own.items() if now - v[1] < OWN_KEPT_S}
+            self._own[ingest_id] = (self._term, noted_ms, since)
+            if len(self._own) > 256:  # only ids whose rows the tail may still read (see _forget_old_own)
+                self._forget_old_own(tail)
+
+    def _forget_old_own(self, tail: TailCursor) -> None:
+        """Drop own ids the tail can never read again: their rows were stamped before ``noted_ms``, and the tail
+        reads nothing stamped before ``newest - slack``; two slacks back, as the tail forgets its keys."""
+        horizon = tail.newest - 2 * tail.slack_ms
+        self._own = {k: v for k, v in self._own.items() if v[1] >= horizon}
 
     def fed_here(self, ingest_id: int | None) -> bool:
         """On the loop, after the commit: does this leader feed that transaction's batches itself (its tail not)?"""
@@ -274,14 +283,46 @@ class Coordination:
             noted = self._own.get(ingest_id) if ingest_id is not None else None
         return noted is not None and noted[0] == self._term and self.core.leader
 
+    def feed_own(self, ingest_id: int, gateway_id: str, feed: Callable[[], None]) -> None:
+        """On the loop: feed a batch of the leader's own (``fed_here``) now, or, while the tail has not yet handed
+        out what was stored before the batch's term or gateway arrived (``own_ingest``), once it has; a gateway's
+        batches keep their order."""
+        with self._own_lock:
+            noted = self._own.get(ingest_id)
+        since = noted[2] if noted is not None else 0
+        waiting = self._held_back.get(gateway_id)
+        tail = self._tail
+        if waiting is None and (not self.multi or (tail is not None and tail.handed_out_before(since))):
+            feed()
+            return
+        self._held_back.setdefault(gateway_id, deque()).append((self._term, since, feed))
+
+    def _feed_held_back(self) -> None:
+        """On the loop, after a tail read: feed the leader's own batches whose earlier rows the tail handed out."""
+        tail = self._tail
+        for gateway_id in list(self._held_back):
+            waiting = self._held_back[gateway_id]
+            while waiting:
+                term, since, feed = waiting[0]
+                if term != self._term:  # a new term: the new tail reads them back
+                    waiting.popleft()
+                    continue
+                if tail is None or not tail.handed_out_before(since):
+                    break
+                waiting.popleft()
+                feed()
+            if not waiting:
+                del self._held_back[gateway_id]
+
     def _own_ids(self) -> list[int]:
         with self._own_lock:
-            return [k for k, (term, _) in self._own.items() if term == self._term]
+            return [k for k, (term, _, _) in self._own.items() if term == self._term]
 
     def _new_term(self) -> None:
         with self._own_lock:
             self._term += 1
             self._own.clear()
+        self._held_back.clear()  # their rows are stored: the next term's tail reads them back
 
     # -- the leader's tail -------------------------------------------------------------
 
@@ -291,7 +332,8 @@ class Coordination:
             tail = self._tail
             if not self.core.leader or self.tail_held or tail is None:
                 continue
-            seen_since = int(time.time() * 1000) - 2 * int(self.tail_s * 1000) - 1000
+            read_at = int(time.time() * 1000)
+            seen_since = read_at - 2 * int(self.tail_s * 1000) - 1000
             own = self._own_ids()
             try:
                 (rows, newest), gateways = await self._call(lambda: self._tx("reading stored telemetry", lambda c: (
@@ -299,13 +341,14 @@ class Coordination:
             except StoreError as exc:
                 log.warning("the leader's tail failed", extra={"coordinator": self.id, "error": str(exc)})
                 continue
-            fresh = tail.take(rows, newest)
+            fresh = tail.take(rows, newest, read_at)
             if self._tail is tail and self.core.leader:
                 if gateways:
                     self.on_gateways(gateways)
                 if fresh:
                     self.counters["tailed"] += len(fresh)
                     self.on_tail(fresh)
+                self._feed_held_back()
 
 
 class _FencedExecutor(concurrent.futures.Executor):

@@ -15,6 +15,9 @@ arrival without looking back.
 
 A record committed more than ``slack_ms`` after its ``received_ms`` was stamped would be missed;
 the store stamps ``received_ms`` inside the ingest transaction, which commits in well under that.
+So once a read that began at ``read_at_ms`` returned less than a page, every row stamped at or before
+``read_at_ms - slack_ms`` has been handed out: ``handed_out_before(t)`` says so for ``t`` (the leader feeds
+a batch of its own, stored after ``t``, only then: a device's earlier records come first).
 """
 
 from __future__ import annotations
@@ -43,13 +46,16 @@ class TailCursor:
         self.reads = 0
         self.page = page
         self.newest = start_ms  # the newest received_ms handed out
+        self.covered = start_ms  # the start (wall clock ms) of the newest read that returned less than a page
         self.since = start_ms - slack_ms
         self._seen: dict[tuple[str, str, int], int] = {}  # key -> received_ms, kept for the slack window
         self.taken = 0
 
-    def take(self, rows: Sequence[Mapping[str, Any]], newest_ms: int | None = None) -> list[Mapping[str, Any]]:
+    def take(self, rows: Sequence[Mapping[str, Any]], newest_ms: int | None = None,
+             read_at_ms: int | None = None) -> list[Mapping[str, Any]]:
         """The rows of one read not handed out before, in arrival order; moves the cursor. ``newest_ms``: the newest
-        arrival the read saw among rows it left out (the leader's own, which it handed out itself)."""
+        arrival the read saw among rows it left out (the leader's own, which it handed out itself); ``read_at_ms``:
+        the wall clock when the read began (before its snapshot)."""
         fresh = []
         for r in rows:
             key = (r["device_id"], r["stream"], int(r["seq"]))
@@ -62,6 +68,8 @@ class TailCursor:
         if newest_ms is not None:
             self.newest = max(self.newest, newest_ms)
         full = len(rows) >= self.page
+        if not full and read_at_ms is not None:
+            self.covered = max(self.covered, read_at_ms)
         last = int(rows[-1]["received_ms"]) if rows else self.newest
         # a full page: go on from its last arrival (rows sharing it are deduplicated); else look back the slack
         self.reads += 1
@@ -72,3 +80,7 @@ class TailCursor:
             self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
         self.taken += len(fresh)
         return fresh
+
+    def handed_out_before(self, t_ms: int) -> bool:
+        """Has every row stamped at or before ``t_ms`` been handed out (or left out as the leader's own)?"""
+        return max(self.newest, self.covered) - self.slack_ms > t_ms

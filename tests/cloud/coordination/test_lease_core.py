@@ -116,6 +116,17 @@ def test_the_newest_arrival_of_rows_left_out_moves_the_cursor_on() -> None:
     assert tail.take([], None) == [] and tail.since == 11_750
 
 
+def test_rows_before_a_time_are_handed_out_once_the_newest_or_a_whole_read_is_a_slack_past_it() -> None:
+    tail = TailCursor(10_000, slack_ms=3000, page=2)
+    assert not tail.handed_out_before(8_000)  # a read must pass 8_000 by the slack: a late commit may still come
+    tail.take([row("d", 1, 10_500)], None, read_at_ms=10_900)
+    assert not tail.handed_out_before(8_000)
+    tail.take([], None, read_at_ms=11_100)  # a quiet fleet: a whole read that began a slack after 8_000 covers it
+    assert tail.handed_out_before(8_000) and not tail.handed_out_before(8_100)
+    tail.take([row("d", 2, 20_000), row("d", 3, 20_001)], None, read_at_ms=30_000)  # a full page covers no time
+    assert tail.covered == 11_100 and tail.handed_out_before(17_000)  # but its rows' arrivals do
+
+
 def test_batches_group_tailed_rows_by_site_and_gateway() -> None:
     out = batches([row("a", 1, 1), row("b", 1, 2, site="s2", gw="g2"), row("a", 2, 3)])
     assert sorted(out) == [("s1", "g1"), ("s2", "g2")]

@@ -60,16 +60,45 @@ def test_the_tail_leaves_out_the_leaders_own_batches_and_still_moves_past_them(s
         assert not coord.fed_here(own.ingest_id) and coord._own_ids() == []
 
 
-def test_a_gateway_new_here_is_left_to_the_tail_until_it_handed_out_the_gateways_earlier_rows(store_url: str) -> None:
+def test_a_gateway_new_here_has_its_batches_held_back_until_the_tail_handed_out_the_earlier_rows(
+        store_url: str) -> None:
     with Store.open(store_url) as store:
         coord = Coordination(store.db, "c1")
         store.telemetry.on_ingest_id = coord.own_ingest
         lead(coord, 10_000)
         coord.arrived("gw-9", 8_000)  # its batches before 8_000 were stored by another coordinator
+        fed: list[str] = []
         first = store.telemetry.ingest("gw-9", "s", recs("d9", range(1, 3)), 8_100)
         with_it = store.telemetry.ingest_many([("gw-1", "s", recs("d1", range(1, 2))),
                                                ("gw-9", "s", recs("d9", range(3, 4)))], 8_200)[0]
-        assert not coord.fed_here(first.ingest_id) and not coord.fed_here(with_it.ingest_id)
-        assert coord.fed_here(store.telemetry.ingest("gw-1", "s", recs("d1", range(2, 3)), 8_300).ingest_id)
-        coord._tail.take([], 11_001)  # the tail handed out everything stored up to 8_001 (its slack is 3 s)
-        assert coord.fed_here(store.telemetry.ingest("gw-9", "s", recs("d9", range(4, 5)), 11_100).ingest_id)
+        plain = store.telemetry.ingest("gw-2", "s", recs("d2", range(1, 2)), 8_250)
+        later = store.telemetry.ingest("gw-1", "s", recs("d1", range(2, 3)), 8_300)
+        assert all(coord.fed_here(r.ingest_id) for r in (first, with_it, plain, later))  # the tail reads none of them
+        with store.db.transaction("tail") as conn:
+            assert pg.stored_since(conn, 0, 100, coord._own_ids())[0] == []
+        coord.feed_own(first.ingest_id, "gw-9", lambda: fed.append("gw-9 first"))
+        coord.feed_own(with_it.ingest_id, "gw-1", lambda: fed.append("gw-1 with gw-9"))  # its transaction held gw-9's
+        coord.feed_own(plain.ingest_id, "gw-2", lambda: fed.append("gw-2"))
+        coord.feed_own(later.ingest_id, "gw-1", lambda: fed.append("gw-1 later"))  # behind gw-1's held batch
+        assert fed == ["gw-2"]
+        coord._feed_held_back()
+        assert fed == ["gw-2"]  # the tail has not yet handed out what was stored up to 8_000
+        coord._tail.take([], 11_001)  # it has now (its slack is 3 s)
+        coord._feed_held_back()
+        assert fed == ["gw-2", "gw-9 first", "gw-1 with gw-9", "gw-1 later"] and coord._held_back == {}
+
+
+def test_a_new_term_drops_the_held_back_batches_for_its_tail_to_read(store_url: str) -> None:
+    with Store.open(store_url) as store:
+        coord = Coordination(store.db, "c1")
+        store.telemetry.on_ingest_id = coord.own_ingest
+        lead(coord, 10_000)
+        coord.arrived("gw-9", 8_000)
+        fed: list[str] = []
+        held = store.telemetry.ingest("gw-9", "s", recs("d9", range(1, 2)), 8_100)
+        coord.feed_own(held.ingest_id, "gw-9", lambda: fed.append("held"))
+        coord._new_term()  # stepped down, or a new term: its tail reads the batch back, never fed twice
+        coord._tail = TailCursor(0)
+        coord._tail.take([], 20_000)
+        coord._feed_held_back()
+        assert fed == [] and coord._held_back == {} and not coord.fed_here(held.ingest_id)
