@@ -14,8 +14,8 @@ Runs, one after another on the same machine:
 - ``sqlite``: one cloud on its default SQLite store (WAL, synchronous=FULL);
 - ``postgres``: one cloud on a fresh PostgreSQL schema (``--pg``);
 - ``postgres_2_coordinators``: two clouds on one fresh schema, the gateways split between them;
-- ``baseline_copy`` (no EdgeFleet code): psycopg ``COPY`` of the same rows (the values as JSON text, as the
-  store writes them) into a table of the same shape (same columns, types and primary key), one commit per
+- ``baseline_copy`` (no EdgeFleet code): psycopg ``COPY`` of the same rows (the values as JSON text by orjson, as
+  the store writes them) into a table of the same shape (same columns, types and primary key), one commit per
   batch, from one connection.
 
 ``--prefill N`` (full mode: 10,000,000) then writes N telemetry rows of other devices straight into each
@@ -53,6 +53,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import orjson  # noqa: E402
 import psycopg  # noqa: E402
 import zmq  # noqa: E402
 
@@ -179,6 +180,10 @@ def drop_schema(admin_url: str, schema: str) -> None:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
+def _json_text(values: dict) -> str:
+    return orjson.dumps(values).decode()
+
+
 def _plain(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://")
 
@@ -196,7 +201,7 @@ def baseline_copy(admin_url: str, batches: dict[str, list], gateway_rows: dict[s
             )
             conn.commit()
             n, t0 = 0, time.monotonic()
-            dumps = json.dumps
+            dumps = _json_text  # as the store writes them (cloud.store.bulk)
             for name, rows in gateway_rows.items():
                 for first, last, _ in batches[name]:
                     now = int(time.time() * 1000)

@@ -19,10 +19,10 @@ rows; otherwise the rows tagged with this transaction's ``ingest_id`` are counte
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from cloud.store.database import Database, greatest
@@ -48,7 +48,13 @@ _PG_COUNT = (
     f"SELECT s.grp, count(*) FROM {_STAGE} s JOIN telemetry t ON t.device_id = s.device_id AND t.stream = s.stream"
     " AND t.seq = s.seq AND t.ts_ms = s.ts_ms WHERE t.ingest_id = %s GROUP BY s.grp"
 )
-_dumps = json.JSONEncoder(ensure_ascii=True, allow_nan=True).encode  # what SQLAlchemy's JSON type writes
+
+
+def _dumps(values: Any) -> str:
+    """A record's values as JSON text: orjson, 10x the standard encoder on a map of 10 floats (0.3 against 3.3 us; it
+    was a quarter of the cloud's time storing on PostgreSQL). The codec admits only finite numbers, int64 and
+    strings, all of which orjson writes as the standard encoder would read them back."""
+    return orjson.dumps(values).decode()
 
 
 def write_telemetry(conn: sa.Connection, groups: Sequence[Sequence[Row]], ingest_id: int | None) -> list[int]:

@@ -73,7 +73,8 @@ def test_postgres_telemetry_is_partitioned_and_day_partitions_are_made_ahead(sto
     store.telemetry.ingest("gw-1", "s", recs("d1", range(1, 4), TODAY * DAY_MS + 5_000), NOW)
     assert partitions_of(store)[partition_name(TODAY)] == 3
     with store.engine.connect() as conn:  # the indexes other code needs are on every partition
-        indexes = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE tablename = %(t)s",
+        indexes = conn.exec_driver_sql("SELECT indexdef FROM pg_indexes WHERE tablename = %(t)s"
+                                       " AND schemaname = current_schema()",
                                        {"t": partition_name(TODAY)}).scalars().all()
     assert sorted("received_ms" in i for i in indexes) == [False, True]
 
