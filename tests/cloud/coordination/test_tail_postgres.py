@@ -5,13 +5,17 @@ has handed out those stored before it came here, are read by the tail (a device'
 
 from __future__ import annotations
 
+import time
+
 import pytest
+import sqlalchemy as sa
 
 from cloud.coordination import postgres as pg
 from cloud.coordination.lease import BecameLeader
 from cloud.coordination.runtime import Coordination
 from cloud.coordination.tail import TailCursor
 from cloud.store import Store
+from cloud.store.partitions import DAY_MS, partition_name
 from common.protocol.messages import ForwardRecord
 from tests.cloud.store.test_store import store_url  # noqa: F401  (a fresh PostgreSQL schema per test)
 
@@ -102,3 +106,35 @@ def test_a_new_term_drops_the_held_back_batches_for_its_tail_to_read(store_url: 
         coord._tail.take([], 20_000)
         coord._feed_held_back()
         assert fed == [] and coord._held_back == {} and not coord.fed_here(held.ingest_id)
+
+
+def test_the_tail_reads_a_day_partition_never_analyzed_by_its_index(store_url: str) -> None:
+    """A day's partition has no statistics until autovacuum analyzes it (its first minute): the planner's guess
+    then read the whole partition every tail interval."""
+    now = 1_796_601_600_000  # 2026-12-07 00:00 UTC
+    with Store.open(store_url) as store:
+        store.partitions.maintain(now, None, 0)
+        ids = [store.telemetry.ingest("gw-1", "s", [ForwardRecord(f"d{i % 50}", "bulk", b * 1000 + i + 1, now + i,
+                                                                  "metrics", {"t": 1.0}) for i in range(1000)],
+                                      now + b).ingest_id for b in range(20)]
+        part = partition_name(now // DAY_MS)
+        store.engine.dispose()  # the ingest's sessions end, flushing their statistics (a backend keeps them a while)
+        with store.engine.connect() as conn:
+            scans = "SELECT seq_scan FROM pg_stat_user_tables WHERE relid = CAST(:p AS regclass)"
+            before, deadline = -1, time.monotonic() + 5.0
+            while time.monotonic() < deadline:  # until the ended sessions' counts have all arrived
+                conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+                now_scans = conn.execute(sa.text(scans), {"p": part}).scalar_one()
+                if now_scans == before:
+                    break
+                before = now_scans
+                time.sleep(0.3)
+            conn.commit()
+            rows, newest = pg.stored_since(conn, now - 3_000, 20_000, ids[:2])  # as the tail reads
+            assert conn.execute(sa.text("SHOW enable_seqscan")).scalar_one() == "on"  # as it was, after
+            conn.commit()
+            conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+            conn.commit()  # flushed as the session goes idle
+            conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            assert conn.execute(sa.text(scans), {"p": part}).scalar_one() == before
+        assert len(rows) == 18_000 and newest == now + 19
