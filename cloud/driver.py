@@ -50,7 +50,7 @@ from cloud.coordination.plans import PLANS_CHANNEL, send_site_plans
 from cloud.core import CloudCore, DdiCredentialsChanged
 from cloud.metrics_follower import MetricsFollower
 from cloud.releases.firmware import FirmwareService
-from cloud.fleet.jobs import start_fleet_jobs
+from cloud.fleet.jobs import make_day_partitions, start_fleet_jobs
 from cloud.releases.plan import load_release_keys
 from cloud.releases.service import ReleaseService
 from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
@@ -96,6 +96,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
     store_thread = StoreThread()  # one thread; the operator API's calls go ahead of the backlog (``.urgent``)
     loop = asyncio.get_running_loop()
     store = await loop.run_in_executor(store_thread, Store.open, cfg.database or f"sqlite:///{cfg.data_dir / 'cloud.db'}")
+    await loop.run_in_executor(store_thread, make_day_partitions, store, cfg.fleet.partitions_ahead_days, _now_ms())
     artifacts = ArtifactStore(cfg.data_dir / "artifacts")
     releases = ReleaseService(store.releases, artifacts, release_keys, cfg.releases, store_executor=store_thread)
     releases.start()

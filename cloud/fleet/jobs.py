@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from cloud.alerts.service import AlertService
     from cloud.fleet.ports import Stores
 
-__all__ = ["DEFAULT_TELEMETRY_KEEP_MS", "FleetJobs", "RunningJobs", "start_fleet_jobs"]
+__all__ = ["DEFAULT_TELEMETRY_KEEP_MS", "FleetJobs", "RunningJobs", "make_day_partitions", "start_fleet_jobs"]
 
 log = logging.getLogger("edgefleet.cloud.fleet")
 
@@ -56,6 +56,18 @@ class RunningJobs:
         if self.retire_hook in lifecycle.ON_RETIRE:
             lifecycle.ON_RETIRE.remove(self.retire_hook)
         self.scheduler.shutdown(wait=False)
+
+
+def make_day_partitions(store: Stores, ahead_days: int, now_ms: int) -> None:
+    """At a coordinator's start, before it takes a batch: telemetry's day partitions from today (PostgreSQL; a
+    no-op on SQLite). Made later, under a stream of batches, they would hold every writer while they are made
+    (a fresh PostgreSQL cloud stored 44k records/s against 63-65k with them made). Retention is left to the
+    leader's job; a failure is logged and that job makes them."""
+    try:
+        store.partitions.maintain(now_ms, None, ahead_days)
+    except StoreError as exc:
+        log.warning("making telemetry's day partitions at start failed (the leader's job retries)",
+                    extra={"error": str(exc)})
 
 
 DEFAULT_TELEMETRY_KEEP_MS: int | None = None

@@ -103,15 +103,19 @@ class TelemetryPartitions:
                 return {"created": 0, "dropped": 0, "deleted": deleted}
             # locks in ingest's order (the parent, then a partition), so neither waits on the other in a cycle
             conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+            created: list[int] = []
             if plan.create:
                 # writers wait meanwhile (reads do not): an INSERT routed with the partitions as they were before
                 # the ATTACH would put a row of the new day into the default partition and fail its constraint
                 conn.exec_driver_sql("LOCK TABLE telemetry IN SHARE ROW EXCLUSIVE MODE")
                 conn.exec_driver_sql(f"LOCK TABLE {DEFAULT_PARTITION} IN ACCESS EXCLUSIVE MODE")  # not upgraded later
-            for day in plan.create:
+                # again under the lock: another coordinator (starting beside this one) may have made them meanwhile
+                have = {d for d in map(_day_of, conn.exec_driver_sql(_LIST).scalars().all()) if d is not None}
+                created = [day for day in plan.create if day not in have]
+            for day in created:
                 _create(conn, day)
         if plan.cutoff_ms is None:
-            return {"created": len(plan.create), "dropped": 0, "deleted": 0}
+            return {"created": len(created), "dropped": 0, "deleted": 0}
         with self._db.transaction("telemetry retention") as conn:
             conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
             if plan.drop:  # DROP of a partition locks the parent exclusively: taken first (ingest waits briefly)
@@ -120,7 +124,7 @@ class TelemetryPartitions:
                 conn.exec_driver_sql(f"DROP TABLE {partition_name(day)}")
             deleted = conn.exec_driver_sql(
                 f"DELETE FROM {DEFAULT_PARTITION} WHERE ts_ms < %(c)s", {"c": plan.cutoff_ms}).rowcount
-        return {"created": len(plan.create), "dropped": len(plan.drop), "deleted": deleted}
+        return {"created": len(created), "dropped": len(plan.drop), "deleted": deleted}
 
 
 def _create(conn: sa.Connection, day: int) -> None:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from cloud.store import MIGRATIONS, IngestResult, Store
 from cloud.store.migrations import migrate
 from cloud.store.partitions import DAY_MS, DEFAULT_PARTITION, partition_name, plan_partitions
+from common.errors import StoreError
 from common.protocol.messages import ForwardRecord
 from tests.cloud.store.test_store import store_url  # noqa: F401  (SQLite and PostgreSQL)
 
@@ -201,3 +202,29 @@ def test_the_follower_folds_rows_of_every_day_a_backlog_entry_spans_and_entries_
     assert len(raw) == 12
     assert store.metrics.rebuild(NOW) == 2 and store.metrics.follow_all() == 12
     assert store.metrics.metric_series(["d1", "clock"], 0, NOW + DAY_MS, "raw") == raw
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_maintainer_whose_list_was_stale_makes_only_the_partitions_still_missing(store: Store,
+                                                                                  store_url: str) -> None:
+    with Store.open(store_url) as other:  # another coordinator starting beside this one
+        assert other.partitions.maintain(NOW, None, ahead_days=3)["created"] == 4
+    store.partitions.days = lambda: []  # type: ignore[method-assign]  # listed before the other made them
+    assert store.partitions.maintain(NOW, None, ahead_days=3) == {"created": 0, "dropped": 0, "deleted": 0}
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_coordinator_makes_the_day_partitions_at_start_and_a_failure_only_logs(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    from cloud.fleet.jobs import make_day_partitions
+
+    make_day_partitions(store, 3, NOW)
+    assert store.partitions.days() == ([TODAY, TODAY + 1, TODAY + 2, TODAY + 3]
+                                       if store.engine.dialect.name == "postgresql" else [])
+
+    def broken(*args: object) -> dict[str, int]:
+        raise StoreError("telemetry partitions and retention: lock timeout")
+
+    store.partitions.maintain = broken  # type: ignore[method-assign]
+    make_day_partitions(store, 3, NOW)  # the leader's job makes them later
+    assert "making telemetry's day partitions at start failed" in caplog.text
