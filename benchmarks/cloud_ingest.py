@@ -19,7 +19,8 @@ Runs, one after another on the same machine:
   batch, from one connection.
 
 ``--prefill N`` (full mode: 10,000,000) then writes N telemetry rows of other devices straight into each
-store (PostgreSQL by COPY, SQLite by executemany; setup, not measured) and measures ``sqlite`` and
+store (PostgreSQL by COPY into the day partitions of the 10 days before today, SQLite by executemany; setup, not
+measured; the measured records are sampled now, in today's partition) and measures ``sqlite`` and
 ``postgres`` again: ``*_flat`` is large over empty (target: within 20%).
 
 The metrics follower runs in the cloud as it always does (small steps while batches wait); after the run the
@@ -47,6 +48,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import shutil  # noqa: E402
+import socket  # noqa: E402
 import sqlite3  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -57,6 +59,7 @@ import orjson  # noqa: E402
 import psycopg  # noqa: E402
 import zmq  # noqa: E402
 
+from cloud.store.partitions import DAY_MS, partition_name  # noqa: E402
 from common.keys import Allowlist, load_or_create_keypair, secure_client  # noqa: E402
 from common.protocol import SUPPORTED_VERSIONS, ForwardAck, ForwardBatch, Heartbeat, Hello, HelloAck, decode, encode  # noqa: E402
 from common.protocol.codec import encode_record, pack_entries  # noqa: E402
@@ -66,15 +69,16 @@ from simulations.teardown import exit_on_signals  # noqa: E402
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 METRICS = [f"m{i}" for i in range(10)]
-T0 = 1_767_225_600_000  # 2026-01-01
+PREFILL_DAYS = 10  # the prefilled rows are the 10 days before today's, as a store that ran for them holds
 
 
-def gateway_records(g: int, n: int, devices: int, rng: random.Random) -> list[tuple[str, int, int, dict]]:
-    """(device, seq, ts_ms, values) of gateway ``g``: its devices in turn, each device's seq counting up."""
+def gateway_records(g: int, n: int, devices: int, rng: random.Random, t0: int) -> list[tuple[str, int, int, dict]]:
+    """(device, seq, ts_ms, values) of gateway ``g``: its devices in turn, each device's seq counting up, sampled a
+    second apart from ``t0``."""
     out = []
     for i in range(n):
         d, seq = i % devices, i // devices + 1
-        out.append((f"g{g:02d}-d{d:03d}", seq, T0 + seq * 1000 + d, {m: round(rng.uniform(0, 100), 3) for m in METRICS}))
+        out.append((f"g{g:02d}-d{d:03d}", seq, t0 + seq * 1000 + d, {m: round(rng.uniform(0, 100), 3) for m in METRICS}))
     return out
 
 
@@ -217,14 +221,19 @@ def baseline_copy(admin_url: str, batches: dict[str, list], gateway_rows: dict[s
 
 
 def prefill(url: str, rows: int, say) -> None:
-    """``rows`` telemetry rows of 1,000 other devices written straight into the store (setup, not measured)."""
+    """``rows`` telemetry rows of 1,000 other devices written straight into the store (setup, not measured), sampled
+    over the ``PREFILL_DAYS`` days before today; on PostgreSQL into those days' partitions, made as the cloud makes
+    each day's ahead of it (``cloud.store.partitions``): the store a cloud that ran those days would hold."""
     devices = 1000
     t0 = time.monotonic()
+    first_day = int(time.time() * 1000) // DAY_MS - PREFILL_DAYS
+    step = PREFILL_DAYS * DAY_MS / max(rows, 1)
     values = json.dumps({m: 50.0 for m in METRICS})
 
     def gen(lo: int, hi: int):
         for i in range(lo, hi):
-            yield (f"old-{i % devices:04d}", "bulk", i // devices + 1, T0 + i, "metrics", values, T0, None)
+            ts = first_day * DAY_MS + int(i * step)
+            yield (f"old-{i % devices:04d}", "bulk", i // devices + 1, ts, "metrics", values, ts, None)
 
     if url.startswith("sqlite:///"):
         con = sqlite3.connect(url.removeprefix("sqlite:///"))
@@ -242,6 +251,9 @@ def prefill(url: str, rows: int, say) -> None:
         schema = query.rsplit("%3D", 1)[1]
         with psycopg.connect(_plain(plain)) as conn:
             conn.execute(f"SET search_path = {schema}")
+            for day in range(first_day, first_day + PREFILL_DAYS):
+                conn.execute(f"CREATE TABLE {partition_name(day)} PARTITION OF telemetry"
+                             f" FOR VALUES FROM ({day * DAY_MS}) TO ({(day + 1) * DAY_MS})")
             conn.execute("INSERT INTO sites VALUES ('old', 0, 0)")
             conn.execute("INSERT INTO gateways (gateway_id, site_id, first_seen_ms, last_seen_ms) VALUES ('old', 'old', 0, 0)")
             with conn.cursor().copy("COPY devices (device_id, site_id, gateway_id, first_seen_ms, last_seen_ms, last_seq)"
@@ -256,7 +268,7 @@ def prefill(url: str, rows: int, say) -> None:
                 conn.commit()
             conn.execute("ANALYZE telemetry")
             conn.commit()
-    say(f"  prefilled {rows:,} rows in {time.monotonic() - t0:.0f} s")
+    say(f"  prefilled {rows:,} rows over the {PREFILL_DAYS} days before today in {time.monotonic() - t0:.0f} s")
 
 
 def measure(args: argparse.Namespace, label: str, url: str | None, coordinators: int, say, *, prefill_rows: int = 0) -> dict:
@@ -267,7 +279,8 @@ def measure(args: argparse.Namespace, label: str, url: str | None, coordinators:
     try:
         names = [f"gw-{g:02d}" for g in range(args.gateways)]
         rng = random.Random(7)
-        rows = {n: gateway_records(g, args.records // args.gateways, args.devices, rng) for g, n in enumerate(names)}
+        now = int(time.time() * 1000)  # sampled now: stored in today's partition on PostgreSQL
+        rows = {n: gateway_records(g, args.records // args.gateways, args.devices, rng, now) for g, n in enumerate(names)}
         batches = {n: frames(n, rows[n], args.batch) for n in names}
         clouds = ["cloud"] + [f"cloud-{i}" for i in range(2, coordinators + 1)]
         db = ["--database", url] if url else []
@@ -278,6 +291,9 @@ def measure(args: argparse.Namespace, label: str, url: str | None, coordinators:
             fleet.start_cloud(["--log-level", "warning", *db])
         for extra in clouds[1:]:
             _start_more(fleet, extra, db)
+        if url:
+            holders = {f"{socket.gethostname()}-{fleet.procs[c].popen.pid}" for c in clouds}  # coordinator ids
+            _wait_for_leader(url, holders, 30.0)  # measured with the leader's work (metrics follower, tail) running
         gws = Gateways(fleet, clouds, names, batches, args.window)
         gws.hello()
         seconds = gws.run(args.max_seconds)
@@ -301,6 +317,21 @@ def _start_more(fleet: ProcFleet, name: str, db: list[str]) -> None:
     fleet._start(name, ["cloud", "--data-dir", str(fleet.dir(name)), "--bind", "tcp://127.0.0.1:*", "--api-port", "0",
                         "--heartbeat", str(fleet.heartbeat_s), "--log-level", "warning", *db])
     fleet.endpoints(name)
+
+
+def _wait_for_leader(url: str, holders: set[str], timeout_s: float) -> None:
+    """Until one of ``holders`` (the running clouds' coordinator ids) holds the leader lease on ``url`` (a cloud
+    restarted at once may wait out a lease its predecessor took as it stopped)."""
+    plain, _, query = url.partition("?")
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(_plain(plain), options=f"-csearch_path={query.rsplit('%3D', 1)[1]}", autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            live = conn.execute("SELECT holder FROM coordinator_leases"
+                                " WHERE expires_ms > (extract(epoch FROM clock_timestamp()) * 1000)::bigint").fetchall()
+            if any(holder in holders for (holder,) in live):
+                return
+            time.sleep(0.2)
+    raise TimeoutError(f"no cloud held the leader lease within {timeout_s} s")
 
 
 def _follower_catch_up(fleet: ProcFleet, url: str | None, timeout_s: float) -> float | None:
@@ -346,7 +377,8 @@ def run(args: argparse.Namespace, say) -> dict:
             out |= {f"{label}_records_per_s": pg["records_per_s"], f"{label}_follower_catch_up_s": pg["follower_catch_up_s"]}
         names = [f"gw-{g:02d}" for g in range(args.gateways)]
         rng = random.Random(7)
-        rows = {n: gateway_records(g, args.records // args.gateways, args.devices, rng) for g, n in enumerate(names)}
+        now = int(time.time() * 1000)
+        rows = {n: gateway_records(g, args.records // args.gateways, args.devices, rng, now) for g, n in enumerate(names)}
         batches = {n: [(i + 1, min(i + args.batch, len(rows[n])), b"") for i in range(0, len(rows[n]), args.batch)]
                    for n in names}
         base = baseline_copy(args.pg, batches, rows, say)
