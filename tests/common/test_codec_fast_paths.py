@@ -176,3 +176,50 @@ def test_decode_forwarding_returns_other_messages_as_decode_does() -> None:
 
     frame = encode(Hello("dev-1", "device", "site", 1, 1))
     assert codec.decode_forwarding(frame) == decode(frame)
+
+
+# -- decode_records: a ForwardBatch's entries as one stream, each entry as decode_record says -----------------
+
+
+def _one_by_one(entries: list) -> list:
+    out = []
+    for e in entries:
+        try:
+            out.append(codec.decode_record(e))
+        except ProtocolError as exc:
+            out.append(("refused", str(exc)))
+    return out
+
+
+def _as_compared(results: list) -> list:
+    return [("refused", str(r)) if isinstance(r, ProtocolError) else r for r in results]
+
+
+GOOD_ENTRY = encode_record(ForwardRecord("dev-1", "bulk", 1, 1_700_000_000_000, "metrics", {"t": 21.5, "n": 3, "s": "ok"}))
+
+
+@pytest.mark.parametrize("bad", [*WIRE_SCALARS, ["d", "bulk", 1, 2, "k"], ["d", "bulk", 1, 2, "k", {}, 5]],
+                         ids=lambda v: repr(v)[:40])
+@pytest.mark.parametrize("position", [0, 1, 2, 3, 4, 5, "whole"])
+def test_decode_records_agrees_with_decode_record_field_by_field(bad: object, position: object) -> None:
+    good = ["dev-1", "bulk", 7, 1_700_000_000_000, "metrics", {"t": 21.5, "n": 3, "s": "ok"}]
+    record = bad if position == "whole" else [*good[:position], bad, *good[position + 1:]]  # type: ignore[misc]
+    entries = [GOOD_ENTRY, msgpack.packb(record, use_bin_type=True), GOOD_ENTRY]
+    assert _as_compared(codec.decode_records(entries)) == _one_by_one(entries)
+
+
+@pytest.mark.parametrize("entries", [
+    [GOOD_ENTRY, GOOD_ENTRY[:-4], GOOD_ENTRY[-4:] + GOOD_ENTRY],  # an entry cut where the next one goes on
+    [GOOD_ENTRY + GOOD_ENTRY, GOOD_ENTRY],  # two records in one entry
+    [GOOD_ENTRY, GOOD_ENTRY[:-1]],  # the last one cut short
+    [GOOD_ENTRY, b"", GOOD_ENTRY],  # an empty entry
+    [GOOD_ENTRY, b"\xc1", GOOD_ENTRY],  # a byte msgpack never uses
+    [GOOD_ENTRY, b"\xff" * 20],
+    [GOOD_ENTRY, GOOD_ENTRY + b"\x00"],  # trailing bytes
+    [GOOD_ENTRY] * 3,
+    [],
+], ids=range(9))
+def test_decode_records_keeps_each_entry_apart(entries: list) -> None:
+    got = codec.decode_records(entries)
+    assert len(got) == len(entries)
+    assert _as_compared(got) == _one_by_one(entries)
