@@ -48,6 +48,7 @@ class CloudConfig:
     metrics_follow_s: float = 0.25  # how often the metrics follower looks for stored telemetry to fold
     coordinator_id: str = ""  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
     lease: LeaseSettings = field(default_factory=LeaseSettings)  # the leader lease (PostgreSQL only)
+    ingest_writers: int = 4  # PostgreSQL: batches written by this many connections side by side (SQLite: 1)
     command_poll_s: float = 5.0  # with N coordinators: how often queued commands are looked for (the wake-up's fallback)
     api_advertise: str = ""  # the API's URL as other coordinators reach it (forwarding to the leader); default: bound
 

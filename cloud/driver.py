@@ -57,7 +57,7 @@ from cloud.rollouts.service import RolloutService, load_or_create_rollout_key
 from cloud.security.service import SecurityService
 from cloud.security.service import Actor
 from cloud.store import Store
-from cloud.store_thread import IngestQueue, StoreThread
+from cloud.store_thread import IngestLanes, StoreThread
 from cloud.alerts.webhooks import WebhookSender
 from common.effects import CommandsReady, Firmware, LoadCommands, Start, StoreCommandStatus, Stored, StoreIngest, StoreTouch
 from common.errors import StoreError
@@ -141,8 +141,8 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         """Run ``call`` on the store thread (or ``executor``), then ``then(result)`` on the loop (``settle``)."""
         loop.run_in_executor(executor, call).add_done_callback(settle(then, what))
 
-    # the batches waiting for the store thread go as one transaction (cloud.store_thread.IngestQueue)
-    ingests = IngestQueue(store_thread, lambda batches: store.ingest_many(batches, _now_ms()))
+    # the batches waiting go as one transaction, over ingest_writers lanes on PostgreSQL (cloud.store_thread)
+    ingests = IngestLanes(store_thread, cfg.ingest_writers if multi else 1, lambda b: store.ingest_many(b, _now_ms()))
     # on the leader, behind the ingests (fenced: a deposed leader's step is refused)
     follower = MetricsFollower(lambda rows: store.follow_metrics(rows), coord.fenced(store_thread), lambda: ingests.writes,
                                interval_s=cfg.metrics_follow_s, running=lambda: coord.leader)
@@ -189,7 +189,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.info(f"site alert {event.event}", extra={"alert": event.alert_id, "gateway": effect.gateway_id})
                 webhooks.submit(event)
 
-        fut = ingests.submit((effect.gateway_id, effect.site, effect.records), len(effect.records))
+        fut = ingests.submit(effect.gateway_id, (effect.gateway_id, effect.site, effect.records), len(effect.records))
         asyncio.wrap_future(fut, loop=loop).add_done_callback(settle(stored, f"store refused a batch from {effect.gateway_id}"))
 
     touched: dict[str, str] = {}  # gateway -> site, heard since the last write: one transaction for all of them
@@ -420,9 +420,9 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         if revoke_retired in lifecycle.ON_RETIRE:
             lifecycle.ON_RETIRE.remove(revoke_retired)
         await runner.stop()
-        # the store thread takes no new work: the transaction in hand commits, queued batches are dropped
-        # unacknowledged (their gateways send them again), then the store closes on that thread
-        store_thread.shutdown(wait=False, cancel_futures=True, last=store.close)
+        # the store thread and ingest lanes take no new work: the transactions in hand commit, queued batches are
+        # dropped unacknowledged (their gateways send them again), then the store closes on the store thread
+        ingests.shutdown(last=store.close)
         await firmware.stop()
         await server.stop()
         await releases.stop()
@@ -437,7 +437,7 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
         await asyncio.to_thread(store_thread.join)  # the call in hand, without blocking the loop
         firmware_counters = {f"firmware_{k}": v for k, v in firmware.counters.items()}
         log.info("cloud stopped", extra=core.counters | firmware_counters | {f"alerts_{k}": v for k, v in alerts.counters.items()}
-                 | {"store_calls_dropped": store_thread.cancelled})
+                 | {"store_calls_dropped": ingests.cancelled})
     return dict(core.counters) | firmware_counters
 
 

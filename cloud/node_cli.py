@@ -47,6 +47,7 @@ DEFAULTS = {
     "coordinator_id": "",  # this coordinator's name in the lease and gateway_sessions; default HOST-PID
     "lease_ttl": 5.0,  # seconds one grant of the leader lease lasts; another coordinator leads within ttl + 1 s
     "api_advertise": "",  # the API's URL as the other coordinators reach it (default: http://API_HOST:API_PORT)
+    "ingest_writers": 4,  # PostgreSQL: gateways' batches written by this many connections side by side
     "command_poll": 5.0,  # seconds between looks for queued commands of the gateways held here (NOTIFY's fallback)
     "log_level": "info",
     "log_format": "json",
@@ -76,6 +77,8 @@ DEFAULTS = {
               "(they forward leader-only calls to the leader) [http://API_HOST:API_PORT].")
 @click.option("--command-poll", type=float, help="With N coordinators: seconds between looks for queued commands [5] "
               "(a command made on another coordinator wakes this one at once by NOTIFY; this is the fallback).")
+@click.option("--ingest-writers", type=click.IntRange(min=1), help="On PostgreSQL: write gateways' batches over this many connections side "
+              "by side [4] (a gateway's batches keep one, so their order); SQLite has one writer.")
 @click.option("--telemetry-retention-days", type=float,
               help="Keep telemetry rows this many days [0: for ever]. On PostgreSQL the leader drops "
               "whole day partitions older than that (docs/DEPLOY.md).")
@@ -129,6 +132,7 @@ def cloud(config_path: str | None, **flags: object) -> None:
                 coordinator_id=str(cfg["coordinator_id"] or ""),
                 lease=LeaseSettings(ttl_s=float(cfg["lease_ttl"])),
                 command_poll_s=float(cfg["command_poll"]),
+                ingest_writers=_positive(cfg["ingest_writers"], "ingest_writers"),
                 api_advertise=str(cfg["api_advertise"] or ""),
             )
         )
@@ -181,3 +185,10 @@ def _ghost_threshold(settings: object, ghost_after_s: float) -> object:
         for r in settings.rules  # type: ignore[attr-defined]
     )
     return dataclasses.replace(settings, rules=rules)  # type: ignore[type-var]
+
+
+def _positive(value: object, name: str) -> int:
+    """A count of 1 or more (from the config file or its flag), or a usage error naming the setting."""
+    if type(value) is not int or value < 1:
+        raise click.ClickException(f"cloud: {name} must be a whole number of 1 or more, got {value!r}")
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 
 import pytest
 
@@ -104,3 +105,61 @@ def test_a_failing_joint_write_is_retried_batch_by_batch_so_only_the_bad_one_fai
     with pytest.raises(StoreError, match="1 batches"):
         bad.result(timeout=5)
     st.shutdown()
+
+
+def test_ingest_lanes_keep_a_gateways_batches_in_one_lane_and_write_lanes_side_by_side():
+    from cloud.store_thread import IngestLanes
+
+    main = StoreThread()
+    held = threading.Event()
+    wrote: list[tuple[str, list[str]]] = []
+
+    def write_many(items: list[tuple[str, str]]) -> list[str]:
+        if any(gw == "gw-slow" for gw, _ in items):
+            assert held.wait(5)  # this lane is busy in its transaction ...
+        wrote.append((threading.current_thread().name, [b for _, b in items]))
+        return [f"stored {b}" for _, b in items]
+
+    lanes = IngestLanes(main, 4, write_many)
+    slow = lanes.submit("gw-slow", ("gw-slow", "s1"), 1)
+    other = next(gw for gw in (f"gw-{i}" for i in range(40)) if zlib.crc32(gw.encode()) % 4 != zlib.crc32(b"gw-slow") % 4)
+    firsts = [lanes.submit(other, (other, f"b{i}"), 1) for i in range(3)]
+    assert [f.result(timeout=5) for f in firsts] == ["stored b0", "stored b1", "stored b2"]  # ... while another writes
+    assert not slow.done()
+    held.set()
+    assert slow.result(timeout=5) == "stored s1"
+    threads = {name for name, _ in wrote}
+    assert len(threads) == 2 and all(n in ("store", "ingest-1", "ingest-2", "ingest-3") for n in threads)
+    assert [b for name, batch in wrote for b in batch if b.startswith("b")] == ["b0", "b1", "b2"]  # in order
+    assert lanes.writes == len(wrote)
+    lanes.shutdown(last=lambda: None)
+    assert main.join(5)
+
+
+def test_ingest_lanes_stop_drops_what_waits_in_every_lane_then_runs_last_after_them():
+    from cloud.store_thread import IngestLanes
+
+    main = StoreThread()
+    gate = threading.Event()
+    order: list[str] = []
+    in_hand = threading.Semaphore(0)
+
+    def write_many(items: list[str]) -> list[str]:
+        in_hand.release()
+        gate.wait(5)
+        order.append(f"wrote {len(items)}")
+        return list(items)
+
+    lanes = IngestLanes(main, 2, write_many, max_records=1)
+    keys = [f"gw-{i}" for i in range(20)]
+    futs = [lanes.submit(k, k, 1) for k in keys for _ in range(3)]  # each lane: one in hand, the rest waiting
+    assert in_hand.acquire(timeout=5) and in_hand.acquire(timeout=5)
+    lanes.shutdown(last=lambda: order.append("closed"))
+    gate.set()
+    assert main.join(5)
+    assert order[-1] == "closed" and order.count("wrote 1") == 2  # one transaction in hand per lane, then last
+    dropped = [f for f in futs if f.cancelled()]
+    assert len(dropped) == len(futs) - 2 and lanes.cancelled >= len(dropped)  # never acknowledged: resent
+    assert all(f.done() for f in futs)
+    with pytest.raises(ValueError):
+        IngestLanes(StoreThread(), 0, write_many)
