@@ -15,8 +15,8 @@ Runs, one after another on the same machine:
 - ``postgres``: one cloud on a fresh PostgreSQL schema (``--pg``);
 - ``postgres_2_coordinators``: two clouds on one fresh schema, the gateways split between them;
 - ``baseline_copy`` (no EdgeFleet code): psycopg ``COPY`` of the same rows (the values as JSON text by orjson, as
-  the store writes them) into a table of the same shape (same columns, types and primary key), one commit per
-  batch, from one connection.
+  the store writes them) into a table of telemetry's shape (same columns, types, primary key, received_ms index,
+  partitioned by day with today's partition made), one commit per batch, from one connection.
 
 ``--prefill N`` (full mode: 10,000,000) then writes N telemetry rows of other devices straight into each
 store (PostgreSQL by COPY into the day partitions of the 10 days before today, SQLite by executemany; setup, not
@@ -198,11 +198,19 @@ def baseline_copy(admin_url: str, batches: dict[str, list], gateway_rows: dict[s
     try:
         with psycopg.connect(_plain(admin_url)) as conn:
             conn.execute(f"SET search_path = {schema}")
-            conn.execute(
+            # telemetry's shape on PostgreSQL (migrations 9-11): partitioned by day of ts_ms, the key holding it, the
+            # received_ms index the leader's tail reads by; the run's rows fall in today's partition, as the cloud's
+            today = int(time.time() * 1000) // DAY_MS
+            for ddl in (
                 'CREATE TABLE telemetry (device_id varchar(128) NOT NULL, stream varchar(16) NOT NULL, seq bigint NOT NULL,'
                 ' ts_ms bigint NOT NULL, kind varchar(128) NOT NULL, "values" jsonb NOT NULL, received_ms bigint NOT NULL,'
-                " ingest_id bigint, PRIMARY KEY (device_id, stream, seq))"
-            )
+                " ingest_id bigint, PRIMARY KEY (device_id, stream, seq, ts_ms)) PARTITION BY RANGE (ts_ms)",
+                "CREATE INDEX telemetry_received ON telemetry (received_ms)",
+                "CREATE TABLE telemetry_default PARTITION OF telemetry DEFAULT",
+                *(f"CREATE TABLE {partition_name(d)} PARTITION OF telemetry FOR VALUES FROM ({d * DAY_MS})"
+                  f" TO ({(d + 1) * DAY_MS})" for d in range(today, today + 4)),
+            ):
+                conn.execute(ddl)
             conn.commit()
             n, t0 = 0, time.monotonic()
             dumps = _json_text  # as the store writes them (cloud.store.bulk)
