@@ -77,7 +77,7 @@ DEFAULTS = {
               "(they forward leader-only calls to the leader) [http://API_HOST:API_PORT].")
 @click.option("--command-poll", type=float, help="With N coordinators: seconds between looks for queued commands [5] "
               "(a command made on another coordinator wakes this one at once by NOTIFY; this is the fallback).")
-@click.option("--ingest-writers", type=click.IntRange(min=1), help="On PostgreSQL: write gateways' batches over this many connections side "
+@click.option("--ingest-writers", type=int, help="On PostgreSQL: write gateways' batches over this many connections side "
               "by side [4] (a gateway's batches keep one, so their order); SQLite has one writer.")
 @click.option("--telemetry-retention-days", type=float,
               help="Keep telemetry rows this many days [0: for ever]. On PostgreSQL the leader drops "
