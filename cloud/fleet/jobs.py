@@ -60,9 +60,9 @@ class RunningJobs:
 
 def make_day_partitions(store: Stores, ahead_days: int, now_ms: int) -> None:
     """At a coordinator's start, before it takes a batch: telemetry's day partitions from today (PostgreSQL; a
-    no-op on SQLite). Made later, under a stream of batches, they would hold every writer while they are made
-    (a fresh PostgreSQL cloud stored 44k records/s against 63-65k with them made). Retention is left to the
-    leader's job; a failure is logged and that job makes them."""
+    no-op on SQLite). Made by the leader's job once batches flow, they hold every writer while they are made
+    (``TelemetryPartitions.maintain`` locks telemetry against writers), and until then today's rows go to the
+    default partition. Retention is left to the leader's job; a failure is logged and that job makes them."""
     try:
         store.partitions.maintain(now_ms, None, ahead_days)
     except StoreError as exc:
