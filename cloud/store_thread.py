@@ -182,7 +182,7 @@ class IngestLanes:
     ``IngestQueue`` with its own database connection (PostgreSQL; SQLite has one writer, n = 1). A gateway's
     batches always go to the same lane, so they commit in the order they came; lanes commit side by side, one
     formatting its rows while the database writes another's (a lone store thread kept a PostgreSQL coordinator
-    at half a core: 39k records/s with one lane, 74-78k with two, 86-89k with three or four)."""
+    at half a core: 39k records/s with one lane, 73-78k with two, 71-86k with three, 84-92k with four, the machine then full)."""
 
     def __init__(self, store_thread: StoreThread, n: int, write_many: Callable[[list[Any]], Sequence[Any]], *,
                  max_records: int = 20_000) -> None:
