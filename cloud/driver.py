@@ -158,6 +158,10 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
             security.audit(Actor(f"ddi:{v.get('source', '?')}", f"via {gateway_id}"), "ddi.refused", r.device_id, False,
                            f"{v.get('count', 1)} refused in a minute: {v.get('reason', '')}", r.ts_ms)
 
+    def observe(gateway_id: str, site: str, records: list) -> None:  # a committed batch, heard by the leader
+        alerts.observe_batch(gateway_id, records, _now_ms())
+        rollouts.observe_batch(site, records)
+
     def ingest(effect: StoreIngest) -> None:
         arrived = time.monotonic()
 
@@ -167,16 +171,11 @@ async def run_cloud(cfg: CloudConfig, stop: asyncio.Event | None = None) -> dict
                 log.error("store rejected a record", extra={"gateway": effect.gateway_id, "error": why})
             runner.feed(Stored(effect.token, result.stored, result.duplicates))
             if not multi:
-                alerts.observe_batch(effect.gateway_id, effect.records, _now_ms())
-                rollouts.observe_batch(effect.site, effect.records)
+                observe(effect.gateway_id, effect.site, effect.records)
             elif coord.fed_here(result.ingest_id):  # the leader's own batch: its tail leaves these rows out
                 records = [r for r in effect.records if r.seq > 0]  # what the tail would read (status: from gateways)
-
-                def feed() -> None:
-                    alerts.observe_batch(effect.gateway_id, records, _now_ms())
-                    rollouts.observe_batch(effect.site, records)
-
-                coord.feed_own(result.ingest_id, effect.gateway_id, feed)  # in order after the tail's earlier rows
+                coord.feed_own(result.ingest_id, effect.gateway_id,  # in order after the tail's earlier rows
+                               lambda: observe(effect.gateway_id, effect.site, records))
             # else: the leader (this coordinator or another) hears the batch from its tail (on_tail)
             refused_ddi = [r for r in effect.records if r.seq == 0 and r.kind == "ddi.refused"]
             if refused_ddi and security is not None:  # a gateway refused DDI requests: unknown or revoked tokens

@@ -470,12 +470,12 @@ def decode_records(entries: Sequence[bytes]) -> list[ForwardRecord | ProtocolErr
         for entry, obj in zip(entries, unpacker):
             end += len(entry)
             rec = fast(obj) if tell() == end else None
-            if rec is None:  # not a record, or not where the entry ends: named (and the rest) one by one
-                return out + [_decoded(e) for e in entries[len(out):]]
+            if rec is None:  # not a record, or not where the entry ends
+                break
             append(rec)
     except Exception:  # noqa: BLE001 - msgpack raises many types on hostile input; decode_record names them
-        return out + [_decoded(e) for e in entries[len(out):]]
-    return out if len(out) == len(entries) else out + [_decoded(e) for e in entries[len(out):]]
+        pass
+    return out + [_decoded(e) for e in entries[len(out):]]  # from the first that failed (if any), one by one
 
 
 def _decoded(entry: Any) -> ForwardRecord | ProtocolError:
@@ -485,21 +485,19 @@ def _decoded(entry: Any) -> ForwardRecord | ProtocolError:
         return exc
 
 
+if _field_types(ForwardRecord) != ["str", "str", *_TELEMETRY_FIELDS]:
+    raise TypeError(f"ForwardRecord's fields changed: update _forward_record to {_field_types(ForwardRecord)}")
+
+
 def _forward_record(r: Any) -> ForwardRecord | None:
-    """The rules of ``_record_of(ForwardRecord)`` written out, one call a record; ``_FORWARD_FIELDS`` keeps it honest."""
-    if type(r) is not list or len(r) != 6:
-        return None
-    device_id, stream, seq, ts_ms, kind, values = r
-    if (type(device_id) is str and len(device_id) <= MAX_STR and type(stream) is str and len(stream) <= MAX_STR
-            and type(seq) is int and INT64[0] <= seq <= INT64[1] and type(ts_ms) is int and INT64[0] <= ts_ms <= INT64[1]
-            and type(kind) is str and len(kind) <= MAX_STR and _ok_values(values)):
-        return ForwardRecord(device_id, stream, seq, ts_ms, kind, values)
+    """The rules of ``_record_of(ForwardRecord)`` in one call a record: its two strings, then the TelemetryRecord's
+    own predicate (checked at import: ForwardRecord's fields are two strings, then TelemetryRecord's)."""
+    if (type(r) is list and len(r) == 6 and type(r[0]) is str and len(r[0]) <= MAX_STR and type(r[1]) is str
+            and len(r[1]) <= MAX_STR and _ok_telemetry_record(r[2:])):  # (device_id, stream, *TelemetryRecord)
+        return ForwardRecord(*r)
     return None
 
 
-_FORWARD_FIELDS = ["str", "str", "int", "int", "str", "dict[str, float | str]"]
-if _field_types(ForwardRecord) != _FORWARD_FIELDS:
-    raise TypeError(f"ForwardRecord's fields changed: update _forward_record and _FORWARD_FIELDS to {_field_types(ForwardRecord)}")
 
 
 def encode_sample(ts_ms: int, kind: str, values: dict[str, float | str]) -> bytes:
