@@ -223,3 +223,28 @@ def test_decode_records_keeps_each_entry_apart(entries: list) -> None:
     got = codec.decode_records(entries)
     assert len(got) == len(entries)
     assert _as_compared(got) == _one_by_one(entries)
+
+
+def _raw_record(values_map: bytes, device: bytes = b"\xa5dev-1") -> bytes:
+    """A ForwardRecord entry written byte by byte: its device field and its values map as given."""
+    return b"\x96" + device + b"".join(msgpack.packb(x) for x in ["bulk", 7, 1_700_000_000_000, "metrics"]) + values_map
+
+
+@pytest.mark.parametrize("entry", [
+    _raw_record(b"\x81\xa1t\xcb" + b"\x40\x35\x80\x00\x00\x00\x00\x00", device=b"\xa5de\xff-1"),  # not UTF-8
+    _raw_record(b"\x81\xa1t\x01", device=b"\xa5d\xed\xa0\x80e"),  # a surrogate, encoded
+    _raw_record(b"\x81\xa1t\x01", device=b"\xa5d\xc0\xafev"),  # an overlong encoding
+    _raw_record(b"\x82\xa1a\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\xa1a\x01"),  # a key twice, the first value NaN
+    _raw_record(b"\x82\xa1a\x02\xa1a\x01"),  # a key twice, both fine: the last wins
+    _raw_record(b"\x81\xa1a\xca\x7f\x80\x00\x00"),  # a float32 infinity
+    _raw_record(b"\x81\xa1a\xca\x3f\x80\x00\x00"),  # a float32 1.0
+    _raw_record(b"\x81\xc4\x01a\x01"),  # a bin key
+    _raw_record(b"\x81\xa1a\xd6\xff\x00\x00\x00\x01"),  # a timestamp extension
+    _raw_record(b"\x81\xa1a\x01", device=b"\xd9\x05dev-1"),  # a short string written as str 8
+    _raw_record(b"\x81\xa1a\xcf" + (2**63).to_bytes(8, "big")),  # uint64 past int64
+], ids=range(11))
+def test_decode_records_agrees_with_decode_record_on_hostile_corners(entry: bytes) -> None:
+    # decode_records' typed decoder and decode_record's checks are two readings of one rule; a corner either one
+    # reads differently would let the cloud store what a record's own check refuses (or the other way round)
+    entries = [GOOD_ENTRY, entry, GOOD_ENTRY]
+    assert _as_compared(codec.decode_records(entries)) == _one_by_one(entries)
