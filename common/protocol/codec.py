@@ -463,13 +463,33 @@ def decode_records(entries: Sequence[bytes]) -> list[ForwardRecord | ProtocolErr
     named (or, where the two differ on a hostile corner, accepted as ``decode_record`` would). 1.5 us a record
     of 10 metrics against 2.9 us by msgpack and Python checks. msgspec comes with the cloud's install."""
     decode_one, out = _record_decoder().decode, []
-    append, make, error = out.append, ForwardRecord, _MSGSPEC_ERRORS
+    append, make, error = out.append, _make_forward_record, _MSGSPEC_ERRORS
     for entry in entries:
         try:
-            append(make(*decode_one(entry)))
+            append(make(decode_one(entry)))
         except error:
             append(_decoded(entry))
     return out
+
+
+def _forward_record_maker() -> Callable[[tuple[Any, ...]], ForwardRecord]:
+    """``ForwardRecord(*fields)`` at half the cost (0.28 against 0.53 us): its frozen ``__init__`` sets each field
+    through ``object.__setattr__``; this sets the slots through their descriptors, which is all that does."""
+    new, setters = object.__new__, [getattr(ForwardRecord, f.name).__set__ for f in dataclasses.fields(ForwardRecord)]
+    if ForwardRecord.__init__.__code__.co_filename != "<string>" or hasattr(ForwardRecord, "__post_init__"):
+        raise TypeError("ForwardRecord's __init__ does more than set its fields: construct it with ForwardRecord(...)")
+    s0, s1, s2, s3, s4, s5 = setters  # ForwardRecord's six fields (checked at import, below decode_records)
+
+    def make(fields: tuple[Any, ...]) -> ForwardRecord:
+        rec = new(ForwardRecord)
+        s0(rec, fields[0]), s1(rec, fields[1]), s2(rec, fields[2]), s3(rec, fields[3]), s4(rec, fields[4])
+        s5(rec, fields[5])
+        return rec
+
+    return make
+
+
+_make_forward_record = _forward_record_maker()
 
 
 _decoder: Any = None  # the typed decoder of one outbox entry, made on first use (msgspec: a cloud library)
@@ -567,7 +587,7 @@ def unpack_entries(blob: bytes) -> list[bytes]:
         raise ProtocolError(f"ForwardBatch.blob: not a valid zstd frame ({exc})") from exc
     if len(raw) > MAX_BLOB_BYTES:
         raise ProtocolError(f"ForwardBatch.blob: inflates past {MAX_BLOB_BYTES} bytes")
-    return _list_of(_check_bytes)(_unpack(raw, "ForwardBatch.blob", MAX_BLOB_BYTES), "ForwardBatch.blob")
+    return CHECKS["list[bytes]"](_unpack(raw, "ForwardBatch.blob", MAX_BLOB_BYTES), "ForwardBatch.blob")
 
 
 def negotiate(peer_min: int, peer_max: int) -> int:
