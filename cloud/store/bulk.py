@@ -80,42 +80,43 @@ def _postgres(conn: sa.Connection, groups: Sequence[Sequence[Row]], ingest_id: i
     import psycopg  # the PostgreSQL driver: only a store on PostgreSQL needs it
 
     try:
-        return _copy_and_move(conn.connection.driver_connection, groups, ingest_id)
+        return _copy_and_move(conn.connection.driver_connection, groups, ingest_id, psycopg.errors.UniqueViolation)
     except psycopg.Error as exc:  # raised past SQLAlchemy: made its DBAPIError, which the transaction translates
         raise sa.exc.DBAPIError(f"COPY {_STAGE} and INSERT INTO telemetry", None, exc) from exc
 
 
-def _copy_and_move(raw: Any, groups: Sequence[Sequence[Row]], ingest_id: int | None) -> list[int]:
+def _copy_and_move(raw: Any, groups: Sequence[Sequence[Row]], ingest_id: int | None,
+                   stored_key: type[Exception]) -> list[int]:
     """On ``raw``, the psycopg connection in the transaction SQLAlchemy began (and has written in: the upserts
-    and the backlog entry come first, so a SAVEPOINT here nests in it)."""
-    import psycopg
-
+    and the backlog entry come first, so a SAVEPOINT here nests in it); ``stored_key``: psycopg's UniqueViolation."""
     sizes = [len(rows) for rows in groups]
     with raw.cursor() as cur:
         cur.execute(f"SAVEPOINT {_SAVEPOINT}")
         try:
-            with cur.copy(f"COPY telemetry ({_COLUMNS}, ingest_id) FROM STDIN") as copy:
-                write = copy.write_row
-                for rows in groups:
-                    for d, s, q, t, k, v, r in rows:
-                        write((d, s, q, t, k, _dumps(v), r, ingest_id))
-        except psycopg.errors.UniqueViolation:  # a key already stored (a batch resent): the staging path below
+            _copy(cur, f"COPY telemetry ({_COLUMNS}, ingest_id) FROM STDIN", groups, [ingest_id] * len(groups))
+        except stored_key:  # a key already stored (a batch resent): the staging path below
             cur.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         else:
             cur.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
             return sizes
         cur.execute(_STAGE_DDL)  # made once per connection (a rolled-back first transaction takes it along)
-        with cur.copy(f"COPY {_STAGE} (grp, {_COLUMNS}) FROM STDIN") as copy:
-            write = copy.write_row
-            for g, rows in enumerate(groups):
-                for d, s, q, t, k, v, r in rows:
-                    write((g, d, s, q, t, k, _dumps(v), r))
+        _copy(cur, f"COPY {_STAGE} ({_COLUMNS}, grp) FROM STDIN", groups, range(len(groups)))
         cur.execute(_PG_MOVE, (ingest_id,))
         if cur.rowcount == sum(sizes):
             return sizes
         cur.execute(_PG_COUNT, (ingest_id,))
         per = dict(cur.fetchall())
     return [int(per.get(g, 0)) for g in range(len(groups))]
+
+
+def _copy(cur: Any, sql: str, groups: Sequence[Sequence[Row]], tags: Sequence[int | None]) -> None:
+    """Every row of ``groups`` by ``sql``'s COPY, each with its group's tag last (the ingest_id into telemetry, the
+    group's index into the staging table)."""
+    with cur.copy(sql) as copy:
+        write = copy.write_row
+        for rows, tag in zip(groups, tags):
+            for d, s, q, t, k, v, r in rows:
+                write((d, s, q, t, k, _dumps(v), r, tag))
 
 
 def ingest_upserts(db: Database) -> tuple[sa.Insert, sa.Insert, sa.Insert]:
