@@ -13,7 +13,9 @@ whose token is not the current record's ``store_count`` is stale and ignored.
 Power-on also re-confirms the running slot when it is not on trial (RAUC's
 bootchooser schemes need the running slot marked good on every boot), and
 makes the bootloader agree with a final record (a failed update's slot is never
-left running).
+left running). When the committed slot is not the one running (GRUB gives a slot
+one try a boot: a power cut before its mark-good falls back), it confirms the
+committed slot again, so the next boot returns to the committed image.
 """
 
 from __future__ import annotations
@@ -283,9 +285,18 @@ class UpdateCore:
         if record is None:
             record = UpdateRecord(installed_version=running_version)
         out: list[UpdateEffect] = []
-        if record.state is State.IDLE and running_version != record.installed_version and _parses(running_version):
-            # not what the record says: the bootloader fell back (GRUB gives a slot one try: a power cut between a
-            # boot and its mark-good boots the other slot); the next update starts from what runs
+        drifted = (record.state is State.IDLE and running_version != record.installed_version
+                   and _parses(running_version))
+        if drifted and _fell_back_from_commit(record, booted):
+            # the committed slot booted, then a power cut before its mark-good made GRUB (one try a boot) fall back
+            # here: the committed slot is still good, so confirm it again and the next boot returns to it
+            out.append(Log("warning", "the committed slot fell back; confirmed it again for the next boot",
+                           {"committed": record.target_slot, "version": record.installed_version,
+                            "booted": booted, "running": running_version}))
+            out.append(Confirm(record.target_slot))
+        elif drifted:
+            # not what the record says, and no commit to return to (GRUB gives a slot one try: a power cut between
+            # a boot and its mark-good boots the other slot); the next update starts from what runs
             out.append(Log("warning", "running version is not the installed one",
                            {"running": running_version, "record": record.installed_version, "slot": booted}))
             record = replace(record, installed_version=running_version)
@@ -403,6 +414,12 @@ class UpdateCore:
         if r.outcome is None:
             raise UpdateError(f"update to {r.target_version!r} has no outcome yet: it is {r.state.value}")
         return UpdateReport(self.device_id, r.target_version, r.outcome, r.reason, r.installed_version)
+
+
+def _fell_back_from_commit(record: UpdateRecord, booted: str) -> bool:
+    """An idle record whose last update was committed to a slot that is not the one running."""
+    return bool(record.target_slot) and booted != record.target_slot and (
+        record.installed_version == record.target_version != "")
 
 
 def _parses(version: str) -> bool:

@@ -264,3 +264,23 @@ def test_crashing_image_is_rolled_back_by_the_bootloader_and_reported(dev):
     power_cycle(dev, reports, "crash")
     assert dev.booted == "A"
     assert [r.outcome for r in reports] == ["rolled_back"] and "fell back to slot A" in reports[0].reason
+
+
+@GRUB
+def test_a_power_cut_before_mark_good_on_grub_returns_to_the_committed_slot(tmp_path):
+    """GRUB gives a slot one try a boot: a cut between GRUB's boot of the committed slot and the agent's mark-good
+    falls back to the old slot once; the agent there confirms the committed slot again, so the next boot is
+    back on the committed image (without it the device would stay on the old image for good, silently)."""
+    dev = Device("grub", tmp_path)
+    reports = []
+    start(power_cycle(dev, reports), dev)
+    power_cycle(dev, reports)
+    assert [r.outcome for r in reports] == ["committed"] and dev.booted == "B"
+    dev.power_on()  # GRUB sets B_TRY=1; the power is cut before the agent runs
+    assert dev.booted == "B"
+    power_cycle(dev, reports)
+    assert dev.booted == "A"  # B was tried and not confirmed: GRUB fell back
+    for _ in range(2):
+        power_cycle(dev, reports)
+        assert dev.booted == "B"
+    assert len(reports) == 1 and RecordStore(dev.root / "update.json").load().installed_version.endswith("1.1")

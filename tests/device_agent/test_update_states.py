@@ -189,3 +189,15 @@ def test_power_on_in_idle_on_another_version_than_recorded_records_what_runs():
     assert persisted and persisted[-1].installed_version == "0.9.0" and Confirm("A") in effects
     effects = core.handle(PowerOn(UpdateRecord(installed_version="1.0.0"), "A", "?"), 0.0)  # unreadable: kept
     assert [e.record for e in effects if isinstance(e, PersistRecord)][-1].installed_version == "1.0.0"
+
+
+def test_power_on_away_from_a_committed_slot_confirms_it_again_and_keeps_the_record():
+    from device_agent.update.core import Confirm, PersistRecord, PowerOn, UpdateCore
+
+    committed = UpdateRecord(installed_version="2.0.0", target_version="2.0.0", target_slot="B", source_slot="A")
+    effects = UpdateCore("dev-1", "hw").handle(PowerOn(committed, "A", "1.0.0"), 0.0)
+    assert Confirm("A") in effects and Confirm("B") in effects
+    assert [e.record for e in effects if isinstance(e, PersistRecord)][-1].installed_version == "2.0.0"
+    rolled_back = UpdateRecord(installed_version="1.0.0", target_version="2.0.0", target_slot="B", source_slot="A")
+    effects = UpdateCore("dev-1", "hw").handle(PowerOn(rolled_back, "A", "0.9.0"), 0.0)
+    assert Confirm("B") not in effects  # the update was not committed: B is never confirmed
