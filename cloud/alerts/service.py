@@ -141,7 +141,7 @@ class AlertService:
         self._device_seen: dict[str, int] = {}
         self._gateway_of: dict[str, str] = {}  # device -> the gateway it was last heard through
         self._devices_of: dict[str, set[str]] = {}  # gateway -> its devices
-        self._reported: set[tuple[str, str]] = set()  # (device, watched metric) it has reported
+        self._reported: dict[str, set[str]] = {}  # device -> the watched metrics it reported last
         self._ids: dict[str, str] = {}  # engine id -> stored id (the same but for adopted alerts)
         self._live: dict[str, Alert] = {}  # stored id -> the engine's open alert
         self._persisted: dict[str, str] = {}  # stored id of an open alert -> last_event saved
@@ -170,7 +170,9 @@ class AlertService:
         the metrics some rule names are looked at (``AlertEngine.metrics``: any other changes no alert)."""
         self.observe_gateway(gateway, now_ms)
         per_device: dict[str, int] = {}
-        named = self.engine.metrics
+        watched, named = self._watched, self.engine.metrics
+        interesting = watched | named | {FIRMWARE_KEY}
+        reported = self._reported
         n = 0
         for r in records:
             n += 1
@@ -180,14 +182,17 @@ class AlertService:
                 continue
             device, values = r.device_id, r.values
             per_device[device] = per_device.get(device, 0) + 1
+            if interesting.isdisjoint(values):  # most records: no metric a rule names, no firmware version (in C)
+                if device in reported and r.kind == METRICS_KIND:
+                    for metric in sorted(reported[device]):
+                        self._absent(device, metric, now_ms)
+                continue
             if r.kind == METRICS_KIND:
-                for metric in self._watched:
-                    value = values.get(metric)
-                    if _number(value):
-                        self._reported.add((device, metric))
-                    elif (device, metric) in self._reported:
-                        self._reported.discard((device, metric))
-                        self.engine.metric_absent(device, metric, now_ms)
+                for metric in watched:
+                    if _number(values.get(metric)):
+                        reported.setdefault(device, set()).add(metric)
+                    else:
+                        self._absent(device, metric, now_ms)
                 for metric in named:
                     value = values.get(metric)
                     if value is not None and _number(value):
@@ -199,6 +204,15 @@ class AlertService:
         self.counters["records"] += n
         for device, count in per_device.items():
             self._observe_device(gateway, device, count, now_ms)
+
+    def _absent(self, device: str, metric: str, now_ms: int) -> None:
+        """A metrics record of ``device`` without ``metric``: if it reported the metric before, the engine hears so."""
+        had = self._reported.get(device)
+        if had is not None and metric in had:
+            had.discard(metric)
+            if not had:
+                del self._reported[device]
+            self.engine.metric_absent(device, metric, now_ms)
 
     def _observe_device(self, gateway: str, device: str, messages: int, now_ms: int) -> None:
         if self._gateway_of.get(device) != gateway:

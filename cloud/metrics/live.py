@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,6 +19,8 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE", "INGEST_BUCKETS", "CloudMetrics", "exposition"]
+
+_STREAM = operator.attrgetter("stream")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # seconds: a batch commits in milliseconds on a quiet store, seconds behind a backlog or a slow disk
@@ -41,9 +45,7 @@ class CloudMetrics:
 
     def observe_ingest(self, seconds: float, records: Iterable[Any], stored: int, duplicates: int) -> None:
         """One committed batch: ``records`` (each with a ``stream``), of which ``stored`` were new."""
-        per_stream: dict[str, int] = {}
-        for r in records:
-            per_stream[r.stream] = per_stream.get(r.stream, 0) + 1
+        per_stream = collections.Counter(map(_STREAM, records))  # counted in C: this runs for every batch
         for stream, n in per_stream.items():
             self.received.labels(stream).inc(n)
         if len(per_stream) == 1:
