@@ -68,6 +68,7 @@ class BatchPlan:
     telemetry: dict[tuple[str, str, int], tuple[str, str, int, int, str, Any, int]] = field(default_factory=dict)
     telemetry_records: int = 0  # records bound for telemetry, repeats included (stored + duplicates)
     last_seq: dict[str, int] = field(default_factory=dict)  # per device, over every stream
+    inventory_keys: list[tuple[str, str, int]] = field(default_factory=list)  # telemetry rows that are device inventory
     gaps: dict[tuple[str, str, int, int, str, str], dict[str, Any]] = field(default_factory=dict)
     status: tuple[int, dict[str, Any]] | None = None  # the newest (ts_ms, status map) of the batch
     commands: list[tuple[str, int, str, str]] = field(default_factory=list)  # device, seq, status, detail
@@ -80,40 +81,45 @@ class BatchPlan:
 def plan_batch(records: Sequence[ForwardRecord], now_ms: int) -> BatchPlan:
     """Sort ``records`` into rows and reports; validate every report's values."""
     plan = BatchPlan()
+    telemetry, last_seq, inventory_keys = plan.telemetry, plan.last_seq, plan.inventory_keys
     for r in records:
-        if r.seq < 0:
-            plan.rejected.append(_refusal(r, "a sequence is never negative"))
-            continue
-        if r.seq > 0:
-            if r.stream not in STREAMS:
+        seq, kind = r.seq, r.kind
+        if seq > 0:  # telemetry (nearly every record): as few steps as it takes, it runs for each one
+            device, stream = r.device_id, r.stream
+            if stream not in STREAMS:
                 plan.rejected.append(_refusal(r, f"stream is not one of {', '.join(STREAMS)}"))
                 continue
             plan.telemetry_records += 1
-            key = (r.device_id, r.stream, r.seq)
-            if key not in plan.telemetry:
-                plan.telemetry[key] = (r.device_id, r.stream, r.seq, r.ts_ms, r.kind, r.values, now_ms)
-            if r.seq > plan.last_seq.get(r.device_id, 0):
-                plan.last_seq[r.device_id] = r.seq
+            key = (device, stream, seq)
+            if key not in telemetry:
+                telemetry[key] = (device, stream, seq, r.ts_ms, kind, r.values, now_ms)
+                if kind == INVENTORY_KIND:
+                    inventory_keys.append(key)
+            if seq > last_seq.get(device, 0):
+                last_seq[device] = seq
+            if kind != GAP_KIND:
+                continue
+        elif seq < 0:
+            plan.rejected.append(_refusal(r, "a sequence is never negative"))
+            continue
         else:
             plan.reports += 1
         try:
-            if r.kind == GAP_KIND:
+            if kind == GAP_KIND:
                 gap = _gap_row(r, now_ms)
                 plan.gaps.setdefault(tuple(gap[k] for k in _GAP_KEY), gap)  # type: ignore[arg-type]
-            elif r.seq > 0:
-                pass  # plain telemetry
-            elif r.kind == STATUS_KIND:
+            elif kind == STATUS_KIND:
                 if plan.status is None or r.ts_ms > plan.status[0]:
                     plan.status = (r.ts_ms, dict(r.values))
-            elif r.kind == COMMAND_KIND:
+            elif kind == COMMAND_KIND:
                 plan.commands.append(_command_report(r))
-            elif r.kind == ROLLOUT_KIND:
+            elif kind == ROLLOUT_KIND:
                 pass  # a site's rollout report: the rollout service hears it (cloud.rollouts.service), nothing to store
-            elif r.kind == ALERT_KIND:
+            elif kind == ALERT_KIND:
                 plan.site_alerts.append(_site_alert_row(r))
-            elif r.kind == DDI_REFUSED_KIND:
+            elif kind == DDI_REFUSED_KIND:
                 pass  # nothing stored: the cloud's driver appends it to the audit log
-            elif r.kind == INVENTORY_KIND:
+            elif kind == INVENTORY_KIND:
                 if r.device_id not in plan.inventories or r.ts_ms >= plan.inventories[r.device_id][0]:
                     plan.inventories[r.device_id] = (r.ts_ms, dict(r.values))
             else:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from cloud.fleet.views import ONLINE_WITHIN_MS
 from cloud.store.alerts import AlertRecords
-from cloud.store.batch import INVENTORY_KIND, BatchPlan, subtract_ranges
+from cloud.store.batch import BatchPlan, subtract_ranges
 from cloud.store.bulk import Row, ingest_upserts, write_telemetry
 from cloud.store.commands import CommandRecords
 from cloud.store.database import Database
@@ -107,9 +107,16 @@ class TelemetryRecords:
             plans, refused = site_checked_plans(conn, batches, now_ms)  # cloud.store.security
             seen: set[tuple[str, str, int]] = set()
             groups: list[list[Row]] = []
+            reports: list[Row] = []  # devices' inventory rows, to the fleet's records once stored
             for plan in plans:  # the first batch holding a key stores it
-                groups.append([row for key, row in plan.telemetry.items() if key not in seen])
-                seen.update(plan.telemetry)
+                rows = plan.telemetry
+                if seen.isdisjoint(rows):  # nearly always (batches of different gateways): no row-by-row filter
+                    groups.append(list(rows.values()))
+                    reports += [rows[key] for key in plan.inventory_keys]
+                else:
+                    groups.append([row for key, row in rows.items() if key not in seen])
+                    reports += [rows[key] for key in plan.inventory_keys if key not in seen]
+                seen.update(rows)
             self._upsert_sites(conn, [site for _, site, _ in batches], now_ms)
             self._upsert_gateways(conn, [(gw, site) for gw, site, _ in batches], now_ms)
             self._upsert_devices(conn, batches, plans, now_ms)
@@ -121,7 +128,6 @@ class TelemetryRecords:
                     self.on_ingest_id(ingest_id, [gw for gw, _, _ in batches])  # (else: left to the tail)
                 stored = write_telemetry(conn, groups, ingest_id)
                 # inventory and applied config only from rows this transaction stored (tagged with its id)
-                reports = [row for rows in groups for row in rows if row[4] == INVENTORY_KIND]
                 mine = [r for r in reports if conn.execute(_TAG, dict(zip(("d", "s", "q", "t"), r))).scalar() == ingest_id]
                 self._fleet.ingest_in(conn, [_as_dict(r) for r in mine], now_ms)
             results = [
