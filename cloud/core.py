@@ -54,7 +54,7 @@ from common.protocol import (
     HelloAck,
     Message,
     OfferRequest,
-    decode_records,
+    split_records,
     unpack_entries,
 )
 from common.protocol.messages import (
@@ -265,14 +265,10 @@ class CloudCore:
         except ProtocolError as exc:
             self.counters["malformed"] += 1
             return [Send(peer, ErrorReply("malformed", str(exc)))]
-        records = []
-        for i, rec in enumerate(decode_records(entries)):
-            if isinstance(rec, ProtocolError):
-                # a corrupt outbox entry can never be stored; count it and say so instead of looping on it
-                self.counters["rejected"] += 1
-                out.append(Log("error", "rejected outbox entry", {"gateway": session.gateway_id, "stream": stream, "entry": first + i, "error": str(rec)}))
-            else:
-                records.append(rec)
+        records, errors = split_records(entries)
+        for i, error in errors:  # a corrupt outbox entry can never be stored; count it and say so, never loop on it
+            self.counters["rejected"] += 1
+            out.append(Log("error", "rejected outbox entry", {"gateway": session.gateway_id, "stream": stream, "entry": first + i, "error": str(error)}))
         self.counters["batches"] += 1
         self.counters["records"] += len(records)
         return [*out, StoreIngest((peer, stream, first, last), session.gateway_id, session.site, records)]

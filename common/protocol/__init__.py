@@ -13,6 +13,7 @@ from common.protocol.codec import (
     encode_sample,
     negotiate,
     pack_entries,
+    split_records,
     unpack_entries,
 )
 from common.protocol.messages import (
@@ -75,5 +76,6 @@ __all__ = [
     "encode_sample",
     "negotiate",
     "pack_entries",
+    "split_records",
     "unpack_entries",
 ]

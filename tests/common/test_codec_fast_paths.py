@@ -225,6 +225,14 @@ def test_decode_records_keeps_each_entry_apart(entries: list) -> None:
     assert _as_compared(got) == _one_by_one(entries)
 
 
+def test_split_records_gives_the_records_and_each_refused_entry_at_its_position() -> None:
+    entries = [b"\xc1", GOOD_ENTRY, GOOD_ENTRY[:-1], GOOD_ENTRY, b""]
+    records, errors = codec.split_records(entries)
+    assert records == [codec.decode_record(GOOD_ENTRY)] * 2
+    assert [i for i, _ in errors] == [0, 2, 4] and all(isinstance(e, ProtocolError) for _, e in errors)
+    assert _as_compared(codec.decode_records(entries)) == _one_by_one(entries)
+
+
 def _raw_record(values_map: bytes, device: bytes = b"\xa5dev-1") -> bytes:
     """A ForwardRecord entry written byte by byte: its device field and its values map as given."""
     return b"\x96" + device + b"".join(msgpack.packb(x) for x in ["bulk", 7, 1_700_000_000_000, "metrics"]) + values_map
