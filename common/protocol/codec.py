@@ -36,7 +36,6 @@ __all__ = [
     "decode_forwarding",
     "decode_record",
     "decode_records",
-    "split_records",
     "decode_sample",
     "encode",
     "encode_forward",
@@ -44,6 +43,7 @@ __all__ = [
     "encode_sample",
     "negotiate",
     "pack_entries",
+    "split_records",
     "unpack_entries",
 ]
 

@@ -205,7 +205,8 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class Confirm:
-    """Mark the running slot good again (not answered; a failure is logged)."""
+    """Mark a slot good again: the running one, or a committed one the bootloader fell back from (not answered;
+    a failure is logged)."""
 
     slot: str
 
